@@ -1,0 +1,121 @@
+"""What the CLI calls, usable from Python: build(), and the target/profile listings."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.cache import StageCache, default_root
+from edgekd.config.loading import ConfigSearch, Resolved, load_model, load_profile, load_project, load_target
+from edgekd.config.models import Profile, Target
+from edgekd.context import Context
+from edgekd.errors import BudgetViolated, ConfigError, EdgekdError, ToolchainMissing
+from edgekd.factories import resolve
+from edgekd.fsutil import atomic_write_text
+from edgekd.toolchain import version
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.report["verdict"] == "pass"
+
+
+class BuildFailed(BudgetViolated):
+    """A budget broke; `.result` has the report that was written anyway."""
+
+    def __init__(self, message: str, hint: str, result: BuildResult) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+def _check_toolchain(target: Resolved[Target]) -> None:
+    from packaging.version import Version
+
+    for dist, minimum in target.config.toolchain.items():
+        have = version(dist)
+        if have == "absent" or Version(have) < Version(minimum):
+            raise ToolchainMissing(f"target {target.name} ({target.path}) needs {dist} >= {minimum}, this environment has {have}",
+                                   f"pip install '{dist}>={minimum}'")
+
+
+def resolve_inputs(target: str, profile: str, project: Path | None, search: ConfigSearch) -> Context:
+    """Load and cross-check the three inputs; nothing runs and nothing is written."""
+    ctx = Context(load_project(project), load_target(target, search), load_profile(profile, search))
+    try:
+        ctx.project  # the profile's recipe applied to the project, validated again
+    except ValueError as exc:
+        raise ConfigError(f"{ctx.profile_file.path}: [recipe] does not fit project {ctx.source}: {exc}", "fix the recipe keys") from None
+    for role in ("teacher", "student", "data"):
+        resolve(getattr(ctx.project, role).factory, f"{role}.factory", ctx.source)
+    return ctx
+
+
+def dry_run(ctx: Context) -> dict[str, Any]:
+    from edgekd.pipeline import plan
+
+    return {
+        "project": {"file": str(ctx.project_file.path), "via": ctx.project_file.via, **ctx.project.model_dump()},
+        "target": {"name": ctx.target_file.name, "file": str(ctx.target_file.path), "via": ctx.target_file.via, **ctx.target.model_dump()},
+        "profile": {"name": ctx.profile_file.name, "file": str(ctx.profile_file.path), **ctx.profile.model_dump()},
+        "plan": plan(),
+    }
+
+
+def build(target: str = "x86", profile: str = "default", project: Path | None = None, out: Path | None = None,
+          targets_dirs: tuple[Path, ...] = (), profiles_dirs: tuple[Path, ...] = (), cache_dir: Path | None = None,
+          force: bool = False, log: Callable[[str], None] = print) -> BuildResult:
+    """Run every stage for `target` under `profile`; writes the build folder and its report.
+
+    Raises BuildFailed (exit code 1) after writing the report when a budget breaks."""
+    from edgekd import pipeline
+    from edgekd.report import build_report, markdown
+
+    ctx = resolve_inputs(target, profile, project, ConfigSearch(tuple(targets_dirs), tuple(profiles_dirs)))
+    _check_toolchain(ctx.target_file)
+    out_dir = Path(out) if out else Path("build") / ctx.target_file.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"project {ctx.project.name} ({ctx.project_file.via}); target {ctx.target_file.name} ({ctx.target_file.via}); "
+        f"profile {ctx.profile_file.name}; output {out_dir}")
+    records = pipeline.run(ctx, StageCache(cache_dir or default_root()), out_dir, force=force, log=log)
+    for stage, record in zip(pipeline.STAGES, records):  # the folder shows this build only
+        if record.status == "not run":
+            for name in stage.outputs:
+                (out_dir / name).unlink(missing_ok=True)
+    report = build_report.make(ctx, records, out_dir)
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
+    atomic_write_text(out_dir / "report.md", markdown.render(report))
+    result = BuildResult(out_dir, report)
+    if not result.passed:
+        first = report["failed_budgets"][0]
+        raise BuildFailed(f"budget violated after stage '{first['stage']}': {first['budget']} = {first['value']:.4g} {first['unit']}"
+                          f" > {first['limit']:.4g} {first['unit']} (profile {ctx.profile_file.path})",
+                          f"see {out_dir / 'report.md'}", result)
+    return result
+
+
+def list_configs(kind: str, search: ConfigSearch) -> list[dict[str, Any]]:
+    """Every target or profile file on the search path; broken files are listed with their error."""
+    model = Target if kind == "targets" else Profile
+    rows = []
+    for name, path in sorted(search.files(kind).items()):
+        try:
+            config, _ = load_model(path, model, kind[:-1])
+        except EdgekdError as exc:
+            rows.append({"name": name, "file": str(path), "error": str(exc)})
+            continue
+        row: dict[str, Any] = {"name": name, "file": str(path), "description": config.description}
+        if isinstance(config, Target):
+            row |= {"runtime": config.runtime, "aliases": config.aliases}
+        rows.append(row)
+    return rows
+
+
+def show_config(kind: str, name: str, search: ConfigSearch) -> dict[str, Any]:
+    resolved = load_target(name, search) if kind == "targets" else load_profile(name, search)
+    return {"name": resolved.name, "file": str(resolved.path), "via": resolved.via, **resolved.config.model_dump()}

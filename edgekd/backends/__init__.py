@@ -1,0 +1,1 @@
+"""Runtimes that run the exported student: one module per runtime."""

@@ -1,0 +1,54 @@
+"""ONNX Runtime CPU: sessions configured from a target file, batched prediction, saved engines."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.config.models import SessionConfig
+from edgekd.toolchain import require, usable_cores
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+PROVIDER = "CPUExecutionProvider"
+
+
+def resolved_threads(cfg: SessionConfig) -> int:
+    """The intra-op thread count a session gets: the target's number, or (0) every usable core."""
+    return cfg.intra_op_num_threads or usable_cores()
+
+
+def session_options(cfg: SessionConfig, optimized_model_path: Path | None = None) -> Any:
+    ort = require("onnxruntime", "running ONNX models")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[cfg.graph_optimization_level])
+    opts.intra_op_num_threads = resolved_threads(cfg)
+    opts.inter_op_num_threads = cfg.inter_op_num_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if cfg.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3  # errors only; warnings that matter are recorded in the report
+    if optimized_model_path is not None:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    return opts
+
+
+def open_session(model: Path, cfg: SessionConfig | None = None, optimized_model_path: Path | None = None) -> Any:
+    """An InferenceSession on the CPU provider. `cfg=None` gives ORT's defaults with basic
+    optimizations (used to evaluate intermediate artefacts as they are)."""
+    ort = require("onnxruntime", "running ONNX models")
+    cfg = cfg or SessionConfig(graph_optimization_level="basic")
+    return ort.InferenceSession(str(model), session_options(cfg, optimized_model_path), providers=[PROVIDER])
+
+
+def predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for every row of `x`, run in batches through the session's single input."""
+    name = session.get_inputs()[0].name
+    outs = [session.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs)
+
+
+def runtime_description(cfg: SessionConfig | None = None) -> str:
+    ort = require("onnxruntime", "running ONNX models")
+    text = f"onnxruntime {ort.__version__} {PROVIDER}"
+    if cfg is not None:
+        text += f", {resolved_threads(cfg)} intra-op threads, graph optimization '{cfg.graph_optimization_level}'"
+    return text

@@ -1,0 +1,155 @@
+"""The `edgekd` command: parse, call edgekd.api, map errors to the shared exit codes."""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from edgekd import __version__, api
+from edgekd.config.loading import ConfigSearch
+from edgekd.errors import EXIT_INTERNAL, EXIT_USER, EdgekdError
+
+EXIT_CODES_HELP = "Exit codes: 0 ok, 1 budget violated, 2 bad input/usage, 3 toolchain missing, 70 internal error."
+
+
+def _err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--profiles-dir", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                        help="Extra folder of profile files (searched first; also $EDGEKD_PROFILES_PATH).")(func)
+    return click.option("--targets-dir", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                        help="Extra folder of target files (searched first; also $EDGEKD_TARGETS_PATH).")(func)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(help=f"Distill, quantize, export and build edge engines under budgets. {EXIT_CODES_HELP}")
+@click.version_option(__version__, prog_name="edgekd")
+def cli() -> None:
+    pass
+
+
+def _summary(result: api.BuildResult) -> str:
+    r = result.report
+    acc = "  ".join(f"{k} {m['value']:.2f}%" for k, m in r["accuracy"].items())
+    lines = [f"edgekd build: {r['project']['name']} -> {r['target']['name']}: {r['verdict'].upper()}",
+             f"  accuracy  {acc}  (measured on the held-out test split)"]
+    if r["latency"]:
+        lat = r["latency"]
+        lines.append(f"  latency   p50 {lat['p50_ms']:.4f} ms  p90 {lat['p90_ms']:.4f} ms  p99 {lat['p99_ms']:.4f} ms  "
+                     f"(measured on this host, batch 1, {lat['intra_op_threads']} threads, {lat['runs']} runs)")
+    sizes = {s["name"]: s["metrics"].get("engine.size_mb") for s in r["stages"]}
+    if sizes.get("compile"):
+        lines.append(f"  size      engine {sizes['compile']['value']:.4f} MB")
+    lines.append("  stages    " + ", ".join(f"{s['name']} {s['status']}" for s in r["stages"]))
+    lines.append(f"  report    {result.out_dir / 'report.md'}")
+    return "\n".join(lines)
+
+
+@cli.command(help=f"Build the deployable student for a target. {EXIT_CODES_HELP}")
+@click.option("--target", "-t", default="x86", show_default=True, help="Target name, alias or .toml path.")
+@click.option("--profile", "-p", default="default", show_default=True, help="Profile name or .toml path.")
+@click.option("--project", type=click.Path(dir_okay=False, path_type=Path), help="Project file (default ./edgekd.toml, else the built-in example).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Build folder (default build/<target>).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Stage cache (default $EDGEKD_CACHE_DIR or ~/.cache/edgekd).")
+@click.option("--force", is_flag=True, help="Run every stage even when cached.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved project, target, profile and stage plan; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (or the dry-run plan) as JSON on stdout.")
+@search_options
+def build(target: str, profile: str, project: Path | None, out: Path | None, cache_dir: Path | None, force: bool,
+          dry_run: bool, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+    search = ConfigSearch(targets_dir, profiles_dir)
+    if dry_run:
+        plan = api.dry_run(api.resolve_inputs(target, profile, project, search))
+        if as_json:
+            _echo_json(plan)
+            return
+        for section in ("project", "target", "profile"):
+            click.echo(f"[{section}]\n{json.dumps(plan[section], indent=2)}")
+        click.echo("[plan]")
+        for i, step in enumerate(plan["plan"], start=1):
+            checks = ", ".join(step["budgets"]) or "no budgets"
+            click.echo(f"  {i}. {step['stage']}: {step['does']} -> {', '.join(step['writes']) or 'metrics'}; checks {checks}")
+        click.echo("dry run: nothing was run or written")
+        return
+    try:
+        result = api.build(target, profile, project, out, targets_dir, profiles_dir, cache_dir, force, log=_err)
+    except api.BuildFailed as exc:
+        click.echo(json.dumps(exc.result.report, indent=1) if as_json else _summary(exc.result))
+        raise
+    click.echo(json.dumps(result.report, indent=1) if as_json else _summary(result))
+
+
+def _listing(kind: str) -> click.Group:
+    @click.group(name=kind, invoke_without_command=True, help=f"List {kind} (or `{kind} show NAME`).")
+    @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+    @search_options
+    @click.pass_context
+    def group(ctx: click.Context, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+        ctx.obj = ConfigSearch(targets_dir, profiles_dir)
+        if ctx.invoked_subcommand is not None:
+            return
+        rows = api.list_configs(kind, ctx.obj)
+        if as_json:
+            _echo_json(rows)
+            return
+        for row in rows:
+            extra = f" [{row['runtime']}]" + (f" aliases: {', '.join(row['aliases'])}" if row.get("aliases") else "") if "runtime" in row else ""
+            click.echo(f"{row['name']:<22} {row.get('description', 'INVALID: ' + row.get('error', ''))}{extra}")
+
+    @group.command(name="show", help=f"Show one of the {kind}, resolved (aliases too).")
+    @click.argument("name")
+    @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+    @click.pass_obj
+    def show(search: ConfigSearch, name: str, as_json: bool) -> None:
+        data = api.show_config(kind, name, search)
+        if as_json:
+            _echo_json(data)
+        else:
+            click.echo(f"{data.pop('name')} ({data.pop('file')}; {data.pop('via')})")
+            click.echo(json.dumps(data, indent=2))
+
+    return group
+
+
+cli.add_command(_listing("targets"))
+cli.add_command(_listing("profiles"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line (no traceback); bugs print a traceback and exit 70."""
+    try:
+        cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _err("edgekd: aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USER
+    except EdgekdError as exc:
+        _err(f"edgekd: error: {exc.one_line()}")
+        return exc.exit_code
+    except Exception:  # a bug: keep the traceback
+        traceback.print_exc()
+        _err(f"edgekd: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above")
+        return EXIT_INTERNAL
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,61 @@
+"""Everything a stage may read: the resolved project, target and profile, and the data."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.config.loading import Resolved
+from edgekd.config.models import Profile, Project, Target, apply_recipe
+from edgekd.data import Splits, check_splits
+from edgekd.factories import call
+from edgekd.toolchain import cpu_model, usable_cores
+
+
+@dataclass
+class Context:
+    project_file: Resolved[Project]
+    target_file: Resolved[Target]
+    profile_file: Resolved[Profile]
+
+    @functools.cached_property
+    def project(self) -> Project:
+        """The project with the profile's recipe applied."""
+        return apply_recipe(self.project_file.config, self.profile_file.config.recipe)
+
+    @property
+    def target(self) -> Target:
+        return self.target_file.config
+
+    @property
+    def profile(self) -> Profile:
+        return self.profile_file.config
+
+    @property
+    def source(self) -> str:
+        return str(self.project_file.path)
+
+    @functools.cached_property
+    def data(self) -> Splits:
+        cfg = self.project.data
+        value = call(cfg.factory, cfg.args, "data.factory", self.source)
+        return check_splits(value, f"{self.source}: data.factory '{cfg.factory}'")
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        return self.data.sha256()
+
+    def build_model(self, role: str) -> Any:
+        """The teacher or student module from its factory (untrained weights)."""
+        cfg = getattr(self.project, role)
+        return call(cfg.factory, cfg.args, f"{role}.factory", self.source)
+
+    def resolve_path(self, relative: str) -> Path:
+        """A path from the project file, taken relative to the file's folder."""
+        return (self.project_file.path.parent / relative).resolve()
+
+    @staticmethod
+    def host_fingerprint() -> dict[str, Any]:
+        """What a hardware-specific artefact or a latency number depends on."""
+        return {"cpu": cpu_model(), "cores": usable_cores()}

@@ -1,0 +1,84 @@
+"""Training loops for the teacher (supervised) and the student (distilled), and torch-side metrics."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from edgekd.config.models import DistillConfig, TrainConfig
+from edgekd.data import Split
+from edgekd.distill.losses import hinton_kd
+
+# (inputs, labels, sample indices) -> loss of one mini-batch
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _fit(model: nn.Module, split: Split, epochs: int, lr: float, batch_size: int, seed: int,
+         loss_fn: LossFn, desc: str) -> list[float]:
+    """AdamW + cosine schedule over shuffled mini-batches; returns the mean loss per epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
+    idx_all = torch.arange(len(y))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * ((len(y) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    history = []
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a TTY
+    for _ in bar:
+        model.train()
+        order = idx_all[torch.randperm(len(y), generator=generator)]
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            loss = loss_fn(x[batch], y[batch], batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        history.append(total / count)
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    model.eval()
+    return history
+
+
+def train_supervised(model: nn.Module, split: Split, cfg: TrainConfig) -> list[float]:
+    ce = nn.CrossEntropyLoss()
+    return _fit(model, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
+                lambda xb, yb, _: ce(model(xb), yb), "teacher")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    outs = [model(torch.from_numpy(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs)
+
+
+def distill_hinton(student: nn.Module, teacher: nn.Module, split: Split, cfg: DistillConfig) -> list[float]:
+    """Hinton KD against a frozen teacher; the teacher's logits are computed once (eval mode,
+    deterministic per sample) and reused every epoch."""
+    teacher_logits = torch.from_numpy(predict(teacher, split.x))
+    return _fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
+                lambda xb, yb, idx: hinton_kd(student(xb), teacher_logits[idx], yb, cfg.temperature, cfg.alpha),
+                "distill")
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one batch-1 forward pass: torch's FlopCounterMode FLOPs / 2
+    (counts convolutions and matrix products; element-wise ops are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros((1, *input_shape)))
+    return int(counter.get_total_flops() // 2)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,31 @@
+"""Resolve the `"package.module:function"` strings that projects use to name their code."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from edgekd.errors import ConfigError
+
+
+def resolve(spec: str, key: str, source: str) -> Callable[..., Any]:
+    """The callable `spec` names; errors name the config `key` in `source` (a file)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{source}: key '{key}' = '{spec}': cannot import module '{module_name}' ({exc})",
+            "make the module importable (installed, or on PYTHONPATH)",
+        ) from None
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ConfigError(f"{source}: key '{key}' = '{spec}': module '{module_name}' has no callable '{attr}'", "check the function name after ':'")
+    return func
+
+
+def call(spec: str, args: dict[str, Any], key: str, source: str) -> Any:
+    func = resolve(spec, key, source)
+    try:
+        return func(**args)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: key '{key}' = '{spec}' rejected its args {args} ({exc})", f"fix [{key.rsplit('.', 1)[0]}.args]") from None

@@ -1,0 +1,84 @@
+"""Walk the stage list: cache look-up or run, copy artefacts to the build folder, check budgets,
+stop at the first violated budget."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd import __version__, budgets
+from edgekd.cache import MANIFEST, StageCache, make_key
+from edgekd.context import Context
+from edgekd.fsutil import atomic_copy, sha256_file
+from edgekd.results import Metric, StageRecord
+from edgekd.stages import STAGES, Stage
+from edgekd.toolchain import versions
+
+Log = Callable[[str], None]
+
+
+def stage_key(stage: Stage, ctx: Context, inputs: dict[str, Path]) -> str:
+    return make_key({
+        "stage": stage.name,
+        "edgekd": __version__,
+        "inputs": {name: sha256_file(path) for name, path in sorted(inputs.items())},
+        "config": stage.config(ctx),
+        "toolchain": versions(stage.tools),
+    })
+
+
+def _run_stage(stage: Stage, ctx: Context, inputs: dict[str, Path], cache: StageCache, key: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    with cache.staging(stage.name, key) as scratch:
+        outcome = stage.run(ctx, inputs, scratch)
+        missing = [name for name in stage.outputs if not (scratch / name).is_file()]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} did not write {missing}")
+        manifest = {
+            "stage": stage.name,
+            "ran_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": time.perf_counter() - started,
+            "metrics": {k: m.to_json() for k, m in outcome.metrics.items()},
+            "notes": outcome.notes,
+        }
+        (scratch / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def plan() -> list[dict[str, Any]]:
+    """The stage list as data (for --dry-run): what each stage does, reads, writes and checks."""
+    return [{"stage": s.name, "does": s.summary, "reads": list(s.inputs), "writes": list(s.outputs),
+             "budgets": sorted({r.budget for r in budgets.RULES if r.stage == s.name})} for s in STAGES]
+
+
+def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log: Log = print) -> list[StageRecord]:
+    """Every stage in order; returns one record per stage (`not run` after a violated budget)."""
+    artefacts: dict[str, Path] = {}
+    metrics: dict[str, Metric] = {}
+    records: list[StageRecord] = []
+    for index, stage in enumerate(STAGES, start=1):
+        if any(r.failed for r in records):
+            records.append(StageRecord(stage.name, "not run", notes=["stopped: an earlier stage broke its budget"]))
+            continue
+        inputs = {name: artefacts[name] for name in stage.inputs}
+        key = stage_key(stage, ctx, inputs)
+        manifest = None if force else cache.lookup(stage.name, key)
+        status = "cached"
+        if manifest is None:
+            log(f"[{index}/{len(STAGES)}] {stage.name}: running - {stage.summary}")
+            manifest, status = _run_stage(stage, ctx, inputs, cache, key), "ran"
+        record = StageRecord(stage.name, status, key, manifest["seconds"], manifest["ran_at"],
+                             metrics={k: Metric.from_json(v) for k, v in manifest["metrics"].items()}, notes=manifest["notes"])
+        for name in stage.outputs:
+            artefacts[name] = cache.entry(stage.name, key) / name
+            atomic_copy(artefacts[name], out_dir / name)
+            record.artefacts[name] = {"file": name, "sha256": sha256_file(artefacts[name]), "bytes": artefacts[name].stat().st_size}
+        metrics.update(record.metrics)
+        record.verdicts = budgets.check(stage.name, metrics, ctx.profile.budgets)
+        records.append(record)
+        outcome = "; ".join(f"{v.budget} {v.status}" for v in record.verdicts) or "no budgets"
+        when = f"{record.seconds:.1f}s" if status == "ran" else f"cached (key {key[:12]}, ran {record.ran_at})"
+        log(f"[{index}/{len(STAGES)}] {stage.name}: {when}; {outcome}")
+    return records

@@ -1,0 +1,1 @@
+"""Build reports: report.json (versioned schema) and report.md."""

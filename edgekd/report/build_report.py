@@ -1,0 +1,43 @@
+"""report.json: everything a build measured, with provenance, as one versioned document."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.context import Context
+from edgekd.results import StageRecord
+from edgekd.toolchain import host_info, versions
+
+SCHEMA_VERSION = 1
+TOOLCHAIN = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "scikit-learn", "safetensors")
+ACCURACY_ROWS = (("teacher", "teacher (torch)"), ("student", "student fp32 (torch)"),
+                 ("onnx_fp32", "student fp32 (ONNX)"), ("int8", "student INT8 (ONNX QDQ)"), ("engine", "engine"))
+
+
+def _source(resolved: Any) -> dict[str, str]:
+    return {"name": resolved.name, "file": str(resolved.path), "sha256": resolved.sha256, "via": resolved.via}
+
+
+def make(ctx: Context, records: list[StageRecord], out_dir: Path) -> dict[str, Any]:
+    metrics = {k: m for r in records for k, m in r.metrics.items()}
+    failed = [v.to_json() for r in records for v in r.failed]
+    bench_file = out_dir / "bench.json"
+    bench_ran = any(r.name == "bench" and r.status != "not run" for r in records)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgekd_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "verdict": "fail" if failed else "pass",
+        "failed_budgets": failed,
+        "project": {**_source(ctx.project_file), "description": ctx.project.description},
+        "target": {**_source(ctx.target_file), "runtime": ctx.target.runtime, "description": ctx.target.description},
+        "profile": {**_source(ctx.profile_file), "budgets": ctx.profile.budgets.model_dump()},
+        "host": host_info(),
+        "toolchain": versions(TOOLCHAIN),
+        "stages": [r.to_json() for r in records],
+        "accuracy": {row: metrics[f"{row}.accuracy"].to_json() for row, _ in ACCURACY_ROWS if f"{row}.accuracy" in metrics},
+        "latency": json.loads(bench_file.read_text()) if bench_ran and bench_file.is_file() else None,
+    }

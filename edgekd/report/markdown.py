@@ -1,0 +1,73 @@
+"""report.md: one table per stage (metric, value, budget, verdict), then the latency summary."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgekd.report.build_report import ACCURACY_ROWS
+
+_MARK = {"pass": "pass", "fail": "**FAIL**", "no budget": "no budget", "not measured": "not measured"}
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        text = f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
+    else:
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{text} {unit}".strip() if unit and unit != "%" else f"{text}{unit}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _stage_table(stage: dict[str, Any]) -> list[str]:
+    lines = [f"### {stage['name']} ({stage['status']}" + (f", {stage['seconds']:.1f} s" if stage["status"] != "not run" else "") + ")", ""]
+    if stage["status"] == "not run":
+        return lines + ["Not run: " + "; ".join(stage["notes"]), ""]
+    lines += ["| metric | value | budget | verdict | how obtained |", "|---|---|---|---|---|"]
+    for name, m in stage["metrics"].items():
+        lines.append(f"| {name} | {_fmt(m['value'], m['unit'])} | | | {_cell(m['method'] + ': ' + m['how'])} |")
+    for v in stage["verdicts"]:
+        limit = _fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
+        lines.append(f"| {v['budget']} ({_cell(v['metric'])}) | {_fmt(v['value'], v['unit'])} | <= {limit} | {_MARK[v['status']]} | computed from the metrics above |")
+    lines.append("")
+    lines += [f"- {note}" for note in stage["notes"]]
+    if stage["status"] == "cached":
+        lines.append(f"- cached: re-used the outputs of the run at {stage['ran_at']} (key `{stage['cache_key'][:12]}`)")
+    return lines + [""]
+
+
+def render(report: dict[str, Any]) -> str:
+    verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
+        f"{v['stage']}: {v['budget']} = {_fmt(v['value'], v['unit'])} > {_fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
+    host = report["host"]
+    lines = [
+        f"# edgekd build: {report['project']['name']} -> {report['target']['name']}", "",
+        f"**{verdict}**", "",
+        f"- project: {report['project']['name']} ({report['project']['via']})",
+        f"- target: {report['target']['name']} ({report['target']['runtime']}; {report['target']['via']})",
+        f"- profile: {report['profile']['name']}",
+        f"- host: {host['cpu']}, {host['cores']} cores, {host['os']}",
+        "- toolchain: " + ", ".join(f"{k} {v}" for k, v in report["toolchain"].items()), "",
+        "## Accuracy", "", "| model | accuracy | how obtained |", "|---|---|---|",
+    ]
+    for key, label in ACCURACY_ROWS:
+        m = report["accuracy"].get(key)
+        lines.append(f"| {label} | {_fmt(m['value'], m['unit'])} | {m['method']}: {m['how']} |" if m else f"| {label} | not run | |")
+    lines += ["", "## Stages", ""]
+    for stage in report["stages"]:
+        lines += _stage_table(stage)
+    lines += ["## Latency", ""]
+    lat = report["latency"]
+    if lat is None:
+        lines.append("Not measured: the bench stage did not run.")
+    else:
+        lines += ["| p50 | p90 | p99 | mean | min | max | runs | throughput | threads | engine peak RSS |", "|---|---|---|---|---|---|---|---|---|---|",
+                  f"| {_fmt(lat['p50_ms'], 'ms')} | {_fmt(lat['p90_ms'], 'ms')} | {_fmt(lat['p99_ms'], 'ms')} | {_fmt(lat['mean_ms'], 'ms')} "
+                  f"| {_fmt(lat['min_ms'], 'ms')} | {_fmt(lat['max_ms'], 'ms')} | {lat['runs']} | {_fmt(lat['throughput_per_s'], '/s')} "
+                  f"| {lat['intra_op_threads']} | {_fmt(lat['engine_peak_rss_mb'], 'MB')} |", "",
+                  f"Measured on this host ({host['cpu']}) at batch 1, in a separate process, after warm-up; "
+                  "the raw samples are in report.json under `latency.samples_ms`."]
+    return "\n".join(lines) + "\n"

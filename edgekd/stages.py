@@ -1,0 +1,220 @@
+"""The stages `build` walks, in order. Each is a small function from input artefacts (files of
+earlier stages) to output files in a scratch folder, plus metrics that say how they were obtained.
+
+teacher -> distill -> export -> quantize -> compile -> evaluate -> bench
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekd.backends import onnxruntime as ortb
+from edgekd.context import Context
+from edgekd.errors import ConfigError
+from edgekd.results import Metric
+from edgekd.toolchain import require, version
+
+Files = dict[str, Path]
+
+
+@dataclass
+class Outcome:
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    tools: tuple[str, ...]  # distributions whose versions enter the cache key
+    config: Callable[[Context], dict[str, Any]]  # the resolved settings that enter the cache key
+    run: Callable[[Context, Files, Path], Outcome]
+
+
+def accuracy_pt(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean() * 100.0)
+
+
+def _accuracy(ctx: Context, logits: np.ndarray, where: str) -> Metric:
+    test = ctx.data.test
+    return Metric(accuracy_pt(logits, test.y), "%", "measured", f"top-1 on the {len(test)} held-out test samples, {where}")
+
+
+def _torch_where() -> str:
+    return f"torch {version('torch')} eager, CPU"
+
+
+def _size(path: Path, what: str) -> Metric:
+    return Metric(path.stat().st_size / 1e6, "MB", "measured", f"file size of {what} (MB = 10^6 bytes)")
+
+
+def _load_weights(model: Any, path: Path, what: str) -> Any:
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError) as exc:  # wrong keys/shapes, unreadable or non-safetensors file
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: cannot load the {what} weights ({first})", f"give safetensors weights saved from the {what} factory's model") from None
+    return model.eval()
+
+
+def _save_weights(model: Any, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def _model_size(ctx: Context, model: Any, role: str) -> dict[str, Metric]:
+    from edgekd.distill.trainer import count_macs, count_params
+
+    how = "torch.utils.flop_counter FLOPs / 2 at batch 1 (convolutions and matrix products)"
+    return {f"{role}.params": Metric(count_params(model), "", "measured", "parameters of the torch module"),
+            f"{role}.macs": Metric(count_macs(model, ctx.data.input_shape), "", "measured", how)}
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def _teacher_config(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.project.teacher
+    checkpoint = ctx.resolve_path(cfg.checkpoint) if cfg.checkpoint else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ConfigError(f"{ctx.source}: key 'teacher.checkpoint': file {checkpoint} not found", "give the path relative to the project file")
+    from edgekd.fsutil import sha256_file
+
+    return {"teacher": cfg.model_dump(), "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
+            "data": ctx.data_sha256}
+
+
+def run_teacher(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.distill.trainer import predict, train_supervised
+
+    model = ctx.build_model("teacher")
+    cfg = ctx.project.teacher
+    if cfg.checkpoint:
+        _load_weights(model, ctx.resolve_path(cfg.checkpoint), "teacher")
+        notes = [f"teacher loaded from {cfg.checkpoint}"]
+    else:
+        losses = train_supervised(model, ctx.data.train, cfg.train)
+        notes = [f"teacher trained here: {cfg.train.epochs} epochs on {len(ctx.data.train)} samples, final loss {losses[-1]:.4f}"]
+    _save_weights(model, out / "teacher.safetensors")
+    metrics = {"teacher.accuracy": _accuracy(ctx, predict(model, ctx.data.test.x), _torch_where()), **_model_size(ctx, model, "teacher")}
+    return Outcome(metrics, notes)
+
+
+def run_distill(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.distill.trainer import distill_hinton, predict
+
+    teacher = _load_weights(ctx.build_model("teacher"), inputs["teacher.safetensors"], "teacher")
+    student = ctx.build_model("student")
+    cfg = ctx.project.distill
+    losses = distill_hinton(student, teacher, ctx.data.train, cfg)
+    _save_weights(student, out / "student.safetensors")
+    metrics = {"student.accuracy": _accuracy(ctx, predict(student, ctx.data.test.x), _torch_where()), **_model_size(ctx, student, "student")}
+    notes = [f"Hinton KD, T={cfg.temperature}, alpha={cfg.alpha}, {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
+             f"seed {cfg.seed}; final loss {losses[-1]:.4f}"]
+    return Outcome(metrics, notes)
+
+
+def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.distill.trainer import predict
+    from edgekd.export import export_onnx, parity
+
+    student = _load_weights(ctx.build_model("student"), inputs["student.safetensors"], "student")
+    path = out / "student.onnx"
+    export_onnx(student, ctx.data.input_shape, path, ctx.target.opset)
+    test_x = ctx.data.test.x
+    onnx_logits = ortb.predict(ortb.open_session(path), test_x)
+    check = parity(predict(student, test_x), onnx_logits)
+    where = ortb.runtime_description()
+    return Outcome({
+        "export.parity_max_abs_diff": Metric(check.max_abs_diff, "", "measured", f"max |logit difference| over {check.samples} test samples, {where} vs torch"),
+        "onnx_fp32.accuracy": _accuracy(ctx, onnx_logits, where),
+        "onnx_fp32.size_mb": _size(path, "student.onnx"),
+    }, [f"exported with torch.onnx (dynamo), opset {ctx.target.opset}, dynamic batch", f"parity: {check.describe()}"])
+
+
+def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.quantize import calibration_samples, quantize_int8
+
+    cfg, tq = ctx.project.quantize, ctx.target.quantize
+    samples = calibration_samples(ctx.data.calib.x, cfg)
+    path = out / "student_int8.onnx"
+    quantize_int8(inputs["student.onnx"], path, samples, "input", cfg, tq)
+    logits = ortb.predict(ortb.open_session(path), ctx.data.test.x)
+    return Outcome({
+        "int8.accuracy": _accuracy(ctx, logits, ortb.runtime_description()),
+        "int8.size_mb": _size(path, "student_int8.onnx"),
+    }, [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
+        f"reduce_range {tq.reduce_range}, {cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split"])
+
+
+def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    session_cfg = ctx.target.session
+    ortb.open_session(inputs["student_int8.onnx"], session_cfg, optimized_model_path=out / "engine.onnx")
+    notes = [f"engine = the INT8 graph as {ortb.runtime_description(session_cfg)} optimizes it"]
+    if session_cfg.graph_optimization_level == "all":
+        notes.append("level 'all' adds layout/hardware-specific kernels: the engine is for CPUs like this host's")
+    return Outcome({"engine.size_mb": _size(out / "engine.onnx", "engine.onnx")}, notes)
+
+
+def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    session_cfg = ctx.target.session
+    logits = ortb.predict(ortb.open_session(inputs["engine.onnx"], session_cfg), ctx.data.test.x)
+    return Outcome({"engine.accuracy": _accuracy(ctx, logits, ortb.runtime_description(session_cfg))})
+
+
+def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.bench import measure
+    from edgekd.toolchain import cpu_model
+
+    session_cfg = ctx.target.session
+    result = measure(inputs["engine.onnx"], ctx.data.test.x[:1], session_cfg, ctx.profile.recipe.bench, out)
+    (out / "bench.json").write_text(json.dumps(result))
+    where = f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(session_cfg)}, {result['runs']} timed runs after warm-up, in a separate process"
+    metrics = {f"latency.{k}": Metric(result[k], "ms", "measured", where) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
+    metrics["latency.throughput_per_s"] = Metric(result["throughput_per_s"], "1/s", "measured", "1000 / mean latency at batch 1")
+    metrics["latency.threads"] = Metric(result["intra_op_threads"], "", "measured", "intra-op threads of the session")
+    peak = result["engine_peak_rss_mb"]
+    metrics["latency.engine_peak_rss_mb"] = (
+        Metric(peak, "MB", "measured", "peak RSS growth of the bench process from loading the engine to the end of timing (getrusage)")
+        if peak is not None else Metric(None, "MB", "not available", "getrusage is not available on this OS"))
+    return Outcome(metrics)
+
+
+def _data(ctx: Context) -> dict[str, Any]:
+    return {"data": ctx.data_sha256}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
+          (), ("teacher.safetensors",), ("torch", "safetensors"), _teacher_config, run_teacher),
+    Stage("distill", "distill the student from the teacher (Hinton KD)",
+          ("teacher.safetensors",), ("student.safetensors",), ("torch", "safetensors"),
+          lambda c: {"teacher": c.project.teacher.model_dump(), "student": c.project.student.model_dump(),
+                     "distill": c.project.distill.model_dump(), **_data(c)}, run_distill),
+    Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
+          ("student.safetensors",), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
+          lambda c: {"student": c.project.student.model_dump(), "opset": c.target.opset, **_data(c)}, run_export),
+    Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split",
+          ("student.onnx",), ("student_int8.onnx",), ("onnx", "onnxruntime"),
+          lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.target.quantize.model_dump(), **_data(c)}, run_quantize),
+    Stage("compile", "ONNX Runtime CPU session with the target's settings; save the optimized engine",
+          ("student_int8.onnx",), ("engine.onnx",), ("onnxruntime",),
+          lambda c: {"session": c.target.session.model_dump(), "host": c.host_fingerprint()}, run_compile),
+    Stage("evaluate", "accuracy of the engine on the held-out test split",
+          ("engine.onnx",), (), ("onnxruntime",),
+          lambda c: {"session": c.target.session.model_dump(), **_data(c)}, run_evaluate),
+    Stage("bench", "latency of the engine at batch 1 on this host",
+          ("engine.onnx",), ("bench.json",), ("onnxruntime",),
+          lambda c: {"session": c.target.session.model_dump(), "bench": c.profile.recipe.bench.model_dump(),
+                     "host": c.host_fingerprint()}, run_bench),
+)
