@@ -78,6 +78,7 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
 
     ctx = resolve_inputs(target, profile, project, ConfigSearch(tuple(targets_dirs), tuple(profiles_dirs)))
     _check_toolchain(ctx.target_file)
+    ctx.data_sha256  # load and check the data before anything is written
     out_dir = Path(out) if out else Path("build") / ctx.target_file.name
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"project {ctx.project.name} ({ctx.project_file.via}); target {ctx.target_file.name} ({ctx.target_file.via}); "

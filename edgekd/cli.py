@@ -108,8 +108,10 @@ def _listing(kind: str) -> click.Group:
     @group.command(name="show", help=f"Show one of the {kind}, resolved (aliases too).")
     @click.argument("name")
     @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+    @search_options
     @click.pass_obj
-    def show(search: ConfigSearch, name: str, as_json: bool) -> None:
+    def show(search: ConfigSearch, name: str, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+        search = ConfigSearch(search.targets_dirs + targets_dir, search.profiles_dirs + profiles_dir)
         data = api.show_config(kind, name, search)
         if as_json:
             _echo_json(data)

@@ -10,7 +10,9 @@ import numpy as np
 from edgekd.config.models import QuantizeConfig, TargetQuantize
 from edgekd.toolchain import require
 
-CALIBRATION_BATCH = 32
+# One sample per calibration batch: ONNX Runtime's histogram calibrators (entropy, percentile)
+# stack the collected batches and fail on a short last batch (seen with onnxruntime 1.32).
+CALIBRATION_BATCH = 1
 
 
 def calibration_samples(calib_x: np.ndarray, cfg: QuantizeConfig) -> np.ndarray:

@@ -14,11 +14,14 @@ import numpy as np
 
 from edgekd.backends import onnxruntime as ortb
 from edgekd.context import Context
+from edgekd.export import INPUT_NAME
 from edgekd.errors import ConfigError
 from edgekd.results import Metric
 from edgekd.toolchain import require, version
 
 Files = dict[str, Path]
+ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histogram bins and 128 quantized bins "
+                "(not settable through its API), so the KL search has one candidate and picks the same range as minmax")
 
 
 @dataclass
@@ -56,11 +59,12 @@ def _size(path: Path, what: str) -> Metric:
 
 
 def _load_weights(model: Any, path: Path, what: str) -> Any:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         model.load_state_dict(load_file(str(path)))
-    except (RuntimeError, OSError) as exc:  # wrong keys/shapes, unreadable or non-safetensors file
+    except (RuntimeError, OSError, SafetensorError) as exc:  # wrong keys/shapes, unreadable or not safetensors
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{path}: cannot load the {what} weights ({first})", f"give safetensors weights saved from the {what} factory's model") from None
     return model.eval()
@@ -148,13 +152,14 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
     cfg, tq = ctx.project.quantize, ctx.target.quantize
     samples = calibration_samples(ctx.data.calib.x, cfg)
     path = out / "student_int8.onnx"
-    quantize_int8(inputs["student.onnx"], path, samples, "input", cfg, tq)
+    quantize_int8(inputs["student.onnx"], path, samples, INPUT_NAME, cfg, tq)
     logits = ortb.predict(ortb.open_session(path), ctx.data.test.x)
     return Outcome({
         "int8.accuracy": _accuracy(ctx, logits, ortb.runtime_description()),
         "int8.size_mb": _size(path, "student_int8.onnx"),
     }, [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
-        f"reduce_range {tq.reduce_range}, {cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split"])
+        f"reduce_range {tq.reduce_range}, {cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split",
+        *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])])
 
 
 def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:

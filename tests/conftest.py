@@ -1,0 +1,72 @@
+"""Shared fixtures: one cold build of the built-in example under the `ci` profile, re-used by the
+end-to-end tests (each build writes into its own folder; the stage cache is per test session)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    out_dir: Path
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.out_dir / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stage-cache")
+
+
+@pytest.fixture
+def edgekd(capsys: pytest.CaptureFixture[str], cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI in-process (`edgekd.cli.main`) with the session's cache; returns a Run."""
+    from edgekd.cli import main
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(cache_dir))
+    monkeypatch.syspath_prepend(str(HERE / "projects"))
+
+    def run(*args: str, out_dir: Path | None = None) -> Run:
+        argv = list(args) + (["--out", str(out_dir)] if out_dir is not None else [])
+        capsys.readouterr()
+        code = main(argv)
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err, out_dir or Path("."))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def cold_build(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Run:
+    """The built-in example built once for `x86` with the ci profile, from an empty cache."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from edgekd.cli import main
+
+    out_dir = tmp_path_factory.mktemp("cold") / "x86"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEKD_CACHE_DIR", str(cache_dir))
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["build", "--target", "x86", "--profile", "ci", "--out", str(out_dir)])
+    finally:
+        mp.undo()
+    return Run(code, out.getvalue(), err.getvalue(), out_dir)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
