@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
 from edgekd.errors import ConfigError
@@ -24,8 +25,11 @@ def resolve(spec: str, key: str, source: str) -> Callable[..., Any]:
 
 
 def call(spec: str, args: dict[str, Any], key: str, source: str) -> Any:
+    """Call the factory with the config's args; args that do not fit its signature are a user
+    error, anything raised inside the factory keeps its traceback."""
     func = resolve(spec, key, source)
     try:
-        return func(**args)
+        inspect.signature(func).bind(**args)
     except TypeError as exc:
         raise ConfigError(f"{source}: key '{key}' = '{spec}' rejected its args {args} ({exc})", f"fix [{key.rsplit('.', 1)[0]}.args]") from None
+    return func(**args)

@@ -129,3 +129,21 @@ def test_violation_stops_the_build_at_that_stage(cold_build, edgekd, tmp_path):
     assert status["quantize"] == "cached" and status["compile"] == status["bench"] == "not run"
     assert not (out / "engine.onnx").exists()  # the folder shows this build only
     assert json.loads((out / "report.json").read_text())["latency"] is None
+
+
+def test_reports_match_the_json_schema(cold_build, edgekd, tmp_path):
+    """The cold report and a failed one both validate against the schema kept in the repo."""
+    import jsonschema
+
+    from edgekd.report.build_report import SCHEMA_FILE
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(cold_build.report, schema)
+    profile = _profile_like_ci(tmp_path, "tiny", extra_budgets="size_mb = 0.0001")
+    failed = edgekd("build", "--target", "x86", "--profile", str(profile), out_dir=tmp_path / "out")
+    assert failed.code == 1
+    jsonschema.validate(failed.report, schema)
+    broken = {**cold_build.report, "accuracy": {"teacher": {"value": 99.0, "unit": "%"}}}  # no provenance
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -78,9 +78,6 @@ def test_call_with_wrong_args_is_config_error(factories_module: str, args: dict[
     assert info.value.hint == "fix [student.args]"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "edgekd/factories.py call(): any TypeError raised inside the factory body is reported as "
-    "'rejected its args' (a ConfigError, traceback dropped), hiding a bug in the user's code"))
 def test_type_error_inside_factory_is_not_blamed_on_args(factories_module: str) -> None:
     with pytest.raises(TypeError):
         call(f"{factories_module}:buggy", {"width": 4}, "teacher.factory", SOURCE)

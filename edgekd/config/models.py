@@ -123,7 +123,9 @@ class Target(Strict):
 
 
 class Budgets(Strict):
-    """Limits checked after each stage. A budget left out is reported as 'no budget'."""
+    """Limits checked after each stage. A budget left out is reported as 'no budget', except the
+    export parity tolerance, which defaults to 1e-4 (an export that changes the logits more than
+    that is broken whatever the team's budgets)."""
 
     distill_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - student (torch)")
     export_parity_max_abs_diff: float | None = Field(1e-4, gt=0, description="ONNX Runtime vs torch logits")
@@ -151,7 +153,8 @@ class BenchConfig(Strict):
 
 
 class Recipe(Strict):
-    """Overrides of the project's stage settings, e.g. fewer epochs for CI."""
+    """Overrides of the project's stage settings, e.g. fewer epochs for CI. `teacher_train`
+    applies only to projects that train their teacher (it is ignored for a teacher checkpoint)."""
 
     teacher_train: dict[str, Any] = Field(default_factory=dict)
     distill: dict[str, Any] = Field(default_factory=dict)

@@ -12,6 +12,7 @@ from edgekd.results import StageRecord
 from edgekd.toolchain import host_info, versions
 
 SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("report.schema.json")  # JSON Schema of report.json
 TOOLCHAIN = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "scikit-learn", "safetensors")
 ACCURACY_ROWS = (("teacher", "teacher (torch)"), ("student", "student fp32 (torch)"),
                  ("onnx_fp32", "student fp32 (ONNX)"), ("int8", "student INT8 (ONNX QDQ)"), ("engine", "engine"))

@@ -55,7 +55,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     for key, label in ACCURACY_ROWS:
         m = report["accuracy"].get(key)
-        lines.append(f"| {label} | {_fmt(m['value'], m['unit'])} | {m['method']}: {m['how']} |" if m else f"| {label} | not run | |")
+        lines.append(f"| {label} | {_fmt(m['value'], m['unit'])} | {_cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
     lines += ["", "## Stages", ""]
     for stage in report["stages"]:
         lines += _stage_table(stage)
