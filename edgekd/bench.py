@@ -6,6 +6,7 @@ is the engine's process and not the build's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -60,7 +61,17 @@ def _peak_rss_mb() -> float | None:
         import resource
     except ImportError:  # not Unix
         return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB (MiB here)
+
+
+def _rss_mb() -> float | None:
+    """Resident set size now (Linux /proc/self/statm), or None elsewhere."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            resident_pages = int(fh.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _worker(request_path: Path) -> dict[str, Any]:
@@ -69,18 +80,18 @@ def _worker(request_path: Path) -> dict[str, Any]:
 
     cfg = SessionConfig.model_validate(request["session"])
     feed_x = np.load(request["input"])
-    before_mb = _peak_rss_mb()
+    before_mb = _rss_mb()
     session = open_session(Path(request["engine"]), cfg)
     feed = {session.get_inputs()[0].name: feed_x}
     samples = sample(lambda: session.run(None, feed), BenchConfig.model_validate(request["bench"]))
-    peak_mb = _peak_rss_mb()
+    after_mb = _rss_mb()
     return {
         **summarize(samples),
         "samples_ms": samples,
         "batch": int(feed_x.shape[0]),
         "intra_op_threads": resolved_threads(cfg),
-        "peak_rss_mb": peak_mb,
-        "engine_peak_rss_mb": None if peak_mb is None or before_mb is None else peak_mb - before_mb,
+        "peak_rss_mb": _peak_rss_mb(),
+        "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb,
     }
 
 

@@ -188,10 +188,11 @@ def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
     metrics = {f"latency.{k}": Metric(result[k], "ms", "measured", where) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
     metrics["latency.throughput_per_s"] = Metric(result["throughput_per_s"], "1/s", "measured", "1000 / mean latency at batch 1")
     metrics["latency.threads"] = Metric(result["intra_op_threads"], "", "measured", "intra-op threads of the session")
-    peak = result["engine_peak_rss_mb"]
-    metrics["latency.engine_peak_rss_mb"] = (
-        Metric(peak, "MB", "measured", "peak RSS growth of the bench process from loading the engine to the end of timing (getrusage)")
-        if peak is not None else Metric(None, "MB", "not available", "getrusage is not available on this OS"))
+    for key, how in (("peak_rss_mb", "peak resident memory of the whole bench process (Python + runtime + engine), getrusage ru_maxrss"),
+                     ("engine_rss_mb", "resident memory added by loading and running the engine: /proc/self/statm after timing minus before the session")):
+        value = result[key]
+        metrics[f"latency.{key}"] = (Metric(value, "MiB", "measured", how) if value is not None
+                                     else Metric(None, "MiB", "not available", "this OS does not expose it"))
     return Outcome(metrics)
 
 

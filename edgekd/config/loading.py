@@ -98,16 +98,26 @@ def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
     return ConfigError(f"unknown {kind[:-1]} '{name}' (known: {', '.join(sorted(known))})", hint)
 
 
-def load_target(name_or_path: str, search: ConfigSearch) -> Resolved[Target]:
-    """A target by file path, by name, or by alias (`x86` picks the file that fits this host's CPU)."""
+def _by_path_or_name(kind: str, model: type[M], name_or_path: str, search: ConfigSearch) -> Resolved[M] | None:
+    """The config at a path, or the file named so on the search path; None if there is none."""
+    what = kind[:-1]
     if _looks_like_path(name_or_path):
         path = Path(name_or_path)
-        target, digest = load_model(path, Target, "target")
-        return Resolved(path.stem, path, target, digest, "path")
+        config, digest = load_model(path, model, what)
+        return Resolved(path.stem, path, config, digest, "path")
+    path = search.files(kind).get(name_or_path)
+    if path is None:
+        return None
+    config, digest = load_model(path, model, what)
+    return Resolved(name_or_path, path, config, digest, "name")
+
+
+def load_target(name_or_path: str, search: ConfigSearch) -> Resolved[Target]:
+    """A target by file path, by name, or by alias (`x86` picks the file that fits this host's CPU)."""
+    found = _by_path_or_name("targets", Target, name_or_path, search)
+    if found is not None:
+        return found
     files = search.files("targets")
-    if name_or_path in files:
-        target, digest = load_model(files[name_or_path], Target, "target")
-        return Resolved(name_or_path, files[name_or_path], target, digest, "name")
     loaded = {name: load_model(path, Target, "target") for name, path in files.items()}
     aliased = {name: pair for name, pair in loaded.items() if name_or_path in pair[0].aliases}
     if not aliased:
@@ -125,15 +135,10 @@ def load_target(name_or_path: str, search: ConfigSearch) -> Resolved[Target]:
 
 
 def load_profile(name_or_path: str, search: ConfigSearch) -> Resolved[Profile]:
-    if _looks_like_path(name_or_path):
-        path = Path(name_or_path)
-        profile, digest = load_model(path, Profile, "profile")
-        return Resolved(path.stem, path, profile, digest, "path")
-    files = search.files("profiles")
-    if name_or_path not in files:
-        raise _unknown("profiles", name_or_path, list(files))
-    profile, digest = load_model(files[name_or_path], Profile, "profile")
-    return Resolved(name_or_path, files[name_or_path], profile, digest, "name")
+    found = _by_path_or_name("profiles", Profile, name_or_path, search)
+    if found is None:
+        raise _unknown("profiles", name_or_path, list(search.files("profiles")))
+    return found
 
 
 def load_project(path: Path | None) -> Resolved[Project]:

@@ -64,10 +64,10 @@ def render(report: dict[str, Any]) -> str:
     if lat is None:
         lines.append("Not measured: the bench stage did not run.")
     else:
-        lines += ["| p50 | p90 | p99 | mean | min | max | runs | throughput | threads | engine peak RSS |", "|---|---|---|---|---|---|---|---|---|---|",
+        lines += ["| p50 | p90 | p99 | mean | min | max | runs | throughput | threads | engine RSS | process peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|",
                   f"| {_fmt(lat['p50_ms'], 'ms')} | {_fmt(lat['p90_ms'], 'ms')} | {_fmt(lat['p99_ms'], 'ms')} | {_fmt(lat['mean_ms'], 'ms')} "
                   f"| {_fmt(lat['min_ms'], 'ms')} | {_fmt(lat['max_ms'], 'ms')} | {lat['runs']} | {_fmt(lat['throughput_per_s'], '/s')} "
-                  f"| {lat['intra_op_threads']} | {_fmt(lat['engine_peak_rss_mb'], 'MB')} |", "",
+                  f"| {lat['intra_op_threads']} | {_fmt(lat['engine_rss_mb'], 'MiB')} | {_fmt(lat['peak_rss_mb'], 'MiB')} |", "",
                   f"Measured on this host ({host['cpu']}) at batch 1, in a separate process, after warm-up; "
                   "the raw samples are in report.json under `latency.samples_ms`."]
     return "\n".join(lines) + "\n"
