@@ -6,7 +6,6 @@ is the engine's process and not the build's.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -56,22 +55,18 @@ def summarize(samples_ms: list[float]) -> dict[str, float | int]:
     }
 
 
-def _peak_rss_mb() -> float | None:
+def _memory_mb(field: str) -> float | None:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process from /proc/self/status, in MiB.
+    Both belong to this process image: unlike getrusage's ru_maxrss they do not carry over the
+    parent's memory from before exec. None where /proc is absent (not Linux)."""
     try:
-        import resource
-    except ImportError:  # not Unix
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB (MiB here)
-
-
-def _rss_mb() -> float | None:
-    """Resident set size now (Linux /proc/self/statm), or None elsewhere."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            resident_pages = int(fh.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
 
 
 def _worker(request_path: Path) -> dict[str, Any]:
@@ -80,17 +75,17 @@ def _worker(request_path: Path) -> dict[str, Any]:
 
     cfg = SessionConfig.model_validate(request["session"])
     feed_x = np.load(request["input"])
-    before_mb = _rss_mb()
+    before_mb = _memory_mb("VmRSS")
     session = open_session(Path(request["engine"]), cfg)
     feed = {session.get_inputs()[0].name: feed_x}
     samples = sample(lambda: session.run(None, feed), BenchConfig.model_validate(request["bench"]))
-    after_mb = _rss_mb()
+    after_mb = _memory_mb("VmRSS")
     return {
         **summarize(samples),
         "samples_ms": samples,
         "batch": int(feed_x.shape[0]),
         "intra_op_threads": resolved_threads(cfg),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": _memory_mb("VmHWM"),
         "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb,
     }
 

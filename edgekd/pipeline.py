@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekd import __version__, budgets
+from edgekd import budgets
 from edgekd.cache import MANIFEST, StageCache, make_key
 from edgekd.context import Context
 from edgekd.fsutil import atomic_copy, sha256_file
 from edgekd.results import Metric, StageRecord
 from edgekd.stages import STAGES, Stage
-from edgekd.toolchain import versions
+from edgekd.toolchain import edgekd_fingerprint, versions
 
 Log = Callable[[str], None]
 
@@ -22,7 +22,7 @@ Log = Callable[[str], None]
 def stage_key(stage: Stage, ctx: Context, inputs: dict[str, Path]) -> str:
     return make_key({
         "stage": stage.name,
-        "edgekd": __version__,
+        "edgekd": edgekd_fingerprint(),
         "inputs": {name: sha256_file(path) for name, path in sorted(inputs.items())},
         "config": stage.config(ctx),
         "toolchain": versions(stage.tools),

@@ -188,8 +188,8 @@ def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
     metrics = {f"latency.{k}": Metric(result[k], "ms", "measured", where) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
     metrics["latency.throughput_per_s"] = Metric(result["throughput_per_s"], "1/s", "measured", "1000 / mean latency at batch 1")
     metrics["latency.threads"] = Metric(result["intra_op_threads"], "", "measured", "intra-op threads of the session")
-    for key, how in (("peak_rss_mb", "peak resident memory of the whole bench process (Python + runtime + engine), getrusage ru_maxrss"),
-                     ("engine_rss_mb", "resident memory added by loading and running the engine: /proc/self/statm after timing minus before the session")):
+    for key, how in (("peak_rss_mb", "peak resident memory of the whole bench process (Python + runtime + engine), /proc/self/status VmHWM"),
+                     ("engine_rss_mb", "resident memory added by loading and running the engine: /proc/self/status VmRSS after timing minus before the session")):
         value = result[key]
         metrics[f"latency.{key}"] = (Metric(value, "MiB", "measured", how) if value is not None
                                      else Metric(None, "MiB", "not available", "this OS does not expose it"))

@@ -69,6 +69,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
+def edgekd_fingerprint() -> str:
+    """edgekd's version plus a hash of its own source files: a cache entry made by other edgekd
+    code (an upgrade, or a developer's edit) is never re-used."""
+    import hashlib
+    from pathlib import Path
+
+    import edgekd
+
+    digest = hashlib.sha256()
+    root = Path(edgekd.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return f"{edgekd.__version__}+{digest.hexdigest()[:16]}"
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
