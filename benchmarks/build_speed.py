@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from edgekd.toolchain import host_info
 
 RESULTS = Path(__file__).parent / "results"
 GOALS_S = {"cold": 60.0, "warm": 5.0}  # issue 2: cold within 60 s, warm within 5 s on the 2-core machine
@@ -54,7 +55,7 @@ def main() -> None:
         "what": "wall-clock of `edgekd build --target x86` on the built-in example, cold (empty cache) vs warm (all cached)",
         "how": "measured: time.perf_counter around the whole CLI subprocess, median of the repeats",
         "profile": args.profile,
-        "host": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "host": host_info(),
         "goals_s": GOALS_S,
         "median": summary,
         "meets_goals": {"cold": summary["cold_s"] <= GOALS_S["cold"], "warm": summary["warm_s"] <= GOALS_S["warm"]},
