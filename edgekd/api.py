@@ -86,8 +86,7 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
     records = pipeline.run(ctx, StageCache(cache_dir or default_root()), out_dir, force=force, log=log)
     for stage, record in zip(pipeline.STAGES, records):  # the folder shows this build only
         if record.status == "not run":
-            for name in stage.outputs:
-                (out_dir / name).unlink(missing_ok=True)
+            pipeline.clear_outputs(stage, out_dir)
     report = build_report.make(ctx, records, out_dir)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
     atomic_write_text(out_dir / "report.md", markdown.render(report))

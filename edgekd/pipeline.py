@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +34,7 @@ def _run_stage(stage: Stage, ctx: Context, inputs: dict[str, Path], cache: Stage
     started = time.perf_counter()
     with cache.staging(stage.name, key) as scratch:
         outcome = stage.run(ctx, inputs, scratch)
-        missing = [name for name in stage.outputs if not (scratch / name).is_file()]
+        missing = [name for name in stage.outputs if not name.endswith("/") and not (scratch / name).is_file()]
         if missing:
             raise RuntimeError(f"stage {stage.name} did not write {missing}")
         manifest = {
@@ -45,6 +46,16 @@ def _run_stage(stage: Stage, ctx: Context, inputs: dict[str, Path], cache: Stage
         }
         (scratch / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def clear_outputs(stage: Stage, out_dir: Path) -> None:
+    """Remove what `stage` writes from the build folder, so that it shows this build only."""
+    for name in stage.outputs:
+        target = out_dir / name.rstrip("/")
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def plan() -> list[dict[str, Any]]:
@@ -71,10 +82,13 @@ def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log
             manifest, status = _run_stage(stage, ctx, inputs, cache, key), "ran"
         record = StageRecord(stage.name, status, key, manifest["seconds"], manifest["ran_at"],
                              metrics={k: Metric.from_json(v) for k, v in manifest["metrics"].items()}, notes=manifest["notes"])
-        for name in stage.outputs:
-            artefacts[name] = cache.entry(stage.name, key) / name
-            atomic_copy(artefacts[name], out_dir / name)
-            record.artefacts[name] = {"file": name, "sha256": sha256_file(artefacts[name]), "bytes": artefacts[name].stat().st_size}
+        entry = cache.entry(stage.name, key)
+        clear_outputs(stage, out_dir)
+        for path in sorted(p for p in entry.rglob("*") if p.is_file() and p.name != MANIFEST):
+            name = str(path.relative_to(entry))
+            artefacts[name] = path
+            atomic_copy(path, out_dir / name)
+            record.artefacts[name] = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         metrics.update(record.metrics)
         record.verdicts = budgets.check(stage.name, metrics, ctx.profile.budgets)
         records.append(record)

@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgekd import backends
 from edgekd.backends import onnxruntime as ortb
+from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
 from edgekd.context import Context
 from edgekd.export import INPUT_NAME
 from edgekd.errors import ConfigError
@@ -35,7 +37,7 @@ class Stage:
     name: str
     summary: str
     inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
+    outputs: tuple[str, ...]  # files it must write; "name/" is a folder it may write
     tools: tuple[str, ...]  # distributions whose versions enter the cache key
     config: Callable[[Context], dict[str, Any]]  # the resolved settings that enter the cache key
     run: Callable[[Context, Files, Path], Outcome]
@@ -45,7 +47,7 @@ def accuracy_pt(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean() * 100.0)
 
 
-def _accuracy(ctx: Context, logits: np.ndarray, where: str) -> Metric:
+def accuracy_metric(ctx: Context, logits: np.ndarray, where: str) -> Metric:
     test = ctx.data.test
     return Metric(accuracy_pt(logits, test.y), "%", "measured", f"top-1 on the {len(test)} held-out test samples, {where}")
 
@@ -54,7 +56,7 @@ def _torch_where() -> str:
     return f"torch {version('torch')} eager, CPU"
 
 
-def _size(path: Path, what: str) -> Metric:
+def size_metric(path: Path, what: str) -> Metric:
     return Metric(path.stat().st_size / 1e6, "MB", "measured", f"file size of {what} (MB = 10^6 bytes)")
 
 
@@ -110,7 +112,7 @@ def run_teacher(ctx: Context, inputs: Files, out: Path) -> Outcome:
         losses = train_supervised(model, ctx.data.train, cfg.train)
         notes = [f"teacher trained here: {cfg.train.epochs} epochs on {len(ctx.data.train)} samples, final loss {losses[-1]:.4f}"]
     _save_weights(model, out / "teacher.safetensors")
-    metrics = {"teacher.accuracy": _accuracy(ctx, predict(model, ctx.data.test.x), _torch_where()), **_model_size(ctx, model, "teacher")}
+    metrics = {"teacher.accuracy": accuracy_metric(ctx, predict(model, ctx.data.test.x), _torch_where()), **_model_size(ctx, model, "teacher")}
     return Outcome(metrics, notes)
 
 
@@ -122,7 +124,7 @@ def run_distill(ctx: Context, inputs: Files, out: Path) -> Outcome:
     cfg = ctx.project.distill
     losses = distill_hinton(student, teacher, ctx.data.train, cfg)
     _save_weights(student, out / "student.safetensors")
-    metrics = {"student.accuracy": _accuracy(ctx, predict(student, ctx.data.test.x), _torch_where()), **_model_size(ctx, student, "student")}
+    metrics = {"student.accuracy": accuracy_metric(ctx, predict(student, ctx.data.test.x), _torch_where()), **_model_size(ctx, student, "student")}
     notes = [f"Hinton KD, T={cfg.temperature}, alpha={cfg.alpha}, {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
              f"seed {cfg.seed}; final loss {losses[-1]:.4f}"]
     return Outcome(metrics, notes)
@@ -141,8 +143,8 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     where = ortb.runtime_description()
     return Outcome({
         "export.parity_max_abs_diff": Metric(check.max_abs_diff, "", "measured", f"max |logit difference| over {check.samples} test samples, {where} vs torch"),
-        "onnx_fp32.accuracy": _accuracy(ctx, onnx_logits, where),
-        "onnx_fp32.size_mb": _size(path, "student.onnx"),
+        "onnx_fp32.accuracy": accuracy_metric(ctx, onnx_logits, where),
+        "onnx_fp32.size_mb": size_metric(path, "student.onnx"),
     }, [f"exported with torch.onnx (dynamo), opset {ctx.target.opset}, dynamic batch", f"parity: {check.describe()}"])
 
 
@@ -155,45 +157,28 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
     quantize_int8(inputs["student.onnx"], path, samples, INPUT_NAME, cfg, tq)
     logits = ortb.predict(ortb.open_session(path), ctx.data.test.x)
     return Outcome({
-        "int8.accuracy": _accuracy(ctx, logits, ortb.runtime_description()),
-        "int8.size_mb": _size(path, "student_int8.onnx"),
+        "int8.accuracy": accuracy_metric(ctx, logits, ortb.runtime_description()),
+        "int8.size_mb": size_metric(path, "student_int8.onnx"),
     }, [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
         f"reduce_range {tq.reduce_range}, {cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split",
         *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])])
 
 
 def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    session_cfg = ctx.target.session
-    ortb.open_session(inputs["student_int8.onnx"], session_cfg, optimized_model_path=out / "engine.onnx")
-    notes = [f"engine = the INT8 graph as {ortb.runtime_description(session_cfg)} optimizes it"]
-    if session_cfg.graph_optimization_level == "all":
-        notes.append("level 'all' adds layout/hardware-specific kernels: the engine is for CPUs like this host's")
-    return Outcome({"engine.size_mb": _size(out / "engine.onnx", "engine.onnx")}, notes)
+    return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], out)
+
+
+def _engine(inputs: Files) -> tuple[Path, dict[str, Any]]:
+    engine_json = inputs[ENGINE_JSON]
+    return engine_json.parent / ENGINE_DIR, json.loads(engine_json.read_text())
 
 
 def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    session_cfg = ctx.target.session
-    logits = ortb.predict(ortb.open_session(inputs["engine.onnx"], session_cfg), ctx.data.test.x)
-    return Outcome({"engine.accuracy": _accuracy(ctx, logits, ortb.runtime_description(session_cfg))})
+    return backends.get(ctx.target.runtime).evaluate(ctx, *_engine(inputs))
 
 
 def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    from edgekd.bench import measure
-    from edgekd.toolchain import cpu_model
-
-    session_cfg = ctx.target.session
-    result = measure(inputs["engine.onnx"], ctx.data.test.x[:1], session_cfg, ctx.profile.recipe.bench, out)
-    (out / "bench.json").write_text(json.dumps(result))
-    where = f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(session_cfg)}, {result['runs']} timed runs after warm-up, in a separate process"
-    metrics = {f"latency.{k}": Metric(result[k], "ms", "measured", where) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
-    metrics["latency.throughput_per_s"] = Metric(result["throughput_per_s"], "1/s", "measured", "1000 / mean latency at batch 1")
-    metrics["latency.threads"] = Metric(result["intra_op_threads"], "", "measured", "intra-op threads of the session")
-    for key, how in (("peak_rss_mb", "peak resident memory of the whole bench process (Python + runtime + engine), /proc/self/status VmHWM"),
-                     ("engine_rss_mb", "resident memory added by loading and running the engine: /proc/self/status VmRSS after timing minus before the session")):
-        value = result[key]
-        metrics[f"latency.{key}"] = (Metric(value, "MiB", "measured", how) if value is not None
-                                     else Metric(None, "MiB", "not available", "this OS does not expose it"))
-    return Outcome(metrics)
+    return backends.get(ctx.target.runtime).bench(ctx, *_engine(inputs), out)
 
 
 def _data(ctx: Context) -> dict[str, Any]:
@@ -213,14 +198,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split",
           ("student.onnx",), ("student_int8.onnx",), ("onnx", "onnxruntime"),
           lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.target.quantize.model_dump(), **_data(c)}, run_quantize),
-    Stage("compile", "ONNX Runtime CPU session with the target's settings; save the optimized engine",
-          ("student_int8.onnx",), ("engine.onnx",), ("onnxruntime",),
+    Stage("compile", "build the engine for the target's runtime (and the deploy bundle)",
+          ("student_int8.onnx",), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime",),
           lambda c: {"session": c.target.session.model_dump(), "host": c.host_fingerprint()}, run_compile),
     Stage("evaluate", "accuracy of the engine on the held-out test split",
-          ("engine.onnx",), (), ("onnxruntime",),
+          (ENGINE_JSON,), (), ("onnxruntime",),
           lambda c: {"session": c.target.session.model_dump(), **_data(c)}, run_evaluate),
-    Stage("bench", "latency of the engine at batch 1 on this host",
-          ("engine.onnx",), ("bench.json",), ("onnxruntime",),
+    Stage("bench", "latency of the engine at batch 1 (measured here, or estimated for an absent device)",
+          (ENGINE_JSON,), ("bench.json",), ("onnxruntime",),
           lambda c: {"session": c.target.session.model_dump(), "bench": c.profile.recipe.bench.model_dump(),
                      "host": c.host_fingerprint()}, run_bench),
 )

@@ -68,7 +68,7 @@ def test_cold_build_writes_the_artefacts(cold_build):
     from safetensors.numpy import load_file
 
     out = cold_build.out_dir
-    for name in ["teacher.safetensors", "student.safetensors", "student.onnx", "student_int8.onnx", "engine.onnx",
+    for name in ["teacher.safetensors", "student.safetensors", "student.onnx", "student_int8.onnx", "engine.json", "engine/engine.onnx",
                  "bench.json", "report.json", "report.md"]:
         assert (out / name).is_file(), name
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
@@ -89,7 +89,7 @@ def test_rebuild_reuses_every_stage(cold_build, edgekd, tmp_path):
     assert "cached" in warm.err
     cold_metrics = {s["name"]: s["metrics"] for s in cold_build.report["stages"]}
     assert {s["name"]: s["metrics"] for s in report["stages"]} == cold_metrics
-    for name in ["student.onnx", "engine.onnx"]:
+    for name in ["student.onnx", "engine/engine.onnx"]:
         assert (tmp_path / "warm" / name).read_bytes() == (cold_build.out_dir / name).read_bytes()
 
 
@@ -121,13 +121,13 @@ def test_unmeetable_latency_budget_exits_1_and_still_reports(cold_build, edgekd,
 def test_violation_stops_the_build_at_that_stage(cold_build, edgekd, tmp_path):
     assert cold_build.code == 0
     out = tmp_path / "out"
-    write(out / "engine.onnx", "stale engine from an earlier build")
+    write(out / "engine" / "engine.onnx", "stale engine from an earlier build")
     profile = _profile_like_ci(tmp_path, "tiny", extra_budgets="size_mb = 0.0001")
     run = edgekd("build", "--target", "x86", "--profile", str(profile), out_dir=out)
     assert run.code == 1
     status = {s["name"]: s["status"] for s in run.report["stages"]}
     assert status["quantize"] == "cached" and status["compile"] == status["bench"] == "not run"
-    assert not (out / "engine.onnx").exists()  # the folder shows this build only
+    assert not (out / "engine").exists() and not (out / "engine.json").exists()  # the folder shows this build only
     assert json.loads((out / "report.json").read_text())["latency"] is None
 
 

@@ -1,0 +1,51 @@
+"""What a runtime backend does for the build: compile the INT8 graph into what the target runs,
+evaluate that engine, and measure (or estimate) its latency. One module per runtime implements it;
+`get(runtime)` picks it for a target.
+
+Compile writes into its scratch folder:
+  engine.json  what the engine is (runtime, files, whether it was built here) - later stages key on it
+  engine/      the files this host evaluates and benches (the engine, where it can be built here)
+  bundle/      the deploy bundle: what is copied to the device (bundle.json, model, device-side runner)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edgekd.fsutil import sha256_file
+
+if TYPE_CHECKING:
+    from edgekd.context import Context
+    from edgekd.stages import Outcome
+
+ENGINE_JSON = "engine.json"
+ENGINE_DIR = "engine"
+BUNDLE_DIR = "bundle"
+
+
+class Backend(Protocol):
+    runtime: str
+
+    def compile(self, ctx: Context, int8_model: Path, out: Path) -> Outcome: ...
+
+    def evaluate(self, ctx: Context, engine_dir: Path, engine: dict[str, Any]) -> Outcome: ...
+
+    def bench(self, ctx: Context, engine_dir: Path, engine: dict[str, Any], out: Path) -> Outcome: ...
+
+
+def write_engine_json(out: Path, runtime: str, built_here: bool, **extra: Any) -> dict[str, Any]:
+    """Describe the engine/ and bundle/ folders, with a hash of every file in them."""
+    files = {str(p.relative_to(out)): sha256_file(p) for d in (ENGINE_DIR, BUNDLE_DIR) if (out / d).is_dir()
+             for p in sorted((out / d).rglob("*")) if p.is_file()}
+    data = {"runtime": runtime, "built_here": built_here, "files": files, **extra}
+    (out / ENGINE_JSON).write_text(json.dumps(data, indent=1))
+    return data
+
+
+def get(runtime: str) -> Backend:
+    if runtime == "onnxruntime-cpu":
+        from edgekd.backends.ort_cpu_backend import OrtCpuBackend
+
+        return OrtCpuBackend()
+    raise ValueError(f"no backend for runtime {runtime!r}")
