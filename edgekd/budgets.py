@@ -38,6 +38,7 @@ RULES: tuple[Rule, ...] = (
     Rule("export_parity_max_abs_diff", "export", "max |onnx - torch| logits", "", _value("export.parity_max_abs_diff")),
     Rule("export_accuracy_drop_pt", "export", "student.accuracy - onnx_fp32.accuracy", "pt", _drop("student.accuracy", "onnx_fp32.accuracy")),
     Rule("quantize_accuracy_drop_pt", "quantize", "onnx_fp32.accuracy - int8.accuracy", "pt", _drop("onnx_fp32.accuracy", "int8.accuracy")),
+    Rule("quantize_rule_violations", "quantize", "Q/DQ nodes breaking the target's rules", "", _value("int8.rule_violations")),
     Rule("size_mb", "quantize", "int8.size_mb", "MB", _value("int8.size_mb")),
     Rule("size_mb", "compile", "engine.size_mb", "MB", _value("engine.size_mb")),
     Rule("overall_accuracy_drop_pt", "evaluate", "teacher.accuracy - engine.accuracy", "pt", _drop("teacher.accuracy", "engine.accuracy")),

@@ -25,7 +25,7 @@ def calibration_samples(calib_x: np.ndarray, cfg: QuantizeConfig) -> np.ndarray:
 def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_name: str,
                   cfg: QuantizeConfig, target: TargetQuantize) -> None:
     """quant_pre_process (shape inference + optimization), then quantize_static to QDQ with the
-    target's types, per-channel weights and the chosen calibration method."""
+    target's types, symmetry, per-channel weights and the chosen calibration method."""
     require("onnxruntime", "INT8 quantization")
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -38,7 +38,7 @@ def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_
             batch = next(self._batches, None)
             return None if batch is None else {input_name: batch}
 
-    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     prepared = out_model.with_name(out_model.stem + ".pre.onnx")
     # the calibrators print progress with print(); keep the build's output readable
@@ -49,5 +49,6 @@ def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_
             quant_format=QuantFormat.QDQ, per_channel=target.per_channel, reduce_range=target.reduce_range,
             activation_type=types[target.activation_type], weight_type=types[target.weight_type],
             calibrate_method=methods[cfg.calibrate_method],
+            extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights},
         )
     prepared.unlink(missing_ok=True)

@@ -149,6 +149,9 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
 
 def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    import onnx
+
+    from edgekd.quant_rules import qdq_violations
     from edgekd.quantize import calibration_samples, quantize_int8
 
     cfg, tq = ctx.project.quantize, ctx.target.quantize
@@ -156,10 +159,12 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
     path = out / "student_int8.onnx"
     quantize_int8(inputs["student.onnx"], path, samples, INPUT_NAME, cfg, tq)
     logits = ortb.predict(ortb.open_session(path), ctx.data.test.x)
+    violations = qdq_violations(onnx.load(str(path)), tq)
     return Outcome({
         "int8.accuracy": accuracy_metric(ctx, logits, ortb.runtime_description()),
         "int8.size_mb": size_metric(path, "student_int8.onnx"),
-    }, [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
+        "int8.rule_violations": Metric(len(violations), "", "measured", f"Q/DQ nodes checked against targets/{ctx.target_file.name} [quantize]"),
+    }, [*(f"rule violation: {v}" for v in violations[:20]),f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
         f"reduce_range {tq.reduce_range}, {cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split",
         *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])])
 

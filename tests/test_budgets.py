@@ -89,11 +89,18 @@ def test_export_checks_parity_and_accuracy() -> None:
 
 def test_quantize_checks_drop_and_int8_size() -> None:
     metrics = {"onnx_fp32.accuracy": m(94.0), "int8.accuracy": m(93.5), "int8.size_mb": m(0.2, "MB"),
-               "engine.size_mb": m(5.0, "MB")}
+               "engine.size_mb": m(5.0, "MB"), "int8.rule_violations": m(0, "")}
     verdicts = by_budget(check("quantize", metrics, Budgets(quantize_accuracy_drop_pt=1.0, size_mb=1.0)))
     assert verdicts["quantize_accuracy_drop_pt"].value == pytest.approx(0.5)
+    assert verdicts["quantize_rule_violations"].value == 0
     assert verdicts["size_mb"].value == pytest.approx(0.2)  # int8 file, not the engine
     assert all(v.status == "pass" for v in verdicts.values())
+
+
+def test_quantize_rule_violations_fail_by_default() -> None:
+    metrics = {"int8.rule_violations": m(3, "")}
+    verdicts = by_budget(check("quantize", metrics, Budgets()))
+    assert verdicts["quantize_rule_violations"].status == "fail"
 
 
 def test_compile_checks_engine_size() -> None:

@@ -41,7 +41,8 @@ def test_cold_build_runs_every_stage_with_real_numbers(cold_build):
         assert all(v["status"] in {"pass", "no budget"} for v in stage["verdicts"])
     checked = {v["budget"] for s in report["stages"] for v in s["verdicts"]}
     assert checked == {"distill_accuracy_drop_pt", "export_parity_max_abs_diff", "export_accuracy_drop_pt",
-                       "quantize_accuracy_drop_pt", "size_mb", "overall_accuracy_drop_pt", "latency_p90_ms"}
+                       "quantize_accuracy_drop_pt", "quantize_rule_violations", "size_mb", "overall_accuracy_drop_pt",
+                       "latency_p90_ms"}
     acc = {k: v["value"] for k, v in report["accuracy"].items()}
     assert set(acc) == {"teacher", "student", "onnx_fp32", "int8", "engine"}
     assert acc["teacher"] > 90.0  # trained for real on digits; chance is 10 %

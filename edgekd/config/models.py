@@ -99,11 +99,16 @@ class SessionConfig(Strict):
 
 
 class TargetQuantize(Strict):
+    """The Q/DQ recipe the target's runtime needs; the quantized graph is checked against it."""
+
     format: Literal["qdq"] = "qdq"
-    activation_type: Literal["int8", "uint8"] = "int8"
+    activation_type: Literal["int8", "uint8", "uint16"] = "int8"
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
     reduce_range: bool = False
+    symmetric_activations: bool = Field(False, description="every activation zero point 0 (TensorRT)")
+    symmetric_weights: bool = Field(True, description="every weight zero point 0")
+    static_batch: int | None = Field(None, ge=1, description="fix the batch dimension (HTP needs static shapes)")
 
 
 class Target(Strict):
@@ -123,14 +128,15 @@ class Target(Strict):
 
 
 class Budgets(Strict):
-    """Limits checked after each stage. A budget left out is reported as 'no budget', except the
-    export parity tolerance, which defaults to 1e-4 (an export that changes the logits more than
-    that is broken whatever the team's budgets)."""
+    """Limits checked after each stage. A budget left out is reported as 'no budget', except two
+    correctness checks that hold whatever the team's budgets: the export parity tolerance (1e-4)
+    and the target's quantization rules (0 violations)."""
 
     distill_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - student (torch)")
     export_parity_max_abs_diff: float | None = Field(1e-4, gt=0, description="ONNX Runtime vs torch logits")
     export_accuracy_drop_pt: float | None = Field(None, ge=0, description="student (torch) - ONNX fp32")
     quantize_accuracy_drop_pt: float | None = Field(None, ge=0, description="ONNX fp32 - INT8 ONNX")
+    quantize_rule_violations: int | None = Field(0, ge=0, description="Q/DQ nodes that break the target's quantization rules")
     overall_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - engine")
     size_mb: float | None = Field(None, gt=0, description="deployed model file size")
     latency_p90_ms: float | None = Field(None, gt=0, description="engine p90 at batch 1")

@@ -217,10 +217,10 @@ def test_bench_zero_warmup_is_allowed() -> None:
     assert BenchConfig(warmup_runs=0).warmup_runs == 0
 
 
-def test_budgets_left_out_are_none_except_parity_default() -> None:
+def test_budgets_left_out_are_none_except_correctness_checks() -> None:
     b = Budgets()
-    assert b.export_parity_max_abs_diff == 1e-4
-    others = {k: v for k, v in b.model_dump().items() if k != "export_parity_max_abs_diff"}
+    assert b.export_parity_max_abs_diff == 1e-4 and b.quantize_rule_violations == 0
+    others = {k: v for k, v in b.model_dump().items() if k not in {"export_parity_max_abs_diff", "quantize_rule_violations"}}
     assert others and all(v is None for v in others.values())
 
 

@@ -1,0 +1,47 @@
+"""Check a quantized (QDQ) graph against its target's recipe: zero-point types and symmetry."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgekd.config.models import TargetQuantize
+
+if TYPE_CHECKING:
+    import onnx
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+_NAMES = {np.dtype("int8"): "int8", np.dtype("uint8"): "uint8", np.dtype("int16"): "int16", np.dtype("uint16"): "uint16",
+          np.dtype("int32"): "int32"}
+
+
+def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize) -> list[str]:
+    """Every Q/DQ node whose zero-point type or value breaks `recipe`, one line each (empty: ok).
+
+    A DequantizeLinear whose data input is an initializer quantizes a weight (int32 ones are
+    biases, zero point 0); every other Q/DQ node quantizes an activation. A missing zero point
+    means uint8 0 (the ONNX default)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    problems = []
+    for node in (n for n in model.graph.node if n.op_type in _QDQ):
+        is_weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
+        kind = "weight" if is_weight else "activation"
+        expected = recipe.weight_type if is_weight else recipe.activation_type
+        symmetric = recipe.symmetric_weights if is_weight else recipe.symmetric_activations
+        if len(node.input) > 2 and node.input[2] in inits:
+            zero_point = numpy_helper.to_array(inits[node.input[2]])
+        elif len(node.input) > 2 and node.input[2]:
+            problems.append(f"{node.op_type} '{node.name}': {kind} zero point '{node.input[2]}' is not a constant")
+            continue
+        else:
+            zero_point = np.zeros(1, dtype=np.uint8)
+        dtype = _NAMES.get(zero_point.dtype, str(zero_point.dtype))
+        if is_weight and dtype == "int32":  # a bias: int32 with scale = input scale x weight scale
+            expected, symmetric = "int32", True
+        if dtype != expected:
+            problems.append(f"{node.op_type} '{node.name}': {kind} type {dtype}, the target needs {expected}")
+        if symmetric and np.any(zero_point != 0):
+            problems.append(f"{node.op_type} '{node.name}': {kind} zero point {zero_point.ravel()[:4].tolist()} is not 0 (the target needs symmetric quantization)")
+    return problems
