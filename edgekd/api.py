@@ -119,3 +119,52 @@ def list_configs(kind: str, search: ConfigSearch) -> list[dict[str, Any]]:
 def show_config(kind: str, name: str, search: ConfigSearch) -> dict[str, Any]:
     resolved = load_target(name, search) if kind == "targets" else load_profile(name, search)
     return {"name": resolved.name, "file": str(resolved.path), "via": resolved.via, **resolved.config.model_dump()}
+
+
+def _model_file(model: Path) -> Path:
+    if not model.is_file():
+        raise ConfigError(f"model file {model} not found", "give the path to an .onnx file")
+    try:
+        import onnx
+
+        onnx.checker.check_model(str(model))
+    except Exception as exc:  # onnx raises several types for unreadable/invalid files
+        raise ConfigError(f"{model}: not a valid ONNX model ({str(exc).splitlines()[0]})", "give an .onnx file exported by torch.onnx or similar") from None
+    return model
+
+
+def check_model(model: Path, target: str, search: ConfigSearch) -> dict[str, Any]:
+    """Op support of an ONNX model on a target: per node where it runs, and the fallback shares."""
+    from edgekd.analysis.support import analyze
+
+    resolved = load_target(target, search)
+    return analyze(_model_file(model), resolved.name, resolved.config)
+
+
+def estimate_model(model: Path, target: str, search: ConfigSearch, precision: str = "int8", batch: int = 1) -> dict[str, Any]:
+    """Estimated latency of an ONNX model on a target from the target file's device figures."""
+    from edgekd.analysis.estimate import estimate
+
+    resolved = load_target(target, search)
+    if precision not in resolved.config.precisions:
+        raise ConfigError(f"target {resolved.name} does not run {precision} (it runs {', '.join(resolved.config.precisions)})",
+                          "pick one of the target's precisions with --precision")
+    result = estimate(_model_file(model), resolved.config.device, precision=precision, batch=batch)
+    return {"target": resolved.name, "method": "estimated", **result.to_json()}
+
+
+def bench_on_device(build_dir: Path, device: str, runs: int | None = None) -> dict[str, Any]:
+    """Run the build's deploy bundle on a device (ssh://, adb://, local://) and add the result to
+    the build's report.json / report.md as measured on that device."""
+    from edgekd.remote.bench import bench_on_device as run_remote
+    from edgekd.report import markdown
+
+    report_file = build_dir / "report.json"
+    if not report_file.is_file():
+        raise ConfigError(f"{build_dir} has no report.json", "give a build folder made by `edgekd build`")
+    result = run_remote(build_dir, device, runs)
+    report = json.loads(report_file.read_text())
+    report.setdefault("device_results", []).append(result)
+    atomic_write_text(report_file, json.dumps(report, indent=1))
+    atomic_write_text(build_dir / "report.md", markdown.render(report))
+    return result

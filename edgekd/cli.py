@@ -88,6 +88,60 @@ def build(target: str, profile: str, project: Path | None, out: Path | None, cac
     click.echo(json.dumps(result.report, indent=1) if as_json else _summary(result))
 
 
+@cli.command(help=f"Op support of an ONNX model on a target: where every node runs, what falls back and why. {EXIT_CODES_HELP}")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name, alias or .toml path.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@search_options
+def check(model: Path, target: str, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+    report = api.check_model(model, target, ConfigSearch(targets_dir, profiles_dir))
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(f"{model} on {report['target']}: accelerator {report['accelerator']}; fallback {report['fallback']}")
+    for node in report["nodes"]:
+        reason = f"  ({node['reason']})" if node["reason"] else ""
+        click.echo(f"  {node['runs_on']:<12} {node['op_type']:<18} {node['name']}{reason}")
+    counts = report["counts"]
+    click.echo(f"nodes: {counts['accelerator']} on the accelerator, {counts['fallback']} fall back, {counts['unsupported']} unsupported; "
+               f"off the accelerator: {100 * report['node_share_off']:.1f}% of nodes, {100 * report['macs_share_off']:.1f}% of MACs")
+
+
+@cli.command(help=f"Estimate the latency of an ONNX model on a target from its device figures (a model, not a measurement). {EXIT_CODES_HELP}")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name, alias or .toml path.")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@search_options
+def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool, targets_dir: tuple[Path, ...],
+             profiles_dir: tuple[Path, ...]) -> None:
+    result = api.estimate_model(model, target, ConfigSearch(targets_dir, profiles_dir), precision, batch)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"{model} on {result['target']}, {precision}, batch {batch}: estimated {result['latency_ms']:.4f} ms")
+    for op_type, row in sorted(result["per_op_type"].items(), key=lambda kv: -kv[1]["ms"]):
+        click.echo(f"  {op_type:<20} {row['ms']:.4f} ms  {row['nodes']} nodes  {row['macs']:,} MACs  {row['bound']}-bound")
+    click.echo("estimated, not measured: " + "; ".join(result["assumptions"][:3]))
+
+
+@cli.command(help=f"Run a build's deploy bundle on a device and bring the result back. {EXIT_CODES_HELP}")
+@click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", required=True, help="ssh://user@host[:port], adb://SERIAL or local://DIR.")
+@click.option("--runs", type=click.IntRange(min=10), help="Timed runs on the device.")
+@click.option("--json", "as_json", is_flag=True, help="Print the device result as JSON.")
+def bench(build_dir: Path, device: str, runs: int | None, as_json: bool) -> None:
+    result = api.bench_on_device(build_dir, device, runs)
+    if as_json:
+        _echo_json(result)
+        return
+    lat = result["latency"]
+    click.echo(f"{build_dir} on {result['source']}: p50 {lat['p50_ms']:.4f} ms  p90 {lat['p90_ms']:.4f} ms  "
+               f"p99 {lat['p99_ms']:.4f} ms  ({lat['runs']} runs)")
+    click.echo(f"result written into {build_dir / 'report.json'} under device_results")
+
+
 def _listing(kind: str) -> click.Group:
     @click.group(name=kind, invoke_without_command=True, help=f"List {kind} (or `{kind} show NAME`).")
     @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

@@ -1,7 +1,7 @@
 """The stages `build` walks, in order. Each is a small function from input artefacts (files of
 earlier stages) to output files in a scratch folder, plus metrics that say how they were obtained.
 
-teacher -> distill -> export -> quantize -> compile -> evaluate -> bench
+teacher -> distill -> export -> quantize -> check -> compile -> evaluate -> bench
 """
 from __future__ import annotations
 
@@ -169,6 +169,20 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
         *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])])
 
 
+def run_check(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.analysis.support import analyze
+
+    report = analyze(inputs["student_int8.onnx"], ctx.target_file.name, ctx.target)
+    (out / "support.json").write_text(json.dumps(report, indent=1))
+    how = f"{report['accelerator']}; fallback: {report['fallback']}"
+    off = [n for n in report["nodes"] if n["runs_on"] != "accelerator"]
+    return Outcome({
+        "check.unsupported_nodes": Metric(report["counts"]["unsupported"], "", "measured", how),
+        "check.fallback_nodes_pct": Metric(100.0 * report["node_share_off"], "%", "measured", f"{len(off)} of {len(report['nodes'])} nodes; {how}"),
+        "check.fallback_macs_pct": Metric(100.0 * report["macs_share_off"], "%", "measured", f"MACs from the ONNX graph at batch 1; {how}"),
+    }, [f"{n['name']} ({n['op_type']}) -> {n['runs_on']}: {n['reason']}" for n in off[:20]])
+
+
 def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
     return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], out)
 
@@ -203,6 +217,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split",
           ("student.onnx",), ("student_int8.onnx",), ("onnx", "onnxruntime"),
           lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.target.quantize.model_dump(), **_data(c)}, run_quantize),
+    Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
+          ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
+          lambda c: {"target": c.target.model_dump()}, run_check),
     Stage("compile", "build the engine for the target's runtime (and the deploy bundle)",
           ("student_int8.onnx",), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime",),
           lambda c: {"session": c.target.session.model_dump(), "host": c.host_fingerprint()}, run_compile),

@@ -10,7 +10,7 @@ import pytest
 from conftest import write
 
 pytestmark = pytest.mark.slow
-STAGES = ["teacher", "distill", "export", "quantize", "compile", "evaluate", "bench"]
+STAGES = ["teacher", "distill", "export", "quantize", "check", "compile", "evaluate", "bench"]
 SHIPPED_CI_PROFILE = Path(__file__).parent.parent / "profiles" / "ci.toml"
 
 
@@ -41,8 +41,8 @@ def test_cold_build_runs_every_stage_with_real_numbers(cold_build):
         assert all(v["status"] in {"pass", "no budget"} for v in stage["verdicts"])
     checked = {v["budget"] for s in report["stages"] for v in s["verdicts"]}
     assert checked == {"distill_accuracy_drop_pt", "export_parity_max_abs_diff", "export_accuracy_drop_pt",
-                       "quantize_accuracy_drop_pt", "quantize_rule_violations", "size_mb", "overall_accuracy_drop_pt",
-                       "latency_p90_ms"}
+                       "quantize_accuracy_drop_pt", "quantize_rule_violations", "unsupported_nodes", "fallback_nodes_pct",
+                       "fallback_macs_pct", "size_mb", "overall_accuracy_drop_pt", "latency_p90_ms"}
     acc = {k: v["value"] for k, v in report["accuracy"].items()}
     assert set(acc) == {"teacher", "student", "onnx_fp32", "int8", "engine"}
     assert acc["teacher"] > 90.0  # trained for real on digits; chance is 10 %
@@ -101,7 +101,7 @@ def test_changing_one_option_reruns_that_stage_and_later_only(cold_build, edgekd
     assert run.code == 0, run.err
     status = {s["name"]: s["status"] for s in run.report["stages"]}
     assert status == {"teacher": "cached", "distill": "cached", "export": "cached", "quantize": "ran",
-                      "compile": "ran", "evaluate": "ran", "bench": "ran"}
+                      "check": "ran", "compile": "ran", "evaluate": "ran", "bench": "ran"}
     notes = next(s for s in run.report["stages"] if s["name"] == "quantize")["notes"]
     assert any("percentile calibration" in n for n in notes)
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from edgekd.config.strict import Strict
+from edgekd.config.target import HostMatch, SessionConfig, Target, TargetQuantize
+
+# Target and its parts live in config/target.py; they are imported here for callers of this module.
 
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- project (edgekd.toml)
 
 
 class TrainConfig(Strict):
@@ -82,61 +80,22 @@ class Project(Strict):
     quantize: QuantizeConfig = QuantizeConfig()
 
 
-# ---------------------------------------------------------------- target (targets/*.toml)
-
-
-class HostMatch(Strict):
-    """For host-CPU targets: the CPU flags (Linux /proc/cpuinfo names) the target needs."""
-
-    cpu_flags: list[str] = Field(default_factory=list)
-
-
-class SessionConfig(Strict):
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    intra_op_num_threads: int = Field(0, ge=0, description="0: every core this process may use")
-    inter_op_num_threads: int = Field(1, ge=0)
-    execution_mode: Literal["sequential", "parallel"] = "sequential"
-
-
-class TargetQuantize(Strict):
-    """The Q/DQ recipe the target's runtime needs; the quantized graph is checked against it."""
-
-    format: Literal["qdq"] = "qdq"
-    activation_type: Literal["int8", "uint8", "uint16"] = "int8"
-    weight_type: Literal["int8", "uint8"] = "int8"
-    per_channel: bool = True
-    reduce_range: bool = False
-    symmetric_activations: bool = Field(False, description="every activation zero point 0 (TensorRT)")
-    symmetric_weights: bool = Field(True, description="every weight zero point 0")
-    static_batch: int | None = Field(None, ge=1, description="fix the batch dimension (HTP needs static shapes)")
-
-
-class Target(Strict):
-    description: str
-    runtime: Literal["onnxruntime-cpu"]
-    aliases: list[str] = Field(default_factory=list)
-    precisions: list[Literal["fp32", "int8"]] = Field(min_length=1)
-    opset: int = Field(17, ge=13, le=23)
-    toolchain: dict[str, str] = Field(default_factory=dict, description="distribution -> minimum version")
-    host: HostMatch = HostMatch()
-    session: SessionConfig = SessionConfig()
-    quantize: TargetQuantize = TargetQuantize()
-    device: dict[str, str | int | float] = Field(default_factory=dict, description="facts about the device")
-
-
 # ---------------------------------------------------------------- profile (profiles/*.toml)
 
 
 class Budgets(Strict):
-    """Limits checked after each stage. A budget left out is reported as 'no budget', except two
-    correctness checks that hold whatever the team's budgets: the export parity tolerance (1e-4)
-    and the target's quantization rules (0 violations)."""
+    """Limits checked after each stage. A budget left out is reported as 'no budget', except three
+    correctness checks that hold whatever the team's budgets: the export parity tolerance (1e-4),
+    the target's quantization rules (0 violations) and nodes nothing on the target runs (0)."""
 
     distill_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - student (torch)")
     export_parity_max_abs_diff: float | None = Field(1e-4, gt=0, description="ONNX Runtime vs torch logits")
     export_accuracy_drop_pt: float | None = Field(None, ge=0, description="student (torch) - ONNX fp32")
     quantize_accuracy_drop_pt: float | None = Field(None, ge=0, description="ONNX fp32 - INT8 ONNX")
     quantize_rule_violations: int | None = Field(0, ge=0, description="Q/DQ nodes that break the target's quantization rules")
+    fallback_nodes_pct: float | None = Field(None, ge=0, le=100, description="nodes off the accelerator, % of all")
+    fallback_macs_pct: float | None = Field(None, ge=0, le=100, description="MACs off the accelerator, % of all")
+    unsupported_nodes: int | None = Field(0, ge=0, description="nodes nothing on the target can run")
     overall_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - engine")
     size_mb: float | None = Field(None, gt=0, description="deployed model file size")
     latency_p90_ms: float | None = Field(None, gt=0, description="engine p90 at batch 1")

@@ -70,4 +70,10 @@ def render(report: dict[str, Any]) -> str:
                   f"| {lat['intra_op_threads']} | {_fmt(lat['engine_rss_mb'], 'MiB')} | {_fmt(lat['peak_rss_mb'], 'MiB')} |", "",
                   f"Measured on this host ({host['cpu']}) at batch 1, in a separate process, after warm-up; "
                   "the raw samples are in report.json under `latency.samples_ms`."]
+    for result in report.get("device_results", []):
+        dev = result["latency"]
+        lines += ["", f"### Measured on a device: {result['source']}", "",
+                  "| p50 | p90 | p99 | mean | runs | runtime | measured at |", "|---|---|---|---|---|---|---|",
+                  f"| {_fmt(dev['p50_ms'], 'ms')} | {_fmt(dev['p90_ms'], 'ms')} | {_fmt(dev['p99_ms'], 'ms')} | {_fmt(dev['mean_ms'], 'ms')} "
+                  f"| {dev['runs']} | {_cell(str(result.get('runtime', '')) + ' ' + str(result.get('runtime_version', '')))} | {result.get('measured_at', '')} |"]
     return "\n".join(lines) + "\n"

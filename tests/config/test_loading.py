@@ -95,7 +95,7 @@ def test_wrong_value_error_names_key(tmp_path: Path) -> None:
 
 
 def test_several_problems_are_all_named(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.toml", 'runtime = "onnxruntime-cpu"\nprecisions = ["fp16"]\nbogus = 1\n')
+    path = write(tmp_path / "t.toml", 'runtime = "onnxruntime-cpu"\nprecisions = ["fp64"]\nbogus = 1\n')
     with pytest.raises(ConfigError) as info:
         load_model(path, Target, "target")
     message = str(info.value)

@@ -219,8 +219,9 @@ def test_bench_zero_warmup_is_allowed() -> None:
 
 def test_budgets_left_out_are_none_except_correctness_checks() -> None:
     b = Budgets()
-    assert b.export_parity_max_abs_diff == 1e-4 and b.quantize_rule_violations == 0
-    others = {k: v for k, v in b.model_dump().items() if k not in {"export_parity_max_abs_diff", "quantize_rule_violations"}}
+    correctness = {"export_parity_max_abs_diff": 1e-4, "quantize_rule_violations": 0, "unsupported_nodes": 0}
+    assert {k: getattr(b, k) for k in correctness} == correctness
+    others = {k: v for k, v in b.model_dump().items() if k not in correctness}
     assert others and all(v is None for v in others.values())
 
 

@@ -1,0 +1,223 @@
+"""The device figures a target file's `[device]` table gives, for latency estimates.
+
+A device is peak rates per precision, a memory bandwidth, the fraction of each that real kernels
+reach, and fixed per-node / per-inference costs. A host-CPU target gives its peak per core per
+clock instead (`host_relative = true`); the cores and clock are read from this host when an estimate
+is made, and the estimate records them. A device may name a `[device.fallback]` that runs the nodes
+the accelerator cannot (DLA -> Jetson GPU, HTP -> phone CPU), with a cost per switch.
+
+Units are in the names: tera-ops/s (1 MAC = 2 ops), GB/s (10^9 bytes/s), microseconds.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgekd.analysis.graph import OP_CLASSES
+
+PRECISIONS = ("int8", "fp16", "fp32")
+Precision = Literal["int8", "fp16", "fp32"]
+EfficiencyKey = Literal["default", "conv", "gemm", "pool", "norm", "activation", "elementwise", "data_movement",
+                        "quant", "other"]
+ELEMENT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
+EFFICIENCY_KEYS = ("default", *OP_CLASSES)  # EfficiencyKey spelled out (a test keeps them equal)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Unit(_Strict):
+    """Figures shared by an accelerator and its fallback."""
+
+    name: str = Field(min_length=1)
+    compute_efficiency: dict[EfficiencyKey, float] = Field(
+        description="fraction of peak a real kernel reaches, per op class; classes left out use 'default'")
+    bandwidth_efficiency: float = Field(gt=0, le=1, description="fraction of memory_bandwidth a real kernel reaches")
+    layer_overhead_us: float = Field(ge=0, description="fixed cost per executed node (kernel launch, dispatch)")
+
+    @model_validator(mode="after")
+    def _efficiencies(self) -> "_Unit":
+        if "default" not in self.compute_efficiency:
+            raise ValueError("compute_efficiency needs a 'default' entry (used for op classes not listed)")
+        bad = {k: v for k, v in self.compute_efficiency.items() if not 0 < v <= 1}
+        if bad:
+            raise ValueError(f"compute_efficiency values must be in (0, 1]; got {bad}")
+        return self
+
+
+def _check_peaks(peaks: dict[str, float] | None, key: str) -> None:
+    if peaks is not None:
+        if not peaks:
+            raise ValueError(f"{key} needs at least one precision ({', '.join(PRECISIONS)})")
+        bad = {k: v for k, v in peaks.items() if not v > 0}
+        if bad:
+            raise ValueError(f"{key} values must be > 0; got {bad}")
+
+
+class FallbackModel(_Unit):
+    """The unit that runs what the accelerator cannot; fixed figures only (no host-relative peak)."""
+
+    peak_tops: dict[Precision, float] = Field(description="dense tera-ops/s per precision")
+    memory_bandwidth_gbs: float = Field(gt=0)
+    switch_overhead_us: float = Field(ge=0, description="cost of each accelerator <-> fallback transition")
+
+    @model_validator(mode="after")
+    def _peaks(self) -> "FallbackModel":
+        _check_peaks(self.peak_tops, "fallback.peak_tops")
+        return self
+
+
+class DeviceModel(_Unit):
+    """`[device]` of a target file. Either fixed peaks (`peak_tops`, `memory_bandwidth_gbs`) or,
+    with `host_relative = true`, peaks per core per clock scaled by this host's cores and clock."""
+
+    host_relative: bool = False
+    peak_tops: dict[Precision, float] | None = Field(None, description="dense tera-ops/s per precision")
+    memory_bandwidth_gbs: float | None = Field(None, gt=0)
+    peak_ops_per_cycle_per_core: dict[Precision, float] | None = Field(
+        None, description="host_relative: ops (2 per MAC) one core retires per clock at peak")
+    memory_bandwidth_bytes_per_cycle_per_core: float | None = Field(
+        None, gt=0, description="host_relative: cache bandwidth one core sustains per clock")
+    cores: int | None = Field(None, ge=1, description="host_relative: fix the core count instead of reading the host")
+    clock_mhz: float | None = Field(None, gt=0, description="host_relative: fix the clock instead of reading the host")
+    invoke_overhead_us: float = Field(0.0, ge=0, description="fixed cost per inference (runtime call, I/O copies)")
+    fuse_activations: bool = Field(True, description="activations and BatchNorm right after a conv/gemm run inside it")
+    fallback: FallbackModel | None = None
+
+    @model_validator(mode="after")
+    def _peaks(self) -> "DeviceModel":
+        _check_peaks(self.peak_tops, "peak_tops")
+        _check_peaks(self.peak_ops_per_cycle_per_core, "peak_ops_per_cycle_per_core")
+        if self.host_relative:
+            if self.peak_tops is not None:
+                raise ValueError("host_relative = true takes peak_ops_per_cycle_per_core, not peak_tops")
+            if self.peak_ops_per_cycle_per_core is None:
+                raise ValueError("host_relative = true needs peak_ops_per_cycle_per_core")
+            if (self.memory_bandwidth_gbs is None) == (self.memory_bandwidth_bytes_per_cycle_per_core is None):
+                raise ValueError("host_relative = true needs exactly one of memory_bandwidth_gbs or "
+                                 "memory_bandwidth_bytes_per_cycle_per_core")
+        else:
+            host_only = ("peak_ops_per_cycle_per_core", "memory_bandwidth_bytes_per_cycle_per_core", "cores", "clock_mhz")
+            extra = [k for k in host_only if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply with host_relative = true")
+            if self.peak_tops is None or self.memory_bandwidth_gbs is None:
+                raise ValueError("a device needs peak_tops and memory_bandwidth_gbs (or host_relative = true "
+                                 "with per-core-per-cycle figures)")
+        return self
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(sorted((self.peak_tops or self.peak_ops_per_cycle_per_core or {}).keys()))
+
+
+@dataclass(frozen=True)
+class HostCpu:
+    cores: int  # physical cores among the CPUs this process may use
+    logical_cpus: int
+    clock_mhz: float
+    cores_source: str = "os.sched_getaffinity + /proc/cpuinfo 'physical id'/'core id'"
+    clock_source: str = "/proc/cpuinfo 'cpu MHz' (mean over usable CPUs at read time)"
+
+
+def read_host_cpu() -> HostCpu:
+    """Cores and clock of this host: usable CPUs from os.sched_getaffinity, physical cores from the
+    (physical id, core id) pairs of those CPUs in /proc/cpuinfo, clock as their mean "cpu MHz"
+    (the value at read time; turbo and throttling are not modelled). Linux only."""
+    try:
+        usable = set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = set(range(os.cpu_count() or 1))
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            blocks = fh.read().strip().split("\n\n")
+    except OSError as exc:
+        raise RuntimeError(f"cannot read /proc/cpuinfo ({exc}); give cores and clock_mhz in the target's [device]") from exc
+    mhz: list[float] = []
+    physical: set[tuple[str, str]] = set()
+    for block in blocks:
+        info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+        if "processor" not in info or int(info["processor"]) not in usable:
+            continue
+        if "cpu MHz" in info:
+            mhz.append(float(info["cpu MHz"]))
+        physical.add((info.get("physical id", "0"), info.get("core id", info["processor"])))
+    if not mhz:
+        raise RuntimeError("/proc/cpuinfo gives no 'cpu MHz' for the usable CPUs; give clock_mhz in the target's [device]")
+    return HostCpu(cores=len(physical) or len(usable), logical_cpus=len(usable), clock_mhz=sum(mhz) / len(mhz))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Absolute figures of one unit (accelerator or fallback), with where each came from."""
+
+    name: str
+    peak_tops: dict[str, float]
+    memory_bandwidth_gbs: float
+    compute_efficiency: dict[str, float]
+    bandwidth_efficiency: float
+    layer_overhead_us: float
+    switch_overhead_us: float = 0.0
+    assumptions: list[str] = field(default_factory=list)
+
+    def efficiency(self, op_class: str) -> float:
+        return self.compute_efficiency.get(op_class, self.compute_efficiency["default"])
+
+
+def _common_notes(unit: _Unit, key: str) -> list[str]:
+    effs = ", ".join(f"{k} {v:g}" for k, v in sorted(unit.compute_efficiency.items()))
+    return [f"{key}.compute_efficiency: {effs} (fraction of peak per op class)",
+            f"{key}.bandwidth_efficiency = {unit.bandwidth_efficiency:g}",
+            f"{key}.layer_overhead_us = {unit.layer_overhead_us:g} per executed node"]
+
+
+def resolve(device: DeviceModel, host: HostCpu | None = None) -> Resolved:
+    """The accelerator's absolute figures. host_relative devices read this host (or `host`, or the
+    device's own `cores`/`clock_mhz`) and scale the per-core-per-cycle peaks by cores x clock."""
+    notes: list[str] = []
+    if device.host_relative:
+        assert device.peak_ops_per_cycle_per_core is not None
+        if device.cores is not None and device.clock_mhz is not None:
+            cores, cores_from = device.cores, "[device] cores"
+            clock_mhz, clock_from = device.clock_mhz, "[device] clock_mhz"
+        else:
+            host = host or read_host_cpu()
+            cores, cores_from = (device.cores, "[device] cores") if device.cores else (host.cores, host.cores_source)
+            clock_mhz, clock_from = ((device.clock_mhz, "[device] clock_mhz") if device.clock_mhz
+                                     else (host.clock_mhz, host.clock_source))
+        notes.append(f"cores = {cores} ({cores_from})")
+        notes.append(f"clock = {clock_mhz:.0f} MHz ({clock_from})")
+        hz = clock_mhz * 1e6
+        peaks = {p: ops * cores * hz / 1e12 for p, ops in device.peak_ops_per_cycle_per_core.items()}
+        for p, ops in sorted(device.peak_ops_per_cycle_per_core.items()):
+            notes.append(f"[device] peak_ops_per_cycle_per_core.{p} = {ops:g} -> peak {peaks[p]:.3g} TOPS "
+                         f"({ops:g} x {cores} cores x {clock_mhz:.0f} MHz)")
+        if device.memory_bandwidth_bytes_per_cycle_per_core is not None:
+            bw = device.memory_bandwidth_bytes_per_cycle_per_core * cores * hz / 1e9
+            notes.append(f"[device] memory_bandwidth_bytes_per_cycle_per_core = "
+                         f"{device.memory_bandwidth_bytes_per_cycle_per_core:g} -> {bw:.3g} GB/s")
+        else:
+            bw = float(device.memory_bandwidth_gbs)  # type: ignore[arg-type]
+            notes.append(f"[device] memory_bandwidth_gbs = {bw:g}")
+    else:
+        assert device.peak_tops is not None and device.memory_bandwidth_gbs is not None
+        peaks = dict(device.peak_tops)
+        bw = device.memory_bandwidth_gbs
+        notes += [f"[device] peak_tops.{p} = {v:g}" for p, v in sorted(peaks.items())]
+        notes.append(f"[device] memory_bandwidth_gbs = {bw:g}")
+    notes += _common_notes(device, "[device]")
+    return Resolved(device.name, peaks, bw, dict(device.compute_efficiency), device.bandwidth_efficiency,
+                    device.layer_overhead_us, 0.0, notes)
+
+
+def resolve_fallback(fallback: FallbackModel) -> Resolved:
+    notes = [f"[device.fallback] peak_tops.{p} = {v:g}" for p, v in sorted(fallback.peak_tops.items())]
+    notes.append(f"[device.fallback] memory_bandwidth_gbs = {fallback.memory_bandwidth_gbs:g}")
+    notes += _common_notes(fallback, "[device.fallback]")
+    notes.append(f"[device.fallback] switch_overhead_us = {fallback.switch_overhead_us:g} per transition")
+    return Resolved(fallback.name, dict(fallback.peak_tops), fallback.memory_bandwidth_gbs,
+                    dict(fallback.compute_efficiency), fallback.bandwidth_efficiency, fallback.layer_overhead_us, fallback.switch_overhead_us, notes)

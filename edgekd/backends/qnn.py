@@ -1,0 +1,389 @@
+"""Qualcomm Hexagon HTP through ONNX Runtime's QNN execution provider (the `onnxruntime-qnn` plugin).
+
+Static shapes, HTP quantization (uint8/uint16 QDQ), sessions and context binaries, where every node
+really runs (the EP's own partitioning, read back from a generated context model and its verbose
+log), and the HTP's quantization rules. On x86 the HTP backend is Qualcomm's emulator: partitioning,
+fixed-point numerics and context binaries are real; its wall-clock time is not a phone's latency.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.analysis.support_types import NodeSupport
+from edgekd.backends.qnn_config import QnnConfig
+from edgekd.errors import ConfigError, DataError, EdgekdError, ToolchainMissing
+from edgekd.fsutil import atomic_write_bytes
+from edgekd.toolchain import require
+
+if TYPE_CHECKING:
+    import onnx
+
+EP_NAME = "QNNExecutionProvider"
+_PURPOSE = "the QNN HTP backend (mobile NPU targets)"
+_HINT = "pip install 'edgekd[qnn]' (onnxruntime-qnn, with onnxruntime >= 1.24)"
+_REGISTER_LOCK = threading.Lock()
+_registered = False
+
+
+class HtpUnsupported(EdgekdError):
+    """The model has nodes the HTP cannot run and the target forbids running them on the CPU."""
+
+
+# ---------------------------------------------------------------- static shapes and quantization
+
+
+def fix_batch(model_in: Path, model_out: Path, batch: int = 1, dim_param: str = "batch") -> None:
+    """Make the dynamic `dim_param` dimension `batch` everywhere (the HTP needs static shapes), then
+    re-infer shapes. Any dynamic input/output dimension left after that is a user error."""
+    onnx = require("onnx", "fixing ONNX shapes")
+    model = onnx.load(str(model_in))
+    try:
+        from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+    except ImportError:  # onnxruntime without its tools: the same edit on the main graph
+        for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param == dim_param:
+                    dim.dim_value = batch
+    else:
+        make_dim_param_fixed(model.graph, dim_param, batch)
+        fix_output_shapes(model)
+    model = onnx.shape_inference.infer_shapes(model)
+    dynamic = [problem for problem in _shape_problems(model) if "dynamic" in problem or "no shape" in problem]
+    if dynamic:
+        raise ConfigError(f"{model_in}: still dynamic after fixing '{dim_param}' to {batch}: {'; '.join(dynamic)}",
+                          "export with only the batch dimension dynamic (HTP graphs need static shapes)")
+    atomic_write_bytes(model_out, model.SerializeToString())
+
+
+def quantize_for_htp(fp32_model: Path, out_model: Path, samples: np.ndarray, input_name: str,
+                     cfg: QnnConfig, calibrate_method: str) -> None:
+    """Batch fixed to 1, `qnn_preprocess_model` (shape inference, ORT's basic optimizations and
+    QNN-friendly fusions such as Erf-GELU to Gelu), then `get_qnn_qdq_config` + `quantize`: a QDQ
+    model with uint8 weights, uint8 or uint16 activations and static shapes, calibrated one sample
+    per batch."""
+    onnx = require("onnx", "HTP quantization")
+    require("onnxruntime", "HTP quantization")
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise ConfigError(f"calibrate_method '{calibrate_method}' is not one of {', '.join(methods)}")
+    if len(samples) == 0:
+        raise DataError("HTP quantization got no calibration samples", "give the project a non-empty calibration split")
+    types = {"uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._rows = iter(range(len(samples)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            i = next(self._rows, None)
+            return None if i is None else {input_name: np.ascontiguousarray(samples[i:i + 1], dtype=np.float32)}
+
+    out_model.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_model.parent, prefix=".htp-quant-") as tmp:
+        fixed, prepared, quantized = Path(tmp, "fixed.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "qdq.onnx")
+        fix_batch(fp32_model, fixed, batch=1)
+        model = onnx.load(str(fixed))
+        # onnxruntime 1.32's qnn_preprocess_model fails on any metadata_props (dict.update on protobuf entries)
+        del model.metadata_props[:]
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_preprocess_advice():  # calibrators print progress
+            source = prepared if qnn_preprocess_model(model, str(prepared)) else fixed
+            qdq_config = get_qnn_qdq_config(
+                str(source), Reader(), calibrate_method=methods[calibrate_method],
+                activation_type=types[cfg.activation_type], weight_type=types[cfg.weight_type],
+                per_channel=cfg.per_channel,
+            )
+            quantize(str(source), str(quantized), qdq_config)
+        os.replace(quantized, out_model)
+
+
+@contextlib.contextmanager
+def _quiet_preprocess_advice() -> Iterator[None]:
+    """`quantize` logs 'Please consider (to run) pre-processing' on the root logger when the model lacks
+    quant_pre_process's metadata; qnn_preprocess_model did that work (shape inference + optimization)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+# ---------------------------------------------------------------- sessions and context binaries
+
+
+def qnn_device() -> Any:
+    """The QNN EP's device, registering the plugin library only if no one in this process has yet
+    (ORT raises "EP library is already registered" on a second registration under the same name)."""
+    global _registered
+    ort = require("onnxruntime", _PURPOSE)
+    qnn = require("onnxruntime_qnn", _PURPOSE)
+    if not hasattr(ort, "register_execution_provider_library") or not hasattr(ort, "get_ep_devices"):
+        raise ToolchainMissing(f"onnxruntime {ort.__version__} cannot load plugin execution providers", _HINT)
+    with _REGISTER_LOCK:
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+        if not devices and not _registered:
+            try:
+                ort.register_execution_provider_library(EP_NAME, qnn.get_library_path())
+            except Exception as exc:  # ORT raises its own Fail type; all mean "cannot load the plugin"
+                raise ToolchainMissing(f"onnxruntime could not load the QNN EP library {qnn.get_library_path()}: {exc}",
+                                       _HINT) from exc
+            _registered = True
+            devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    if not devices:
+        raise ToolchainMissing("the QNN execution provider is registered but offers no device", _HINT)
+    return devices[0]
+
+
+def _create_session(model: Path, cfg: QnnConfig, *, context_file: Path | None, allow_fallback: bool,
+                    log_verbose: bool, optimize: bool = True) -> Any:
+    ort = require("onnxruntime", _PURPOSE)
+    qnn = require("onnxruntime_qnn", _PURPOSE)
+    device = qnn_device()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 0 if log_verbose else 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not allow_fallback:
+        opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if context_file is not None:
+        opts.add_session_config_entry("ep.context_enable", "1")
+        opts.add_session_config_entry("ep.context_file_path", str(context_file))
+        opts.add_session_config_entry("ep.context_embed_mode", "0")
+    opts.add_provider_for_devices([device], {"backend_path": qnn.get_qnn_htp_path(), **cfg.provider_options()})
+    try:
+        return ort.InferenceSession(str(model), opts)
+    except Exception as exc:  # onnxruntime's Fail / InvalidGraph / ...: inspect the message
+        if "fallback to CPU EP has been explicitly disabled" in str(exc):
+            raise HtpUnsupported(f"{model}: some nodes cannot run on the {cfg.describe()} and CPU fallback is disabled",
+                                 "see edgekd.backends.qnn.placement(model, cfg) for which nodes and why, "
+                                 "or set [qnn] allow_cpu_fallback = true") from exc
+        raise
+
+
+def open_session(model: Path, cfg: QnnConfig, context_out: Path | None = None,
+                 disable_cpu_fallback: bool = False, log_verbose: bool = False) -> Any:
+    """An InferenceSession on the QNN HTP (CPU fallback unless `disable_cpu_fallback` or the target
+    forbids it). With `context_out` (e.g. `student_ctx.onnx`) it also writes the context model and its
+    `<stem>_qnn.bin` beside it (embed mode 0): the artefact a phone loads without re-preparing the graph."""
+    allow = cfg.allow_cpu_fallback and not disable_cpu_fallback
+    if context_out is None:
+        return _create_session(model, cfg, context_file=None, allow_fallback=allow, log_verbose=log_verbose)
+    context_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=context_out.parent, prefix=".qnn-ctx-") as tmp:
+        staged = Path(tmp, context_out.name)
+        session = _create_session(model, cfg, context_file=staged, allow_fallback=allow, log_verbose=log_verbose)
+        if not staged.exists():
+            raise HtpUnsupported(f"{model}: no node runs on the {cfg.describe()}, so there is no context binary to write",
+                                 "see edgekd.backends.qnn.placement(model, cfg)")
+        for produced in sorted(Path(tmp).iterdir(), key=lambda p: p == staged):  # the .onnx last
+            os.replace(produced, context_out.parent / produced.name)
+    return session
+
+
+def predict(session: Any, x: np.ndarray) -> np.ndarray:
+    """Outputs for every row of `x`, one row at a time (HTP graphs have a static batch of 1)."""
+    name = session.get_inputs()[0].name
+    x = np.asarray(x, dtype=np.float32)
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def context_files(context_model: Path) -> list[Path]:
+    """The context model and the binaries its EPContext nodes name (embed mode 0)."""
+    onnx = require("onnx", "reading QNN context models")
+    model = onnx.load(str(context_model), load_external_data=False)
+    bins = [context_model.parent / _attribute(node, "ep_cache_context").decode()
+            for node in model.graph.node if node.op_type == "EPContext" and _attribute(node, "embed_mode") == 0]
+    return [context_model, *bins]
+
+
+def _attribute(node: onnx.NodeProto, name: str) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+# ---------------------------------------------------------------- placement
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (where ONNX Runtime's C++ logger writes) to `path` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
+
+
+def _failure_reasons(log: str) -> dict[str, str]:
+    """Node name -> the QNN EP's reason, from its verbose `Validation FAILED for N nodes in
+    OrtNodeUnit (Op) :` blocks (one `Operator type: .. Node name: .. Node index: ..` line per node,
+    then `REASON : ..`). The first pass (original node names) wins."""
+    reasons: dict[str, str] = {}
+    pending: list[str] | None = None
+    for line in log.splitlines():
+        text = line.strip()
+        if "Validation FAILED for" in line:
+            pending = []
+        elif pending is not None and text.startswith("Operator type:") and " Node name: " in text:
+            pending.append(text.split(" Node name: ", 1)[1].rsplit(" Node index:", 1)[0])
+        elif pending is not None and text.startswith("REASON :"):
+            for name in pending:
+                reasons.setdefault(name, text[len("REASON :"):].strip())
+            pending = None
+        else:
+            pending = None
+    return reasons
+
+
+def placement(model: Path, cfg: QnnConfig) -> list[NodeSupport]:
+    """Where ORT's QNN EP really puts every node of `model` (graph order): a session with a verbose
+    log generates a context model; nodes folded into its EPContext nodes run on the HTP
+    ("accelerator"), nodes left in it run on the CPU ("fallback", with the EP's logged reason).
+    When the target disallows CPU fallback those nodes are "unsupported" (the session would fail).
+
+    ORT's own graph rewrites are off here so that every node keeps its name (the QNN EP partitions
+    before most of them run; on edgekd's QDQ models the split is the same with them on). Unnamed or
+    duplicate names become `<op_type>_<index>`. Only top-level nodes are reported. The process's
+    stderr (fd 2) goes to a temp file while the session is built."""
+    onnx = require("onnx", "QNN placement")
+    proto = onnx.load(str(model))
+    seen: set[str] = set()
+    renamed = False
+    for index, node in enumerate(proto.graph.node):
+        if not node.name or node.name in seen:
+            node.name, renamed = f"{node.op_type}_{index}", True
+        seen.add(node.name)
+    # with fallback disabled the EP also takes the graph-I/O Q/DQ it would otherwise leave to the CPU
+    probe_cfg = cfg if cfg.allow_cpu_fallback else cfg.model_copy(update={"offload_graph_io_quantization": False})
+    with tempfile.TemporaryDirectory(prefix="edgekd-qnn-placement-") as tmp:
+        source = model
+        if renamed:
+            source = Path(tmp, "named.onnx")
+            onnx.save(proto, str(source))
+        context, log_file = Path(tmp, "placement_ctx.onnx"), Path(tmp, "ort.log")
+        with _stderr_to(log_file):
+            _create_session(source, probe_cfg, context_file=context, allow_fallback=True, log_verbose=True, optimize=False)
+        log = log_file.read_text(encoding="utf-8", errors="replace")
+        if context.exists():
+            left = onnx.load(str(context), load_external_data=False)
+            on_cpu = {n.name for n in left.graph.node if n.op_type != "EPContext"}
+        elif "All nodes placed on [CPUExecutionProvider]" in log:
+            on_cpu = {n.name for n in proto.graph.node}
+        else:
+            raise RuntimeError(f"QNN EP wrote no context model for {model} and its log does not say that every node "
+                               "is on the CPU")
+    reasons = _failure_reasons(log)
+    off = "fallback" if cfg.allow_cpu_fallback else "unsupported"
+    result = []
+    for node in proto.graph.node:
+        if node.name not in on_cpu:
+            result.append(NodeSupport(node.name, node.op_type, "accelerator", ""))
+            continue
+        reason = reasons.get(node.name, "accepted by the QNN EP, but ONNX Runtime placed it on the CPU")
+        if not cfg.allow_cpu_fallback:
+            reason += " (CPU fallback is disabled for this target: a session would fail)"
+        result.append(NodeSupport(node.name, node.op_type, off, reason))
+    return result
+
+
+# ---------------------------------------------------------------- HTP quantization rules
+
+_ACTIVATION_TYPES = ("uint8", "uint16")
+_MATMUL_PAIRS = {("uint8", "uint8"), ("uint8", "uint16"), ("uint16", "uint8")}
+_BIAS_SLOTS = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2)}
+
+
+def _shape_problems(model: onnx.ModelProto) -> list[str]:
+    initializers = {i.name for i in model.graph.initializer}
+    problems = []
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in (v for v in values if v.name not in initializers):
+            if not value.type.tensor_type.HasField("shape"):
+                problems.append(f"graph {kind} '{value.name}' has no shape")
+                continue
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+                if not (dim.HasField("dim_value") and dim.dim_value > 0):
+                    label = dim.dim_param or "unknown"
+                    problems.append(f"graph {kind} '{value.name}' axis {axis} is dynamic ('{label}'); the HTP needs static shapes")
+    return problems
+
+
+def check_htp_rules(model: onnx.ModelProto) -> list[str]:
+    """Violations of the HTP's rules (empty: none): every activation Q/DQ uint8 or uint16, every
+    weight uint8 (int32 only as a Conv/Gemm bias), quantized MatMul input pairs u8/u8, u8/u16 or
+    u16/u8, static graph input/output shapes, no Loop or If."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            value = _attribute(node, "value")
+            if value is not None:
+                constants[node.output[0]] = value
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[tuple[str, int]]] = {}
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node.op_type, slot))
+
+    def dtype_name(tensor: Any) -> str:
+        return str(np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)))
+
+    def qdq_type(node: onnx.NodeProto) -> str:
+        if len(node.input) > 2 and node.input[2]:
+            zero_point = constants.get(node.input[2])
+            return dtype_name(zero_point) if zero_point is not None else "unknown"
+        if node.op_type == "QuantizeLinear":
+            output_dtype = _attribute(node, "output_dtype")
+            return str(np.dtype(helper.tensor_dtype_to_np_dtype(output_dtype))) if output_dtype else "uint8"
+        if node.input[0] in constants:
+            return dtype_name(constants[node.input[0]])
+        source = producers.get(node.input[0])
+        return qdq_type(source) if source is not None and source.op_type == "QuantizeLinear" else "unknown"
+
+    problems = [f"{n.op_type} '{n.name}': control flow ({n.op_type}) cannot run on the HTP"
+                for n in graph.node if n.op_type in ("Loop", "If")]
+    problems += _shape_problems(model)
+    for node in (n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")):
+        found = qdq_type(node)
+        if node.op_type == "DequantizeLinear" and node.input[0] in constants:
+            uses = consumers.get(node.output[0], [])
+            if found == "int32" and uses and all(use in _BIAS_SLOTS for use in uses):
+                continue  # a bias: int32, scale = input scale x weight scale
+            if found != "uint8":
+                problems.append(f"{node.op_type} '{node.name}': weight type {found}, the HTP needs uint8")
+        elif found not in _ACTIVATION_TYPES:
+            problems.append(f"{node.op_type} '{node.name}': activation type {found}, the HTP needs uint8 or uint16")
+    for node in (n for n in graph.node if n.op_type == "MatMul"):
+        sources = [producers.get(name) for name in node.input[:2]]
+        if all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
+            pair = tuple(qdq_type(s) for s in sources)
+            if pair not in _MATMUL_PAIRS:
+                problems.append(f"MatMul '{node.name}': input types {pair[0]}/{pair[1]}, the HTP runs u8/u8, u8/u16, u16/u8")
+    return problems

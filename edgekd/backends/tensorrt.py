@@ -1,0 +1,158 @@
+"""TensorRT engines through the TensorRT Python API, and their latency through trtexec.
+
+`build_engine` and `measure_engine` RUN ONLY ON A DEVICE (a Jetson, or an NVIDIA GPU host with
+TensorRT installed): engines are specific to the GPU and the TensorRT version, so edgekd never
+builds one elsewhere; off the device it writes a bundle (edgekd.deploy.tensorrt_bundle) instead.
+`tensorrt` is imported inside the functions only, so `import edgekd` works without it.
+
+Build path by TensorRT major version (TensorRT developer guide and 10.x -> 11.x migration guide):
+- 10.x: a weakly typed network with BuilderFlag.INT8 for the Q/DQ graph (and FP16 for layers the
+  graph leaves in float), the same as `trtexec --int8 [--fp16]`. Not STRONGLY_TYPED: a strongly
+  typed network keeps every unquantized layer in FP32, which DLA cannot run.
+- 11.x: every network is strongly typed (the default of create_network); no precision flags exist.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from edgekd.backends import trtexec
+from edgekd.backends.tensorrt_config import TensorRTConfig, version_tuple
+from edgekd.errors import EdgekdError, ToolchainMissing
+from edgekd.fsutil import atomic_write_bytes
+from edgekd.toolchain import require
+
+_PURPOSE = "building a TensorRT engine (runs only on the device)"
+
+
+def _cuda_device_count() -> int:
+    """CUDA devices the driver reports (libcuda through ctypes), 0 where there is no driver."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def available() -> bool:
+    """True when the `tensorrt` package is importable and a CUDA device is present."""
+    try:
+        importable = importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        importable = False
+    return importable and _cuda_device_count() > 0
+
+
+def _import_tensorrt(cfg: TensorRTConfig) -> Any:
+    trt = require("tensorrt", _PURPOSE)
+    if version_tuple(trt.__version__) < version_tuple(cfg.min_trt_version) or version_tuple(trt.__version__)[0] != cfg.trt_major:
+        raise ToolchainMissing(f"the target needs TensorRT {cfg.trt_major}.x >= {cfg.min_trt_version}, "
+                               f"but TensorRT {trt.__version__} is installed",
+                               "build on a device with the target's JetPack/TensorRT, or fix the target's [tensorrt] table")
+    return trt
+
+
+def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+    """The network and its parser (the parser owns weights the network uses: keep both alive)."""
+    network = builder.create_network(0)  # TensorRT 11: strongly typed by default; 10: weakly typed on purpose
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EdgekdError(f"TensorRT {trt.__version__}'s ONNX parser rejected {onnx_path}: " + " | ".join(errors),
+                          "see the op-support report (edgekd.analysis.rules_tensorrt) for the nodes TensorRT cannot take")
+    return network, parser
+
+
+def _pin_dynamic_inputs(builder: Any, network: Any, config: Any, input_shape: tuple[int, ...] | None) -> None:
+    """One optimization profile with min = opt = max = `input_shape` for a dynamic input (DLA
+    needs static shapes; one shape is also what edgekd measures)."""
+    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+    if not dynamic:
+        return
+    if input_shape is None or len(dynamic) > 1:
+        names = ", ".join(t.name for t in dynamic)
+        raise EdgekdError(f"network inputs {names} have dynamic dimensions; edgekd pins one input to one shape",
+                          "pass input_shape (the target's batch shape) for a single-input model")
+    profile = builder.create_optimization_profile()
+    profile.set_shape(dynamic[0].name, input_shape, input_shape, input_shape)
+    config.add_optimization_profile(profile)
+
+
+def _configure(trt: Any, builder: Any, cfg: TensorRTConfig) -> Any:
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
+    config.builder_optimization_level = cfg.builder_optimization_level
+    if cfg.trt_major == 10:
+        if cfg.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+        if cfg.precision == "fp16" or cfg.also_fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+    if cfg.dla_core is not None:
+        if builder.num_DLA_cores <= cfg.dla_core:
+            raise EdgekdError(f"the target asks for DLA core {cfg.dla_core}, but this device has {builder.num_DLA_cores} DLA cores",
+                              "set dla_core to an existing core, or remove it to build for the GPU")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = cfg.dla_core
+        if cfg.gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return config
+
+
+def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, timing_cache: Path,
+                 input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Parse `onnx_path`, build with the target's settings, write the serialized engine and the
+    updated timing cache (both atomically). Runs only on the device. Returns what was built."""
+    trt = _import_tensorrt(cfg)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, onnx_path)
+    config = _configure(trt, builder, cfg)
+    _pin_dynamic_inputs(builder, network, config, input_shape)
+    cache_blob = timing_cache.read_bytes() if timing_cache.exists() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_blob), ignore_mismatch=False)
+    layers_on_dla = sum(bool(config.can_run_on_DLA(network.get_layer(i))) for i in range(network.num_layers)) \
+        if cfg.dla_core is not None else 0
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_s = time.perf_counter() - start
+    if serialized is None:
+        raise EdgekdError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path} on {cfg.device_description}",
+                          "the TensorRT log above names the layer; without gpu_fallback every layer must run on DLA")
+    atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
+    atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    return {"engine": str(engine_path), "size_bytes": engine_path.stat().st_size, "trt_version": trt.__version__,
+            "device": cfg.device_description, "layers": network.num_layers, "layers_dla_capable": layers_on_dla,
+            "timing_cache": str(timing_cache), "timing_cache_reused": bool(cache_blob), "build_s": build_s}
+
+
+def measure_engine(engine_path: Path, cfg: TensorRTConfig, workdir: Path, *,
+                   input_shapes: dict[str, tuple[int, ...]] | None = None,
+                   trtexec_path: str = "trtexec", timeout_s: float = 600.0) -> dict[str, Any]:
+    """Latency of a built engine from `trtexec --loadEngine` (runs only on the device): the parsed
+    performance summary plus every per-query latency from --exportTimes."""
+    exe = shutil.which(trtexec_path)
+    if exe is None:
+        raise ToolchainMissing(f"measuring a TensorRT engine needs trtexec, and '{trtexec_path}' is not on PATH",
+                               "JetPack installs it as /usr/src/tensorrt/bin/trtexec")
+    workdir.mkdir(parents=True, exist_ok=True)
+    times = workdir / "trtexec_times.json"
+    cmd = trtexec.bench_command(str(engine_path), cfg.model_dump(), input_shapes=input_shapes,
+                                export_times=str(times), trtexec=exe)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    (workdir / "trtexec_measure.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise EdgekdError(f"trtexec exited with {proc.returncode} measuring {engine_path}: {tail}",
+                          f"the full log is {workdir / 'trtexec_measure.log'}")
+    summary = trtexec.parse_performance_summary(proc.stdout)
+    return {"summary": summary, "samples_ms": trtexec.parse_exported_times(times.read_text()),
+            "command": cmd, "how": f"trtexec (TensorRT {summary['trt_version'] or 'version not printed'}) "
+                                   f"--loadEngine on {cfg.device_description}, data transfers included"}

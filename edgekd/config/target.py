@@ -1,0 +1,93 @@
+"""Target (targets/*.toml): what the hardware is and which runtime runs the student on it."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edgekd.analysis.device import DeviceModel
+from edgekd.backends.qnn_config import QnnConfig
+from edgekd.backends.tensorrt_config import TensorRTConfig
+from edgekd.config.strict import Strict
+
+Runtime = Literal["onnxruntime-cpu", "qnn-htp", "tensorrt"]
+TENSORRT_OPSETS = (9, 20)  # onnx-tensorrt docs/operators.md
+
+
+class HostMatch(Strict):
+    """For host-CPU targets: the CPU flags (Linux /proc/cpuinfo names) the target needs."""
+
+    cpu_flags: list[str] = Field(default_factory=list)
+
+
+class SessionConfig(Strict):
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_num_threads: int = Field(0, ge=0, description="0: every core this process may use")
+    inter_op_num_threads: int = Field(1, ge=0)
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+
+
+class TargetQuantize(Strict):
+    """The Q/DQ recipe the target's runtime needs; the quantized graph is checked against it."""
+
+    format: Literal["qdq"] = "qdq"
+    activation_type: Literal["int8", "uint8", "uint16"] = "int8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    symmetric_activations: bool = Field(False, description="every activation zero point 0 (TensorRT)")
+    symmetric_weights: bool = Field(True, description="every weight zero point 0")
+    quantize_bias: bool = Field(True, description="int32 bias Q/DQ (TensorRT rejects them: false keeps float biases)")
+    static_batch: int | None = Field(None, ge=1, description="fix the batch dimension (HTP needs static shapes)")
+
+
+class Target(Strict):
+    description: str
+    runtime: Runtime
+    aliases: list[str] = Field(default_factory=list)
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(min_length=1)
+    opset: int = Field(18, ge=13, le=23)
+    toolchain: dict[str, str] = Field(default_factory=dict, description="host distribution -> minimum version")
+    host: HostMatch = HostMatch()
+    session: SessionConfig = SessionConfig()
+    quantize: TargetQuantize = TargetQuantize()
+    qnn: QnnConfig | None = None
+    tensorrt: TensorRTConfig | None = None
+    device: DeviceModel | None = Field(None, description="figures for latency estimates (edgekd.analysis.device)")
+
+    @model_validator(mode="after")
+    def _runtime_sections(self) -> Target:
+        need = {"qnn-htp": "qnn", "tensorrt": "tensorrt"}.get(self.runtime)
+        for section in ("qnn", "tensorrt"):
+            if section == need and getattr(self, section) is None:
+                raise ValueError(f"runtime '{self.runtime}' needs a [{section}] table")
+            if section != need and getattr(self, section) is not None:
+                raise ValueError(f"[{section}] does not apply to runtime '{self.runtime}'")
+        if self.runtime != "onnxruntime-cpu" and self.device is None:
+            raise ValueError(f"runtime '{self.runtime}' runs on a device edgekd cannot measure here: give [device] figures for estimates")
+        problems = self._quantize_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _quantize_problems(self) -> list[str]:
+        q = self.quantize
+        if self.runtime == "qnn-htp":
+            problems = []
+            if q.activation_type != self.qnn.activation_type or q.weight_type != self.qnn.weight_type:
+                problems.append(f"[quantize] types ({q.activation_type}/{q.weight_type}) differ from [qnn] "
+                                f"({self.qnn.activation_type}/{self.qnn.weight_type})")
+            if q.static_batch is None:
+                problems.append("QNN HTP needs static shapes: set [quantize] static_batch")
+            return problems
+        if self.runtime == "tensorrt":
+            problems = []
+            if not (q.activation_type == q.weight_type == "int8" and q.symmetric_activations and q.symmetric_weights):
+                problems.append("TensorRT takes only symmetric INT8 Q/DQ: activation_type = weight_type = 'int8', "
+                                "symmetric_activations = symmetric_weights = true")
+            if q.quantize_bias:
+                problems.append("TensorRT rejects INT32 bias Q/DQ: set [quantize] quantize_bias = false")
+            if not TENSORRT_OPSETS[0] <= self.opset <= TENSORRT_OPSETS[1]:
+                problems.append(f"TensorRT's ONNX parser takes opsets {TENSORRT_OPSETS[0]}-{TENSORRT_OPSETS[1]}, not {self.opset}")
+            return problems
+        return []

@@ -1,0 +1,88 @@
+"""edgekd/backends/tensorrt.py. TensorRT and a CUDA device are absent here: what runs is the
+toolchain check, and measure_engine around a fake trtexec that replays a real trtexec log."""
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekd.backends import tensorrt
+from edgekd.backends.tensorrt_config import TensorRTConfig
+from edgekd.errors import EdgekdError, ToolchainMissing
+
+DATA = Path(__file__).parent / "data"
+CFG = TensorRTConfig(trt_major=10)
+
+
+def test_not_available_without_tensorrt_or_a_gpu(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # an import of it fails, as where it is absent
+    assert tensorrt.available() is False
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.setattr(tensorrt.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(tensorrt, "_cuda_device_count", lambda: 0)
+    assert tensorrt.available() is False  # importable, but no CUDA device
+
+
+def test_build_engine_without_tensorrt_is_a_toolchain_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ToolchainMissing, match="needs the Python package 'tensorrt'") as exc:
+        tensorrt.build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", CFG, tmp_path / "timing.cache")
+    assert exc.value.exit_code == 3
+    assert not (tmp_path / "m.plan").exists()
+
+
+def test_build_engine_rejects_another_tensorrt_major(tmp_path, monkeypatch):
+    class FakeTensorRT:  # only its version is read before the check fails
+        __version__ = "11.4.1"
+
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT)
+    with pytest.raises(ToolchainMissing, match=r"needs TensorRT 10.x >= 10.0.0, but TensorRT 11.4.1 is installed"):
+        tensorrt.build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", CFG, tmp_path / "timing.cache")
+
+
+def fake_trtexec(tmp_path: Path, log: str, code: int = 0) -> Path:
+    """An executable that prints a real trtexec log and writes an --exportTimes file."""
+    exe = tmp_path / "bin" / "trtexec"
+    exe.parent.mkdir()
+    exe.write_text(f"""#!{sys.executable}
+import sys
+for arg in sys.argv[1:]:
+    if arg.startswith("--exportTimes="):
+        open(arg.split("=", 1)[1], "w").write('[\\n  {{ "computeMs" : 0.03, "latencyMs" : 0.04 }}\\n, {{ "computeMs" : 0.02, "latencyMs" : 0.035 }}\\n]\\n')
+sys.stdout.write(open({str(DATA / log)!r}).read())
+sys.exit({code})
+""")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe
+
+
+def test_measure_engine_parses_trtexec(tmp_path):
+    exe = fake_trtexec(tmp_path, "trtexec_10.16_rtx6000ada.log")
+    result = tensorrt.measure_engine(tmp_path / "m.plan", CFG, tmp_path / "work", trtexec_path=str(exe),
+                                     input_shapes={"x": (1, 8)})
+    assert result["summary"]["throughput_qps"] == 18392 and result["summary"]["latency"]["p90_ms"] == 0.0480957
+    assert result["samples_ms"] == [0.04, 0.035]
+    assert "--shapes=x:1x8" in result["command"] and "TensorRT 10.16.0" in result["how"]
+    assert (tmp_path / "work" / "trtexec_measure.log").read_text().startswith("# source:")
+
+
+def test_measure_engine_reports_a_failed_run(tmp_path):
+    exe = fake_trtexec(tmp_path, "trtexec_10.6_help_head.txt", code=1)
+    with pytest.raises(EdgekdError, match="trtexec exited with 1"):
+        tensorrt.measure_engine(tmp_path / "m.plan", CFG, tmp_path / "work", trtexec_path=str(exe))
+
+
+def test_measure_engine_without_trtexec(tmp_path):
+    with pytest.raises(ToolchainMissing, match="'/nonexistent/trtexec' is not on PATH"):
+        tensorrt.measure_engine(tmp_path / "m.plan", CFG, tmp_path, trtexec_path="/nonexistent/trtexec")
+
+
+def test_import_edgekd_does_not_import_tensorrt():
+    import subprocess
+
+    code = "import sys, edgekd.backends.tensorrt, edgekd.deploy.tensorrt_bundle; print(json.dumps('tensorrt' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) is False
