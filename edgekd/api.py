@@ -51,6 +51,7 @@ def resolve_inputs(target: str, profile: str, project: Path | None, search: Conf
         ctx.project  # the profile's recipe applied to the project, validated again
     except ValueError as exc:
         raise ConfigError(f"{ctx.profile_file.path}: [recipe] does not fit project {ctx.source}: {exc}", "fix the recipe keys") from None
+    ctx.quant_recipe  # e.g. 16-bit activations asked of a target that has none
     for role in ("teacher", "student", "data"):
         resolve(getattr(ctx.project, role).factory, f"{role}.factory", ctx.source)
     return ctx

@@ -42,8 +42,10 @@ def _summary(result: api.BuildResult) -> str:
     acc = "  ".join(f"{k} {m['value']:.2f}%" for k, m in r["accuracy"].items())
     lines = [f"edgekd build: {r['project']['name']} -> {r['target']['name']}: {r['verdict'].upper()}",
              f"  accuracy  {acc}  (measured on the held-out test split)"]
-    if r["latency"]:
-        lat = r["latency"]
+    lat = r["latency"]
+    if lat and lat.get("method") == "estimated":
+        lines.append(f"  latency   {lat['latency_ms']:.4f} ms ESTIMATED by the latency model from the target's [device] figures (not measured)")
+    elif lat:
         lines.append(f"  latency   p50 {lat['p50_ms']:.4f} ms  p90 {lat['p90_ms']:.4f} ms  p99 {lat['p99_ms']:.4f} ms  "
                      f"(measured on this host, batch 1, {lat['intra_op_threads']} threads, {lat['runs']} runs)")
     sizes = {s["name"]: s["metrics"].get("engine.size_mb") for s in r["stages"]}

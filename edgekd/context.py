@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.config.loading import Resolved
-from edgekd.config.models import Profile, Project, Target, apply_recipe
+from edgekd.backends.qnn_config import QnnConfig
+from edgekd.config.models import Profile, Project, Target, TargetQuantize, apply_recipe
+from edgekd.errors import ConfigError
 from edgekd.data import Splits, check_splits
 from edgekd.factories import call
 from edgekd.toolchain import cpu_model, usable_cores
@@ -23,6 +25,22 @@ class Context:
     def project(self) -> Project:
         """The project with the profile's recipe applied."""
         return apply_recipe(self.project_file.config, self.profile_file.config.recipe)
+
+    @functools.cached_property
+    def quant_recipe(self) -> TargetQuantize:
+        """The target's Q/DQ recipe, with 16-bit activations where the project/profile asks."""
+        recipe = self.target.quantize
+        if self.project.quantize.activation_bits == 16:
+            if self.target.runtime != "qnn-htp":
+                raise ConfigError(f"quantize.activation_bits = 16: target {self.target_file.name} runs 8-bit activations only",
+                                  "use 16-bit activations with a QNN HTP target, or remove activation_bits")
+            recipe = recipe.model_copy(update={"activation_type": "uint16"})
+        return recipe
+
+    @property
+    def qnn_config(self) -> QnnConfig:
+        """The target's [qnn] table with the activation type of the quantization recipe."""
+        return self.target.qnn.model_copy(update={"activation_type": self.quant_recipe.activation_type})
 
     @property
     def target(self) -> Target:

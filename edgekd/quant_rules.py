@@ -39,6 +39,9 @@ def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize) -> list[str]:
             zero_point = np.zeros(1, dtype=np.uint8)
         dtype = _NAMES.get(zero_point.dtype, str(zero_point.dtype))
         if is_weight and dtype == "int32":  # a bias: int32 with scale = input scale x weight scale
+            if not recipe.quantize_bias:
+                problems.append(f"{node.op_type} '{node.name}': int32 bias Q/DQ, the target takes float biases")
+                continue
             expected, symmetric = "int32", True
         if dtype != expected:
             problems.append(f"{node.op_type} '{node.name}': {kind} type {dtype}, the target needs {expected}")

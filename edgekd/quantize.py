@@ -49,6 +49,7 @@ def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_
             quant_format=QuantFormat.QDQ, per_channel=target.per_channel, reduce_range=target.reduce_range,
             activation_type=types[target.activation_type], weight_type=types[target.weight_type],
             calibrate_method=methods[cfg.calibrate_method],
-            extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights},
+            extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,
+                           "QuantizeBias": target.quantize_bias},
         )
     prepared.unlink(missing_ok=True)

@@ -154,18 +154,25 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
     from edgekd.quant_rules import qdq_violations
     from edgekd.quantize import calibration_samples, quantize_int8
 
-    cfg, tq = ctx.project.quantize, ctx.target.quantize
+    cfg, tq = ctx.project.quantize, ctx.quant_recipe
     samples = calibration_samples(ctx.data.calib.x, cfg)
     path = out / "student_int8.onnx"
-    quantize_int8(inputs["student.onnx"], path, samples, INPUT_NAME, cfg, tq)
+    if ctx.target.runtime == "qnn-htp":
+        from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
+
+        quantize_for_htp(inputs["student.onnx"], path, samples, INPUT_NAME, ctx.qnn_config, cfg.calibrate_method)
+        violations = qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path)))
+    else:
+        quantize_int8(inputs["student.onnx"], path, samples, INPUT_NAME, cfg, tq)
+        violations = qdq_violations(onnx.load(str(path)), tq)
     logits = ortb.predict(ortb.open_session(path), ctx.data.test.x)
-    violations = qdq_violations(onnx.load(str(path)), tq)
     return Outcome({
         "int8.accuracy": accuracy_metric(ctx, logits, ortb.runtime_description()),
         "int8.size_mb": size_metric(path, "student_int8.onnx"),
-        "int8.rule_violations": Metric(len(violations), "", "measured", f"Q/DQ nodes checked against targets/{ctx.target_file.name} [quantize]"),
+        "int8.rule_violations": Metric(len(violations), "", "measured", "Q/DQ nodes checked against the target's [quantize] recipe (types, symmetry; HTP: static shapes, no Loop/If)"),
     }, [*(f"rule violation: {v}" for v in violations[:20]),f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
-        f"reduce_range {tq.reduce_range}, {cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split",
+        f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
+        f"{'static batch ' + str(tq.static_batch) + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split",
         *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])])
 
 
@@ -187,17 +194,12 @@ def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
     return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], out)
 
 
-def _engine(inputs: Files) -> tuple[Path, dict[str, Any]]:
-    engine_json = inputs[ENGINE_JSON]
-    return engine_json.parent / ENGINE_DIR, json.loads(engine_json.read_text())
-
-
 def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    return backends.get(ctx.target.runtime).evaluate(ctx, *_engine(inputs))
+    return backends.get(ctx.target.runtime).evaluate(ctx, inputs)
 
 
 def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    return backends.get(ctx.target.runtime).bench(ctx, *_engine(inputs), out)
+    return backends.get(ctx.target.runtime).bench(ctx, inputs, out)
 
 
 def _data(ctx: Context) -> dict[str, Any]:
@@ -216,18 +218,20 @@ STAGES: tuple[Stage, ...] = (
           lambda c: {"student": c.project.student.model_dump(), "opset": c.target.opset, **_data(c)}, run_export),
     Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split",
           ("student.onnx",), ("student_int8.onnx",), ("onnx", "onnxruntime"),
-          lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.target.quantize.model_dump(), **_data(c)}, run_quantize),
+          lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.quant_recipe.model_dump(),
+                     "qnn": c.qnn_config.model_dump() if c.target.qnn else None, **_data(c)}, run_quantize),
     Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
           ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
-          lambda c: {"target": c.target.model_dump()}, run_check),
+          lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name}, run_check),
     Stage("compile", "build the engine for the target's runtime (and the deploy bundle)",
-          ("student_int8.onnx",), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime",),
-          lambda c: {"session": c.target.session.model_dump(), "host": c.host_fingerprint()}, run_compile),
+          ("student_int8.onnx",), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
+          lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
+                     "host": c.host_fingerprint()}, run_compile),
     Stage("evaluate", "accuracy of the engine on the held-out test split",
-          (ENGINE_JSON,), (), ("onnxruntime",),
-          lambda c: {"session": c.target.session.model_dump(), **_data(c)}, run_evaluate),
+          (ENGINE_JSON, "student_int8.onnx"), (), ("onnxruntime", "onnxruntime-qnn"),
+          lambda c: {"target": c.target.model_dump(), **_data(c)}, run_evaluate),
     Stage("bench", "latency of the engine at batch 1 (measured here, or estimated for an absent device)",
-          (ENGINE_JSON,), ("bench.json",), ("onnxruntime",),
-          lambda c: {"session": c.target.session.model_dump(), "bench": c.profile.recipe.bench.model_dump(),
+          (ENGINE_JSON, "student_int8.onnx", "support.json"), ("bench.json",), ("onnxruntime",),
+          lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
                      "host": c.host_fingerprint()}, run_bench),
 )

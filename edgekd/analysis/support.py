@@ -4,7 +4,8 @@ not why and where it falls back; with the share of nodes and of MACs that fall b
 - onnxruntime-cpu: the CPU execution provider is the device; ONNX Runtime's own session placement
   is read back (a node no provider can run fails the session, reported as unsupported).
 - tensorrt: TensorRT's ONNX parser rules, and DLA layer rules for DLA targets (static rules from
-  the TensorRT docs: nothing runs here to confirm them).
+  the TensorRT docs: nothing runs here to confirm them), with the batch pinned to 1 as the engine
+  build pins it.
 - qnn-htp: the real placement ONNX Runtime's QNN execution provider makes (HTP emulated on x86).
 """
 from __future__ import annotations
@@ -38,7 +39,11 @@ def _tensorrt_support(model_path: Path, target_name: str, target: Target) -> Sup
 
     trt = target.tensorrt
     dla = trt.dla_core is not None
-    nodes = check_tensorrt(onnx.load(str(model_path)), dla=dla, gpu_fallback=trt.gpu_fallback, trt_major=trt.trt_major)
+    model = onnx.load(str(model_path))
+    # edgekd's engine build pins every dynamic dimension (the batch) to 1: trtexec --shapes / one profile
+    pinned = {i.name: tuple(d.dim_value if d.HasField("dim_value") else 1 for d in i.type.tensor_type.shape.dim)
+              for i in model.graph.input}
+    nodes = check_tensorrt(model, dla=dla, gpu_fallback=trt.gpu_fallback, trt_major=trt.trt_major, input_shapes=pinned)
     accelerator = f"DLA core {trt.dla_core} (TensorRT {trt.trt_major}.x rules)" if dla else f"GPU (TensorRT {trt.trt_major}.x ONNX parser rules)"
     fallback = "GPU (GPU fallback)" if dla and trt.gpu_fallback else "none: the build fails"
     return SupportReport(target_name, accelerator, fallback, nodes)
@@ -47,7 +52,7 @@ def _tensorrt_support(model_path: Path, target_name: str, target: Target) -> Sup
 def _qnn_support(model_path: Path, target_name: str, target: Target) -> SupportReport:
     from edgekd.backends.qnn import placement
 
-    nodes = placement(model_path, target.qnn)
+    nodes = placement(model_path, target.qnn)  # the real placement made by the QNN EP
     return SupportReport(target_name, f"QNN HTP v{target.qnn.htp_arch} (ONNX Runtime QNN EP placement, HTP emulated here)",
                          "ONNX Runtime CPU", nodes)
 

@@ -29,9 +29,15 @@ class Backend(Protocol):
 
     def compile(self, ctx: Context, int8_model: Path, out: Path) -> Outcome: ...
 
-    def evaluate(self, ctx: Context, engine_dir: Path, engine: dict[str, Any]) -> Outcome: ...
+    def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome: ...
 
-    def bench(self, ctx: Context, engine_dir: Path, engine: dict[str, Any], out: Path) -> Outcome: ...
+    def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome: ...
+
+
+def load_engine(inputs: dict[str, Path]) -> tuple[Path, dict[str, Any]]:
+    """The engine/ folder of the compile stage's output and its engine.json."""
+    engine_json = inputs[ENGINE_JSON]
+    return engine_json.parent / ENGINE_DIR, json.loads(engine_json.read_text())
 
 
 def write_engine_json(out: Path, runtime: str, built_here: bool, **extra: Any) -> dict[str, Any]:
@@ -48,4 +54,12 @@ def get(runtime: str) -> Backend:
         from edgekd.backends.ort_cpu_backend import OrtCpuBackend
 
         return OrtCpuBackend()
+    if runtime == "qnn-htp":
+        from edgekd.backends.qnn_backend import QnnBackend
+
+        return QnnBackend()
+    if runtime == "tensorrt":
+        from edgekd.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend()
     raise ValueError(f"no backend for runtime {runtime!r}")

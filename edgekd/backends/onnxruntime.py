@@ -40,9 +40,12 @@ def open_session(model: Path, cfg: SessionConfig | None = None, optimized_model_
 
 
 def predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for every row of `x`, run in batches through the session's single input."""
-    name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    """Logits for every row of `x`, run in batches through the session's single input (`len(x)` must
+    be a multiple of a static batch size; edgekd's static graphs have batch 1)."""
+    model_input = session.get_inputs()[0]
+    if isinstance(model_input.shape[0], int):  # a static batch (e.g. HTP-ready graphs): feed that many rows
+        batch_size = model_input.shape[0]
+    outs = [session.run(None, {model_input.name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.backends import onnxruntime as ortb
-from edgekd.backends.base import ENGINE_DIR, write_engine_json
+from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, load_engine, write_engine_json
+from edgekd.deploy.ort_bundle import write_ort_bundle
 from edgekd.results import Metric
 
 if TYPE_CHECKING:
@@ -27,24 +28,29 @@ class OrtCpuBackend:
         (out / ENGINE_DIR).mkdir()
         engine = out / ENGINE_DIR / ENGINE_FILE
         ortb.open_session(int8_model, cfg, optimized_model_path=engine)
+        # the bundle carries the portable INT8 graph: the device's ONNX Runtime optimizes it for its own CPU
+        write_ort_bundle(out / BUNDLE_DIR, self.runtime, [int8_model], ctx.target_file.name, (1, *ctx.data.input_shape),
+                         session=cfg.model_dump())
         write_engine_json(out, self.runtime, built_here=True, engine_file=ENGINE_FILE)
         notes = [f"engine = the INT8 graph as {ortb.runtime_description(cfg)} optimizes it"]
         if cfg.graph_optimization_level == "all":
             notes.append("level 'all' adds layout/hardware-specific kernels: the engine is for CPUs like this host's")
         return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")}, notes)
 
-    def evaluate(self, ctx: Context, engine_dir: Path, engine: dict[str, Any]) -> Outcome:
+    def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome:
         from edgekd.stages import Outcome, accuracy_metric
 
+        engine_dir, engine = load_engine(inputs)
         cfg = ctx.target.session
         logits = ortb.predict(ortb.open_session(engine_dir / engine["engine_file"], cfg), ctx.data.test.x)
         return Outcome({"engine.accuracy": accuracy_metric(ctx, logits, ortb.runtime_description(cfg))})
 
-    def bench(self, ctx: Context, engine_dir: Path, engine: dict[str, Any], out: Path) -> Outcome:
+    def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         from edgekd.bench import measure
         from edgekd.stages import Outcome
         from edgekd.toolchain import cpu_model
 
+        engine_dir, engine = load_engine(inputs)
         cfg = ctx.target.session
         result = measure(engine_dir / engine["engine_file"], ctx.data.test.x[:1], cfg, ctx.profile.recipe.bench, out)
         (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": f"this host ({cpu_model()})"}))

@@ -65,6 +65,7 @@ class DistillConfig(Strict):
 
 class QuantizeConfig(Strict):
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    activation_bits: Literal[8, 16] = Field(8, description="16: uint16 activations, on targets that run them (QNN HTP)")
     calibration_samples: int = Field(256, ge=1)
     seed: int = 0
 

@@ -39,6 +39,14 @@ def _stage_table(stage: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _estimated(lat: dict[str, Any]) -> list[str]:
+    lines = [f"**Estimated, not measured: {_fmt(lat['latency_ms'], 'ms')}** at batch 1 ({lat['where']}).", "",
+             "| op type | estimated | nodes | MACs | bound by |", "|---|---|---|---|---|"]
+    for op_type, row in sorted(lat["per_op_type"].items(), key=lambda kv: -kv[1]["ms"]):
+        lines.append(f"| {op_type} | {_fmt(row['ms'], 'ms')} | {row['nodes']} | {_fmt(row['macs'])} | {row['bound']} |")
+    return lines + ["", "Assumptions:", "", *(f"- {_cell(a)}" for a in lat["assumptions"])]
+
+
 def render(report: dict[str, Any]) -> str:
     verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
         f"{v['stage']}: {v['budget']} = {_fmt(v['value'], v['unit'])} > {_fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
@@ -63,12 +71,14 @@ def render(report: dict[str, Any]) -> str:
     lat = report["latency"]
     if lat is None:
         lines.append("Not measured: the bench stage did not run.")
+    elif lat.get("method") == "estimated":
+        lines += _estimated(lat)
     else:
         lines += ["| p50 | p90 | p99 | mean | min | max | runs | throughput | threads | engine RSS | process peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|",
                   f"| {_fmt(lat['p50_ms'], 'ms')} | {_fmt(lat['p90_ms'], 'ms')} | {_fmt(lat['p99_ms'], 'ms')} | {_fmt(lat['mean_ms'], 'ms')} "
                   f"| {_fmt(lat['min_ms'], 'ms')} | {_fmt(lat['max_ms'], 'ms')} | {lat['runs']} | {_fmt(lat['throughput_per_s'], '/s')} "
-                  f"| {lat['intra_op_threads']} | {_fmt(lat['engine_rss_mb'], 'MiB')} | {_fmt(lat['peak_rss_mb'], 'MiB')} |", "",
-                  f"Measured on this host ({host['cpu']}) at batch 1, in a separate process, after warm-up; "
+                  f"| {lat.get('intra_op_threads', 'n/a')} | {_fmt(lat.get('engine_rss_mb'), 'MiB')} | {_fmt(lat.get('peak_rss_mb'), 'MiB')} |", "",
+                  f"Measured: {lat.get('where', 'on this host (' + host['cpu'] + ')')}, batch 1, after warm-up; "
                   "the raw samples are in report.json under `latency.samples_ms`."]
     for result in report.get("device_results", []):
         dev = result["latency"]

@@ -189,7 +189,21 @@ def test_latency_table() -> None:
     rows = table_rows(section(text, "## Latency"))
     assert rows[0].startswith("| p50 | p90 | p99 |")
     assert rows[2] == "| 0.123 ms | 0.25 ms | 1.5 ms | 0.2 ms | 0.0001 ms | 12 ms | 12345 | 5000 /s | 4 | n/a | 80 MiB |"
-    assert "Measured on this host (Test CPU) at batch 1" in text
+    assert "Measured: on this host (Test CPU), batch 1" in text
+
+
+def test_estimated_latency_is_labelled_and_broken_down() -> None:
+    estimated = {"method": "estimated", "where": "roofline model with targets/t.toml [device]", "latency_ms": 0.5,
+                 "p50_ms": 0.5, "p90_ms": 0.5, "p99_ms": 0.5, "mean_ms": 0.5, "batch": 1,
+                 "per_op_type": {"Conv": {"ms": 0.4, "nodes": 2, "macs": 1000, "bound": "compute"},
+                                 "Relu": {"ms": 0.1, "nodes": 2, "macs": 0, "bound": "memory"}},
+                 "assumptions": ["[device] peak_tops.int8 = 85"]}
+    text = render(report(latency=estimated))
+    latency_section = section(text, "## Latency")
+    assert "**Estimated, not measured: 0.5 ms**" in latency_section
+    rows = table_rows(latency_section)
+    assert rows[2].startswith("| Conv | 0.4 ms | 2 |") and rows[3].startswith("| Relu |")
+    assert "- [device] peak_tops.int8 = 85" in latency_section
 
 
 def test_render_does_not_modify_report() -> None:

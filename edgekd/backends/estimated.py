@@ -1,0 +1,35 @@
+"""Latency where nothing can be measured here: the roofline model (edgekd.analysis.estimate) with
+the target file's [device] figures and, for accelerators, the node placement of the check stage."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgekd.results import Metric
+
+if TYPE_CHECKING:
+    from edgekd.context import Context
+    from edgekd.stages import Outcome
+
+
+def estimated_bench(ctx: Context, inputs: dict[str, Path], out: Path, why: str) -> Outcome:
+    """Estimate the INT8 graph's batch-1 latency; bench.json gets the estimate and its assumptions."""
+    from edgekd.analysis.estimate import estimate
+    from edgekd.stages import Outcome
+
+    support = json.loads(inputs["support.json"].read_text())
+    placement = {n["name"]: "accelerator" if n["runs_on"] == "accelerator" else "fallback" for n in support["nodes"]}
+    if ctx.target.device.fallback is None:  # nothing to fall back to: everything is costed on the device
+        placement = None
+    result = estimate(inputs["student_int8.onnx"], ctx.target.device, precision="int8", batch=1, placement=placement)
+    how = (f"estimated ({why}): roofline model edgekd.analysis.estimate with targets/{ctx.target_file.name}.toml [device] "
+           f"figures ({ctx.target.device.name}); a point estimate, so p50 = p90 = p99")
+    data = {"method": "estimated", "where": how, "p50_ms": result.latency_ms, "p90_ms": result.latency_ms,
+            "p99_ms": result.latency_ms, "mean_ms": result.latency_ms, "batch": 1, **result.to_json()}
+    (out / "bench.json").write_text(json.dumps(data, indent=1))
+    metrics = {f"latency.{k}": Metric(result.latency_ms, "ms", "estimated", how) for k in ("p50_ms", "p90_ms", "p99_ms")}
+    top = sorted(result.per_op_type.items(), key=lambda kv: -kv[1]["ms"])[:3]
+    notes = [f"estimated {result.latency_ms:.4f} ms; largest op types: " + ", ".join(f"{k} {v['ms']:.4f} ms" for k, v in top),
+             *result.assumptions[:6]]
+    return Outcome(metrics, notes)
