@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekd.config.models import BenchConfig, SessionConfig
+from edgekd.deploy.run_on_device import summarize  # one definition, shared with the standalone device-side runner
 
 ROUND = 100  # runs between stability checks
 
@@ -38,21 +39,6 @@ def sample(run_once: Callable[[], object], cfg: BenchConfig) -> list[float]:
             break
         last_p90 = p90
     return samples
-
-
-def summarize(samples_ms: list[float]) -> dict[str, float | int]:
-    arr = np.asarray(samples_ms)
-    mean = float(arr.mean())
-    return {
-        "runs": int(arr.size),
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p90_ms": float(np.percentile(arr, 90)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "mean_ms": mean,
-        "min_ms": float(arr.min()),
-        "max_ms": float(arr.max()),
-        "throughput_per_s": 1000.0 / mean,
-    }
 
 
 def _memory_mb(field: str) -> float | None:

@@ -49,8 +49,8 @@ class RunnerError(Exception):
 
 
 # ------------------------------------------------------------------ measuring (host-side twins)
-# summarize() and memory_mb() duplicate edgekd.bench.summarize / edgekd.bench._memory_mb: this script
-# cannot import edgekd on the device. tests/remote/test_run_on_device.py checks they agree.
+# summarize() is also edgekd.bench's (it imports it from here); memory_mb() twins edgekd.bench._memory_mb:
+# this script cannot import edgekd on the device. tests/remote/test_run_on_device.py checks they agree.
 
 
 def summarize(samples_ms: List[float]) -> Dict[str, Any]:
