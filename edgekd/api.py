@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 from edgekd.cache import StageCache, default_root
 from edgekd.config.loading import ConfigSearch, Resolved, load_model, load_profile, load_project, load_target
-from edgekd.config.models import Profile, Target
+from edgekd.config.models import Profile
+from edgekd.config.target import Target
 from edgekd.context import Context
 from edgekd.errors import BudgetViolated, ConfigError, EdgekdError, ToolchainMissing
 from edgekd.factories import resolve

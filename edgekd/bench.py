@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekd.config.models import BenchConfig, SessionConfig
+from edgekd.config.models import BenchConfig
+from edgekd.config.target import SessionConfig
 from edgekd.deploy.run_on_device import summarize  # one definition, shared with the standalone device-side runner
 
 ROUND = 100  # runs between stability checks

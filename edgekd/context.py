@@ -8,7 +8,8 @@ from typing import Any
 
 from edgekd.config.loading import Resolved
 from edgekd.backends.qnn_config import QnnConfig
-from edgekd.config.models import Profile, Project, Target, TargetQuantize, apply_recipe
+from edgekd.config.models import Profile, Project, apply_recipe
+from edgekd.config.target import Target, TargetQuantize
 from edgekd.errors import ConfigError
 from edgekd.data import Splits, check_splits
 from edgekd.factories import call

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekd.config.models import TargetQuantize
+from edgekd.config.target import TargetQuantize
 
 if TYPE_CHECKING:
     import onnx

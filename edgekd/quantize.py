@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.config.models import QuantizeConfig, TargetQuantize
+from edgekd.config.models import QuantizeConfig
+from edgekd.config.target import TargetQuantize
 from edgekd.toolchain import require
 
 # One sample per calibration batch: ONNX Runtime's histogram calibrators (entropy, percentile)

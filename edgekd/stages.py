@@ -19,7 +19,7 @@ from edgekd.context import Context
 from edgekd.export import INPUT_NAME
 from edgekd.errors import ConfigError
 from edgekd.results import Metric
-from edgekd.toolchain import require, version
+from edgekd.toolchain import version
 
 Files = dict[str, Path]
 ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histogram bins and 128 quantized bins "

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.config.models import TargetQuantize
+from edgekd.config.target import TargetQuantize
 from edgekd.quant_rules import qdq_violations
 
 

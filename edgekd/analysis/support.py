@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.analysis.support_types import NodeSupport, SupportReport
-from edgekd.config.models import Target
+from edgekd.config.target import Target
 
 
 def _cpu_support(model_path: Path, target_name: str) -> SupportReport:

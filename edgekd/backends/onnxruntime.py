@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.config.models import SessionConfig
+from edgekd.config.target import SessionConfig
 from edgekd.toolchain import require, usable_cores
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}

@@ -337,7 +337,7 @@ def check_htp_rules(model: onnx.ModelProto) -> list[str]:
     """Violations of the HTP's rules (empty: none): every activation Q/DQ uint8 or uint16, every
     weight uint8 (int32 only as a Conv/Gemm bias), quantized MatMul input pairs u8/u8, u8/u16 or
     u16/u8, static graph input/output shapes, no Loop or If."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     constants = {i.name: i for i in graph.initializer}

@@ -7,7 +7,8 @@ from edgekd.config.loading import (
     load_project,
     load_target,
 )
-from edgekd.config.models import Budgets, Profile, Project, Target
+from edgekd.config.models import Budgets, Profile, Project
+from edgekd.config.target import Target
 
 __all__ = [
     "BUILTIN_EXAMPLE",

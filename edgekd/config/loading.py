@@ -10,7 +10,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from edgekd.config.models import Profile, Project, Target
+from edgekd.config.models import Profile, Project
+from edgekd.config.target import Target
 from edgekd.errors import ConfigError
 from edgekd.fsutil import sha256_bytes
 from edgekd.toolchain import cpu_flags

@@ -1,5 +1,5 @@
-"""The three inputs, kept apart: Project (what to distill), Target (what the hardware is),
-Profile (what the team demands). Unknown keys are rejected everywhere."""
+"""Two of the three inputs: Project (what to distill) and Profile (what the team demands). The third,
+Target (what the hardware is), is in config/target.py. Unknown keys are rejected everywhere."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -7,9 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgekd.config.strict import Strict
-from edgekd.config.target import HostMatch, SessionConfig, Target, TargetQuantize
-
-# Target and its parts live in config/target.py; they are imported here for callers of this module.
 
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 

@@ -17,7 +17,8 @@ from edgekd.config.loading import (
     load_project,
     load_target,
 )
-from edgekd.config.models import Profile, Project, Target
+from edgekd.config.models import Profile, Project
+from edgekd.config.target import Target
 from edgekd.errors import ConfigError
 
 AVX2 = frozenset({"avx2", "fma", "sse4_2"})

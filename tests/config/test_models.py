@@ -13,10 +13,10 @@ from edgekd.config.models import (
     Profile,
     Project,
     Recipe,
-    Target,
     TeacherConfig,
     apply_recipe,
 )
+from edgekd.config.target import Target
 
 PROJECT: dict[str, Any] = {
     "name": "p",

@@ -5,7 +5,6 @@ import copy
 import re
 from typing import Any
 
-import pytest
 
 from edgekd.report.markdown import render
 from edgekd.results import Metric, StageRecord, Verdict
