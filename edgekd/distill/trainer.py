@@ -16,24 +16,30 @@ from edgekd.distill.losses import hinton_kd
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _fit(model: nn.Module, split: Split, epochs: int, lr: float, batch_size: int, seed: int,
-         loss_fn: LossFn, desc: str) -> list[float]:
-    """AdamW + cosine schedule over shuffled mini-batches; returns the mean loss per epoch."""
+def fit(model: nn.Module, split: Split, epochs: int, lr: float, batch_size: int, seed: int, loss_fn: LossFn, desc: str,
+        extra_params: list[nn.Parameter] | None = None, shard: tuple[int, int] = (0, 1)) -> list[float]:
+    """AdamW + cosine schedule over seeded shuffled mini-batches; returns the mean loss per epoch.
+
+    `extra_params` are trained with the model (e.g. a FitNet projector). `shard=(rank, world)`: this
+    process takes rows rank, rank+world, ... of every global batch (the same global batches in every
+    process), for data-parallel training where DDP averages the gradients across processes."""
+    rank, world = shard
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
     idx_all = torch.arange(len(y))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    params = [*model.parameters(), *(extra_params or [])]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps = epochs * ((len(y) + batch_size - 1) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     history = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a TTY
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True, disable=None if rank == 0 else True)
     for _ in bar:
         model.train()
         order = idx_all[torch.randperm(len(y), generator=generator)]
         total, count = 0.0, 0
         for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start:start + batch_size][rank::world]
             loss = loss_fn(x[batch], y[batch], batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -49,7 +55,7 @@ def _fit(model: nn.Module, split: Split, epochs: int, lr: float, batch_size: int
 
 def train_supervised(model: nn.Module, split: Split, cfg: TrainConfig) -> list[float]:
     ce = nn.CrossEntropyLoss()
-    return _fit(model, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
+    return fit(model, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
                 lambda xb, yb, _: ce(model(xb), yb), "teacher")
 
 
@@ -64,7 +70,7 @@ def distill_hinton(student: nn.Module, teacher: nn.Module, split: Split, cfg: Di
     """Hinton KD against a frozen teacher; the teacher's logits are computed once (eval mode,
     deterministic per sample) and reused every epoch."""
     teacher_logits = torch.from_numpy(predict(teacher, split.x))
-    return _fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
+    return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
                 lambda xb, yb, idx: hinton_kd(student(xb), teacher_logits[idx], yb, cfg.temperature, cfg.alpha),
                 "distill")
 
