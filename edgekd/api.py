@@ -85,7 +85,8 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"project {ctx.project.name} ({ctx.project_file.via}); target {ctx.target_file.name} ({ctx.target_file.via}); "
         f"profile {ctx.profile_file.name}; output {out_dir}")
-    records = pipeline.run(ctx, StageCache(cache_dir or default_root()), out_dir, force=force, log=log)
+    ctx.cache_root = Path(cache_dir or default_root())
+    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, force=force, log=log)
     for stage, record in zip(pipeline.STAGES, records):  # the folder shows this build only
         if record.status == "not run":
             pipeline.clear_outputs(stage, out_dir)

@@ -21,6 +21,7 @@ class Context:
     project_file: Resolved[Project]
     target_file: Resolved[Target]
     profile_file: Resolved[Profile]
+    cache_root: Path = Path(".")  # the stage cache; other caches (teacher logits) live beside the stages
 
     @functools.cached_property
     def project(self) -> Project:
@@ -68,7 +69,10 @@ class Context:
     def build_model(self, role: str) -> Any:
         """The teacher or student module from its factory (untrained weights)."""
         cfg = getattr(self.project, role)
-        return call(cfg.factory, cfg.args, f"{role}.factory", self.source)
+        return self.build_model_from(cfg.factory, cfg.args, f"{role}.factory")
+
+    def build_model_from(self, factory: str, args: dict[str, Any], key: str) -> Any:
+        return call(factory, args, key, self.source)
 
     def resolve_path(self, relative: str) -> Path:
         """A path from the project file, taken relative to the file's folder."""

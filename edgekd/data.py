@@ -17,6 +17,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def sha256(self) -> str:
+        """Content hash of this split (inputs and labels): what logits files and caches are tied to."""
+        digest = hashlib.sha256()
+        for arr in (self.x, self.y):
+            digest.update(f"{arr.dtype}{arr.shape}".encode())
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        return digest.hexdigest()
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -33,12 +41,7 @@ class Splits:
         return tuple(self.test.x.shape[1:])
 
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        for split in (self.train, self.calib, self.test):
-            for arr in (split.x, split.y):
-                digest.update(f"{arr.dtype}{arr.shape}".encode())
-                digest.update(np.ascontiguousarray(arr).tobytes())
-        return digest.hexdigest()
+        return hashlib.sha256("".join(s.sha256() for s in (self.train, self.calib, self.test)).encode()).hexdigest()
 
 
 def check_splits(value: object, source: str) -> Splits:

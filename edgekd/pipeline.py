@@ -73,7 +73,8 @@ def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log
         if any(r.failed for r in records):
             records.append(StageRecord(stage.name, "not run", notes=["stopped: an earlier stage broke its budget"]))
             continue
-        inputs = {name: artefacts[name] for name in stage.inputs}
+        inputs = {name.rstrip("?"): artefacts[name.rstrip("?")] for name in stage.inputs
+                  if not name.endswith("?") or name.rstrip("?") in artefacts}  # "name?": only if an earlier stage wrote it
         key = stage_key(stage, ctx, inputs)
         manifest = None if force else cache.lookup(stage.name, key)
         status = "cached"

@@ -16,10 +16,10 @@ from edgekd import backends
 from edgekd.backends import onnxruntime as ortb
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
 from edgekd.context import Context
+from edgekd.distill.steps import run_distill, run_teacher, teacher_key
+from edgekd.distill.weights import load_weights
 from edgekd.export import INPUT_NAME
-from edgekd.errors import ConfigError
 from edgekd.results import Metric
-from edgekd.toolchain import version
 
 Files = dict[str, Path]
 ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histogram bins and 128 quantized bins "
@@ -52,89 +52,18 @@ def accuracy_metric(ctx: Context, logits: np.ndarray, where: str) -> Metric:
     return Metric(accuracy_pt(logits, test.y), "%", "measured", f"top-1 on the {len(test)} held-out test samples, {where}")
 
 
-def _torch_where() -> str:
-    return f"torch {version('torch')} eager, CPU"
-
-
 def size_metric(path: Path, what: str) -> Metric:
     return Metric(path.stat().st_size / 1e6, "MB", "measured", f"file size of {what} (MB = 10^6 bytes)")
 
 
-def _load_weights(model: Any, path: Path, what: str) -> Any:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except (RuntimeError, OSError, SafetensorError) as exc:  # wrong keys/shapes, unreadable or not safetensors
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{path}: cannot load the {what} weights ({first})", f"give safetensors weights saved from the {what} factory's model") from None
-    return model.eval()
-
-
-def _save_weights(model: Any, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-
-
-def _model_size(ctx: Context, model: Any, role: str) -> dict[str, Metric]:
-    from edgekd.distill.trainer import count_macs, count_params
-
-    how = "torch.utils.flop_counter FLOPs / 2 at batch 1 (convolutions and matrix products)"
-    return {f"{role}.params": Metric(count_params(model), "", "measured", "parameters of the torch module"),
-            f"{role}.macs": Metric(count_macs(model, ctx.data.input_shape), "", "measured", how)}
-
-
 # ------------------------------------------------------------------------------------ stages
-
-
-def _teacher_config(ctx: Context) -> dict[str, Any]:
-    cfg = ctx.project.teacher
-    checkpoint = ctx.resolve_path(cfg.checkpoint) if cfg.checkpoint else None
-    if checkpoint is not None and not checkpoint.is_file():
-        raise ConfigError(f"{ctx.source}: key 'teacher.checkpoint': file {checkpoint} not found", "give the path relative to the project file")
-    from edgekd.fsutil import sha256_file
-
-    return {"teacher": cfg.model_dump(), "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
-            "data": ctx.data_sha256}
-
-
-def run_teacher(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    from edgekd.distill.trainer import predict, train_supervised
-
-    model = ctx.build_model("teacher")
-    cfg = ctx.project.teacher
-    if cfg.checkpoint:
-        _load_weights(model, ctx.resolve_path(cfg.checkpoint), "teacher")
-        notes = [f"teacher loaded from {cfg.checkpoint}"]
-    else:
-        losses = train_supervised(model, ctx.data.train, cfg.train)
-        notes = [f"teacher trained here: {cfg.train.epochs} epochs on {len(ctx.data.train)} samples, final loss {losses[-1]:.4f}"]
-    _save_weights(model, out / "teacher.safetensors")
-    metrics = {"teacher.accuracy": accuracy_metric(ctx, predict(model, ctx.data.test.x), _torch_where()), **_model_size(ctx, model, "teacher")}
-    return Outcome(metrics, notes)
-
-
-def run_distill(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    from edgekd.distill.trainer import distill_hinton, predict
-
-    teacher = _load_weights(ctx.build_model("teacher"), inputs["teacher.safetensors"], "teacher")
-    student = ctx.build_model("student")
-    cfg = ctx.project.distill
-    losses = distill_hinton(student, teacher, ctx.data.train, cfg)
-    _save_weights(student, out / "student.safetensors")
-    metrics = {"student.accuracy": accuracy_metric(ctx, predict(student, ctx.data.test.x), _torch_where()), **_model_size(ctx, student, "student")}
-    notes = [f"Hinton KD, T={cfg.temperature}, alpha={cfg.alpha}, {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
-             f"seed {cfg.seed}; final loss {losses[-1]:.4f}"]
-    return Outcome(metrics, notes)
 
 
 def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     from edgekd.distill.trainer import predict
     from edgekd.export import export_onnx, parity
 
-    student = _load_weights(ctx.build_model("student"), inputs["student.safetensors"], "student")
+    student = load_weights(ctx.build_model("student"), inputs["student.safetensors"], "student")
     path = out / "student.onnx"
     export_onnx(student, ctx.data.input_shape, path, ctx.target.opset)
     test_x = ctx.data.test.x
@@ -208,9 +137,9 @@ def _data(ctx: Context) -> dict[str, Any]:
 
 STAGES: tuple[Stage, ...] = (
     Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
-          (), ("teacher.safetensors",), ("torch", "safetensors"), _teacher_config, run_teacher),
-    Stage("distill", "distill the student from the teacher (Hinton KD)",
-          ("teacher.safetensors",), ("student.safetensors",), ("torch", "safetensors"),
+          (), ("teacher.json",), ("torch", "safetensors", "onnxruntime"), teacher_key, run_teacher),
+    Stage("distill", "distill the student from the teacher with the configured losses",
+          ("teacher.json", "teacher.safetensors?"), ("student.safetensors",), ("torch", "safetensors", "onnxruntime"),
           lambda c: {"teacher": c.project.teacher.model_dump(), "student": c.project.student.model_dump(),
                      "distill": c.project.distill.model_dump(), **_data(c)}, run_distill),
     Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",

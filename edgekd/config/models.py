@@ -20,22 +20,79 @@ class TrainConfig(Strict):
     seed: int = 0
 
 
-class TeacherConfig(Strict):
-    factory: str = Field(pattern=FACTORY_PATTERN, description="'package.module:function' returning a torch.nn.Module")
+class TeacherSpec(Strict):
+    """Where soft labels come from: a torch module (`factory` + `checkpoint` or [teacher.train]), an
+    ONNX model run through ONNX Runtime (black box: logits only), or logits files made elsewhere
+    (several files: federated-style aggregation of parties' soft labels on one shared data set)."""
+
+    kind: Literal["torch", "onnx", "logits"] = "torch"
+    factory: str | None = Field(None, pattern=FACTORY_PATTERN, description="'package.module:function' returning a torch.nn.Module")
     args: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="safetensors file with the trained weights")
     train: TrainConfig | None = None
+    onnx: str | None = Field(None, description="kind = onnx: the teacher's ONNX file")
+    logits: list[str] = Field(default_factory=list, description="kind = logits: logits files (edgekd.distill.logits_file)")
+    logit_weights: list[float] | None = Field(None, description="weights of several logits files (default equal)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> TeacherConfig:
-        if (self.checkpoint is None) == (self.train is None):
-            raise ValueError("give exactly one of 'checkpoint' (trained weights) or [teacher.train] (train it here)")
+    def _one_source(self) -> TeacherSpec:
+        if self.kind == "torch":
+            if self.factory is None:
+                raise ValueError("a torch teacher needs 'factory'")
+            if (self.checkpoint is None) == (self.train is None):
+                raise ValueError("give exactly one of 'checkpoint' (trained weights) or [teacher.train] (train it here)")
+        elif self.kind == "onnx" and not self.onnx:
+            raise ValueError("kind = 'onnx' needs 'onnx' (the teacher's .onnx file)")
+        elif self.kind == "logits":
+            if not self.logits:
+                raise ValueError("kind = 'logits' needs 'logits' (one or more logits files)")
+            if self.logit_weights is not None and len(self.logit_weights) != len(self.logits):
+                raise ValueError(f"logit_weights has {len(self.logit_weights)} entries for {len(self.logits)} logits files")
         return self
 
 
+class TeacherMember(TeacherSpec):
+    weight: float = Field(1.0, gt=0)
+
+
+class TeacherConfig(TeacherSpec):
+    """The teacher, or (with [[teacher.members]]) several teachers whose soft targets are averaged
+    with their weights."""
+
+    kind: Literal["torch", "onnx", "logits", "ensemble"] = "torch"  # type: ignore[assignment]
+    members: list[TeacherMember] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if self.kind == "ensemble":
+            if len(self.members) < 2:
+                raise ValueError("kind = 'ensemble' needs at least two [[teacher.members]]")
+            return self
+        if self.members:
+            raise ValueError("[[teacher.members]] needs kind = 'ensemble'")
+        return TeacherSpec._one_source(self)
+
+
+class StudentSearch(Strict):
+    """Pick, before any training, the largest member of a student family whose latency on the
+    target fits the profile's latency_p90_ms budget and whose size fits size_mb."""
+
+    family: str
+    widths: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.5], min_length=1)
+    depths: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    measure_x86: bool = Field(True, description="x86 targets: measure each candidate here (else the latency model)")
+
+
 class StudentConfig(Strict):
-    factory: str = Field(pattern=FACTORY_PATTERN)
+    factory: str | None = Field(None, pattern=FACTORY_PATTERN)
     args: dict[str, Any] = Field(default_factory=dict)
+    search: StudentSearch | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentConfig:
+        if (self.factory is None) == (self.search is None):
+            raise ValueError("give exactly one of 'factory' or [student.search]")
+        return self
 
 
 class DataConfig(Strict):
@@ -48,12 +105,22 @@ class TaskConfig(Strict):
     metric: Literal["accuracy"] = "accuracy"
 
 
-class DistillConfig(Strict):
-    """Hinton KD: alpha * T^2 * KL(student_T || teacher_T) + (1 - alpha) * CE(student, label)."""
+class LossSpec(Strict):
+    """One registered loss (edgekd.distill.losses) with its weight and parameters."""
 
-    method: Literal["hinton"] = "hinton"
+    name: str
+    weight: float = Field(1.0, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DistillConfig(Strict):
+    """The distillation objective is the weighted sum of `losses` (default: Hinton KD).
+    `temperature` is the default temperature of every soft-target loss, `alpha` Hinton's mix weight."""
+
+    losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(name="hinton")], min_length=1)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
+    teacher_logit_cache: bool = Field(True, description="run the teacher once over the training data and reuse its logits")
     epochs: int = Field(40, ge=1)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(64, ge=1)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from edgekd.config.models import DistillConfig, TrainConfig
 from edgekd.data import Split
-from edgekd.distill.losses import hinton_kd
+from edgekd.distill.losses import CombinedLoss, hinton_kd
 
 # (inputs, labels, sample indices) -> loss of one mini-batch
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,13 +66,70 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     return np.concatenate(outs)
 
 
+def build_objective(cfg: DistillConfig) -> CombinedLoss:
+    """The weighted sum of the configured losses; soft-target losses without their own temperature
+    take `cfg.temperature`, and Hinton's loss takes `cfg.alpha`."""
+    from edgekd.distill.losses import LOSSES, CombinedLoss, build_loss
+
+    terms = []
+    for i, spec in enumerate(cfg.losses):
+        params = dict(spec.params)
+        fields = LOSSES[spec.name].Params.model_fields if spec.name in LOSSES else {}
+        if "temperature" in fields:
+            params.setdefault("temperature", cfg.temperature)
+        if spec.name == "hinton":
+            params.setdefault("alpha", cfg.alpha)
+        terms.append((spec.weight, build_loss(spec.name, params, key=f"distill.losses[{i}]")))
+    return CombinedLoss(terms)
+
+
+def distill(student: nn.Module, split: Split, cfg: DistillConfig, objective: CombinedLoss,
+            teacher_logits: np.ndarray | None, teacher_module: nn.Module | None, shard: tuple[int, int] = (0, 1)) -> list[float]:
+    """Train `student` on `split` with `objective`. Teacher logits come from `teacher_logits` (one
+    row per training sample, computed once: the teacher-logit cache) or, when None, from
+    `teacher_module` each step; features named by the losses are captured with forward hooks on the
+    student and on `teacher_module` (edgekd.distill.features.FeatureCapture)."""
+    from edgekd.distill.features import FeatureCapture
+    from edgekd.distill.losses import LossInputs
+
+    s_layers, t_layers = objective.student_layers(), objective.teacher_layers()
+    cached = None if teacher_logits is None else torch.from_numpy(np.ascontiguousarray(teacher_logits, dtype=np.float32))
+    need_teacher_run = bool(t_layers) or (objective.needs_teacher_logits() and cached is None)
+    if need_teacher_run and teacher_module is None:
+        raise ValueError("the losses need a torch teacher (features or uncached logits) and none was given")
+    s_cap = FeatureCapture(student, s_layers, source="student")  # layer names checked once, here
+    t_cap = FeatureCapture(teacher_module, t_layers, source="teacher") if need_teacher_run else None
+    if teacher_module is not None:
+        teacher_module.eval()
+
+    def inputs(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> LossInputs:
+        with s_cap:
+            logits = student(xb)
+        t_logits, t_feats = (cached[idx] if cached is not None else None), {}
+        if t_cap is not None:
+            with torch.no_grad(), t_cap:
+                run_logits = teacher_module(xb)
+            t_feats = dict(t_cap.features)
+            t_logits = run_logits if t_logits is None else t_logits
+        return LossInputs(logits, t_logits, yb, dict(s_cap.features), t_feats)
+
+    first = torch.arange(min(len(split.y), cfg.batch_size))
+    student.eval()  # one batch, BatchNorm statistics untouched, so losses can size their parameters (FitNet's projector)
+    with torch.no_grad():
+        probe = inputs(torch.from_numpy(split.x[: len(first)]), torch.from_numpy(split.y[: len(first)]), first)
+    objective.setup(probe.student_features, probe.teacher_features)
+    return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
+               lambda xb, yb, idx: objective(inputs(xb, yb, idx))[0], "distill",
+               extra_params=list(objective.parameters()), shard=shard)
+
+
 def distill_hinton(student: nn.Module, teacher: nn.Module, split: Split, cfg: DistillConfig) -> list[float]:
-    """Hinton KD against a frozen teacher; the teacher's logits are computed once (eval mode,
-    deterministic per sample) and reused every epoch."""
+    """Hinton KD against a frozen teacher whose logits are computed once (kept for callers that
+    want the plain method; the pipeline uses `distill` with the configured losses)."""
     teacher_logits = torch.from_numpy(predict(teacher, split.x))
     return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
-                lambda xb, yb, idx: hinton_kd(student(xb), teacher_logits[idx], yb, cfg.temperature, cfg.alpha),
-                "distill")
+               lambda xb, yb, idx: hinton_kd(student(xb), teacher_logits[idx], yb, cfg.temperature, cfg.alpha),
+               "distill")
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

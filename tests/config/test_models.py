@@ -44,7 +44,7 @@ def test_minimal_project_validates_with_defaults() -> None:
     p = Project.model_validate(PROJECT)
     assert p.teacher.train is not None and p.teacher.train.epochs == 5
     assert p.teacher.checkpoint is None
-    assert p.distill.method == "hinton" and p.distill.alpha == 0.9
+    assert [loss.name for loss in p.distill.losses] == ["hinton"] and p.distill.alpha == 0.9
     assert p.task.kind == "classification"
 
 

@@ -1,0 +1,398 @@
+"""Hinton distillation scaled out over processes with torchrun and DistributedDataParallel.
+
+`distill_distributed(...)` (the parent) checks its inputs, writes one request JSON and launches
+
+    python -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=N --local-addr=127.0.0.1 \
+        -m edgekd.distill.ddp --request REQUEST.json
+
+Each worker (`main`, this module's `__main__`) joins the process group (gloo on CPU, nccl on CUDA),
+computes the frozen teacher's logits once, wraps the student in DistributedDataParallel and runs
+`edgekd.distill.trainer.fit(..., shard=(rank, world))`: every process walks the same seeded global
+batches and takes rows rank::world of each; DDP averages the gradients. Each rank's loss is weighted
+by world * rows_here / rows_in_global_batch, so DDP's average is the mean over the global batch even
+when a batch does not split evenly. Rank 0 writes the student weights (safetensors, atomically) and
+`result.json`. Everything stays on the loopback interface.
+
+BatchNorm: torch.nn.SyncBatchNorm runs only on GPU-like devices (on CPU its training forward raises
+ValueError in this torch), so on CPU each process normalizes with the statistics of its own rows
+("per-process") and the running statistics are averaged over the processes at the end; on CUDA the
+student's BatchNorm layers are converted to SyncBatchNorm ("sync"). See docs/ddp.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EXIT_INTERNAL, ConfigError, EdgekdError
+
+REQUEST_FILE = "request.json"
+RESULT_FILE = "result.json"
+STDOUT_LOG = "torchrun.stdout.log"
+STDERR_LOG = "torchrun.stderr.log"
+LOG_DIR = "logs"  # torchrun --log-dir: LOG_DIR/<run id>/attempt_0/<rank>/{stdout,stderr}.log
+ERROR_FILE = "error.rank{rank}.json"
+STDERR_TAIL_LINES = 25
+LOOPBACK = "127.0.0.1"
+TERMINATE_GRACE_S = 10.0
+
+
+class WorkersFailed(EdgekdError):
+    """torchrun or one of its workers failed. Carries the last lines of their stderr and the logs.
+
+    `exit_code` is the worker's own (e.g. 2 for a bad factory or weights file) when a worker
+    reported an edgekd user error, else 70 (internal error)."""
+
+    def __init__(self, message: str, hint: str | None, returncode: int, stderr_tail: list[str], log_dir: Path,
+                 exit_code: int = EXIT_INTERNAL) -> None:
+        super().__init__(message, hint)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.log_dir = log_dir
+        self.exit_code = exit_code
+
+
+# ------------------------------------------------------------------------------------ parent side
+
+
+def torchrun_argv(nproc: int, request: Path, log_dir: Path | None = None) -> list[str]:
+    """The torchrun command line (an argument list): single node, loopback rendezvous on a free port;
+    with `log_dir`, each worker's stderr is also written to LOG_DIR/<run id>/attempt_0/<rank>/stderr.log."""
+    logs = [f"--log-dir={log_dir}", "--tee=2"] if log_dir is not None else []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={nproc}",
+            f"--local-addr={LOOPBACK}", *logs, "-m", "edgekd.distill.ddp", "--request", str(request)]
+
+
+def check_batches(rows: int, batch_size: int, nproc: int) -> None:
+    """Every global batch must give every process at least one row (fit takes rows rank::world)."""
+    last = rows % batch_size
+    if batch_size < nproc or 0 < last < nproc:
+        small = batch_size if batch_size < nproc else last
+        raise ConfigError(
+            f"distill: a global batch of {small} rows cannot be split over {nproc} processes "
+            f"({rows} training rows, batch_size {batch_size})",
+            f"use batch_size >= {nproc} such that {rows} % batch_size is 0 or >= {nproc}, or fewer processes")
+
+
+def hinton_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The DistillConfig `cfg`, validated, as the Hinton KD settings the workers use: temperature,
+    alpha, weight, epochs, lr, batch_size, seed. Objectives other than one Hinton term are refused."""
+    from pydantic import ValidationError
+
+    from edgekd.config.models import DistillConfig
+
+    try:
+        settings = DistillConfig.model_validate(cfg).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "distill"
+        raise ConfigError(f"distill config: key '{where}': {first['msg']}",
+                          "give temperature, alpha, epochs, lr, batch_size, seed (see DistillConfig)") from None
+    losses = settings.pop("losses", None) or [{"name": settings.pop("method", "hinton"), "weight": 1.0, "params": {}}]
+    settings.pop("teacher_logit_cache", None)  # the frozen teacher's logits are always computed once here
+    term = losses[0]
+    if len(losses) != 1 or term["name"] != "hinton" or set(term["params"]) - {"temperature", "alpha"}:
+        names = "+".join(f"{t['name']}{t['params'] or ''}" for t in losses)
+        raise ConfigError(f"distill config: distributed distillation runs one Hinton KD term; got losses {names}",
+                          "use losses = [{name = 'hinton'}] (temperature and alpha may be set), or distill in one process")
+    return {**settings, **term["params"], "weight": term["weight"]}
+
+
+def _loopback_env() -> dict[str, str]:
+    """Pin the collectives' sockets to the loopback interface (gloo and nccl bootstrap)."""
+    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")] if hasattr(socket, "if_nameindex") else []
+    if not names:
+        return {}
+    return {"GLOO_SOCKET_IFNAME": names[0], "NCCL_SOCKET_IFNAME": names[0]}
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> list[str]:
+    if not path.is_file():
+        return []
+    text = path.read_text(errors="replace").splitlines()
+    return [line for line in text if line.strip()][-lines:]
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Stop torchrun and its workers (they share the session we started it in)."""
+    for sig, wait_s in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _worker_error(workdir: Path, nproc: int) -> dict[str, Any] | None:
+    for rank in range(nproc):
+        path = workdir / ERROR_FILE.format(rank=rank)
+        if path.is_file():
+            return {"rank": rank, **json.loads(path.read_text())}
+    return None
+
+
+def distill_distributed(student_factory: str, student_args: dict[str, Any], teacher_factory: str,
+                        teacher_args: dict[str, Any], teacher_weights: Path, data_factory: str,
+                        data_args: dict[str, Any], cfg: dict[str, Any], nproc: int, out_weights: Path,
+                        workdir: Path, timeout_s: float | None = None) -> dict[str, Any]:
+    """Hinton-distill the student on `nproc` processes (torchrun, DDP) and write its weights.
+
+    Returns {"world_size", "backend", "losses" (mean loss per epoch over the global batches),
+    "seconds" (wall time of the torchrun run, start-up included), "train_seconds", "batchnorm"
+    ("sync", "per-process" or "none"), "test_accuracy_pt" (student, top-1 on the test split),
+    "device", "weights", "log_dir"}. Raises ConfigError for bad inputs (before launching) and
+    WorkersFailed when torchrun or a worker fails."""
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"distill: --nproc {nproc!r} is not a positive integer", "give 1 or more processes")
+    from edgekd.data import check_splits
+    from edgekd.factories import call, resolve
+
+    settings = hinton_settings(cfg)
+    source = "edgekd distill"
+    resolve(student_factory, "student.factory", source)
+    resolve(teacher_factory, "teacher.factory", source)
+    teacher_weights, out_weights, workdir = Path(teacher_weights).resolve(), Path(out_weights).resolve(), Path(workdir).resolve()
+    if not teacher_weights.is_file():
+        raise ConfigError(f"{source}: teacher weights {teacher_weights} not found", "give the teacher's safetensors file")
+    splits = check_splits(call(data_factory, data_args, "data.factory", source), f"{source}: data.factory '{data_factory}'")
+    check_batches(len(splits.train), settings["batch_size"], nproc)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in [RESULT_FILE, *(ERROR_FILE.format(rank=r) for r in range(nproc))]:
+        (workdir / stale).unlink(missing_ok=True)
+    shutil.rmtree(workdir / LOG_DIR, ignore_errors=True)
+    request = {
+        "student": {"factory": student_factory, "args": student_args},
+        "teacher": {"factory": teacher_factory, "args": teacher_args, "weights": str(teacher_weights)},
+        "data": {"factory": data_factory, "args": data_args},
+        "distill": settings, "out_weights": str(out_weights), "workdir": str(workdir),
+        # the parent's import path, so that project factories importable here are importable there
+        "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
+    }
+    from edgekd.fsutil import atomic_write_text
+
+    request_path = workdir / REQUEST_FILE
+    atomic_write_text(request_path, json.dumps(request, indent=1))
+    # one intra-op thread per process unless the caller says otherwise (torchrun's own default for
+    # N > 1; for N = 1 it keeps single- and multi-process runs numerically comparable)
+    env = {"OMP_NUM_THREADS": "1", **os.environ, **_loopback_env()}
+    start = time.perf_counter()
+    with open(workdir / STDOUT_LOG, "wb") as out, open(workdir / STDERR_LOG, "wb") as err:
+        proc = subprocess.Popen(torchrun_argv(nproc, request_path, workdir / LOG_DIR), stdout=out, stderr=err, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _terminate(proc)
+            raise WorkersFailed(f"distributed distillation: torchrun ran past {timeout_s} s and was stopped",
+                                f"logs in {workdir}", -1, _tail(workdir / STDERR_LOG), workdir) from None
+        except BaseException:  # Ctrl-C in the parent: take torchrun and the workers down with it
+            _terminate(proc)
+            raise
+    seconds = time.perf_counter() - start
+    result_path = workdir / RESULT_FILE
+    if returncode != 0 or not result_path.is_file():
+        _raise_failed(returncode, workdir, nproc)
+    result = json.loads(result_path.read_text())
+    return {**result, "seconds": seconds, "weights": str(out_weights), "log_dir": str(workdir)}
+
+
+def worker_stderr_tails(workdir: Path, lines: int = STDERR_TAIL_LINES) -> dict[int, list[str]]:
+    """The last non-empty stderr lines of each worker (torchrun --log-dir/--tee files), by rank."""
+    tails = {}
+    for path in sorted((workdir / LOG_DIR).glob("*/attempt_*/*/stderr.log")):
+        if path.parent.name.isdigit():
+            tails[int(path.parent.name)] = _tail(path, lines)
+    return tails
+
+
+def _raise_failed(returncode: int, workdir: Path, nproc: int) -> None:
+    tails = worker_stderr_tails(workdir)
+    tail = [line for rank in sorted(tails) for line in tails[rank]] or _tail(workdir / STDERR_LOG)
+    reported = _worker_error(workdir, nproc)
+    if reported is not None:
+        raise WorkersFailed(f"distributed distillation: rank {reported['rank']}: {reported['message']}", reported.get("hint"),
+                            returncode, tail, workdir, int(reported.get("exit_code", EXIT_INTERNAL)))
+    last = [f"rank {rank}: {lines[-1]}" for rank, lines in sorted(tails.items()) if lines]
+    shown = " | ".join(last) if last else " | ".join(tail[-3:]) or "(no stderr)"
+    raise WorkersFailed(f"distributed distillation failed (torchrun exit {returncode}): {shown}",
+                        f"the workers' stderr is in {workdir / LOG_DIR}, torchrun's in {workdir / STDERR_LOG}",
+                        returncode, tail, workdir)
+
+
+# ------------------------------------------------------------------------------------ worker side
+
+
+def _load_teacher(teacher: Any, path: str) -> Any:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        teacher.load_state_dict(load_file(path))
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: cannot load the teacher weights ({first})",
+                          "give safetensors weights saved from the teacher factory's model") from None
+    return teacher.eval()
+
+
+def sync_batchnorm_works(device: Any) -> bool:
+    """Whether torch.nn.SyncBatchNorm trains on this device under the current process group (a probe:
+    in torch 2.x it raises ValueError on CPU). Call it on every rank: on CUDA it runs a collective."""
+    import torch
+
+    probe = torch.nn.SyncBatchNorm(1).to(device).train()
+    try:
+        probe(torch.ones(2, 1, 2, 2, device=device))
+    except ValueError:
+        return False
+    return True
+
+
+def _batchnorms(model: Any) -> list[Any]:
+    from torch import nn
+
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tuple[dict[str, Any], Any]:
+    """Train this rank's share; returns the result (the same on every rank but the test accuracy,
+    which rank 0 measures) and the trained student module."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from edgekd.data import check_splits
+    from edgekd.distill.losses import hinton_kd
+    from edgekd.distill.trainer import fit, predict
+    from edgekd.factories import call
+
+    source, cfg = request["request_path"], request["distill"]
+    splits = check_splits(call(request["data"]["factory"], request["data"]["args"], "data.factory", source),
+                          f"{source}: data.factory '{request['data']['factory']}'")
+    train = splits.train
+    teacher = _load_teacher(call(request["teacher"]["factory"], request["teacher"]["args"], "teacher.factory", source),
+                            request["teacher"]["weights"])
+    torch.manual_seed(cfg["seed"])  # the same initial student everywhere (DDP also broadcasts rank 0's)
+    student = call(request["student"]["factory"], request["student"]["args"], "student.factory", source)
+    # frozen teacher, eval mode: its logits are deterministic per sample, computed once (as distill_hinton)
+    teacher_logits = torch.from_numpy(predict(teacher, train.x)).to(device)
+    del teacher
+
+    batchnorm = "none"
+    if _batchnorms(student):
+        batchnorm = "sync" if sync_batchnorm_works(device) else "per-process"
+    if batchnorm == "sync":
+        student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    student = student.to(device)
+    ddp = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=batchnorm != "per-process")
+
+    rows, batch_size = len(train), cfg["batch_size"]
+    check_batches(rows, batch_size, world)
+    steps_per_epoch = (rows + batch_size - 1) // batch_size
+    records: list[torch.Tensor] = []  # per step: (sum of this rank's per-row losses, rows)
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        step = len(records) % steps_per_epoch
+        rows_global = min(batch_size, rows - step * batch_size)
+        idx_d = idx.to(device)
+        loss = cfg["weight"] * hinton_kd(ddp(xb.to(device)), teacher_logits[idx_d], yb.to(device), cfg["temperature"], cfg["alpha"])
+        records.append(torch.stack([loss.detach() * len(idx), torch.tensor(float(len(idx)), device=device)]))
+        # DDP averages gradients over `world`: weight this rank by its share of the global batch
+        return loss * (world * len(idx) / rows_global)
+
+    start = time.perf_counter()
+    fit(ddp, train, cfg["epochs"], cfg["lr"], batch_size, cfg["seed"], loss_fn, "distill", shard=(rank, world))
+    train_seconds = time.perf_counter() - start
+
+    per_step = torch.stack(records).double()
+    dist.all_reduce(per_step)  # sum over ranks: the global batch's loss sum and row count per step
+    per_epoch = per_step.view(cfg["epochs"], steps_per_epoch, 2).sum(dim=1)
+    losses = (per_epoch[:, 0] / per_epoch[:, 1]).tolist()
+    if batchnorm == "per-process":  # each rank tracked its own rows' statistics: average them
+        for bn in _batchnorms(student):
+            for buf in (bn.running_mean, bn.running_var):
+                if buf is not None:
+                    dist.all_reduce(buf)
+                    buf.div_(world)
+    student.eval()
+    logits = predict(student.cpu(), splits.test.x) if rank == 0 else None
+    accuracy = float((np.argmax(logits, axis=1) == splits.test.y).mean() * 100.0) if logits is not None else None
+    return {"world_size": world, "backend": dist.get_backend(), "losses": losses, "train_seconds": train_seconds,
+            "batchnorm": batchnorm, "device": str(device), "torch": torch.__version__, "test_accuracy_pt": accuracy}, student
+
+
+def _write_outputs(request: dict[str, Any], result: dict[str, Any], student: Any) -> None:
+    from safetensors.torch import save
+
+    from edgekd.fsutil import atomic_write_bytes, atomic_write_text
+
+    weights = save({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()})
+    atomic_write_bytes(Path(request["out_weights"]), weights)
+    atomic_write_text(Path(request["workdir"]) / RESULT_FILE, json.dumps(result, indent=1))
+
+
+def _report_error(request: dict[str, Any], rank: int, exc: EdgekdError) -> int:
+    from edgekd.fsutil import atomic_write_text
+
+    report = {"message": str(exc), "hint": exc.hint, "exit_code": exc.exit_code}
+    atomic_write_text(Path(request["workdir"]) / ERROR_FILE.format(rank=rank), json.dumps(report))
+    print(f"edgekd distill rank {rank}: error: {exc.one_line()}", file=sys.stderr, flush=True)
+    return exc.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One torchrun worker: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT come from torchrun."""
+    parser = argparse.ArgumentParser(prog="python -m edgekd.distill.ddp", description="a torchrun worker of edgekd distill")
+    parser.add_argument("--request", required=True, type=Path)
+    args = parser.parse_args(argv)
+    request = json.loads(args.request.read_text())
+    request["request_path"] = str(args.request)
+    sys.path[:0] = [p for p in request.get("sys_path", []) if p not in sys.path]
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        if world > torch.cuda.device_count():  # before init: NCCL cannot put two ranks on one GPU
+            return _report_error(request, rank, ConfigError(
+                f"distill: {world} processes but {torch.cuda.device_count()} CUDA device(s): nccl needs one GPU per process",
+                f"use --nproc {torch.cuda.device_count()} or fewer"))
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group(backend="gloo")
+    try:
+        result, student = _distill(request, rank, world, device)
+        if rank == 0:
+            _write_outputs(request, result, student)
+        dist.barrier()  # nobody leaves before rank 0 has written
+    except EdgekdError as exc:  # a user error: report it to the parent, no traceback
+        return _report_error(request, rank, exc)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    # torchrun's error propagation: an uncaught exception is recorded for the launcher's summary
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(main)())

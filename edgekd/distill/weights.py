@@ -1,0 +1,34 @@
+"""Student/teacher weights as safetensors (no pickle anywhere), and their size in params and MACs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError
+from edgekd.results import Metric
+
+
+def load_weights(model: Any, path: Path, what: str) -> Any:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError, SafetensorError) as exc:  # wrong keys/shapes, unreadable or not safetensors
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: cannot load the {what} weights ({first})", f"give safetensors weights saved from the {what} factory's model") from None
+    return model.eval()
+
+
+def save_weights(model: Any, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def size_metrics(model: Any, input_shape: tuple[int, ...], role: str) -> dict[str, Metric]:
+    from edgekd.distill.trainer import count_macs, count_params
+
+    how = "torch.utils.flop_counter FLOPs / 2 at batch 1 (convolutions and matrix products)"
+    return {f"{role}.params": Metric(count_params(model), "", "measured", "parameters of the torch module"),
+            f"{role}.macs": Metric(count_macs(model, input_shape), "", "measured", how)}
