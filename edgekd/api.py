@@ -53,8 +53,10 @@ def resolve_inputs(target: str, profile: str, project: Path | None, search: Conf
     except ValueError as exc:
         raise ConfigError(f"{ctx.profile_file.path}: [recipe] does not fit project {ctx.source}: {exc}", "fix the recipe keys") from None
     ctx.quant_recipe  # e.g. 16-bit activations asked of a target that has none
-    for role in ("teacher", "student", "data"):
-        resolve(getattr(ctx.project, role).factory, f"{role}.factory", ctx.source)
+    for role in ("teacher", "student", "data"):  # a factory that does not import fails here, before any work
+        factory = getattr(ctx.project, role).factory
+        if factory is not None:
+            resolve(factory, f"{role}.factory", ctx.source)
     return ctx
 
 
@@ -171,3 +173,30 @@ def bench_on_device(build_dir: Path, device: str, runs: int | None = None) -> di
     atomic_write_text(report_file, json.dumps(report, indent=1))
     atomic_write_text(build_dir / "report.md", markdown.render(report))
     return result
+
+
+def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", project: Path | None = None, out: Path | None = None,
+                cache_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Distill the project's student on `nproc` processes (torchrun, DDP: gloo on CPU, nccl on GPU):
+    the search and teacher stages run (or come from the cache) as in `build`, then the distill step
+    runs data-parallel and writes `student.safetensors` into `out`."""
+    from edgekd import pipeline
+    from edgekd.distill.ddp import distill_distributed
+
+    ctx = resolve_inputs(target, profile, project, ConfigSearch())
+    ctx.data_sha256  # load and check the data before anything is written
+    out_dir = Path(out) if out else Path("build") / f"{ctx.target_file.name}-ddp"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx.cache_root = Path(cache_dir or default_root())
+    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, log=log, until="teacher")
+    teacher = next(r for r in records if r.name == "teacher")
+    weights = ctx.cache_root / "teacher" / teacher.cache_key / "teacher.safetensors"
+    choice = json.loads((out_dir / "student.json").read_text())
+    p = ctx.project
+    if p.teacher.kind != "torch" or not weights.is_file():
+        raise ConfigError(f"{ctx.source}: distributed distillation needs a torch teacher; this one is '{p.teacher.kind}'",
+                          "use `edgekd build` (single process) for ONNX, logits-file and ensemble teachers")
+    return distill_distributed(choice["factory"], dict(choice["args"]), p.teacher.factory, dict(p.teacher.args),
+                               teacher_weights=weights, data_factory=p.data.factory, data_args=dict(p.data.args),
+                               cfg=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / "student.safetensors",
+                               workdir=out_dir / "ddp")

@@ -144,6 +144,18 @@ def bench(build_dir: Path, device: str, runs: int | None, as_json: bool) -> None
     click.echo(f"result written into {build_dir / 'report.json'} under device_results")
 
 
+@cli.command(help=f"Distill the student on N processes with torchrun (DDP; gloo on CPU, nccl on GPU). {EXIT_CODES_HELP}")
+@click.option("--nproc", type=click.IntRange(min=1), required=True, help="Processes (torchrun --nproc-per-node).")
+@click.option("--target", "-t", default="x86", show_default=True, help="Target (for the student search).")
+@click.option("--profile", "-p", default="default", show_default=True, help="Profile name or .toml path.")
+@click.option("--project", type=click.Path(dir_okay=False, path_type=Path), help="Project file (default ./edgekd.toml, else the built-in example).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default build/<target>-ddp).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Stage cache.")
+def distill(nproc: int, target: str, profile: str, project: Path | None, out: Path | None, cache_dir: Path | None) -> None:
+    result = api.distill_ddp(nproc, target, profile, project, out, cache_dir, log=_err)
+    _echo_json({k: v for k, v in result.items() if k != "losses"} | {"final_loss": result["losses"][-1]})
+
+
 def _listing(kind: str) -> click.Group:
     @click.group(name=kind, invoke_without_command=True, help=f"List {kind} (or `{kind} show NAME`).")
     @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

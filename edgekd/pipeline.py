@@ -64,8 +64,10 @@ def plan() -> list[dict[str, Any]]:
              "budgets": sorted({r.budget for r in budgets.RULES if r.stage == s.name})} for s in STAGES]
 
 
-def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log: Log = print) -> list[StageRecord]:
-    """Every stage in order; returns one record per stage (`not run` after a violated budget)."""
+def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log: Log = print,
+        until: str | None = None) -> list[StageRecord]:
+    """Every stage in order (or up to and including `until`); returns one record per stage run
+    (`not run` after a violated budget)."""
     artefacts: dict[str, Path] = {}
     metrics: dict[str, Metric] = {}
     records: list[StageRecord] = []
@@ -96,4 +98,6 @@ def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log
         outcome = "; ".join(f"{v.budget} {v.status}" for v in record.verdicts) or "no budgets"
         when = f"{record.seconds:.1f}s" if status == "ran" else f"cached (key {key[:12]}, ran {record.ran_at})"
         log(f"[{index}/{len(STAGES)}] {stage.name}: {when}; {outcome}")
+        if stage.name == until:
+            break
     return records

@@ -1,7 +1,7 @@
 """The stages `build` walks, in order. Each is a small function from input artefacts (files of
 earlier stages) to output files in a scratch folder, plus metrics that say how they were obtained.
 
-teacher -> distill -> export -> quantize -> check -> compile -> evaluate -> bench
+search -> teacher -> distill -> export -> quantize -> check -> compile -> evaluate -> bench
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from edgekd import backends
 from edgekd.backends import onnxruntime as ortb
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
 from edgekd.context import Context
-from edgekd.distill.steps import run_distill, run_teacher, teacher_key
+from edgekd.distill.steps import build_student, run_distill, run_search, run_teacher, search_key, teacher_key
 from edgekd.distill.weights import load_weights
 from edgekd.export import INPUT_NAME
 from edgekd.results import Metric
@@ -63,7 +63,7 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     from edgekd.distill.trainer import predict
     from edgekd.export import export_onnx, parity
 
-    student = load_weights(ctx.build_model("student"), inputs["student.safetensors"], "student")
+    student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
     path = out / "student.onnx"
     export_onnx(student, ctx.data.input_shape, path, ctx.target.opset)
     test_x = ctx.data.test.x
@@ -136,15 +136,16 @@ def _data(ctx: Context) -> dict[str, Any]:
 
 
 STAGES: tuple[Stage, ...] = (
+    Stage("search", "pick the student: the project's, or the largest family member that fits the latency and size budgets",
+          (), ("student.json",), ("torch", "onnx", "onnxscript", "onnxruntime"), search_key, run_search),
     Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
           (), ("teacher.json",), ("torch", "safetensors", "onnxruntime"), teacher_key, run_teacher),
     Stage("distill", "distill the student from the teacher with the configured losses",
-          ("teacher.json", "teacher.safetensors?"), ("student.safetensors",), ("torch", "safetensors", "onnxruntime"),
-          lambda c: {"teacher": c.project.teacher.model_dump(), "student": c.project.student.model_dump(),
-                     "distill": c.project.distill.model_dump(), **_data(c)}, run_distill),
+          ("student.json", "teacher.json", "teacher.safetensors?"), ("student.safetensors",), ("torch", "safetensors", "onnxruntime"),
+          lambda c: {"teacher": c.project.teacher.model_dump(), "distill": c.project.distill.model_dump(), **_data(c)}, run_distill),
     Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
-          ("student.safetensors",), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
-          lambda c: {"student": c.project.student.model_dump(), "opset": c.target.opset, **_data(c)}, run_export),
+          ("student.json", "student.safetensors"), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
+          lambda c: {"opset": c.target.opset, **_data(c)}, run_export),
     Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split",
           ("student.onnx",), ("student_int8.onnx",), ("onnx", "onnxruntime"),
           lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.quant_recipe.model_dump(),

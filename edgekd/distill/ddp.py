@@ -161,8 +161,10 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
 
     settings = hinton_settings(cfg)
     source = "edgekd distill"
-    resolve(student_factory, "student.factory", source)
-    resolve(teacher_factory, "teacher.factory", source)
+    for key, spec in (("student.factory", student_factory), ("teacher.factory", teacher_factory), ("data.factory", data_factory)):
+        if not isinstance(spec, str):  # e.g. an ONNX/logits teacher or a student search: no torch factory
+            raise ConfigError(f"{source}: key '{key}' is {spec!r}; distributed distillation needs a torch factory", f"set {key} = 'package.module:function'")
+        resolve(spec, key, source)
     teacher_weights, out_weights, workdir = Path(teacher_weights).resolve(), Path(out_weights).resolve(), Path(workdir).resolve()
     if not teacher_weights.is_file():
         raise ConfigError(f"{source}: teacher weights {teacher_weights} not found", "give the teacher's safetensors file")

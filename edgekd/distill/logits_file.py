@@ -25,7 +25,8 @@ the small probabilities of the tail ("dark knowledge") the most, and float16 flu
 
 `LogitsFile.log_probs()` rebuilds the full distribution: the top-k probabilities as stored and the
 rest mass spread uniformly over the other C - k classes (the one approximation: the tail's shape
-is lost, its total is kept), renormalized, as float32 log-probabilities. Those are valid logits:
+is lost, its total at T=1 is kept; at T > 1 a uniform tail weighs at least as much as the teacher's
+own, p ** (1/T) being concave), renormalized, as float32 log-probabilities. Those are valid logits:
 their softmax is the stored distribution, and dividing them by T gives exactly what dividing the
 teacher's own logits by T would give for that distribution (log-probabilities differ from logits
 by a per-row constant, which softmax ignores). With k = C the file is exact up to float32 rounding.

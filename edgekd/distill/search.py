@@ -3,7 +3,7 @@
 
 Each (width, depth) candidate is built untrained, its params and MACs counted, exported to ONNX
 with the pipeline's exporter (edgekd.export.export_onnx; BatchNorm is folded into the convs first,
-which ONNX Runtime's optimizer and quant_pre_process do anyway, and which halves the export time)
+which ONNX Runtime's optimizer and quant_pre_process do anyway, and which about halves the export time)
 and quantized to INT8 QDQ with the target's recipe (edgekd.quantize.quantize_int8:
 quant_pre_process + onnxruntime quantize_static), calibrated on random data. Then it is costed:
 
@@ -27,11 +27,13 @@ BudgetViolated) says how far the smallest candidate is from the budget, and carr
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import numpy as np
 
@@ -250,20 +252,44 @@ def _fold_batchnorm(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------- the search
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch on `count` intra-op threads, restored after. Batch-1 forwards of these students gain
+    nothing from more, and on a shared host OpenMP's spinning threads made one forward of
+    mobilenet_v2 (width 1, 28x28) take 1.25 s instead of 0.01 s (measured on a busy 2-core host)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _is_pair(c: object) -> bool:
+    return (isinstance(c, (tuple, list)) and len(c) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in c))
+
+
 def _check(family: str, candidates: list[tuple[float, float]], latency_budget_ms: float | None,
-           size_budget_mb: float | None, target_runtime: str) -> None:
+           size_budget_mb: float | None, target_runtime: str) -> list[tuple[float, float]]:
+    """The candidates as (width, depth) float pairs, after every argument is checked."""
     if family not in FAMILIES:
         build_student(family, (1, 8, 8), 2)  # raises the ConfigError with the known names
     if not candidates:
-        raise ConfigError(f"student search for '{family}': the candidate list is empty", "give (width, depth) pairs, or none for the default grid")
-    bad = [c for c in candidates if len(c) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in c)]
+        raise ConfigError(f"student search for '{family}': the candidate list is empty",
+                          "give (width, depth) pairs, or none for the default grid")
+    bad = [c for c in candidates if not _is_pair(c)]
     if bad:
-        raise ConfigError(f"student search for '{family}': candidates must be (width, depth) pairs of numbers > 0, got {bad[:3]}")
+        raise ConfigError(f"student search for '{family}': candidates must be (width, depth) pairs of numbers > 0, "
+                          f"got {bad[:3]}")
     for key, value in (("latency_budget_ms", latency_budget_ms), ("size_budget_mb", size_budget_mb)):
         if value is not None and not value > 0:
             raise ConfigError(f"student search: {key} must be > 0 (or None for no budget), got {value}")
     if target_runtime not in RUNTIMES:
         raise ConfigError(f"student search: unknown target runtime '{target_runtime}' (known: {', '.join(RUNTIMES)})")
+    return [(float(w), float(d)) for w, d in candidates]
 
 
 def _why_not(cost: Cost, latency_budget_ms: float | None, size_budget_mb: float | None) -> list[str]:
@@ -287,22 +313,9 @@ def _pick_cost_fn(target_runtime: str, device_model: DeviceModel | None, measure
     return estimated(device_model)
 
 
-def search_student(family: str, input_shape: tuple[int, ...], num_classes: int,
-                   candidates: list[tuple[float, float]] | None = None, latency_budget_ms: float | None = None,
-                   size_budget_mb: float | None = None, target_runtime: str = "onnxruntime-cpu",
-                   device_model: DeviceModel | None = None, measure_x86: bool = True, workdir: Path = Path("search"),
-                   *, session: SessionConfig | None = None, recipe: TargetQuantize | None = None, opset: int = 18,
-                   cost_fn: CostFn | None = None, log: Callable[[str], None] | None = None) -> SearchResult:
-    """Cost every candidate (default DEFAULT_CANDIDATES) and pick the largest that fits (module
-    docstring). `session`, `recipe` and `opset` are the target's ([session], [quantize], opset);
-    `cost_fn` replaces the measured/estimated costing (tests inject a fake one); `log` gets one line
-    per candidate. The ONNX files are left in `workdir`."""
-    started = time.perf_counter()
-    input_shape = tuple(int(d) for d in input_shape)
-    pairs = [tuple(c) for c in (DEFAULT_CANDIDATES if candidates is None else candidates)]
-    _check(family, pairs, latency_budget_ms, size_budget_mb, target_runtime)  # type: ignore[arg-type]
-    cost_fn = cost_fn or _pick_cost_fn(target_runtime, device_model, measure_x86, session)
-    workdir.mkdir(parents=True, exist_ok=True)
+def _cost_all(family: str, input_shape: tuple[int, ...], num_classes: int, pairs: list[tuple[float, float]],
+              latency_budget_ms: float | None, size_budget_mb: float | None, workdir: Path, opset: int,
+              recipe: TargetQuantize, cost_fn: CostFn, log: Callable[[str], None] | None) -> list[CandidateResult]:
     import torch
 
     seen: dict[str, tuple[float, float, Cost]] = {}  # architecture -> the first candidate costed with it
@@ -318,16 +331,41 @@ def search_student(family: str, input_shape: tuple[int, ...], num_classes: int,
             w0, d0, cost = seen[arch]
             cost = replace(cost, latency_how=f"same architecture as width {w0:g}, depth {d0:g}: {cost.latency_how}")
         else:
-            cost = cost_fn(Candidate(family, float(width), float(depth), input_shape, counts["params"], counts["macs"],
-                                     model, workdir, opset, recipe or TargetQuantize()))
+            cost = cost_fn(Candidate(family, width, depth, input_shape, counts["params"], counts["macs"], model, workdir,
+                                     opset, recipe))
             seen[arch] = (width, depth, cost)
         why = _why_not(cost, latency_budget_ms, size_budget_mb)
-        rows.append(CandidateResult(float(width), float(depth), counts["params"], counts["macs"], cost, not why, why,
+        rows.append(CandidateResult(width, depth, counts["params"], counts["macs"], cost, not why, why,
                                     time.perf_counter() - t0))
         if log is not None:
             log(f"  {family} width {width:g} depth {depth:g}: {counts['macs']:,} MACs, {cost.latency_ms:.4g} ms "
                 f"({cost.latency_method}), {cost.size_mb:.3g} MB -> {'fits' if not why else '; '.join(why)}")
+    return rows
 
+
+def search_student(family: str, input_shape: tuple[int, ...], num_classes: int,
+                   candidates: list[tuple[float, float]] | None = None, latency_budget_ms: float | None = None,
+                   size_budget_mb: float | None = None, target_runtime: str = "onnxruntime-cpu",
+                   device_model: DeviceModel | None = None, measure_x86: bool = True, workdir: Path | None = None,
+                   *, session: SessionConfig | None = None, recipe: TargetQuantize | None = None, opset: int = 18,
+                   cost_fn: CostFn | None = None, log: Callable[[str], None] | None = None) -> SearchResult:
+    """Cost every candidate (default DEFAULT_CANDIDATES) and pick the largest that fits (module
+    docstring). `session`, `recipe` and `opset` are the target's ([session], [quantize], opset);
+    `cost_fn` replaces the measured/estimated costing (tests inject a fake one); `log` gets one line
+    per candidate. The ONNX files (`<family>-w<width>-d<depth>[_int8].onnx`) are left in `workdir`;
+    with workdir None they go to a temporary folder, removed afterwards."""
+    started = time.perf_counter()
+    input_shape = tuple(input_shape)
+    pairs = _check(family, list(DEFAULT_CANDIDATES if candidates is None else candidates), latency_budget_ms,
+                   size_budget_mb, target_runtime)
+    cost_fn = cost_fn or _pick_cost_fn(target_runtime, device_model, measure_x86, session)
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-search-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(_torch_threads(1))
+        rows = _cost_all(family, input_shape, num_classes, pairs, latency_budget_ms, size_budget_mb, workdir, opset,
+                         recipe or TargetQuantize(), cost_fn, log)
     fitting = [r for r in rows if r.fits]
     chosen = max(fitting, key=lambda r: (r.macs, r.params)) if fitting else None
     result = SearchResult(family, input_shape, num_classes, target_runtime, latency_budget_ms, size_budget_mb,

@@ -64,13 +64,11 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     return Outcome(metrics, notes)
 
 
-def _student(ctx: Context, inputs: dict[str, Path]) -> tuple[Any, str]:
-    """The student module and its description: the project's factory, or the searched member."""
-    if "student.json" in inputs:
-        choice = json.loads(inputs["student.json"].read_text())
-        return ctx.build_model_from(choice["factory"], choice["args"], "student.search"), f"{choice['factory']}({choice['args']})"
-    cfg = ctx.project.student
-    return ctx.build_model("student"), f"{cfg.factory}({cfg.args})"
+def build_student(ctx: Context, student_json: Path) -> tuple[Any, str]:
+    """The (untrained) student module the search stage chose, and its description."""
+    choice = json.loads(student_json.read_text())
+    key = "student.search" if "search" in choice else "student.factory"
+    return ctx.build_model_from(choice["factory"], choice["args"], key), f"{choice['factory']}({choice['args']})"
 
 
 def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
@@ -81,7 +79,7 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
 
     cfg = ctx.project.distill
     source = teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
-    student, described = _student(ctx, inputs)
+    student, described = build_student(ctx, inputs["student.json"])
     objective = build_objective(cfg)
     if objective.teacher_layers() and not source.has_features:
         raise ConfigError(f"{ctx.source}: key 'distill.losses': feature losses need a torch teacher, and the teacher is "
@@ -100,4 +98,47 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     notes = [f"student {described}; objective {terms} (T={cfg.temperature}, alpha={cfg.alpha} where unset)",
              f"{cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; final loss {losses[-1]:.4f}; {how}",
              f"teacher: {source.describe()}"]
+    return Outcome(metrics, notes)
+
+
+def search_key(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.project.student
+    key: dict[str, Any] = {"student": cfg.model_dump()}
+    if cfg.search is not None:  # the pick depends on the target, the budgets it must fit, and (x86) this host
+        budgets = ctx.profile.budgets
+        key |= {"target": ctx.target.model_dump(), "recipe": ctx.quant_recipe.model_dump(), "host": ctx.host_fingerprint(),
+                "latency_p90_ms": budgets.latency_p90_ms, "size_mb": budgets.size_mb, "data": ctx.data_sha256}
+    return key
+
+
+def run_search(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
+    """Which student to distill: the project's factory, or (with [student.search]) the largest
+    family member whose latency on the target and size fit the profile's budgets, chosen before
+    any training."""
+    from edgekd.stages import Outcome
+
+    cfg = ctx.project.student
+    if cfg.search is None:
+        (out / "student.json").write_text(json.dumps({"factory": cfg.factory, "args": cfg.args}))
+        return Outcome({}, [f"student from the project: {cfg.factory}({cfg.args})"])
+    from edgekd.distill.search import search_student
+
+    s, t, budgets = cfg.search, ctx.target, ctx.profile.budgets
+    result = search_student(s.family, ctx.data.input_shape, ctx.data.num_classes,
+                            [(w, d) for w in s.widths for d in s.depths], budgets.latency_p90_ms, budgets.size_mb,
+                            t.runtime, t.device, s.measure_x86 and t.runtime == "onnxruntime-cpu", out / "candidates",
+                            session=t.session, recipe=ctx.quant_recipe, opset=t.opset)
+    import shutil
+
+    shutil.rmtree(out / "candidates", ignore_errors=True)
+    data = result.to_json()
+    (out / "student.json").write_text(json.dumps({"factory": data["factory"], "args": result.student_args, "search": data}, indent=1))
+    chosen = result.chosen
+    metrics = {"search.latency_ms": Metric(chosen.cost.latency_ms, "ms", chosen.cost.latency_method, chosen.cost.latency_how),
+               "search.size_mb": Metric(chosen.cost.size_mb, "MB", chosen.cost.size_method, chosen.cost.size_how),
+               "search.macs": Metric(chosen.macs, "", "measured", "torch.utils.flop_counter FLOPs / 2 of the untrained member")}
+    notes = [f"chose {s.family} width {chosen.width} depth {chosen.depth}: {data['rule']} "
+             f"(latency budget {budgets.latency_p90_ms} ms, size budget {budgets.size_mb} MB)"]
+    notes += [f"candidate w{c.width} d{c.depth}: {c.macs:,} MACs, {c.cost.latency_ms:.4f} ms ({c.cost.latency_method}), "
+              f"{c.cost.size_mb:.3f} MB, " + ("fits" if c.fits else "does not fit: " + "; ".join(c.why_not)) for c in result.candidates]
     return Outcome(metrics, notes)

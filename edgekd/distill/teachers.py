@@ -182,8 +182,10 @@ class LogitsFileTeacher:
     """Soft labels made elsewhere (see edgekd.distill.logits_file): row i belongs to sample i of the
     data named by `data_sha256`. `logits(x)` checks that x has that many rows and returns the file's
     reconstructed log-probabilities. They act as logits: softmax of them is the stored distribution,
-    and temperature scaling divides them by T as it would real logits (exact for the stored top-k;
-    the tail is the rest mass spread uniformly, so at T > 1 it is flatter-shaped than the teacher's)."""
+    and temperature scaling divides them by T as it would real logits. The approximation is the tail:
+    the ratios among the stored top-k are the teacher's at every T, but the rest mass is spread
+    uniformly, and since p ** (1/T) is concave, at T > 1 that tail weighs at least as much as the
+    teacher's own tail would (k = num_classes makes it exact)."""
 
     def __init__(self, path: Path, data_sha256: str) -> None:
         self.path = Path(path)

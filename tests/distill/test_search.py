@@ -90,6 +90,18 @@ def test_same_architecture_is_costed_once(tmp_path: Path) -> None:
     assert result.candidates[1].cost.latency_how.startswith("same architecture as width 0.5, depth 0.5")
 
 
+def test_without_workdir_files_go_to_a_temporary_folder() -> None:
+    seen: list[Path] = []
+
+    def cost(c: Candidate) -> Cost:
+        seen.append(c.workdir)
+        assert c.workdir.is_dir()
+        return Cost(1.0, "estimated", "fake", 1.0, "estimated", "fake")
+
+    search_student("plain_cnn", SHAPE, 10, [(0.25, 0.5)], cost_fn=cost)
+    assert len(seen) == 1 and not seen[0].exists()
+
+
 def test_leaves_the_callers_torch_rng_alone(tmp_path: Path) -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -103,6 +115,8 @@ def test_user_errors(tmp_path: Path) -> None:
         search_student("resnet", SHAPE, 10, workdir=tmp_path, cost_fn=FakeCost())
     with pytest.raises(ConfigError, match="candidate list is empty"):
         search_student("plain_cnn", SHAPE, 10, candidates=[], workdir=tmp_path, cost_fn=FakeCost())
+    with pytest.raises(ConfigError, match="\\(width, depth\\) pairs of numbers > 0"):
+        search_student("plain_cnn", SHAPE, 10, candidates=[(0.5,), (0.5, -1.0)], workdir=tmp_path, cost_fn=FakeCost())
     with pytest.raises(ConfigError, match="latency_budget_ms must be > 0"):
         search_student("plain_cnn", SHAPE, 10, latency_budget_ms=0, workdir=tmp_path, cost_fn=FakeCost())
     with pytest.raises(ConfigError, match="unknown target runtime"):
