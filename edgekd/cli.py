@@ -39,7 +39,7 @@ def cli() -> None:
 
 def _summary(result: api.BuildResult) -> str:
     r = result.report
-    acc = "  ".join(f"{k} {m['value']:.2f}%" for k, m in r["accuracy"].items())
+    acc = "  ".join(f"{k} {m['value']:.2f}%" if m["value"] is not None else f"{k} n/a" for k, m in r["accuracy"].items())
     lines = [f"edgekd build: {r['project']['name']} -> {r['target']['name']}: {r['verdict'].upper()}",
              f"  accuracy  {acc}  (measured on the held-out test split)"]
     lat = r["latency"]

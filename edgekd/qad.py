@@ -15,7 +15,8 @@ Choices, and why:
   is the one the exported graph runs: symmetric int8 is [-127, 127] (ORT's symmetric range),
   `reduce_range` weights are 7-bit ([-64, 64] / [0, 127]), activations never take `reduce_range`
   (ORT applies it to weights only). Weight observers use averaging constant 1.0: each forward pass
-  quantizes the current weights with their own min/max, as ORT does at export.
+  quantizes the current weights with their own min/max, as ORT does at export. Symmetric uint8/uint16
+  recipes are refused: ORT gives them zero point 128/32768, which `qdq_violations` rejects anyway.
 - Where: every Conv1d/2d/3d and Linear gets a small wrapper (`_FakeQuantLayer`) that fake-quantizes
   its input and its weight, and the logits are fake-quantized. That is where ORT's QDQ quantizer puts
   Q/DQ in a conv/linear/ReLU/pool student (the input, each ReLU output, which pooling and flatten
@@ -37,6 +38,9 @@ Choices, and why:
   activations, min/max over the batch); training then tracks them with the observers' moving average.
 - Training: `edgekd.distill.trainer.fit` (AdamW + cosine, seeded batches) with `hinton_kd` against
   the given teacher logits; `fit` fits as is, since BN is frozen by the wrapper model's `train()`.
+  Use a small learning rate, about a tenth of the distillation one: on the digits student with a
+  planted activation outlier, lr 3e-4 (8 epochs) recovered most of PTQ's loss, while 3e-3 (near the
+  distill lr of 4e-3) left the QAD student at 63 % float accuracy (float fine-tuning at 3e-3: fine).
 - Export route: "fold", not the fake-quant graph. The trained float weights go through the pipeline's
   own export (`export_onnx`, dynamo) and `quantize_int8` (ORT `quantize_static`, same recipe,
   calibrated on the calibration samples), so the graph has exactly the quantize stage's format:
@@ -46,6 +50,11 @@ Choices, and why:
   data-dependent condition); the bare `fake_quantize_per_*_affine` ops export only for (-128, 127),
   (0, 255), (0, 127) ranges (not ORT's symmetric [-127, 127]) and give float weights quantized at
   run time (Q -> DQ on every weight) with float biases, a different format from the quantize stage's.
+  The legacy TorchScript exporter (dynamo=False) failed too: `aten::copy` (the observers' buffer
+  updates) has no ONNX export.
+
+torch is imported at module level (like `edgekd.distill.trainer`): import this module inside the
+stage that uses it, so a fully cached build never loads torch.
 """
 from __future__ import annotations
 
@@ -87,6 +96,10 @@ def qad_qconfig(recipe: TargetQuantize) -> QConfig:
     def dtype(kind: str) -> torch.dtype:  # torch's observers take qint32 for a 16-bit range
         return {"int8": torch.qint8, "uint8": torch.quint8, "uint16": torch.qint32}[kind]
 
+    for kind, symmetric in ((recipe.activation_type, recipe.symmetric_activations), (recipe.weight_type, recipe.symmetric_weights)):
+        if symmetric and kind != "int8":
+            raise ValueError(f"symmetric {kind} has ORT zero point {32768 if kind == 'uint16' else 128}; "
+                             "the Q/DQ rules take symmetric as zero point 0 (int8 only)")
     a_min, a_max = _qrange(recipe.activation_type, recipe.symmetric_activations, reduce_range=False)
     activation = FakeQuantize.with_args(
         observer=MovingAverageMinMaxObserver, quant_min=a_min, quant_max=a_max, dtype=dtype(recipe.activation_type),

@@ -1,0 +1,125 @@
+"""Issue 4 through the real build: teacher sources (ONNX, logits files, federated aggregation,
+ensembles), feature losses, the student search stage, and `edgekd distill --nproc 2`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parent.parent
+EXAMPLE = (ROOT / "edgekd" / "examples" / "digits.toml").read_text()
+TEACHER_BLOCK = EXAMPLE[EXAMPLE.index("[teacher]"):EXAMPLE.index("[student]")]
+
+
+def _project(tmp_path: Path, teacher: str, distill_extra: str = "") -> Path:
+    text = EXAMPLE.replace(TEACHER_BLOCK, teacher + "\n")
+    if distill_extra:
+        text = text.replace("[distill]\n", "[distill]\n" + distill_extra + "\n")
+    return write(tmp_path / "edgekd.toml", text)
+
+
+@pytest.fixture(scope="module")
+def teacher_artefacts(cold_build, tmp_path_factory):
+    """The cold build's trained teacher as an ONNX file and as two parties' logits files."""
+    import torch
+
+    from edgekd.distill.logits_file import write_logits_file
+    from edgekd.distill.weights import load_weights
+    from edgekd.examples.digits import load, teacher
+    from edgekd.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("teacher-artefacts")
+    model = load_weights(teacher(width=32), cold_build.out_dir / "teacher.safetensors", "teacher")
+    export_onnx(model, (1, 8, 8), folder / "teacher.onnx", 18)
+    data = load(seed=0)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.train.x)).numpy()
+    sha = data.train.sha256()
+    write_logits_file(logits, folder / "party-a.npz", 5, sha, "party A: the digits teacher")
+    write_logits_file(logits + np.random.default_rng(0).normal(0, 0.5, logits.shape).astype(np.float32),
+                      folder / "party-b.npz", 5, sha, "party B: a noisier teacher")
+    return folder
+
+
+def test_onnx_teacher_is_a_black_box(cold_build, edgekd, tmp_path, teacher_artefacts):
+    project = _project(tmp_path, f'[teacher]\nkind = "onnx"\nonnx = "{teacher_artefacts / "teacher.onnx"}"\n')
+    run = edgekd("build", "--project", str(project), "--profile", "ci", out_dir=tmp_path / "out")
+    assert run.code == 0, run.err
+    metrics = {k: m for s in run.report["stages"] for k, m in s["metrics"].items()}
+    cold = {k: m for s in cold_build.report["stages"] for k, m in s["metrics"].items()}
+    assert metrics["teacher.accuracy"]["value"] == pytest.approx(cold["teacher.accuracy"]["value"])  # same teacher, via ORT
+    assert "ONNX" in metrics["teacher.accuracy"]["how"] or "onnx" in metrics["teacher.accuracy"]["how"]
+
+
+def test_feature_losses_need_a_torch_teacher(cold_build, edgekd, tmp_path, teacher_artefacts):
+    project = _project(tmp_path, f'[teacher]\nkind = "onnx"\nonnx = "{teacher_artefacts / "teacher.onnx"}"\n',
+                       'losses = [{ name = "hinton" }, { name = "fitnet", params = { student_layer = "6", teacher_layer = "6" } }]')
+    run = edgekd("build", "--project", str(project), "--profile", "ci", out_dir=tmp_path / "out")
+    assert run.code == 2 and "feature losses need a torch teacher" in run.err
+
+
+def test_federated_logits_files_and_ensemble(cold_build, edgekd, tmp_path, teacher_artefacts):
+    a, b = teacher_artefacts / "party-a.npz", teacher_artefacts / "party-b.npz"
+    federated = _project(tmp_path, f'[teacher]\nkind = "logits"\nlogits = ["{a}", "{b}"]\nlogit_weights = [3.0, 1.0]\n')
+    run = edgekd("build", "--project", str(federated), "--profile", "ci", out_dir=tmp_path / "fed")
+    assert run.code == 0, run.err
+    teacher = json.loads((tmp_path / "fed" / "teacher.json").read_text())
+    assert teacher["kind"] == "logits" and "party A" in teacher["describe"]
+    acc = {k: m for s in run.report["stages"] for k, m in s["metrics"].items()}["teacher.accuracy"]
+    assert acc["method"] == "not available"  # logits files cover the training data only
+    assert run.report["accuracy"]["student"]["value"] > 80.0
+
+    ensemble = write(tmp_path / "ens" / "edgekd.toml", EXAMPLE.replace(TEACHER_BLOCK, f'''[teacher]
+kind = "ensemble"
+[[teacher.members]]
+kind = "onnx"
+onnx = "{teacher_artefacts / "teacher.onnx"}"
+weight = 2.0
+[[teacher.members]]
+kind = "torch"
+factory = "edgekd.examples.digits:teacher"
+args = {{ width = 32 }}
+checkpoint = "{cold_build.out_dir / "teacher.safetensors"}"
+'''))
+    run = edgekd("build", "--project", str(ensemble), "--profile", "ci", out_dir=tmp_path / "ens-out")
+    assert run.code == 0, run.err
+    assert "ensemble" in json.loads((tmp_path / "ens-out" / "teacher.json").read_text())["kind"]
+
+
+def test_feature_and_dkd_losses_in_a_build(cold_build, edgekd, tmp_path):
+    project = _project(tmp_path, TEACHER_BLOCK, 'losses = [{ name = "ce" }, { name = "dkd" }, '
+                       '{ name = "at", weight = 50.0, params = { pairs = [["9", "9"]] } }]')
+    short = write(tmp_path / "short.toml", (ROOT / "profiles" / "ci.toml").read_text().replace("[recipe.distill]\nepochs = 12", "[recipe.distill]\nepochs = 3")
+                  .replace("distill_accuracy_drop_pt = 8.0", "distill_accuracy_drop_pt = 60.0").replace("overall_accuracy_drop_pt = 10.0", "overall_accuracy_drop_pt = 60.0")
+                  .replace("quantize_accuracy_drop_pt = 3.0", "quantize_accuracy_drop_pt = 60.0"))  # the losses run; quality is the benchmark's
+    run = edgekd("build", "--project", str(project), "--profile", str(short), out_dir=tmp_path / "out")
+    assert run.code == 0, run.err
+    notes = next(s for s in run.report["stages"] if s["name"] == "distill")["notes"]
+    assert any("dkd" in n and "at" in n for n in notes)
+
+
+def test_student_search_picks_within_the_latency_budget(cold_build, edgekd, tmp_path):
+    project = write(tmp_path / "edgekd.toml", EXAMPLE.replace('[student]\nfactory = "edgekd.examples.digits:student"\nargs = { width = 8 }',
+                    '[student.search]\nfamily = "plain_cnn"\nwidths = [0.25, 0.5]\ndepths = [1.0]'))
+    profile = write(tmp_path / "p.toml", (ROOT / "profiles" / "ci.toml").read_text().replace("latency_p90_ms = 5.0", "latency_p90_ms = 1.0"))
+    run = edgekd("build", "--project", str(project), "--profile", str(profile), "--target", "jetson-orin", out_dir=tmp_path / "out")
+    assert run.code == 0, run.err
+    choice = json.loads((tmp_path / "out" / "student.json").read_text())
+    assert choice["factory"] == "edgekd.distill.students:plain_cnn" and choice["args"]["width"] in (0.25, 0.5)
+    rows = choice["search"]["candidates"]
+    assert len(rows) == 2 and all(r["latency_method"] == "estimated" for r in rows)
+    fitting = [r for r in rows if r["fits"]]
+    assert choice["args"]["width"] == max(fitting, key=lambda r: r["macs"])["width"]
+
+
+def test_distill_on_two_processes(cold_build, edgekd, tmp_path):
+    run = edgekd("distill", "--nproc", "2", "--profile", "ci", "--out", str(tmp_path / "ddp"))
+    assert run.code == 0, run.err
+    result = json.loads(run.out)
+    assert result["world_size"] == 2 and result["backend"] == "gloo" and (tmp_path / "ddp" / "student.safetensors").is_file()
+    assert result["test_accuracy_pt"] > 80.0
