@@ -200,3 +200,18 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
                                teacher_weights=weights, data_factory=p.data.factory, data_args=dict(p.data.args),
                                cfg=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / "student.safetensors",
                                workdir=out_dir / "ddp")
+
+
+def write_teacher_logits(model: Path, out: Path, k: int, project: Path | None = None) -> dict[str, Any]:
+    """Soft labels for the project's training split from an ONNX teacher, as a logits file
+    (top-k + the rest's mass): what a party contributes to federated-style distillation without
+    sharing data or model."""
+    from edgekd.distill.logits_file import write_logits_file
+    from edgekd.distill.teachers import OnnxTeacher
+
+    ctx = Context(load_project(project), None, None)  # type: ignore[arg-type]  # no target/profile needed
+    data = ctx.data_file_splits()
+    teacher = OnnxTeacher(_model_file(model))
+    written = write_logits_file(teacher.logits(data.train.x), out, k, data.train.sha256(), teacher.describe())
+    return {"file": str(out), "samples": written.num_samples, "k": written.k, "num_classes": written.num_classes,
+            "bytes": out.stat().st_size, "data_sha256": data.train.sha256()}

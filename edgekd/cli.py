@@ -156,6 +156,15 @@ def distill(nproc: int, target: str, profile: str, project: Path | None, out: Pa
     _echo_json({k: v for k, v in result.items() if k != "losses"} | {"final_loss": result["losses"][-1]})
 
 
+@cli.command(help=f"Write a logits file (top-k soft labels) for the project's training split from an ONNX teacher. {EXIT_CODES_HELP}")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .npz logits file to write.")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes kept per sample.")
+@click.option("--project", type=click.Path(dir_okay=False, path_type=Path), help="Project file (its data factory).")
+def logits(model: Path, out: Path, k: int, project: Path | None) -> None:
+    _echo_json(api.write_teacher_logits(model, out, k, project))
+
+
 def _listing(kind: str) -> click.Group:
     @click.group(name=kind, invoke_without_command=True, help=f"List {kind} (or `{kind} show NAME`).")
     @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

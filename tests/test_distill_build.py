@@ -123,3 +123,13 @@ def test_distill_on_two_processes(cold_build, edgekd, tmp_path):
     result = json.loads(run.out)
     assert result["world_size"] == 2 and result["backend"] == "gloo" and (tmp_path / "ddp" / "student.safetensors").is_file()
     assert result["test_accuracy_pt"] > 80.0
+
+
+def test_a_party_writes_its_logits_file_with_the_cli(cold_build, edgekd, tmp_path, teacher_artefacts):
+    run = edgekd("logits", str(teacher_artefacts / "teacher.onnx"), "--out", str(tmp_path / "mine.npz"), "--k", "3")
+    assert run.code == 0, run.err
+    info = json.loads(run.out)
+    assert info["samples"] > 1000 and info["k"] == 3 and info["bytes"] < 100_000
+    project = _project(tmp_path, f'[teacher]\nkind = "logits"\nlogits = ["{tmp_path / "mine.npz"}"]\n')
+    build = edgekd("build", "--project", str(project), "--profile", "ci", out_dir=tmp_path / "out")
+    assert build.code == 0, build.err

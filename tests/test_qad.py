@@ -135,20 +135,24 @@ def test_fake_quantization_is_what_recovers(case: Case, qad: dict) -> None:
     assert with_fake_quant > plain + 5.0
 
 
+def _dequantized_weight(model: onnx.ModelProto, op_type: str) -> np.ndarray:
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == op_type)
+    dq = next(n for n in model.graph.node if n.output[0] == node.input[1])
+    q, scale = inits[dq.input[0]].astype(np.float32), inits[dq.input[1]]
+    return q * scale.reshape((-1,) + (1,) * (q.ndim - 1))
+
+
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_simulated_weights_are_the_exported_ones(case: Case, name: str) -> None:
-    """The first conv's fake-quantized (BN-folded) weight equals the exported graph's dequantized int8 weight."""
-    path = case.ptq[name]
-    model = onnx.load(str(path))
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    conv = next(n for n in model.graph.node if n.op_type == "Conv")
-    dq = next(n for n in model.graph.node if n.output[0] == conv.input[1])
-    q, scale = inits[dq.input[0]].astype(np.float32), inits[dq.input[1]]
-    exported = q * scale.reshape(-1, 1, 1, 1)
-    conv0, bn = case.student[0], case.student[1]
-    folded = conv0.weight * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).reshape(-1, 1, 1, 1)
-    simulated = qad_qconfig(RECIPES[name]).weight()(folded.detach()).numpy()
-    np.testing.assert_allclose(simulated, exported, rtol=1e-5, atol=1e-7)
+    """The fake-quantized weights (the first conv's BN-folded, the head's) equal the exported graph's
+    dequantized int8 weights: the simulated grid is the one ONNX Runtime runs."""
+    model, weight_fq = onnx.load(str(case.ptq[name])), qad_qconfig(RECIPES[name]).weight
+    conv, bn, head = case.student[0], case.student[1], case.student[12]
+    folded = conv.weight * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).reshape(-1, 1, 1, 1)
+    for op_type, weight in (("Conv", folded), ("Gemm", head.weight)):
+        simulated = weight_fq()(weight.detach()).numpy()
+        np.testing.assert_allclose(simulated, _dequantized_weight(model, op_type), rtol=1e-5, atol=1e-7)
 
 
 def test_the_student_comes_back_float_with_its_own_layout(case: Case, qad: dict) -> None:
