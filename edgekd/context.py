@@ -76,7 +76,12 @@ class Context:
         cfg = getattr(self.project, role)
         return self.build_model_from(cfg.factory, cfg.args, f"{role}.factory")
 
-    def build_model_from(self, factory: str, args: dict[str, Any], key: str) -> Any:
+    def build_model_from(self, factory: str, args: dict[str, Any], key: str, seed: int = 0) -> Any:
+        """A module from a factory, with torch seeded first so that its initial weights are the
+        same in every process and build (the stage cache assumes it)."""
+        import torch
+
+        torch.manual_seed(seed)
         return call(factory, args, key, self.source)
 
     def resolve_path(self, relative: str) -> Path:

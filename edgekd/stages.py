@@ -77,32 +77,55 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     }, [f"exported with torch.onnx (dynamo), opset {ctx.target.opset}, dynamic batch", f"parity: {check.describe()}"])
 
 
-def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
+def _quantize(ctx: Context, fp32: Path, path: Path, samples: np.ndarray) -> list[str]:
+    """Quantize `fp32` for the target into `path`; returns the rule violations of the result."""
     import onnx
 
     from edgekd.quant_rules import qdq_violations
-    from edgekd.quantize import calibration_samples, quantize_int8
+    from edgekd.quantize import quantize_int8
+
+    cfg, tq = ctx.project.quantize, ctx.quant_recipe
+    if ctx.target.runtime == "qnn-htp":
+        from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
+
+        quantize_for_htp(fp32, path, samples, INPUT_NAME, ctx.qnn_config, cfg.calibrate_method)
+        return qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path)))
+    quantize_int8(fp32, path, samples, INPUT_NAME, cfg, tq)
+    return qdq_violations(onnx.load(str(path)), tq)
+
+
+def _accuracy_pt(ctx: Context, model: Path) -> float:
+    return accuracy_pt(ortb.predict(ortb.open_session(model), ctx.data.test.x), ctx.data.test.y)
+
+
+def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    from edgekd.quantize import calibration_samples
 
     cfg, tq = ctx.project.quantize, ctx.quant_recipe
     samples = calibration_samples(ctx.data.calib.x, cfg)
     path = out / "student_int8.onnx"
-    if ctx.target.runtime == "qnn-htp":
-        from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
+    violations = _quantize(ctx, inputs["student.onnx"], path, samples)
+    where = ortb.runtime_description()
+    metrics = {"int8.accuracy": accuracy_metric(ctx, ortb.predict(ortb.open_session(path), ctx.data.test.x), where)}
+    notes = [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
+             f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
+             f"{'static batch ' + str(tq.static_batch) + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
+             f"on {len(samples)} samples of the calibration split", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
+    budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
+    ptq_drop = _accuracy_pt(ctx, inputs["student.onnx"]) - metrics["int8.accuracy"].value
+    if qad.enabled and budget is not None and ptq_drop > budget:
+        from edgekd.distill.steps import run_qad
 
-        quantize_for_htp(inputs["student.onnx"], path, samples, INPUT_NAME, ctx.qnn_config, cfg.calibrate_method)
-        violations = qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path)))
-    else:
-        quantize_int8(inputs["student.onnx"], path, samples, INPUT_NAME, cfg, tq)
-        violations = qdq_violations(onnx.load(str(path)), tq)
-    logits = ortb.predict(ortb.open_session(path), ctx.data.test.x)
-    return Outcome({
-        "int8.accuracy": accuracy_metric(ctx, logits, ortb.runtime_description()),
-        "int8.size_mb": size_metric(path, "student_int8.onnx"),
-        "int8.rule_violations": Metric(len(violations), "", "measured", "Q/DQ nodes checked against the target's [quantize] recipe (types, symmetry; HTP: static shapes, no Loop/If)"),
-    }, [*(f"rule violation: {v}" for v in violations[:20]),f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
-        f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
-        f"{'static batch ' + str(tq.static_batch) + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration on {len(samples)} samples of the calibration split",
-        *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])])
+        qad_model = run_qad(ctx, inputs, out)
+        violations = _quantize(ctx, qad_model, path, samples)
+        ptq = metrics["int8.accuracy"]
+        metrics["qad.ptq_accuracy"] = Metric(ptq.value, "%", "measured", f"PTQ of the distilled student: {ptq.how}")
+        metrics["int8.accuracy"] = accuracy_metric(ctx, ortb.predict(ortb.open_session(path), ctx.data.test.x), where + ", after QAD")
+        notes.append(f"PTQ lost {ptq_drop:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} epochs, lr {qad.lr}) "
+                     f"took INT8 accuracy from {ptq.value:.2f}% (PTQ) to {metrics['int8.accuracy'].value:.2f}% (QAD)")
+    metrics["int8.size_mb"] = size_metric(path, "student_int8.onnx")
+    metrics["int8.rule_violations"] = Metric(len(violations), "", "measured", "Q/DQ nodes checked against the target's [quantize] recipe (types, symmetry; HTP: static shapes, no Loop/If)")
+    return Outcome(metrics, [*(f"rule violation: {v}" for v in violations[:20]), *notes])
 
 
 def run_check(ctx: Context, inputs: Files, out: Path) -> Outcome:
@@ -146,9 +169,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
           ("student.json", "student.safetensors"), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
           lambda c: {"opset": c.target.opset, **_data(c)}, run_export),
-    Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split",
-          ("student.onnx",), ("student_int8.onnx",), ("onnx", "onnxruntime"),
+    Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split (QAD if PTQ breaks the budget and the profile allows)",
+          ("student.onnx", "student.json", "student.safetensors", "teacher.json", "teacher.safetensors?"), ("student_int8.onnx",),
+          ("torch", "onnx", "onnxruntime", "onnxruntime-qnn"),
           lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.quant_recipe.model_dump(),
+                     "qad": c.profile.recipe.qad.model_dump(), "qad_trigger": c.profile.budgets.quantize_accuracy_drop_pt,
+                     "distill": c.project.distill.model_dump(),
                      "qnn": c.qnn_config.model_dump() if c.target.qnn else None, **_data(c)}, run_quantize),
     Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
           ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),

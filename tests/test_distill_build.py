@@ -133,3 +133,19 @@ def test_a_party_writes_its_logits_file_with_the_cli(cold_build, edgekd, tmp_pat
     project = _project(tmp_path, f'[teacher]\nkind = "logits"\nlogits = ["{tmp_path / "mine.npz"}"]\n')
     build = edgekd("build", "--project", str(project), "--profile", "ci", out_dir=tmp_path / "out")
     assert build.code == 0, build.err
+
+
+def test_qad_runs_when_ptq_breaks_the_budget(cold_build, edgekd, tmp_path, monkeypatch):
+    """The trigger is forced here (the fp32 accuracy the stage compares with is reported as 200 %,
+    so any PTQ result breaks the ci budget); that QAD recovers accuracy PTQ lost is shown on real
+    numbers in tests/test_qad.py."""
+    from edgekd import stages
+
+    monkeypatch.setattr(stages, "_accuracy_pt", lambda ctx, model: 200.0)
+    profile = write(tmp_path / "qad.toml", (ROOT / "profiles" / "ci.toml").read_text() + "\n[recipe.qad]\nenabled = true\nepochs = 2\n")
+    run = edgekd("build", "--profile", str(profile), "--target", "jetson-orin", out_dir=tmp_path / "out")
+    assert run.code == 0, run.err
+    quantize = next(s for s in run.report["stages"] if s["name"] == "quantize")
+    assert "qad.ptq_accuracy" in quantize["metrics"] and quantize["metrics"]["int8.rule_violations"]["value"] == 0
+    assert any("quantization-aware distillation" in n for n in quantize["notes"])
+    assert (tmp_path / "out" / "student_qad.safetensors").is_file()

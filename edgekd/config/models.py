@@ -182,6 +182,15 @@ class BenchConfig(Strict):
         return self
 
 
+class QadConfig(Strict):
+    """Quantization-aware distillation: when PTQ breaks the quantize stage's accuracy budget,
+    fine-tune the student with fake quantization under the teacher's soft labels, then quantize again."""
+
+    enabled: bool = False
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0, description="about a tenth of the distillation lr: larger rates collapse under fake quant")
+
+
 class Recipe(Strict):
     """Overrides of the project's stage settings, e.g. fewer epochs for CI. `teacher_train`
     applies only to projects that train their teacher (it is ignored for a teacher checkpoint)."""
@@ -190,6 +199,7 @@ class Recipe(Strict):
     distill: dict[str, Any] = Field(default_factory=dict)
     quantize: dict[str, Any] = Field(default_factory=dict)
     bench: BenchConfig = BenchConfig()
+    qad: QadConfig = QadConfig()
 
     @field_validator("teacher_train", "distill", "quantize")
     @classmethod

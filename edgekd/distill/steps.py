@@ -142,3 +142,25 @@ def run_search(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     notes += [f"candidate w{c.width} d{c.depth}: {c.macs:,} MACs, {c.cost.latency_ms:.4f} ms ({c.cost.latency_method}), "
               f"{c.cost.size_mb:.3f} MB, " + ("fits" if c.fits else "does not fit: " + "; ".join(c.why_not)) for c in result.candidates]
     return Outcome(metrics, notes)
+
+
+def run_qad(ctx: Context, inputs: dict[str, Path], out: Path) -> Path:
+    """Quantization-aware distillation of the distilled student (edgekd.qad): fake quantization for
+    the target's recipe, Hinton KD against the cached teacher logits. Returns the float QAD
+    student exported to ONNX, for the quantize stage to quantize again."""
+    from edgekd.distill.logit_cache import cached_teacher_logits
+    from edgekd.export import export_onnx
+    from edgekd.qad import qad_finetune
+
+    from edgekd.distill.weights import load_weights
+
+    d, qad = ctx.project.distill, ctx.profile.recipe.qad
+    student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
+    source = teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
+    train = ctx.data.train
+    logits, _ = cached_teacher_logits(source, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
+    tuned = qad_finetune(student, logits, train, ctx.quant_recipe, qad.epochs, qad.lr, d.batch_size, d.temperature, d.alpha, d.seed)
+    save_weights(tuned, out / "student_qad.safetensors")
+    path = out / "student_qad.onnx"
+    export_onnx(tuned, ctx.data.input_shape, path, ctx.target.opset)
+    return path
