@@ -1,7 +1,7 @@
 """The stages `build` walks, in order. Each is a small function from input artefacts (files of
 earlier stages) to output files in a scratch folder, plus metrics that say how they were obtained.
 
-search -> teacher -> distill -> export -> quantize -> check -> compile -> evaluate -> bench
+search -> teacher -> assistants -> distill -> export -> quantize -> check -> compile -> evaluate -> bench
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from edgekd import backends
 from edgekd.backends import onnxruntime as ortb
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
 from edgekd.context import Context
+from edgekd.distill.assistants import assistants_key, run_assistants
 from edgekd.distill.steps import build_student, run_distill, run_search, run_teacher, search_key, teacher_key
 from edgekd.distill.weights import load_weights
 from edgekd.export import INPUT_NAME
@@ -163,14 +164,17 @@ STAGES: tuple[Stage, ...] = (
           (), ("student.json",), ("torch", "onnx", "onnxscript", "onnxruntime"), search_key, run_search),
     Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
           (), ("teacher.json",), ("torch", "safetensors", "onnxruntime"), teacher_key, run_teacher),
-    Stage("distill", "distill the student from the teacher with the configured losses",
-          ("student.json", "teacher.json", "teacher.safetensors?"), ("student.safetensors",), ("torch", "safetensors", "onnxruntime"),
+    Stage("assistants", "teacher-assistant chain: each assistant distilled from the previous link (each link cached)",
+          ("teacher.json", "teacher.safetensors?"), ("assistant.json",), ("torch", "safetensors"), assistants_key, run_assistants),
+    Stage("distill", "distill the student from the teacher (or the last assistant) with the configured losses",
+          ("student.json", "teacher.json", "teacher.safetensors?", "assistant.json", "assistant.safetensors?"), ("student.safetensors",), ("torch", "safetensors", "onnxruntime"),
           lambda c: {"teacher": c.project.teacher.model_dump(), "distill": c.project.distill.model_dump(), **_data(c)}, run_distill),
     Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
           ("student.json", "student.safetensors"), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
           lambda c: {"opset": c.target.opset, **_data(c)}, run_export),
     Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split (QAD if PTQ breaks the budget and the profile allows)",
-          ("student.onnx", "student.json", "student.safetensors", "teacher.json", "teacher.safetensors?"), ("student_int8.onnx",),
+          ("student.onnx", "student.json", "student.safetensors", "teacher.json", "teacher.safetensors?", "assistant.json",
+           "assistant.safetensors?"), ("student_int8.onnx",),
           ("torch", "onnx", "onnxruntime", "onnxruntime-qnn"),
           lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.quant_recipe.model_dump(),
                      "qad": c.profile.recipe.qad.model_dump(), "qad_trigger": c.profile.budgets.quantize_accuracy_drop_pt,

@@ -59,7 +59,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(edgekd, tmp_path, cache_dir):
     run = edgekd("build", "--target", "x86", "--dry-run", "--json", out_dir=tmp_path / "out")
     assert run.code == 0, run.err
     plan = json.loads(run.out)
-    assert [s["stage"] for s in plan["plan"]] == ["search", "teacher", "distill", "export", "quantize", "check", "compile", "evaluate", "bench"]
+    assert [s["stage"] for s in plan["plan"]] == ["search", "teacher", "assistants", "distill", "export", "quantize", "check", "compile", "evaluate", "bench"]
     assert plan["project"]["name"] == "digits" and plan["target"]["name"].startswith("x86-")
     assert plan["profile"]["budgets"]["latency_p90_ms"] is not None
     assert not (tmp_path / "out").exists()

@@ -149,3 +149,41 @@ def test_qad_runs_when_ptq_breaks_the_budget(cold_build, edgekd, tmp_path, monke
     assert "qad.ptq_accuracy" in quantize["metrics"] and quantize["metrics"]["int8.rule_violations"]["value"] == 0
     assert any("quantization-aware distillation" in n for n in quantize["notes"])
     assert (tmp_path / "out" / "student_qad.safetensors").is_file()
+
+
+def test_teacher_assistant_chain_caches_each_link(cold_build, edgekd, tmp_path):
+    text = EXAMPLE.replace("[student]", '''[[teacher.assistants]]
+factory = "edgekd.examples.digits:teacher"
+args = { width = 16 }
+epochs = 4
+
+[[teacher.assistants]]
+factory = "edgekd.examples.digits:student"
+args = { width = 12 }
+epochs = 4
+
+[student]''')
+    project = write(tmp_path / "edgekd.toml", text)
+    run = edgekd("build", "--project", str(project), "--profile", "ci", out_dir=tmp_path / "a")
+    assert run.code == 0, run.err
+    stage = next(s for s in run.report["stages"] if s["name"] == "assistants")
+    assert {"assistant1.accuracy", "assistant2.accuracy"} <= set(stage["metrics"])
+    assert any("distilled from" in n for n in stage["notes"])
+    # change only the last link: the first link comes from its own cache entry
+    changed = write(tmp_path / "b" / "edgekd.toml", text.replace("args = { width = 12 }", "args = { width = 10 }"))
+    again = edgekd("build", "--project", str(changed), "--profile", "ci", out_dir=tmp_path / "b-out")
+    assert again.code == 0, again.err
+    notes = next(s for s in again.report["stages"] if s["name"] == "assistants")["notes"]
+    assert notes[0].startswith("assistant 1") and "cached" in notes[0] and "distilled from" in notes[1]
+
+
+def test_self_distillation_from_the_previous_student_generation(cold_build, edgekd, tmp_path):
+    teacher = f'''[teacher]
+factory = "edgekd.examples.digits:student"
+args = {{ width = 8 }}
+checkpoint = "{cold_build.out_dir / "student.safetensors"}"
+'''
+    run = edgekd("build", "--project", str(_project(tmp_path, teacher)), "--profile", "ci", out_dir=tmp_path / "gen2")
+    assert run.code == 0, run.err
+    metrics = {k: m for s in run.report["stages"] for k, m in s["metrics"].items()}
+    assert metrics["teacher.macs"]["value"] == metrics["student.macs"]["value"]  # same architecture, next generation

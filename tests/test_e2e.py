@@ -10,7 +10,7 @@ import pytest
 from conftest import write
 
 pytestmark = pytest.mark.slow
-STAGES = ["search", "teacher", "distill", "export", "quantize", "check", "compile", "evaluate", "bench"]
+STAGES = ["search", "teacher", "assistants", "distill", "export", "quantize", "check", "compile", "evaluate", "bench"]
 SHIPPED_CI_PROFILE = Path(__file__).parent.parent / "profiles" / "ci.toml"
 
 
@@ -100,7 +100,7 @@ def test_changing_one_option_reruns_that_stage_and_later_only(cold_build, edgekd
     run = edgekd("build", "--target", "x86", "--profile", str(profile), out_dir=tmp_path / "out")
     assert run.code == 0, run.err
     status = {s["name"]: s["status"] for s in run.report["stages"]}
-    assert status == {"search": "cached", "teacher": "cached", "distill": "cached", "export": "cached", "quantize": "ran",
+    assert status == {"search": "cached", "teacher": "cached", "assistants": "cached", "distill": "cached", "export": "cached", "quantize": "ran",
                       "check": "ran", "compile": "ran", "evaluate": "ran", "bench": "ran"}
     notes = next(s for s in run.report["stages"] if s["name"] == "quantize")["notes"]
     assert any("percentile calibration" in n for n in notes)

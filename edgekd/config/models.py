@@ -55,12 +55,22 @@ class TeacherMember(TeacherSpec):
     weight: float = Field(1.0, gt=0)
 
 
+class AssistantConfig(Strict):
+    """One teacher assistant (Mirzadeh et al. 2020): distilled from the previous link of the chain
+    with Hinton KD, then teaching the next."""
+
+    factory: str = Field(pattern=FACTORY_PATTERN)
+    args: dict[str, Any] = Field(default_factory=dict)
+    epochs: int | None = Field(None, ge=1, description="default: the distill epochs")
+
+
 class TeacherConfig(TeacherSpec):
     """The teacher, or (with [[teacher.members]]) several teachers whose soft targets are averaged
-    with their weights."""
+    with their weights; [[teacher.assistants]] put a chain of assistants between it and the student."""
 
     kind: Literal["torch", "onnx", "logits", "ensemble"] = "torch"  # type: ignore[assignment]
     members: list[TeacherMember] = Field(default_factory=list)
+    assistants: list[AssistantConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherConfig:

@@ -15,6 +15,7 @@ from edgekd.toolchain import version
 
 if TYPE_CHECKING:
     from edgekd.context import Context
+    from edgekd.distill.teachers import TeacherSource
     from edgekd.stages import Outcome
 
 TEACHER_WEIGHTS = "teacher.safetensors"
@@ -71,6 +72,21 @@ def build_student(ctx: Context, student_json: Path) -> tuple[Any, str]:
     return ctx.build_model_from(choice["factory"], choice["args"], key), f"{choice['factory']}({choice['args']})"
 
 
+def _teacher_of_student(ctx: Context, inputs: dict[str, Path]) -> TeacherSource:
+    """The teacher, or the last link of the teacher-assistant chain."""
+    from edgekd.distill.teachers import TorchTeacher
+    from edgekd.distill.weights import load_weights
+    from edgekd.fsutil import sha256_file
+
+    chain = json.loads(inputs["assistant.json"].read_text()) if "assistant.json" in inputs else {"chain": []}
+    if not chain["chain"]:
+        return teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
+    module = ctx.build_model_from(chain["factory"], chain["args"], "teacher.assistants")
+    weights = inputs["assistant.safetensors"]
+    load_weights(module, weights, "assistant")
+    return TorchTeacher(module, sha256_file(weights), f"torch module {chain['factory']}({chain['args']}), the last teacher assistant")
+
+
 def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.distill.logit_cache import cached_teacher_logits
     from edgekd.distill.teachers import TorchTeacher
@@ -78,7 +94,7 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.stages import Outcome, accuracy_metric
 
     cfg = ctx.project.distill
-    source = teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
+    source = _teacher_of_student(ctx, inputs)
     student, described = build_student(ctx, inputs["student.json"])
     objective = build_objective(cfg)
     if objective.teacher_layers() and not source.has_features:
@@ -156,7 +172,7 @@ def run_qad(ctx: Context, inputs: dict[str, Path], out: Path) -> Path:
 
     d, qad = ctx.project.distill, ctx.profile.recipe.qad
     student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
-    source = teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
+    source = _teacher_of_student(ctx, inputs)
     train = ctx.data.train
     logits, _ = cached_teacher_logits(source, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
     tuned = qad_finetune(student, logits, train, ctx.quant_recipe, qad.epochs, qad.lr, d.batch_size, d.temperature, d.alpha, d.seed)

@@ -1,0 +1,68 @@
+"""Teacher-assistant chains (Mirzadeh et al., AAAI 2020): teacher -> assistant 1 -> ... -> student.
+Each link is distilled from the previous one with Hinton KD and cached on its own (keyed by the
+previous link's identity, the link's settings, the data and the toolchain), so changing the last
+assistant re-runs only that link."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.cache import MANIFEST, StageCache, make_key
+from edgekd.results import Metric
+
+if TYPE_CHECKING:
+    from edgekd.context import Context
+    from edgekd.stages import Outcome
+
+LINK_STAGE = "assistant-link"  # cache folder of the links
+
+
+def assistants_key(ctx: Context) -> dict[str, Any]:
+    return {"assistants": [a.model_dump() for a in ctx.project.teacher.assistants],
+            "distill": ctx.project.distill.model_dump(), "data": ctx.data_sha256}
+
+
+def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
+    from edgekd.distill.logit_cache import cached_teacher_logits
+    from edgekd.distill.sources import teacher_source
+    from edgekd.distill.teachers import TorchTeacher
+    from edgekd.distill.trainer import distill, predict
+    from edgekd.distill.weights import load_weights, save_weights
+    from edgekd.stages import Outcome, accuracy_metric
+    from edgekd.toolchain import versions
+
+    chain = ctx.project.teacher.assistants
+    if not chain:
+        (out / "assistant.json").write_text(json.dumps({"chain": []}))
+        return Outcome({}, ["no teacher assistants: the student learns from the teacher"])
+    cache, train, metrics, notes = StageCache(ctx.cache_root), ctx.data.train, {}, []
+    previous = teacher_source(ctx, inputs.get("teacher.safetensors"))
+    d = ctx.project.distill.model_copy(update={"losses": [ctx.project.distill.losses[0].model_copy(update={"name": "hinton", "params": {}})]})
+    for i, link in enumerate(chain, start=1):
+        cfg = d.model_copy(update={"epochs": link.epochs or d.epochs})
+        key = make_key({"teacher": previous.identity(), "link": link.model_dump(), "distill": cfg.model_dump(),
+                        "data": ctx.data_sha256, "toolchain": versions(("torch", "onnxruntime"))})
+        module = ctx.build_model_from(link.factory, link.args, f"teacher.assistants[{i - 1}].factory", seed=cfg.seed)
+        if cache.lookup(LINK_STAGE, key) is None:
+            from edgekd.distill.trainer import build_objective
+
+            logits, _ = cached_teacher_logits(previous, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
+            with cache.staging(LINK_STAGE, key) as scratch:
+                distill(module, train, cfg, build_objective(cfg), logits, None)
+                save_weights(module, scratch / "assistant.safetensors")
+                (scratch / MANIFEST).write_text(json.dumps({"link": i}))
+            notes.append(f"assistant {i} {link.factory}({link.args}): distilled from {previous.describe()}, {cfg.epochs} epochs")
+        else:
+            notes.append(f"assistant {i} {link.factory}({link.args}): cached (key {key[:12]})")
+        weights = cache.entry(LINK_STAGE, key) / "assistant.safetensors"
+        load_weights(module, weights, f"assistant {i}")
+        metrics[f"assistant{i}.accuracy"] = accuracy_metric(ctx, predict(module, ctx.data.test.x), f"torch eager, assistant {i}")
+        from edgekd.fsutil import sha256_file
+
+        previous = TorchTeacher(module, sha256_file(weights), f"torch module {link.factory}({link.args}), assistant {i}")
+    save_weights(previous.module, out / "assistant.safetensors")
+    last = chain[-1]
+    (out / "assistant.json").write_text(json.dumps({"chain": [a.model_dump() for a in chain], "factory": last.factory, "args": last.args}))
+    metrics["assistants"] = Metric(len(chain), "", "measured", "links between the teacher and the student")
+    return Outcome(metrics, notes)
