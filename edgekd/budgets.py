@@ -31,9 +31,12 @@ class Rule:
     metric: str  # what is compared, in words the report shows
     unit: str
     measure: Callable[[Metrics], float | None]
+    optional: bool = False  # checked only where the stage produced the metric (e.g. a student search)
 
 
 RULES: tuple[Rule, ...] = (
+    Rule("latency_p90_ms", "search", "latency of the chosen student candidate", "ms", _value("search.latency_ms"), optional=True),
+    Rule("size_mb", "search", "INT8 size of the chosen student candidate", "MB", _value("search.size_mb"), optional=True),
     Rule("distill_accuracy_drop_pt", "distill", "teacher.accuracy - student.accuracy", "pt", _drop("teacher.accuracy", "student.accuracy")),
     Rule("export_parity_max_abs_diff", "export", "max |onnx - torch| logits", "", _value("export.parity_max_abs_diff")),
     Rule("export_accuracy_drop_pt", "export", "student.accuracy - onnx_fp32.accuracy", "pt", _drop("student.accuracy", "onnx_fp32.accuracy")),
@@ -54,10 +57,9 @@ if {r.budget for r in RULES} != set(Budgets.model_fields):  # every budget is ch
 
 def check(stage: str, metrics: Metrics, budgets: Budgets) -> list[Verdict]:
     """Every rule of `stage`, measured against all metrics so far."""
-    return [
-        Verdict(r.budget, stage, r.metric, r.measure(metrics), getattr(budgets, r.budget), r.unit)
-        for r in RULES if r.stage == stage
-    ]
+    verdicts = [Verdict(r.budget, stage, r.metric, r.measure(metrics), getattr(budgets, r.budget), r.unit)
+                for r in RULES if r.stage == stage]
+    return [v for v, r in zip(verdicts, (r for r in RULES if r.stage == stage)) if not (r.optional and v.value is None)]
 
 
 def stages_checked(budget: str) -> list[str]:

@@ -187,3 +187,12 @@ checkpoint = "{cold_build.out_dir / "student.safetensors"}"
     assert run.code == 0, run.err
     metrics = {k: m for s in run.report["stages"] for k, m in s["metrics"].items()}
     assert metrics["teacher.macs"]["value"] == metrics["student.macs"]["value"]  # same architecture, next generation
+
+
+def test_search_with_nothing_fitting_stops_with_a_report(cold_build, edgekd, tmp_path):
+    project = write(tmp_path / "edgekd.toml", EXAMPLE.replace('[student]\nfactory = "edgekd.examples.digits:student"\nargs = { width = 8 }',
+                    '[student.search]\nfamily = "plain_cnn"\nwidths = [0.25]\ndepths = [1.0]'))
+    profile = write(tmp_path / "p.toml", (ROOT / "profiles" / "ci.toml").read_text().replace("latency_p90_ms = 5.0", "latency_p90_ms = 0.001"))
+    run = edgekd("build", "--project", str(project), "--profile", str(profile), "--target", "jetson-orin", out_dir=tmp_path / "out")
+    assert run.code == 1 and "after stage 'search'" in run.err
+    assert [(v["stage"], v["budget"]) for v in run.report["failed_budgets"]] == [("search", "latency_p90_ms")]
