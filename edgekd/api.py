@@ -209,8 +209,12 @@ def write_teacher_logits(model: Path, out: Path, k: int, project: Path | None = 
     from edgekd.distill.logits_file import write_logits_file
     from edgekd.distill.teachers import OnnxTeacher
 
-    ctx = Context(load_project(project), None, None)  # type: ignore[arg-type]  # no target/profile needed
-    data = ctx.data_file_splits()
+    from edgekd.data import check_splits
+    from edgekd.factories import call
+
+    resolved = load_project(project)
+    cfg = resolved.config.data
+    data = check_splits(call(cfg.factory, cfg.args, "data.factory", str(resolved.path)), f"{resolved.path}: data.factory '{cfg.factory}'")
     teacher = OnnxTeacher(_model_file(model))
     written = write_logits_file(teacher.logits(data.train.x), out, k, data.train.sha256(), teacher.describe())
     return {"file": str(out), "samples": written.num_samples, "k": written.k, "num_classes": written.num_classes,

@@ -56,11 +56,6 @@ class Context:
     def source(self) -> str:
         return str(self.project_file.path)
 
-    def data_file_splits(self) -> Splits:
-        """The data from the project file alone (no profile recipe applies to data)."""
-        cfg = self.project_file.config.data
-        return check_splits(call(cfg.factory, cfg.args, "data.factory", self.source), f"{self.source}: data.factory '{cfg.factory}'")
-
     @functools.cached_property
     def data(self) -> Splits:
         cfg = self.project.data
