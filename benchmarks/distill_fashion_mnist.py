@@ -158,7 +158,8 @@ def main() -> None:
     teacher = {"accuracy": first["teacher_accuracy"], "macs": first["teacher_macs"], "params": first["teacher_params"]}
     summary = summarize(runs)
     result = {
-        "mode": "quick" if args.quick else "default", "what": __doc__.split("\n\n")[0].replace("\n", " "),
+        "mode": "quick" if args.quick else ("default" if (args.seeds, args.epochs, args.teacher_epochs) == (3, 6, 6) else
+                                             f"custom: {args.seeds} seed(s), {args.teacher_epochs} teacher + {args.epochs} student epochs"), "what": __doc__.split("\n\n")[0].replace("\n", " "),
         "how": (f"measured on this host ({host_info()['cpu']}, {host_info()['cores']} cores); accuracy in percent on "
                 f"{'2,000 seeded test images' if args.quick else 'the 10,000 test images'}; student {args.epochs} epochs, "
                 f"teacher {args.teacher_epochs} epochs, seeds 0..{args.seeds - 1}; toolchain {versions(('torch', 'onnxruntime'))}"),
