@@ -21,8 +21,8 @@ def test_every_budget_has_a_rule() -> None:
 
 
 def test_stages_checked() -> None:
-    assert stages_checked("size_mb") == ["quantize", "compile"]
-    assert stages_checked("latency_p90_ms") == ["bench"]
+    assert stages_checked("size_mb") == ["search", "quantize", "compile"]
+    assert stages_checked("latency_p90_ms") == ["search", "bench"]
     assert stages_checked("nonexistent") == []
 
 
