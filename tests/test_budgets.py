@@ -123,3 +123,10 @@ def test_verdict_json_carries_status() -> None:
     [verdict] = check("bench", {"latency.p90_ms": m(2.0, "ms")}, Budgets(latency_p90_ms=1.0))
     data = verdict.to_json()
     assert data["status"] == "fail" and data["value"] == 2.0 and data["limit"] == 1.0
+
+
+def test_search_budgets_apply_only_when_a_search_ran() -> None:
+    budgets = Budgets(latency_p90_ms=1.0, size_mb=1.0)
+    assert check("search", {}, budgets) == []  # no [student.search]: nothing to check, nothing reported
+    verdicts = by_budget(check("search", {"search.latency_ms": m(2.0, "ms"), "search.size_mb": m(0.5, "MB")}, budgets))
+    assert verdicts["latency_p90_ms"].status == "fail" and verdicts["size_mb"].status == "pass"
