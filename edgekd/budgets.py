@@ -57,9 +57,12 @@ if {r.budget for r in RULES} != set(Budgets.model_fields):  # every budget is ch
 
 def check(stage: str, metrics: Metrics, budgets: Budgets) -> list[Verdict]:
     """Every rule of `stage`, measured against all metrics so far."""
-    verdicts = [Verdict(r.budget, stage, r.metric, r.measure(metrics), getattr(budgets, r.budget), r.unit)
-                for r in RULES if r.stage == stage]
-    return [v for v, r in zip(verdicts, (r for r in RULES if r.stage == stage)) if not (r.optional and v.value is None)]
+    verdicts = []
+    for rule in (r for r in RULES if r.stage == stage):
+        value = rule.measure(metrics)
+        if value is not None or not rule.optional:
+            verdicts.append(Verdict(rule.budget, stage, rule.metric, value, getattr(budgets, rule.budget), rule.unit))
+    return verdicts
 
 
 def stages_checked(budget: str) -> list[str]:
