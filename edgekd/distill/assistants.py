@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.cache import MANIFEST, StageCache, make_key
+from edgekd.config.models import LossSpec
 from edgekd.results import Metric
 
 if TYPE_CHECKING:
@@ -27,8 +28,9 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.distill.logit_cache import cached_teacher_logits
     from edgekd.distill.sources import teacher_source
     from edgekd.distill.teachers import TorchTeacher
-    from edgekd.distill.trainer import distill, predict
+    from edgekd.distill.trainer import build_objective, distill, predict
     from edgekd.distill.weights import load_weights, save_weights
+    from edgekd.fsutil import sha256_file
     from edgekd.stages import Outcome, accuracy_metric
     from edgekd.toolchain import versions
 
@@ -38,15 +40,13 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         return Outcome({}, ["no teacher assistants: the student learns from the teacher"])
     cache, train, metrics, notes = StageCache(ctx.cache_root), ctx.data.train, {}, []
     previous = teacher_source(ctx, inputs.get("teacher.safetensors"))
-    d = ctx.project.distill.model_copy(update={"losses": [ctx.project.distill.losses[0].model_copy(update={"name": "hinton", "params": {}})]})
+    d = ctx.project.distill.model_copy(update={"losses": [LossSpec(name="hinton")]})  # links: Hinton KD
     for i, link in enumerate(chain, start=1):
         cfg = d.model_copy(update={"epochs": link.epochs or d.epochs})
         key = make_key({"teacher": previous.identity(), "link": link.model_dump(), "distill": cfg.model_dump(),
                         "data": ctx.data_sha256, "toolchain": versions(("torch", "onnxruntime"))})
         module = ctx.build_model_from(link.factory, link.args, f"teacher.assistants[{i - 1}].factory", seed=cfg.seed)
         if cache.lookup(LINK_STAGE, key) is None:
-            from edgekd.distill.trainer import build_objective
-
             logits, _ = cached_teacher_logits(previous, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
             with cache.staging(LINK_STAGE, key) as scratch:
                 distill(module, train, cfg, build_objective(cfg), logits, None)
@@ -58,8 +58,6 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         weights = cache.entry(LINK_STAGE, key) / "assistant.safetensors"
         load_weights(module, weights, f"assistant {i}")
         metrics[f"assistant{i}.accuracy"] = accuracy_metric(ctx, predict(module, ctx.data.test.x), f"torch eager, assistant {i}")
-        from edgekd.fsutil import sha256_file
-
         previous = TorchTeacher(module, sha256_file(weights), f"torch module {link.factory}({link.args}), assistant {i}")
     save_weights(previous.module, out / "assistant.safetensors")
     last = chain[-1]
