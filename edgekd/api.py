@@ -13,7 +13,6 @@ from edgekd.config.target import Target
 from edgekd.context import Context
 from edgekd.errors import BudgetViolated, ConfigError, EdgekdError, ToolchainMissing
 from edgekd.factories import resolve
-from edgekd.fsutil import atomic_write_text
 from edgekd.toolchain import version
 
 
@@ -78,7 +77,8 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
 
     Raises BuildFailed (exit code 1) after writing the report when a budget breaks."""
     from edgekd import pipeline
-    from edgekd.report import build_report, markdown
+    from edgekd.report import build_report
+    from edgekd.report.outputs import write_all
 
     ctx = resolve_inputs(target, profile, project, ConfigSearch(tuple(targets_dirs), tuple(profiles_dirs)))
     _check_toolchain(ctx.target_file)
@@ -93,8 +93,7 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
         if record.status == "not run":
             pipeline.clear_outputs(stage, out_dir)
     report = build_report.make(ctx, records, out_dir)
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
-    atomic_write_text(out_dir / "report.md", markdown.render(report))
+    write_all(out_dir, report)
     result = BuildResult(out_dir, report)
     if not result.passed:
         first = report["failed_budgets"][0]
@@ -162,7 +161,7 @@ def bench_on_device(build_dir: Path, device: str, runs: int | None = None) -> di
     """Run the build's deploy bundle on a device (ssh://, adb://, local://) and add the result to
     the build's report.json / report.md as measured on that device."""
     from edgekd.remote.bench import bench_on_device as run_remote
-    from edgekd.report import markdown
+    from edgekd.report.outputs import write_all
 
     report_file = build_dir / "report.json"
     if not report_file.is_file():
@@ -170,8 +169,7 @@ def bench_on_device(build_dir: Path, device: str, runs: int | None = None) -> di
     result = run_remote(build_dir, device, runs)
     report = json.loads(report_file.read_text())
     report.setdefault("device_results", []).append(result)
-    atomic_write_text(report_file, json.dumps(report, indent=1))
-    atomic_write_text(build_dir / "report.md", markdown.render(report))
+    write_all(build_dir, report)
     return result
 
 
