@@ -157,6 +157,18 @@ def estimate_model(model: Path, target: str, search: ConfigSearch, precision: st
     return {"target": resolved.name, "method": "estimated", **result.to_json()}
 
 
+def bench_here(path: Path, target: str | None, profile: str | None, search: ConfigSearch, threads: int | None = None,
+               scenarios: list[str] | None = None, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Measure a build's engine or an ONNX model on this host (estimate it for device-only targets);
+    a build folder's report takes the result as its latency."""
+    from edgekd.bench_run import bench_local, update_build_report
+
+    result = bench_local(Path(path), target, profile, search, threads, scenarios, progress)
+    if Path(path).is_dir():
+        update_build_report(Path(path), result)
+    return result
+
+
 def bench_on_device(build_dir: Path, device: str, runs: int | None = None) -> dict[str, Any]:
     """Run the build's deploy bundle on a device (ssh://, adb://, local://) and add the result to
     the build's report.json / report.md as measured on that device."""

@@ -1,7 +1,8 @@
-"""Latency sampling: one routine for every backend, run in a fresh process so that peak memory
-is the engine's process and not the build's.
+"""Latency measurement of ONNX Runtime engines, run in a fresh process so that peak memory is the
+engine's process and not the build's.
 
 `python -m edgekd.bench REQUEST.json` is the worker; `measure()` starts it and reads its result.
+The worker reports progress on stderr (lines starting with PROGRESS) so callers can show a bar.
 """
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import numpy as np
 from edgekd.config.models import BenchConfig
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.run_on_device import summarize  # one definition, shared with the standalone device-side runner
+from edgekd.errors import EdgekdError
 
 ROUND = 100  # runs between stability checks
+PROGRESS = "@@edgekd-progress "
+Progress = Callable[[str], None]
 
 
 def sample(run_once: Callable[[], object], cfg: BenchConfig) -> list[float]:
@@ -42,6 +46,13 @@ def sample(run_once: Callable[[], object], cfg: BenchConfig) -> list[float]:
     return samples
 
 
+def single_stream(samples: list[float]) -> dict[str, Any]:
+    """The SingleStream summary of batch-1 samples: percentiles, mean, min/max, count and the
+    coefficient of variation (std / mean), next to the raw samples."""
+    arr = np.asarray(samples)
+    return {**summarize(samples), "cv": float(arr.std() / arr.mean()), "samples_ms": samples}
+
+
 def _memory_mb(field: str) -> float | None:
     """VmRSS (resident now) or VmHWM (peak resident) of this process from /proc/self/status, in MiB.
     Both belong to this process image: unlike getrusage's ru_maxrss they do not carry over the
@@ -56,40 +67,93 @@ def _memory_mb(field: str) -> float | None:
     return None
 
 
-def _worker(request_path: Path) -> dict[str, Any]:
-    request = json.loads(request_path.read_text())
+def _report_progress(label: str) -> None:
+    print(PROGRESS + label, file=sys.stderr, flush=True)
+
+
+def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
     from edgekd.backends.onnxruntime import open_session, resolved_threads
+    from edgekd.scenarios import offline, profile_ops
 
     cfg = SessionConfig.model_validate(request["session"])
-    feed_x = np.load(request["input"])
+    bench = BenchConfig.model_validate(request["bench"])
+    engine, rows = Path(request["engine"]), np.load(request["input"])
     before_mb = _memory_mb("VmRSS")
-    session = open_session(Path(request["engine"]), cfg)
-    feed = {session.get_inputs()[0].name: feed_x}
-    samples = sample(lambda: session.run(None, feed), BenchConfig.model_validate(request["bench"]))
+    session = open_session(engine, cfg)
+    first = session.get_inputs()[0]
+    batch = first.shape[0] if isinstance(first.shape[0], int) else 1
+    feed = {first.name: rows[:batch]}
+    _report_progress("SingleStream")
+    result = single_stream(sample(lambda: session.run(None, feed), bench))
     after_mb = _memory_mb("VmRSS")
-    return {
-        **summarize(samples),
-        "samples_ms": samples,
-        "batch": int(feed_x.shape[0]),
-        "intra_op_threads": resolved_threads(cfg),
-        "peak_rss_mb": _memory_mb("VmHWM"),
-        "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb,
-    }
+    result.update({"batch": batch, "intra_op_threads": resolved_threads(cfg), "inter_op_threads": cfg.inter_op_num_threads,
+                   "graph_optimization_level": cfg.graph_optimization_level, "execution_mode": cfg.execution_mode,
+                   "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb})
+    result["scenarios"] = {"SingleStream": {k: v for k, v in result.items() if k != "samples_ms"}}  # samples once, at the top
+    if "Offline" in bench.scenarios:
+        result["scenarios"]["Offline"] = offline(session, rows, bench.offline_max_batch, bench.offline_seconds, _report_progress)
+    if bench.profile_runs:
+        _report_progress("per-op profile")
+        result["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed[first.name],
+                                        bench.profile_runs, Path(request["workdir"]))
+        result["top_ops_how"] = (f"ONNX Runtime profiler (SessionOptions.enable_profiling), {bench.profile_runs} runs at batch {batch} "
+                                 "in a separate profiled session: median kernel time per node per run, summed per op type (profiling adds overhead; the shares are the point)")
+    result["peak_rss_mb"] = _memory_mb("VmHWM")
+    return result
 
 
-def measure(engine: Path, feed_x: np.ndarray, session: SessionConfig, bench: BenchConfig, workdir: Path) -> dict[str, Any]:
-    """Measure `engine` at the batch of `feed_x` in a child process; returns summary + samples."""
-    np.save(workdir / "bench_input.npy", feed_x)
-    request = {"engine": str(engine), "input": str(workdir / "bench_input.npy"),
-               "session": session.model_dump(), "bench": bench.model_dump()}
-    (workdir / "bench_request.json").write_text(json.dumps(request))
-    proc = subprocess.run([sys.executable, "-m", "edgekd.bench", str(workdir / "bench_request.json")],
-                          capture_output=True, text=True, check=False)
-    (workdir / "bench_input.npy").unlink()
-    (workdir / "bench_request.json").unlink()
-    if proc.returncode != 0:
-        raise RuntimeError(f"latency worker for {engine.name} exited {proc.returncode}:\n{proc.stderr}")
-    return json.loads(proc.stdout)
+def _worker(request_path: Path) -> dict[str, Any]:
+    request = json.loads(request_path.read_text())
+    if request.get("mode") == "tune":
+        from edgekd.tune import measure_candidates
+
+        return measure_candidates(request, _report_progress)
+    return _bench_worker(request)
+
+
+def run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], workdir: Path, what: str,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Run the worker on `request` (arrays are saved beside it and passed by path) and return its
+    JSON result; progress labels go to `progress` as the worker reaches them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, array in arrays.items():
+        path = workdir / f"bench_{key}.npy"
+        np.save(path, array)
+        request[key] = str(path)
+        paths.append(path)
+    request_path = workdir / "bench_request.json"
+    request_path.write_text(json.dumps({**request, "workdir": str(workdir)}))
+    paths.append(request_path)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "edgekd.bench", str(request_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        errors = []
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if line.startswith(PROGRESS):
+                if progress:
+                    progress(line[len(PROGRESS):].strip())
+            else:
+                errors.append(line)
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        code = proc.wait()
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    if code != 0:
+        raise RuntimeError(f"latency worker for {what} exited {code}:\n{''.join(errors)}")
+    return json.loads(out)
+
+
+def measure(engine: Path, rows: np.ndarray, session: SessionConfig, bench: BenchConfig, workdir: Path,
+            progress: Progress | None = None) -> dict[str, Any]:
+    """Measure `engine`: SingleStream at batch 1 (the graph's batch if static) on `rows[:1]`, the
+    Offline scenario over `rows` (tiled to each batch size) and the per-op profile, as the bench
+    config asks, in a child process. Returns the SingleStream summary + samples at the top level."""
+    if not Path(engine).is_file():
+        raise EdgekdError(f"engine {engine} not found", "give an .onnx model or a build folder made by `edgekd build`")
+    request = {"engine": str(engine), "session": session.model_dump(), "bench": bench.model_dump()}
+    return run_worker(request, {"input": rows}, workdir, Path(engine).name, progress)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import click
 
 from edgekd import __version__, api
 from edgekd.config.loading import ConfigSearch
+from edgekd.cli_bench import ProgressBar, bench_summary
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, EdgekdError
+from edgekd.fsutil import atomic_write_text
 
 EXIT_CODES_HELP = "Exit codes: 0 ok, 1 budget violated, 2 bad input/usage, 3 toolchain missing, 70 internal error."
 
@@ -128,20 +130,66 @@ def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool
     click.echo("estimated, not measured: " + "; ".join(result["assumptions"][:3]))
 
 
-@cli.command(help=f"Run a build's deploy bundle on a device and bring the result back. {EXIT_CODES_HELP}")
-@click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--device", required=True, help="ssh://user@host[:port], adb://SERIAL or local://DIR.")
-@click.option("--runs", type=click.IntRange(min=10), help="Timed runs on the device.")
-@click.option("--json", "as_json", is_flag=True, help="Print the device result as JSON.")
-def bench(build_dir: Path, device: str, runs: int | None, as_json: bool) -> None:
-    result = api.bench_on_device(build_dir, device, runs)
+@cli.command(help="Latency of a build's engine or of an ONNX model: SingleStream (batch 1: p50/p90/p99, CV, raw samples), "
+             "Offline (throughput at the best batch) and the top ops by time, measured here for x86 targets; estimated "
+             "for device-only targets unless --device runs the build's bundle on the device. A build folder's report "
+             f"gets the new numbers. {EXIT_CODES_HELP}")
+@click.argument("path", type=click.Path(exists=True, path_type=Path), metavar="BUILD_DIR|MODEL")
+@click.option("--target", "-t", help="Target name, alias or .toml path (default for a build: its own target).")
+@click.option("--profile", "-p", help="Profile whose [recipe.bench] sets the run lengths (default: the build's, else 'default').")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["SingleStream", "Offline"]),
+              help="Scenarios to run (repeat for both; default: the profile's).")
+@click.option("--threads", type=click.IntRange(min=0), help="Intra-op threads (default: the build's tuned or the target's).")
+@click.option("--device", help="Run the build's bundle on a device instead: ssh://user@host[:port], adb://SERIAL or local://DIR.")
+@click.option("--runs", type=click.IntRange(min=10), help="Timed runs on the device (--device only).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@search_options
+def bench(path: Path, target: str | None, profile: str | None, scenarios: tuple[str, ...], threads: int | None, device: str | None,
+          runs: int | None, out: Path | None, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+    if device:
+        result = api.bench_on_device(path, device, runs)
+    else:
+        with ProgressBar(enabled=not as_json) as bar:
+            result = api.bench_here(path, target, profile, ConfigSearch(targets_dir, profiles_dir), threads,
+                                    list(scenarios) or None, bar.step)
+    if out:
+        atomic_write_text(out, json.dumps(result, indent=1))
     if as_json:
         _echo_json(result)
         return
-    lat = result["latency"]
-    click.echo(f"{build_dir} on {result['source']}: p50 {lat['p50_ms']:.4f} ms  p90 {lat['p90_ms']:.4f} ms  "
-               f"p99 {lat['p99_ms']:.4f} ms  ({lat['runs']} runs)")
-    click.echo(f"result written into {build_dir / 'report.json'} under device_results")
+    click.echo(bench_summary(path, result))
+    if path.is_dir():
+        click.echo(f"result written into {path / 'report.json'}" + (" under device_results" if device else " (latency)"))
+
+
+@cli.command(help="CI regression gate: CANDIDATE against BASELINE (build folders or report.json files): the profile's "
+             "budgets, and latency p90 (bootstrap confidence interval over the raw samples), engine accuracy and size "
+             "regressions. See docs/ci.md. Exit codes: 0 pass, 1 a check failed, 2 bad input.")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--baseline", required=True, type=click.Path(path_type=Path), help="The build to compare against.")
+@click.option("--profile", "-p", help="Profile name or .toml path for budgets and [gate] (default: the candidate's own).")
+@click.option("--max-latency-increase-pct", type=float, help="Override [gate] max_latency_p90_increase_pct.")
+@click.option("--max-accuracy-drop-pt", type=float, help="Override [gate] max_accuracy_drop_pt.")
+@click.option("--max-size-increase-pct", type=float, help="Override [gate] max_size_increase_pct.")
+@click.option("--confidence", type=float, help="Override [gate] confidence (two-sided, e.g. 0.95).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table here (PR comment).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def gate(candidate: Path, baseline: Path, profile: str | None, max_latency_increase_pct: float | None,
+         max_accuracy_drop_pt: float | None, max_size_increase_pct: float | None, confidence: float | None,
+         junit: Path | None, markdown: Path | None, as_json: bool) -> None:
+    from edgekd.errors import BudgetViolated
+    from edgekd.gate import run_gate, write_outputs
+    from edgekd.gate.render import summary
+
+    result = run_gate(candidate, baseline, profile, max_latency_p90_increase_pct=max_latency_increase_pct,
+                      max_accuracy_drop_pt=max_accuracy_drop_pt, max_size_increase_pct=max_size_increase_pct,
+                      confidence=confidence)
+    write_outputs(result, markdown, junit)
+    click.echo(json.dumps(result.to_json(), indent=1) if as_json else summary(result))
+    if result.failed:
+        raise BudgetViolated(f"gate failed: {', '.join(c.name for c in result.failed)}", "see the table above or --markdown")
 
 
 @cli.command(help=f"Distill the student on N processes with torchrun (DDP; gloo on CPU, nccl on GPU). {EXIT_CODES_HELP}")

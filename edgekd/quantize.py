@@ -24,9 +24,10 @@ def calibration_samples(calib_x: np.ndarray, cfg: QuantizeConfig) -> np.ndarray:
 
 
 def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_name: str,
-                  cfg: QuantizeConfig, target: TargetQuantize) -> None:
-    """quant_pre_process (shape inference + optimization), then quantize_static to QDQ with the
-    target's types, symmetry, per-channel weights and the chosen calibration method."""
+                  cfg: QuantizeConfig, target: TargetQuantize, quant_format: str = "qdq") -> None:
+    """quant_pre_process (shape inference + optimization), then quantize_static to QDQ (or, for
+    engine tuning, QOperator: QLinearConv etc.) with the target's types, symmetry, per-channel
+    weights and the chosen calibration method."""
     require("onnxruntime", "INT8 quantization")
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -47,7 +48,7 @@ def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_
         quant_pre_process(str(fp32_model), str(prepared))
         quantize_static(
             str(prepared), str(out_model), Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=target.per_channel, reduce_range=target.reduce_range,
+            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator, per_channel=target.per_channel, reduce_range=target.reduce_range,
             activation_type=types[target.activation_type], weight_type=types[target.weight_type],
             calibrate_method=methods[cfg.calibrate_method],
             extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,

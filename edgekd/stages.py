@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekd import backends
+from edgekd import backends, provenance
 from edgekd.backends import onnxruntime as ortb
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
 from edgekd.context import Context
@@ -67,6 +67,7 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
     path = out / "student.onnx"
     export_onnx(student, ctx.data.input_shape, path, ctx.target.opset)
+    provenance.stamp_onnx(path, provenance.props(ctx, "export"))
     test_x = ctx.data.test.x
     onnx_logits = ortb.predict(ortb.open_session(path), test_x)
     check = parity(predict(student, test_x), onnx_logits)
@@ -124,6 +125,8 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
         metrics["int8.accuracy"] = accuracy_metric(ctx, ortb.predict(ortb.open_session(path), ctx.data.test.x), where + ", after QAD")
         notes.append(f"PTQ lost {ptq_drop:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} epochs, lr {qad.lr}) "
                      f"took INT8 accuracy from {ptq.value:.2f}% (PTQ) to {metrics['int8.accuracy'].value:.2f}% (QAD)")
+    for model in sorted(out.glob("*.onnx")):  # student_int8.onnx (and student_qad.onnx when QAD ran)
+        provenance.stamp_onnx(model, provenance.props(ctx, "quantize"))
     metrics["int8.size_mb"] = size_metric(path, "student_int8.onnx")
     metrics["int8.rule_violations"] = Metric(len(violations), "", "measured", "Q/DQ nodes checked against the target's [quantize] recipe (types, symmetry; HTP: static shapes, no Loop/If)")
     return Outcome(metrics, [*(f"rule violation: {v}" for v in violations[:20]), *notes])
@@ -144,7 +147,20 @@ def run_check(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
 
 def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], out)
+    """The backend's compile from copies of the models stamped with the edgekd.* props (target included),
+    so that what it copies or derives carries them; models it wrote without them are stamped after."""
+    values = provenance.props(ctx, "compile", target=True)
+    with provenance.stamped_inputs(inputs, values) as stamped:
+        outcome = _compile(ctx, stamped, out)
+    provenance.restamp_outputs(out, values)
+    return outcome
+
+
+def _compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
+    backend = backends.get(ctx.target.runtime)
+    if ctx.target.runtime == "onnxruntime-cpu":  # the fp32 graph is one of the engine candidates it tunes over
+        return backend.compile(ctx, inputs["student_int8.onnx"], out, fp32_model=inputs["student.onnx"])
+    return backend.compile(ctx, inputs["student_int8.onnx"], out)
 
 
 def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:
@@ -152,7 +168,16 @@ def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
 
 def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    return backends.get(ctx.target.runtime).bench(ctx, inputs, out)
+    outcome = backends.get(ctx.target.runtime).bench(ctx, inputs, out)
+    if ctx.profile.recipe.bench.compare:
+        from edgekd.compare import compare
+
+        result = json.loads((out / "bench.json").read_text())
+        result["compare"] = compare(ctx, inputs, result, out)
+        (out / "bench.json").write_text(json.dumps(result))
+        outcome.notes += [f"{who}: p90 {'n/a' if p['p90_ms'] is None else format(p['p90_ms'], '.4g') + ' ms'} ({p['method']}: {p['how']})"
+                          for who, p in result["compare"].items() if who != "engine"]
+    return outcome
 
 
 def _data(ctx: Context) -> dict[str, Any]:
@@ -183,15 +208,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
           ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
           lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name}, run_check),
-    Stage("compile", "build the engine for the target's runtime (and the deploy bundle)",
-          ("student_int8.onnx",), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
+    Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
+          ("student_int8.onnx", "student.onnx"), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
           lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
-                     "host": c.host_fingerprint()}, run_compile),
+                     "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.project.quantize.model_dump(),
+                     "budgets": c.profile.budgets.model_dump(), **_data(c)}, run_compile),
     Stage("evaluate", "accuracy of the engine on the held-out test split",
           (ENGINE_JSON, "student_int8.onnx"), (), ("onnxruntime", "onnxruntime-qnn"),
           lambda c: {"target": c.target.model_dump(), **_data(c)}, run_evaluate),
-    Stage("bench", "latency of the engine at batch 1 (measured here, or estimated for an absent device)",
-          (ENGINE_JSON, "student_int8.onnx", "support.json"), ("bench.json",), ("onnxruntime",),
+    Stage("bench", "SingleStream latency at batch 1, Offline throughput, per-op profile (measured here, or estimated for an absent device); teacher and fp32 student for comparison",
+          (ENGINE_JSON, "student_int8.onnx", "support.json", "student.onnx", "teacher.json", "teacher.safetensors?"), ("bench.json",),
+          ("onnxruntime", "torch"),
           lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
                      "host": c.host_fingerprint()}, run_bench),
 )

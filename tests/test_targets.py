@@ -59,10 +59,15 @@ def test_every_target_builds_the_example(name, cold_build, edgekd, tmp_path):
     bundle = json.loads((out / "bundle" / "bundle.json").read_text())
     assert bundle["runtime"] == runtime and (out / "bundle" / "run_on_device.py").is_file()
     lat = report["latency"]
+    points = lat["compare"]  # the Pareto view's latency points, each saying how it was obtained
     if runtime == "onnxruntime-cpu":
         assert lat["method"] == "measured" and len(lat["samples_ms"]) == lat["runs"]
+        assert {p["method"] for p in points.values()} == {"measured"}
+        assert "PyTorch" in points["teacher"]["how"] and "student.onnx" in points["student_fp32"]["how"]
     else:  # no phone or Jetson here: the latency model, labelled so everywhere
         assert lat["method"] == "estimated" and lat["latency_ms"] > 0 and lat["per_op_type"]
+        assert points["student_fp32"]["method"] == "estimated" and points["student_fp32"]["p90_ms"] > 0
+        assert points["teacher"] == {"p90_ms": None, "method": "not measured", "how": points["teacher"]["how"]}  # a torch teacher
         assert metrics["latency.p90_ms"]["method"] == "estimated"
         assert "ESTIMATED" in run.out and "Estimated, not measured" in (out / "report.md").read_text()
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,12 +31,17 @@ def session_options(cfg: SessionConfig, optimized_model_path: Path | None = None
     return opts
 
 
-def open_session(model: Path, cfg: SessionConfig | None = None, optimized_model_path: Path | None = None) -> Any:
+def open_session(model: Path, cfg: SessionConfig | None = None, optimized_model_path: Path | None = None,
+                 configure: Callable[[Any], None] | None = None) -> Any:
     """An InferenceSession on the CPU provider. `cfg=None` gives ORT's defaults with basic
-    optimizations (used to evaluate intermediate artefacts as they are)."""
+    optimizations (used to evaluate intermediate artefacts as they are). `configure` may change the
+    SessionOptions before the session opens (e.g. to turn on profiling)."""
     ort = require("onnxruntime", "running ONNX models")
     cfg = cfg or SessionConfig(graph_optimization_level="basic")
-    return ort.InferenceSession(str(model), session_options(cfg, optimized_model_path), providers=[PROVIDER])
+    opts = session_options(cfg, optimized_model_path)
+    if configure is not None:
+        configure(opts)
+    return ort.InferenceSession(str(model), opts, providers=[PROVIDER])
 
 
 def predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.backends import onnxruntime as ortb
+from edgekd.config.target import SessionConfig
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, load_engine, write_engine_json
 from edgekd.deploy.ort_bundle import write_ort_bundle
 from edgekd.results import Metric
@@ -21,18 +22,30 @@ ENGINE_FILE = "engine.onnx"
 class OrtCpuBackend:
     runtime = "onnxruntime-cpu"
 
-    def compile(self, ctx: Context, int8_model: Path, out: Path) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, out: Path, fp32_model: Path | None = None) -> Outcome:
         from edgekd.stages import Outcome, size_metric
 
-        cfg = ctx.target.session
         (out / ENGINE_DIR).mkdir()
+        model, cfg, tuning, notes = int8_model, ctx.target.session, None, []
+        if ctx.profile.recipe.tune.enabled and fp32_model is not None and _candidates(ctx) > 1:
+            from edgekd.tune import tune
+
+            tuning, model = tune(ctx, fp32_model, int8_model, out)
+            best = tuning["rows"][tuning["chosen"]]
+            cfg = SessionConfig.model_validate(best["session"])
+            notes.append(f"tuned: {best['variant']}, {best['threads']} thread(s), optimization '{cfg.graph_optimization_level}', "
+                         f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
         engine = out / ENGINE_DIR / ENGINE_FILE
-        ortb.open_session(int8_model, cfg, optimized_model_path=engine)
-        # the bundle carries the portable INT8 graph: the device's ONNX Runtime optimizes it for its own CPU
-        write_ort_bundle(out / BUNDLE_DIR, self.runtime, [int8_model], ctx.target_file.name, (1, *ctx.data.input_shape),
+        ortb.open_session(model, cfg, optimized_model_path=engine)
+        # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
+        write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, (1, *ctx.data.input_shape),
                          session=cfg.model_dump())
-        write_engine_json(out, self.runtime, built_here=True, engine_file=ENGINE_FILE)
-        notes = [f"engine = the INT8 graph as {ortb.runtime_description(cfg)} optimizes it"]
+        for extra in out.glob("student_int8_*.onnx"):  # tuning variants not kept
+            extra.unlink()
+        precision = "fp32" if model == fp32_model else "int8"
+        write_engine_json(out, self.runtime, built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
+                          precision=precision, source_model=model.name, tuning=tuning)
+        notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")
         if cfg.graph_optimization_level == "all":
             notes.append("level 'all' adds layout/hardware-specific kernels: the engine is for CPUs like this host's")
         return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")}, notes)
@@ -41,9 +54,9 @@ class OrtCpuBackend:
         from edgekd.stages import Outcome, accuracy_metric
 
         engine_dir, engine = load_engine(inputs)
-        cfg = ctx.target.session
+        cfg = engine_session(ctx, engine)
         logits = ortb.predict(ortb.open_session(engine_dir / engine["engine_file"], cfg), ctx.data.test.x)
-        return Outcome({"engine.accuracy": accuracy_metric(ctx, logits, ortb.runtime_description(cfg))})
+        return Outcome({"engine.accuracy": accuracy_metric(ctx, logits, f"{engine.get('precision', 'int8')} engine, {ortb.runtime_description(cfg)}")})
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         from edgekd.bench import measure
@@ -51,12 +64,23 @@ class OrtCpuBackend:
         from edgekd.toolchain import cpu_model
 
         engine_dir, engine = load_engine(inputs)
-        cfg = ctx.target.session
-        result = measure(engine_dir / engine["engine_file"], ctx.data.test.x[:1], cfg, ctx.profile.recipe.bench, out)
-        (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": f"this host ({cpu_model()})"}))
+        cfg = engine_session(ctx, engine)
+        result = measure(engine_dir / engine["engine_file"], ctx.data.test.x[:ctx.profile.recipe.bench.offline_max_batch], cfg, ctx.profile.recipe.bench, out)
         where = (f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(cfg)}, "
                  f"{result['runs']} timed runs after warm-up, in a separate process")
+        (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": where}))
         return Outcome(latency_metrics(result, "measured", where))
+
+
+def _candidates(ctx: Context) -> int:
+    space = ctx.target.tune
+    variants = ("int8" in space.precisions) * len(space.quant_formats) + ("fp32" in space.precisions)
+    return variants * max(1, len(space.intra_op_num_threads)) * max(1, len(space.graph_optimization_levels)) * max(1, len(space.execution_modes))
+
+
+def engine_session(ctx: Context, engine: dict[str, Any]) -> SessionConfig:
+    """The session settings the engine was built for: the tuned ones, else the target's [session]."""
+    return SessionConfig.model_validate(engine["session"]) if "session" in engine else ctx.target.session
 
 
 def latency_metrics(result: dict[str, Any], method: str, where: str) -> dict[str, Metric]:

@@ -184,12 +184,27 @@ class BenchConfig(Strict):
     max_runs: int = Field(20000, ge=10)
     max_seconds: float = Field(10.0, gt=0)
     stable_rel_change: float = Field(0.02, gt=0, description="stop when p90 moves less than this between rounds")
+    scenarios: list[Literal["SingleStream", "Offline"]] = Field(default_factory=lambda: ["SingleStream", "Offline"], min_length=1)
+    offline_max_batch: int = Field(64, ge=1, description="Offline: batch sizes 1, 2, 4, ... up to this, while throughput grows")
+    offline_seconds: float = Field(0.5, gt=0, description="Offline: timing per batch size (at least 5 runs)")
+    profile_runs: int = Field(50, ge=0, description="runs under ONNX Runtime's profiler for the per-op breakdown (0: none)")
+    compare: bool = Field(True, description="also time the teacher (torch eager) and the fp32 student, for the Pareto view")
 
     @model_validator(mode="after")
     def _bounds(self) -> BenchConfig:
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs ({self.max_runs}) is below min_runs ({self.min_runs})")
         return self
+
+
+class TuneConfig(Strict):
+    """Engine tuning in the compile stage: every setting the target allows ([tune] in the target
+    file) is measured, interleaved in rounds; the fastest that meets the budgets is kept."""
+
+    enabled: bool = True
+    rounds: int = Field(5, ge=1, description="interleaved rounds over all candidates")
+    runs_per_round: int = Field(60, ge=5)
+    warmup_runs: int = Field(20, ge=0)
 
 
 class QadConfig(Strict):
@@ -209,6 +224,7 @@ class Recipe(Strict):
     distill: dict[str, Any] = Field(default_factory=dict)
     quantize: dict[str, Any] = Field(default_factory=dict)
     bench: BenchConfig = BenchConfig()
+    tune: TuneConfig = TuneConfig()
     qad: QadConfig = QadConfig()
 
     @field_validator("teacher_train", "distill", "quantize")
@@ -230,10 +246,23 @@ _RECIPE_SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
+class GateConfig(Strict):
+    """`edgekd gate`: how far a candidate build may fall behind a baseline build before CI fails.
+    Latency is judged on a bootstrap confidence interval of the p90 ratio (edgekd.gate.stats)."""
+
+    max_latency_p90_increase_pct: float = Field(10.0, ge=0, description="fail when p90 is surely up more than this")
+    max_accuracy_drop_pt: float = Field(0.5, ge=0, description="engine accuracy, percentage points")
+    max_size_increase_pct: float = Field(5.0, ge=0, description="engine (else INT8 model) file size")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="two-sided confidence of the latency interval")
+    bootstrap_resamples: int = Field(2000, ge=200, le=100000)
+    seed: int = Field(0, ge=0, description="of the bootstrap's random generator: the same reports give the same verdict")
+
+
 class Profile(Strict):
     description: str = ""
     budgets: Budgets = Budgets()
     recipe: Recipe = Recipe()
+    gate: GateConfig = GateConfig()
 
 
 def apply_recipe(project: Project, recipe: Recipe) -> Project:

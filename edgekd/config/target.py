@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgekd.analysis.device import DeviceModel
 from edgekd.backends.qnn_config import QnnConfig
@@ -25,6 +25,24 @@ class SessionConfig(Strict):
     intra_op_num_threads: int = Field(0, ge=0, description="0: every core this process may use")
     inter_op_num_threads: int = Field(1, ge=0)
     execution_mode: Literal["sequential", "parallel"] = "sequential"
+
+
+class TuneSpace(Strict):
+    """Engine settings the compile stage may try on this target (ONNX Runtime CPU): each list is
+    one axis; every combination is a candidate. An empty [tune] keeps the [session] settings."""
+
+    precisions: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["int8"])
+    quant_formats: list[Literal["qdq", "qoperator"]] = Field(default_factory=lambda: ["qdq"])
+    intra_op_num_threads: list[int] = Field(default_factory=list, description="0: every usable core; empty: [session]'s")
+    graph_optimization_levels: list[Literal["disable", "basic", "extended", "all"]] = Field(default_factory=list)
+    execution_modes: list[Literal["sequential", "parallel"]] = Field(default_factory=list)
+
+    @field_validator("intra_op_num_threads")
+    @classmethod
+    def _threads(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError("thread counts are >= 0 (0: every usable core)")
+        return value
 
 
 class TargetQuantize(Strict):
@@ -50,6 +68,7 @@ class Target(Strict):
     toolchain: dict[str, str] = Field(default_factory=dict, description="host distribution -> minimum version")
     host: HostMatch = HostMatch()
     session: SessionConfig = SessionConfig()
+    tune: TuneSpace = TuneSpace()
     quantize: TargetQuantize = TargetQuantize()
     qnn: QnnConfig | None = None
     tensorrt: TensorRTConfig | None = None
@@ -57,6 +76,8 @@ class Target(Strict):
 
     @model_validator(mode="after")
     def _runtime_sections(self) -> Target:
+        if self.tune != TuneSpace() and self.runtime != "onnxruntime-cpu":
+            raise ValueError(f"[tune] applies to runtime 'onnxruntime-cpu' only (the {self.runtime} engine is tuned by its own builder on the device)")
         need = {"qnn-htp": "qnn", "tensorrt": "tensorrt"}.get(self.runtime)
         for section in ("qnn", "tensorrt"):
             if section == need and getattr(self, section) is None:
@@ -65,6 +86,8 @@ class Target(Strict):
                 raise ValueError(f"[{section}] does not apply to runtime '{self.runtime}'")
         if self.runtime != "onnxruntime-cpu" and self.device is None:
             raise ValueError(f"runtime '{self.runtime}' runs on a device edgekd cannot measure here: give [device] figures for estimates")
+        if self.tune != TuneSpace() and set(self.tune.precisions) - set(self.precisions):
+            raise ValueError(f"[tune] precisions {self.tune.precisions} must be among the target's precisions {self.precisions}")
         problems = self._quantize_problems()
         if problems:
             raise ValueError("; ".join(problems))

@@ -43,6 +43,7 @@ class LossInputs:
     labels: torch.Tensor                             # [B] int64
     student_features: dict[str, torch.Tensor]        # module path -> activation (FeatureCapture)
     teacher_features: dict[str, torch.Tensor]
+    epoch: float = 0.0                               # training progress in epochs (1.5: half-way through the second)
 
 
 class NoParams(Strict):
@@ -195,27 +196,6 @@ def hinton_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-             alpha: float, beta: float, temperature: float) -> torch.Tensor:
-    """Decoupled KD (Zhao et al., CVPR 2022), as in the official mdistiller `dkd_loss`:
-    TCKD = KL(b_t || b_s) on the binary [p_gt, 1 - p_gt]; NCKD = KL over the non-target classes,
-    the gt logit masked out by subtracting 1000 before the softmax; each * T^2, mean over the batch."""
-    gt = F.one_hot(labels, student_logits.shape[-1]).to(torch.bool)
-    p_s = F.softmax(student_logits / temperature, dim=-1)
-    p_t = F.softmax(teacher_logits / temperature, dim=-1)
-
-    def binary(p: torch.Tensor) -> torch.Tensor:  # [B, 2]: target-class and all-other probability
-        return torch.stack(((p * gt).sum(-1), (p * ~gt).sum(-1)), dim=-1)
-
-    batch = labels.shape[0]
-    tckd = F.kl_div(torch.log(binary(p_s)), binary(p_t), reduction="sum") * temperature**2 / batch
-    mask = 1000.0 * gt.to(student_logits.dtype)
-    nckd = F.kl_div(F.log_softmax(student_logits / temperature - mask, dim=-1),
-                    F.softmax(teacher_logits / temperature - mask, dim=-1),
-                    reduction="sum") * temperature**2 / batch
-    return alpha * tckd + beta * nckd
-
-
 @register
 class CE(DistillLoss):
     """Cross-entropy of the student's logits on the hard labels."""
@@ -265,30 +245,6 @@ class Hinton(DistillLoss):
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return hinton_kd(inputs.student_logits, self._teacher_logits(inputs), inputs.labels,
                          self.cfg.temperature, self.cfg.alpha)
-
-
-class _DKDParams(Strict):
-    alpha: float = Field(1.0, ge=0)
-    beta: float = Field(8.0, ge=0)
-    temperature: float = Field(4.0, gt=0)
-
-
-@register
-class DKD(DistillLoss):
-    """Decoupled Knowledge Distillation, Zhao et al., CVPR 2022 (arXiv:2203.08679):
-    alpha * TCKD + beta * NCKD at temperature T (see `dkd_loss`). The official recipe adds CE
-    (combine with 'ce') and ramps the DKD term in over the first epochs (a trainer concern)."""
-
-    name = "dkd"
-    Params = _DKDParams
-    cfg: _DKDParams
-
-    def needs_teacher_logits(self) -> bool:
-        return True
-
-    def forward(self, inputs: LossInputs) -> torch.Tensor:
-        return dkd_loss(inputs.student_logits, self._teacher_logits(inputs), inputs.labels,
-                        self.cfg.alpha, self.cfg.beta, self.cfg.temperature)
 
 
 # ---- feature losses ---------------------------------------------------------------------------
@@ -397,3 +353,6 @@ class AttentionTransfer(DistillLoss):
             diff = F.normalize(q_s.flatten(1), dim=1) - F.normalize(q_t.flatten(1), dim=1)
             losses.append(diff.norm(p=2, dim=1).mean())
         return torch.stack(losses).mean()
+
+
+from edgekd.distill import dkd as _dkd  # noqa: E402,F401  registers 'dkd' (its own module; it imports this one)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edgekd.distill.sources import teacher_files, teacher_source
 from edgekd.distill.weights import save_weights, size_metrics
 from edgekd.errors import ConfigError
+from edgekd.provenance import lineage_notes, teacher_weights_metadata, weights_metadata
 from edgekd.results import Metric
 from edgekd.toolchain import version
 
@@ -46,13 +47,13 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     if cfg.kind == "torch" and cfg.train is not None:
         model = ctx.build_model("teacher")
         losses = train_supervised(model, ctx.data.train, cfg.train)
-        save_weights(model, out / TEACHER_WEIGHTS)
+        save_weights(model, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
         source = TorchTeacher(model, None, f"torch module {cfg.factory}({cfg.args}), trained here")
         notes = [f"teacher trained here: {cfg.train.epochs} epochs on {len(ctx.data.train)} samples, final loss {losses[-1]:.4f}"]
     else:
         source = teacher_source(ctx, None)
         if isinstance(source, TorchTeacher):
-            save_weights(source.module, out / TEACHER_WEIGHTS)
+            save_weights(source.module, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
         notes = [f"teacher: {source.describe()}"]
     if isinstance(source, TorchTeacher):
         metrics.update(size_metrics(source.module, ctx.data.input_shape, "teacher"))
@@ -107,13 +108,13 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         how = "teacher logits from the cache (computed in an earlier build)" if hit else "teacher logits computed once and cached"
     module = source.module if isinstance(source, TorchTeacher) else None
     losses = distill(student, train, cfg, objective, logits, module)
-    save_weights(student, out / "student.safetensors")
+    save_weights(student, out / "student.safetensors", weights_metadata(ctx, "distill"))
     metrics = {"student.accuracy": accuracy_metric(ctx, predict(student, ctx.data.test.x), torch_where()),
                **size_metrics(student, ctx.data.input_shape, "student")}
     terms = " + ".join(f"{s.weight:g}*{s.name}{s.params or ''}" for s in cfg.losses)
     notes = [f"student {described}; objective {terms} (T={cfg.temperature}, alpha={cfg.alpha} where unset)",
              f"{cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; final loss {losses[-1]:.4f}; {how}",
-             f"teacher: {source.describe()}"]
+             f"teacher: {source.describe()}", *lineage_notes(ctx)]
     return Outcome(metrics, notes)
 
 

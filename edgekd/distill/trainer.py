@@ -102,7 +102,7 @@ def distill(student: nn.Module, split: Split, cfg: DistillConfig, objective: Com
     if teacher_module is not None:
         teacher_module.eval()
 
-    def inputs(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> LossInputs:
+    def inputs(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, epoch: float = 0.0) -> LossInputs:
         with s_cap:
             logits = student(xb)
         t_logits, t_feats = (cached[idx] if cached is not None else None), {}
@@ -111,15 +111,22 @@ def distill(student: nn.Module, split: Split, cfg: DistillConfig, objective: Com
                 run_logits = teacher_module(xb)
             t_feats = dict(t_cap.features)
             t_logits = run_logits if t_logits is None else t_logits
-        return LossInputs(logits, t_logits, yb, dict(s_cap.features), t_feats)
+        return LossInputs(logits, t_logits, yb, dict(s_cap.features), t_feats, epoch)
 
     first = torch.arange(min(len(split.y), cfg.batch_size))
     student.eval()  # one batch, BatchNorm statistics untouched, so losses can size their parameters (FitNet's projector)
     with torch.no_grad():
         probe = inputs(torch.from_numpy(split.x[: len(first)]), torch.from_numpy(split.y[: len(first)]), first)
     objective.setup(probe.student_features, probe.teacher_features)
-    return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
-               lambda xb, yb, idx: objective(inputs(xb, yb, idx))[0], "distill",
+    steps_per_epoch, step = (len(split.y) + cfg.batch_size - 1) // cfg.batch_size, [0]
+
+    def loss(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        # fit calls this once per global batch, in order (in every process when sharded): the
+        # count is the training progress that losses with a warm-up read (LossInputs.epoch)
+        epoch, step[0] = step[0] / steps_per_epoch, step[0] + 1
+        return objective(inputs(xb, yb, idx, epoch))[0]
+
+    return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, loss, "distill",
                extra_params=list(objective.parameters()), shard=shard)
 
 

@@ -20,10 +20,23 @@ def load_weights(model: Any, path: Path, what: str) -> Any:
     return model.eval()
 
 
-def save_weights(model: Any, path: Path) -> None:
+def save_weights(model: Any, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """The module's state dict as safetensors, with `metadata` in the header (provenance: edgekd.provenance)."""
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=metadata)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The header metadata of a safetensors file; {} when it has none or is not readable as safetensors
+    (loading its weights reports that properly)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            return dict(fh.metadata() or {})
+    except (OSError, SafetensorError, ValueError):
+        return {}
 
 
 def size_metrics(model: Any, input_shape: tuple[int, ...], role: str) -> dict[str, Metric]:

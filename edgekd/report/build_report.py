@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__
+from edgekd import __version__, provenance
 from edgekd.context import Context
 from edgekd.results import StageRecord
 from edgekd.toolchain import host_info, versions
@@ -20,6 +20,14 @@ ACCURACY_ROWS = (("teacher", "teacher (torch)"), ("student", "student fp32 (torc
 
 def _source(resolved: Any) -> dict[str, str]:
     return {"name": resolved.name, "file": str(resolved.path), "sha256": resolved.sha256, "via": resolved.via}
+
+
+def _tuning(records: list[StageRecord], out_dir: Path) -> dict[str, Any] | None:
+    """The compile stage's engine tuning (x86), from engine.json; None where it did not tune."""
+    engine_file = out_dir / "engine.json"
+    if not any(r.name == "compile" and r.status != "not run" for r in records) or not engine_file.is_file():
+        return None
+    return json.loads(engine_file.read_text()).get("tuning")
 
 
 def make(ctx: Context, records: list[StageRecord], out_dir: Path) -> dict[str, Any]:
@@ -41,4 +49,6 @@ def make(ctx: Context, records: list[StageRecord], out_dir: Path) -> dict[str, A
         "stages": [r.to_json() for r in records],
         "accuracy": {row: metrics[f"{row}.accuracy"].to_json() for row, _ in ACCURACY_ROWS if f"{row}.accuracy" in metrics},
         "latency": json.loads(bench_file.read_text()) if bench_ran and bench_file.is_file() else None,
+        "tuning": _tuning(records, out_dir),
+        **provenance.report_sections(ctx, out_dir),  # provenance, lineage, warnings
     }

@@ -48,12 +48,15 @@ def _estimated(lat: dict[str, Any]) -> list[str]:
 
 
 def render(report: dict[str, Any]) -> str:
+    from edgekd.report.markdown_perf import measured_latency, tuning
+
     verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
         f"{v['stage']}: {v['budget']} = {_fmt(v['value'], v['unit'])} > {_fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
     host = report["host"]
     lines = [
         f"# edgekd build: {report['project']['name']} -> {report['target']['name']}", "",
         f"**{verdict}**", "",
+        *(f"> **Warning:** {w}\n" for w in report.get("warnings", [])),
         f"- project: {report['project']['name']} ({report['project']['via']})",
         f"- target: {report['target']['name']} ({report['target']['runtime']}; {report['target']['via']})",
         f"- profile: {report['profile']['name']}",
@@ -74,12 +77,8 @@ def render(report: dict[str, Any]) -> str:
     elif lat.get("method") == "estimated":
         lines += _estimated(lat)
     else:
-        lines += ["| p50 | p90 | p99 | mean | min | max | runs | throughput | threads | engine RSS | process peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|",
-                  f"| {_fmt(lat['p50_ms'], 'ms')} | {_fmt(lat['p90_ms'], 'ms')} | {_fmt(lat['p99_ms'], 'ms')} | {_fmt(lat['mean_ms'], 'ms')} "
-                  f"| {_fmt(lat['min_ms'], 'ms')} | {_fmt(lat['max_ms'], 'ms')} | {lat['runs']} | {_fmt(lat['throughput_per_s'], '/s')} "
-                  f"| {lat.get('intra_op_threads', 'n/a')} | {_fmt(lat.get('engine_rss_mb'), 'MiB')} | {_fmt(lat.get('peak_rss_mb'), 'MiB')} |", "",
-                  f"Measured: {lat.get('where', 'on this host (' + host['cpu'] + ')')}, batch 1, after warm-up; "
-                  "the raw samples are in report.json under `latency.samples_ms`."]
+        lines += measured_latency(lat, host["cpu"])
+    lines += ["", *tuning(report.get("tuning"))]
     for result in report.get("device_results", []):
         dev = result["latency"]
         lines += ["", f"### Measured on a device: {result['source']}", "",

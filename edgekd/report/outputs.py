@@ -11,7 +11,9 @@ from edgekd.fsutil import atomic_write_text
 
 def write_all(out_dir: Path, report: dict[str, Any]) -> None:
     """report.json and its views (report.md, ...) in `out_dir`, each written atomically."""
-    from edgekd.report import markdown
+    from edgekd.report import html, markdown, model_card
 
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
     atomic_write_text(out_dir / "report.md", markdown.render(report))
+    atomic_write_text(out_dir / "report.html", html.render(report))
+    atomic_write_text(out_dir / "MODEL_CARD.md", model_card.render(report))

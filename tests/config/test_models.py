@@ -95,6 +95,17 @@ def test_target_needs_known_runtime_and_a_precision() -> None:
         Target.model_validate({**TARGET, "opset": 12})
 
 
+def test_tune_space_is_checked_against_the_target() -> None:
+    tuned = Target.model_validate({**TARGET, "precisions": ["fp32", "int8"], "tune": {"precisions": ["int8", "fp32"], "intra_op_num_threads": [1, 0]}})
+    assert tuned.tune.intra_op_num_threads == [1, 0]
+    with pytest.raises(ValidationError, match="must be among the target's precisions"):
+        Target.model_validate({**TARGET, "precisions": ["int8"], "tune": {"precisions": ["fp32"]}})
+    with pytest.raises(ValidationError, match="thread counts are >= 0"):
+        Target.model_validate({**TARGET, "tune": {"intra_op_num_threads": [-1]}})
+    with pytest.raises(ValidationError, match="applies to runtime 'onnxruntime-cpu' only"):
+        Target.model_validate({**TARGET, "runtime": "tensorrt", "tune": {"intra_op_num_threads": [1]}})
+
+
 # ------------------------------------------------------------------ teacher source
 
 

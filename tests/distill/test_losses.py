@@ -146,7 +146,8 @@ def test_bad_params_name_the_param(name: str, params: dict, param: str) -> None:
 def test_params_hint_lists_defaults() -> None:
     with pytest.raises(ConfigError) as info:
         build_loss("dkd", {"gamma": 1.0})
-    assert info.value.hint == "params of 'dkd': alpha (default 1.0), beta (default 8.0), temperature (default 4.0)"
+    assert info.value.hint == ("params of 'dkd': alpha (default 1.0), beta (default 8.0), temperature (default 4.0), "
+                               "warmup_epochs (default 0.0)")
 
 
 def test_build_loss_applies_params() -> None:
@@ -275,6 +276,40 @@ def test_dkd_is_zero_for_identical_logits(batch: tuple) -> None:
     student, _, labels = batch
     value = build_loss("dkd")(LossInputs(student, student.clone(), labels, {}, {}))
     assert value.item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("epoch, factor", [(0.0, 0.0), (0.5, 0.25), (1.0, 0.5), (2.0, 1.0), (7.5, 1.0)])
+def test_dkd_warmup_ramps_the_term_linearly(batch: tuple, epoch: float, factor: float) -> None:
+    student, teacher, labels = batch
+    full = build_loss("dkd")(LossInputs(student, teacher, labels, {}, {}, epoch))
+    ramped = build_loss("dkd", {"warmup_epochs": 2.0})(LossInputs(student, teacher, labels, {}, {}, epoch))
+    torch.testing.assert_close(ramped, factor * full)
+
+
+def test_dkd_without_warmup_ignores_the_epoch(batch: tuple) -> None:
+    student, teacher, labels = batch
+    loss = build_loss("dkd")
+    torch.testing.assert_close(loss(LossInputs(student, teacher, labels, {}, {}, 0.0)),
+                               loss(LossInputs(student, teacher, labels, {}, {}, 3.0)))
+
+
+def test_distill_passes_the_fractional_epoch_to_the_losses() -> None:
+    from edgekd.config.models import DistillConfig
+    from edgekd.data import Split
+    from edgekd.distill.trainer import distill
+
+    seen: list[float] = []
+
+    class Recorder(DistillLoss):
+        name = "recorder"
+
+        def forward(self, inputs: LossInputs) -> torch.Tensor:
+            seen.append(inputs.epoch)
+            return F.cross_entropy(inputs.student_logits, inputs.labels)
+
+    split = Split(torch.randn(10, 3).numpy(), torch.zeros(10, dtype=torch.long).numpy())
+    distill(nn.Linear(3, 2), split, DistillConfig(epochs=2, batch_size=4, lr=1e-3), CombinedLoss([(1.0, Recorder())]), None, None)
+    assert seen == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 4 / 3, 5 / 3])  # 3 batches of 4, 4, 2 per epoch
 
 
 # ---- feature losses -------------------------------------------------------------------------------

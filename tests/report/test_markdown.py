@@ -175,7 +175,7 @@ def test_stages_appear_in_order() -> None:
 def latency() -> dict[str, Any]:
     return {"runs": 12345, "p50_ms": 0.1234, "p90_ms": 0.25, "p99_ms": 1.5, "mean_ms": 0.2, "min_ms": 0.0001,
             "max_ms": 12.0, "throughput_per_s": 5000.0, "intra_op_threads": 4, "peak_rss_mb": 80.0, "engine_rss_mb": None,
-            "samples_ms": [0.1] * 3, "batch": 1}
+            "samples_ms": [0.1] * 3, "batch": 1, "cv": 0.25}
 
 
 def test_latency_not_measured() -> None:
@@ -187,8 +187,8 @@ def test_latency_table() -> None:
     text = render(report(latency=latency()))
     rows = table_rows(section(text, "## Latency"))
     assert rows[0].startswith("| p50 | p90 | p99 |")
-    assert rows[2] == "| 0.123 ms | 0.25 ms | 1.5 ms | 0.2 ms | 0.0001 ms | 12 ms | 12345 | 5000 /s | 4 | n/a | 80 MiB |"
-    assert "Measured: on this host (Test CPU), batch 1" in text
+    assert rows[2] == "| 0.123 ms | **0.25 ms** | 1.5 ms | 0.2 ms | 0.0001 ms | 12 ms | 12345 | 0.25 | 4 | n/a | 80 MiB |"
+    assert "Measured: on this host (Test CPU), after warm-up" in text
 
 
 def test_estimated_latency_is_labelled_and_broken_down() -> None:

@@ -1,0 +1,55 @@
+"""report.md sections on performance: measured latency (scenarios, op profile, comparison points)
+and the compile stage's engine tuning."""
+from __future__ import annotations
+
+from typing import Any
+
+from edgekd.report.markdown import _cell as cell
+from edgekd.report.markdown import _fmt as fmt
+
+
+def measured_latency(lat: dict[str, Any], host_cpu: str) -> list[str]:
+    lines = ["**SingleStream** (batch 1, one query at a time; p90 is the headline):", "",
+             "| p50 | p90 | p99 | mean | min | max | runs | CV | threads | engine RSS | process peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|",
+             f"| {fmt(lat['p50_ms'], 'ms')} | **{fmt(lat['p90_ms'], 'ms')}** | {fmt(lat['p99_ms'], 'ms')} | {fmt(lat['mean_ms'], 'ms')} "
+             f"| {fmt(lat['min_ms'], 'ms')} | {fmt(lat['max_ms'], 'ms')} | {lat['runs']} | {fmt(lat.get('cv'))} "
+             f"| {lat.get('intra_op_threads', 'n/a')} | {fmt(lat.get('engine_rss_mb'), 'MiB')} | {fmt(lat.get('peak_rss_mb'), 'MiB')} |", "",
+             f"Measured: {lat.get('where', 'on this host (' + host_cpu + ')')}, after warm-up, in a separate process; "
+             "CV = std / mean; the raw samples are in report.json under `latency.samples_ms`.", ""]
+    offline = lat.get("scenarios", {}).get("Offline")
+    if offline:
+        lines += [f"**Offline**: {fmt(offline['throughput_per_s'], '/s')} at batch {offline['best_batch']} (best of the batch sizes tried).", "",
+                  "| batch | throughput | mean | p90 | runs |", "|---|---|---|---|---|"]
+        lines += [f"| {b['batch']} | {fmt(b['throughput_per_s'], '/s')} | {fmt(b['mean_ms'], 'ms')} | {fmt(b['p90_ms'], 'ms')} | {b['runs']} |"
+                  for b in offline["batches"]]
+        lines += ["", f"How: {cell(offline['how'])}.", ""]
+    if lat.get("top_ops"):
+        lines += ["**Top ops by time**:", "", "| op type | time per run | share | nodes |", "|---|---|---|---|"]
+        lines += [f"| {op['op_type']} | {fmt(op['ms'], 'ms')} | {fmt(op['pct'], '%')} | {op['nodes']} |" for op in lat["top_ops"]]
+        lines += ["", f"How: {cell(lat.get('top_ops_how', ''))}.", ""]
+    return lines + comparison(lat)
+
+
+def comparison(lat: dict[str, Any]) -> list[str]:
+    points = lat.get("compare")
+    if not points:
+        return []
+    lines = ["**Teacher and fp32 student for comparison** (p90, batch 1):", "", "| model | p90 | how obtained |", "|---|---|---|"]
+    for name, label in (("teacher", "teacher"), ("student_fp32", "student fp32"), ("engine", "engine")):
+        p = points[name]
+        lines.append(f"| {label} | {fmt(p['p90_ms'], 'ms')} | {cell(p['method'] + ': ' + p['how'])} |")
+    return lines + [""]
+
+
+def tuning(t: dict[str, Any] | None) -> list[str]:
+    if not t:
+        return []
+    lines = ["## Engine tuning", "", f"Chosen: **row {t['chosen'] + 1}** — {cell(t['reason'])}.", "",
+             "| # | model | threads | optimization | mode | p50 | p90 | accuracy | size | budgets |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(t["rows"]):
+        mark = "**" if i == t["chosen"] else ""
+        lines.append(f"| {mark}{i + 1}{mark} | {r['variant']} | {r['threads']} | {r['session']['graph_optimization_level']} | "
+                     f"{r['session']['execution_mode']} | {fmt(r['p50_ms'], 'ms')} | {mark}{fmt(r['p90_ms'], 'ms')}{mark} | "
+                     f"{fmt(r['accuracy'], '%')} | {fmt(r['size_mb'], 'MB')} | {cell('; '.join(r['problems']) or 'all hold')} |")
+    return lines + ["", f"How: {cell(t['how'])} (fp32 reference accuracy {fmt(t['fp32_accuracy'], '%')}).", ""]

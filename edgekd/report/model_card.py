@@ -1,0 +1,164 @@
+"""MODEL_CARD.md: what a build's student is, where it came from (teacher, data, distillation,
+generation) and how it did on its target against the team's budgets, written from report.json
+only, so that every view of the build says the same thing."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edgekd.report.build_report import ACCURACY_ROWS
+from edgekd.report.markdown import _cell, _fmt
+
+MISSING = "not recorded: this report.json was written by an edgekd without provenance; rebuild to get it"
+MODEL_FILES = ("student.safetensors", "student.onnx", "student_int8.onnx")
+
+
+def _metric(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "not measured"
+    return f"{_fmt(m['value'], m['unit'])} ({m['method']}: {m['how']})"
+
+
+def _artefacts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: a for s in report["stages"] for name, a in s["artefacts"].items()}
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: m for s in report["stages"] for name, m in s["metrics"].items()}
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    failed = "; ".join(f"{v['stage']}: {v['budget']}" for v in report["failed_budgets"])
+    lin = report.get("lineage")
+    host = report["host"]
+    return ["| | |", "|---|---|",
+            f"| verdict | {'PASS: every budget holds' if report['verdict'] == 'pass' else 'FAIL: ' + _cell(failed)} |",
+            f"| generation | {lin['generation']} (teacher generation {lin['teacher_generation']}) |" if lin else f"| generation | {MISSING} |",
+            f"| target | {report['target']['name']} ({report['target']['runtime']}) |",
+            f"| profile | {report['profile']['name']} |",
+            f"| project file | {_cell(report['project']['file'])} (sha256 `{report['project']['sha256']}`) |",
+            f"| built | {report['created_at']} with edgekd {report['edgekd_version']} on {_cell(host['cpu'])} |", ""]
+
+
+def _model(report: dict[str, Any]) -> list[str]:
+    prov, metrics, artefacts = report.get("provenance"), _metrics(report), _artefacts(report)
+    student = prov and prov["student"]
+    lines = ["## Model", "", f"- student: `{student['factory']}({student['args']})`" if student else "- student: not recorded",
+             f"- parameters: {_metric(metrics.get('student.params'))}", f"- MACs at batch 1: {_metric(metrics.get('student.macs'))}", "",
+             "| file | bytes | sha256 |", "|---|---|---|"]
+    names = [n for n in artefacts if n in MODEL_FILES or n.endswith(".onnx") or n.startswith("engine/")]
+    lines += [f"| {n} | {artefacts[n]['bytes']:,} | `{artefacts[n]['sha256']}` |" for n in sorted(names)]
+    return lines + ["", "Every ONNX file above carries the provenance in its `metadata_props` (`edgekd.generation`, "
+                    "`edgekd.teacher_sha256`, `edgekd.data_sha256`, `edgekd.distill`, ...; the engine and bundle models also "
+                    "`edgekd.target`), and student.safetensors in its header (`edgekd.provenance`).", ""]
+
+
+def _source_rows(source: dict[str, Any], role: str) -> list[str]:
+    weight = f", weight {_fmt(source['weight'])}" if "weight" in source else ""
+    row = [f"| {role} | {source['kind']}{weight} | {_cell(source['what'])} | `{source['sha256']}` ({_cell(source['sha256_of'])}) "
+           f"| {source['generation']} ({_cell(source['generation_source'])}) |"]
+    return row + [r for i, m in enumerate(source.get("members", [])) for r in _source_rows(m, f"{role} member {i}")]
+
+
+def _teacher(report: dict[str, Any]) -> list[str]:
+    prov = report.get("provenance")
+    if prov is None:
+        return ["## Teacher", "", MISSING, ""]
+    lines = ["## Teacher", "", "| role | kind | what | sha256 (of what) | generation (read from) |", "|---|---|---|---|---|",
+             *_source_rows(prov["teacher"], "teacher")]
+    lines += [f"| assistant {i} | torch, distilled in the build ({a['epochs'] or prov['distill']['epochs']} epochs) "
+              f"| `{a['factory']}({a['args']})` | weights: the assistants stage's assistant.safetensors | {a['generation']} |"
+              for i, a in enumerate(prov["assistants"], start=1)]
+    metrics, weights = _metrics(report), _artefacts(report).get("teacher.safetensors")
+    lines += ["", f"- teacher accuracy: {_metric(metrics.get('teacher.accuracy'))}",
+              f"- teacher parameters: {_metric(metrics.get('teacher.params'))}"]
+    if weights:
+        lines.append(f"- weights the build distilled from: teacher.safetensors, sha256 `{weights['sha256']}`")
+    return lines + [""]
+
+
+def _data(report: dict[str, Any]) -> list[str]:
+    prov = report.get("provenance")
+    if prov is None:
+        return ["## Data", "", MISSING, ""]
+    d = prov["data"]
+    return ["## Data", "", f"- source: `{d['factory']}({d['args']})`" + (f": {d['description']}" if d["description"] else ""),
+            f"- sha256 `{d['sha256']}` (inputs and labels of the train, calibration and test splits)",
+            f"- input shape {tuple(d['input_shape'])}, {d['num_classes']} classes",
+            f"- splits: train {d['splits']['train']:,}, calibration {d['splits']['calib']:,}, test {d['splits']['test']:,} samples", ""]
+
+
+def _distill(report: dict[str, Any]) -> list[str]:
+    prov = report.get("provenance")
+    if prov is None:
+        return ["## Distillation", "", MISSING, ""]
+    d = prov["distill"]
+    lines = ["## Distillation", "", "| loss | weight | parameters |", "|---|---|---|"]
+    lines += [f"| {s['name']} | {_fmt(s['weight'])} | {_cell(json.dumps(s['params'], sort_keys=True)) if s['params'] else 'defaults'} |"
+              for s in d["losses"]]
+    lines += ["", f"- temperature {d['temperature']}, alpha {d['alpha']} (where a loss does not set its own)",
+              f"- {d['epochs']} epochs, lr {d['lr']}, batch size {d['batch_size']}, seed {d['seed']}; "
+              f"teacher logits {'computed once and cached' if d['teacher_logit_cache'] else 'computed every step'}"]
+    notes = next((s["notes"] for s in report["stages"] if s["name"] == "distill"), [])
+    return lines + [f"- build note: {_cell(n)}" for n in notes] + [""]
+
+
+def _lineage(report: dict[str, Any]) -> list[str]:
+    lin = report.get("lineage")
+    if lin is None:
+        return ["## Lineage", "", MISSING, ""]
+    chain = " -> ".join(f"{link['role']} (generation {link['generation']})" for link in lin["chain"])
+    lines = ["## Lineage", "", f"Generation {lin['generation']}: {chain}. A teacher trained from labels is generation 0; "
+             "each distillation (each teacher-assistant link too) adds one; an ensemble counts as its highest member.", "",
+             "| parent | what | sha256 | generation (read from) |", "|---|---|---|---|"]
+    lines += [f"| {p['role']} | {_cell(p['what'])} | {'`' + p['sha256'] + '`' if p['sha256'] else 'n/a'} "
+              f"| {p['generation']} ({_cell(p['generation_source'])}) |" for p in lin["parents"]]
+    return lines + [""]
+
+
+def _latency(report: dict[str, Any]) -> list[str]:
+    lat = report["latency"]
+    if lat is None:
+        lines = ["- latency: not measured (the bench stage did not run)"]
+    elif lat.get("method") == "estimated":
+        lines = [f"- latency: **estimated, not measured**: {_fmt(lat['latency_ms'], 'ms')} at batch 1 ({_cell(lat['where'])})"]
+    else:
+        lines = [f"- latency (measured, batch 1, {lat.get('runs', 'n/a')} runs, {_cell(str(lat.get('where', 'this host')))}): "
+                 f"p50 {_fmt(lat['p50_ms'], 'ms')}, p90 {_fmt(lat['p90_ms'], 'ms')}, p99 {_fmt(lat['p99_ms'], 'ms')}"]
+    for result in report.get("device_results", []):
+        dev = result["latency"]
+        lines.append(f"- latency measured on a device ({_cell(str(result['source']))}): p50 {_fmt(dev.get('p50_ms'), 'ms')}, "
+                     f"p90 {_fmt(dev.get('p90_ms'), 'ms')}")
+    return lines
+
+
+def _evaluation(report: dict[str, Any]) -> list[str]:
+    metrics = _metrics(report)
+    lines = [f"## Evaluation on {report['target']['name']}", "", "| model | accuracy | how obtained |", "|---|---|---|"]
+    for key, label in ACCURACY_ROWS:
+        m = report["accuracy"].get(key)
+        lines.append(f"| {label} | {_fmt(m['value'], m['unit'])} | {_cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
+    lines += ["", f"- engine size: {_metric(metrics.get('engine.size_mb'))}", f"- INT8 model size: {_metric(metrics.get('int8.size_mb'))}",
+              *_latency(report), "", "| stage | budget | value | limit | verdict |", "|---|---|---|---|---|"]
+    for stage in report["stages"]:
+        for v in stage["verdicts"]:
+            limit = _fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
+            lines.append(f"| {v['stage']} | {v['budget']} ({_cell(v['metric'])}) | {_fmt(v['value'], v['unit'])} | <= {limit} | {v['status']} |")
+    return lines + [""]
+
+
+def _toolchain(report: dict[str, Any]) -> list[str]:
+    host = report["host"]
+    return ["## Toolchain", "", f"- edgekd {report['edgekd_version']}", *(f"- {k} {v}" for k, v in report["toolchain"].items()),
+            f"- host: {host['cpu']}, {host['cores']} cores, {host['os']}, Python {host['python']}", ""]
+
+
+def render(report: dict[str, Any]) -> str:
+    title = f"# Model card: {report['project']['name']} student for {report['target']['name']}"
+    lines = [title, "", *([report["project"]["description"], ""] if report["project"].get("description") else []),
+             *(f"> **Warning:** {w}\n" for w in report.get("warnings", [])), *_summary(report)]
+    for section in (_model, _teacher, _data, _distill, _lineage, _evaluation, _toolchain):
+        lines += section(report)
+    lines.append(f"Written from report.json (schema_version {report['schema_version']}); each number is copied from it "
+                 "with how it was obtained.")
+    return "\n".join(lines) + "\n"

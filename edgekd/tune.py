@@ -1,0 +1,169 @@
+"""Engine tuning for ONNX Runtime CPU targets: INT8 is not always faster.
+
+The compile stage builds every model variant the target allows (INT8 Q/DQ, INT8 QOperator, fp32),
+measures each variant's accuracy per graph optimization level, then times every combination with
+every thread count / optimization level / execution mode, interleaved in rounds in one process (so
+drift on a busy host hits all candidates alike), and keeps the fastest that meets the budgets.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from edgekd.config.target import SessionConfig
+
+if TYPE_CHECKING:
+    from edgekd.context import Context
+
+SEED = 0  # candidate order per round is shuffled with a fixed seed
+
+
+@dataclass(frozen=True)
+class Variant:
+    precision: str  # fp32 | int8
+    quant_format: str | None  # qdq | qoperator for int8
+    model: Path
+
+    @property
+    def name(self) -> str:
+        return self.precision if self.quant_format is None else f"{self.precision}-{self.quant_format}"
+
+
+def _sessions(ctx: Context) -> list[SessionConfig]:
+    space, base = ctx.target.tune, ctx.target.session
+    axes = (space.intra_op_num_threads or [base.intra_op_num_threads],
+            space.graph_optimization_levels or [base.graph_optimization_level],
+            space.execution_modes or [base.execution_mode])
+    return [base.model_copy(update={"intra_op_num_threads": t, "graph_optimization_level": g, "execution_mode": m})
+            for t, g, m in itertools.product(*axes)]
+
+
+def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[Variant]:
+    """The model files to try: the quantize stage's Q/DQ graph, a QOperator graph quantized with the
+    same recipe and calibration samples, and the fp32 graph, as the target's [tune] allows."""
+    from edgekd.export import INPUT_NAME
+    from edgekd.quantize import calibration_samples, quantize_int8
+
+    space, variants = ctx.target.tune, []
+    if "int8" in space.precisions:
+        for fmt in space.quant_formats:
+            if fmt == "qdq":
+                variants.append(Variant("int8", "qdq", int8_qdq))
+            else:
+                path = out / f"student_int8_{fmt}.onnx"
+                logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
+                try:
+                    quantize_int8(fp32, path, calibration_samples(ctx.data.calib.x, ctx.project.quantize), INPUT_NAME,
+                                  ctx.project.quantize, ctx.quant_recipe, quant_format=fmt)
+                finally:
+                    logging.disable(logging.NOTSET)
+                variants.append(Variant("int8", fmt, path))
+    if "fp32" in space.precisions:
+        variants.append(Variant("fp32", None, fp32))
+    return variants or [Variant("int8", "qdq", int8_qdq)]
+
+
+def measure_candidates(request: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Worker side (edgekd.bench): open every candidate's session, then time them in interleaved
+    rounds. Returns the samples (ms, batch 1) per candidate, in request order."""
+    from edgekd.backends.onnxruntime import open_session
+
+    x = np.load(request["input"])
+    sessions = [open_session(Path(c["model"]), SessionConfig.model_validate(c["session"])) for c in request["candidates"]]
+    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+    for s, feed in zip(sessions, feeds):
+        for _ in range(request["warmup_runs"]):
+            s.run(None, feed)
+    samples: list[list[float]] = [[] for _ in sessions]
+    order = list(range(len(sessions)))
+    rng = random.Random(SEED)
+    for r in range(request["rounds"]):
+        progress(f"tuning round {r + 1}/{request['rounds']}")
+        rng.shuffle(order)
+        for i in order:
+            run, feed = sessions[i].run, feeds[i]
+            for _ in range(request["runs_per_round"]):
+                start = time.perf_counter_ns()
+                run(None, feed)
+                samples[i].append((time.perf_counter_ns() - start) / 1e6)
+    return {"samples_ms": samples}
+
+
+def _accuracy(ctx: Context, model: Path, cfg: SessionConfig) -> float:
+    from edgekd.backends import onnxruntime as ortb
+    from edgekd.stages import accuracy_pt
+
+    return accuracy_pt(ortb.predict(ortb.open_session(model, cfg), ctx.data.test.x), ctx.data.test.y)
+
+
+def _budget_problems(ctx: Context, row: dict[str, Any], fp32_accuracy: float) -> list[str]:
+    b, problems = ctx.profile.budgets, []
+    drop = fp32_accuracy - row["accuracy"]
+    if b.quantize_accuracy_drop_pt is not None and drop > b.quantize_accuracy_drop_pt:
+        problems.append(f"accuracy {row['accuracy']:.2f}% is {drop:.2f} pt below fp32 > quantize_accuracy_drop_pt {b.quantize_accuracy_drop_pt}")
+    if b.size_mb is not None and row["size_mb"] > b.size_mb:
+        problems.append(f"size {row['size_mb']:.3f} MB > size_mb {b.size_mb}")
+    if b.latency_p90_ms is not None and row["p90_ms"] > b.latency_p90_ms:
+        problems.append(f"p90 {row['p90_ms']:.4g} ms > latency_p90_ms {b.latency_p90_ms}")
+    return problems
+
+
+def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
+    """The chosen row of `rows` (sorted fastest first; each with "problems", a list of budget
+    problems) and why: the fastest meeting every budget; else the fastest holding the accuracy
+    budget; else the fastest."""
+    fits = [i for i, r in enumerate(rows) if not r["problems"]]
+    if fits:
+        chosen = fits[0]
+        reason = (f"fastest of the {len(fits)} candidates meeting every budget"
+                  + (f"; {chosen} faster candidate(s) broke a budget" if chosen else ""))
+    else:
+        accurate = [i for i, r in enumerate(rows) if not any(p.startswith("accuracy") for p in r["problems"])]
+        chosen = accurate[0] if accurate else 0
+        reason = "no candidate meets every budget: kept the fastest " + ("that holds the accuracy budget" if accurate else "candidate")
+    runner_up = next((r for i, r in enumerate(rows) if i != chosen and not r["problems"]), None)
+    if runner_up is not None:
+        reason += (f"; next best {runner_up['variant']} at {runner_up['threads']} thread(s), "
+                   f"'{runner_up['session']['graph_optimization_level']}': p90 {runner_up['p90_ms'] / rows[chosen]['p90_ms']:.2f}x the chosen one's")
+    return chosen, reason
+
+
+def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> tuple[dict[str, Any], Path]:
+    """Try every candidate. Returns the record (every row: settings, accuracy, size, p90, budget
+    problems; rows fastest first; the chosen row's index and why) and the chosen model file."""
+    from edgekd.backends.onnxruntime import resolved_threads
+    from edgekd.bench import run_worker
+
+    cfg = ctx.profile.recipe.tune
+    variants = build_variants(ctx, fp32, int8_qdq, out)
+    sessions = _sessions(ctx)
+    fp32_accuracy = _accuracy(ctx, fp32, SessionConfig(graph_optimization_level="basic"))
+    accuracy = {(v.name, s.graph_optimization_level): _accuracy(ctx, v.model, s) for v in variants for s in sessions}
+    pairs = [(v, s) for v in variants for s in sessions]
+    request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
+               "candidates": [{"model": str(v.model), "session": s.model_dump()} for v, s in pairs]}
+    samples = run_worker(request, {"input": ctx.data.test.x[:1]}, out / "tune_work", "engine tuning")["samples_ms"]
+    (out / "tune_work").rmdir()
+    rows, models = [], {}
+    for (v, s), times in zip(pairs, samples):
+        models[v.name] = v.model
+        row = {"variant": v.name, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
+               "session": s.model_dump(), "threads": resolved_threads(s), "accuracy": accuracy[(v.name, s.graph_optimization_level)],
+               "size_mb": v.model.stat().st_size / 1e6, "p90_ms": float(np.percentile(times, 90)),
+               "p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
+        row["problems"] = _budget_problems(ctx, row, fp32_accuracy)
+        rows.append(row)
+    rows.sort(key=lambda r: r["p90_ms"])
+    chosen, reason = choose(rows)
+    return {"chosen": chosen, "reason": reason, "fp32_accuracy": fp32_accuracy, "rows": rows,
+            "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), batch 1 on this host, "
+                    f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
+                    "accuracy on the test split per variant and optimization level; budgets: quantize_accuracy_drop_pt (vs fp32), size_mb, latency_p90_ms")}, \
+        models[rows[chosen]["variant"]]

@@ -1,0 +1,49 @@
+"""Engine tuning: the choice rule on given rows, and what a real x86 build recorded."""
+from __future__ import annotations
+
+from edgekd.tune import choose
+
+
+def _row(variant: str, p90: float, problems: list[str] | None = None, threads: int = 1) -> dict:
+    return {"variant": variant, "p90_ms": p90, "problems": problems or [], "threads": threads,
+            "session": {"graph_optimization_level": "all", "execution_mode": "sequential"}}
+
+
+def test_fastest_meeting_every_budget_wins() -> None:
+    rows = [_row("fp32", 0.02, ["size 2.0 MB > size_mb 1.0"]), _row("int8-qdq", 0.03), _row("int8-qoperator", 0.05)]
+    chosen, reason = choose(rows)
+    assert chosen == 1
+    assert "1 faster candidate(s) broke a budget" in reason and "int8-qoperator" in reason and "1.67x" in reason
+
+
+def test_without_a_fitting_candidate_accuracy_comes_first() -> None:
+    rows = [_row("int8-qdq", 0.02, ["accuracy 80.00% is 9.00 pt below fp32 > quantize_accuracy_drop_pt 1.0"]),
+            _row("fp32", 0.04, ["p90 0.04 ms > latency_p90_ms 0.01"])]
+    chosen, reason = choose(rows)
+    assert chosen == 1 and "holds the accuracy budget" in reason
+
+
+def test_nothing_holds_accuracy_keeps_the_fastest() -> None:
+    rows = [_row("int8-qdq", 0.02, ["accuracy a"]), _row("int8-qoperator", 0.03, ["accuracy b"])]
+    assert choose(rows) == (0, "no candidate meets every budget: kept the fastest candidate")
+
+
+def test_real_build_tuned_over_the_targets_space(cold_build) -> None:
+    """targets/x86-*.toml [tune]: int8 (QDQ, QOperator) and fp32 x threads {1, all} x levels {extended, all}."""
+    import json
+
+    engine = json.loads((cold_build.out_dir / "engine.json").read_text())
+    tuning = cold_build.report["tuning"]
+    assert tuning == engine["tuning"]
+    rows = tuning["rows"]
+    assert {r["variant"] for r in rows} == {"int8-qdq", "int8-qoperator", "fp32"}
+    assert len(rows) == 3 * 2 * 2 and all(r["runs"] >= 100 for r in rows)
+    assert [r["p90_ms"] for r in rows] == sorted(r["p90_ms"] for r in rows)
+    best = rows[tuning["chosen"]]
+    assert tuning["chosen"] == choose(rows)[0]
+    # the engine is the chosen candidate: its precision, session settings and accuracy
+    assert engine["precision"] == best["precision"] and engine["session"] == best["session"]
+    assert cold_build.report["accuracy"]["engine"]["value"] == best["accuracy"]
+    bundle = json.loads((cold_build.out_dir / "bundle" / "bundle.json").read_text())
+    assert bundle["session"] == best["session"]
+    assert not list(cold_build.out_dir.glob("student_int8_*.onnx")), "tuning variants are not build outputs"
