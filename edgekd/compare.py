@@ -58,9 +58,10 @@ def _estimated(ctx: Context, model: Path, what: str) -> dict[str, Any]:
     from edgekd.analysis.estimate import estimate
 
     device = ctx.target.device
-    precision = "fp16" if "fp16" in ctx.target.precisions and "fp16" in device.precisions else "fp32"
-    if precision not in device.precisions:
-        return _point(None, NOT_MEASURED, f"the target's [device] has no {precision} figures to estimate {what}")
+    # the float graph as the device runs float: fp32 where it has fp32 figures, else fp16 (e.g. the HTP)
+    precision = next((p for p in ("fp32", "fp16") if p in device.precisions), None)
+    if precision is None:
+        return _point(None, NOT_MEASURED, f"the target's [device] has no float figures to estimate {what}")
     result = estimate(model, device, precision=precision, batch=1)
     return _point(result.latency_ms, "estimated", f"{what} as {precision}: roofline model with targets/{ctx.target_file.name}.toml "
                   f"[device] figures ({device.name}); the whole graph on the accelerator")

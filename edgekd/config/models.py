@@ -203,7 +203,7 @@ class TuneConfig(Strict):
 
     enabled: bool = True
     rounds: int = Field(5, ge=1, description="interleaved rounds over all candidates")
-    runs_per_round: int = Field(60, ge=5)
+    runs_per_round: int = Field(200, ge=5)
     warmup_runs: int = Field(20, ge=0)
 
 
