@@ -2,6 +2,7 @@
 the summary lines."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,7 +22,7 @@ class ProgressBar:
         if not self.enabled:
             return
         if self._bar is None:
-            self._bar = click.progressbar(length=total, label="measuring", file=click.get_text_stream("stderr"),
+            self._bar = click.progressbar(length=total, label="measuring", file=sys.stderr,
                                           item_show_func=lambda item: item, show_pos=True)
             self._bar.__enter__()
         else:
