@@ -30,16 +30,12 @@ def _torch_eager(ctx: Context, module: Any, x1: np.ndarray, threads: int) -> dic
     import torch
 
     from edgekd.bench import sample, single_stream
+    from edgekd.toolchain import torch_threads
 
     module.eval()
     inp = torch.from_numpy(np.ascontiguousarray(x1))
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            s = single_stream(sample(lambda: module(inp), ctx.profile.recipe.bench))
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads), torch.no_grad():
+        s = single_stream(sample(lambda: module(inp), ctx.profile.recipe.bench))
     return _point(s["p90_ms"], "measured", f"PyTorch {torch.__version__} eager fp32, batch 1, {threads} intra-op thread(s) "
                   f"(the engine's), {s['runs']} timed runs after warm-up, in the build process", p50_ms=s["p50_ms"])
 

@@ -288,8 +288,7 @@ def onnx_accuracy_pt(model_path: Path, test: Split) -> float:
     """Top-1 accuracy in points of an ONNX model on `test`, run with ONNX Runtime CPU."""
     from edgekd.backends import onnxruntime as ortb
 
-    logits = ortb.predict(ortb.open_session(Path(model_path)), test.x)
-    return float((logits.argmax(axis=1) == test.y).mean() * 100.0)
+    return ortb.accuracy_pt(model_path, test.x, test.y)
 
 
 def compare_ptq_qad(ptq_model: Path, qad_model: Path, test: Split) -> QadComparison:

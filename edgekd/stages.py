@@ -96,10 +96,6 @@ def _quantize(ctx: Context, fp32: Path, path: Path, samples: np.ndarray) -> list
     return qdq_violations(onnx.load(str(path)), tq)
 
 
-def _accuracy_pt(ctx: Context, model: Path) -> float:
-    return accuracy_pt(ortb.predict(ortb.open_session(model), ctx.data.test.x), ctx.data.test.y)
-
-
 def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
     from edgekd.quantize import calibration_samples
 
@@ -114,7 +110,7 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
              f"{'static batch ' + str(tq.static_batch) + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
              f"on {len(samples)} samples of the calibration split", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
     budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
-    ptq_drop = _accuracy_pt(ctx, inputs["student.onnx"]) - metrics["int8.accuracy"].value
+    ptq_drop = ortb.accuracy_pt(inputs["student.onnx"], ctx.data.test.x, ctx.data.test.y) - metrics["int8.accuracy"].value
     if qad.enabled and budget is not None and ptq_drop > budget:
         from edgekd.distill.steps import run_qad
 
@@ -157,10 +153,7 @@ def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
 
 def _compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    backend = backends.get(ctx.target.runtime)
-    if ctx.target.runtime == "onnxruntime-cpu":  # the fp32 graph is one of the engine candidates it tunes over
-        return backend.compile(ctx, inputs["student_int8.onnx"], out, fp32_model=inputs["student.onnx"])
-    return backend.compile(ctx, inputs["student_int8.onnx"], out)
+    return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], inputs["student.onnx"], out)
 
 
 def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:

@@ -45,28 +45,39 @@ def _sessions(ctx: Context) -> list[SessionConfig]:
             for t, g, m in itertools.product(*axes)]
 
 
+def _variant_kinds(ctx: Context) -> list[tuple[str, str | None]]:
+    """(precision, quant format) of each model variant the target's [tune] allows."""
+    space = ctx.target.tune
+    kinds = [("int8", fmt) for fmt in space.quant_formats] if "int8" in space.precisions else []
+    return kinds + ([("fp32", None)] if "fp32" in space.precisions else [])
+
+
+def candidate_count(ctx: Context) -> int:
+    """How many engines tuning would time: model variants x session settings."""
+    return max(1, len(_variant_kinds(ctx))) * len(_sessions(ctx))
+
+
 def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[Variant]:
     """The model files to try: the quantize stage's Q/DQ graph, a QOperator graph quantized with the
-    same recipe and calibration samples, and the fp32 graph, as the target's [tune] allows."""
+    same recipe and calibration samples (written into `out`), and the fp32 graph."""
     from edgekd.export import INPUT_NAME
     from edgekd.quantize import calibration_samples, quantize_int8
 
-    space, variants = ctx.target.tune, []
-    if "int8" in space.precisions:
-        for fmt in space.quant_formats:
-            if fmt == "qdq":
-                variants.append(Variant("int8", "qdq", int8_qdq))
-            else:
-                path = out / f"student_int8_{fmt}.onnx"
-                logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
-                try:
-                    quantize_int8(fp32, path, calibration_samples(ctx.data.calib.x, ctx.project.quantize), INPUT_NAME,
-                                  ctx.project.quantize, ctx.quant_recipe, quant_format=fmt)
-                finally:
-                    logging.disable(logging.NOTSET)
-                variants.append(Variant("int8", fmt, path))
-    if "fp32" in space.precisions:
-        variants.append(Variant("fp32", None, fp32))
+    variants = []
+    for precision, fmt in _variant_kinds(ctx):
+        if precision == "fp32":
+            variants.append(Variant("fp32", None, fp32))
+        elif fmt == "qdq":
+            variants.append(Variant("int8", "qdq", int8_qdq))
+        else:
+            path = out / f"student_int8_{fmt}.onnx"
+            logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
+            try:
+                quantize_int8(fp32, path, calibration_samples(ctx.data.calib.x, ctx.project.quantize), INPUT_NAME,
+                              ctx.project.quantize, ctx.quant_recipe, quant_format=fmt)
+            finally:
+                logging.disable(logging.NOTSET)
+            variants.append(Variant("int8", fmt, path))
     return variants or [Variant("int8", "qdq", int8_qdq)]
 
 
@@ -102,13 +113,6 @@ def _round_median_p90(times: list[float], rounds: int) -> float:
     return float(np.median([np.percentile(r, 90) for r in np.array_split(np.asarray(times), rounds)]))
 
 
-def _accuracy(ctx: Context, model: Path, cfg: SessionConfig) -> float:
-    from edgekd.backends import onnxruntime as ortb
-    from edgekd.stages import accuracy_pt
-
-    return accuracy_pt(ortb.predict(ortb.open_session(model, cfg), ctx.data.test.x), ctx.data.test.y)
-
-
 def _budget_problems(ctx: Context, row: dict[str, Any], fp32_accuracy: float) -> list[str]:
     b, problems = ctx.profile.budgets, []
     drop = fp32_accuracy - row["accuracy"]
@@ -142,21 +146,22 @@ def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
 
 
 def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> tuple[dict[str, Any], Path]:
-    """Try every candidate. Returns the record (every row: settings, accuracy, size, p90, budget
+    """Try every candidate (`out`: a scratch folder for the variants and the worker's files). Returns the record (every row: settings, accuracy, size, p90, budget
     problems; rows fastest first; the chosen row's index and why) and the chosen model file."""
-    from edgekd.backends.onnxruntime import resolved_threads
+    from edgekd.backends.onnxruntime import accuracy_pt, resolved_threads
     from edgekd.bench import run_worker
 
     cfg = ctx.profile.recipe.tune
     variants = build_variants(ctx, fp32, int8_qdq, out)
     sessions = _sessions(ctx)
-    fp32_accuracy = _accuracy(ctx, fp32, SessionConfig(graph_optimization_level="basic"))
-    accuracy = {(v.name, s.graph_optimization_level): _accuracy(ctx, v.model, s) for v in variants for s in sessions}
+    test = ctx.data.test
+    fp32_accuracy = accuracy_pt(fp32, test.x, test.y, SessionConfig(graph_optimization_level="basic"))
+    levels = {s.graph_optimization_level: s for s in sessions}  # threads and mode do not change the numerics
+    accuracy = {(v.name, level): accuracy_pt(v.model, test.x, test.y, s) for v in variants for level, s in levels.items()}
     pairs = [(v, s) for v in variants for s in sessions]
     request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
                "candidates": [{"model": str(v.model), "session": s.model_dump()} for v, s in pairs]}
-    samples = run_worker(request, {"input": ctx.data.test.x[:1]}, out / "tune_work", "engine tuning")["samples_ms"]
-    (out / "tune_work").rmdir()
+    samples = run_worker(request, {"input": ctx.data.test.x[:1]}, out, "engine tuning")["samples_ms"]
     rows, models = [], {}
     for (v, s), times in zip(pairs, samples):
         models[v.name] = v.model

@@ -27,7 +27,9 @@ BUNDLE_DIR = "bundle"
 class Backend(Protocol):
     runtime: str
 
-    def compile(self, ctx: Context, int8_model: Path, out: Path) -> Outcome: ...
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
+        """`fp32_model`: the float graph, an engine candidate where the backend tunes here (x86)."""
+        ...
 
     def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome: ...
 

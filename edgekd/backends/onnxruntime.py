@@ -54,6 +54,12 @@ def predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def accuracy_pt(model: Path, x: np.ndarray, y: np.ndarray, cfg: SessionConfig | None = None) -> float:
+    """Top-1 accuracy in points of the ONNX model at `model` on (x, y), run as `open_session` runs it."""
+    logits = predict(open_session(Path(model), cfg), x)
+    return float((logits.argmax(axis=1) == y).mean() * 100.0)
+
+
 def runtime_description(cfg: SessionConfig | None = None) -> str:
     ort = require("onnxruntime", "running ONNX models")
     text = f"onnxruntime {ort.__version__} {PROVIDER}"

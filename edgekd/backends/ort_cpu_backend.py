@@ -3,6 +3,7 @@ and latency are measured here."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,26 +23,26 @@ ENGINE_FILE = "engine.onnx"
 class OrtCpuBackend:
     runtime = "onnxruntime-cpu"
 
-    def compile(self, ctx: Context, int8_model: Path, out: Path, fp32_model: Path | None = None) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
         from edgekd.stages import Outcome, size_metric
+
+        from edgekd.tune import candidate_count, tune
 
         (out / ENGINE_DIR).mkdir()
         model, cfg, tuning, notes = int8_model, ctx.target.session, None, []
-        if ctx.profile.recipe.tune.enabled and fp32_model is not None and _candidates(ctx) > 1:
-            from edgekd.tune import tune
-
-            tuning, model = tune(ctx, fp32_model, int8_model, out)
-            best = tuning["rows"][tuning["chosen"]]
-            cfg = SessionConfig.model_validate(best["session"])
-            notes.append(f"tuned: {best['variant']}, {best['threads']} thread(s), optimization '{cfg.graph_optimization_level}', "
-                         f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
         engine = out / ENGINE_DIR / ENGINE_FILE
-        ortb.open_session(model, cfg, optimized_model_path=engine)
-        # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
-        write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, (1, *ctx.data.input_shape),
-                         session=cfg.model_dump())
-        for extra in out.glob("student_int8_*.onnx"):  # tuning variants not kept
-            extra.unlink()
+        # tuning's model variants and worker files live in a scratch folder that goes with this block
+        with tempfile.TemporaryDirectory(dir=out, prefix="tune-") as work:
+            if ctx.profile.recipe.tune.enabled and candidate_count(ctx) > 1:
+                tuning, model = tune(ctx, fp32_model, int8_model, Path(work))
+                best = tuning["rows"][tuning["chosen"]]
+                cfg = SessionConfig.model_validate(best["session"])
+                notes.append(f"tuned: {best['variant']}, {best['threads']} thread(s), optimization '{cfg.graph_optimization_level}', "
+                             f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
+            ortb.open_session(model, cfg, optimized_model_path=engine)
+            # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
+            write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, (1, *ctx.data.input_shape),
+                             session=cfg.model_dump())
         precision = "fp32" if model == fp32_model else "int8"
         write_engine_json(out, self.runtime, built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
                           precision=precision, source_model=model.name, tuning=tuning)
@@ -70,12 +71,6 @@ class OrtCpuBackend:
                  f"{result['runs']} timed runs after warm-up, in a separate process")
         (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": where}))
         return Outcome(latency_metrics(result, "measured", where))
-
-
-def _candidates(ctx: Context) -> int:
-    space = ctx.target.tune
-    variants = ("int8" in space.precisions) * len(space.quant_formats) + ("fp32" in space.precisions)
-    return variants * max(1, len(space.intra_op_num_threads)) * max(1, len(space.graph_optimization_levels)) * max(1, len(space.execution_modes))
 
 
 def engine_session(ctx: Context, engine: dict[str, Any]) -> SessionConfig:

@@ -27,7 +27,7 @@ def _where(ctx: Context) -> str:
 class QnnBackend:
     runtime = "qnn-htp"
 
-    def compile(self, ctx: Context, int8_model: Path, out: Path) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
         from edgekd.backends.qnn import context_files, open_session
         from edgekd.stages import Outcome
 

@@ -23,7 +23,7 @@ ENGINE_FILE = "model.plan"
 class TensorRTBackend:
     runtime = "tensorrt"
 
-    def compile(self, ctx: Context, int8_model: Path, out: Path) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
         from edgekd.backends import tensorrt as trt_backend
         from edgekd.deploy.tensorrt_bundle import write_bundle
         from edgekd.stages import Outcome, size_metric

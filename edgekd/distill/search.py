@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from edgekd.config.target import SessionConfig, TargetQuantize
 from edgekd.distill.students import FAMILIES, build_student, describe
 from edgekd.errors import BudgetViolated, ConfigError
 from edgekd.export import INPUT_NAME, export_onnx
+from edgekd.toolchain import torch_threads
 
 if TYPE_CHECKING:
     from torch import nn
@@ -252,21 +253,6 @@ def _fold_batchnorm(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------- the search
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """torch on `count` intra-op threads, restored after. Batch-1 forwards of these students gain
-    nothing from more, and on a shared host OpenMP's spinning threads made one forward of
-    mobilenet_v2 (width 1, 28x28) take 1.25 s instead of 0.01 s (measured on a busy 2-core host)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _is_pair(c: object) -> bool:
     return (isinstance(c, (tuple, list)) and len(c) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in c))
@@ -363,7 +349,7 @@ def search_student(family: str, input_shape: tuple[int, ...], num_classes: int,
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-search-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(_torch_threads(1))
+        stack.enter_context(torch_threads(1))
         rows = _cost_all(family, input_shape, num_classes, pairs, latency_budget_ms, size_budget_mb, workdir, opset,
                          recipe or TargetQuantize(), cost_fn, log)
     fitting = [r for r in rows if r.fits]
