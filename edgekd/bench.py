@@ -1,7 +1,7 @@
 """Latency measurement of ONNX Runtime engines, run in a fresh process so that peak memory is the
 engine's process and not the build's.
 
-`python -m edgekd.bench REQUEST.json` is the worker; `measure()` starts it and reads its result.
+`python -m edgekd.bench REQUEST.json RESULT.json` is the worker; `measure()` starts it and reads its result.
 The worker reports progress on stderr (lines starting with PROGRESS) so callers can show a bar.
 """
 from __future__ import annotations
@@ -122,12 +122,14 @@ def run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], workdir: 
         np.save(path, array)
         request[key] = str(path)
         paths.append(path)
-    request_path = workdir / "bench_request.json"
+    request_path, result_path = workdir / "bench_request.json", workdir / "bench_result.json"
     request_path.write_text(json.dumps({**request, "workdir": str(workdir)}))
-    paths.append(request_path)
+    paths += [request_path, result_path]
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "edgekd.bench", str(request_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the result goes to a file, not a pipe: only stderr is read while the worker runs, and a
+        # large result on an unread stdout pipe would block the worker (and so this loop) forever
+        proc = subprocess.Popen([sys.executable, "-m", "edgekd.bench", str(request_path), str(result_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         errors = []
         for line in proc.stderr:  # type: ignore[union-attr]
             if line.startswith(PROGRESS):
@@ -135,14 +137,14 @@ def run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], workdir: 
                     progress(line[len(PROGRESS):].strip())
             else:
                 errors.append(line)
-        out = proc.stdout.read()  # type: ignore[union-attr]
         code = proc.wait()
+        result = json.loads(result_path.read_text()) if code == 0 else None
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
-    if code != 0:
+    if result is None:
         raise RuntimeError(f"latency worker for {what} exited {code}:\n{''.join(errors)}")
-    return json.loads(out)
+    return result
 
 
 def measure(engine: Path, rows: np.ndarray, session: SessionConfig, bench: BenchConfig, workdir: Path,
@@ -157,4 +159,4 @@ def measure(engine: Path, rows: np.ndarray, session: SessionConfig, bench: Bench
 
 
 if __name__ == "__main__":
-    print(json.dumps(_worker(Path(sys.argv[1]))))
+    Path(sys.argv[2]).write_text(json.dumps(_worker(Path(sys.argv[1]))))

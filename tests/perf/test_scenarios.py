@@ -63,3 +63,16 @@ def test_top_ops_takes_the_median_per_node(tmp_path: Path) -> None:
     path.write_text(json.dumps(events))
     assert top_ops(path) == [{"op_type": "Conv", "ms": 0.011, "pct": pytest.approx(100 * 11 / 16), "nodes": 1},
                              {"op_type": "Relu", "ms": 0.005, "pct": pytest.approx(100 * 5 / 16), "nodes": 1}]
+
+
+@pytest.mark.timeout(300)
+def test_worker_hands_back_a_result_larger_than_a_pipe_buffer(student: Path, tmp_path: Path) -> None:
+    """The default profile's tuning returns ~8000 samples (> 64 KiB of JSON): the worker must not
+    block on an unread pipe (it once did: a default build hung in the compile stage)."""
+    from edgekd.bench import run_worker
+
+    request = {"mode": "tune", "rounds": 1, "runs_per_round": 12000, "warmup_runs": 0,
+               "candidates": [{"model": str(student), "session": SessionConfig(intra_op_num_threads=1).model_dump()}]}
+    result = run_worker(request, {"input": np.zeros((1, 1, 8, 8), np.float32)}, tmp_path, "a large result")
+    assert len(result["samples_ms"][0]) == 12000 and len(json.dumps(result)) > 65536
+    assert list(tmp_path.iterdir()) == []  # request, input and result files are removed
