@@ -96,6 +96,11 @@ def _quantize(ctx: Context, fp32: Path, path: Path, samples: np.ndarray) -> list
     return qdq_violations(onnx.load(str(path)), tq)
 
 
+def _accuracy_pt(ctx: Context, model: Path) -> float:
+    """The fp32 accuracy the quantize stage compares PTQ with (tests force the QAD trigger here)."""
+    return ortb.accuracy_pt(model, ctx.data.test.x, ctx.data.test.y)
+
+
 def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
     from edgekd.quantize import calibration_samples
 
@@ -110,7 +115,7 @@ def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
              f"{'static batch ' + str(tq.static_batch) + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
              f"on {len(samples)} samples of the calibration split", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
     budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
-    ptq_drop = ortb.accuracy_pt(inputs["student.onnx"], ctx.data.test.x, ctx.data.test.y) - metrics["int8.accuracy"].value
+    ptq_drop = _accuracy_pt(ctx, inputs["student.onnx"]) - metrics["int8.accuracy"].value
     if qad.enabled and budget is not None and ptq_drop > budget:
         from edgekd.distill.steps import run_qad
 
