@@ -192,6 +192,7 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     runs data-parallel and writes `student.safetensors` into `out`."""
     from edgekd import pipeline
     from edgekd.distill.ddp import distill_distributed
+    from edgekd.provenance import weights_metadata
 
     ctx = resolve_inputs(target, profile, project, ConfigSearch())
     ctx.data_sha256  # load and check the data before anything is written
@@ -209,7 +210,7 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     return distill_distributed(choice["factory"], dict(choice["args"]), p.teacher.factory, dict(p.teacher.args),
                                teacher_weights=weights, data_factory=p.data.factory, data_args=dict(p.data.args),
                                cfg=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / "student.safetensors",
-                               workdir=out_dir / "ddp")
+                               workdir=out_dir / "ddp", metadata=weights_metadata(ctx, f"distill (torchrun, {nproc} processes)"))
 
 
 def write_teacher_logits(model: Path, out: Path, k: int, project: Path | None = None) -> dict[str, Any]:

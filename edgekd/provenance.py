@@ -51,11 +51,13 @@ def weights_metadata(ctx: Context, stage: str) -> dict[str, str]:
     return {lineage.WEIGHTS_KEY: json.dumps(props(ctx, stage), sort_keys=True)}
 
 
-def teacher_weights_metadata(ctx: Context) -> dict[str, str]:
-    """Header metadata of the build's teacher.safetensors: its generation, so that a later build whose
-    teacher checkpoint is this file counts on from it."""
-    generation = lineage.teacher(ctx)["generation"]
-    data = {"edgekd.version": __version__, "edgekd.producer": f"edgekd {__version__}, teacher stage", lineage.GENERATION: str(generation)}
+def teacher_weights_metadata(ctx: Context, link: int = 0) -> dict[str, str]:
+    """Header metadata of the build's teacher.safetensors (link 0) or of teacher-assistant `link`'s
+    assistant.safetensors: its generation (the teacher's + link), so that a later build whose teacher
+    checkpoint is this file counts on from it."""
+    generation = lineage.teacher(ctx)["generation"] + link
+    stage = f"teacher-assistant link {link}" if link else "teacher stage"
+    data = {"edgekd.version": __version__, "edgekd.producer": f"edgekd {__version__}, {stage}", lineage.GENERATION: str(generation)}
     return {lineage.WEIGHTS_KEY: json.dumps(data, sort_keys=True)}
 
 

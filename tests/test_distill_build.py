@@ -123,6 +123,10 @@ def test_distill_on_two_processes(cold_build, edgekd, tmp_path):
     result = json.loads(run.out)
     assert result["world_size"] == 2 and result["backend"] == "gloo" and (tmp_path / "ddp" / "student.safetensors").is_file()
     assert result["test_accuracy_pt"] > 80.0
+    # the weights say who made them, so a build that self-distils from them counts generations on
+    from edgekd.lineage import file_facts
+
+    assert file_facts(tmp_path / "ddp" / "student.safetensors", "torch")[1] == "1"
 
 
 def test_a_party_writes_its_logits_file_with_the_cli(cold_build, edgekd, tmp_path, teacher_artefacts):
@@ -169,6 +173,9 @@ epochs = 4
     stage = next(s for s in run.report["stages"] if s["name"] == "assistants")
     assert {"assistant1.accuracy", "assistant2.accuracy"} <= set(stage["metrics"])
     assert any("distilled from" in n for n in stage["notes"])
+    from edgekd.lineage import file_facts  # the last assistant (link 2 after a generation-0 teacher) says its generation
+
+    assert file_facts(tmp_path / "a" / "assistant.safetensors", "torch")[1] == "2"
     # change only the last link: the first link comes from its own cache entry
     changed = write(tmp_path / "b" / "edgekd.toml", text.replace("args = { width = 12 }", "args = { width = 10 }"))
     again = edgekd("build", "--project", str(changed), "--profile", "ci", out_dir=tmp_path / "b-out")

@@ -31,6 +31,7 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.distill.trainer import build_objective, distill, predict
     from edgekd.distill.weights import load_weights, save_weights
     from edgekd.fsutil import sha256_file
+    from edgekd.provenance import teacher_weights_metadata
     from edgekd.stages import Outcome, accuracy_metric
     from edgekd.toolchain import versions
 
@@ -50,7 +51,7 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
             logits, _ = cached_teacher_logits(previous, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
             with cache.staging(LINK_STAGE, key) as scratch:
                 distill(module, train, cfg, build_objective(cfg), logits, None)
-                save_weights(module, scratch / "assistant.safetensors")
+                save_weights(module, scratch / "assistant.safetensors", teacher_weights_metadata(ctx, i))
                 (scratch / MANIFEST).write_text(json.dumps({"link": i}))
             notes.append(f"assistant {i} {link.factory}({link.args}): distilled from {previous.describe()}, {cfg.epochs} epochs")
         else:
@@ -59,7 +60,7 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         load_weights(module, weights, f"assistant {i}")
         metrics[f"assistant{i}.accuracy"] = accuracy_metric(ctx, predict(module, ctx.data.test.x), f"torch eager, assistant {i}")
         previous = TorchTeacher(module, sha256_file(weights), f"torch module {link.factory}({link.args}), assistant {i}")
-    save_weights(previous.module, out / "assistant.safetensors")
+    save_weights(previous.module, out / "assistant.safetensors", teacher_weights_metadata(ctx, len(chain)))
     last = chain[-1]
     (out / "assistant.json").write_text(json.dumps({"chain": [a.model_dump() for a in chain], "factory": last.factory, "args": last.args}))
     metrics["assistants"] = Metric(len(chain), "", "measured", "links between the teacher and the student")

@@ -1,4 +1,5 @@
-"""Hinton distillation scaled out over processes with torchrun and DistributedDataParallel.
+"""Distillation scaled out over processes with torchrun and DistributedDataParallel (logit losses:
+ce, kd, hinton, dkd; edgekd/distill/ddp_settings.py says what runs).
 
 `distill_distributed(...)` (the parent) checks its inputs, writes one request JSON and launches
 
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgekd.distill.ddp_settings import check_batches, objective_settings
 from edgekd.errors import EXIT_INTERNAL, ConfigError, EdgekdError
 
 REQUEST_FILE = "request.json"
@@ -69,41 +71,6 @@ def torchrun_argv(nproc: int, request: Path, log_dir: Path | None = None) -> lis
     logs = [f"--log-dir={log_dir}", "--tee=2"] if log_dir is not None else []
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={nproc}",
             f"--local-addr={LOOPBACK}", *logs, "-m", "edgekd.distill.ddp", "--request", str(request)]
-
-
-def check_batches(rows: int, batch_size: int, nproc: int) -> None:
-    """Every global batch must give every process at least one row (fit takes rows rank::world)."""
-    last = rows % batch_size
-    if batch_size < nproc or 0 < last < nproc:
-        small = batch_size if batch_size < nproc else last
-        raise ConfigError(
-            f"distill: a global batch of {small} rows cannot be split over {nproc} processes "
-            f"({rows} training rows, batch_size {batch_size})",
-            f"use batch_size >= {nproc} such that {rows} % batch_size is 0 or >= {nproc}, or fewer processes")
-
-
-def hinton_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The DistillConfig `cfg`, validated, as the Hinton KD settings the workers use: temperature,
-    alpha, weight, epochs, lr, batch_size, seed. Objectives other than one Hinton term are refused."""
-    from pydantic import ValidationError
-
-    from edgekd.config.models import DistillConfig
-
-    try:
-        settings = DistillConfig.model_validate(cfg).model_dump()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "distill"
-        raise ConfigError(f"distill config: key '{where}': {first['msg']}",
-                          "give temperature, alpha, epochs, lr, batch_size, seed (see DistillConfig)") from None
-    losses = settings.pop("losses", None) or [{"name": settings.pop("method", "hinton"), "weight": 1.0, "params": {}}]
-    settings.pop("teacher_logit_cache", None)  # the frozen teacher's logits are always computed once here
-    term = losses[0]
-    if len(losses) != 1 or term["name"] != "hinton" or set(term["params"]) - {"temperature", "alpha"}:
-        names = "+".join(f"{t['name']}{t['params'] or ''}" for t in losses)
-        raise ConfigError(f"distill config: distributed distillation runs one Hinton KD term; got losses {names}",
-                          "use losses = [{name = 'hinton'}] (temperature and alpha may be set), or distill in one process")
-    return {**settings, **term["params"], "weight": term["weight"]}
 
 
 def _loopback_env() -> dict[str, str]:
@@ -146,8 +113,8 @@ def _worker_error(workdir: Path, nproc: int) -> dict[str, Any] | None:
 def distill_distributed(student_factory: str, student_args: dict[str, Any], teacher_factory: str,
                         teacher_args: dict[str, Any], teacher_weights: Path, data_factory: str,
                         data_args: dict[str, Any], cfg: dict[str, Any], nproc: int, out_weights: Path,
-                        workdir: Path, timeout_s: float | None = None) -> dict[str, Any]:
-    """Hinton-distill the student on `nproc` processes (torchrun, DDP) and write its weights.
+                        workdir: Path, timeout_s: float | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Distill the student on `nproc` processes (torchrun, DDP) and write its weights.
 
     Returns {"world_size", "backend", "losses" (mean loss per epoch over the global batches),
     "seconds" (wall time of the torchrun run, start-up included), "train_seconds", "batchnorm"
@@ -159,7 +126,7 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
     from edgekd.data import check_splits
     from edgekd.factories import call, resolve
 
-    settings = hinton_settings(cfg)
+    settings = objective_settings(cfg)
     source = "edgekd distill"
     for key, spec in (("student.factory", student_factory), ("teacher.factory", teacher_factory), ("data.factory", data_factory)):
         if not isinstance(spec, str):  # e.g. an ONNX/logits teacher or a student search: no torch factory
@@ -179,7 +146,7 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
         "student": {"factory": student_factory, "args": student_args},
         "teacher": {"factory": teacher_factory, "args": teacher_args, "weights": str(teacher_weights)},
         "data": {"factory": data_factory, "args": data_args},
-        "distill": settings, "out_weights": str(out_weights), "workdir": str(workdir),
+        "distill": settings, "out_weights": str(out_weights), "workdir": str(workdir), "metadata": metadata or {},
         # the parent's import path, so that project factories importable here are importable there
         "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
     }
@@ -278,8 +245,9 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
     from torch.nn.parallel import DistributedDataParallel
 
     from edgekd.data import check_splits
-    from edgekd.distill.losses import hinton_kd
-    from edgekd.distill.trainer import fit, predict
+    from edgekd.config.models import DistillConfig
+    from edgekd.distill.losses import LossInputs
+    from edgekd.distill.trainer import build_objective, fit, predict
     from edgekd.factories import call
 
     source, cfg = request["request_path"], request["distill"]
@@ -306,13 +274,15 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
     rows, batch_size = len(train), cfg["batch_size"]
     check_batches(rows, batch_size, world)
     steps_per_epoch = (rows + batch_size - 1) // batch_size
+    objective = build_objective(DistillConfig.model_validate(cfg)).to(device)
     records: list[torch.Tensor] = []  # per step: (sum of this rank's per-row losses, rows)
 
     def loss_fn(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         step = len(records) % steps_per_epoch
         rows_global = min(batch_size, rows - step * batch_size)
         idx_d = idx.to(device)
-        loss = cfg["weight"] * hinton_kd(ddp(xb.to(device)), teacher_logits[idx_d], yb.to(device), cfg["temperature"], cfg["alpha"])
+        progress = len(records) / steps_per_epoch  # global steps done, in epochs (losses with a warm-up read it)
+        loss = objective(LossInputs(ddp(xb.to(device)), teacher_logits[idx_d], yb.to(device), {}, {}, progress))[0]
         records.append(torch.stack([loss.detach() * len(idx), torch.tensor(float(len(idx)), device=device)]))
         # DDP averages gradients over `world`: weight this rank by its share of the global batch
         return loss * (world * len(idx) / rows_global)
@@ -343,7 +313,7 @@ def _write_outputs(request: dict[str, Any], result: dict[str, Any], student: Any
 
     from edgekd.fsutil import atomic_write_bytes, atomic_write_text
 
-    weights = save({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()})
+    weights = save({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}, metadata=request.get("metadata") or None)
     atomic_write_bytes(Path(request["out_weights"]), weights)
     atomic_write_text(Path(request["workdir"]) / RESULT_FILE, json.dumps(result, indent=1))
 

@@ -1,4 +1,4 @@
-"""edgekd/distill/ddp.py: Hinton distillation on torchrun + DistributedDataParallel (gloo, loopback).
+"""edgekd/distill/ddp.py: distillation (logit losses) on torchrun + DistributedDataParallel (gloo, loopback).
 
 The slow tests launch torchrun for real on the built-in digits example: one process and two processes
 with the same global batches and seed. Each launch costs ~10-25 s of start-up on a 2-core VM (every
@@ -117,11 +117,16 @@ def test_bad_inputs_are_user_errors_before_anything_is_launched(tmp_path: Path) 
     assert not (tmp_path / "wd").exists()
 
 
-def test_only_a_single_hinton_term_is_distributed() -> None:
-    assert ddp.hinton_settings(CFG) == {**CFG, "weight": 1.0}
-    # objectives this path does not run are refused, never silently replaced by Hinton KD
-    with pytest.raises(ConfigError, match="losses"):
-        ddp.hinton_settings({**CFG, "losses": [{"name": "hinton"}, {"name": "ce"}]})
+def test_logit_losses_are_distributed_and_feature_losses_refused() -> None:
+    hinton = [{"name": "hinton", "weight": 1.0, "params": {}}]
+    assert ddp.objective_settings(CFG) == {**CFG, "losses": hinton}
+    combined = [{"name": "ce", "weight": 1.0, "params": {}}, {"name": "dkd", "weight": 0.5, "params": {"beta": 2.0, "warmup_epochs": 1.0}}]
+    assert ddp.objective_settings({**CFG, "losses": combined})["losses"] == combined
+    # objectives the workers cannot run are refused before launch, never silently replaced
+    with pytest.raises(ConfigError, match="logit losses only.*layers 3"):
+        ddp.objective_settings({**CFG, "losses": [{"name": "hinton"}, {"name": "fitnet", "params": {"student_layer": "3", "teacher_layer": "3"}}]})
+    with pytest.raises(ConfigError, match="unknown loss 'dkdd'"):
+        ddp.objective_settings({**CFG, "losses": [{"name": "dkdd"}]})
 
 
 def test_torchrun_command_is_an_argument_list_on_loopback(tmp_path: Path) -> None:
@@ -245,6 +250,33 @@ def test_without_batchnorm_two_processes_reproduce_one(teacher_weights: Path, pr
     diff = max_abs_diff(weights, student.state_dict())
     print(f"\nno BatchNorm: 2 processes vs in-process weights max|diff| {diff:.3g}; losses {result['losses']} vs {losses}")
     assert diff < 1e-4  # float32 summation order only (observed 9e-8 after 80 AdamW steps)
+    assert result["losses"] == pytest.approx(losses, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_combined_objective_with_warm_up_runs_distributed_as_in_one_process(teacher_weights: Path, project: str,
+                                                                              tmp_path: Path) -> None:
+    """CE + DKD with a one-epoch warm-up on 2 processes (no BatchNorm) reproduces the in-process trainer:
+    the same objective, and the same training progress (global steps) fed to the warm-up."""
+    from safetensors.torch import load_file
+
+    from edgekd.distill.trainer import build_objective
+    from edgekd.distill.trainer import distill as distill_in_process
+
+    cfg = {**CFG, "losses": [{"name": "ce"}, {"name": "dkd", "params": {"alpha": 1.0, "beta": 2.0, "warmup_epochs": 1.0}}]}
+    result = ddp.distill_distributed(f"{project}:student_no_bn", STUDENT_ARGS, f"{DIGITS}:teacher", TEACHER_ARGS, teacher_weights,
+                                     f"{DIGITS}:load", {}, cfg, 2, tmp_path / "s.safetensors", tmp_path / "wd")
+    splits = digits.load()
+    teacher = digits.teacher(**TEACHER_ARGS)
+    teacher.load_state_dict(load_file(str(teacher_weights)))
+    torch.manual_seed(CFG["seed"])
+    student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
+    config = DistillConfig(**cfg)
+    with one_thread():
+        losses = distill_in_process(student, splits.train, config, build_objective(config), predict(teacher.eval(), splits.train.x), None)
+    diff = max_abs_diff(load_file(result["weights"]), student.state_dict())
+    print(f"\nCE + DKD: 2 processes vs in-process weights max|diff| {diff:.3g}; losses {result['losses']} vs {losses}")
+    assert diff < 1e-4
     assert result["losses"] == pytest.approx(losses, rel=1e-5)
 
 
