@@ -114,7 +114,8 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
                         teacher_args: dict[str, Any], teacher_weights: Path, data_factory: str,
                         data_args: dict[str, Any], cfg: dict[str, Any], nproc: int, out_weights: Path,
                         workdir: Path, timeout_s: float | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
-    """Distill the student on `nproc` processes (torchrun, DDP) and write its weights.
+    """Distill the student on `nproc` processes (torchrun, DDP) and write its weights, with `metadata`
+    in their safetensors header (edgekd.provenance.weights_metadata: who made them, which generation).
 
     Returns {"world_size", "backend", "losses" (mean loss per epoch over the global batches),
     "seconds" (wall time of the torchrun run, start-up included), "train_seconds", "batchnorm"
