@@ -11,14 +11,18 @@ cache keeps it for every run). Writes benchmarks/results/distill_fashion_mnist.{
 The pair: teacher plain_cnn width 2.0 (29.1 MMAC, 288k params), student plain_cnn width 0.5 (1.86
 MMAC, 18.5k params: 15.6x fewer MACs). The student's learning rate (0.008), KD's temperature and alpha
 (T 4, alpha 0.9) and DKD's (CE + DKD alpha 1, beta 2, T 4, one warm-up epoch) were chosen on a
-5,000-image validation split held out of the training images, never on the test set:
+5,000-image validation split held out of the training images, never on the test set (but with a
+teacher that had seen those images: see the select results):
 benchmarks/distill_fashion_mnist_select.py and results/distill_fashion_mnist_select.md. Earlier
 settings (teacher width 1.0, student width 0.25 at 0.48 MMAC, 3 epochs) are in
 results/distill_fashion_mnist_w025.md: that student was too small to come near the teacher.
 
 The results files are rewritten after every build (marked PARTIAL until the last), and `--workdir`
 keeps the stage cache, so a run cut short can be resumed: finished builds come back from the cache.
-On a quiet 2-core host the teacher takes ~2 min per epoch and each student build ~3 min.
+Measured on this 2-core VM (results file, 'seconds' per build): the teacher build 21 min (8 epochs),
+scratch/KD/DKD builds 3.5-5.5 min, feature builds 10-12 min (FitNet runs the width-2.0 teacher every
+step for its features; logits alone come from the teacher-logit cache): 90 min in all with other work
+on the cores part of the time, ~75 min estimated quiet. `--seeds 2` takes about an hour.
 
 Needs `apt-get install dataset-fashion-mnist` (IDX files in /usr/share/datasets/fashion-mnist/).
 """
