@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +25,7 @@ from edgekd.distill import ddp  # noqa: E402
 from edgekd.distill.trainer import distill_hinton, fit, predict, train_supervised  # noqa: E402
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, ConfigError  # noqa: E402
 from edgekd.examples import digits  # noqa: E402
+from edgekd.toolchain import torch_threads  # noqa: E402
 
 DIGITS = "edgekd.examples.digits"
 CFG = {"temperature": 4.0, "alpha": 0.9, "epochs": 4, "lr": 3e-3, "batch_size": 64, "seed": 0}
@@ -46,17 +46,6 @@ def student_no_bn(width: int = 4) -> nn.Module:
 def broken_student() -> nn.Module:
     raise RuntimeError("boom: the student factory crashed")
 '''
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one intra-op thread here (and the workers use one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------ fast
@@ -157,7 +146,7 @@ def teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     splits = digits.load()
     torch.manual_seed(0)
     teacher = digits.teacher(**TEACHER_ARGS)
-    with one_thread():
+    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
         train_supervised(teacher, splits.train, TrainConfig(epochs=4, lr=3e-3, batch_size=64, seed=0))
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
     save_file(teacher.state_dict(), str(path))
@@ -206,7 +195,7 @@ def test_one_process_through_torchrun_is_the_in_process_trainer(teacher_weights:
     teacher.load_state_dict(load_file(str(teacher_weights)))
     torch.manual_seed(CFG["seed"])
     student = digits.student(**STUDENT_ARGS)
-    with one_thread():
+    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
         losses = distill_hinton(student, teacher.eval(), splits.train, DistillConfig(**CFG))
     # same kernels, same thread count, same batches: observed identical; 1e-6 leaves room for summation order
     assert max_abs_diff(weights, student.state_dict()) <= 1e-6
@@ -245,7 +234,7 @@ def test_without_batchnorm_two_processes_reproduce_one(teacher_weights: Path, pr
     teacher.load_state_dict(load_file(str(teacher_weights)))
     torch.manual_seed(CFG["seed"])
     student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
-    with one_thread():
+    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
         losses = distill_hinton(student, teacher.eval(), splits.train, DistillConfig(**CFG))
     diff = max_abs_diff(weights, student.state_dict())
     print(f"\nno BatchNorm: 2 processes vs in-process weights max|diff| {diff:.3g}; losses {result['losses']} vs {losses}")
@@ -272,7 +261,7 @@ def test_a_combined_objective_with_warm_up_runs_distributed_as_in_one_process(te
     torch.manual_seed(CFG["seed"])
     student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
     config = DistillConfig(**cfg)
-    with one_thread():
+    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
         losses = distill_in_process(student, splits.train, config, build_objective(config), predict(teacher.eval(), splits.train.x), None)
     diff = max_abs_diff(load_file(result["weights"]), student.state_dict())
     print(f"\nCE + DKD: 2 processes vs in-process weights max|diff| {diff:.3g}; losses {result['losses']} vs {losses}")

@@ -25,10 +25,10 @@ SHAPES = [(1, 8, 8), (1, 28, 28)]  # digits, Fashion-MNIST
 @pytest.fixture(autouse=True)
 def one_torch_thread():  # type: ignore[no-untyped-def]
     """Batch-1 forwards of tiny students; on a busy host OpenMP's spinning threads slow them 100x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    from edgekd.toolchain import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 def test_shipped_families() -> None:
