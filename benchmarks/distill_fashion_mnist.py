@@ -52,7 +52,7 @@ METHODS = {  # the same student, four objectives (edgekd.distill.losses), chosen
     "kd": '[{ name = "hinton", params = { temperature = 4.0, alpha = 0.9 } }]',
     "dkd": '[{ name = "ce" }, { name = "dkd", params = { alpha = 1.0, beta = 2.0, temperature = 4.0, warmup_epochs = 1.0 } }]',
     "feature": '[{ name = "hinton", params = { temperature = 4.0, alpha = 0.9 } }, '
-               '{ name = "fitnet", weight = 1.0, params = { student_layer = "12", teacher_layer = "12" } }]',
+               '{ name = "fitnet", weight = 1.0, params = { student_layer = "13", teacher_layer = "13" } }]',
 }
 
 

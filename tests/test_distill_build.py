@@ -101,6 +101,14 @@ def test_feature_and_dkd_losses_in_a_build(cold_build, edgekd, tmp_path):
     assert run.code == 0, run.err
     notes = next(s for s in run.report["stages"] if s["name"] == "distill")["notes"]
     assert any("dkd" in n and "at" in n for n in notes)
+    assert any("teacher features" in n and "computed once and cached" in n for n in notes)
+    # another seed: the distill stage runs again, the teacher's features come from the feature cache
+    reseeded = project.read_text().replace("seed = 0\n\n[quantize]", "seed = 7\n\n[quantize]")
+    assert "seed = 7" in reseeded
+    again = edgekd("build", "--project", str(write(project, reseeded)), "--profile", str(short), out_dir=tmp_path / "again")
+    assert again.code == 0, again.err
+    notes = next(s for s in again.report["stages"] if s["name"] == "distill")["notes"]
+    assert any("teacher features" in n and "from the cache" in n for n in notes)
 
 
 def test_student_search_picks_within_the_latency_budget(cold_build, edgekd, tmp_path):

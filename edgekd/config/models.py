@@ -131,6 +131,9 @@ class DistillConfig(Strict):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
     teacher_logit_cache: bool = Field(True, description="run the teacher once over the training data and reuse its logits")
+    teacher_feature_cache_mb: float = Field(1024.0, ge=0, description=(
+        "with teacher_logit_cache: also keep a torch teacher's features for feature losses (fitnet, at) when "
+        "they take at most this many MB (0: never); over it the teacher runs every step"))
     epochs: int = Field(40, ge=1)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(64, ge=1)

@@ -43,4 +43,5 @@ def objective_settings(cfg: dict[str, Any]) -> dict[str, Any]:
                           f"layers {', '.join(sorted(set(layers)))}", "drop the feature terms (fitnet, at), or distill in one process")
     settings = config.model_dump()
     settings.pop("teacher_logit_cache", None)  # the frozen teacher's logits are always computed once here
+    settings.pop("teacher_feature_cache_mb", None)  # and feature losses were refused above
     return settings

@@ -84,32 +84,36 @@ def build_objective(cfg: DistillConfig) -> CombinedLoss:
 
 
 def distill(student: nn.Module, split: Split, cfg: DistillConfig, objective: CombinedLoss,
-            teacher_logits: np.ndarray | None, teacher_module: nn.Module | None, shard: tuple[int, int] = (0, 1)) -> list[float]:
+            teacher_logits: np.ndarray | None, teacher_module: nn.Module | None, shard: tuple[int, int] = (0, 1),
+            teacher_features: dict[str, np.ndarray] | None = None) -> list[float]:
     """Train `student` on `split` with `objective`. Teacher logits come from `teacher_logits` (one
     row per training sample, computed once: the teacher-logit cache) or, when None, from
-    `teacher_module` each step; features named by the losses are captured with forward hooks on the
-    student and on `teacher_module` (edgekd.distill.features.FeatureCapture)."""
+    `teacher_module` each step. Features named by the losses are captured with forward hooks on the
+    student and, unless `teacher_features` holds them (layer -> one row per training sample: the
+    teacher-feature cache), on `teacher_module` each step (edgekd.distill.features.FeatureCapture)."""
     from edgekd.distill.features import FeatureCapture
     from edgekd.distill.losses import LossInputs
 
     s_layers, t_layers = objective.student_layers(), objective.teacher_layers()
     cached = None if teacher_logits is None else torch.from_numpy(np.ascontiguousarray(teacher_logits, dtype=np.float32))
-    need_teacher_run = bool(t_layers) or (objective.needs_teacher_logits() and cached is None)
+    feats = None if teacher_features is None else {layer: torch.from_numpy(teacher_features[layer]) for layer in t_layers}
+    need_teacher_run = (bool(t_layers) and feats is None) or (objective.needs_teacher_logits() and cached is None)
     if need_teacher_run and teacher_module is None:
         raise ValueError("the losses need a torch teacher (features or uncached logits) and none was given")
     s_cap = FeatureCapture(student, s_layers, source="student")  # layer names checked once, here
-    t_cap = FeatureCapture(teacher_module, t_layers, source="teacher") if need_teacher_run else None
+    t_cap = FeatureCapture(teacher_module, t_layers if feats is None else [], source="teacher") if need_teacher_run else None
     if teacher_module is not None:
         teacher_module.eval()
 
     def inputs(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, epoch: float = 0.0) -> LossInputs:
         with s_cap:
             logits = student(xb)
-        t_logits, t_feats = (cached[idx] if cached is not None else None), {}
+        t_logits = cached[idx] if cached is not None else None
+        t_feats = {} if feats is None else {layer: f[idx] for layer, f in feats.items()}
         if t_cap is not None:
             with torch.no_grad(), t_cap:
                 run_logits = teacher_module(xb)
-            t_feats = dict(t_cap.features)
+            t_feats = t_feats or dict(t_cap.features)
             t_logits = run_logits if t_logits is None else t_logits
         return LossInputs(logits, t_logits, yb, dict(s_cap.features), t_feats, epoch)
 
