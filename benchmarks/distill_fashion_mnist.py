@@ -19,10 +19,11 @@ results/distill_fashion_mnist_w025.md: that student was too small to come near t
 
 The results files are rewritten after every build (marked PARTIAL until the last), and `--workdir`
 keeps the stage cache, so a run cut short can be resumed: finished builds come back from the cache.
-Measured on this 2-core VM (results file, 'seconds' per build): the teacher build 21 min (8 epochs),
-scratch/KD/DKD builds 3.5-5.5 min, feature builds 10-12 min (FitNet runs the width-2.0 teacher every
-step for its features; logits alone come from the teacher-logit cache): 90 min in all with other work
-on the cores part of the time, ~75 min estimated quiet. `--seeds 2` takes about an hour.
+Measured on this 2-core VM with nothing else running (results file, 'seconds' per build): 45.5 min
+in all; the teacher build 12.5 min (8 epochs), every student build 2.5-3.5 min. The feature method's
+teacher features (FitNet at layer 13, 706 MB) come from edgekd's teacher-feature cache, as the
+teacher's logits come from the teacher-logit cache; with the teacher run every step a feature build
+took 10-12 min. Other work on the cores slows all of it (a shared run took 90 min).
 
 Needs `apt-get install dataset-fashion-mnist` (IDX files in /usr/share/datasets/fashion-mnist/).
 """
