@@ -173,6 +173,7 @@ epochs = 4
 factory = "edgekd.examples.digits:student"
 args = { width = 12 }
 epochs = 4
+losses = [{ name = "ce" }, { name = "dkd", params = { beta = 2.0 } }]
 
 [student]''')
     project = write(tmp_path / "edgekd.toml", text)
@@ -180,7 +181,8 @@ epochs = 4
     assert run.code == 0, run.err
     stage = next(s for s in run.report["stages"] if s["name"] == "assistants")
     assert {"assistant1.accuracy", "assistant2.accuracy"} <= set(stage["metrics"])
-    assert any("distilled from" in n for n in stage["notes"])
+    assert any("distilled from" in n and "1*hinton" in n for n in stage["notes"])  # link 1: the default objective
+    assert any("distilled from" in n and "1*dkd{'beta': 2.0}" in n for n in stage["notes"])  # link 2: its own losses
     from edgekd.lineage import file_facts  # the last assistant (link 2 after a generation-0 teacher) says its generation
 
     assert file_facts(tmp_path / "a" / "assistant.safetensors", "torch")[1] == "2"
@@ -190,6 +192,18 @@ epochs = 4
     assert again.code == 0, again.err
     notes = next(s for s in again.report["stages"] if s["name"] == "assistants")["notes"]
     assert notes[0].startswith("assistant 1") and "cached" in notes[0] and "distilled from" in notes[1]
+
+
+def test_an_unknown_loss_on_a_link_names_the_link(cold_build, edgekd, tmp_path):
+    text = EXAMPLE.replace("[student]", '''[[teacher.assistants]]
+factory = "edgekd.examples.digits:student"
+args = { width = 12 }
+losses = [{ name = "hintn" }]
+
+[student]''')
+    run = edgekd("build", "--project", str(write(tmp_path / "edgekd.toml", text)), "--profile", "ci", out_dir=tmp_path / "out")
+    assert run.code == 2 and "teacher.assistants[0].losses[0]" in run.err and "hinton" in run.err
+    assert "Traceback" not in run.err and not (tmp_path / "out" / "report.json").exists()
 
 
 def test_self_distillation_from_the_previous_student_generation(cold_build, edgekd, tmp_path):

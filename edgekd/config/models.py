@@ -55,13 +55,22 @@ class TeacherMember(TeacherSpec):
     weight: float = Field(1.0, gt=0)
 
 
+class LossSpec(Strict):
+    """One registered loss (edgekd.distill.losses) with its weight and parameters."""
+
+    name: str
+    weight: float = Field(1.0, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class AssistantConfig(Strict):
     """One teacher assistant (Mirzadeh et al. 2020): distilled from the previous link of the chain
-    with Hinton KD, then teaching the next."""
+    (with Hinton KD unless `losses` names another objective), then teaching the next."""
 
     factory: str = Field(pattern=FACTORY_PATTERN)
     args: dict[str, Any] = Field(default_factory=dict)
     epochs: int | None = Field(None, ge=1, description="default: the distill epochs")
+    losses: list[LossSpec] | None = Field(None, min_length=1, description="this link's objective, as distill.losses; default Hinton KD")
 
 
 class TeacherConfig(TeacherSpec):
@@ -113,14 +122,6 @@ class DataConfig(Strict):
 class TaskConfig(Strict):
     kind: Literal["classification"] = "classification"
     metric: Literal["accuracy"] = "accuracy"
-
-
-class LossSpec(Strict):
-    """One registered loss (edgekd.distill.losses) with its weight and parameters."""
-
-    name: str
-    weight: float = Field(1.0, gt=0)
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class DistillConfig(Strict):

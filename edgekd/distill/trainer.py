@@ -66,9 +66,9 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     return np.concatenate(outs)
 
 
-def build_objective(cfg: DistillConfig) -> CombinedLoss:
+def build_objective(cfg: DistillConfig, key: str = "distill.losses") -> CombinedLoss:
     """The weighted sum of the configured losses; soft-target losses without their own temperature
-    take `cfg.temperature`, and Hinton's loss takes `cfg.alpha`."""
+    take `cfg.temperature`, and Hinton's loss takes `cfg.alpha`. Errors name `key[i]`."""
     from edgekd.distill.losses import LOSSES, CombinedLoss, build_loss
 
     terms = []
@@ -79,8 +79,8 @@ def build_objective(cfg: DistillConfig) -> CombinedLoss:
             params.setdefault("temperature", cfg.temperature)
         if spec.name == "hinton":
             params.setdefault("alpha", cfg.alpha)
-        terms.append((spec.weight, build_loss(spec.name, params, key=f"distill.losses[{i}]")))
-    return CombinedLoss(terms)
+        terms.append((spec.weight, build_loss(spec.name, params, key=f"{key}[{i}]")))
+    return CombinedLoss(terms, key=key)
 
 
 def distill(student: nn.Module, split: Split, cfg: DistillConfig, objective: CombinedLoss,
