@@ -77,7 +77,7 @@ def _previous_outputs(ctx: Context, previous: TeacherSource, objective: Combined
                       link: int) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
     """The previous link's cached logits (when the link's losses read them) and cached features
     (when they read layers and fit the feature-cache limit; else None and distill runs it every step)."""
-    from edgekd.distill.feature_cache import cached_teacher_features
+    from edgekd.distill.feature_cache import features_for_training
     from edgekd.distill.logit_cache import cached_teacher_logits
     from edgekd.errors import ConfigError
 
@@ -88,8 +88,5 @@ def _previous_outputs(ctx: Context, previous: TeacherSource, objective: Combined
     logits = None
     if objective.needs_teacher_logits():
         logits, _ = cached_teacher_logits(previous, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
-    features = None
-    if layers and cfg.teacher_logit_cache and cfg.teacher_feature_cache_mb > 0:
-        features, _ = cached_teacher_features(previous, train.x, layers, ctx.cache_root / "teacher-features",  # type: ignore[arg-type]
-                                              train.sha256(), cfg.teacher_feature_cache_mb)
+    features = features_for_training(previous, train, layers, cfg, ctx.cache_root)[0] if layers else None  # type: ignore[arg-type]
     return logits, features

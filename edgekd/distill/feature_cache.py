@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from edgekd.cache import make_key
+from edgekd.config.models import DistillConfig
+from edgekd.data import Split
 from edgekd.distill.features import FeatureCapture
 from edgekd.distill.teachers import TorchTeacher
 from edgekd.fsutil import atomic_write_bytes
@@ -100,3 +102,14 @@ def cached_teacher_features(teacher: TorchTeacher, x: np.ndarray, layers: list[s
     np.savez(buffer, **{f"f{i}": features[layer] for i, layer in enumerate(layers)})
     atomic_write_bytes(path, buffer.getvalue())
     return features, f"teacher features ({size:,.0f} MB) computed once and cached"
+
+
+def features_for_training(teacher: TorchTeacher, split: Split, layers: list[str], cfg: DistillConfig,
+                          cache_root: Path) -> tuple[dict[str, np.ndarray] | None, str]:
+    """What a distillation on `split` gets for the teacher's `layers`: cached features when `cfg`
+    allows it (teacher_logit_cache on and a non-zero teacher_feature_cache_mb) and they fit, else
+    None (the teacher runs every step); with a note on which and why."""
+    if not (cfg.teacher_logit_cache and cfg.teacher_feature_cache_mb > 0):
+        return None, "teacher run every step for its features"
+    return cached_teacher_features(teacher, split.x, layers, Path(cache_root) / "teacher-features", split.sha256(),
+                                   cfg.teacher_feature_cache_mb)

@@ -107,14 +107,11 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         logits, hit = cached_teacher_logits(source, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
         how = "teacher logits from the cache (computed in an earlier build)" if hit else "teacher logits computed once and cached"
     features, layers = None, objective.teacher_layers()
-    if layers and cfg.teacher_logit_cache and cfg.teacher_feature_cache_mb > 0:  # feature losses need a TorchTeacher (above)
-        from edgekd.distill.feature_cache import cached_teacher_features
+    if layers:  # feature losses have a TorchTeacher (checked above)
+        from edgekd.distill.feature_cache import features_for_training
 
-        features, feature_how = cached_teacher_features(source, train.x, layers, ctx.cache_root / "teacher-features",
-                                                        train.sha256(), cfg.teacher_feature_cache_mb)
+        features, feature_how = features_for_training(source, train, layers, cfg, ctx.cache_root)  # type: ignore[arg-type]
         how = f"{how}; {feature_how}"
-    elif layers:
-        how = f"{how}; teacher run every step for its features"
     module = source.module if isinstance(source, TorchTeacher) else None
     losses = distill(student, train, cfg, objective, logits, module, teacher_features=features)
     save_weights(student, out / "student.safetensors", weights_metadata(ctx, "distill"))

@@ -126,3 +126,16 @@ def test_distilling_on_cached_features_equals_running_the_teacher(tmp_path: Path
     np.testing.assert_allclose(cached_losses, online_losses, rtol=1e-5)
     for a, b in zip(online_student.state_dict().values(), cached_student.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("settings, cached", [({}, True), ({"teacher_feature_cache_mb": 0}, False),
+                                              ({"teacher_logit_cache": False}, False)])
+def test_the_distill_config_decides(tmp_path: Path, x: np.ndarray, settings: dict, cached: bool) -> None:
+    from edgekd.config.models import DistillConfig
+    from edgekd.data import Split
+    from edgekd.distill.feature_cache import features_for_training
+
+    features, how = features_for_training(teacher(), Split(x, np.zeros(len(x), np.int64)), LAYERS, DistillConfig(**settings), tmp_path)
+    assert (features is not None) == cached
+    assert ("computed once and cached" in how) if cached else (how == "teacher run every step for its features")
+    assert any(tmp_path.rglob("*.npz")) == cached
