@@ -14,7 +14,6 @@ entry is a miss and is replaced.
 """
 from __future__ import annotations
 
-import io
 import math
 import zipfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from edgekd.config.models import DistillConfig
 from edgekd.data import Split
 from edgekd.distill.features import FeatureCapture
 from edgekd.distill.teachers import TorchTeacher
-from edgekd.fsutil import atomic_write_bytes
+from edgekd.fsutil import atomic_writer
 from edgekd.toolchain import versions
 
 FORMAT = 1
@@ -47,18 +46,13 @@ def cache_path(cache_dir: Path, key: str) -> Path:
 @torch.no_grad()
 def _run(teacher: TorchTeacher, x: np.ndarray, layers: list[str], rows: int | None = None) -> dict[str, np.ndarray]:
     """The named layers' outputs for the first `rows` rows of x (all when None), batch by batch."""
-    module, was_training = teacher.module, teacher.module.training
-    module.eval()
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     end = len(x) if rows is None else rows
-    try:
-        with FeatureCapture(module, layers, source="teacher") as cap:
-            for start in range(0, end, teacher.batch_size):
-                module(torch.from_numpy(x[start:min(start + teacher.batch_size, end)]))
-                for layer in layers:
-                    parts[layer].append(cap.features[layer].numpy().astype(np.float32, copy=True))
-    finally:
-        module.train(was_training)
+    with teacher.evaluating(), FeatureCapture(teacher.module, layers, source="teacher") as cap:
+        for start in range(0, end, teacher.batch_size):
+            teacher.module(torch.from_numpy(x[start:min(start + teacher.batch_size, end)]))
+            for layer in layers:
+                parts[layer].append(cap.features[layer].numpy().astype(np.float32, copy=True))
     return {layer: np.concatenate(chunks) for layer, chunks in parts.items()}
 
 
@@ -98,9 +92,8 @@ def cached_teacher_features(teacher: TorchTeacher, x: np.ndarray, layers: list[s
         if cached is not None:
             return cached, f"teacher features ({size:,.0f} MB) from the cache (computed in an earlier build)"
     features = _run(teacher, x, layers)
-    buffer = io.BytesIO()
-    np.savez(buffer, **{f"f{i}": features[layer] for i, layer in enumerate(layers)})
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_writer(path) as fh:  # streamed: no in-memory copy of up to max_mb
+        np.savez(fh, **{f"f{i}": features[layer] for i, layer in enumerate(layers)})
     return features, f"teacher features ({size:,.0f} MB) computed once and cached"
 
 

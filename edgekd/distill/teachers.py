@@ -8,8 +8,9 @@ which teacher taught the student. torch and onnxruntime are imported inside the 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -86,15 +87,20 @@ class TorchTeacher:
     def logits(self, x: np.ndarray) -> np.ndarray:
         import torch
 
+        with self.evaluating(), torch.no_grad():
+            outs = [self.module(torch.from_numpy(np.ascontiguousarray(x[i:i + self.batch_size]))).numpy()
+                    for i in range(0, len(x), self.batch_size)]
+        return _check_output(np.concatenate(outs), len(x), self._description)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The module in eval mode for the block; its train/eval mode is restored afterwards."""
         was_training = self.module.training
         self.module.eval()
         try:
-            with torch.no_grad():
-                outs = [self.module(torch.from_numpy(np.ascontiguousarray(x[i:i + self.batch_size]))).numpy()
-                        for i in range(0, len(x), self.batch_size)]
+            yield
         finally:
             self.module.train(was_training)
-        return _check_output(np.concatenate(outs), len(x), self._description)
 
 
 def _external_data_sha256(path: Path) -> dict[str, str]:
