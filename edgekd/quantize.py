@@ -1,9 +1,11 @@
-"""Static INT8 post-training quantization (QDQ) through onnxruntime.quantization."""
+"""Static INT8 post-training quantization (QDQ) through onnxruntime.quantization, calibrated on
+named inputs (any number of them, any dtype: rows along axis 0 of each array)."""
 from __future__ import annotations
 
 import contextlib
 import io
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -14,43 +16,76 @@ from edgekd.toolchain import require
 # One sample per calibration batch: ONNX Runtime's histogram calibrators (entropy, percentile)
 # stack the collected batches and fail on a short last batch (seen with onnxruntime 1.32).
 CALIBRATION_BATCH = 1
+Calibration = Mapping[str, np.ndarray]  # input name -> samples along axis 0
 
 
-def calibration_samples(calib_x: np.ndarray, cfg: QuantizeConfig) -> np.ndarray:
-    """A seeded draw of `cfg.calibration_samples` rows of the calibration split (all if fewer)."""
+def calibration_rows(calib: Calibration, cfg: QuantizeConfig) -> dict[str, np.ndarray]:
+    """A seeded draw of `cfg.calibration_samples` rows (the same rows of every input; all if fewer)."""
+    count = len(next(iter(calib.values())))
     rng = np.random.default_rng(cfg.seed)
-    count = min(cfg.calibration_samples, len(calib_x))
-    return calib_x[np.sort(rng.choice(len(calib_x), size=count, replace=False))]
+    rows = np.sort(rng.choice(count, size=min(cfg.calibration_samples, count), replace=False))
+    return {name: array[rows] for name, array in calib.items()}
 
 
-def quantize_int8(fp32_model: Path, out_model: Path, samples: np.ndarray, input_name: str,
+def calibration_reader(calib: Calibration, float_inputs_as: str | None = None) -> Any:
+    """An onnxruntime CalibrationDataReader over `calib`, CALIBRATION_BATCH rows per feed
+    (`float_inputs_as`: cast float arrays to this dtype, e.g. "float32")."""
+    require("onnxruntime", "INT8 quantization")
+    from onnxruntime.quantization import CalibrationDataReader
+
+    count = len(next(iter(calib.values()))) if calib else 0
+
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._starts = iter(range(0, count, CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self._starts, None)
+            if start is None:
+                return None
+            feed = {}
+            for name, array in calib.items():
+                rows = array[start:start + CALIBRATION_BATCH]
+                if float_inputs_as and np.issubdtype(rows.dtype, np.floating):
+                    rows = rows.astype(float_inputs_as)
+                feed[name] = np.ascontiguousarray(rows)
+            return feed
+
+        def rewind(self) -> None:
+            self._starts = iter(range(0, count, CALIBRATION_BATCH))
+
+    return FeedReader()
+
+
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+
+
+def calibrate_method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration,
                   cfg: QuantizeConfig, target: TargetQuantize, quant_format: str = "qdq") -> None:
     """quant_pre_process (shape inference + optimization), then quantize_static to QDQ (or, for
     engine tuning, QOperator: QLinearConv etc.) with the target's types, symmetry, per-channel
-    weights and the chosen calibration method."""
+    weights and the chosen calibration method, calibrated on every row of `calib`."""
     require("onnxruntime", "INT8 quantization")
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter(samples[i:i + CALIBRATION_BATCH] for i in range(0, len(samples), CALIBRATION_BATCH))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {input_name: batch}
-
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     prepared = out_model.with_name(out_model.stem + ".pre.onnx")
     # the calibrators print progress with print(); keep the build's output readable
     with contextlib.redirect_stdout(io.StringIO()):
         quant_pre_process(str(fp32_model), str(prepared))
         quantize_static(
-            str(prepared), str(out_model), Reader(),
+            str(prepared), str(out_model), calibration_reader(calib),
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator, per_channel=target.per_channel, reduce_range=target.reduce_range,
             activation_type=types[target.activation_type], weight_type=types[target.weight_type],
-            calibrate_method=methods[cfg.calibrate_method],
+            calibrate_method=calibrate_method(cfg.calibrate_method),
             extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,
                            "QuantizeBias": target.quantize_bias},
         )

@@ -71,3 +71,28 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+# ---------------------------------------------------------------- the zoo of real architectures
+
+ZOO_ARCHS = ("resnet", "mobilenet_v2", "efficientnet", "vit", "bert", "distilbert", "gpt2")
+ZOO_EXPORTERS = ("optimum", "torch")
+ZOO = [(arch, exporter) for arch in ZOO_ARCHS for exporter in ZOO_EXPORTERS]
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory):
+    """`zoo(arch, exporter="optimum") -> Path` of model.onnx: a transformers architecture from a tiny
+    config (random weights, edgekd.examples.zoo), exported once per test session with optimum-onnx
+    (config.json beside it) or torch.onnx."""
+    pytest.importorskip("transformers")
+    from edgekd.examples import zoo as models
+
+    root = tmp_path_factory.mktemp("zoo")
+
+    def get(arch: str, exporter: str = "optimum") -> Path:
+        if exporter == "optimum":
+            pytest.importorskip("optimum.exporters.onnx")
+        return models.export(arch, root, "tiny", exporter)
+
+    return get

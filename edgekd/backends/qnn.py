@@ -24,10 +24,13 @@ from edgekd.analysis.support_types import NodeSupport
 from edgekd.backends.qnn_config import QnnConfig
 from edgekd.errors import ConfigError, DataError, EdgekdError, ToolchainMissing
 from edgekd.fsutil import atomic_write_bytes
+from edgekd.graph.inputs import ModelInputs
 from edgekd.toolchain import require
 
 if TYPE_CHECKING:
     import onnx
+
+    from edgekd.quantize import Calibration
 
 EP_NAME = "QNNExecutionProvider"
 _PURPOSE = "the QNN HTP backend (mobile NPU targets)"
@@ -43,67 +46,48 @@ class HtpUnsupported(EdgekdError):
 # ---------------------------------------------------------------- static shapes and quantization
 
 
-def fix_batch(model_in: Path, model_out: Path, batch: int = 1, dim_param: str = "batch") -> None:
-    """Make the dynamic `dim_param` dimension `batch` everywhere (the HTP needs static shapes), then
-    re-infer shapes. Any dynamic input/output dimension left after that is a user error."""
+def fix_shapes(model_in: Path, model_out: Path, inputs: ModelInputs) -> None:
+    """Every input at its resolved shape and every output static (the HTP needs static shapes)."""
     onnx = require("onnx", "fixing ONNX shapes")
-    model = onnx.load(str(model_in))
-    try:
-        from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
-    except ImportError:  # onnxruntime without its tools: the same edit on the main graph
-        for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
-            for dim in value.type.tensor_type.shape.dim:
-                if dim.dim_param == dim_param:
-                    dim.dim_value = batch
-    else:
-        make_dim_param_fixed(model.graph, dim_param, batch)
-        fix_output_shapes(model)
-    model = onnx.shape_inference.infer_shapes(model)
+    from edgekd.graph.shapes import static_model
+
+    model = static_model(onnx.load(str(model_in)), inputs)
     dynamic = [problem for problem in _shape_problems(model) if "dynamic" in problem or "no shape" in problem]
     if dynamic:
-        raise ConfigError(f"{model_in}: still dynamic after fixing '{dim_param}' to {batch}: {'; '.join(dynamic)}",
-                          "export with only the batch dimension dynamic (HTP graphs need static shapes)")
+        raise ConfigError(f"{model_in}: still dynamic at inputs {inputs.describe()}: {'; '.join(dynamic)}",
+                          "give every input a fixed shape (--shape) or export with static shapes (HTP graphs need them)")
     atomic_write_bytes(model_out, model.SerializeToString())
 
 
-def quantize_for_htp(fp32_model: Path, out_model: Path, samples: np.ndarray, input_name: str,
-                     cfg: QnnConfig, calibrate_method: str) -> None:
-    """Batch fixed to 1, `qnn_preprocess_model` (shape inference, ORT's basic optimizations and
-    QNN-friendly fusions such as Erf-GELU to Gelu), then `get_qnn_qdq_config` + `quantize`: a QDQ
-    model with uint8 weights, uint8 or uint16 activations and static shapes, calibrated one sample
-    per batch."""
+def quantize_for_htp(fp32_model: Path, out_model: Path, calib: Calibration, cfg: QnnConfig, calibrate_method: str,
+                     inputs: ModelInputs) -> None:
+    """Shapes fixed to `inputs` (batch 1), `qnn_preprocess_model` (shape inference, ORT's basic
+    optimizations and QNN-friendly fusions such as Erf-GELU to Gelu), then `get_qnn_qdq_config` +
+    `quantize`: a QDQ model with uint8 weights, uint8 or uint16 activations and static shapes,
+    calibrated one sample per batch on every row of `calib` (named inputs)."""
     onnx = require("onnx", "HTP quantization")
     require("onnxruntime", "HTP quantization")
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize
+    from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    if calibrate_method not in methods:
-        raise ConfigError(f"calibrate_method '{calibrate_method}' is not one of {', '.join(methods)}")
-    if len(samples) == 0:
+    from edgekd.quantize import CALIBRATE_METHODS, calibrate_method as method, calibration_reader
+
+    if calibrate_method not in CALIBRATE_METHODS:
+        raise ConfigError(f"calibrate_method '{calibrate_method}' is not one of {', '.join(CALIBRATE_METHODS)}")
+    if not calib or len(next(iter(calib.values()))) == 0:
         raise DataError("HTP quantization got no calibration samples", "give the project a non-empty calibration split")
     types = {"uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._rows = iter(range(len(samples)))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            i = next(self._rows, None)
-            return None if i is None else {input_name: np.ascontiguousarray(samples[i:i + 1], dtype=np.float32)}
-
     out_model.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_model.parent, prefix=".htp-quant-") as tmp:
         fixed, prepared, quantized = Path(tmp, "fixed.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "qdq.onnx")
-        fix_batch(fp32_model, fixed, batch=1)
+        fix_shapes(fp32_model, fixed, inputs)
         model = onnx.load(str(fixed))
         # onnxruntime 1.32's qnn_preprocess_model fails on any metadata_props (dict.update on protobuf entries)
         del model.metadata_props[:]
         with contextlib.redirect_stdout(io.StringIO()), _quiet_preprocess_advice():  # calibrators print progress
             source = prepared if qnn_preprocess_model(model, str(prepared)) else fixed
             qdq_config = get_qnn_qdq_config(
-                str(source), Reader(), calibrate_method=methods[calibrate_method],
+                str(source), calibration_reader(calib, float_inputs_as="float32"), calibrate_method=method(calibrate_method),
                 activation_type=types[cfg.activation_type], weight_type=types[cfg.weight_type],
                 per_channel=cfg.per_channel,
             )

@@ -162,3 +162,27 @@ def infer_shapes(model: "onnx.ModelProto", inputs: ModelInputs) -> InferredShape
     unknown = [{"node": node.name or f"{node.op_type}_{i}", "op_type": node.op_type, "tensor": out}
                for i, node in enumerate(inferred.graph.node) for out in node.output if out and out not in shapes]
     return InferredShapes(inferred, shapes, types, methods, unknown)
+
+
+def static_model(model: "onnx.ModelProto", inputs: ModelInputs) -> "onnx.ModelProto":
+    """`model` with every graph input and output at a static shape (what the QNN HTP and DLA need):
+    inputs at `inputs`' shapes, outputs and value_info from infer_shapes. Raises ShapeError naming
+    the outputs whose shape stays unknown."""
+    from edgekd.graph.inputs import ShapeError
+
+    inferred = infer_shapes(model, inputs)
+    result = inferred.model
+    unknown = []
+    for value in result.graph.output:
+        shape = inferred.shape(value.name)
+        if shape is None:
+            unknown.append(value.name)
+            continue
+        tt = value.type.tensor_type
+        tt.ClearField("shape")
+        for size in shape:
+            tt.shape.dim.add().dim_value = size
+    if unknown:
+        raise ShapeError(f"output(s) {', '.join(unknown)} have no static shape at inputs {inputs.describe()}",
+                         "give the inputs fixed shapes with --shape, or export with static shapes")
+    return result
