@@ -61,9 +61,10 @@ def build_or_load(project: Path | None, profile: str, folder: Path, cache: Path,
 
 def calibration_draw(ctx: Context) -> np.ndarray:
     """The calibration samples edgekd's quantize stage uses (a seeded draw of the calib split)."""
-    from edgekd.quantize import calibration_samples
+    from edgekd.export import INPUT_NAME
+    from edgekd.quantize import calibration_rows
 
-    return calibration_samples(ctx.data.calib.x, ctx.project.quantize)
+    return calibration_rows({INPUT_NAME: ctx.data.calib.x}, ctx.project.quantize)[INPUT_NAME]
 
 
 def optimum_int8(fp32_model: Path, samples: np.ndarray, workdir: Path) -> tuple[Path, dict[str, Any]]:
@@ -98,7 +99,7 @@ def qoperator_int8(ctx: Context, fp32_model: Path, samples: np.ndarray, out: Pat
     """edgekd's quantization recipe for this target, QOperator format (QLinearConv etc.) instead of QDQ."""
     from edgekd.quantize import quantize_int8
 
-    quantize_int8(fp32_model, out, samples, _input_name(fp32_model), ctx.project.quantize, ctx.quant_recipe, quant_format="qoperator")
+    quantize_int8(fp32_model, out, {_input_name(fp32_model): samples}, ctx.project.quantize, ctx.quant_recipe, quant_format="qoperator")
     return out
 
 

@@ -262,7 +262,7 @@ def export_qad_qdq(model: nn.Module, input_shape: tuple[int, ...], path: Path, r
     with tempfile.TemporaryDirectory(prefix="edgekd-qad-") as tmp:
         fp32 = Path(tmp) / "student_qad.onnx"
         export_onnx(model, input_shape, fp32, opset)
-        quantize_int8(fp32, Path(path), np.ascontiguousarray(calib_x, dtype=np.float32), INPUT_NAME, cfg, recipe)
+        quantize_int8(fp32, Path(path), {INPUT_NAME: np.ascontiguousarray(calib_x, dtype=np.float32)}, cfg, recipe)
     return qdq_violations(onnx.load(str(path)), recipe)
 
 

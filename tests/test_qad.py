@@ -89,7 +89,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
         ptq = {}
         for name, recipe in RECIPES.items():
             ptq[name] = tmp / f"ptq_{name}.onnx"
-            quantize_int8(tmp / "student.onnx", ptq[name], data.calib.x, INPUT_NAME, QuantizeConfig(), recipe)
+            quantize_int8(tmp / "student.onnx", ptq[name], {INPUT_NAME: data.calib.x}, QuantizeConfig(), recipe)
         state = {k: v.clone() for k, v in student.state_dict().items()}
         yield Case(data, student, predict(teacher, data.train.x), _accuracy_pt(student, data), ptq, tmp, state)
     finally:

@@ -93,7 +93,7 @@ class Candidate:
             from edgekd.quantize import quantize_int8
 
             path = self.workdir / f"{self.stem}_int8.onnx"
-            quantize_int8(self.onnx_fp32(), path, calibration_inputs(self.input_shape), INPUT_NAME,
+            quantize_int8(self.onnx_fp32(), path, {INPUT_NAME: calibration_inputs(self.input_shape)},
                           QuantizeConfig(calibration_samples=CALIBRATION_SAMPLES), self.recipe)
             self._int8 = path
         return self._int8

@@ -60,7 +60,7 @@ def test_qoperator_variant_is_a_qlinear_graph(cold_build, tmp_path) -> None:
 
     out = tmp_path / "q.onnx"
     calib = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
-    quantize_int8(cold_build.out_dir / "student.onnx", out, calib, "input", QuantizeConfig(), TargetQuantize(), quant_format="qoperator")
+    quantize_int8(cold_build.out_dir / "student.onnx", out, {"input": calib}, QuantizeConfig(), TargetQuantize(), quant_format="qoperator")
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "QLinearConv" in ops and "Conv" not in ops
     assert ops.count("DequantizeLinear") <= 2  # only at the graph's edges, not around every weight
