@@ -10,7 +10,8 @@ from edgekd.cache import StageCache, default_root
 from edgekd.config.loading import ConfigSearch, Resolved, load_model, load_profile, load_project, load_target
 from edgekd.config.models import Profile
 from edgekd.config.target import Target
-from edgekd.context import Context
+from edgekd.compile_context import CompileData
+from edgekd.context import Context, EngineContext
 from edgekd.errors import BudgetViolated, ConfigError, EdgekdError, ToolchainMissing
 from edgekd.factories import resolve
 from edgekd.toolchain import version
@@ -77,8 +78,6 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
 
     Raises BuildFailed (exit code 1) after writing the report when a budget breaks."""
     from edgekd import pipeline
-    from edgekd.report import build_report
-    from edgekd.report.outputs import write_all
 
     ctx = resolve_inputs(target, profile, project, ConfigSearch(tuple(targets_dirs), tuple(profiles_dirs)))
     _check_toolchain(ctx.target_file)
@@ -87,9 +86,19 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"project {ctx.project.name} ({ctx.project_file.via}); target {ctx.target_file.name} ({ctx.target_file.via}); "
         f"profile {ctx.profile_file.name}; output {out_dir}")
+    return _run(ctx, out_dir, cache_dir, force, log, pipeline.STAGES)
+
+
+def _run(ctx: EngineContext, out_dir: Path, cache_dir: Path | None, force: bool, log: Callable[[str], None],
+         stages: tuple[Any, ...]) -> BuildResult:
+    """Walk `stages` with the stage cache, write the report, raise BuildFailed on a broken budget."""
+    from edgekd import pipeline
+    from edgekd.report import build_report
+    from edgekd.report.outputs import write_all
+
     ctx.cache_root = Path(cache_dir or default_root())
-    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, force=force, log=log)
-    for stage, record in zip(pipeline.STAGES, records):  # the folder shows this build only
+    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, force=force, log=log, stages=stages)
+    for stage, record in zip(stages, records):  # the folder shows this build only
         if record.status == "not run":
             pipeline.clear_outputs(stage, out_dir)
     report = build_report.make(ctx, records, out_dir)
@@ -101,6 +110,28 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
                           f" > {first['limit']:.4g} {first['unit']} (profile {ctx.profile_file.path})",
                           f"see {out_dir / 'report.md'}", result)
     return result
+
+
+def compile_model(model: Path, target: str = "x86", profile: str = "default", out: Path | None = None,
+                  shapes: dict[str, tuple[int, ...]] | None = None, data: CompileData = CompileData(),
+                  search: ConfigSearch = ConfigSearch(), cache_dir: Path | None = None, force: bool = False,
+                  log: Callable[[str], None] = print) -> BuildResult:
+    """`edgekd compile`: quantize a trained ONNX model for `target`, check op support, build the
+    engine, evaluate and bench it, with the same build folder, report, budgets and stage cache as
+    `build` (edgekd.compile_stages). Raises BuildFailed after writing the report when a budget breaks."""
+    from edgekd.compile_context import compile_context
+    from edgekd.compile_stages import COMPILE_STAGES
+
+    model = _model_file(model)
+    resolved_target, resolved_profile = load_target(target, search), load_profile(profile, search)
+    _check_toolchain(resolved_target)
+    ctx = compile_context(model, resolved_target, resolved_profile, dict(shapes or {}), data)
+    ctx.quant_recipe  # e.g. 16-bit activations asked of a target that has none
+    out_dir = Path(out) if out else Path("build") / f"{ctx.name}-{resolved_target.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"model {model} ({ctx.model_inputs.describe()}); target {resolved_target.name} ({resolved_target.via}); "
+        f"profile {resolved_profile.name}; output {out_dir}")
+    return _run(ctx, out_dir, cache_dir, force, log, COMPILE_STAGES)
 
 
 def list_configs(kind: str, search: ConfigSearch) -> list[dict[str, Any]]:
@@ -137,33 +168,51 @@ def _model_file(model: Path) -> Path:
     return model
 
 
-def check_model(model: Path, target: str, search: ConfigSearch) -> dict[str, Any]:
-    """Op support of an ONNX model on a target: per node where it runs, and the fallback shares."""
+def _inputs(model: Path, shapes: dict[str, tuple[int, ...]] | None, batch: int = 1) -> Any:
+    from edgekd.graph.resolve import load_inputs
+
+    return load_inputs(model, shapes, batch)
+
+
+def check_model(model: Path, target: str, search: ConfigSearch, shapes: dict[str, tuple[int, ...]] | None = None,
+                calib_dir: Path | None = None) -> dict[str, Any]:
+    """Op support of an ONNX model on a target: per node where it runs, and the fallback shares.
+    A float model checked for a target that runs only quantized graphs (QNN HTP) is quantized for it
+    first, calibrated on `calib_dir` (named inputs) or generated feeds; the report says which."""
     from edgekd.analysis.support import analyze
+    from edgekd.graph.feeds import load_feed_folder
 
     resolved = load_target(target, search)
-    return analyze(_model_file(model), resolved.name, resolved.config)
+    path = _model_file(model)
+    inputs = _inputs(path, shapes)
+    calib = load_feed_folder(calib_dir, inputs).arrays if calib_dir else None
+    return analyze(path, resolved.name, resolved.config, inputs=inputs, calib=calib)
 
 
-def estimate_model(model: Path, target: str, search: ConfigSearch, precision: str = "int8", batch: int = 1) -> dict[str, Any]:
-    """Estimated latency of an ONNX model on a target from the target file's device figures."""
+def estimate_model(model: Path, target: str, search: ConfigSearch, precision: str = "int8", batch: int = 1,
+                   shapes: dict[str, tuple[int, ...]] | None = None, inputs: Any = None) -> dict[str, Any]:
+    """Estimated latency of an ONNX model on a target from the target file's device figures, at the
+    resolved input shapes (`shapes`: --shape overrides; `inputs`: already resolved)."""
     from edgekd.analysis.estimate import estimate
 
     resolved = load_target(target, search)
     if precision not in resolved.config.precisions:
         raise ConfigError(f"target {resolved.name} does not run {precision} (it runs {', '.join(resolved.config.precisions)})",
                           "pick one of the target's precisions with --precision")
-    result = estimate(_model_file(model), resolved.config.device, precision=precision, batch=batch)
-    return {"target": resolved.name, "method": "estimated", **result.to_json()}
+    path = _model_file(model)
+    inputs = inputs or _inputs(path, shapes, batch)
+    result = estimate(path, resolved.config.device, precision=precision, batch=batch, inputs=inputs)
+    return {"target": resolved.name, "method": "estimated", "inputs": inputs.to_json(), **result.to_json()}
 
 
 def bench_here(path: Path, target: str | None, profile: str | None, search: ConfigSearch, threads: int | None = None,
-               scenarios: list[str] | None = None, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+               scenarios: list[str] | None = None, progress: Callable[[str, int], None] | None = None,
+               shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """Measure a build's engine or an ONNX model on this host (estimate it for device-only targets);
     a build folder's report takes the result as its latency."""
     from edgekd.bench_run import bench_local, update_build_report
 
-    result = bench_local(Path(path), target, profile, search, threads, scenarios, progress)
+    result = bench_local(Path(path), target, profile, search, threads, scenarios, progress, shapes)
     if Path(path).is_dir():
         update_build_report(Path(path), result)
     return result

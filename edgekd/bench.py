@@ -19,6 +19,7 @@ from edgekd.config.models import BenchConfig
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.run_on_device import summarize  # one definition, shared with the standalone device-side runner
 from edgekd.errors import EdgekdError
+from edgekd.graph.inputs import ModelInputs
 
 ROUND = 100  # runs between stability checks
 PROGRESS = "@@edgekd-progress "
@@ -73,28 +74,30 @@ def _report_progress(label: str) -> None:
 
 def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
     from edgekd.backends.onnxruntime import open_session, resolved_threads
-    from edgekd.scenarios import offline, profile_ops
+    from edgekd.scenarios import batch_feed, offline, profile_ops, static_batch
 
     cfg = SessionConfig.model_validate(request["session"])
     bench = BenchConfig.model_validate(request["bench"])
-    engine, rows = Path(request["engine"]), np.load(request["input"])
+    engine, inputs = Path(request["engine"]), ModelInputs.from_json(request["inputs"])
+    with np.load(request["feeds"], allow_pickle=False) as archive:
+        rows = {name: archive[name] for name in archive.files}
     before_mb = _memory_mb("VmRSS")
     session = open_session(engine, cfg)
-    first = session.get_inputs()[0]
-    batch = first.shape[0] if isinstance(first.shape[0], int) else 1
-    feed = {first.name: rows[:batch]}
+    batch = static_batch(inputs) or 1
+    feed = batch_feed(rows, inputs, batch)
     _report_progress("SingleStream")
     result = single_stream(sample(lambda: session.run(None, feed), bench))
     after_mb = _memory_mb("VmRSS")
-    result.update({"batch": batch, "intra_op_threads": resolved_threads(cfg), "inter_op_threads": cfg.inter_op_num_threads,
-                   "graph_optimization_level": cfg.graph_optimization_level, "execution_mode": cfg.execution_mode,
+    result.update({"batch": batch, "inputs": inputs.describe(), "intra_op_threads": resolved_threads(cfg),
+                   "inter_op_threads": cfg.inter_op_num_threads, "graph_optimization_level": cfg.graph_optimization_level,
+                   "execution_mode": cfg.execution_mode,
                    "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb})
     result["scenarios"] = {"SingleStream": {k: v for k, v in result.items() if k != "samples_ms"}}  # samples once, at the top
     if "Offline" in bench.scenarios:
-        result["scenarios"]["Offline"] = offline(session, rows, bench.offline_max_batch, bench.offline_seconds, _report_progress)
+        result["scenarios"]["Offline"] = offline(session, rows, inputs, bench.offline_max_batch, bench.offline_seconds, _report_progress)
     if bench.profile_runs:
         _report_progress("per-op profile")
-        result["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed[first.name],
+        result["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed,
                                         bench.profile_runs, Path(request["workdir"]))
         result["top_ops_how"] = (f"ONNX Runtime profiler (SessionOptions.enable_profiling), {bench.profile_runs} runs at batch {batch} "
                                  "in a separate profiled session: median kernel time per node per run, summed per op type (profiling adds overhead; the shares are the point)")
@@ -111,17 +114,16 @@ def _worker(request_path: Path) -> dict[str, Any]:
     return _bench_worker(request)
 
 
-def run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], workdir: Path, what: str,
+def run_worker(request: dict[str, Any], feeds: dict[str, np.ndarray], workdir: Path, what: str,
                progress: Progress | None = None) -> dict[str, Any]:
-    """Run the worker on `request` (arrays are saved beside it and passed by path) and return its
-    JSON result; progress labels go to `progress` as the worker reaches them."""
+    """Run the worker on `request` (the named input arrays `feeds` are saved beside it as one .npz
+    and passed by path) and return its JSON result; progress labels go to `progress` as the worker
+    reaches them."""
     workdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for key, array in arrays.items():
-        path = workdir / f"bench_{key}.npy"
-        np.save(path, array)
-        request[key] = str(path)
-        paths.append(path)
+    feeds_path = workdir / "bench_feeds.npz"
+    np.savez(feeds_path, **feeds)
+    request["feeds"] = str(feeds_path)
+    paths = [feeds_path]
     request_path, result_path = workdir / "bench_request.json", workdir / "bench_result.json"
     request_path.write_text(json.dumps({**request, "workdir": str(workdir)}))
     paths += [request_path, result_path]
@@ -147,15 +149,16 @@ def run_worker(request: dict[str, Any], arrays: dict[str, np.ndarray], workdir: 
     return result
 
 
-def measure(engine: Path, rows: np.ndarray, session: SessionConfig, bench: BenchConfig, workdir: Path,
-            progress: Progress | None = None) -> dict[str, Any]:
-    """Measure `engine`: SingleStream at batch 1 (the graph's batch if static) on `rows[:1]`, the
-    Offline scenario over `rows` (tiled to each batch size) and the per-op profile, as the bench
-    config asks, in a child process. Returns the SingleStream summary + samples at the top level."""
+def measure(engine: Path, feeds: dict[str, np.ndarray], inputs: ModelInputs, session: SessionConfig, bench: BenchConfig,
+            workdir: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure `engine`: SingleStream at batch 1 (the graph's batch if static) on the first sample
+    of `feeds` (named inputs, samples on axis 0), the Offline scenario over `feeds` (tiled along
+    each input's batch axis to each batch size) and the per-op profile, as the bench config asks,
+    in a child process. Returns the SingleStream summary + samples at the top level."""
     if not Path(engine).is_file():
         raise EdgekdError(f"engine {engine} not found", "give an .onnx model or a build folder made by `edgekd build`")
-    request = {"engine": str(engine), "session": session.model_dump(), "bench": bench.model_dump()}
-    return run_worker(request, {"input": rows}, workdir, Path(engine).name, progress)
+    request = {"engine": str(engine), "session": session.model_dump(), "bench": bench.model_dump(), "inputs": inputs.to_json()}
+    return run_worker(request, feeds, workdir, Path(engine).name, progress)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from edgekd.config.loading import ConfigSearch, load_profile, load_target
 from edgekd.errors import ConfigError
+from edgekd.graph.inputs import ModelInputs
 
 Progress = Callable[[str, int], None]  # (phase label, number of phases)
-INPUT_SEED = 0
 
 
 def phases(bench: Any) -> int:
@@ -31,18 +30,6 @@ def phases(bench: Any) -> int:
             + (bench.profile_runs > 0))
 
 
-def _random_rows(model: Path, rows: int) -> np.ndarray:
-    """Inputs for timing: seeded standard-normal values in the model's input shape (dynamic axes
-    other than the batch get 1). Latency of these dense models does not depend on the values."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    init = {i.name for i in graph.initializer}
-    first = next(i for i in graph.input if i.name not in init)
-    dims = [d.dim_value if d.HasField("dim_value") else 1 for d in first.type.tensor_type.shape.dim]
-    return np.random.default_rng(INPUT_SEED).standard_normal((rows, *dims[1:])).astype(np.float32)
-
-
 def _build_engine(build_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     report_file, engine_file = build_dir / "report.json", build_dir / "engine.json"
     if not report_file.is_file() or not engine_file.is_file():
@@ -51,11 +38,23 @@ def _build_engine(build_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Any]
     return report_file, json.loads(report_file.read_text()), json.loads(engine_file.read_text())
 
 
+def _inputs(path: Path, model: Path, engine_meta: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None) -> ModelInputs:
+    """The inputs to time with: what the build resolved (engine.json), else resolved from the model."""
+    from edgekd.graph.resolve import load_inputs
+
+    if path.is_dir() and "inputs" in engine_meta and not shapes:
+        return ModelInputs.from_json(engine_meta["inputs"])
+    return load_inputs(model, shapes)
+
+
 def bench_local(path: Path, target: str | None, profile: str | None, search: ConfigSearch, threads: int | None = None,
-                scenarios: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Measure (or, for a device-only target, estimate) `path`: a build folder or an .onnx file."""
+                scenarios: list[str] | None = None, progress: Progress | None = None,
+                shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Measure (or, for a device-only target, estimate) `path`: a build folder or an .onnx file,
+    fed with generated values at the resolved input shapes (`shapes`: --shape overrides)."""
     from edgekd.api import _model_file
     from edgekd.bench import measure
+    from edgekd.graph.feeds import make_feeds
     from edgekd.toolchain import cpu_model
 
     path = Path(path)
@@ -71,10 +70,11 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
         model = _model_file(path)
     resolved, prof = load_target(target, search), load_profile(profile or "default", search).config
     cfg = resolved.config
+    inputs = _inputs(path, model, engine_meta, shapes)
     if cfg.runtime != "onnxruntime-cpu" or (path.is_dir() and not engine_meta.get("built_here")):
         from edgekd.api import estimate_model
 
-        est = estimate_model(model, target, search, precision="int8" if "int8" in cfg.precisions else cfg.precisions[0])
+        est = estimate_model(model, target, search, precision="int8" if "int8" in cfg.precisions else cfg.precisions[0], inputs=inputs)
         return {"method": "estimated", "target": resolved.name, "model": str(model), "p50_ms": est["latency_ms"], "p90_ms": est["latency_ms"],
                 "p99_ms": est["latency_ms"], "mean_ms": est["latency_ms"], "batch": 1,
                 "where": f"estimated, not measured: {resolved.name}'s engine runs only on the device (use --device to measure there); "
@@ -87,12 +87,13 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
     bench = prof.recipe.bench if scenarios is None else prof.recipe.bench.model_copy(update={"scenarios": scenarios})
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
         total = phases(bench)
-        result = measure(model, _random_rows(model, bench.offline_max_batch), session, bench, Path(tmp),
+        result = measure(model, make_feeds(inputs, rows=bench.offline_max_batch), inputs, session, bench, Path(tmp),
                          (lambda label: progress(label, total)) if progress else None)
     from edgekd.backends.onnxruntime import runtime_description
 
     result.update({"method": "measured", "target": resolved.name, "model": str(model),
-                   "where": f"this host ({cpu_model()}), {runtime_description(session)}, `edgekd bench` with seeded random inputs",
+                   "where": f"this host ({cpu_model()}), {runtime_description(session)}, `edgekd bench` with generated inputs "
+                            f"({inputs.describe()})",
                    "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     return result
 

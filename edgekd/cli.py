@@ -10,7 +10,8 @@ from typing import Any, Callable
 import click
 
 from edgekd import __version__, api
-from edgekd.config.loading import ConfigSearch
+from edgekd.config.loading import ConfigSearch, load_project
+from edgekd.graph.inputs import parse_shapes
 from edgekd.cli_bench import ProgressBar, bench_summary
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, EdgekdError
 from edgekd.fsutil import atomic_write_text
@@ -29,6 +30,13 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Extra folder of target files (searched first; also $EDGEKD_TARGETS_PATH).")(func)
 
 
+def shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--shape", "shapes", multiple=True, metavar="NAME=DIMS",
+                        help="An input's shape, as trtexec takes it (repeatable): --shape input_ids=1x128. Dims left out "
+                             "come from the model, optimum's config.json beside it, or defaults (image 3x224x224, "
+                             "sequence 128, decoder past 0).")(func)
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -41,9 +49,14 @@ def cli() -> None:
 
 def _summary(result: api.BuildResult) -> str:
     r = result.report
-    acc = "  ".join(f"{k} {m['value']:.2f}%" if m["value"] is not None else f"{k} n/a" for k, m in r["accuracy"].items())
-    lines = [f"edgekd build: {r['project']['name']} -> {r['target']['name']}: {r['verdict'].upper()}",
-             f"  accuracy  {acc}  (measured on the held-out test split)"]
+    measured = {k: m for k, m in r["accuracy"].items() if m["value"] is not None}
+    acc = "  ".join(f"{k} {m['value']:.2f}%" for k, m in measured.items())
+    lines = [f"edgekd {'compile' if r['project']['via'] == 'edgekd compile' else 'build'}: {r['project']['name']} -> "
+             f"{r['target']['name']}: {r['verdict'].upper()}",
+             f"  accuracy  {acc}  (top-1 on the held-out evaluation data)" if measured else "  accuracy  not measured (no labelled data)"]
+    agreement = next((s["metrics"][k] for s in r["stages"] for k in ("engine.agreement_pct",) if k in s["metrics"]), None)
+    if agreement and agreement["value"] is not None:
+        lines.append(f"  fidelity  the engine's top-1 agrees with the fp32 model on {agreement['value']:.2f}% ({agreement['how']})")
     lat = r["latency"]
     if lat and lat.get("method") == "estimated":
         lines.append(f"  latency   {lat['latency_ms']:.4f} ms ESTIMATED by the latency model from the target's [device] figures (not measured)")
@@ -92,13 +105,49 @@ def build(target: str, profile: str, project: Path | None, out: Path | None, cac
     click.echo(json.dumps(result.report, indent=1) if as_json else _summary(result))
 
 
+@cli.command(name="compile", help="Build the engine for a trained model (no distillation): quantize it for the target "
+             "(calibrated on --calib, else --data, else the project's data, else generated feeds labelled unfit for accuracy), "
+             "check op support, compile (x86 tuning, QNN context binary, TensorRT bundle), evaluate on labelled data "
+             f"(--data DIR with labels.npy, or --project), bench; the same build folder, report and budgets as build. {EXIT_CODES_HELP}")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", default="x86", show_default=True, help="Target name, alias or .toml path.")
+@click.option("--profile", "-p", default="default", show_default=True, help="Profile name or .toml path.")
+@click.option("--calib", type=click.Path(file_okay=False, path_type=Path), help="Calibration data: a folder of .npy/.npz named by input.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Evaluation data: a folder of .npy/.npz named by input, with labels.npy for accuracy.")
+@click.option("--project", type=click.Path(dir_okay=False, path_type=Path), help="A project file whose data (calibration and test splits) to use.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Build folder (default build/<model>-<target>).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Stage cache (default $EDGEKD_CACHE_DIR or ~/.cache/edgekd).")
+@click.option("--force", is_flag=True, help="Run every stage even when cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@shape_option
+@search_options
+def compile_(model: Path, target: str, profile: str, calib: Path | None, data_dir: Path | None, project: Path | None, out: Path | None,
+             cache_dir: Path | None, force: bool, as_json: bool, shapes: tuple[str, ...], targets_dir: tuple[Path, ...],
+             profiles_dir: tuple[Path, ...]) -> None:
+    from edgekd.compile_context import CompileData
+
+    data = CompileData(calib, data_dir, load_project(project) if project else None)
+    try:
+        result = api.compile_model(model, target, profile, out, parse_shapes(shapes), data, ConfigSearch(targets_dir, profiles_dir),
+                                   cache_dir, force, log=_err)
+    except api.BuildFailed as exc:
+        click.echo(json.dumps(exc.result.report, indent=1) if as_json else _summary(exc.result))
+        raise
+    click.echo(json.dumps(result.report, indent=1) if as_json else _summary(result))
+
+
 @cli.command(help=f"Op support of an ONNX model on a target: where every node runs, what falls back and why. {EXIT_CODES_HELP}")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", "-t", required=True, help="Target name, alias or .toml path.")
+@click.option("--calib", type=click.Path(file_okay=False, path_type=Path),
+              help="Calibration data for a float model on a quantized-only target (QNN HTP): a folder of .npy/.npz named by input.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@shape_option
 @search_options
-def check(model: Path, target: str, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
-    report = api.check_model(model, target, ConfigSearch(targets_dir, profiles_dir))
+def check(model: Path, target: str, calib: Path | None, as_json: bool, shapes: tuple[str, ...], targets_dir: tuple[Path, ...],
+          profiles_dir: tuple[Path, ...]) -> None:
+    report = api.check_model(model, target, ConfigSearch(targets_dir, profiles_dir), parse_shapes(shapes), calib)
     if as_json:
         _echo_json(report)
         return
@@ -106,6 +155,8 @@ def check(model: Path, target: str, as_json: bool, targets_dir: tuple[Path, ...]
     for node in report["nodes"]:
         reason = f"  ({node['reason']})" if node["reason"] else ""
         click.echo(f"  {node['runs_on']:<12} {node['op_type']:<18} {node['name']}{reason}")
+    for note in report.get("notes", []):
+        click.echo(f"note: {note}")
     counts = report["counts"]
     click.echo(f"nodes: {counts['accelerator']} on the accelerator, {counts['fallback']} fall back, {counts['unsupported']} unsupported; "
                f"off the accelerator: {100 * report['node_share_off']:.1f}% of nodes, {100 * report['macs_share_off']:.1f}% of MACs")
@@ -117,14 +168,16 @@ def check(model: Path, target: str, as_json: bool, targets_dir: tuple[Path, ...]
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@shape_option
 @search_options
-def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool, targets_dir: tuple[Path, ...],
-             profiles_dir: tuple[Path, ...]) -> None:
-    result = api.estimate_model(model, target, ConfigSearch(targets_dir, profiles_dir), precision, batch)
+def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool, shapes: tuple[str, ...],
+             targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+    result = api.estimate_model(model, target, ConfigSearch(targets_dir, profiles_dir), precision, batch, parse_shapes(shapes))
     if as_json:
         _echo_json(result)
         return
-    click.echo(f"{model} on {result['target']}, {precision}, batch {batch}: estimated {result['latency_ms']:.4f} ms")
+    inputs = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in result["inputs"]["inputs"])
+    click.echo(f"{model} on {result['target']}, {precision}, inputs {inputs}: estimated {result['latency_ms']:.4f} ms")
     for op_type, row in sorted(result["per_op_type"].items(), key=lambda kv: -kv[1]["ms"]):
         click.echo(f"  {op_type:<20} {row['ms']:.4f} ms  {row['nodes']} nodes  {row['macs']:,} MACs  {row['bound']}-bound")
     click.echo("estimated, not measured: " + "; ".join(result["assumptions"][:3]))
@@ -144,15 +197,17 @@ def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool
 @click.option("--runs", type=click.IntRange(min=10), help="Timed runs on the device (--device only).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@shape_option
 @search_options
 def bench(path: Path, target: str | None, profile: str | None, scenarios: tuple[str, ...], threads: int | None, device: str | None,
-          runs: int | None, out: Path | None, as_json: bool, targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
+          runs: int | None, out: Path | None, as_json: bool, shapes: tuple[str, ...], targets_dir: tuple[Path, ...],
+          profiles_dir: tuple[Path, ...]) -> None:
     if device:
         result = api.bench_on_device(path, device, runs)
     else:
         with ProgressBar(enabled=not as_json) as bar:
             result = api.bench_here(path, target, profile, ConfigSearch(targets_dir, profiles_dir), threads,
-                                    list(scenarios) or None, bar.step)
+                                    list(scenarios) or None, bar.step, parse_shapes(shapes))
     if out:
         atomic_write_text(out, json.dumps(result, indent=1))
     if as_json:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
+    from edgekd.context import Context, EngineContext
 
 NOT_MEASURED = "not measured"
 
@@ -40,17 +40,17 @@ def _torch_eager(ctx: Context, module: Any, x1: np.ndarray, threads: int) -> dic
                   f"(the engine's), {s['runs']} timed runs after warm-up, in the build process", p50_ms=s["p50_ms"])
 
 
-def _ort_fp32(ctx: Context, model: Path, out: Path, what: str) -> dict[str, Any]:
+def _ort_fp32(ctx: EngineContext, model: Path, out: Path, what: str) -> dict[str, Any]:
     from edgekd.backends.onnxruntime import runtime_description
     from edgekd.bench import measure
 
     bench = ctx.profile.recipe.bench.model_copy(update={"scenarios": ["SingleStream"], "profile_runs": 0})
-    s = measure(model, ctx.data.test.x[:1], ctx.target.session, bench, out)
+    s = measure(model, ctx.eval_feeds.first(), ctx.model_inputs, ctx.target.session, bench, out)
     return _point(s["p90_ms"], "measured", f"{what} in {runtime_description(ctx.target.session)}, batch 1, "
                   f"{s['runs']} timed runs after warm-up, in a separate process", p50_ms=s["p50_ms"])
 
 
-def _estimated(ctx: Context, model: Path, what: str) -> dict[str, Any]:
+def _estimated(ctx: EngineContext, model: Path, what: str) -> dict[str, Any]:
     from edgekd.analysis.estimate import estimate
 
     device = ctx.target.device
@@ -58,13 +58,17 @@ def _estimated(ctx: Context, model: Path, what: str) -> dict[str, Any]:
     precision = next((p for p in ("fp32", "fp16") if p in device.precisions), None)
     if precision is None:
         return _point(None, NOT_MEASURED, f"the target's [device] has no float figures to estimate {what}")
-    result = estimate(model, device, precision=precision, batch=1)
+    result = estimate(model, device, precision=precision, batch=1, inputs=ctx.model_inputs)
     return _point(result.latency_ms, "estimated", f"{what} as {precision}: roofline model with targets/{ctx.target_file.name}.toml "
                   f"[device] figures ({device.name}); the whole graph on the accelerator")
 
 
-def _teacher(ctx: Context, inputs: dict[str, Path], out: Path, measured: bool, threads: int) -> dict[str, Any]:
+def _teacher(ctx: EngineContext, inputs: dict[str, Path], out: Path, measured: bool, threads: int) -> dict[str, Any]:
+    from edgekd.context import Context
     from edgekd.distill.sources import teacher_source
+
+    if not isinstance(ctx, Context):
+        return _point(None, NOT_MEASURED, "no teacher: `edgekd compile` was given a trained model")
     from edgekd.distill.teachers import OnnxTeacher, TorchTeacher
 
     source = teacher_source(ctx, inputs.get("teacher.safetensors"))
@@ -78,7 +82,7 @@ def _teacher(ctx: Context, inputs: dict[str, Path], out: Path, measured: bool, t
     return _point(None, NOT_MEASURED, f"the teacher is {ctx.project.teacher.kind} (soft labels, no single model to time)")
 
 
-def compare(ctx: Context, inputs: dict[str, Path], engine: dict[str, Any], out: Path) -> dict[str, dict[str, Any]]:
+def compare(ctx: EngineContext, inputs: dict[str, Path], engine: dict[str, Any], out: Path) -> dict[str, dict[str, Any]]:
     """{"teacher", "student_fp32", "engine"} -> {"p90_ms", "method", "how"}; `engine` is bench.json."""
     measured = engine.get("method") == "measured"
     student = (_ort_fp32(ctx, inputs["student.onnx"], out, "the fp32 student (student.onnx)") if measured

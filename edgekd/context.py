@@ -1,4 +1,8 @@
-"""Everything a stage may read: the resolved project, target and profile, and the data."""
+"""Everything a stage may read. `EngineContext` is what the engine-side stages (quantize, check,
+compile, evaluate, bench) need: the target, the profile, the model's inputs, calibration and
+evaluation data as named inputs, and the provenance to stamp. `Context` is a distillation build's
+(a project: teacher, student, data); edgekd.compile_context.CompileContext is `edgekd compile`'s
+(a trained ONNX model and the data given with it)."""
 from __future__ import annotations
 
 import functools
@@ -6,33 +10,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.config.loading import Resolved
 from edgekd.backends.qnn_config import QnnConfig
-from edgekd.config.models import Profile, Project, apply_recipe
+from edgekd.config.loading import Resolved
+from edgekd.config.models import Profile, Project, QuantizeConfig, apply_recipe
 from edgekd.config.target import Target, TargetQuantize
-from edgekd.errors import ConfigError
 from edgekd.data import Splits, check_splits
+from edgekd.errors import ConfigError
+from edgekd.export import INPUT_NAME  # the one input of the students edgekd exports
 from edgekd.factories import call
+from edgekd.graph.feeds import FeedSet
+from edgekd.graph.inputs import ModelInputs, ResolvedInput
 from edgekd.toolchain import cpu_model, usable_cores
 
 
-@dataclass
-class Context:
-    project_file: Resolved[Project]
+class EngineContext:
+    """The engine side's view of a build; subclasses say where the model and its data come from."""
+
     target_file: Resolved[Target]
     profile_file: Resolved[Profile]
-    cache_root: Path = Path(".")  # the stage cache; other caches (teacher logits) live beside the stages
+    cache_root: Path
 
-    @functools.cached_property
-    def project(self) -> Project:
-        """The project with the profile's recipe applied."""
-        return apply_recipe(self.project_file.config, self.profile_file.config.recipe)
+    # what each kind of build provides (a property or a field):
+    name: str  # the project's or the model's name
+    quantize_config: QuantizeConfig
+    model_inputs: ModelInputs  # every model input at its resolved shape (batch 1)
+    calib_feeds: FeedSet  # calibration data, named inputs
+    eval_feeds: FeedSet  # evaluation data, named inputs (labels where known)
+    data_fingerprint: str  # enters the cache keys
+
+    def provenance_props(self, stage: str, target: bool = False) -> dict[str, str]:
+        """The edgekd.* metadata_props of a model written by `stage` (edgekd.provenance)."""
+        raise NotImplementedError
+
+    def report_project(self) -> dict[str, Any]:
+        """report.json's "project" object: what was built (name, file, sha256, via)."""
+        raise NotImplementedError
+
+    def report_sections(self, out_dir: Path) -> dict[str, Any]:
+        """report.json's provenance, lineage and warnings."""
+        raise NotImplementedError
+
+    # ------------------------------------------------ shared
+    @property
+    def target(self) -> Target:
+        return self.target_file.config
+
+    @property
+    def profile(self) -> Profile:
+        return self.profile_file.config
 
     @functools.cached_property
     def quant_recipe(self) -> TargetQuantize:
         """The target's Q/DQ recipe, with 16-bit activations where the project/profile asks."""
         recipe = self.target.quantize
-        if self.project.quantize.activation_bits == 16:
+        if self.quantize_config.activation_bits == 16:
             if self.target.runtime != "qnn-htp":
                 raise ConfigError(f"quantize.activation_bits = 16: target {self.target_file.name} runs 8-bit activations only",
                                   "use 16-bit activations with a QNN HTP target, or remove activation_bits")
@@ -44,13 +75,33 @@ class Context:
         """The target's [qnn] table with the activation type of the quantization recipe."""
         return self.target.qnn.model_copy(update={"activation_type": self.quant_recipe.activation_type})
 
-    @property
-    def target(self) -> Target:
-        return self.target_file.config
+    @staticmethod
+    def host_fingerprint() -> dict[str, Any]:
+        """What a hardware-specific artefact or a latency number depends on."""
+        return {"cpu": cpu_model(), "cores": usable_cores()}
+
+
+@dataclass
+class Context(EngineContext):
+    """A distillation build: the project (teacher, student, data) under a target and a profile."""
+
+    project_file: Resolved[Project]
+    target_file: Resolved[Target]
+    profile_file: Resolved[Profile]
+    cache_root: Path = Path(".")  # the stage cache; other caches (teacher logits) live beside the stages
+
+    @functools.cached_property
+    def project(self) -> Project:
+        """The project with the profile's recipe applied."""
+        return apply_recipe(self.project_file.config, self.profile_file.config.recipe)
 
     @property
-    def profile(self) -> Profile:
-        return self.profile_file.config
+    def name(self) -> str:
+        return self.project.name
+
+    @property
+    def quantize_config(self) -> QuantizeConfig:
+        return self.project.quantize
 
     @property
     def source(self) -> str:
@@ -66,6 +117,32 @@ class Context:
     def data_sha256(self) -> str:
         return self.data.sha256()
 
+    @property
+    def data_fingerprint(self) -> str:
+        return self.data_sha256
+
+    @property
+    def model_inputs(self) -> ModelInputs:
+        """The exported student's one input (edgekd.export): float32, batch 1 at the data's shape."""
+        shape = (1, *self.data.input_shape)
+        return ModelInputs((ResolvedInput(INPUT_NAME, "float32", shape, "image" if len(shape) == 4 else "float",
+                                          ("batch 1", *["the project's data"] * (len(shape) - 1)), batch_axis=0),))
+
+    @functools.cached_property
+    def calib_feeds(self) -> FeedSet:
+        calib = self.data.calib
+        return FeedSet({INPUT_NAME: calib.x}, calib.y, f"the {len(calib)} samples of the project's calibration split")
+
+    @functools.cached_property
+    def eval_feeds(self) -> FeedSet:
+        test = self.data.test
+        return FeedSet({INPUT_NAME: test.x}, test.y, f"the {len(test)} held-out test samples")
+
+    def provenance_props(self, stage: str, target: bool = False) -> dict[str, str]:
+        from edgekd import provenance
+
+        return provenance.props(self, stage, target)
+
     def build_model(self, role: str) -> Any:
         """The teacher or student module from its factory (untrained weights)."""
         cfg = getattr(self.project, role)
@@ -79,11 +156,15 @@ class Context:
         torch.manual_seed(seed)
         return call(factory, args, key, self.source)
 
+    def report_project(self) -> dict[str, Any]:
+        f = self.project_file
+        return {"name": f.name, "file": str(f.path), "sha256": f.sha256, "via": f.via, "description": self.project.description}
+
+    def report_sections(self, out_dir: Path) -> dict[str, Any]:
+        from edgekd import provenance
+
+        return provenance.report_sections(self, out_dir)
+
     def resolve_path(self, relative: str) -> Path:
         """A path from the project file, taken relative to the file's folder."""
         return (self.project_file.path.parent / relative).resolve()
-
-    @staticmethod
-    def host_fingerprint() -> dict[str, Any]:
-        """What a hardware-specific artefact or a latency number depends on."""
-        return {"cpu": cpu_model(), "cores": usable_cores()}

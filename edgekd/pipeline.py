@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from edgekd import budgets
 from edgekd.cache import MANIFEST, StageCache, make_key
-from edgekd.context import Context
+from edgekd.context import EngineContext
 from edgekd.fsutil import atomic_copy, sha256_file
 from edgekd.results import Metric, StageRecord
 from edgekd.stages import STAGES, Stage
@@ -20,7 +20,7 @@ from edgekd.toolchain import edgekd_fingerprint, versions
 Log = Callable[[str], None]
 
 
-def stage_key(stage: Stage, ctx: Context, inputs: dict[str, Path]) -> str:
+def stage_key(stage: Stage, ctx: EngineContext, inputs: dict[str, Path]) -> str:
     return make_key({
         "stage": stage.name,
         "edgekd": edgekd_fingerprint(),
@@ -30,7 +30,7 @@ def stage_key(stage: Stage, ctx: Context, inputs: dict[str, Path]) -> str:
     })
 
 
-def _run_stage(stage: Stage, ctx: Context, inputs: dict[str, Path], cache: StageCache, key: str) -> dict[str, Any]:
+def _run_stage(stage: Stage, ctx: EngineContext, inputs: dict[str, Path], cache: StageCache, key: str) -> dict[str, Any]:
     started = time.perf_counter()
     with cache.staging(stage.name, key) as scratch:
         outcome = stage.run(ctx, inputs, scratch)
@@ -58,20 +58,20 @@ def clear_outputs(stage: Stage, out_dir: Path) -> None:
             target.unlink(missing_ok=True)
 
 
-def plan() -> list[dict[str, Any]]:
+def plan(stages: tuple[Stage, ...] = STAGES) -> list[dict[str, Any]]:
     """The stage list as data (for --dry-run): what each stage does, reads, writes and checks."""
     return [{"stage": s.name, "does": s.summary, "reads": list(s.inputs), "writes": list(s.outputs),
-             "budgets": sorted({r.budget for r in budgets.RULES if r.stage == s.name})} for s in STAGES]
+             "budgets": sorted({r.budget for r in budgets.RULES if r.stage == s.name})} for s in stages]
 
 
-def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log: Log = print,
-        until: str | None = None) -> list[StageRecord]:
-    """Every stage in order (or up to and including `until`); returns one record per stage run
-    (`not run` after a violated budget)."""
+def run(ctx: EngineContext, cache: StageCache, out_dir: Path, force: bool = False, log: Log = print,
+        until: str | None = None, stages: tuple[Stage, ...] = STAGES) -> list[StageRecord]:
+    """Every stage of `stages` in order (or up to and including `until`); returns one record per
+    stage (`not run` after a violated budget)."""
     artefacts: dict[str, Path] = {}
     metrics: dict[str, Metric] = {}
     records: list[StageRecord] = []
-    for index, stage in enumerate(STAGES, start=1):
+    for index, stage in enumerate(stages, start=1):
         if any(r.failed for r in records):
             records.append(StageRecord(stage.name, "not run", notes=["stopped: an earlier stage broke its budget"]))
             continue
@@ -81,7 +81,7 @@ def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log
         manifest = None if force else cache.lookup(stage.name, key)
         status = "cached"
         if manifest is None:
-            log(f"[{index}/{len(STAGES)}] {stage.name}: running - {stage.summary}")
+            log(f"[{index}/{len(stages)}] {stage.name}: running - {stage.summary}")
             manifest, status = _run_stage(stage, ctx, inputs, cache, key), "ran"
         record = StageRecord(stage.name, status, key, manifest["seconds"], manifest["ran_at"],
                              metrics={k: Metric.from_json(v) for k, v in manifest["metrics"].items()}, notes=manifest["notes"])
@@ -97,7 +97,7 @@ def run(ctx: Context, cache: StageCache, out_dir: Path, force: bool = False, log
         records.append(record)
         outcome = "; ".join(f"{v.budget} {v.status}" for v in record.verdicts) or "no budgets"
         when = f"{record.seconds:.1f}s" if status == "ran" else f"cached (key {key[:12]}, ran {record.ran_at})"
-        log(f"[{index}/{len(STAGES)}] {stage.name}: {when}; {outcome}")
+        log(f"[{index}/{len(stages)}] {stage.name}: {when}; {outcome}")
         if stage.name == until:
             break
     return records

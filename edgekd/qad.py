@@ -287,8 +287,10 @@ class QadComparison:
 def onnx_accuracy_pt(model_path: Path, test: Split) -> float:
     """Top-1 accuracy in points of an ONNX model on `test`, run with ONNX Runtime CPU."""
     from edgekd.backends import onnxruntime as ortb
+    from edgekd.evaluation import top1_pt
+    from edgekd.export import INPUT_NAME
 
-    return ortb.accuracy_pt(model_path, test.x, test.y)
+    return top1_pt(ortb.predict_file(model_path, {INPUT_NAME: test.x}), test.y)
 
 
 def compare_ptq_qad(ptq_model: Path, qad_model: Path, test: Split) -> QadComparison:

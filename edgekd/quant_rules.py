@@ -48,3 +48,13 @@ def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize) -> list[str]:
         if symmetric and np.any(zero_point != 0):
             problems.append(f"{node.op_type} '{node.name}': {kind} zero point {zero_point.ravel()[:4].tolist()} is not 0 (the target needs symmetric quantization)")
     return problems
+
+
+def has_qdq(model: "onnx.ModelProto | Path") -> bool:
+    """True when the model already holds QuantizeLinear/DequantizeLinear (or QOperator) nodes."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    quantized = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+    return any(n.op_type in quantized for n in model.graph.node)

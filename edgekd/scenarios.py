@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekd.deploy.run_on_device import summarize
+from edgekd.graph.inputs import ModelInputs
 
 MIN_OFFLINE_RUNS = 5
 GAIN_TO_GO_ON = 1.05  # stop doubling the batch once throughput grows less than 5 % twice in a row
@@ -42,16 +43,33 @@ def _time_batch(run: Callable[[], object], seconds: float) -> list[float]:
     return samples
 
 
-def offline(session: Any, rows: np.ndarray, max_batch: int, seconds: float,
+def static_batch(inputs: ModelInputs) -> int | None:
+    """The batch a graph fixes (None when some input has a dynamic batch axis)."""
+    if any(i.batch_axis is not None for i in inputs.inputs):
+        return None
+    return inputs.inputs[0].shape[0] if inputs.inputs and inputs.inputs[0].shape else None
+
+
+def batch_feed(rows: dict[str, np.ndarray], inputs: ModelInputs, batch: int) -> dict[str, np.ndarray]:
+    """A feed of `batch` samples from `rows` (samples on axis 0, tiled when there are fewer);
+    inputs without a batch axis get their first `batch` rows (a static batch)."""
+    feed = {}
+    for spec in inputs.inputs:
+        array = rows[spec.name]
+        feed[spec.name] = (np.resize(array, (batch, *array.shape[1:])).astype(array.dtype) if spec.batch_axis is not None
+                           else np.ascontiguousarray(array[:batch]))
+    return feed
+
+
+def offline(session: Any, rows: dict[str, np.ndarray], inputs: ModelInputs, max_batch: int, seconds: float,
             progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Throughput (samples/s) per batch size, doubling while it still grows; the best batch wins.
-    `rows` is tiled to the batch size when it has fewer rows."""
-    model_input = session.get_inputs()[0]
-    static = model_input.shape[0] if isinstance(model_input.shape[0], int) else None
+    `rows` (named inputs, samples on axis 0) are tiled to the batch size when there are fewer."""
+    static = static_batch(inputs)
     results: list[dict[str, Any]] = []
     flat = 0
     for batch in offline_batches(max_batch, static):
-        feed = {model_input.name: np.resize(rows, (batch, *rows.shape[1:])).astype(rows.dtype)}
+        feed = batch_feed(rows, inputs, batch)
         progress(f"Offline batch {batch}")
         samples = _time_batch(lambda: session.run(None, feed), seconds)
         stats = summarize(samples)
@@ -89,7 +107,7 @@ def top_ops(profile_file: Path, top: int = 10) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["ms"])[:top]
 
 
-def profile_ops(open_session: Callable[[Any], Any], feed_x: np.ndarray, runs: int, workdir: Path) -> list[dict[str, Any]]:
+def profile_ops(open_session: Callable[[Any], Any], feed: dict[str, np.ndarray], runs: int, workdir: Path) -> list[dict[str, Any]]:
     """Run `runs` times under ONNX Runtime's profiler (a separate session: profiling slows every run)
     and return the op types by kernel time. `open_session(options_hook)` opens the session."""
     def hook(opts: Any) -> None:
@@ -97,7 +115,6 @@ def profile_ops(open_session: Callable[[Any], Any], feed_x: np.ndarray, runs: in
         opts.profile_file_prefix = str(workdir / "ort_profile")
 
     session = open_session(hook)
-    feed = {session.get_inputs()[0].name: feed_x}
     session.run(None, feed)  # the first run's allocations are not the steady state
     for _ in range(runs):
         session.run(None, feed)

@@ -2,6 +2,9 @@
 earlier stages) to output files in a scratch folder, plus metrics that say how they were obtained.
 
 search -> teacher -> assistants -> distill -> export -> quantize -> check -> compile -> evaluate -> bench
+
+The engine stages (quantize onwards) read only the EngineContext seam (model inputs, calibration and
+evaluation data as named inputs), so `edgekd compile` walks them too (edgekd.compile_stages).
 """
 from __future__ import annotations
 
@@ -12,14 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekd import backends, provenance
+from edgekd import backends, evaluation, provenance
 from edgekd.backends import onnxruntime as ortb
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
-from edgekd.context import Context
+from edgekd.context import Context, EngineContext
 from edgekd.distill.assistants import assistants_key, run_assistants
 from edgekd.distill.steps import build_student, run_distill, run_search, run_teacher, search_key, teacher_key
 from edgekd.distill.weights import load_weights
-from edgekd.export import INPUT_NAME
+from edgekd.errors import ConfigError
 from edgekd.results import Metric
 
 Files = dict[str, Path]
@@ -40,17 +43,13 @@ class Stage:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]  # files it must write; "name/" is a folder it may write
     tools: tuple[str, ...]  # distributions whose versions enter the cache key
-    config: Callable[[Context], dict[str, Any]]  # the resolved settings that enter the cache key
-    run: Callable[[Context, Files, Path], Outcome]
+    config: Callable[[Any], dict[str, Any]]  # the resolved settings that enter the cache key (from the context)
+    run: Callable[[Any, Files, Path], Outcome]  # (context, input files, scratch folder)
 
 
-def accuracy_pt(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((logits.argmax(axis=1) == labels).mean() * 100.0)
-
-
-def accuracy_metric(ctx: Context, logits: np.ndarray, where: str) -> Metric:
-    test = ctx.data.test
-    return Metric(accuracy_pt(logits, test.y), "%", "measured", f"top-1 on the {len(test)} held-out test samples, {where}")
+def accuracy_metric(ctx: EngineContext, outputs: np.ndarray, where: str) -> Metric:
+    """Top-1 accuracy of `outputs` on the build's evaluation data (not available without labels)."""
+    return evaluation.accuracy_metric(ctx.eval_feeds, outputs, where)
 
 
 def size_metric(path: Path, what: str) -> Metric:
@@ -69,7 +68,7 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     export_onnx(student, ctx.data.input_shape, path, ctx.target.opset)
     provenance.stamp_onnx(path, provenance.props(ctx, "export"))
     test_x = ctx.data.test.x
-    onnx_logits = ortb.predict(ortb.open_session(path), test_x)
+    onnx_logits = ortb.predict(ortb.open_session(path), ctx.eval_feeds.arrays)
     check = parity(predict(student, test_x), onnx_logits)
     where = ortb.runtime_description()
     return Outcome({
@@ -79,64 +78,88 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     }, [f"exported with torch.onnx (dynamo), opset {ctx.target.opset}, dynamic batch", f"parity: {check.describe()}"])
 
 
-def _quantize(ctx: Context, fp32: Path, path: Path, samples: np.ndarray) -> list[str]:
+def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.ndarray]) -> list[str]:
     """Quantize `fp32` for the target into `path`; returns the rule violations of the result."""
     import onnx
 
     from edgekd.quant_rules import qdq_violations
     from edgekd.quantize import quantize_int8
 
-    cfg, tq = ctx.project.quantize, ctx.quant_recipe
+    cfg, tq = ctx.quantize_config, ctx.quant_recipe
     if ctx.target.runtime == "qnn-htp":
         from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
 
-        quantize_for_htp(fp32, path, samples, INPUT_NAME, ctx.qnn_config, cfg.calibrate_method)
+        quantize_for_htp(fp32, path, calib, ctx.qnn_config, cfg.calibrate_method, ctx.model_inputs)
         return qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path)))
-    quantize_int8(fp32, path, samples, INPUT_NAME, cfg, tq)
+    quantize_int8(fp32, path, calib, cfg, tq)
     return qdq_violations(onnx.load(str(path)), tq)
 
 
-def _accuracy_pt(ctx: Context, model: Path) -> float:
+def _accuracy_pt(ctx: EngineContext, model: Path) -> float | None:
     """The fp32 accuracy the quantize stage compares PTQ with (tests force the QAD trigger here)."""
-    return ortb.accuracy_pt(model, ctx.data.test.x, ctx.data.test.y)
+    return accuracy_metric(ctx, ortb.predict_file(model, ctx.eval_feeds.arrays), "").value
 
 
-def run_quantize(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    from edgekd.quantize import calibration_samples
+def quality_metrics(ctx: EngineContext, prefix: str, outputs: np.ndarray, fp32: Path, where: str) -> dict[str, Metric]:
+    """`prefix`.accuracy on the evaluation data; without labels also `prefix`.agreement_pct, the top-1
+    agreement with the fp32 graph (a fidelity check, said so)."""
+    feeds = ctx.eval_feeds
+    metrics = {f"{prefix}.accuracy": accuracy_metric(ctx, outputs, where)}
+    if feeds.labels is None:
+        reference = ortb.predict_file(fp32, feeds.arrays)
+        what = "the INT8 graph" if prefix == "int8" else f"the {prefix}"
+        metrics[f"{prefix}.agreement_pct"] = evaluation.agreement_metric(feeds, outputs, reference, what, where)
+    return metrics
 
-    cfg, tq = ctx.project.quantize, ctx.quant_recipe
-    samples = calibration_samples(ctx.data.calib.x, cfg)
+
+def _int8_metrics(ctx: EngineContext, fp32: Path, path: Path, after: str = "") -> dict[str, Metric]:
+    return quality_metrics(ctx, "int8", ortb.predict_file(path, ctx.eval_feeds.arrays), fp32, ortb.runtime_description() + after)
+
+
+def _quantize_notes(ctx: EngineContext, samples: int) -> list[str]:
+    cfg, tq = ctx.quantize_config, ctx.quant_recipe
+    return [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
+            f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
+            f"{'static shapes ' + ctx.model_inputs.describe() + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
+            f"on {samples} of {ctx.calib_feeds.description}", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
+
+
+def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
+    from edgekd.quant_rules import has_qdq
+    from edgekd.quantize import calibration_rows
+
+    if has_qdq(inputs["student.onnx"]):
+        raise ConfigError(f"{ctx.name}: the model already has QuantizeLinear/DequantizeLinear nodes",
+                          "give edgekd the float model: it quantizes for the target itself")
+    calib = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
     path = out / "student_int8.onnx"
-    violations = _quantize(ctx, inputs["student.onnx"], path, samples)
-    where = ortb.runtime_description()
-    metrics = {"int8.accuracy": accuracy_metric(ctx, ortb.predict(ortb.open_session(path), ctx.data.test.x), where)}
-    notes = [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
-             f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
-             f"{'static batch ' + str(tq.static_batch) + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
-             f"on {len(samples)} samples of the calibration split", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
+    violations = _quantize(ctx, inputs["student.onnx"], path, calib)
+    metrics = _int8_metrics(ctx, inputs["student.onnx"], path)
+    notes = _quantize_notes(ctx, len(next(iter(calib.values()))))
     budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
-    ptq_drop = _accuracy_pt(ctx, inputs["student.onnx"]) - metrics["int8.accuracy"].value
-    if qad.enabled and budget is not None and ptq_drop > budget:
+    fp32_accuracy = _accuracy_pt(ctx, inputs["student.onnx"]) if qad.enabled else None
+    if isinstance(ctx, Context) and budget is not None and fp32_accuracy is not None and metrics["int8.accuracy"].value is not None \
+            and fp32_accuracy - metrics["int8.accuracy"].value > budget:
         from edgekd.distill.steps import run_qad
 
-        qad_model = run_qad(ctx, inputs, out)
-        violations = _quantize(ctx, qad_model, path, samples)
         ptq = metrics["int8.accuracy"]
-        metrics["qad.ptq_accuracy"] = Metric(ptq.value, "%", "measured", f"PTQ of the distilled student: {ptq.how}")
-        metrics["int8.accuracy"] = accuracy_metric(ctx, ortb.predict(ortb.open_session(path), ctx.data.test.x), where + ", after QAD")
-        notes.append(f"PTQ lost {ptq_drop:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} epochs, lr {qad.lr}) "
-                     f"took INT8 accuracy from {ptq.value:.2f}% (PTQ) to {metrics['int8.accuracy'].value:.2f}% (QAD)")
+        qad_model = run_qad(ctx, inputs, out)
+        violations = _quantize(ctx, qad_model, path, calib)
+        metrics = {**_int8_metrics(ctx, qad_model, path, ", after QAD"),
+                   "qad.ptq_accuracy": Metric(ptq.value, "%", "measured", f"PTQ of the distilled student: {ptq.how}")}
+        notes.append(f"PTQ lost {fp32_accuracy - ptq.value:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} "
+                     f"epochs, lr {qad.lr}) took INT8 accuracy from {ptq.value:.2f}% (PTQ) to {metrics['int8.accuracy'].value:.2f}% (QAD)")
     for model in sorted(out.glob("*.onnx")):  # student_int8.onnx (and student_qad.onnx when QAD ran)
-        provenance.stamp_onnx(model, provenance.props(ctx, "quantize"))
+        provenance.stamp_onnx(model, ctx.provenance_props("quantize"))
     metrics["int8.size_mb"] = size_metric(path, "student_int8.onnx")
     metrics["int8.rule_violations"] = Metric(len(violations), "", "measured", "Q/DQ nodes checked against the target's [quantize] recipe (types, symmetry; HTP: static shapes, no Loop/If)")
     return Outcome(metrics, [*(f"rule violation: {v}" for v in violations[:20]), *notes])
 
 
-def run_check(ctx: Context, inputs: Files, out: Path) -> Outcome:
+def run_check(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     from edgekd.analysis.support import analyze
 
-    report = analyze(inputs["student_int8.onnx"], ctx.target_file.name, ctx.target)
+    report = analyze(inputs["student_int8.onnx"], ctx.target_file.name, ctx.target, inputs=ctx.model_inputs)
     (out / "support.json").write_text(json.dumps(report, indent=1))
     how = f"{report['accelerator']}; fallback: {report['fallback']}"
     off = [n for n in report["nodes"] if n["runs_on"] != "accelerator"]
@@ -147,25 +170,25 @@ def run_check(ctx: Context, inputs: Files, out: Path) -> Outcome:
     }, [f"{n['name']} ({n['op_type']}) -> {n['runs_on']}: {n['reason']}" for n in off[:20]])
 
 
-def run_compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
+def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     """The backend's compile from copies of the models stamped with the edgekd.* props (target included),
     so that what it copies or derives carries them; models it wrote without them are stamped after."""
-    values = provenance.props(ctx, "compile", target=True)
+    values = ctx.provenance_props("compile", target=True)
     with provenance.stamped_inputs(inputs, values) as stamped:
         outcome = _compile(ctx, stamped, out)
     provenance.restamp_outputs(out, values)
     return outcome
 
 
-def _compile(ctx: Context, inputs: Files, out: Path) -> Outcome:
+def _compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], inputs["student.onnx"], out)
 
 
-def run_evaluate(ctx: Context, inputs: Files, out: Path) -> Outcome:
+def run_evaluate(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     return backends.get(ctx.target.runtime).evaluate(ctx, inputs)
 
 
-def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
+def run_bench(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     outcome = backends.get(ctx.target.runtime).bench(ctx, inputs, out)
     if ctx.profile.recipe.bench.compare:
         from edgekd.compare import compare
@@ -178,45 +201,53 @@ def run_bench(ctx: Context, inputs: Files, out: Path) -> Outcome:
     return outcome
 
 
-def _data(ctx: Context) -> dict[str, Any]:
-    return {"data": ctx.data_sha256}
+def _data(ctx: EngineContext) -> dict[str, Any]:
+    return {"data": ctx.data_fingerprint, "inputs": ctx.model_inputs.to_json()}
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("search", "pick the student: the project's, or the largest family member that fits the latency and size budgets",
-          (), ("student.json",), ("torch", "onnx", "onnxscript", "onnxruntime"), search_key, run_search),
-    Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
-          (), ("teacher.json",), ("torch", "safetensors", "onnxruntime"), teacher_key, run_teacher),
-    Stage("assistants", "teacher-assistant chain: each assistant distilled from the previous link (each link cached)",
-          ("teacher.json", "teacher.safetensors?"), ("assistant.json",), ("torch", "safetensors"), assistants_key, run_assistants),
-    Stage("distill", "distill the student from the teacher (or the last assistant) with the configured losses",
-          ("student.json", "teacher.json", "teacher.safetensors?", "assistant.json", "assistant.safetensors?"), ("student.safetensors",), ("torch", "safetensors", "onnxruntime"),
-          lambda c: {"teacher": c.project.teacher.model_dump(), "distill": c.project.distill.model_dump(), **_data(c)}, run_distill),
-    Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
-          ("student.json", "student.safetensors"), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
-          lambda c: {"opset": c.target.opset, **_data(c)}, run_export),
-    Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration split (QAD if PTQ breaks the budget and the profile allows)",
-          ("student.onnx", "student.json", "student.safetensors", "teacher.json", "teacher.safetensors?", "assistant.json",
-           "assistant.safetensors?"), ("student_int8.onnx",),
-          ("torch", "onnx", "onnxruntime", "onnxruntime-qnn"),
-          lambda c: {"quantize": c.project.quantize.model_dump(), "target": c.quant_recipe.model_dump(),
-                     "qad": c.profile.recipe.qad.model_dump(), "qad_trigger": c.profile.budgets.quantize_accuracy_drop_pt,
-                     "distill": c.project.distill.model_dump(),
-                     "qnn": c.qnn_config.model_dump() if c.target.qnn else None, **_data(c)}, run_quantize),
-    Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
-          ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
-          lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name}, run_check),
-    Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
-          ("student_int8.onnx", "student.onnx"), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
-          lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
-                     "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.project.quantize.model_dump(),
-                     "budgets": c.profile.budgets.model_dump(), **_data(c)}, run_compile),
-    Stage("evaluate", "accuracy of the engine on the held-out test split",
-          (ENGINE_JSON, "student_int8.onnx"), (), ("onnxruntime", "onnxruntime-qnn"),
-          lambda c: {"target": c.target.model_dump(), **_data(c)}, run_evaluate),
-    Stage("bench", "SingleStream latency at batch 1, Offline throughput, per-op profile (measured here, or estimated for an absent device); teacher and fp32 student for comparison",
-          (ENGINE_JSON, "student_int8.onnx", "support.json", "student.onnx", "teacher.json", "teacher.safetensors?"), ("bench.json",),
-          ("onnxruntime", "torch"),
-          lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
-                     "host": c.host_fingerprint()}, run_bench),
-)
+def _quantize_key(c: EngineContext) -> dict[str, Any]:
+    key = {"quantize": c.quantize_config.model_dump(), "target": c.quant_recipe.model_dump(),
+           "qad": c.profile.recipe.qad.model_dump(), "qad_trigger": c.profile.budgets.quantize_accuracy_drop_pt,
+           "qnn": c.qnn_config.model_dump() if c.target.qnn else None, **_data(c)}
+    if isinstance(c, Context):  # QAD fine-tunes with the distillation settings
+        key["distill"] = c.project.distill.model_dump()
+    return key
+
+
+SEARCH = Stage("search", "pick the student: the project's, or the largest family member that fits the latency and size budgets",
+               (), ("student.json",), ("torch", "onnx", "onnxscript", "onnxruntime"), search_key, run_search)
+TEACHER = Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
+                (), ("teacher.json",), ("torch", "safetensors", "onnxruntime"), teacher_key, run_teacher)
+ASSISTANTS = Stage("assistants", "teacher-assistant chain: each assistant distilled from the previous link (each link cached)",
+                   ("teacher.json", "teacher.safetensors?"), ("assistant.json",), ("torch", "safetensors"), assistants_key, run_assistants)
+DISTILL = Stage("distill", "distill the student from the teacher (or the last assistant) with the configured losses",
+                ("student.json", "teacher.json", "teacher.safetensors?", "assistant.json", "assistant.safetensors?"), ("student.safetensors",),
+                ("torch", "safetensors", "onnxruntime"),
+                lambda c: {"teacher": c.project.teacher.model_dump(), "distill": c.project.distill.model_dump(), **_data(c)}, run_distill)
+EXPORT = Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
+               ("student.json", "student.safetensors"), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
+               lambda c: {"opset": c.target.opset, **_data(c)}, run_export)
+# the stages from here on are shared with `edgekd compile` (edgekd.compile_stages): "name?" inputs are a
+# distillation build's only (QAD needs the student's weights and the teacher; bench times the teacher)
+QUANTIZE = Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration data (QAD if PTQ breaks the budget and the profile allows)",
+                 ("student.onnx", "student.json?", "student.safetensors?", "teacher.json?", "teacher.safetensors?", "assistant.json?",
+                  "assistant.safetensors?"), ("student_int8.onnx",), ("torch", "onnx", "onnxruntime", "onnxruntime-qnn"),
+                 _quantize_key, run_quantize)
+CHECK = Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
+              ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
+              lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "inputs": c.model_inputs.to_json()}, run_check)
+COMPILE = Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
+                ("student_int8.onnx", "student.onnx"), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
+                lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
+                           "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.quantize_config.model_dump(),
+                           "budgets": c.profile.budgets.model_dump(), **_data(c)}, run_compile)
+EVALUATE = Stage("evaluate", "accuracy of the engine on the held-out evaluation data",
+                 (ENGINE_JSON, "student_int8.onnx", "student.onnx"), (), ("onnxruntime", "onnxruntime-qnn"),
+                 lambda c: {"target": c.target.model_dump(), **_data(c)}, run_evaluate)
+BENCH = Stage("bench", "SingleStream latency at batch 1, Offline throughput, per-op profile (measured here, or estimated for an absent device); teacher and fp32 student for comparison",
+              (ENGINE_JSON, "student_int8.onnx", "support.json", "student.onnx", "teacher.json?", "teacher.safetensors?"), ("bench.json",),
+              ("onnxruntime", "torch"),
+              lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
+                         "host": c.host_fingerprint(), "inputs": c.model_inputs.to_json()}, run_bench)
+ENGINE_STAGES: tuple[Stage, ...] = (QUANTIZE, CHECK, COMPILE, EVALUATE, BENCH)
+STAGES: tuple[Stage, ...] = (SEARCH, TEACHER, ASSISTANTS, DISTILL, EXPORT, *ENGINE_STAGES)

@@ -20,7 +20,7 @@ import numpy as np
 from edgekd.config.target import SessionConfig
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
+    from edgekd.context import EngineContext as Context
 
 SEED = 0  # candidate order per round is shuffled with a fixed seed
 
@@ -60,8 +60,7 @@ def candidate_count(ctx: Context) -> int:
 def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[Variant]:
     """The model files to try: the quantize stage's Q/DQ graph, a QOperator graph quantized with the
     same recipe and calibration samples (written into `out`), and the fp32 graph."""
-    from edgekd.export import INPUT_NAME
-    from edgekd.quantize import calibration_samples, quantize_int8
+    from edgekd.quantize import calibration_rows, quantize_int8
 
     variants = []
     for precision, fmt in _variant_kinds(ctx):
@@ -73,8 +72,8 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[
             path = out / f"student_int8_{fmt}.onnx"
             logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
             try:
-                quantize_int8(fp32, path, calibration_samples(ctx.data.calib.x, ctx.project.quantize), INPUT_NAME,
-                              ctx.project.quantize, ctx.quant_recipe, quant_format=fmt)
+                quantize_int8(fp32, path, calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config),
+                              ctx.quantize_config, ctx.quant_recipe, quant_format=fmt)
             finally:
                 logging.disable(logging.NOTSET)
             variants.append(Variant("int8", fmt, path))
@@ -83,13 +82,14 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[
 
 def measure_candidates(request: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """Worker side (edgekd.bench): open every candidate's session, then time them in interleaved
-    rounds. Returns the samples (ms, batch 1) per candidate, in request order."""
+    rounds on the first sample of the request's feeds. Returns the samples (ms, batch 1) per
+    candidate, in request order."""
     from edgekd.backends.onnxruntime import open_session
 
-    x = np.load(request["input"])
+    with np.load(request["feeds"], allow_pickle=False) as archive:
+        feed = {name: archive[name][:1] for name in archive.files}
     sessions = [open_session(Path(c["model"]), SessionConfig.model_validate(c["session"])) for c in request["candidates"]]
-    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    for s, feed in zip(sessions, feeds):
+    for s in sessions:
         for _ in range(request["warmup_runs"]):
             s.run(None, feed)
     samples: list[list[float]] = [[] for _ in sessions]
@@ -99,7 +99,7 @@ def measure_candidates(request: dict[str, Any], progress: Callable[[str], None])
         progress(f"tuning round {r + 1}/{request['rounds']}")
         rng.shuffle(order)
         for i in order:
-            run, feed = sessions[i].run, feeds[i]
+            run = sessions[i].run
             for _ in range(request["runs_per_round"]):
                 start = time.perf_counter_ns()
                 run(None, feed)
@@ -113,9 +113,9 @@ def _round_median_p90(times: list[float], rounds: int) -> float:
     return float(np.median([np.percentile(r, 90) for r in np.array_split(np.asarray(times), rounds)]))
 
 
-def _budget_problems(ctx: Context, row: dict[str, Any], fp32_accuracy: float) -> list[str]:
+def _budget_problems(ctx: Context, row: dict[str, Any], fp32_fidelity: float) -> list[str]:
     b, problems = ctx.profile.budgets, []
-    drop = fp32_accuracy - row["accuracy"]
+    drop = fp32_fidelity - row["accuracy"]
     if b.quantize_accuracy_drop_pt is not None and drop > b.quantize_accuracy_drop_pt:
         problems.append(f"accuracy {row['accuracy']:.2f}% is {drop:.2f} pt below fp32 > quantize_accuracy_drop_pt {b.quantize_accuracy_drop_pt}")
     if b.size_mb is not None and row["size_mb"] > b.size_mb:
@@ -123,6 +123,23 @@ def _budget_problems(ctx: Context, row: dict[str, Any], fp32_accuracy: float) ->
     if b.latency_p90_ms is not None and row["p90_ms"] > b.latency_p90_ms:
         problems.append(f"p90 {row['p90_ms']:.4g} ms > latency_p90_ms {b.latency_p90_ms}")
     return problems
+
+
+def _fidelity(ctx: Context, fp32: Path, variants: list[Variant], levels: dict[str, SessionConfig]) -> tuple[float, dict, str]:
+    """The number the accuracy budget is checked on, per (variant, optimization level): top-1
+    accuracy on the labelled evaluation data; without labels, top-1 agreement with the fp32 graph
+    (a proxy, said so). Returns (fp32's value, per candidate, what it is)."""
+    from edgekd.backends.onnxruntime import predict_file
+    from edgekd.evaluation import agreement_pt, top1_pt
+
+    feeds = ctx.eval_feeds
+    reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
+    outputs = {(v.name, level): predict_file(v.model, feeds.arrays, s) for v in variants for level, s in levels.items()}
+    if feeds.labels is not None:
+        return (top1_pt(reference, feeds.labels), {k: top1_pt(o, feeds.labels) for k, o in outputs.items()},
+                f"accuracy on {feeds.description}")
+    return (100.0, {k: agreement_pt(o, reference) for k, o in outputs.items()},
+            f"no labels: top-1 agreement with the fp32 graph on {feeds.description} stands in for accuracy")
 
 
 def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
@@ -148,34 +165,32 @@ def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
 def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> tuple[dict[str, Any], Path]:
     """Try every candidate (`out`: a scratch folder for the variants and the worker's files). Returns the record (every row: settings, accuracy, size, p90, budget
     problems; rows fastest first; the chosen row's index and why) and the chosen model file."""
-    from edgekd.backends.onnxruntime import accuracy_pt, resolved_threads
+    from edgekd.backends.onnxruntime import resolved_threads
     from edgekd.bench import run_worker
 
     cfg = ctx.profile.recipe.tune
     variants = build_variants(ctx, fp32, int8_qdq, out)
     sessions = _sessions(ctx)
-    test = ctx.data.test
-    fp32_accuracy = accuracy_pt(fp32, test.x, test.y, SessionConfig(graph_optimization_level="basic"))
     levels = {s.graph_optimization_level: s for s in sessions}  # threads and mode do not change the numerics
-    accuracy = {(v.name, level): accuracy_pt(v.model, test.x, test.y, s) for v in variants for level, s in levels.items()}
+    fp32_fidelity, fidelity, fidelity_how = _fidelity(ctx, fp32, variants, levels)
     pairs = [(v, s) for v in variants for s in sessions]
     request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
                "candidates": [{"model": str(v.model), "session": s.model_dump()} for v, s in pairs]}
-    samples = run_worker(request, {"input": ctx.data.test.x[:1]}, out, "engine tuning")["samples_ms"]
+    samples = run_worker(request, ctx.eval_feeds.first(), out, "engine tuning")["samples_ms"]
     rows, models = [], {}
     for (v, s), times in zip(pairs, samples):
         models[v.name] = v.model
         row = {"variant": v.name, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
-               "session": s.model_dump(), "threads": resolved_threads(s), "accuracy": accuracy[(v.name, s.graph_optimization_level)],
+               "session": s.model_dump(), "threads": resolved_threads(s), "accuracy": fidelity[(v.name, s.graph_optimization_level)],
                "size_mb": v.model.stat().st_size / 1e6, "p90_ms": _round_median_p90(times, cfg.rounds),
                "p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
-        row["problems"] = _budget_problems(ctx, row, fp32_accuracy)
+        row["problems"] = _budget_problems(ctx, row, fp32_fidelity)
         rows.append(row)
     rows.sort(key=lambda r: r["p90_ms"])
     chosen, reason = choose(rows)
-    return {"chosen": chosen, "reason": reason, "fp32_accuracy": fp32_accuracy, "rows": rows,
+    return {"chosen": chosen, "reason": reason, "fp32_accuracy": fp32_fidelity, "accuracy_is": fidelity_how, "rows": rows,
             "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), batch 1 on this host, "
                     f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "
-                    "accuracy on the test split per variant and optimization level; budgets: quantize_accuracy_drop_pt (vs fp32), size_mb, latency_p90_ms")}, \
+                    f"accuracy per variant and optimization level: {fidelity_how}; budgets: quantize_accuracy_drop_pt (vs fp32), size_mb, latency_p90_ms")}, \
         models[rows[chosen]["variant"]]

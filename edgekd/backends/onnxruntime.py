@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -44,20 +44,22 @@ def open_session(model: Path, cfg: SessionConfig | None = None, optimized_model_
     return ort.InferenceSession(str(model), opts, providers=[PROVIDER])
 
 
-def predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for every row of `x`, run in batches through the session's single input (`len(x)` must
-    be a multiple of a static batch size; edgekd's static graphs have batch 1)."""
-    model_input = session.get_inputs()[0]
-    if isinstance(model_input.shape[0], int):  # a static batch (e.g. HTP-ready graphs): feed that many rows
-        batch_size = model_input.shape[0]
-    outs = [session.run(None, {model_input.name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+def predict(session: Any, feeds: Mapping[str, np.ndarray] | np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The first output for every sample of `feeds` (named inputs, samples on axis 0; an array is the
+    first input's), run in batches (a graph with a static batch gets that many rows at a time)."""
+    first = session.get_inputs()[0]
+    if isinstance(feeds, np.ndarray):
+        feeds = {first.name: feeds}
+    if isinstance(first.shape[0], int):  # a static batch (e.g. HTP-ready graphs): feed that many rows
+        batch_size = first.shape[0]
+    count = len(next(iter(feeds.values())))
+    outs = [session.run(None, {n: a[i:i + batch_size] for n, a in feeds.items()})[0] for i in range(0, count, batch_size)]
     return np.concatenate(outs)
 
 
-def accuracy_pt(model: Path, x: np.ndarray, y: np.ndarray, cfg: SessionConfig | None = None) -> float:
-    """Top-1 accuracy in points of the ONNX model at `model` on (x, y), run as `open_session` runs it."""
-    logits = predict(open_session(Path(model), cfg), x)
-    return float((logits.argmax(axis=1) == y).mean() * 100.0)
+def predict_file(model: Path, feeds: Mapping[str, np.ndarray], cfg: SessionConfig | None = None) -> np.ndarray:
+    """`predict` with a session opened on `model` as `open_session` opens it."""
+    return predict(open_session(Path(model), cfg), feeds)
 
 
 def runtime_description(cfg: SessionConfig | None = None) -> str:

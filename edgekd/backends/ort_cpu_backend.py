@@ -14,7 +14,7 @@ from edgekd.deploy.ort_bundle import write_ort_bundle
 from edgekd.results import Metric
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
+    from edgekd.context import EngineContext as Context
     from edgekd.stages import Outcome
 
 ENGINE_FILE = "engine.onnx"
@@ -41,10 +41,10 @@ class OrtCpuBackend:
                              f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
             ortb.open_session(model, cfg, optimized_model_path=engine)
             # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
-            write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, (1, *ctx.data.input_shape),
+            write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, ctx.model_inputs,
                              session=cfg.model_dump())
         precision = "fp32" if model == fp32_model else "int8"
-        write_engine_json(out, self.runtime, built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
+        write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
                           precision=precision, source_model=model.name, tuning=tuning)
         notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")
         if cfg.graph_optimization_level == "all":
@@ -52,12 +52,13 @@ class OrtCpuBackend:
         return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")}, notes)
 
     def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome:
-        from edgekd.stages import Outcome, accuracy_metric
+        from edgekd.stages import Outcome, quality_metrics
 
         engine_dir, engine = load_engine(inputs)
         cfg = engine_session(ctx, engine)
-        logits = ortb.predict(ortb.open_session(engine_dir / engine["engine_file"], cfg), ctx.data.test.x)
-        return Outcome({"engine.accuracy": accuracy_metric(ctx, logits, f"{engine.get('precision', 'int8')} engine, {ortb.runtime_description(cfg)}")})
+        outputs = ortb.predict_file(engine_dir / engine["engine_file"], ctx.eval_feeds.arrays, cfg)
+        where = f"{engine.get('precision', 'int8')} engine, {ortb.runtime_description(cfg)}"
+        return Outcome(quality_metrics(ctx, "engine", outputs, inputs["student.onnx"], where))
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         from edgekd.bench import measure
@@ -66,7 +67,8 @@ class OrtCpuBackend:
 
         engine_dir, engine = load_engine(inputs)
         cfg = engine_session(ctx, engine)
-        result = measure(engine_dir / engine["engine_file"], ctx.data.test.x[:ctx.profile.recipe.bench.offline_max_batch], cfg, ctx.profile.recipe.bench, out)
+        bench = ctx.profile.recipe.bench
+        result = measure(engine_dir / engine["engine_file"], ctx.eval_feeds.first(bench.offline_max_batch), ctx.model_inputs, cfg, bench, out)
         where = (f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(cfg)}, "
                  f"{result['runs']} timed runs after warm-up, in a separate process")
         (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": where}))

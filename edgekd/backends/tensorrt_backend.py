@@ -14,7 +14,7 @@ from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, load_engine, write_engi
 from edgekd.deploy.ort_bundle import copy_runner
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
+    from edgekd.context import EngineContext as Context
     from edgekd.stages import Outcome
 
 ENGINE_FILE = "model.plan"
@@ -29,16 +29,16 @@ class TensorRTBackend:
         from edgekd.stages import Outcome, size_metric
 
         cfg = ctx.target.tensorrt
-        write_bundle(int8_model, out / BUNDLE_DIR, cfg, ctx.target_file.name, (1, *ctx.data.input_shape))
+        write_bundle(int8_model, out / BUNDLE_DIR, cfg, ctx.target_file.name, ctx.model_inputs)
         copy_runner(out / BUNDLE_DIR)
         (out / ENGINE_DIR).mkdir()
         if trt_backend.available():  # runs only on a device with TensorRT and CUDA
             engine = out / ENGINE_DIR / ENGINE_FILE
-            trt_backend.build_engine(int8_model, engine, cfg, out / ENGINE_DIR / "timing.cache", input_shape=(1, *ctx.data.input_shape))
-            write_engine_json(out, self.runtime, built_here=True, engine_file=ENGINE_FILE)
+            trt_backend.build_engine(int8_model, engine, cfg, out / ENGINE_DIR / "timing.cache", inputs=ctx.model_inputs)
+            write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=True, engine_file=ENGINE_FILE)
             return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")},
                            [f"TensorRT engine built here for {cfg.device_description}"])
-        write_engine_json(out, self.runtime, built_here=False, engine_file=None)
+        write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=False, engine_file=None)
         bundle_size = size_metric(out / BUNDLE_DIR / "model.onnx", f"{BUNDLE_DIR}/model.onnx (the Q/DQ ONNX the engine is built from)")
         return Outcome({"engine.size_mb": bundle_size}, [
             "engine NOT built here: TensorRT and a CUDA device are absent on this host; "
@@ -47,14 +47,14 @@ class TensorRTBackend:
             f"the engine is specific to the device's GPU, TensorRT version and build options ({cfg.device_description})"])
 
     def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome:
-        from edgekd.stages import Outcome, accuracy_metric
+        from edgekd.stages import Outcome, quality_metrics
 
         _, engine = load_engine(inputs)
-        logits = ortb.predict(ortb.open_session(inputs["student_int8.onnx"]), ctx.data.test.x)
+        outputs = ortb.predict_file(inputs["student_int8.onnx"], ctx.eval_feeds.arrays)
         where = (f"host-side: {ortb.runtime_description()} on the Q/DQ graph the engine is built from "
                  "(not the TensorRT engine, which runs only on the device)")
         notes = [] if not engine["built_here"] else ["the engine was built here, but its accuracy is measured on the Q/DQ graph"]
-        return Outcome({"engine.accuracy": accuracy_metric(ctx, logits, where)}, notes)
+        return Outcome(quality_metrics(ctx, "engine", outputs, inputs["student.onnx"], where), notes)
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         from edgekd.backends.estimated import estimated_bench

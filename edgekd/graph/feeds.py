@@ -74,11 +74,9 @@ def _cast(name: str, array: np.ndarray, spec: ResolvedInput, where: Path) -> np.
                       f"save it as {want}")
 
 
-def load_feed_folder(folder: Path, inputs: ModelInputs) -> FeedSet:
-    """A data set from a folder of `.npy` files named by input (`input_ids.npy`) and/or `.npz`
-    files holding arrays named by input (several files of one input are concatenated along the
-    sample axis), with optional labels in `labels.npy`. Every input needs data; the non-sample
-    axes must fit the model (a dim the model fixes must match)."""
+def read_feed_arrays(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The arrays of a data folder by input name (several files of one input are concatenated
+    along the sample axis) and its labels (labels.npy or a "labels" array), if any."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"data folder {folder} not found", "give a folder of .npy/.npz files named by model input")
@@ -93,23 +91,37 @@ def load_feed_folder(folder: Path, inputs: ModelInputs) -> FeedSet:
                         parts.setdefault(key, []).append(archive[key])
         except (ValueError, OSError) as exc:
             raise ConfigError(f"{path}: not a readable numpy file ({exc})", "save arrays with numpy.save / numpy.savez") from None
-    labels = np.concatenate(parts.pop("labels")) if "labels" in parts else None
+    try:
+        arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    except ValueError as exc:
+        raise ConfigError(f"{folder}: the files of one input do not stack along axis 0 ({exc})", "give every file the same sample shape") from None
+    if not arrays:
+        raise ConfigError(f"data folder {folder} has no .npy/.npz files", "save one array per model input, named by the input")
+    return arrays, arrays.pop("labels", None)
+
+
+def load_feed_folder(folder: Path, inputs: ModelInputs) -> FeedSet:
+    """A data set from a folder of `.npy` files named by input (`input_ids.npy`) and/or `.npz`
+    files holding arrays named by input, with optional labels in `labels.npy`. Every input needs
+    data; the non-sample axes must be the resolved shape's."""
+    folder = Path(folder)
+    parts, labels = read_feed_arrays(folder)
     missing = [n for n in inputs.names() if n not in parts]
     if missing:
         raise ConfigError(f"{folder} has no data for input(s) {', '.join(missing)} (found: {', '.join(sorted(parts)) or 'nothing'})",
                           f"add {missing[0]}.npy (samples along axis 0)")
     arrays: dict[str, np.ndarray] = {}
     for spec in inputs.inputs:
-        array = _cast(spec.name, np.concatenate(parts[spec.name]), spec, folder)
+        array = _cast(spec.name, parts[spec.name], spec, folder)
         if array.ndim != len(spec.shape):
             raise ConfigError(f"{folder}: '{spec.name}' has rank {array.ndim}, the model's input has rank {len(spec.shape)} "
                               f"({'x'.join(map(str, spec.shape))})", "put the samples along axis 0, one per row")
-        fixed = [(axis, size) for axis, (size, source) in enumerate(zip(spec.shape, spec.sources))
-                 if axis > 0 and source == "model" and array.shape[axis] != size]
-        if fixed:
-            axis, size = fixed[0]
-            raise ConfigError(f"{folder}: '{spec.name}' has {array.shape[axis]} on axis {axis}, the model fixes it to {size}",
-                              f"save '{spec.name}' with shape N x {'x'.join(map(str, spec.shape[1:]))}")
+        wrong = [(axis, size, source) for axis, (size, source) in enumerate(zip(spec.shape, spec.sources))
+                 if axis > 0 and array.shape[axis] != size]
+        if wrong:
+            axis, size, source = wrong[0]
+            raise ConfigError(f"{folder}: '{spec.name}' has {array.shape[axis]} on axis {axis}, the model's input takes {size} there "
+                              f"({source})", f"save '{spec.name}' with shape N x {'x'.join(map(str, spec.shape[1:]))}")
         arrays[spec.name] = array
     counts = {name: len(a) for name, a in arrays.items()}
     if labels is not None:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__, provenance
-from edgekd.context import Context
+from edgekd import __version__
+from edgekd.context import EngineContext
 from edgekd.results import StageRecord
 from edgekd.toolchain import host_info, versions
 
@@ -30,7 +30,7 @@ def _tuning(records: list[StageRecord], out_dir: Path) -> dict[str, Any] | None:
     return json.loads(engine_file.read_text()).get("tuning")
 
 
-def make(ctx: Context, records: list[StageRecord], out_dir: Path) -> dict[str, Any]:
+def make(ctx: EngineContext, records: list[StageRecord], out_dir: Path) -> dict[str, Any]:
     metrics = {k: m for r in records for k, m in r.metrics.items()}
     failed = [v.to_json() for r in records for v in r.failed]
     bench_file = out_dir / "bench.json"
@@ -41,7 +41,7 @@ def make(ctx: Context, records: list[StageRecord], out_dir: Path) -> dict[str, A
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "verdict": "fail" if failed else "pass",
         "failed_budgets": failed,
-        "project": {**_source(ctx.project_file), "description": ctx.project.description},
+        "project": ctx.report_project(),
         "target": {**_source(ctx.target_file), "runtime": ctx.target.runtime, "description": ctx.target.description},
         "profile": {**_source(ctx.profile_file), "budgets": ctx.profile.budgets.model_dump()},
         "host": host_info(),
@@ -50,5 +50,6 @@ def make(ctx: Context, records: list[StageRecord], out_dir: Path) -> dict[str, A
         "accuracy": {row: metrics[f"{row}.accuracy"].to_json() for row, _ in ACCURACY_ROWS if f"{row}.accuracy" in metrics},
         "latency": json.loads(bench_file.read_text()) if bench_ran and bench_file.is_file() else None,
         "tuning": _tuning(records, out_dir),
-        **provenance.report_sections(ctx, out_dir),  # provenance, lineage, warnings
+        "inputs": ctx.model_inputs.to_json(),
+        **ctx.report_sections(out_dir),  # provenance, lineage, warnings
     }

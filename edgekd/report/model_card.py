@@ -27,13 +27,32 @@ def _metrics(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: m for s in report["stages"] for name, m in s["metrics"].items()}
 
 
+def _compiled(report: dict[str, Any]) -> bool:
+    return (report.get("provenance") or {}).get("kind") == "compiled"
+
+
+def _source_model(report: dict[str, Any]) -> list[str]:
+    """`edgekd compile`'s model and data, in place of the teacher, data and distillation sections."""
+    prov, artefacts = report["provenance"], _artefacts(report)
+    lines = ["## Model", "", f"- given model: {_cell(prov['model']['file'])} (sha256 `{prov['model']['sha256']}`)",
+             *(f"- input {i['name']}: {i['dtype']} {'x'.join(map(str, i['shape']))} ({_cell(', '.join(sorted(set(i['sources']))))})"
+               for i in report.get("inputs", {}).get("inputs", [])),
+             f"- calibration data: {_cell(prov['calibration'])}", f"- evaluation data: {_cell(prov['evaluation'])}",
+             f"- data sha256 `{prov['data_sha256']}`", "", "| file | bytes | sha256 |", "|---|---|---|"]
+    names = [n for n in artefacts if n.endswith(".onnx") or n.startswith("engine/")]
+    lines += [f"| {n} | {artefacts[n]['bytes']:,} | `{artefacts[n]['sha256']}` |" for n in sorted(names)]
+    return lines + ["", "Every ONNX file edgekd wrote carries `edgekd.source_model_sha256` and `edgekd.data_sha256` in its "
+                    "`metadata_props` (the engine and bundle models also `edgekd.target`).", ""]
+
+
 def _summary(report: dict[str, Any]) -> list[str]:
     failed = "; ".join(f"{v['stage']}: {v['budget']}" for v in report["failed_budgets"])
     lin = report.get("lineage")
     host = report["host"]
     return ["| | |", "|---|---|",
             f"| verdict | {'PASS: every budget holds' if report['verdict'] == 'pass' else 'FAIL: ' + _cell(failed)} |",
-            f"| generation | {lin['generation']} (teacher generation {lin['teacher_generation']}) |" if lin else f"| generation | {MISSING} |",
+            f"| generation | {lin['generation']} (teacher generation {lin['teacher_generation']}) |" if lin else
+            f"| generation | {'not distilled here: a trained model given to edgekd compile' if _compiled(report) else MISSING} |",
             f"| target | {report['target']['name']} ({report['target']['runtime']}) |",
             f"| profile | {report['profile']['name']} |",
             f"| project file | {_cell(report['project']['file'])} (sha256 `{report['project']['sha256']}`) |",
@@ -154,10 +173,13 @@ def _toolchain(report: dict[str, Any]) -> list[str]:
 
 
 def render(report: dict[str, Any]) -> str:
-    title = f"# Model card: {report['project']['name']} student for {report['target']['name']}"
+    what = "model" if _compiled(report) else "student"
+    title = f"# Model card: {report['project']['name']} {what} for {report['target']['name']}"
     lines = [title, "", *([report["project"]["description"], ""] if report["project"].get("description") else []),
              *(f"> **Warning:** {w}\n" for w in report.get("warnings", [])), *_summary(report)]
-    for section in (_model, _teacher, _data, _distill, _lineage, _evaluation, _toolchain):
+    sections = (_source_model, _evaluation, _toolchain) if _compiled(report) else \
+        (_model, _teacher, _data, _distill, _lineage, _evaluation, _toolchain)
+    for section in sections:
         lines += section(report)
     lines.append(f"Written from report.json (schema_version {report['schema_version']}); each number is copied from it "
                  "with how it was obtained.")
