@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import onnx
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LayerNormalization")  # input 1: weights (scale), input 2: bias
 _NAMES = {np.dtype("int8"): "int8", np.dtype("uint8"): "uint8", np.dtype("int16"): "int16", np.dtype("uint16"): "uint16",
           np.dtype("int32"): "int32"}
 
@@ -18,15 +19,18 @@ _NAMES = {np.dtype("int8"): "int8", np.dtype("uint8"): "uint8", np.dtype("int16"
 def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize) -> list[str]:
     """Every Q/DQ node whose zero-point type or value breaks `recipe`, one line each (empty: ok).
 
-    A DequantizeLinear whose data input is an initializer quantizes a weight (int32 ones are
-    biases, zero point 0); every other Q/DQ node quantizes an activation. A missing zero point
-    means uint8 0 (the ONNX default)."""
+    A DequantizeLinear of an initializer that feeds a weight slot (Conv/ConvTranspose/Gemm/MatMul/LayerNorm's
+    second input, or a bias) quantizes a weight (int32 ones are biases, zero point 0); every other
+    Q/DQ node, including constants that ops read as data (an embedding table under Gather, GELU's
+    constants), is quantized as an activation (ONNX Runtime does so). A missing zero point means
+    uint8 0 (the ONNX default)."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
+    weight_slots = {name for n in model.graph.node if n.op_type in _WEIGHT_OPS for name in n.input[1:3]}
     problems = []
     for node in (n for n in model.graph.node if n.op_type in _QDQ):
-        is_weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
+        is_weight = node.op_type == "DequantizeLinear" and node.input[0] in inits and node.output[0] in weight_slots
         kind = "weight" if is_weight else "activation"
         expected = recipe.weight_type if is_weight else recipe.activation_type
         symmetric = recipe.symmetric_weights if is_weight else recipe.symmetric_activations

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -58,6 +59,24 @@ def calibration_reader(calib: Calibration, float_inputs_as: str | None = None) -
 
 
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+# what onnxruntime.quantization logs on the root logger that says nothing to act on: per-channel
+# quantization falls back to per-tensor for rank-1 weights (LayerNorm scales), and the advice to
+# pre-process a model that has been (qnn_preprocess_model / quant_pre_process did it)
+_NOISE = ("is out-of-range for weight", "pre-processing before quantization")
+
+
+@contextlib.contextmanager
+def quiet_quantizer_logs() -> Iterator[None]:
+    """Drop onnxruntime.quantization's _NOISE messages from the root logger for the block."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _NOISE)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def calibrate_method(name: str) -> Any:
@@ -67,6 +86,21 @@ def calibrate_method(name: str) -> Any:
             "percentile": CalibrationMethod.Percentile}[name]
 
 
+def _pre_process(fp32_model: Path, prepared: Path) -> None:
+    """quant_pre_process; its symbolic shape inference gives up on some real exports (optimum's
+    BERT: "Incomplete symbolic shape inference"): then again with auto_merge, then without it
+    (ONNX's shape inference and the graph optimization still run)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for options in ({}, {"auto_merge": True}, {"skip_symbolic_shape": True}):
+        try:
+            quant_pre_process(str(fp32_model), str(prepared), **options)
+            return
+        except Exception as exc:  # noqa: BLE001 - it raises a bare Exception
+            if "symbolic shape" not in str(exc).lower() or options.get("skip_symbolic_shape"):
+                raise
+
+
 def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration,
                   cfg: QuantizeConfig, target: TargetQuantize, quant_format: str = "qdq") -> None:
     """quant_pre_process (shape inference + optimization), then quantize_static to QDQ (or, for
@@ -74,13 +108,12 @@ def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration,
     weights and the chosen calibration method, calibrated on every row of `calib`."""
     require("onnxruntime", "INT8 quantization")
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
     prepared = out_model.with_name(out_model.stem + ".pre.onnx")
     # the calibrators print progress with print(); keep the build's output readable
-    with contextlib.redirect_stdout(io.StringIO()):
-        quant_pre_process(str(fp32_model), str(prepared))
+    with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
+        _pre_process(fp32_model, prepared)
         quantize_static(
             str(prepared), str(out_model), calibration_reader(calib),
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator, per_channel=target.per_channel, reduce_range=target.reduce_range,
