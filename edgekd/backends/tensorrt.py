@@ -10,6 +10,14 @@ Build path by TensorRT major version (TensorRT developer guide and 10.x -> 11.x 
   graph leaves in float), the same as `trtexec --int8 [--fp16]`. Not STRONGLY_TYPED: a strongly
   typed network keeps every unquantized layer in FP32, which DLA cannot run.
 - 11.x: every network is strongly typed (the default of create_network); no precision flags exist.
+
+Inputs: any number, any dtype (a ModelInputs). The build pins every dynamic network input to its
+resolved shape in one optimization profile (min = opt = max); trtexec gets the same shapes and
+feedgen's values (--loadInputs), so token ids stay inside the vocabulary.
+
+Tested here without TensorRT: the toolchain checks and measure_engine around a stand-in trtexec
+that replays real trtexec output. build_engine's TensorRT API calls (parser, profile, builder)
+have run only where TensorRT and a CUDA device are present, never in our CI.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from edgekd.backends import trtexec
 from edgekd.backends.tensorrt_config import TensorRTConfig, version_tuple
 from edgekd.errors import EdgekdError, ToolchainMissing
 from edgekd.fsutil import atomic_write_bytes
+from edgekd.graph.inputs import ModelInputs
 from edgekd.toolchain import require
 
 _PURPOSE = "building a TensorRT engine (runs only on the device)"
@@ -71,19 +80,27 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, A
     return network, parser
 
 
-def _pin_dynamic_inputs(builder: Any, network: Any, config: Any, input_shape: tuple[int, ...] | None) -> None:
-    """One optimization profile with min = opt = max = `input_shape` for a dynamic input (DLA
-    needs static shapes; one shape is also what edgekd measures)."""
+def pin_dynamic_inputs(builder: Any, network: Any, config: Any, inputs: ModelInputs | None) -> list[str]:
+    """One optimization profile with min = opt = max = the resolved shape for EVERY dynamic
+    network input (DLA needs static shapes; one shape is also what edgekd measures). Returns the
+    names pinned."""
     dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
     if not dynamic:
-        return
-    if input_shape is None or len(dynamic) > 1:
-        names = ", ".join(t.name for t in dynamic)
-        raise EdgekdError(f"network inputs {names} have dynamic dimensions; edgekd pins one input to one shape",
-                          "pass input_shape (the target's batch shape) for a single-input model")
+        return []
+    shapes = inputs.shapes() if inputs is not None else {}
+    missing = [t.name for t in dynamic if t.name not in shapes]
+    if missing:
+        raise EdgekdError(f"network inputs {', '.join(missing)} have dynamic dimensions and no resolved shape",
+                          "pass inputs=edgekd.graph.resolve.load_inputs(model) (every input resolved to one shape)")
     profile = builder.create_optimization_profile()
-    profile.set_shape(dynamic[0].name, input_shape, input_shape, input_shape)
+    for tensor in dynamic:
+        shape = shapes[tensor.name]
+        if len(shape) != len(tuple(tensor.shape)):
+            raise EdgekdError(f"input '{tensor.name}' resolved to {'x'.join(map(str, shape))}, but the network declares "
+                              f"rank {len(tuple(tensor.shape))}")
+        profile.set_shape(tensor.name, shape, shape, shape)
     config.add_optimization_profile(profile)
+    return [t.name for t in dynamic]
 
 
 def _configure(trt: Any, builder: Any, cfg: TensorRTConfig) -> Any:
@@ -107,15 +124,16 @@ def _configure(trt: Any, builder: Any, cfg: TensorRTConfig) -> Any:
 
 
 def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, timing_cache: Path,
-                 input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Parse `onnx_path`, build with the target's settings, write the serialized engine and the
-    updated timing cache (both atomically). Runs only on the device. Returns what was built."""
+                 inputs: ModelInputs | None = None) -> dict[str, Any]:
+    """Parse `onnx_path`, pin its dynamic inputs to `inputs`' shapes, build with the target's
+    settings, write the serialized engine and the updated timing cache (both atomically). Runs
+    only on the device. Returns what was built."""
     trt = _import_tensorrt(cfg)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, onnx_path)
     config = _configure(trt, builder, cfg)
-    _pin_dynamic_inputs(builder, network, config, input_shape)
+    pinned = pin_dynamic_inputs(builder, network, config, inputs)
     cache_blob = timing_cache.read_bytes() if timing_cache.exists() else b""
     config.set_timing_cache(config.create_timing_cache(cache_blob), ignore_mismatch=False)
     layers_on_dla = sum(bool(config.can_run_on_DLA(network.get_layer(i))) for i in range(network.num_layers)) \
@@ -130,23 +148,32 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, timing
     atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return {"engine": str(engine_path), "size_bytes": engine_path.stat().st_size, "trt_version": trt.__version__,
             "device": cfg.device_description, "layers": network.num_layers, "layers_dla_capable": layers_on_dla,
-            "timing_cache": str(timing_cache), "timing_cache_reused": bool(cache_blob), "build_s": build_s}
+            "timing_cache": str(timing_cache), "timing_cache_reused": bool(cache_blob), "build_s": build_s,
+            "pinned_inputs": {name: list(inputs.shapes()[name]) for name in pinned} if inputs is not None else {}}
 
 
-def measure_engine(engine_path: Path, cfg: TensorRTConfig, workdir: Path, *,
-                   input_shapes: dict[str, tuple[int, ...]] | None = None,
+def measure_engine(engine_path: Path, cfg: TensorRTConfig, workdir: Path, inputs: ModelInputs | None = None, *,
                    trtexec_path: str = "trtexec", timeout_s: float = 600.0) -> dict[str, Any]:
     """Latency of a built engine from `trtexec --loadEngine` (runs only on the device): the parsed
-    performance summary plus every per-query latency from --exportTimes."""
+    performance summary plus every per-query latency from --exportTimes. With `inputs`, trtexec
+    gets --shapes for every input (with --loadEngine it uses them only for inputs the engine leaves
+    dynamic) and --loadInputs with edgekd.graph.feedgen's values (workdir/inputs/*.bin), as the
+    deploy bundle does (edgekd.deploy.tensorrt_bundle says why)."""
+    from edgekd.deploy.tensorrt_bundle import write_input_files
+
     exe = shutil.which(trtexec_path)
     if exe is None:
         raise ToolchainMissing(f"measuring a TensorRT engine needs trtexec, and '{trtexec_path}' is not on PATH",
                                "JetPack installs it as /usr/src/tensorrt/bin/trtexec")
     workdir.mkdir(parents=True, exist_ok=True)
     times = workdir / "trtexec_times.json"
-    cmd = trtexec.bench_command(str(engine_path), cfg.model_dump(), input_shapes=input_shapes,
-                                export_times=str(times), trtexec=exe)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    files = write_input_files(inputs, workdir) if inputs else None  # relative to workdir, where trtexec runs
+    try:
+        cmd = trtexec.bench_command(str(engine_path.resolve()), cfg.model_dump(), input_shapes=inputs.shapes() if inputs else None,
+                                    export_times=str(times.resolve()), input_files=files, trtexec=exe)
+    except ValueError as exc:
+        raise EdgekdError(f"cannot measure {engine_path} with trtexec: {exc}", "rename the model's inputs") from None
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=workdir)
     (workdir / "trtexec_measure.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
@@ -155,4 +182,5 @@ def measure_engine(engine_path: Path, cfg: TensorRTConfig, workdir: Path, *,
     summary = trtexec.parse_performance_summary(proc.stdout)
     return {"summary": summary, "samples_ms": trtexec.parse_exported_times(times.read_text()),
             "command": cmd, "how": f"trtexec (TensorRT {summary['trt_version'] or 'version not printed'}) "
-                                   f"--loadEngine on {cfg.device_description}, data transfers included"}
+                                   f"--loadEngine on {cfg.device_description}, data transfers included"
+                                   + (f", inputs {inputs.describe()} (edgekd feedgen values)" if inputs else "")}

@@ -14,6 +14,14 @@ Facts this module relies on (TensorRT `samples/common/sampleOptions.cpp`, `sampl
   h2dMs, computeMs, d2hMs, latencyMs` for the timed queries only (current sampleReporting.cpp;
   older releases also wrote `endToEndMs` and the warm-up queries, and TensorRT 7 spelled the copies
   `startInMs/inMs/outMs`: `latencyMs` is in every layout).
+- `--shapes=name:1x128,name2:1x128` and `--loadInputs=name:file,name2:file2` (sampleOptions.cpp):
+  the value is split on ',' first, then each item on its last ':'; a name may be single-quoted
+  ('Input:0'). At build time trtexec refuses --shapes for a model without dynamic inputs ("Static
+  model does not take explicit shapes", sampleEngines.cpp); with --loadEngine it uses a given shape
+  only for inputs the engine leaves dynamic (sampleInference.cpp setUpInference).
+- A --loadInputs file is the input's raw values; its size must equal the binding's (volume x
+  element size; INT64 inputs are 8 bytes from TensorRT 10 on: sampleUtils.cpp dataTypeSize,
+  loadFromFile). Inputs without a file get trtexec's random values.
 """
 from __future__ import annotations
 
@@ -58,17 +66,36 @@ def _check_cfg(cfg: Mapping[str, Any]) -> None:
         raise ValueError("gpu_fallback needs dla_core: GPU fallback only applies to DLA builds")
 
 
+def _spec_name(name: str, option: str) -> str:
+    """An input name as trtexec's --shapes/--loadInputs take it: trtexec splits the option's value on
+    ',' first, then each item on its last ':' (or after a single-quoted name), so a name with ':' is
+    wrapped in single quotes ("'Input:0'", as `trtexec --help` documents); ',' and "'" cannot be
+    expressed at all."""
+    if "'" in name or "," in name:
+        raise ValueError(f"input name {name!r} contains a single quote or a comma, which trtexec's {option} cannot express")
+    return f"'{name}'" if ":" in name else name
+
+
 def shapes_spec(input_shapes: Mapping[str, Sequence[int]]) -> str:
-    """`name:1x3x32x32,other:...` as trtexec's --shapes takes it; names with ':' or ',' are wrapped
-    in single quotes, as `trtexec --help` documents ("'Input:0'")."""
+    """`name:1x3x32x32,other:1x128` as trtexec's --shapes takes it. A dim may be 0 (an empty
+    tensor, e.g. a decoder's past key/values at past length 0)."""
     parts = []
     for name, shape in input_shapes.items():
-        if "'" in name:
-            raise ValueError(f"input name {name!r} contains a single quote, which trtexec's shape spec cannot express")
-        if not shape or any(not isinstance(d, int) or d < 1 for d in shape):
-            raise ValueError(f"shape of input {name!r} must be positive integers, got {tuple(shape)!r}")
-        key = f"'{name}'" if (":" in name or "," in name) else name
-        parts.append(key + ":" + "x".join(str(d) for d in shape))
+        if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
+            raise ValueError(f"shape of input {name!r} must be non-negative integers, got {tuple(shape)!r}")
+        parts.append(_spec_name(name, "--shapes") + ":" + "x".join(str(d) for d in shape))
+    return ",".join(parts)
+
+
+def inputs_spec(input_files: Mapping[str, str]) -> str:
+    """`name:file,other:file2` as trtexec's --loadInputs takes it: each file holds the input's raw
+    values (native byte order, exactly volume x element size bytes: sampleUtils.cpp loadFromFile
+    refuses any other size). File names may not hold ':', ',' or "'"."""
+    parts = []
+    for name, path in input_files.items():
+        if not path or any(c in path for c in ":,'"):
+            raise ValueError(f"input file {path!r} for {name!r} must be a non-empty path without ':', ',' or \"'\"")
+        parts.append(_spec_name(name, "--loadInputs") + ":" + path)
     return ",".join(parts)
 
 
@@ -87,8 +114,11 @@ def _device_flags(cfg: Mapping[str, Any]) -> list[str]:
     return [f"--useDLACore={cfg['dla_core']}"] + (["--allowGPUFallback"] if cfg.get("gpu_fallback") else [])
 
 
-def _inference_flags(cfg: Mapping[str, Any], export_times: str | None, export_profile: str | None) -> list[str]:
+def _inference_flags(cfg: Mapping[str, Any], export_times: str | None, export_profile: str | None,
+                     input_files: Mapping[str, str] | None) -> list[str]:
     flags = ["--percentile=" + ",".join(str(p) for p in PERCENTILES)]
+    if input_files:
+        flags.append("--loadInputs=" + inputs_spec(input_files))
     if cfg.get("warmup_ms") is not None:
         flags.append(f"--warmUp={cfg['warmup_ms']}")
     if cfg.get("duration_s") is not None:
@@ -109,13 +139,14 @@ def build_command(onnx: str, engine: str, cfg: Mapping[str, Any], *,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   timing_cache: str | None = None, build_only: bool = True,
                   export_times: str | None = None, export_profile: str | None = None,
-                  trtexec: str = "trtexec") -> list[str]:
+                  input_files: Mapping[str, str] | None = None, trtexec: str = "trtexec") -> list[str]:
     """The trtexec argument list that builds `engine` from `onnx` with the target's settings.
 
     `cfg` is a TensorRT target table as a dict (edgekd's `TensorRTConfig.model_dump()`).
     `input_shapes` pins dynamic inputs to one shape (min = opt = max, which DLA needs); give it
     only for inputs the ONNX leaves dynamic (trtexec rejects --shapes for static models).
-    `build_only=False` also benchmarks the new engine (see `bench_command` for the flags)."""
+    `build_only=False` also benchmarks the new engine (see `bench_command` for the flags and
+    `input_files`)."""
     _check_cfg(cfg)
     cmd = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}"]
     cmd += _precision_flags(cfg) + _device_flags(cfg)
@@ -130,21 +161,23 @@ def build_command(onnx: str, engine: str, cfg: Mapping[str, Any], *,
     if build_only:
         cmd.append("--skipInference")
     else:
-        cmd += _inference_flags(cfg, export_times, export_profile)
+        cmd += _inference_flags(cfg, export_times, export_profile, input_files)
     return cmd
 
 
 def bench_command(engine: str, cfg: Mapping[str, Any], *,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
                   export_times: str | None = None, export_profile: str | None = None,
-                  trtexec: str = "trtexec") -> list[str]:
+                  input_files: Mapping[str, str] | None = None, trtexec: str = "trtexec") -> list[str]:
     """The trtexec argument list that loads a built engine and measures it: percentiles 90/95/99,
-    data transfers on (so Latency includes H2D and D2H), per-query times to `export_times`."""
+    data transfers on (so Latency includes H2D and D2H), per-query times to `export_times`,
+    input values from `input_files` ({name: raw file}, --loadInputs; trtexec generates random
+    values for inputs not named)."""
     _check_cfg(cfg)
     cmd = [trtexec, f"--loadEngine={engine}"] + _device_flags(cfg)[:1]  # the DLA core to run on
     if input_shapes:
         cmd.append("--shapes=" + shapes_spec(input_shapes))
-    return cmd + _inference_flags(cfg, export_times, export_profile)
+    return cmd + _inference_flags(cfg, export_times, export_profile, input_files)
 
 
 # ---------------------------------------------------------------- output parsing

@@ -1,5 +1,15 @@
 """Deploy bundles for ONNX Runtime targets (x86 CPU, QNN HTP): the model files, bundle.json and the
-device-side runner (run_on_device.py), which `edgekd bench --device` or a person runs on the device."""
+device-side runner (run_on_device.py), which `edgekd bench --device` or a person runs on the device.
+
+Every bundle (this one and the TensorRT one) also carries feedgen.py, a copy of
+edgekd/graph/feedgen.py (numpy only): the runner loads it from the bundle to make a value for
+every model input (token ids inside the vocabulary, masks of ones, empty past key/values, ...)
+from the inputs bundle.json records (edgekd.graph.inputs.ResolvedInput.to_json(): name, dtype,
+shape, role, batch_axis, vocab_size, sources).
+
+bundle.json (format "edgekd-ort-bundle/2"): runtime, target, model (the file to load), inputs,
+feedgen, files (sha256 of every copied file), runner, and the runtime's settings (session, qnn).
+"""
 from __future__ import annotations
 
 import json
@@ -7,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.fsutil import atomic_copy, atomic_write_text, sha256_file
+from edgekd.graph import feedgen
+from edgekd.graph.inputs import ModelInputs
 
 RUNNER = Path(__file__).with_name("run_on_device.py")
+FEEDGEN = Path(feedgen.__file__)
+FORMAT = "edgekd-ort-bundle/2"  # run_on_device.py FORMATS must name it
 
 
 def copy_runner(bundle_dir: Path) -> None:
@@ -16,16 +30,26 @@ def copy_runner(bundle_dir: Path) -> None:
     atomic_copy(RUNNER, bundle_dir / RUNNER.name)
 
 
+def copy_feedgen(bundle_dir: Path) -> Path:
+    """feedgen.py into the bundle (the runner's feed generator); returns its path there."""
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    atomic_copy(FEEDGEN, bundle_dir / FEEDGEN.name)
+    return bundle_dir / FEEDGEN.name
+
+
 def write_ort_bundle(bundle_dir: Path, runtime: str, model_files: list[Path], target_name: str,
-                     input_shape: tuple[int, ...], **settings: Any) -> None:
-    """Copy `model_files` (the first is the model to load) and write bundle.json beside them."""
+                     inputs: ModelInputs, **settings: Any) -> None:
+    """Copy `model_files` (the first is the model to load), the runner and feedgen.py, and write
+    bundle.json beside them with every input of `inputs` (the shapes the runner feeds)."""
     copy_runner(bundle_dir)
+    copy_feedgen(bundle_dir)
     for path in model_files:
         atomic_copy(path, bundle_dir / path.name)
+    copied = [p.name for p in model_files] + [FEEDGEN.name]
     manifest = {
-        "format": "edgekd-ort-bundle/1", "runtime": runtime, "target": target_name,
-        "model": model_files[0].name, "input_name": "input", "input_shape": list(input_shape),
-        "files": {p.name: sha256_file(bundle_dir / p.name) for p in model_files},
+        "format": FORMAT, "runtime": runtime, "target": target_name,
+        "model": model_files[0].name, "inputs": [i.to_json() for i in inputs.inputs], "feedgen": FEEDGEN.name,
+        "files": {name: sha256_file(bundle_dir / name) for name in copied},
         "runner": RUNNER.name, **settings,
     }
     atomic_write_text(bundle_dir / "bundle.json", json.dumps(manifest, indent=1) + "\n")

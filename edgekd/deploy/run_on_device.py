@@ -5,11 +5,15 @@
 
 STANDALONE on purpose: it is copied into every bundle and run on the device, where edgekd is not
 installed; it needs only the standard library, numpy and the bundle's runtime. Python >= 3.8.
-DIR/bundle.json: {"runtime": "onnxruntime-cpu" | "qnn-htp" | "tensorrt", "model": FILE,
-"input_shape": [1, ...], "input_name": "input", "session": {...}, "qnn": {...}, "target": NAME;
-tensorrt: "engine" (what build_engine.sh writes), "measure": {"argv", "export_times"}}. Other
-keys are ignored. Exit codes: 0 ok; 2 bad arguments or bundle; 3 the runtime is missing on this
-device; 4 the runtime failed loading or running the model. Errors are one line on stderr.
+DIR/bundle.json (format "edgekd-ort-bundle/2" or "edgekd-tensorrt-bundle/2"; older or unknown
+formats are refused): {"runtime": "onnxruntime-cpu" | "qnn-htp" | "tensorrt", "model": FILE,
+"inputs": [{"name", "dtype", "shape", "role", "batch_axis", "vocab_size", ...}, ...] (every model
+input), "feedgen": "feedgen.py", "session": {...}, "qnn": {...}, "target": NAME; tensorrt:
+"engine" (what build_engine.sh writes), "measure": {"argv", "export_times", "input_files"}}. Other
+keys are ignored. ONNX Runtime gets a value for every input from the bundle's feedgen.py (token ids
+inside the vocabulary, masks of ones, empty past, ...); trtexec gets the same values from the
+bundle's input files (--loadInputs). Exit codes: 0 ok; 2 bad arguments or bundle; 3 the runtime is
+missing on this device; 4 the runtime failed loading or running the model. Errors are one line.
 """
 from __future__ import annotations
 
@@ -29,8 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-SCHEMA = "edgekd-device-result/1"
-RUNTIMES = ("onnxruntime-cpu", "qnn-htp", "tensorrt")
+SCHEMA = "edgekd-device-result/2"
+FORMATS = {"edgekd-ort-bundle/2": ("onnxruntime-cpu", "qnn-htp"), "edgekd-tensorrt-bundle/2": ("tensorrt",)}  # format -> runtimes
 SESSION_KEYS = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "execution_mode", "config_entries")
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it; not on PATH there
@@ -165,13 +169,15 @@ def load_bundle(bundle_dir: Path) -> Dict[str, Any]:
         raise RunnerError(f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(bundle, dict):
         raise RunnerError(f"{path} must hold a JSON object")
-    if bundle.get("runtime") not in RUNTIMES:
-        raise RunnerError(f"{path}: 'runtime' is {bundle.get('runtime')!r}; expected one of {', '.join(RUNTIMES)}")
+    if bundle.get("format") not in FORMATS:
+        raise RunnerError(f"{path}: bundle format {bundle.get('format')!r} is not one this runner reads ({', '.join(FORMATS)}); "
+                          "rebuild the bundle with this edgekd (edgekd build or edgekd compile)")
+    if bundle.get("runtime") not in FORMATS[bundle["format"]]:
+        raise RunnerError(f"{path}: 'runtime' is {bundle.get('runtime')!r}; a {bundle['format']} bundle runs "
+                          f"{' or '.join(FORMATS[bundle['format']])}")
     if not isinstance(bundle.get("model"), str) or not bundle["model"]:
         raise RunnerError(f"{path}: 'model' must name a file in the bundle")
-    shape = bundle.get("input_shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise RunnerError(f"{path}: 'input_shape' must be a list of positive integers, e.g. [1, 64]; got {shape!r}")
+    check_inputs(path, bundle.get("inputs"))
     for key in ("session", "qnn"):
         if not isinstance(bundle.get(key, {}), dict):
             raise RunnerError(f"{path}: '{key}' must be a JSON object")
@@ -179,6 +185,38 @@ def load_bundle(bundle_dir: Path) -> Dict[str, Any]:
     if unknown:
         raise RunnerError(f"{path}: unknown key(s) in 'session': {', '.join(unknown)}; known: {', '.join(SESSION_KEYS)}")
     return bundle
+
+
+def _count(value: Any, positive: bool = False) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= (1 if positive else 0)
+
+
+def check_inputs(path: Path, inputs: Any) -> None:
+    """bundle.json's 'inputs': a non-empty list of {"name", "dtype", "shape", "role", "batch_axis",
+    "vocab_size"} with numpy dtypes and non-negative dims (0: an empty past)."""
+    if not isinstance(inputs, list) or not inputs:
+        raise RunnerError(f"{path}: 'inputs' must be a non-empty list of the model's inputs; got {inputs!r}"[:300])
+    for i, spec in enumerate(inputs):
+        where = f"{path}: inputs[{i}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("role"), str):
+            raise RunnerError(f"{where} must be an object with a 'name' and a 'role'")
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(_count(d) for d in shape):
+            raise RunnerError(f"{where} ('{spec['name']}'): 'shape' must be a list of non-negative integers, e.g. [1, 128]; got {shape!r}")
+        try:
+            np.dtype(spec["dtype"] if isinstance(spec.get("dtype"), str) else "?unset")
+        except TypeError:
+            raise RunnerError(f"{where} ('{spec['name']}'): 'dtype' {spec.get('dtype')!r} is not a numpy dtype") from None
+        axis, vocab = spec.get("batch_axis"), spec.get("vocab_size")
+        if axis is not None and not (_count(axis) and axis < len(shape)) or vocab is not None and not _count(vocab, positive=True):
+            raise RunnerError(f"{where} ('{spec['name']}'): 'batch_axis' must be an axis of its shape and 'vocab_size' positive, or null")
+
+
+def bundle_batch(bundle: Dict[str, Any]) -> int:
+    """The batch the bundle measures: the batch axis of the first input that has one, else axis 0."""
+    inputs = bundle["inputs"]
+    batched = [s["shape"][s["batch_axis"]] for s in inputs if s.get("batch_axis") is not None]
+    return int(batched[0] if batched else next((s["shape"][0] for s in inputs if s["shape"]), 1))
 
 
 def bundle_file(bundle_dir: Path, name: str, what: str) -> Path:
@@ -191,11 +229,29 @@ def bundle_file(bundle_dir: Path, name: str, what: str) -> Path:
     return path
 
 
+def load_helper(bundle_dir: Path, name: str, what: str) -> Any:
+    """A Python module the bundle carries (edgekd's feedgen.py or trtexec.py), loaded from its file."""
+    path = bundle_file(bundle_dir, name, what)
+    spec = importlib.util.spec_from_file_location("edgekd_bundle_" + path.stem, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:  # a broken copy: say which file
+        raise RunnerError(f"{what} '{name}' in bundle {bundle_dir} does not load ({_first_line(exc)}); rebuild the bundle") from exc
+    return module
+
+
+def make_feeds(bundle_dir: Path, bundle: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """A value for every input from the bundle's feedgen.py (edgekd.graph.feedgen)."""
+    feedgen = load_helper(bundle_dir, str(bundle.get("feedgen") or "feedgen.py"), "feed generator")
+    return feedgen.make_feeds(bundle["inputs"])
+
+
 # ------------------------------------------------------------------ ONNX Runtime (CPU and QNN)
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(uint16)": np.uint16,
-               "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(bool)": "bool",
+               "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(uint16)": "uint16", "tensor(int16)": "int16",
+               "tensor(uint32)": "uint32", "tensor(int32)": "int32", "tensor(uint64)": "uint64", "tensor(int64)": "int64"}
 
 
 def _import(module: str, install: str) -> Any:
@@ -222,32 +278,35 @@ def _session_options(ort: Any, cfg: Dict[str, Any]) -> Tuple[Any, int]:
     return opts, threads
 
 
-def _measure_session(open_session: Callable[[], Any], bundle: Dict[str, Any], runs: int, warmup: int, threads: Optional[int]) -> Latency:
-    """Open the session (memory counted), feed a seeded random input of the bundle's shape, time it."""
+def _check_session_inputs(session: Any, bundle: Dict[str, Any]) -> None:
+    """The model's inputs must be the ones bundle.json records, with the same element types."""
+    model = {i.name: i.type for i in session.get_inputs()}
+    recorded = {s["name"]: s["dtype"] for s in bundle["inputs"]}
+    if set(model) != set(recorded):
+        raise RunnerError(f"bundle.json records inputs {', '.join(recorded)}, but {bundle['model']} has inputs "
+                          f"{', '.join(model) or 'none'}; rebuild the bundle")
+    for name, ort_type in model.items():
+        if _ORT_DTYPES.get(ort_type) != str(np.dtype(recorded[name])):
+            raise RunnerError(f"input {name!r} of {bundle['model']} is {ort_type}, but bundle.json records {recorded[name]}")
+
+
+def _measure_session(open_session: Callable[[], Any], bundle: Dict[str, Any], feeds: Dict[str, np.ndarray],
+                     settings: Tuple[int, int, Optional[int]]) -> Latency:
+    """Open the session (memory counted), feed every input its generated value, time it.
+    `settings`: runs, warmup, intra-op threads."""
+    runs, warmup, threads = settings
     before_mb = memory_mb("VmRSS")
     try:
         session = open_session()
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise RunnerError(f"onnxruntime could not load {bundle['model']}: {_first_line(exc)}", EXIT_RUNTIME) from exc
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise RunnerError(f"{bundle['model']} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); the runner feeds exactly one")
-    name = bundle.get("input_name") or inputs[0].name
-    if name != inputs[0].name:
-        raise RunnerError(f"bundle.json input_name is {name!r} but {bundle['model']} has input {inputs[0].name!r}")
-    dtype = _ORT_DTYPES.get(inputs[0].type)
-    if dtype is None:
-        raise RunnerError(f"input {name!r} has type {inputs[0].type}, which the runner cannot generate")
-    rng = np.random.default_rng(0)
-    shape = tuple(bundle["input_shape"])
-    x = rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else rng.integers(0, 8, shape).astype(dtype)
-    feed = {name: x}
+    _check_session_inputs(session, bundle)
     try:
-        samples = time_runs(lambda: session.run(None, feed), runs, warmup)
+        samples = time_runs(lambda: session.run(None, feeds), runs, warmup)
     except Exception as exc:
         raise RunnerError(f"onnxruntime failed running {bundle['model']}: {_first_line(exc)}", EXIT_RUNTIME) from exc
     after_mb = memory_mb("VmRSS")
-    return {**summarize(samples), "samples_ms": samples, "batch": int(shape[0]), "intra_op_threads": threads,
+    return {**summarize(samples), "samples_ms": samples, "batch": bundle_batch(bundle), "intra_op_threads": threads,
             "peak_rss_mb": memory_mb("VmHWM"),
             "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb}
 
@@ -255,9 +314,10 @@ def _measure_session(open_session: Callable[[], Any], bundle: Dict[str, Any], ru
 def measure_onnxruntime_cpu(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup: int) -> Measured:
     ort = _import("onnxruntime", "install it with: pip install onnxruntime")
     model = bundle_file(bundle_dir, bundle["model"], "model")
+    feeds = make_feeds(bundle_dir, bundle)
     opts, threads = _session_options(ort, bundle.get("session", {}))
     latency = _measure_session(lambda: ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"]),
-                               bundle, runs, warmup, threads)
+                               bundle, feeds, (runs, warmup, threads))
     return latency, f"onnxruntime {ort.__version__}", {"providers": ["CPUExecutionProvider"]}
 
 
@@ -266,6 +326,7 @@ def measure_qnn_htp(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup:
     ort = _import("onnxruntime", "install it with: pip install onnxruntime")
     qnn = _import("onnxruntime_qnn", "install it with: pip install onnxruntime-qnn")
     model = bundle_file(bundle_dir, bundle["model"], "QNN context model")
+    feeds = make_feeds(bundle_dir, bundle)
     if not any(d.ep_name == "QNNExecutionProvider" for d in ort.get_ep_devices()):  # registering twice fails
         ort.register_execution_provider_library("QNNExecutionProvider", qnn.get_library_path())
     devices = [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
@@ -285,7 +346,7 @@ def measure_qnn_htp(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup:
             raise RuntimeError("the session does not use QNNExecutionProvider")
         return session
 
-    latency = _measure_session(open_session, bundle, runs, warmup, threads)
+    latency = _measure_session(open_session, bundle, feeds, (runs, warmup, threads))
     emulated = platform.machine().lower() in ("x86_64", "amd64")
     details = {"providers": providers, "qnn_provider_options": options,
                "qnn_device_type": str(device.device.type), "qnn_sdk": getattr(qnn.build_and_package_info, "qnn_version", "unknown"),
@@ -306,30 +367,22 @@ def find_trtexec() -> str:
     return found
 
 
-def load_trtexec_helper(bundle_dir: Path) -> Any:
-    """edgekd's trtexec.py (parse_performance_summary, parse_exported_times; stdlib only): the
-    bundle's copy, else one beside this script."""
-    for path in (bundle_dir / "trtexec.py", Path(__file__).resolve().parent / "trtexec.py"):
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("edgekd_bundle_trtexec", path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-            return module
-    raise RunnerError(f"trtexec.py not found in bundle {bundle_dir} nor beside {Path(__file__).name}; rebuild the bundle with edgekd build")
-
-
-def trtexec_argv(bundle: Dict[str, Any], trtexec: str, engine: str, times: str, runs: int) -> List[str]:
-    """bundle.json's measure.argv (the target's settings: DLA core, warm-up, ...) with this device's
-    trtexec as argv[0], else a plain --loadEngine one; then, unless the bundle sets them:
-    --iterations=RUNS, --duration=0 (so --runs means what it says), --exposeDMA (one inference at a
-    time, as ORT's session.run loop: overlapped copies would add queueing to each latency)."""
-    argv = (bundle.get("measure") or {}).get("argv")
-    if argv is None:
-        argv = ["trtexec", f"--loadEngine={engine}", "--percentile=90,95,99"]
-        if bundle.get("input_name"):
-            argv.append(f"--shapes={bundle['input_name']}:{'x'.join(str(d) for d in bundle['input_shape'])}")
-    elif not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise RunnerError("bundle.json: measure.argv must be a non-empty list of strings")
+def trtexec_argv(bundle_dir: Path, bundle: Dict[str, Any], trtexec: str, times: str, runs: int) -> List[str]:
+    """bundle.json's measure.argv (the target's settings: DLA core, warm-up, --shapes, --loadInputs,
+    ...) with this device's trtexec as argv[0]; then, unless the bundle sets them: --iterations=RUNS,
+    --duration=0 (so --runs means what it says), --exposeDMA (one inference at a time, as ORT's
+    session.run loop: overlapped copies would add queueing to each latency). Every file of
+    measure.input_files must be in the bundle."""
+    measure = bundle.get("measure")
+    argv = measure.get("argv") if isinstance(measure, dict) else None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise RunnerError("bundle.json: measure.argv must be a non-empty list of strings (the trtexec command); rebuild the bundle")
+    files = measure.get("input_files", {})
+    names = {s["name"] for s in bundle["inputs"]}
+    if not isinstance(files, dict) or not all(isinstance(f, str) and n in names for n, f in files.items()):
+        raise RunnerError(f"bundle.json: measure.input_files must map input names ({', '.join(sorted(names))}) to files in the bundle")
+    for name, file in files.items():
+        bundle_file(bundle_dir, file, f"input file of '{name}'")
     given = {a.split("=", 1)[0] for a in argv[1:]}
     extra = [flag + value for flag, value in (("--iterations", f"={runs}"), ("--duration", "=0"), ("--exposeDMA", ""),
                                               ("--exportTimes", f"={times}")) if flag not in given]
@@ -341,7 +394,7 @@ def measure_tensorrt(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup
     samples are trtexec's per-query latencies (--exportTimes). `warmup` is not used: trtexec warms
     up for a time (the bundle's --warmUp, else trtexec's 200 ms)."""
     trtexec = find_trtexec()
-    helper = load_trtexec_helper(bundle_dir)
+    helper = load_helper(bundle_dir, str((bundle.get("measure") or {}).get("parser") or "trtexec.py"), "trtexec helper")
     bundle_file(bundle_dir, "build_engine.sh", "engine build script")
     bash = shutil.which("bash")
     if not bash:
@@ -352,10 +405,10 @@ def measure_tensorrt(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup
     if build.returncode != 0:  # the script's own codes: 2 bundle altered, 3 TensorRT missing or too old
         raise RunnerError(f"build_engine.sh exited {build.returncode}: {_last_line(build.stderr or build.stdout)} "
                           f"(log: {bundle_dir / 'build_engine.log'})", build.returncode if build.returncode in (2, 3) else EXIT_RUNTIME)
-    engine = bundle_file(bundle_dir, str(bundle.get("engine", "model.plan")), "TensorRT engine (made by build_engine.sh)")
+    bundle_file(bundle_dir, str(bundle.get("engine", "model.plan")), "TensorRT engine (made by build_engine.sh)")
     times = bundle_dir / Path(str((bundle.get("measure") or {}).get("export_times", "times.json"))).name
     times.unlink(missing_ok=True)
-    argv = trtexec_argv(bundle, trtexec, engine.name, times.name, runs)
+    argv = trtexec_argv(bundle_dir, bundle, trtexec, times.name, runs)
     proc = subprocess.run(argv, cwd=str(bundle_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     code, output = proc.returncode, proc.stdout
     (bundle_dir / "trtexec.log").write_text(output, encoding="utf-8")
@@ -367,7 +420,7 @@ def measure_tensorrt(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup
         samples = [float(v) for v in helper.parse_exported_times(times.read_text(encoding="utf-8"))]
     except ValueError as exc:
         raise RunnerError(f"cannot read trtexec's results: {_first_line(exc)}", EXIT_RUNTIME) from exc
-    latency = {**summarize(samples), "samples_ms": samples, "batch": int(bundle["input_shape"][0]),
+    latency = {**summarize(samples), "samples_ms": samples, "batch": bundle_batch(bundle),
                "intra_op_threads": None, "peak_rss_mb": None, "engine_rss_mb": None}
     details = {"argv": argv[1:], "trtexec_summary": summary,
                "note": "samples are trtexec's per-query latency (H2D + compute + D2H), one query at a time; memory "
@@ -427,7 +480,8 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     latency, version, details = MEASURE[bundle["runtime"]](bundle_dir, bundle, args.runs, args.warmup)
     result = {"schema": SCHEMA, "device": device_info(), "target": bundle.get("target"), "runtime": bundle["runtime"],
               "runtime_version": version, "runtime_details": details, "model": bundle["model"],
-              "input_shape": bundle["input_shape"], "latency": latency,
+              "inputs": [{k: spec.get(k) for k in ("name", "dtype", "shape", "role")} for spec in bundle["inputs"]],
+              "latency": latency,
               "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(out, result)
     return result

@@ -7,10 +7,26 @@ host without the device ships is the ONNX and a build script (../shared/HARDWARE
   build_engine.sh  bash: checks trtexec and its TensorRT version, then builds model.plan with the
                    target's settings (every argument shlex-quoted; nothing else is pasted in)
   trtexec.py       edgekd/backends/trtexec.py (stdlib only): command lines and output parsers
-  bundle.json      target, TensorRT settings, input, sha256 of every file, what the runner does
+  feedgen.py       edgekd/graph/feedgen.py (numpy only): the generator the input files come from
+  inputs/*.bin     one raw file per input: the values trtexec feeds (--loadInputs)
+  run_on_device.py the device-side runner
+  bundle.json      target, TensorRT settings, every input, sha256 of every file, what the runner does
 
-The device-side runner (run_on_device.py, written elsewhere) runs build_engine.sh, then trtexec
---loadEngine, and parses the output with trtexec.py.
+Shapes: every input the ONNX leaves dynamic is pinned to its resolved shape with one --shapes
+(min = opt = max: one optimization profile, which DLA needs and which is what edgekd measures);
+a model without dynamic inputs gets no --shapes (trtexec refuses them for static models).
+
+Input values: trtexec's own random values fit float inputs, but not token ids (random int64
+values index outside the embedding table: TensorRT's Gather then reads out of bounds or fails),
+attention masks (random integers instead of 0/1 change the softmax and can overflow to NaN) or
+position ids. So the bundle writes what edgekd.graph.feedgen makes for EVERY non-empty input, not
+only those whose values matter: one rule, the same values the ONNX Runtime runner and edgekd's
+host-side bench feed, and reproducible runs; the files are small at batch 1 (an image input is
+under a MiB). Inputs of zero elements (a decoder's past at past length 0) need no file.
+
+The runner (run_on_device.py) runs build_engine.sh, then bundle.json's measure.argv (trtexec
+--loadEngine --shapes --loadInputs --exportTimes), and parses the output with trtexec.py. Only the
+bundle is tested here: TensorRT and trtexec run only on the device.
 """
 from __future__ import annotations
 
@@ -20,40 +36,58 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import edgekd
 from edgekd.analysis.rules_tensorrt import QDQ, check_tensorrt
 from edgekd.backends import trtexec
 from edgekd.backends.tensorrt_config import TensorRTConfig
+from edgekd.deploy.ort_bundle import FEEDGEN, RUNNER, copy_feedgen, copy_runner
 from edgekd.errors import EdgekdError
-from edgekd.fsutil import atomic_copy, atomic_write_text, sha256_file
+from edgekd.fsutil import atomic_copy, atomic_write_bytes, atomic_write_text, sha256_file
+from edgekd.graph.feeds import make_feeds
+from edgekd.graph.inputs import ModelInputs
 from edgekd.toolchain import require
 
 MODEL, SCRIPT, HELPER, MANIFEST = "model.onnx", "build_engine.sh", "trtexec.py", "bundle.json"
-ENGINE, TIMING_CACHE, TIMES = "model.plan", "timing.cache", "times.json"
+ENGINE, TIMING_CACHE, TIMES, INPUTS_DIR = "model.plan", "timing.cache", "times.json", "inputs"
+FORMAT = "edgekd-tensorrt-bundle/2"  # run_on_device.py FORMATS must name it
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs trtexec (not on PATH)
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def _model_input(qdq_onnx: Path, input_shape: tuple[int, ...], trt_major: int) -> tuple[str, bool]:
-    """The model's single input name and whether the ONNX leaves any of its dims dynamic; checks
-    `input_shape` against the dims the model fixes, that the model is one self-contained file, and
-    that TensorRT takes its Q/DQ nodes (zero points 0, INT8 inside the network, float biases)."""
+def _check_inputs(qdq_onnx: Path, graph: Any, inputs: ModelInputs) -> list[str]:
+    """The names of the inputs the ONNX leaves dynamic; checks that `inputs` name exactly the
+    model's inputs, with its rank and the dims it fixes."""
+    initializers = {t.name for t in graph.initializer}
+    declared = {i.name: i for i in graph.input if i.name not in initializers}
+    if sorted(declared) != sorted(inputs.names()):
+        raise EdgekdError(f"{qdq_onnx} has inputs {', '.join(declared) or 'none'}, but the resolved inputs are "
+                          f"{', '.join(inputs.names()) or 'none'}", "resolve the inputs from this model (edgekd.graph.resolve.load_inputs)")
+    dynamic = []
+    for spec in inputs.inputs:
+        dims = declared[spec.name].type.tensor_type.shape.dim
+        shown = "x".join(map(str, spec.shape))
+        if len(dims) != len(spec.shape):
+            raise EdgekdError(f"input '{spec.name}' is {shown} (rank {len(spec.shape)}), but {qdq_onnx} declares rank {len(dims)}")
+        for axis, (dim, size) in enumerate(zip(dims, spec.shape)):
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
+                raise EdgekdError(f"input '{spec.name}' is {shown}: {size} on axis {axis}, but {qdq_onnx} fixes it to {dim.dim_value}")
+        if any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims):
+            dynamic.append(spec.name)
+    return dynamic
+
+
+def _check_model(qdq_onnx: Path, inputs: ModelInputs, trt_major: int) -> list[str]:
+    """The dynamic inputs (see _check_inputs); checks that the model is one self-contained file
+    and that TensorRT takes its Q/DQ nodes (zero points 0, INT8 inside the network, float biases)."""
     onnx = require("onnx", "writing a TensorRT bundle")
     model = onnx.load(str(qdq_onnx), load_external_data=False)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         raise EdgekdError(f"{qdq_onnx} keeps weights in external data files; the bundle copies one ONNX file",
                           "save the model with all tensors inside it (onnx.save(..., save_as_external_data=False))")
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise EdgekdError(f"{qdq_onnx} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a TensorRT bundle feeds exactly one")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != len(input_shape):
-        raise EdgekdError(f"input_shape {input_shape} has rank {len(input_shape)}, but input '{inputs[0].name}' of {qdq_onnx} has rank {len(dims)}")
-    for axis, (dim, size) in enumerate(zip(dims, input_shape)):
-        if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
-            raise EdgekdError(f"input_shape {input_shape} says {size} on axis {axis}, but {qdq_onnx} fixes it to {dim.dim_value}")
-    dynamic = any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims)
+    dynamic = _check_inputs(qdq_onnx, model.graph, inputs)
     bad = [n for n in check_tensorrt(model, dla=False, gpu_fallback=False, trt_major=trt_major)
            if n.op_type in QDQ and n.runs_on == "unsupported"]
     if bad:
@@ -61,7 +95,29 @@ def _model_input(qdq_onnx: Path, input_shape: tuple[int, ...], trt_major: int) -
         raise EdgekdError(f"TensorRT cannot take {len(bad)} Q/DQ nodes of {qdq_onnx}: {shown}",
                           "quantize for TensorRT: INT8 activations and weights (QInt8), extra_options "
                           "ActivationSymmetric=True and QuantizeBias=False")
-    return inputs[0].name, dynamic
+    return dynamic
+
+
+def input_file_name(index: int, name: str) -> str:
+    """`inputs/00_input_ids.bin`: the index keeps names apart that differ only in characters a
+    file name (and trtexec's --loadInputs) cannot hold."""
+    return f"{INPUTS_DIR}/{index:02d}_{_UNSAFE.sub('_', name)}.bin"
+
+
+def write_input_files(inputs: ModelInputs, folder: Path) -> dict[str, str]:
+    """What edgekd.graph.feedgen makes for every input with at least one element, as raw
+    little-endian files under `folder` (the layout trtexec --loadInputs reads on x86 and aarch64);
+    returns {input name: path relative to `folder`}."""
+    feeds = make_feeds(inputs)
+    files = {}
+    for index, spec in enumerate(inputs.inputs):
+        array = feeds[spec.name]
+        if array.size == 0:
+            continue
+        relative = input_file_name(index, spec.name)
+        atomic_write_bytes(folder / relative, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
+        files[spec.name] = relative
+    return files
 
 
 def _version_tag(version: str) -> int:
@@ -135,49 +191,68 @@ fi
 """
 
 
-def _manifest(cfg: TensorRTConfig, target_name: str, input_name: str, input_shape: tuple[int, ...], dynamic: bool,
-              build_argv: list[str], measure_argv: list[str], sha: dict[str, str]) -> dict[str, Any]:
+def _manifest(cfg: TensorRTConfig, target_name: str, inputs: ModelInputs, dynamic: list[str],
+              argv: dict[str, list[str]], input_files: dict[str, str], sha: dict[str, str]) -> dict[str, Any]:
     return {
-        "format": "edgekd-tensorrt-bundle/1", "written_by": f"edgekd {edgekd.__version__}",
+        "format": FORMAT, "written_by": f"edgekd {edgekd.__version__}",
         "runtime": "tensorrt", "target": target_name,
         "model": MODEL, "model_sha256": sha[MODEL], "engine": ENGINE,
-        "input_name": input_name, "input_shape": list(input_shape), "input_dynamic_in_model": dynamic,
+        "inputs": [i.to_json() for i in inputs.inputs], "dynamic_inputs": dynamic, "feedgen": FEEDGEN.name,
         "tensorrt": {**cfg.model_dump(mode="json"), "min_trt_version": cfg.min_trt_version, "device": cfg.device_description},
-        "build": {"script": SCRIPT, "argv": build_argv, "timing_cache": TIMING_CACHE,
-                  "note": "argv[0] is replaced by $TRTEXEC (default: trtexec on PATH, else " + JETPACK_TRTEXEC + ")"},
-        "measure": {"argv": measure_argv, "export_times": TIMES, "parser": HELPER,
-                    "note": "Latency includes H2D and D2H copies (no --noDataTransfers); samples are --exportTimes latencyMs"},
-        "runner": "run_on_device.py",
+        "build": {"script": SCRIPT, "argv": argv["build"], "timing_cache": TIMING_CACHE,
+                  "note": "argv[0] is replaced by $TRTEXEC (default: trtexec on PATH, else " + JETPACK_TRTEXEC + "); "
+                          "--shapes pins every input the ONNX leaves dynamic (min = opt = max)"},
+        "measure": {"argv": argv["measure"], "export_times": TIMES, "parser": HELPER, "input_files": input_files,
+                    "note": "Latency includes H2D and D2H copies (no --noDataTransfers); samples are --exportTimes latencyMs; "
+                            f"--loadInputs feeds {FEEDGEN.name}'s values (raw little-endian) for every non-empty input"},
+        "runner": RUNNER.name,
         "runner_does": [f"bash {SCRIPT} (checks trtexec and its TensorRT version, builds {ENGINE})",
-                        f"trtexec --loadEngine={ENGINE} with --exportTimes={TIMES}",
+                        f"trtexec --loadEngine={ENGINE} with --loadInputs and --exportTimes={TIMES}",
                         f"parses the output with {HELPER}: parse_performance_summary, parse_exported_times"],
-        "files": {name: sha[name] for name in (MODEL, SCRIPT, HELPER)},
+        "files": sha,
     }
 
 
-def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name: str,
-                 input_shape: tuple[int, ...]) -> list[Path]:
-    """Write model.onnx, build_engine.sh, trtexec.py and bundle.json into `out_dir`; returns them."""
+def _check_arguments(qdq_onnx: Path, target_name: str, inputs: ModelInputs) -> None:
     if not _TARGET_NAME.match(target_name):
         raise EdgekdError(f"target name {target_name!r} is not a plain name (letters, digits, '.', '_', '-')")
     if not qdq_onnx.is_file():
         raise EdgekdError(f"the Q/DQ model {qdq_onnx} does not exist", "run the quantize stage first")
-    input_shape = tuple(input_shape)
-    if not input_shape or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in input_shape):
-        raise EdgekdError(f"input_shape must be positive integers, got {input_shape!r}")
-    input_name, dynamic = _model_input(qdq_onnx, input_shape, cfg.trt_major)
-    shapes = {input_name: input_shape} if dynamic else None  # trtexec rejects --shapes for static models
-    build_argv = trtexec.build_command(MODEL, ENGINE, cfg.model_dump(), input_shapes=shapes, timing_cache=TIMING_CACHE)
-    measure_argv = trtexec.bench_command(ENGINE, cfg.model_dump(), input_shapes=shapes, export_times=TIMES)
+    if not inputs.inputs:
+        raise EdgekdError(f"no resolved inputs given for {qdq_onnx}", "resolve them with edgekd.graph.resolve.load_inputs")
+    for spec in inputs.inputs:
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in spec.shape):
+            raise EdgekdError(f"input '{spec.name}' has shape {spec.shape!r}; dims must be non-negative integers")
+
+
+def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name: str,
+                 inputs: ModelInputs) -> list[Path]:
+    """Write model.onnx, build_engine.sh, trtexec.py, feedgen.py, run_on_device.py, the input
+    files and bundle.json into `out_dir` for the model's `inputs` (every input, resolved to one
+    shape); returns the files written."""
+    _check_arguments(qdq_onnx, target_name, inputs)
+    dynamic = _check_model(qdq_onnx, inputs, cfg.trt_major)
+    shapes = {name: inputs.shapes()[name] for name in dynamic} or None  # trtexec rejects --shapes for static models
+    try:
+        trtexec.shapes_spec(shapes or {})
+        trtexec.inputs_spec({spec.name: "x" for spec in inputs.inputs})
+    except ValueError as exc:
+        raise EdgekdError(f"{qdq_onnx}: {exc}", "rename the model's inputs (ONNX graph input names)") from None
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / name for name in (MODEL, SCRIPT, HELPER, MANIFEST)]
-    atomic_copy(qdq_onnx, paths[0])
-    sha = {MODEL: sha256_file(paths[0])}
-    atomic_write_text(paths[1], render_build_script(build_argv, cfg, target_name, sha[MODEL]))
-    paths[1].chmod(0o755)
-    atomic_copy(Path(trtexec.__file__), paths[2])
-    sha.update({SCRIPT: sha256_file(paths[1]), HELPER: sha256_file(paths[2])})
-    manifest = _manifest(cfg, target_name, input_name, input_shape, dynamic, build_argv, measure_argv, sha)
-    atomic_write_text(paths[3], json.dumps(manifest, indent=1) + "\n")
-    return paths
+    input_files = write_input_files(inputs, out_dir)
+    build_argv = trtexec.build_command(MODEL, ENGINE, cfg.model_dump(), input_shapes=shapes, timing_cache=TIMING_CACHE)
+    measure_argv = trtexec.bench_command(ENGINE, cfg.model_dump(), input_shapes=shapes, export_times=TIMES,
+                                         input_files=input_files)
+    atomic_copy(qdq_onnx, out_dir / MODEL)
+    sha = {MODEL: sha256_file(out_dir / MODEL)}
+    atomic_write_text(out_dir / SCRIPT, render_build_script(build_argv, cfg, target_name, sha[MODEL]))
+    (out_dir / SCRIPT).chmod(0o755)
+    atomic_copy(Path(trtexec.__file__), out_dir / HELPER)
+    copy_feedgen(out_dir)
+    copy_runner(out_dir)
+    names = [SCRIPT, HELPER, FEEDGEN.name, RUNNER.name, *input_files.values()]
+    sha.update({name: sha256_file(out_dir / name) for name in names})
+    manifest = _manifest(cfg, target_name, inputs, dynamic, {"build": build_argv, "measure": measure_argv}, input_files, sha)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return [out_dir / name for name in (MODEL, *names, MANIFEST)]

@@ -10,13 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgekd.deploy.run_on_device import FORMATS, SCHEMA  # the standalone runner's own constants
 from edgekd.errors import EdgekdError, ToolchainMissing
 from edgekd.fsutil import atomic_write_text, sha256_file
 from edgekd.remote.transports import DeviceError, Transport, parse_device
 
 RUNNER = Path(__file__).resolve().parent.parent / "deploy" / "run_on_device.py"
 RESULT_FILE = "device_result.json"
-SCHEMA = "edgekd-device-result/1"
 LATENCY_KEYS = ("runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_per_s")
 _RUNNER_EXIT_MISSING = 3  # run_on_device.py: the runtime is not installed on the device
 
@@ -31,21 +31,33 @@ def bundle_digest(bundle_dir: Path, runner: Path = RUNNER) -> str:
     return digest.hexdigest()
 
 
+def read_bundle(build_dir: Path) -> dict[str, Any]:
+    """build_dir/bundle/bundle.json, checked to be a bundle format this edgekd's runner reads."""
+    path = build_dir / "bundle" / "bundle.json"
+    if not path.is_file():
+        raise EdgekdError(f"build {build_dir} has no device bundle ({path} not found); run edgekd build first",
+                          hint=f"edgekd build --target TARGET --out {build_dir}")
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise EdgekdError(f"{path} is not valid JSON ({exc})", hint="rebuild with edgekd build") from exc
+    found = bundle.get("format") if isinstance(bundle, dict) else None
+    if found not in FORMATS:
+        raise EdgekdError(f"{path}: bundle format {found!r} is not one this edgekd's device runner reads "
+                          f"({', '.join(FORMATS)}); it was written by another edgekd version",
+                          hint=f"rebuild it: edgekd build --target TARGET --out {build_dir}")
+    return bundle
+
+
 def bench_on_device(build_dir: Path, device_url: str, runs: int | None = None, *, python: str = "python3") -> dict[str, Any]:
     """Run `build_dir/bundle` on the device at `device_url` (see edgekd.remote.parse_device) and
     return its result, with `source` saying which device measured it. `runs`: timed runs (the
     runner's default when None). `python`: the device's Python 3 command."""
     build_dir = Path(build_dir)
     bundle_dir = build_dir / "bundle"
-    if not (bundle_dir / "bundle.json").is_file():
-        raise EdgekdError(f"build {build_dir} has no device bundle ({bundle_dir / 'bundle.json'} not found); run edgekd build first",
-                          hint=f"edgekd build --target TARGET --out {build_dir}")
+    bundle = read_bundle(build_dir)
     if runs is not None and runs < 1:
         raise EdgekdError(f"runs must be at least 1; got {runs}")
-    try:
-        bundle = json.loads((bundle_dir / "bundle.json").read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise EdgekdError(f"{bundle_dir / 'bundle.json'} is not valid JSON ({exc})", hint="rebuild with edgekd build") from exc
     transport = parse_device(device_url)
     workdir = f"{transport.work_root}/edgekd-{bundle_digest(bundle_dir)[:12]}"
     transport.push(bundle_dir, workdir)

@@ -10,17 +10,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgekd.deploy.ort_bundle import write_ort_bundle
 from edgekd.errors import EdgekdError, ToolchainMissing
+from edgekd.graph.resolve import load_inputs
 from edgekd.remote import RESULT_FILE, DeviceError, bench_on_device
 from edgekd.remote.bench import bundle_digest, validate_result
 
 
 def make_build(build_dir: Path, **fields: Any) -> Path:
-    """build_dir/bundle with a one-Gemm ONNX model (onnx.helper) and its bundle.json."""
+    """build_dir/bundle: a one-Gemm ONNX model (onnx.helper) in an ORT bundle written by
+    edgekd.deploy.ort_bundle, bundle.json fields overridden by `fields`."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     bundle = build_dir / "bundle"
-    bundle.mkdir(parents=True)
+    build_dir.mkdir(parents=True)
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "W")
     b = numpy_helper.from_array(np.zeros(10, np.float32), "B")
@@ -29,10 +32,11 @@ def make_build(build_dir: Path, **fields: Any) -> Path:
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    save(model, str(bundle / "model.onnx"))
-    spec = {"runtime": "onnxruntime-cpu", "model": "model.onnx", "input_shape": [1, 16], "input_name": "input",
-            "session": {"intra_op_num_threads": 1, "graph_optimization_level": "all"}, "target": "x86-test", **fields}
-    (bundle / "bundle.json").write_text(json.dumps(spec))
+    save(model, str(build_dir / "model.onnx"))
+    write_ort_bundle(bundle, "onnxruntime-cpu", [build_dir / "model.onnx"], "x86-test", load_inputs(build_dir / "model.onnx"),
+                     session={"intra_op_num_threads": 1, "graph_optimization_level": "all"})
+    spec = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**spec, **fields}))
     return build_dir
 
 
@@ -54,6 +58,26 @@ def test_end_to_end_on_a_local_device(tmp_path: Path) -> None:
     # kept beside the build, whole
     assert json.loads((build / RESULT_FILE).read_text()) == result
     assert [p.name for p in build.iterdir() if p.name.startswith(".")] == []
+
+
+def test_multi_input_model_on_a_local_device(tmp_path: Path, zoo: Any) -> None:
+    """`edgekd bench BUILD --device local://DIR` for a tiny BERT (three int64 inputs): the bundle the
+    x86 backend writes, run by the runner in a subprocess on this host."""
+    model = zoo("bert")
+    build = tmp_path / "build"
+    write_ort_bundle(build / "bundle", "onnxruntime-cpu", [model], "x86-test", load_inputs(model),
+                     session={"intra_op_num_threads": 1})
+    result = bench_on_device(build, f"local://{tmp_path}/device", runs=5)
+    assert [i["name"] for i in result["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert result["latency"]["runs"] == 5 and result["latency"]["p50_ms"] > 0
+    assert result["source"].startswith("measured on this host")
+
+
+def test_bundle_of_an_older_edgekd_is_refused_before_copying(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", format="edgekd-ort-bundle/1")
+    with pytest.raises(EdgekdError, match=r"bundle format 'edgekd-ort-bundle/1' is not one this edgekd's device runner reads") as info:
+        bench_on_device(build, f"local://{tmp_path}/device")
+    assert "rebuild it" in info.value.hint and not (tmp_path / "device").exists()
 
 
 def test_default_runs_is_the_runners(tmp_path: Path) -> None:
@@ -91,7 +115,7 @@ def test_runner_failure_names_the_device_and_keeps_the_old_result(tmp_path: Path
 
 
 def test_runtime_missing_on_the_device_is_toolchain_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    build = make_build(tmp_path / "build", runtime="tensorrt")
+    build = make_build(tmp_path / "build", runtime="tensorrt", format="edgekd-tensorrt-bundle/2")
     (build / "bundle" / "build_engine.sh").write_text("exit 0\n")
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -108,7 +132,7 @@ def good_result(runs: int = 3) -> dict[str, Any]:
     samples = [1.0, 2.0, 3.0][:runs]
     latency = {"runs": runs, "p50_ms": 2.0, "p90_ms": 2.8, "p99_ms": 2.98, "mean_ms": 2.0, "min_ms": 1.0,
                "max_ms": 3.0, "throughput_per_s": 500.0, "samples_ms": samples}
-    return {"schema": "edgekd-device-result/1", "runtime": "onnxruntime-cpu", "device": {"hostname": "orin"}, "latency": latency}
+    return {"schema": "edgekd-device-result/2", "runtime": "onnxruntime-cpu", "device": {"hostname": "orin"}, "latency": latency}
 
 
 def test_validate_accepts_a_good_result() -> None:
@@ -116,7 +140,7 @@ def test_validate_accepts_a_good_result() -> None:
 
 
 @pytest.mark.parametrize("mutate, needle", [
-    (lambda r: r.update(schema="edgekd-device-result/0"), "schema"),
+    (lambda r: r.update(schema="edgekd-device-result/1"), "schema"),
     (lambda r: r.update(runtime="tensorrt"), "runtime 'tensorrt'"),
     (lambda r: r.pop("device"), "device"),
     (lambda r: r["latency"].pop("p90_ms"), "latency.p90_ms"),

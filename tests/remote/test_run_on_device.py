@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ import numpy as np
 import pytest
 
 import edgekd.bench
+from edgekd.graph.inputs import ResolvedInput
 
 RUNNER = Path(edgekd.bench.__file__).parent / "deploy" / "run_on_device.py"
+FEEDGEN = Path(edgekd.bench.__file__).parent / "graph" / "feedgen.py"
 LATENCY_KEYS = {"runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_per_s",
                 "samples_ms", "batch", "intra_op_threads", "peak_rss_mb", "engine_rss_mb"}
 
@@ -40,11 +43,19 @@ def tiny_model(path: Path, features: int = 8, classes: int = 4) -> Path:
     return path
 
 
+def float_input(batch: int = 1, name: str = "input", dtype: str = "float32") -> dict[str, Any]:
+    """tiny_model's input as bundle.json records it (ResolvedInput.to_json())."""
+    return ResolvedInput(name, dtype, (batch, 8), "float", ("batch", "model"), batch_axis=0).to_json()
+
+
 def write_bundle(bundle: Path, **fields: Any) -> Path:
-    spec = {"runtime": "onnxruntime-cpu", "model": "model.onnx", "input_shape": [1, 8], "input_name": "input",
-            "session": {"intra_op_num_threads": 1}, "target": "x86-test", **fields}
+    """bundle.json (format 2) by hand, so that tests can break any field, and feedgen.py beside it."""
+    spec = {"format": "edgekd-ort-bundle/2", "runtime": "onnxruntime-cpu", "model": "model.onnx",
+            "inputs": [float_input()], "feedgen": "feedgen.py", "session": {"intra_op_num_threads": 1},
+            "target": "x86-test", **fields}
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / "bundle.json").write_text(json.dumps(spec))
+    shutil.copyfile(FEEDGEN, bundle / "feedgen.py")
     return bundle
 
 
@@ -101,12 +112,13 @@ def test_device_info_on_a_jetson(runner_module: ModuleType, monkeypatch: pytest.
 
 
 def test_onnxruntime_cpu_measures_for_real(tmp_path: Path) -> None:
-    bundle = write_bundle(tmp_path / "bundle", input_shape=[3, 8])
+    bundle = write_bundle(tmp_path / "bundle", inputs=[float_input(batch=3)])
     tiny_model(bundle / "model.onnx")
     proc = run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), "--runs", "40", "--warmup", "3")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["schema"] == "edgekd-device-result/1"
+    assert result["schema"] == "edgekd-device-result/2"
+    assert result["inputs"] == [{"name": "input", "dtype": "float32", "shape": [3, 8], "role": "float"}]
     assert result["runtime"] == "onnxruntime-cpu" and result["runtime_version"].startswith("onnxruntime 1.")
     assert result["target"] == "x86-test" and result["measured_at"].endswith("+00:00")
     assert {"hostname", "machine", "os", "cpu", "cores", "python"} <= set(result["device"])
@@ -117,6 +129,37 @@ def test_onnxruntime_cpu_measures_for_real(tmp_path: Path) -> None:
     assert 0 < latency["min_ms"] <= latency["p50_ms"] <= latency["p90_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     assert latency["peak_rss_mb"] > 0
     assert not list(tmp_path.glob(".r.json.*"))  # the temp file was renamed
+
+
+def test_multi_input_bert_bundle(zoo: Any, tmp_path: Path, runner_module: ModuleType) -> None:
+    """A tiny BERT (optimum export: input_ids, attention_mask, token_type_ids, int64) in a real ORT
+    bundle: the runner feeds all three from the bundle's feedgen.py, the same values edgekd makes."""
+    from edgekd.deploy.ort_bundle import write_ort_bundle
+    from edgekd.graph.feeds import make_feeds
+    from edgekd.graph.resolve import load_inputs
+
+    model = zoo("bert")
+    inputs = load_inputs(model)
+    bundle = tmp_path / "bundle"
+    write_ort_bundle(bundle, "onnxruntime-cpu", [model], "x86-test", inputs, session={"intra_op_num_threads": 1})
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["format"] == "edgekd-ort-bundle/2" and manifest["inputs"] == [i.to_json() for i in inputs.inputs]
+    assert (bundle / "feedgen.py").read_bytes() == FEEDGEN.read_bytes()  # a copy, not a second generator
+    feeds = runner_module.make_feeds(bundle, manifest)
+    expected = make_feeds(inputs)
+    assert list(feeds) == ["input_ids", "attention_mask", "token_type_ids"]
+    for name, array in feeds.items():
+        assert array.dtype == np.int64 and array.shape == (1, 128) and np.array_equal(array, expected[name])
+    assert 0 <= feeds["input_ids"].min() and feeds["input_ids"].max() < inputs.inputs[0].vocab_size
+    assert (feeds["attention_mask"] == 1).all() and (feeds["token_type_ids"] == 0).all()
+
+    proc = run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), "--runs", "5", "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert [(i["name"], i["dtype"], i["shape"]) for i in result["inputs"]] == [
+        ("input_ids", "int64", [1, 128]), ("attention_mask", "int64", [1, 128]), ("token_type_ids", "int64", [1, 128])]
+    latency = result["latency"]
+    assert latency["runs"] == len(latency["samples_ms"]) == 5 and latency["batch"] == 1 and latency["min_ms"] > 0
 
 
 # ------------------------------------------------------------------ errors
@@ -132,8 +175,15 @@ def test_missing_model_is_one_line_and_leaves_no_stale_result(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("fields, needle", [
+    ({"format": None}, "bundle format None is not one this runner reads (edgekd-ort-bundle/2, edgekd-tensorrt-bundle/2); rebuild"),
+    ({"format": "edgekd-ort-bundle/1"}, "bundle format 'edgekd-ort-bundle/1' is not one this runner reads"),
     ({"runtime": "tflite"}, "'runtime' is 'tflite'"),
-    ({"input_shape": [1, -8]}, "'input_shape'"),
+    ({"runtime": "tensorrt"}, "a edgekd-ort-bundle/2 bundle runs onnxruntime-cpu or qnn-htp"),
+    ({"inputs": []}, "'inputs' must be a non-empty list"),
+    ({"inputs": [{**float_input(), "shape": [1, -8]}]}, "inputs[0] ('input'): 'shape' must be a list of non-negative integers"),
+    ({"inputs": [{**float_input(), "dtype": "floaty"}]}, "'dtype' 'floaty' is not a numpy dtype"),
+    ({"inputs": [{**float_input(), "batch_axis": 2}]}, "'batch_axis' must be an axis of its shape"),
+    ({"feedgen": "../feedgen.py"}, "feed generator '../feedgen.py' is outside the bundle"),
     ({"session": {"threads": 2}}, "unknown key(s) in 'session': threads"),
     ({"model": "../../etc/passwd"}, "outside the bundle"),
 ])
@@ -155,9 +205,25 @@ def test_model_onnxruntime_cannot_load_is_exit_4(tmp_path: Path) -> None:
 
 
 def test_wrong_input_name(tmp_path: Path) -> None:
-    bundle = write_bundle(tmp_path / "bundle", input_name="pixels")
+    bundle = write_bundle(tmp_path / "bundle", inputs=[float_input(name="pixels")])
     tiny_model(bundle / "model.onnx")
-    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json")), 2, "'pixels'", "'input'")
+    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json")), 2,
+                          "bundle.json records inputs pixels, but model.onnx has inputs input; rebuild the bundle")
+
+
+def test_wrong_input_dtype(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "bundle", inputs=[float_input(dtype="int64")])
+    tiny_model(bundle / "model.onnx")
+    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json")), 2,
+                          "input 'input' of model.onnx is tensor(float), but bundle.json records int64")
+
+
+def test_broken_feedgen_copy(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "bundle")
+    tiny_model(bundle / "model.onnx")
+    (bundle / "feedgen.py").write_text("import nothing_of_this_name\n")
+    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json")), 2,
+                          "feed generator 'feedgen.py' in bundle", "does not load", "rebuild the bundle")
 
 
 def test_missing_qnn_package_is_exit_3(runner_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -217,8 +283,18 @@ def test_qnn_htp_context_model(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ TensorRT
 
 
+MEASURE = {"argv": ["trtexec", "--loadEngine=model.plan", "--percentile=90,95,99", "--shapes=input:1x8",
+                    "--loadInputs=input:inputs/00_input.bin", "--exportTimes=times.json", "--separateProfileRun"],
+           "export_times": "times.json", "input_files": {"input": "inputs/00_input.bin"}}
+
+
 def tensorrt_bundle(tmp_path: Path, **fields: Any) -> Path:
-    bundle = write_bundle(tmp_path / "bundle", runtime="tensorrt", engine="model.plan", **fields)
+    """A hand-written TensorRT bundle (format 2); tests/backends/test_tensorrt_bundle.py runs the
+    runner on bundles that edgekd.deploy.tensorrt_bundle writes."""
+    fields = {"format": "edgekd-tensorrt-bundle/2", "runtime": "tensorrt", "engine": "model.plan", "measure": MEASURE, **fields}
+    bundle = write_bundle(tmp_path / "bundle", **fields)
+    (bundle / "inputs").mkdir()
+    (bundle / "inputs" / "00_input.bin").write_bytes(np.zeros(8, np.float32).tobytes())
     tiny_model(bundle / "model.onnx")
     (bundle / "build_engine.sh").write_text('set -euo pipefail\n"$TRTEXEC" --onnx=model.onnx --saveEngine=model.plan\n')
     return bundle
@@ -263,17 +339,17 @@ def fake_trtexec_env(tmp_path: Path, script: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("measure", [
-    None,  # no measure.argv in bundle.json: the runner's own --loadEngine command
-    {"argv": ["trtexec", "--loadEngine=model.plan", "--useDLACore=0", "--percentile=90,95,99", "--warmUp=300",
-              "--exportTimes=times.json", "--separateProfileRun"], "export_times": "times.json"},
+    MEASURE,
+    {**MEASURE, "argv": ["trtexec", "--loadEngine=model.plan", "--useDLACore=0", "--percentile=90,95,99", "--warmUp=300",
+                         "--exportTimes=times.json", "--separateProfileRun"], "input_files": {}},
 ])
-def test_tensorrt_path_with_a_stand_in_trtexec(tmp_path: Path, measure: dict[str, Any] | None) -> None:
+def test_tensorrt_path_with_a_stand_in_trtexec(tmp_path: Path, measure: dict[str, Any]) -> None:
     """A fake trtexec checks the runner's side of the contract with edgekd's real trtexec.py:
     build_engine.sh runs with $TRTEXEC, trtexec gets an argv list (the bundle's, with this device's
     trtexec), and samples come from --exportTimes."""
     if not TRTEXEC_HELPER.is_file():
         pytest.skip("edgekd/backends/trtexec.py is not in this tree")
-    bundle = tensorrt_bundle(tmp_path, **({"measure": measure} if measure else {}))
+    bundle = tensorrt_bundle(tmp_path, measure=measure)
     (bundle / "trtexec.py").write_text(TRTEXEC_HELPER.read_text())
     env = fake_trtexec_env(tmp_path, f"#!{sys.executable}\n{FAKE_TRTEXEC}")
     proc = run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), "--runs", "25", env=env)
@@ -282,15 +358,23 @@ def test_tensorrt_path_with_a_stand_in_trtexec(tmp_path: Path, measure: dict[str
     assert result["runtime"] == "tensorrt" and result["runtime_version"] == "TensorRT 10.3.0"
     latency = result["latency"]
     assert set(latency) == LATENCY_KEYS and latency["runs"] == 25 and latency["samples_ms"][0] == 0.5
-    assert latency["intra_op_threads"] is None and latency["peak_rss_mb"] is None
+    assert latency["intra_op_threads"] is None and latency["peak_rss_mb"] is None and latency["batch"] == 1
     assert result["runtime_details"]["trtexec_summary"]["throughput_qps"] == 1990.5
     build, load = (json.loads(line) for line in (bundle / "trtexec_calls.txt").read_text().splitlines())
     assert build == ["--onnx=model.onnx", "--saveEngine=model.plan"]
-    tail = ["--iterations=25", "--duration=0", "--exposeDMA"]
-    if measure is None:
-        assert load == ["--loadEngine=model.plan", "--percentile=90,95,99", "--shapes=input:1x8", *tail, "--exportTimes=times.json"]
-    else:
-        assert load == measure["argv"][1:] + tail
+    assert load == measure["argv"][1:] + ["--iterations=25", "--duration=0", "--exposeDMA"]
+
+
+@pytest.mark.parametrize("measure, needle", [
+    (None, "measure.argv must be a non-empty list of strings (the trtexec command); rebuild the bundle"),
+    ({**MEASURE, "input_files": {"pixels": "inputs/00_input.bin"}}, "measure.input_files must map input names (input)"),
+    ({**MEASURE, "input_files": {"input": "inputs/gone.bin"}}, "input file of 'input' 'inputs/gone.bin' not found in bundle"),
+])
+def test_tensorrt_bad_measure(tmp_path: Path, measure: dict[str, Any] | None, needle: str) -> None:
+    bundle = tensorrt_bundle(tmp_path, measure=measure)
+    (bundle / "trtexec.py").write_text(TRTEXEC_HELPER.read_text())
+    env = fake_trtexec_env(tmp_path, f"#!{sys.executable}\n{FAKE_TRTEXEC}")
+    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), env=env), 2, needle)
 
 
 @pytest.mark.parametrize("code, runner_code", [(3, 3), (1, 4)])
