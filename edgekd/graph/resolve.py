@@ -30,7 +30,9 @@ DEFAULT_SEQUENCE = 128
 DEFAULT_IMAGE_SIDE = 224
 DEFAULT_CHANNELS = 3
 DEFAULT_PAST = 0
-_SEQUENCE_ROLES = ("token_ids", "attention_mask", "token_type_ids", "position_ids", "int", "bool", "float")
+# inputs whose axis 1 is a token sequence when nothing else names it (a float input's axis 1 may be
+# anything: features, frames, channels; it needs --shape or a config)
+_SEQUENCE_ROLES = ("token_ids", "attention_mask", "token_type_ids", "position_ids", "int", "bool")
 _OPS: dict[type, Callable[[int, int], int]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
                                                ast.FloorDiv: operator.floordiv}
 
