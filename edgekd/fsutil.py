@@ -64,3 +64,17 @@ def atomic_copy(src: Path, dst: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def scratch_cwd() -> Iterator[Path]:
+    """Run the block in a temporary working folder, removed after: for library code that writes
+    debug files into the current folder (onnxruntime's symbolic shape inference saves
+    sym_shape_infer_temp.onnx there when it gives up)."""
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="edgekd-cwd-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(before)

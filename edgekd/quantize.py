@@ -12,6 +12,7 @@ import numpy as np
 
 from edgekd.config.models import QuantizeConfig
 from edgekd.config.target import TargetQuantize
+from edgekd.fsutil import scratch_cwd
 from edgekd.toolchain import require
 
 # One sample per calibration batch: ONNX Runtime's histogram calibrators (entropy, percentile)
@@ -94,7 +95,8 @@ def _pre_process(fp32_model: Path, prepared: Path) -> None:
 
     for options in ({}, {"auto_merge": True}, {"skip_symbolic_shape": True}):
         try:
-            quant_pre_process(str(fp32_model), str(prepared), **options)
+            with scratch_cwd():  # where the symbolic inference saves its debug model when it gives up
+                quant_pre_process(str(Path(fp32_model).resolve()), str(Path(prepared).resolve()), **options)
             return
         except Exception as exc:  # noqa: BLE001 - it raises a bare Exception
             if "symbolic shape" not in str(exc).lower() or options.get("skip_symbolic_shape"):

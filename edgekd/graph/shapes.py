@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edgekd.fsutil import scratch_cwd
 from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def _symbolic_inference(model: "onnx.ModelProto") -> "onnx.ModelProto | None":
         return None
     logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.CRITICAL)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), scratch_cwd():
             return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
     except Exception:  # noqa: BLE001 - it raises on ops it has no rule for; the next method tries
         return None
