@@ -18,6 +18,10 @@ from edgekd.backends.tensorrt_config import TensorRTConfig
 from edgekd.deploy import tensorrt_bundle as tb
 from edgekd.errors import EdgekdError
 from edgekd.fsutil import sha256_file
+from edgekd.graph import feedgen
+from edgekd.graph.feeds import make_feeds
+from edgekd.graph.inputs import ModelInputs, ResolvedInput
+from edgekd.graph.resolve import load_inputs
 
 DATA = Path(__file__).parent / "data"
 HELP_TRT10_6 = DATA / "trtexec_10.6_help_head.txt"
@@ -62,25 +66,37 @@ def run_script(bundle: Path, trtexec_path: Path | str) -> subprocess.CompletedPr
                           env={"PATH": "/usr/bin:/bin", "TRTEXEC": str(trtexec_path)}, check=False)
 
 
+def write(model: Path, out: Path, cfg: TensorRTConfig = DLA, target: str = "orin", batch: int = 1) -> list[Path]:
+    """The bundle for `model` with its inputs resolved from the model itself (batch `batch`)."""
+    return tb.write_bundle(model, out, cfg, target, load_inputs(model, batch=batch))
+
+
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
-    tb.write_bundle(qdq_conv(tmp_path / "int8.onnx"), tmp_path / "bundle", DLA, "jetson-orin-nx", (1, 3, 8, 8))
+    write(qdq_conv(tmp_path / "int8.onnx"), tmp_path / "bundle", target="jetson-orin-nx")
     return tmp_path / "bundle"
 
 
 def test_files_and_manifest(bundle: Path, tmp_path: Path):
-    assert sorted(p.name for p in bundle.iterdir()) == sorted([tb.MODEL, tb.SCRIPT, tb.HELPER, tb.MANIFEST])
+    carried = [tb.MODEL, tb.SCRIPT, tb.HELPER, "feedgen.py", "run_on_device.py", "inputs/00_x.bin"]
+    assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()) == sorted([*carried, tb.MANIFEST])
     manifest = json.loads((bundle / tb.MANIFEST).read_text())
-    assert manifest["runtime"] == "tensorrt" and manifest["target"] == "jetson-orin-nx" and manifest["runner"] == "run_on_device.py"
-    assert manifest["model"] == tb.MODEL and manifest["engine"] == tb.ENGINE
-    assert (manifest["input_name"], manifest["input_shape"], manifest["input_dynamic_in_model"]) == ("x", [1, 3, 8, 8], True)
+    assert manifest["format"] == "edgekd-tensorrt-bundle/2" and manifest["runtime"] == "tensorrt"
+    assert manifest["target"] == "jetson-orin-nx" and manifest["runner"] == "run_on_device.py"
+    assert manifest["model"] == tb.MODEL and manifest["engine"] == tb.ENGINE and manifest["feedgen"] == "feedgen.py"
+    assert manifest["inputs"] == [i.to_json() for i in load_inputs(tmp_path / "int8.onnx").inputs]
+    assert manifest["inputs"][0]["shape"] == [1, 3, 8, 8] and manifest["dynamic_inputs"] == ["x"]
     assert manifest["model_sha256"] == sha256_file(tmp_path / "int8.onnx") == sha256_file(bundle / tb.MODEL)
-    assert manifest["files"] == {name: sha256_file(bundle / name) for name in (tb.MODEL, tb.SCRIPT, tb.HELPER)}
+    assert manifest["files"] == {name: sha256_file(bundle / name) for name in carried}
     assert manifest["tensorrt"]["dla_core"] == 0 and manifest["tensorrt"]["min_trt_version"] == "10.0.0"
     assert manifest["build"]["argv"] == trtexec.build_command(tb.MODEL, tb.ENGINE, DLA.model_dump(), input_shapes={"x": (1, 3, 8, 8)},
                                                               timing_cache=tb.TIMING_CACHE)
-    assert "--exportTimes=times.json" in manifest["measure"]["argv"] and "--useDLACore=0" in manifest["measure"]["argv"]
+    measure = manifest["measure"]
+    assert measure["input_files"] == {"x": "inputs/00_x.bin"} and "--loadInputs=x:inputs/00_x.bin" in measure["argv"]
+    assert "--exportTimes=times.json" in measure["argv"] and "--useDLACore=0" in measure["argv"]
+    assert not any(a.startswith("--loadInputs") for a in manifest["build"]["argv"])  # the build runs no inference
     assert (bundle / tb.HELPER).read_text() == Path(trtexec.__file__).read_text()
+    assert (bundle / "feedgen.py").read_text() == Path(feedgen.__file__).read_text()
     assert (bundle / tb.SCRIPT).stat().st_mode & stat.S_IXUSR
 
 
@@ -98,18 +114,20 @@ def test_script_is_valid_bash_with_each_argument_quoted(bundle: Path):
 def test_script_runs_trtexec_with_exactly_the_build_arguments(tmp_path: Path):
     # an input name trtexec must see quoted ('in put:0') and the shell must not split
     model = qdq_conv(tmp_path / "odd.onnx", input_name="in put:0")
-    tb.write_bundle(model, tmp_path / "b", DLA, "orin", (2, 3, 8, 8))
+    write(model, tmp_path / "b", batch=2)
     proc = run_script(tmp_path / "b", fake_trtexec(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    argv = json.loads((tmp_path / "b" / tb.MANIFEST).read_text())["build"]["argv"]
+    manifest = json.loads((tmp_path / "b" / tb.MANIFEST).read_text())
+    argv = manifest["build"]["argv"]
     assert (tmp_path / "b" / "argv.txt").read_text().splitlines() == argv[1:]
     assert "--shapes='in put:0':2x3x8x8" in argv
+    assert "--loadInputs='in put:0':inputs/00_in_put_0.bin" in manifest["measure"]["argv"]
 
 
 @pytest.mark.skipif(BASH is None, reason="needs bash")
 def test_script_refuses_another_tensorrt_major(tmp_path: Path):
     cfg = TensorRTConfig(trt_major=11)
-    tb.write_bundle(qdq_conv(tmp_path / "m.onnx"), tmp_path / "b", cfg, "thor", (1, 3, 8, 8))
+    write(qdq_conv(tmp_path / "m.onnx"), tmp_path / "b", cfg, "thor")
     proc = run_script(tmp_path / "b", fake_trtexec(tmp_path))  # trtexec --help says TensorRT v100600
     assert proc.returncode == 3
     assert "target thor needs TensorRT 11.x >= 11.0.0, but" in proc.stderr and "TensorRT v100600 (major 10)" in proc.stderr
@@ -131,31 +149,145 @@ def test_script_refuses_a_changed_model(bundle: Path, tmp_path: Path):
 
 
 def test_static_model_gets_no_shapes(tmp_path: Path):
-    tb.write_bundle(qdq_conv(tmp_path / "m.onnx", batch=1), tmp_path / "b", DLA, "orin", (1, 3, 8, 8))
+    write(qdq_conv(tmp_path / "m.onnx", batch=1), tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / tb.MANIFEST).read_text())
-    assert manifest["input_dynamic_in_model"] is False
+    assert manifest["dynamic_inputs"] == []
     assert not any(a.startswith("--shapes") for a in manifest["build"]["argv"] + manifest["measure"]["argv"])
+    assert "--loadInputs=x:inputs/00_x.bin" in manifest["measure"]["argv"]  # values are fed all the same
+
+
+def x_input(shape: tuple[int, ...], name: str = "x") -> ModelInputs:
+    return ModelInputs((ResolvedInput(name, "float32", shape, "image", ("--shape",) * len(shape), batch_axis=0),))
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"target_name": "orin; rm -rf /"}, "not a plain name"),
-    ({"input_shape": (1, 3, 8)}, "has rank 3"),
-    ({"input_shape": (1, 4, 8, 8)}, "says 4 on axis 1"),
-    ({"input_shape": (0, 3, 8, 8)}, "positive integers"),
+    ({"inputs": x_input((1, 3, 8))}, "input 'x' is 1x3x8 \\(rank 3\\), but .* declares rank 4"),
+    ({"inputs": x_input((1, 4, 8, 8))}, "input 'x' is 1x4x8x8: 4 on axis 1, but .* fixes it to 3"),
+    ({"inputs": x_input((-1, 3, 8, 8))}, "dims must be non-negative integers"),
+    ({"inputs": x_input((1, 3, 8, 8), name="pixel_values")}, "has inputs x, but the resolved inputs are pixel_values"),
+    ({"inputs": ModelInputs(())}, "no resolved inputs"),
 ])
 def test_bad_arguments(tmp_path: Path, kwargs, match):
-    args = {"target_name": "orin", "input_shape": (1, 3, 8, 8), **kwargs}
+    args = {"target_name": "orin", "inputs": x_input((1, 3, 8, 8)), **kwargs}
     with pytest.raises(EdgekdError, match=match):
         tb.write_bundle(qdq_conv(tmp_path / "m.onnx"), tmp_path / "b", DLA, **args)
+    assert not (tmp_path / "b").exists()
+
+
+def test_input_name_trtexec_cannot_express(tmp_path: Path):
+    with pytest.raises(EdgekdError, match="contains a single quote or a comma") as exc:
+        write(qdq_conv(tmp_path / "m.onnx", input_name="a,b"), tmp_path / "b")
+    assert "rename the model's inputs" in exc.value.hint
 
 
 def test_missing_model(tmp_path: Path):
     with pytest.raises(EdgekdError, match="does not exist"):
-        tb.write_bundle(tmp_path / "nope.onnx", tmp_path / "b", DLA, "orin", (1, 3, 8, 8))
+        tb.write_bundle(tmp_path / "nope.onnx", tmp_path / "b", DLA, "orin", x_input((1, 3, 8, 8)))
 
 
 def test_asymmetric_qdq_is_refused(tmp_path: Path):
     with pytest.raises(EdgekdError, match="TensorRT cannot take 2 Q/DQ nodes") as exc:
-        tb.write_bundle(qdq_conv(tmp_path / "m.onnx", zero_point=3), tmp_path / "b", DLA, "orin", (1, 3, 8, 8))
+        write(qdq_conv(tmp_path / "m.onnx", zero_point=3), tmp_path / "b")
     assert "zero point must be 0" in str(exc.value) and "ActivationSymmetric=True" in exc.value.hint
     assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------- a multi-input model: tiny BERT
+
+
+@pytest.fixture(scope="module")
+def bert_qdq(zoo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelInputs]:
+    """A tiny BERT (optimum export: input_ids, attention_mask, token_type_ids, int64, dynamic batch
+    and sequence) quantized to symmetric INT8 Q/DQ with the jetson-orin-agx target's [quantize]
+    recipe, calibrated on 4 generated feeds."""
+    import contextlib
+
+    from edgekd.config.loading import ConfigSearch, load_target
+    from edgekd.config.models import QuantizeConfig
+    from edgekd.graph.feeds import random_feedset
+    from edgekd.quantize import quantize_int8
+
+    model = zoo("bert")
+    inputs = load_inputs(model)
+    out = tmp_path_factory.mktemp("bert-qdq")
+    recipe = load_target("jetson-orin-agx", ConfigSearch()).config.quantize
+    with contextlib.chdir(out):  # onnxruntime's shape inference may leave temp files in the working folder
+        quantize_int8(model, out / "bert_int8.onnx", random_feedset(inputs, 4).arrays, QuantizeConfig(), recipe)
+    return out / "bert_int8.onnx", inputs
+
+
+def test_multi_input_bundle(bert_qdq, tmp_path: Path):
+    """Every input is pinned with --shapes and fed from its file (what feedgen makes: ids inside
+    the vocabulary, mask of ones, type ids of zeros), and build_engine.sh stays valid bash."""
+    qdq, inputs = bert_qdq
+    tb.write_bundle(qdq, tmp_path / "b", TensorRTConfig(trt_major=10), "jetson-orin-agx", inputs)
+    manifest = json.loads((tmp_path / "b" / tb.MANIFEST).read_text())
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    assert [i["name"] for i in manifest["inputs"]] == names and manifest["dynamic_inputs"] == names
+    shapes = "--shapes=input_ids:1x128,attention_mask:1x128,token_type_ids:1x128"
+    assert shapes in manifest["build"]["argv"] and shapes in manifest["measure"]["argv"]
+    files = {name: f"inputs/{i:02d}_{name}.bin" for i, name in enumerate(names)}
+    assert manifest["measure"]["input_files"] == files
+    assert "--loadInputs=" + ",".join(f"{n}:{f}" for n, f in files.items()) in manifest["measure"]["argv"]
+    expected = make_feeds(inputs)
+    for name, file in files.items():
+        data = np.fromfile(tmp_path / "b" / file, dtype="<i8")
+        assert data.size == 128 and np.array_equal(data.reshape(1, 128), expected[name])  # 1x128 int64: 1024 bytes
+        assert manifest["files"][file] == sha256_file(tmp_path / "b" / file)
+    ids = expected["input_ids"]
+    assert 0 <= ids.min() and ids.max() < inputs.inputs[0].vocab_size and len(np.unique(ids)) > 1
+    if BASH:
+        assert subprocess.run([BASH, "-n", str(tmp_path / "b" / tb.SCRIPT)], capture_output=True).returncode == 0
+
+
+# trtexec stand-in for the whole device path: `--help` prints real trtexec --help output (TensorRT
+# 10.6); a build records its argv and writes model.plan; --loadEngine checks that every --loadInputs
+# file exists, records its size, writes --exportTimes and prints a real trtexec log (TensorRT 10.16).
+STAND_IN = r'''
+import json, os, sys
+args = [a for a in sys.argv[1:]]
+if args == ["--help"]:
+    sys.stdout.write(open(HELP).read()); sys.exit(0)
+opts = dict(a.split("=", 1) for a in args if "=" in a)
+with open("trtexec_calls.txt", "a") as fh:
+    fh.write(json.dumps(args) + "\n")
+if "--saveEngine" in opts:
+    open(opts["--saveEngine"], "wb").write(b"plan"); sys.exit(0)
+sizes = {}
+for item in opts.get("--loadInputs", "").split(","):
+    if item:
+        name, path = item.rsplit(":", 1)
+        sizes[name.strip("'")] = os.path.getsize(path)
+json.dump(sizes, open("loaded_inputs.json", "w"))
+n = int(opts["--iterations"])
+json.dump([{"latencyMs": 0.04 + i / 1e4} for i in range(n)], open(opts["--exportTimes"], "w"))
+sys.stdout.write(open(LOG).read())
+'''
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+def test_runner_measures_the_multi_input_bundle_with_a_stand_in_trtexec(bert_qdq, tmp_path: Path):
+    import os
+    import sys
+
+    qdq, inputs = bert_qdq
+    tb.write_bundle(qdq, tmp_path / "b", TensorRTConfig(trt_major=10), "jetson-orin-agx", inputs)
+    exe = tmp_path / "bin" / "trtexec"
+    exe.parent.mkdir()
+    exe.write_text(f"#!{sys.executable}\nHELP = {str(HELP_TRT10_6)!r}\nLOG = {str(DATA / 'trtexec_10.16_rtx6000ada.log')!r}\n{STAND_IN}")
+    exe.chmod(0o755)
+    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(tmp_path / "b" / "run_on_device.py"), "--bundle", str(tmp_path / "b"),
+                           "--out", str(out), "--runs", "20"], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["runtime"] == "tensorrt" and result["runtime_version"] == "TensorRT 10.16.0"
+    assert [i["name"] for i in result["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert result["latency"]["runs"] == 20 and result["latency"]["batch"] == 1
+    assert result["runtime_details"]["trtexec_summary"]["throughput_qps"] == 18392
+    build, load = (json.loads(line) for line in (tmp_path / "b" / "trtexec_calls.txt").read_text().splitlines())
+    assert build == json.loads((tmp_path / "b" / tb.MANIFEST).read_text())["build"]["argv"][1:]
+    assert load[0] == "--loadEngine=model.plan" and "--shapes=input_ids:1x128,attention_mask:1x128,token_type_ids:1x128" in load
+    assert json.loads((tmp_path / "b" / "loaded_inputs.json").read_text()) == {n: 1024 for n in inputs.names()}

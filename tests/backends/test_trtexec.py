@@ -169,10 +169,31 @@ def test_bench_command_loads_the_engine_on_its_dla_core():
 
 def test_shapes_spec_quotes_names_trtexec_would_split():
     assert trtexec.shapes_spec({"input:0": (1, 3), "b": (2,)}) == "'input:0':1x3,b:2"
-    with pytest.raises(ValueError, match="single quote"):
-        trtexec.shapes_spec({"it's": (1,)})
-    with pytest.raises(ValueError, match="positive integers"):
+    # a decoder's past key/values at past length 0 are empty tensors
+    assert trtexec.shapes_spec({"past_key_values.0.key": (1, 4, 0, 8)}) == "past_key_values.0.key:1x4x0x8"
+    for name in ("it's", "a,b"):  # trtexec splits the spec on ',' before anything else
+        with pytest.raises(ValueError, match="single quote or a comma"):
+            trtexec.shapes_spec({name: (1,)})
+    with pytest.raises(ValueError, match="non-negative integers"):
         trtexec.shapes_spec({"x": (1, -1)})
+
+
+def test_inputs_spec_for_load_inputs():
+    assert trtexec.inputs_spec({"input_ids": "inputs/00_input_ids.bin", "in:0": "inputs/01_in_0.bin"}) == \
+        "input_ids:inputs/00_input_ids.bin,'in:0':inputs/01_in_0.bin"
+    for path in ("c:/x.bin", "a,b.bin", ""):
+        with pytest.raises(ValueError, match="must be a non-empty path without"):
+            trtexec.inputs_spec({"x": path})
+
+
+def test_bench_command_loads_input_values():
+    argv = trtexec.bench_command("m.plan", cfg(), input_shapes={"input_ids": (1, 128), "attention_mask": (1, 128)},
+                                 input_files={"input_ids": "inputs/00_input_ids.bin", "attention_mask": "inputs/01_attention_mask.bin"})
+    assert "--shapes=input_ids:1x128,attention_mask:1x128" in argv
+    assert "--loadInputs=input_ids:inputs/00_input_ids.bin,attention_mask:inputs/01_attention_mask.bin" in argv
+    built = trtexec.build_command("m.onnx", "m.plan", cfg(), build_only=False, input_files={"x": "x.bin"})
+    assert "--loadInputs=x:x.bin" in built
+    assert not any(a.startswith("--loadInputs") for a in trtexec.build_command("m.onnx", "m.plan", cfg(), input_files={"x": "x.bin"}))
 
 
 @pytest.mark.parametrize("bad, match", [({"trt_major": 12, "precision": "int8"}, "trt_major"),
