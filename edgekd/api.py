@@ -122,7 +122,15 @@ def compile_model(model: Path, target: str = "x86", profile: str = "default", ou
     from edgekd.compile_context import compile_context
     from edgekd.compile_stages import COMPILE_STAGES
 
+    from edgekd.quant_rules import has_qdq
+
     model = _model_file(model)
+    if has_qdq(model):
+        raise ConfigError(f"{model} is already quantized (it has QuantizeLinear/DequantizeLinear nodes)",
+                          "give edgekd compile the float model: it quantizes for the target itself")
+    if _external_data(model):
+        raise ConfigError(f"{model} keeps its weights in external data files; edgekd compile takes one self-contained .onnx",
+                          "save it with onnx.save(model, path, save_as_external_data=False) (models under 2 GB)")
     resolved_target, resolved_profile = load_target(target, search), load_profile(profile, search)
     _check_toolchain(resolved_target)
     ctx = compile_context(model, resolved_target, resolved_profile, dict(shapes or {}), data)
@@ -166,6 +174,12 @@ def _model_file(model: Path) -> Path:
     except Exception as exc:  # onnx raises several types for unreadable/invalid files
         raise ConfigError(f"{model}: not a valid ONNX model ({str(exc).splitlines()[0]})", "give an .onnx file exported by torch.onnx or similar") from None
     return model
+
+
+def _external_data(model: Path) -> bool:
+    import onnx
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(str(model), load_external_data=False).graph.initializer)
 
 
 def _inputs(model: Path, shapes: dict[str, tuple[int, ...]] | None, batch: int = 1) -> Any:

@@ -22,7 +22,6 @@ from edgekd.context import Context, EngineContext
 from edgekd.distill.assistants import assistants_key, run_assistants
 from edgekd.distill.steps import build_student, run_distill, run_search, run_teacher, search_key, teacher_key
 from edgekd.distill.weights import load_weights
-from edgekd.errors import ConfigError
 from edgekd.results import Metric
 
 Files = dict[str, Path]
@@ -125,12 +124,8 @@ def _quantize_notes(ctx: EngineContext, samples: int) -> list[str]:
 
 
 def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
-    from edgekd.quant_rules import has_qdq
     from edgekd.quantize import calibration_rows
 
-    if has_qdq(inputs["student.onnx"]):
-        raise ConfigError(f"{ctx.name}: the model already has QuantizeLinear/DequantizeLinear nodes",
-                          "give edgekd the float model: it quantizes for the target itself")
     calib = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
     path = out / "student_int8.onnx"
     violations = _quantize(ctx, inputs["student.onnx"], path, calib)
