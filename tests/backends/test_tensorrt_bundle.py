@@ -291,3 +291,19 @@ def test_runner_measures_the_multi_input_bundle_with_a_stand_in_trtexec(bert_qdq
     assert build == json.loads((tmp_path / "b" / tb.MANIFEST).read_text())["build"]["argv"][1:]
     assert load[0] == "--loadEngine=model.plan" and "--shapes=input_ids:1x128,attention_mask:1x128,token_type_ids:1x128" in load
     assert json.loads((tmp_path / "b" / "loaded_inputs.json").read_text()) == {n: 1024 for n in inputs.names()}
+
+
+def test_empty_past_inputs_get_shapes_but_no_file(zoo, tmp_path: Path):
+    """GPT-2 with past key/values (optimum export, past length 0): the empty past inputs are pinned
+    with a 0 dim and get no --loadInputs file (nothing to load); ids, mask and positions do."""
+    model = zoo("gpt2")
+    inputs = load_inputs(model)
+    tb.write_bundle(model, tmp_path / "b", TensorRTConfig(trt_major=10), "jetson-orin-agx", inputs)  # float: no Q/DQ to check
+    manifest = json.loads((tmp_path / "b" / tb.MANIFEST).read_text())
+    spec = next(a for a in manifest["build"]["argv"] if a.startswith("--shapes=")).split("=", 1)[1].split(",")
+    past = inputs.shapes()["past_key_values.0.key"]
+    assert past[2] == 0 and "past_key_values.0.key:" + "x".join(map(str, past)) in spec
+    assert len(spec) == len(inputs.inputs)
+    assert sorted(manifest["measure"]["input_files"]) == ["attention_mask", "input_ids", "position_ids"]
+    positions = np.fromfile(tmp_path / "b" / manifest["measure"]["input_files"]["position_ids"], dtype="<i8")
+    assert np.array_equal(positions, np.arange(128))

@@ -162,6 +162,23 @@ def test_multi_input_bert_bundle(zoo: Any, tmp_path: Path, runner_module: Module
     assert latency["runs"] == len(latency["samples_ms"]) == 5 and latency["batch"] == 1 and latency["min_ms"] > 0
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "vit"])
+def test_real_models_through_the_runner(zoo: Any, tmp_path: Path, arch: str) -> None:
+    """GPT-2 with past key/values (empty at past length 0, positions, mask) and ViT (pixel_values)
+    exported by optimum: every input fed, nothing else to configure."""
+    from edgekd.deploy.ort_bundle import write_ort_bundle
+    from edgekd.graph.resolve import load_inputs
+
+    model = zoo(arch)
+    inputs = load_inputs(model)
+    write_ort_bundle(tmp_path / "bundle", "onnxruntime-cpu", [model], "x86-test", inputs, session={"intra_op_num_threads": 1})
+    proc = run_script("--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "r.json"), "--runs", "3", "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert [(i["name"], i["shape"]) for i in result["inputs"]] == [(i.name, list(i.shape)) for i in inputs.inputs]
+    assert result["latency"]["runs"] == 3 and result["latency"]["batch"] == 1
+
+
 # ------------------------------------------------------------------ errors
 
 
