@@ -79,3 +79,42 @@ def test_bad_input_is_one_line_exit_2(edgekd, cold_build, tmp_path: Path, args: 
     run = edgekd(*(paths.get(a, a) for a in args))
     assert run.code == 2 and message in run.err and "Traceback" not in run.err
     assert len(run.err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- real architectures (tests/conftest.py zoo)
+
+FAST_BENCH = """
+[recipe.bench]
+warmup_runs = 3
+min_runs = 10
+max_runs = 40
+max_seconds = 0.5
+offline_max_batch = 4
+offline_seconds = 0.05
+profile_runs = 2
+"""
+
+
+@pytest.mark.parametrize("arch,exporter", __import__("conftest").ZOO)
+def test_bench_every_zoo_model_on_x86(edgekd, zoo, tmp_path: Path, arch: str, exporter: str) -> None:
+    """Every input fed (token ids inside the vocabulary, masks, empty past), both scenarios, op profile."""
+    from conftest import write
+
+    profile = write(tmp_path / "fast.toml", FAST_BENCH)
+    run = edgekd("bench", str(zoo(arch, exporter)), "--target", "x86", "--profile", str(profile), "--json")
+    assert run.code == 0, run.err
+    result = json.loads(run.out)
+    assert result["method"] == "measured" and result["runs"] >= 10 and result["top_ops"]
+    batches = [b["batch"] for b in result["scenarios"]["Offline"]["batches"]]
+    assert batches[0] == 1 and (batches == [1] or batches[1] == 2)  # a dynamic batch is scaled along every input
+    assert "generated inputs" in result["where"] and result["inputs"].count(" 1x") >= 1
+
+
+def test_bench_with_a_shape_override(edgekd, zoo) -> None:
+    run = edgekd("bench", str(zoo("gpt2", "optimum")), "--target", "x86", *FAST, "--scenario", "SingleStream",
+                 "--shape", "input_ids=1x1", "--shape", "past_key_values.0.key=1x2x32x16", "--json")
+    assert run.code == 0, run.err
+    result = json.loads(run.out)
+    assert "attention_mask int64 1x33" in result["inputs"] and "past_key_values.1.value float32 1x2x32x16" in result["inputs"]
+    bad = edgekd("bench", str(zoo("gpt2", "optimum")), "--target", "x86", "--shape", "input_ids=1x2x3")
+    assert bad.code == 2 and "has rank 3, but input 'input_ids' has rank 2" in bad.err
