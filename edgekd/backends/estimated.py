@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from edgekd.results import Metric
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
+    from edgekd.context import EngineContext as Context
     from edgekd.stages import Outcome
 
 
@@ -22,7 +22,8 @@ def estimated_bench(ctx: Context, inputs: dict[str, Path], out: Path, why: str) 
     placement = {n["name"]: "accelerator" if n["runs_on"] == "accelerator" else "fallback" for n in support["nodes"]}
     if ctx.target.device.fallback is None:  # nothing to fall back to: everything is costed on the device
         placement = None
-    result = estimate(inputs["student_int8.onnx"], ctx.target.device, precision="int8", batch=1, placement=placement)
+    result = estimate(inputs["student_int8.onnx"], ctx.target.device, precision="int8", batch=1, placement=placement,
+                      inputs=ctx.model_inputs)
     how = (f"estimated ({why}): roofline model edgekd.analysis.estimate with targets/{ctx.target_file.name}.toml [device] "
            f"figures ({ctx.target.device.name}); a point estimate, so p50 = p90 = p99")
     data = {"method": "estimated", "where": how, "p50_ms": result.latency_ms, "p90_ms": result.latency_ms,
