@@ -56,7 +56,8 @@ def _summary(result: api.BuildResult) -> str:
              f"  accuracy  {acc}  (top-1 on the held-out evaluation data)" if measured else "  accuracy  not measured (no labelled data)"]
     agreement = next((s["metrics"][k] for s in r["stages"] for k in ("engine.agreement_pct",) if k in s["metrics"]), None)
     if agreement and agreement["value"] is not None:
-        lines.append(f"  fidelity  the engine's top-1 agrees with the fp32 model on {agreement['value']:.2f}% ({agreement['how']})")
+        on = (r.get("provenance") or {}).get("evaluation", "the evaluation data")
+        lines.append(f"  fidelity  the engine's top-1 equals the fp32 model's on {agreement['value']:.2f}% of {on} (no labels: not accuracy)")
     lat = r["latency"]
     if lat and lat.get("method") == "estimated":
         lines.append(f"  latency   {lat['latency_ms']:.4f} ms ESTIMATED by the latency model from the target's [device] figures (not measured)")

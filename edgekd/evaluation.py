@@ -32,6 +32,6 @@ def accuracy_metric(feeds: FeedSet, outputs: np.ndarray, where: str) -> Metric:
 
 
 def agreement_metric(feeds: FeedSet, outputs: np.ndarray, reference: np.ndarray, what: str, where: str) -> Metric:
-    fit = "" if feeds.fit_for_accuracy else " (generated inputs: a fidelity check, not accuracy)"
+    fit = "" if feeds.fit_for_accuracy else " (generated inputs, not data: a fidelity check, not accuracy)"
     return Metric(agreement_pt(outputs, reference), "%", "measured",
                   f"top-1 agreement of {what} with the fp32 model on {feeds.description}{fit}, {where}")

@@ -60,7 +60,7 @@ class FeedSet:
 
 def random_feedset(inputs: ModelInputs, rows: int, seed: int = SEED) -> FeedSet:
     return FeedSet(make_feeds(inputs, rows, seed), None,
-                   f"{rows} generated feeds (seeded random values in the model's input shapes): not fit for accuracy",
+                   f"{rows} generated feeds (seeded random values at the model's input shapes)",
                    fit_for_accuracy=False)
 
 
