@@ -16,17 +16,21 @@ Shapes: every input the ONNX leaves dynamic is pinned to its resolved shape with
 (min = opt = max: one optimization profile, which DLA needs and which is what edgekd measures);
 a model without dynamic inputs gets no --shapes (trtexec refuses them for static models).
 
-Input values: trtexec's own random values fit float inputs, but not token ids (random int64
-values index outside the embedding table: TensorRT's Gather then reads out of bounds or fails),
-attention masks (random integers instead of 0/1 change the softmax and can overflow to NaN) or
-position ids. So the bundle writes what edgekd.graph.feedgen makes for EVERY non-empty input, not
-only those whose values matter: one rule, the same values the ONNX Runtime runner and edgekd's
-host-side bench feed, and reproducible runs; the files are small at batch 1 (an image input is
-under a MiB). Inputs of zero elements (a decoder's past at past length 0) need no file.
+Input values: trtexec's own random values fit float inputs, but not the inputs whose values
+matter: random integers as token ids fall outside the embedding table (invalid indices for ONNX's
+Gather: whatever TensorRT computes then is not the model's real work), random integers in an
+attention mask or as position ids are inputs the model never sees. So the bundle writes what
+edgekd.graph.feedgen makes for EVERY non-empty input, not only those whose values matter: one
+rule, the same values the ONNX Runtime runner and edgekd's host-side bench feed, reproducible runs,
+and small files at batch 1 (an image input is under a MiB). Inputs of zero elements (a decoder's
+past at past length 0) need no file; their shape alone is given. Files hold the input's own
+dtype: int64 ids are 8 bytes each, which is what TensorRT 10 and 11 (the only majors a target may
+name) expect for an INT64 network input.
 
 The runner (run_on_device.py) runs build_engine.sh, then bundle.json's measure.argv (trtexec
---loadEngine --shapes --loadInputs --exportTimes), and parses the output with trtexec.py. Only the
-bundle is tested here: TensorRT and trtexec run only on the device.
+--loadEngine --shapes --loadInputs --exportTimes), and parses the output with trtexec.py. Tested
+here: the files, `bash -n`, and build_engine.sh and the runner against a stand-in trtexec that
+replays real trtexec output. A real trtexec and TensorRT run only on the device.
 """
 from __future__ import annotations
 
