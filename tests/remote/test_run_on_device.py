@@ -82,8 +82,10 @@ def runner_module() -> ModuleType:
 # ------------------------------------------------------------------ standalone
 
 
-def test_imports_only_stdlib_numpy_and_runtimes() -> None:
-    tree = ast.parse(RUNNER.read_text())
+@pytest.mark.parametrize("script", [RUNNER, FEEDGEN])
+def test_imports_only_stdlib_numpy_and_runtimes(script: Path) -> None:
+    """The runner and the feedgen.py every bundle carries run where edgekd is not installed, on Python >= 3.8."""
+    tree = ast.parse(script.read_text(), feature_version=(3, 8))
     names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     # no edgekd: the device has none. onnxruntime(_qnn) are imported by name when a runtime needs them
