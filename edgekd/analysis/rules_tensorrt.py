@@ -1,8 +1,20 @@
-"""Where each node of an ONNX model runs under TensorRT: its ONNX parser's rules, and DLA's.
+"""Where each node of an ONNX model runs under TensorRT: its ONNX parser's rules here, DLA's in
+rules_dla.py. Static rules (nothing here runs TensorRT to confirm them); only the top-level graph is
+checked (If/Loop/Scan bodies are not descended into).
 
-Static rules from ../shared/HARDWARE.md (onnx/onnx-tensorrt docs/operators.md, the TensorRT
-developer guide, "DLA supported layers and restrictions"); nothing here runs TensorRT to confirm
-them. Only the top-level graph is checked (If/Loop/Scan bodies are not descended into).
+Sources, per rule below:
+- [ops] onnx/onnx-tensorrt docs/operators.md at the 10.0/10.1 GA releases ("TensorRT 10.0 supports
+  operators in the inclusive range of opset 9 to opset 20"; the "N" rows; the Supported Types and
+  Restrictions columns), and onnxOpImporters.cpp of 10.1 GA for what the table leaves implicit
+  (MatMul refuses INT32/INT64, Gather/Expand/Where/Einsum/Trilu refuse UINT8, Range's types, Cast's
+  target types in importerUtils.cpp convertDtype);
+- [log] onnx-tensorrt docs/Changelog.md for what later 10.x releases lifted: tensor `axes` for Slice
+  (10.3) and Pad (10.4), dynamic Squeeze/Unsqueeze axes (10.7), CumSum (10.8), Einsum diagonal and
+  broadcasting (10.12), STFT (10.5), window ops (10.4), Attention (10.14), RMSNormalization and
+  RotaryEmbedding (10.15); TensorRT 11.x (NVIDIA TensorRT ONNX opset guide: opset <= 25 from 11.5,
+  whose release notes add opset 25; so 9-24 before), Swish (11.0), DFT (11.2);
+- [hw] ../shared/HARDWARE.md "TensorRT ONNX rules" (Q/DQ: symmetric, INT8/FP8/INT4 only, UINT8 only
+  at network I/O; TopK; Resize; pooling).
 
 runs_on: "accelerator" (the GPU, or the DLA core for DLA targets), "fallback" (a DLA target's
 layer that GPU fallback moves to the GPU), "unsupported" (the parser rejects it, or a DLA target
@@ -13,37 +25,62 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from onnx import TensorProto as _T  # onnx is a core dependency; element types by name
 
 from edgekd.analysis.support_types import NodeSupport
 from edgekd.toolchain import require
 
-OPSETS = (9, 20)  # default-domain opsets TensorRT's ONNX parser supports
+OPSETS = {10: (9, 20), 11: (9, 24)}  # [ops] 10.0/10.1; [log] 11.x (25 only from 11.5)
 TOPK_MAX_K = 3840
-UNSUPPORTED = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear", "Unique",
-               "DFT", "STFT", "SplitToSequence", "ConcatFromSequence", "BitShift", "RegexFullMatch", "TfIdfVectorizer"}
-UNSUPPORTED_PREFIXES = ("Sequence", "Optional", "String", "Bitwise")  # Sequence*, Optional*, String*, Bitwise*
-AXES_INPUT = {"Pad": 3, "Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "CumSum": 1}  # input index of `axes`
+UNSUPPORTED = {  # [ops] 10.1 GA "N" rows
+    "AffineGrid", "Bernoulli", "BitShift", "Col2Im", "CenterCropPad", "Compress", "ConcatFromSequence", "ConvInteger",
+    "Det", "DynamicQuantizeLinear", "ImageDecoder", "MatMulInteger", "MaxRoiPool", "MaxUnpool", "MelWeightMatrix",
+    "Multinomial", "NegativeLogLikelihoodLoss", "QLinearConv", "QLinearMatMul", "RegexFullMatch",
+    "SoftmaxCrossEntropyLoss", "SplitToSequence", "TfIdfVectorizer", "Unique"}
+UNSUPPORTED_PREFIXES = ("Sequence", "Optional", "String", "Bitwise")
+ADDED_IN = {"STFT": (10, 5), "BlackmanWindow": (10, 4), "HammingWindow": (10, 4), "HannWindow": (10, 4),  # [log]
+            "Attention": (10, 14), "RMSNormalization": (10, 15), "RotaryEmbedding": (10, 15), "TensorScatter": (10, 15),
+            "Swish": (11, 0), "DFT": (11, 2)}
+# input index of `axes`, and the release that took it as a tensor ([log]; None: an initializer always)
+AXES_INPUT = {"Pad": (3, (10, 4)), "Slice": (3, (10, 3)), "Squeeze": (1, (10, 7)), "Unsqueeze": (1, (10, 7)),
+              "CumSum": (1, (10, 8))}
 POOLING = {"MaxPool", "AveragePool", "LpPool"}
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
-# DLA: native layers; Flatten/Squeeze/Unsqueeze parse to the same shuffle layer as Reshape.
-DLA_NATIVE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "BatchNormalization",
-              "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "PRelu", "Add", "Sub", "Mul", "Max", "Concat", "Slice",
-              "Softmax", "Resize", "Reshape", "Transpose", "LRN", "Flatten", "Squeeze", "Unsqueeze"}
-DLA_NOT = {"Div", "Exp", "Log", "Sqrt", "Pow", "Min", "HardSwish", "GlobalAveragePool", "ReduceMean"}
-DLA_ABSORBED = QDQ | {"Constant"}  # Q/DQ fold into their neighbours' INT8 layers; constants become weights
 _FOLDABLE = QDQ | {"Identity", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}
+
+FLOATS = {_T.FLOAT, _T.FLOAT16, _T.BFLOAT16, _T.DOUBLE}  # DOUBLE: "cast down to FLOAT" [ops]
+INTS = {_T.INT32, _T.INT64}
+# [ops] element types TensorRT has at all (INT8/FP8/INT4 only through Q/DQ; UINT8 only at network I/O)
+TRT_TYPES = FLOATS | INTS | {_T.BOOL, _T.INT8, _T.UINT8, _T.FLOAT8E4M3FN, _T.INT4}
+CAST_TO = FLOATS | INTS | {_T.UINT8, _T.BOOL}  # [ops] Cast's Supported Types
+# [ops] "Supported Types" of the ops these graphs use, for their data input (input 0)
+FLOAT_ONLY = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Softmax", "LogSoftmax", "LayerNormalization",
+              "GroupNormalization", "InstanceNormalization", "BatchNormalization", "Erf", "Exp", "Log", "Sqrt", "Pow",
+              "Tanh", "Sigmoid", "Reciprocal", "CumSum", "Einsum", "NonZero", "Resize", "HardSigmoid", "HardSwish",
+              "Elu", "Selu", "Softplus", "Floor", "Ceil", "Round", "Sin", "Cos", "IsInf", "Dropout"}
+NUMERIC = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Mod", "Neg", "Abs", "Sign", "Equal", "Less", "Greater",
+           "LessOrEqual", "GreaterOrEqual", "Range", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin",
+           "ArgMax", "ArgMin", "TopK", "Relu", "IsNaN", "Gelu"}
+BOOL_ONLY = {"And", "Or", "Xor", "Not"}
+NO_UINT8 = {"Gather": (0,), "GatherElements": (0,), "Expand": (0,), "Trilu": (0,), "Einsum": (0,), "Where": (1, 2)}
+
+
+def type_name(elem_type: int) -> str:
+    return _T.DataType.Name(elem_type) if elem_type in _T.DataType.values() else str(elem_type)
 
 
 class _Graph:
     """Lookups over one graph: constants (initializers, Constant nodes, and what folds from them),
-    element types, producers and consumers."""
+    element types, static shapes (where value_info or shape inference gives them), producers and
+    consumers."""
 
     def __init__(self, model: Any) -> None:
         onnx = require("onnx", "checking TensorRT op support")
-        try:
-            model = onnx.shape_inference.infer_shapes(model)
-        except Exception:  # noqa: BLE001 - element types then come from the model as written
-            pass
+        if not model.graph.value_info:  # callers that inferred shapes already pass them in value_info
+            try:
+                model = onnx.shape_inference.infer_shapes(model)
+            except Exception:  # noqa: BLE001 - element types then come from the model as written
+                pass
         self.onnx, graph = onnx, model.graph
         self.initializers = {t.name: t for t in graph.initializer}
         self.producers = {out: node for node in graph.node for out in node.output if out}
@@ -54,9 +91,15 @@ class _Graph:
         self.inputs = [i for i in graph.input if i.name not in self.initializers]
         self.input_names = {i.name for i in self.inputs}
         self.output_names = {o.name for o in graph.output}
-        self.types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+        values = (*graph.value_info, *graph.input, *graph.output)
+        self.types = {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type}
         self.types.update({t.name: t.data_type for t in graph.initializer})
+        self.shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in values
+                       if v.type.tensor_type.HasField("shape")
+                       and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+        self.shapes.update({t.name: tuple(t.dims) for t in graph.initializer})
         self._constant: dict[str, bool] = {}
+        self._build_constant: dict[str, bool] = {}
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of a constant tensor (initializer or Constant node), else None."""
@@ -70,6 +113,8 @@ class _Graph:
         return None
 
     def is_constant(self, name: str) -> bool:
+        """Weights as the parser sees them: initializers, Constant nodes, and what the parser keeps
+        as weights through Q/DQ, Identity, Cast and the reshaping ops."""
         if name not in self._constant:
             self._constant[name] = False  # guards against cycles
             node = self.producers.get(name)
@@ -77,11 +122,29 @@ class _Graph:
                 node is not None and node.op_type in _FOLDABLE and all(self.is_constant(i) for i in node.input if i))
         return self._constant[name]
 
+    def is_build_constant(self, name: str) -> bool:
+        """Known when the engine is built: weights, the shape of a tensor whose shape is static, and
+        anything computed only from those (TensorRT folds such layers at build time)."""
+        if name not in self._build_constant:
+            self._build_constant[name] = False
+            node = self.producers.get(name)
+            self._build_constant[name] = self.is_constant(name) or (node is not None and self.folds(node))
+        return self._build_constant[name]
+
+    def folds(self, node: Any) -> bool:
+        """Whether every input of `node` is known at build time (so the node becomes a constant)."""
+        if node.op_type.startswith("Random") or node.domain not in ("", "ai.onnx"):
+            return False
+        if node.op_type in ("Shape", "Size"):
+            return node.input[0] in self.shapes
+        inputs = [i for i in node.input if i]
+        return bool(inputs) and all(self.is_build_constant(i) for i in inputs)
+
 
 def _attr(node: Any, name: str, default: Any) -> Any:
     for attr in node.attribute:
         if attr.name == name:
-            value = attr.i if attr.type == attr.INT else attr.s if attr.type == attr.STRING else list(attr.ints)
+            value = {attr.INT: attr.i, attr.FLOAT: attr.f, attr.STRING: attr.s}.get(attr.type, list(attr.ints))
             return value.decode() if isinstance(value, bytes) else value
     return default
 
@@ -102,25 +165,23 @@ def _quantized_type(node: Any, g: _Graph) -> int | None:
     if len(node.input) >= 3 and node.input[2]:
         return g.types.get(node.input[2])
     if node.op_type == "QuantizeLinear":  # ONNX: no zero point and no output_dtype -> uint8
-        return _attr(node, "output_dtype", 0) or g.onnx.TensorProto.UINT8
+        return _attr(node, "output_dtype", 0) or _T.UINT8
     return g.types.get(node.input[0])
 
 
 def _qtype_problem(node: Any, g: _Graph) -> str:
-    tp = g.onnx.TensorProto
     qtype = _quantized_type(node, g)
-    if qtype is None or qtype in (tp.INT8, tp.FLOAT8E4M3FN, tp.INT4):
+    if qtype is None or qtype in (_T.INT8, _T.FLOAT8E4M3FN, _T.INT4):
         return ""
-    name = tp.DataType.Name(qtype)
-    if qtype == tp.UINT8:
+    if qtype == _T.UINT8:
         at_boundary = (node.op_type == "QuantizeLinear" and node.output[0] in g.output_names) or \
                       (node.op_type == "DequantizeLinear" and node.input[0] in g.input_names)
         return "" if at_boundary else \
             "UINT8 Q/DQ inside the network; TensorRT takes UINT8 only on network inputs/outputs (quantize to INT8)"
-    if qtype == tp.INT32:
+    if qtype == _T.INT32:
         return (f"INT32 {node.op_type} (a quantized bias, as onnxruntime writes it): TensorRT quantizes INT8/FP8/INT4 only "
                 "(onnx-tensorrt#850); keep biases float (onnxruntime extra_options QuantizeBias=False)")
-    return f"{name} Q/DQ: TensorRT quantizes to INT8, FP8 (E4M3) or INT4 only"
+    return f"{type_name(qtype)} Q/DQ: TensorRT quantizes to INT8, FP8 (E4M3) or INT4 only"
 
 
 def _topk_problem(node: Any, g: _Graph) -> str:
@@ -136,20 +197,65 @@ def _topk_problem(node: Any, g: _Graph) -> str:
     return ""
 
 
-def _gpu_problem(node: Any, g: _Graph) -> str:
-    """Why TensorRT's ONNX parser rejects `node`; "" when it takes it."""
+def _custom_domain_problem(node: Any) -> str:
+    op, domain = node.op_type, node.domain
+    if domain == "com.microsoft":
+        return (f"'com.microsoft::{op}' is an ONNX Runtime contrib op (ORT's transformer optimizer and quantizer write "
+                "these); TensorRT's ONNX parser has no importer for it and would look for a plugin of that name: "
+                "check the graph as exported, before ORT's optimizer")
+    return f"'{domain}::{op}' is not a standard ONNX op; TensorRT would need a plugin for it"
+
+
+def _type_problem(node: Any, g: _Graph) -> str:
+    """[ops] Supported Types, checked on the data input where its element type is known."""
     op = node.op_type
-    if node.domain not in ("", "ai.onnx"):
-        return f"'{node.domain}::{op}' is not a standard ONNX op; TensorRT would need a plugin for it"
-    if op in UNSUPPORTED or op.startswith(UNSUPPORTED_PREFIXES):
-        return f"TensorRT's ONNX parser does not support {op}"
-    if op in QDQ:
-        return _zero_point_problem(node, g) or _qtype_problem(node, g)
-    axes = AXES_INPUT.get(op, 1 if op.startswith("Reduce") else None)
-    if axes is not None and len(node.input) > axes and node.input[axes] and not g.is_constant(node.input[axes]):
-        return f"{op}'s axes input '{node.input[axes]}' must be an initializer (constant) for TensorRT"
+    seen = [(name, g.types[name]) for name in (*node.input, *node.output) if name and name in g.types]
+    odd = next(((name, t) for name, t in seen if t not in TRT_TYPES), None)
+    if odd is not None:
+        return f"TensorRT has no {type_name(odd[1])} tensors ('{odd[0]}')"
+    for slot in NO_UINT8.get(op, ()):
+        if len(node.input) > slot and g.types.get(node.input[slot]) == _T.UINT8:
+            return f"TensorRT's {op} does not take UINT8 input '{node.input[slot]}'"
+    data = g.types.get(node.input[0]) if node.input and node.input[0] else None
+    allowed = FLOATS if op in FLOAT_ONLY else FLOATS | INTS if op in NUMERIC else {_T.BOOL} if op in BOOL_ONLY else None
+    if data is None or allowed is None or data in allowed or (data == _T.INT8 and op not in BOOL_ONLY):
+        return ""
+    kinds = "FP32/FP16/BF16" + ("/INT32/INT64" if op in NUMERIC else "") if op not in BOOL_ONLY else "BOOL"
+    return f"TensorRT's {op} takes {kinds} only; input '{node.input[0]}' is {type_name(data)}"
+
+
+def _axes_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
+    op = node.op_type
+    slot, tensor_from = AXES_INPUT.get(op, (1, None) if op.startswith("Reduce") else (None, None))
+    if slot is None or len(node.input) <= slot or not node.input[slot] or g.is_constant(node.input[slot]):
+        return ""
+    if tensor_from is not None and version >= tensor_from:
+        return ""
+    later = f" (TensorRT {tensor_from[0]}.{tensor_from[1]} takes a tensor)" if tensor_from else ""
+    return f"{op}'s axes input '{node.input[slot]}' must be an initializer (constant) for TensorRT{later}"
+
+
+def _op_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
+    """The restrictions of single ops ([ops], [log], [hw])."""
+    op = node.op_type
     if op == "TopK":
         return _topk_problem(node, g)
+    if op == "Cast" and _attr(node, "to", _T.FLOAT) not in CAST_TO:
+        return f"TensorRT casts to FP32/FP16/BF16/INT32/INT64/UINT8/BOOL only, not {type_name(_attr(node, 'to', 0))}"
+    if op == "LayerNormalization" and any(o and (o in g.consumers or o in g.output_names) for o in node.output[1:]):
+        return "TensorRT's LayerNormalization has only the first output Y; Mean/InvStdDev are used here"
+    if op == "Range" and len({g.types.get(i) for i in node.input[:3]}) > 1:
+        return "TensorRT's Range needs start, limit and delta of one type"
+    if op == "Dropout" and len(node.input) > 2 and node.input[2]:
+        training = g.value(node.input[2])
+        if training is None or bool(np.asarray(training).reshape(-1)[0]):
+            return "TensorRT's Dropout needs training_mode as an initializer that is False"
+    if op == "Constant" and any(a.name in ("sparse_value", "value_string", "value_strings") for a in node.attribute):
+        return "TensorRT's Constant takes no sparse_value, value_string or value_strings"
+    if op == "Einsum" and version < (10, 12):
+        terms = _attr(node, "equation", "").replace(" ", "").split("->")[0].split(",")
+        if any(len(set(t.replace("...", ""))) < len(t.replace("...", "")) for t in terms):
+            return "TensorRT's Einsum takes no diagonal (a repeated index in one operand) before 10.12"
     if op == "Resize":
         if _attr(node, "mode", "nearest") not in ("nearest", "linear"):
             return f"TensorRT resizes with mode nearest or linear only, not {_attr(node, 'mode', '')}"
@@ -163,65 +269,50 @@ def _gpu_problem(node: Any, g: _Graph) -> str:
     return ""
 
 
-def _low_precision(node: Any, g: _Graph) -> bool:
-    """True when a node sits inside Q/DQ (an input from DequantizeLinear or an output into
-    QuantizeLinear) or reads FP16: a strongly typed network then runs it in INT8/FP16."""
-    fp16 = g.onnx.TensorProto.FLOAT16
-    from_dq = any(g.producers.get(i) is not None and g.producers[i].op_type == "DequantizeLinear" for i in node.input)
-    to_q = any(c.op_type == "QuantizeLinear" for o in node.output for c in g.consumers.get(o, []))
-    return from_dq or to_q or any(g.types.get(i) == fp16 for i in node.input)
-
-
-def _dla_problem(node: Any, g: _Graph, dynamic: str, trt_major: int) -> str:
-    """Why DLA cannot run `node` (which TensorRT's parser takes); "" when it can."""
+def _gpu_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
+    """Why TensorRT `version`'s ONNX parser rejects `node`; "" when it takes it."""
     op = node.op_type
-    if op in DLA_ABSORBED:
-        return ""
-    if op in DLA_NOT:
-        return f"{op} does not run on DLA"
-    if op not in DLA_NATIVE:
-        return f"{op} is not among DLA's native layers"
-    if op == "MatMul" and (len(node.input) < 2 or not g.is_constant(node.input[1])):
-        return "MatMul runs on DLA only with a constant second input (weights)"
-    if trt_major >= 11 and not _low_precision(node, g):
-        return ("TensorRT 11 networks are strongly typed and this node computes in FP32 (no Q/DQ or FP16 around it); "
-                "DLA runs only INT8/FP16 layers")
-    return dynamic
-
-
-def _dynamic_reason(g: _Graph, input_shapes: dict[str, tuple[int, ...]] | None) -> str:
-    pinned = set(input_shapes or {})
-    for inp in g.inputs:
-        dims = inp.type.tensor_type.shape.dim
-        if inp.name not in pinned and any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims):
-            shown = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
-            return (f"input '{inp.name}' has dynamic dims ({shown}); DLA needs static shapes "
-                    "(min = opt = max): build with one shape")
-    return ""
+    if node.domain not in ("", "ai.onnx"):
+        return _custom_domain_problem(node)
+    if op in ADDED_IN and version < ADDED_IN[op]:
+        added = ADDED_IN[op]
+        return f"TensorRT's ONNX parser takes {op} from TensorRT {added[0]}.{added[1]} on"
+    if op not in ADDED_IN and (op in UNSUPPORTED or op.startswith(UNSUPPORTED_PREFIXES)):
+        return f"TensorRT's ONNX parser does not support {op}"
+    if op in QDQ:
+        return _zero_point_problem(node, g) or _qtype_problem(node, g)
+    return _type_problem(node, g) or _axes_problem(node, g, version) or _op_problem(node, g, version)
 
 
 def check_tensorrt(model: Any, dla: bool, gpu_fallback: bool, trt_major: int, *,
-                   input_shapes: dict[str, tuple[int, ...]] | None = None) -> list[NodeSupport]:
-    """Support of every top-level node under TensorRT `trt_major`, on the GPU or (dla=True) on a
-    DLA core. `input_shapes` names the inputs the build pins to one shape (trtexec --shapes), which
-    makes a dynamic ONNX static for DLA."""
+                   input_shapes: dict[str, tuple[int, ...]] | None = None,
+                   trt_version: tuple[int, int] | None = None) -> list[NodeSupport]:
+    """Support of every top-level node under TensorRT `trt_version` (default: `trt_major`.0, the
+    oldest release of that major), on the GPU or (dla=True) on a DLA core. `input_shapes` names the
+    inputs the build pins to one shape (trtexec --shapes), which makes a dynamic ONNX static for DLA;
+    a model whose inputs are fixed and whose value_info holds the inferred shapes (edgekd.graph.shapes)
+    lets the DLA rules check shapes and fold shape arithmetic."""
+    from edgekd.analysis.rules_dla import dla_verdict, dynamic_reason
+
+    version = trt_version or (trt_major, 0)
     g = _Graph(model)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None or not OPSETS[0] <= opset <= OPSETS[1]:
-        why = f"the model's ONNX opset {opset} is outside the {OPSETS[0]}-{OPSETS[1]} TensorRT's ONNX parser supports"
+    low, high = OPSETS[version[0]]
+    if opset is None or not low <= opset <= high:
+        why = f"the model's ONNX opset {opset} is outside the {low}-{high} TensorRT {version[0]}.x's ONNX parser supports"
         return [NodeSupport(name, n.op_type, "unsupported", why) for name, n in zip(names, model.graph.node)]
-    dynamic = _dynamic_reason(g, input_shapes) if dla else ""
+    dynamic = dynamic_reason(g, input_shapes) if dla else ""
     result = []
     for name, node in zip(names, model.graph.node):
-        problem = _gpu_problem(node, g)
+        problem = _gpu_problem(node, g, version)
         if problem:
             result.append(NodeSupport(name, node.op_type, "unsupported", problem))
             continue
-        off_dla = _dla_problem(node, g, dynamic, trt_major) if dla else ""
+        off_dla, note = dla_verdict(node, g, dynamic, version[0]) if dla else ("", "")
         runs_on = "accelerator" if not off_dla else ("fallback" if gpu_fallback else "unsupported")
         reason = off_dla if gpu_fallback or not off_dla else f"{off_dla}, and GPU fallback is off"
-        result.append(NodeSupport(name, node.op_type, runs_on, reason))
+        result.append(NodeSupport(name, node.op_type, runs_on, reason or note))
     return result
 
 

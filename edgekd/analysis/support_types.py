@@ -20,12 +20,14 @@ class SupportReport:
     """Placement of every node of one model on one target.
 
     `accelerator` names what "accelerator" means here (e.g. "QNN HTP v75"), `fallback` what runs
-    the rest (e.g. "ONNX Runtime CPU")."""
+    the rest (e.g. "ONNX Runtime CPU"); `notes` say how the verdicts were reached (which rules,
+    which shapes, whether the model was quantized for the target first and on what data)."""
 
     target: str
     accelerator: str
     fallback: str
     nodes: list[NodeSupport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def node_share_off(self) -> float:
         """Share of nodes (0..1) that do not run on the accelerator; 0 for an empty graph."""
@@ -41,5 +43,6 @@ class SupportReport:
             "fallback": self.fallback,
             "node_share_off": self.node_share_off(),
             "counts": counts,
+            "notes": list(self.notes),
             "nodes": [{"name": n.name, "op_type": n.op_type, "runs_on": n.runs_on, "reason": n.reason} for n in self.nodes],
         }

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -52,9 +53,13 @@ def fix_shapes(model_in: Path, model_out: Path, inputs: ModelInputs) -> None:
     from edgekd.graph.shapes import static_model
 
     model = static_model(onnx.load(str(model_in)), inputs)
-    dynamic = [problem for problem in _shape_problems(model) if "dynamic" in problem or "no shape" in problem]
-    if dynamic:
-        raise ConfigError(f"{model_in}: still dynamic at inputs {inputs.describe()}: {'; '.join(dynamic)}",
+    problems = _shape_problems(model)
+    if any("empty" in problem for problem in problems):
+        raise ConfigError(f"{model_in}: empty tensors at inputs {inputs.describe()}: {'; '.join(problems)}",
+                          "give those inputs a non-empty shape with --shape (a decoder's past length > 0, e.g. "
+                          "--shape past_key_values.0.key=BxHEADSx16xHEAD_DIM for 16 cached tokens, for every past input)")
+    if problems:
+        raise ConfigError(f"{model_in}: still dynamic at inputs {inputs.describe()}: {'; '.join(problems)}",
                           "give every input a fixed shape (--shape) or export with static shapes (HTP graphs need them)")
     atomic_write_bytes(model_out, model.SerializeToString())
 
@@ -84,8 +89,11 @@ def quantize_for_htp(fp32_model: Path, out_model: Path, calib: Calibration, cfg:
         model = onnx.load(str(fixed))
         # onnxruntime 1.32's qnn_preprocess_model fails on any metadata_props (dict.update on protobuf entries)
         del model.metadata_props[:]
+        # qnn_preprocess_model writes its (ORT-optimized) model only when it changed something; naming the
+        # (already fixed) input shapes counts as a change, so constant folding and Identity removal always apply
+        shapes = [(name, ",".join(map(str, shape))) for name, shape in inputs.shapes().items()]
         with contextlib.redirect_stdout(io.StringIO()), _quiet_preprocess_advice():  # calibrators print progress
-            source = prepared if qnn_preprocess_model(model, str(prepared)) else fixed
+            source = prepared if qnn_preprocess_model(model, str(prepared), dynamic_input_shapes=shapes) else fixed
             qdq_config = get_qnn_qdq_config(
                 str(source), calibration_reader(calib, float_inputs_as="float32"), calibrate_method=method(calibrate_method),
                 activation_type=types[cfg.activation_type], weight_type=types[cfg.weight_type],
@@ -100,7 +108,9 @@ def _quiet_preprocess_advice() -> Iterator[None]:
     """`quantize` logs 'Please consider (to run) pre-processing' on the root logger when the model lacks
     quant_pre_process's metadata; qnn_preprocess_model did that work (shape inference + optimization)."""
     def keep(record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        message = record.getMessage()
+        # per_channel on a rank-1 weight (LayerNormalization's scale) quantizes it per tensor; ORT logs it each time
+        return "pre-processing before quantization" not in message and "is out-of-range for weight" not in message
 
     root = logging.getLogger()
     root.addFilter(keep)
@@ -270,8 +280,12 @@ def placement(model: Path, cfg: QnnConfig) -> list[NodeSupport]:
             source = Path(tmp, "named.onnx")
             onnx.save(proto, str(source))
         context, log_file = Path(tmp, "placement_ctx.onnx"), Path(tmp, "ort.log")
-        with _stderr_to(log_file):
-            _create_session(source, probe_cfg, context_file=context, allow_fallback=True, log_verbose=True, optimize=False)
+        try:
+            with _stderr_to(log_file):
+                _create_session(source, probe_cfg, context_file=context, allow_fallback=True, log_verbose=True,
+                                optimize=False)
+        except Exception as exc:  # onnxruntime's Fail/EPFail: the QNN EP cannot run this model at all
+            return _no_session(proto, exc, _failure_reasons(log_file.read_text(encoding="utf-8", errors="replace")))
         log = log_file.read_text(encoding="utf-8", errors="replace")
         if context.exists():
             left = onnx.load(str(context), load_external_data=False)
@@ -288,10 +302,31 @@ def placement(model: Path, cfg: QnnConfig) -> list[NodeSupport]:
         if node.name not in on_cpu:
             result.append(NodeSupport(node.name, node.op_type, "accelerator", ""))
             continue
-        reason = reasons.get(node.name, "accepted by the QNN EP, but ONNX Runtime placed it on the CPU")
+        reason = _reason_for(node.name, reasons) or "accepted by the QNN EP, but ONNX Runtime placed it on the CPU"
         if not cfg.allow_cpu_fallback:
             reason += " (CPU fallback is disabled for this target: a session would fail)"
         result.append(NodeSupport(node.name, node.op_type, off, reason))
+    return result
+
+
+def _reason_for(name: str, reasons: dict[str, str]) -> str:
+    """The EP's reason for node `name`; its log may name the node as ORT's layout transformer
+    renamed it (`<name>_token_<n>`)."""
+    if name in reasons:
+        return reasons[name]
+    return next((why for logged, why in reasons.items() if re.fullmatch(re.escape(name) + r"_token_\d+", logged)), "")
+
+
+def _no_session(proto: onnx.ModelProto, exc: Exception, reasons: dict[str, str]) -> list[NodeSupport]:
+    """Every node "unsupported" when ONNX Runtime cannot build a session with the QNN EP at all (the
+    model cannot be deployed this way), with the EP's own reason where it rejected the node."""
+    text = str(exc).strip().strip('"')
+    failure = f"ONNX Runtime could not build a QNN EP session for this model: {text.splitlines()[0] if text else exc!r}"
+    result = []
+    for node in proto.graph.node:
+        own = _reason_for(node.name, reasons)
+        reason = f"the QNN EP rejected it ({own}), then {failure}" if own else failure
+        result.append(NodeSupport(node.name, node.op_type, "unsupported", reason))
     return result
 
 
@@ -311,7 +346,10 @@ def _shape_problems(model: onnx.ModelProto) -> list[str]:
                 problems.append(f"graph {kind} '{value.name}' has no shape")
                 continue
             for axis, dim in enumerate(value.type.tensor_type.shape.dim):
-                if not (dim.HasField("dim_value") and dim.dim_value > 0):
+                if dim.HasField("dim_value") and dim.dim_value == 0:
+                    problems.append(f"graph {kind} '{value.name}' axis {axis} is 0 (an empty tensor, such as an empty "
+                                    "KV cache); the HTP runs no empty tensors")
+                elif not (dim.HasField("dim_value") and dim.dim_value > 0):
                     label = dim.dim_param or "unknown"
                     problems.append(f"graph {kind} '{value.name}' axis {axis} is dynamic ('{label}'); the HTP needs static shapes")
     return problems

@@ -46,11 +46,18 @@ def test_unsupported_ops(op):
     assert runs_on == "unsupported" and op in reason
 
 
-def test_custom_domain_needs_a_plugin():
-    node = helper.make_node("QLinearAdd", ["x"], ["y"], name="n", domain="com.microsoft")
+@pytest.mark.parametrize("domain, op", [("com.microsoft", "Attention"), ("com.microsoft", "SkipLayerNormalization"),
+                                        ("com.microsoft", "QLinearAdd"), ("my.plugins", "Fancy")])
+def test_custom_domains_need_a_plugin(domain, op):
+    node = helper.make_node(op, ["x"], ["y"], name="n", domain=domain)
     m = model([node], [vi("x", [1])], [vi("y", None)])
-    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    assert support(m)["n"] == ("unsupported", "'com.microsoft::QLinearAdd' is not a standard ONNX op; TensorRT would need a plugin for it")
+    m.opset_import.append(helper.make_opsetid(domain, 1))
+    runs_on, reason = support(m)["n"]
+    assert runs_on == "unsupported" and reason.startswith(f"'{domain}::{op}'")
+    if domain == "com.microsoft":
+        assert "ONNX Runtime contrib op" in reason and "no importer" in reason
+    else:
+        assert "would need a plugin" in reason
 
 
 @pytest.mark.parametrize("opset", [8, 21])
@@ -72,9 +79,88 @@ def test_axes_must_be_constant(op, axes_input):
     inits = [const("s", [0], np.int64), const("e", [1], np.int64)]
     graph_axes = model([helper.make_node(op, axes_input, ["y"], name="n")], [vi("x", [1, 4]), vi("ax", [1], TensorProto.INT64)],
                        [vi("y", None)], inits)
-    assert support(graph_axes)["n"] == ("unsupported", f"{op}'s axes input 'ax' must be an initializer (constant) for TensorRT")
+    runs_on, reason = support(graph_axes)["n"]  # TensorRT 10.0: the oldest 10.x
+    assert runs_on == "unsupported" and reason.startswith(f"{op}'s axes input 'ax' must be an initializer (constant) for TensorRT")
     init_axes = one_node(op, axes_input, inits + [const("ax", [0], np.int64)])
     assert support(init_axes)["n"][0] == "accelerator"
+
+
+@pytest.mark.parametrize("op, axes_input, takes_tensor_from", [("Slice", ["x", "s", "e", "ax"], (10, 3)),
+                                                              ("Squeeze", ["x", "ax"], (10, 7)),
+                                                              ("Unsqueeze", ["x", "ax"], (10, 7))])
+def test_later_releases_take_tensor_axes(op, axes_input, takes_tensor_from):
+    inits = [const("s", [0], np.int64), const("e", [1], np.int64)]
+    m = model([helper.make_node(op, axes_input, ["y"], name="n")], [vi("x", [1, 4]), vi("ax", [1], TensorProto.INT64)],
+              [vi("y", None)], inits)
+    release = f"TensorRT {takes_tensor_from[0]}.{takes_tensor_from[1]} takes a tensor"
+    assert release in support(m, trt_version=(10, takes_tensor_from[1] - 1))["n"][1]
+    assert support(m, trt_version=takes_tensor_from)["n"] == ("accelerator", "")
+    assert support(m, trt_major=11)["n"] == ("accelerator", "")
+
+
+def test_ops_added_in_later_releases():
+    stft = model([helper.make_node("STFT", ["x", "step"], ["y"], name="n")], [vi("x", [1, 64, 1])], [vi("y", None)],
+                 [const("step", 8, np.int64)], opset=17)
+    assert support(stft)["n"] == ("unsupported", "TensorRT's ONNX parser takes STFT from TensorRT 10.5 on")
+    assert support(stft, trt_version=(10, 5))["n"] == ("accelerator", "")
+    attention = model([helper.make_node("Attention", ["q", "k", "v"], ["y"], name="n")],
+                      [vi("q", [1, 2, 4, 8]), vi("k", [1, 2, 4, 8]), vi("v", [1, 2, 4, 8])], [vi("y", None)], opset=23)
+    assert "opset 23 is outside the 9-20" in support(attention)["n"][1]  # ONNX Attention is opset 23
+    assert support(attention, trt_major=11)["n"] == ("accelerator", "")
+
+
+@pytest.mark.parametrize("op, dtype, ok", [("MatMul", TensorProto.INT64, False), ("MatMul", TensorProto.FLOAT16, True),
+                                          ("Softmax", TensorProto.INT32, False), ("Erf", TensorProto.INT64, False),
+                                          ("Add", TensorProto.INT64, True), ("Equal", TensorProto.INT64, True),
+                                          ("Not", TensorProto.BOOL, True), ("Not", TensorProto.FLOAT, False),
+                                          ("Identity", TensorProto.UINT16, False)])
+def test_parser_types(op, dtype, ok):
+    inputs = ["x", "x"] if op in ("MatMul", "Add", "Equal") else ["x"]
+    m = model([helper.make_node(op, inputs, ["y"], name="n")], [vi("x", [2, 2], dtype)], [vi("y", None)])
+    runs_on, reason = support(m)["n"]
+    assert (runs_on == "accelerator") == ok, reason
+    if not ok:
+        assert TensorProto.DataType.Name(dtype) in reason
+
+
+def test_gather_and_where_take_no_uint8_and_cast_targets():
+    gather = model([helper.make_node("Gather", ["table", "ids"], ["y"], name="n")],
+                   [vi("table", [10, 4], TensorProto.UINT8), vi("ids", [3], TensorProto.INT64)], [vi("y", None)])
+    assert support(gather)["n"] == ("unsupported", "TensorRT's Gather does not take UINT8 input 'table'")
+    embedding = model([helper.make_node("Gather", ["table", "ids"], ["y"], name="n")],
+                      [vi("ids", [1, 3], TensorProto.INT64)], [vi("y", None)], [const("table", np.ones((10, 4)), np.float32)])
+    assert support(embedding)["n"] == ("accelerator", "")
+    for to, ok in ((TensorProto.BOOL, True), (TensorProto.INT64, True), (TensorProto.INT16, False), (TensorProto.INT8, False)):
+        cast = one_node("Cast", ["x"], to=to)
+        assert (support(cast)["n"][0] == "accelerator") == ok
+
+
+def test_transformer_op_restrictions():
+    ln = helper.make_node("LayerNormalization", ["x", "g", "b"], ["y", "mean"], name="n", axis=-1)
+    gb = [const("g", np.ones(4), np.float32), const("b", np.zeros(4), np.float32)]
+    used = model([ln, helper.make_node("Identity", ["mean"], ["m"], name="i")], [vi("x", [1, 4])], [vi("y", None), vi("m", None)], gb)
+    assert "only the first output Y" in support(used)["n"][1]
+    unused = model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], name="n", axis=-1)], [vi("x", [1, 4])],
+                   [vi("y", None)], gb)
+    assert support(unused)["n"] == ("accelerator", "")
+    mixed = model([helper.make_node("Range", ["s", "l", "d"], ["y"], name="n")], [vi("l", [], TensorProto.INT64)], [vi("y", None)],
+                  [const("s", 0, np.int32), const("d", 1, np.int64)])
+    assert "one type" in support(mixed)["n"][1]
+    diagonal = model([helper.make_node("Einsum", ["x"], ["y"], name="n", equation="ii->i")], [vi("x", [3, 3])], [vi("y", None)])
+    assert "diagonal" in support(diagonal)["n"][1] and support(diagonal, trt_version=(10, 12))["n"][0] == "accelerator"
+    training = model([helper.make_node("Dropout", ["x", "r", "t"], ["y"], name="n")], [vi("x", [1, 4])], [vi("y", None)],
+                     [const("r", 0.1, np.float32), const("t", True, np.bool_)])
+    assert "training_mode" in support(training)["n"][1]
+
+
+def test_cumsum_axis_and_type():
+    m = model([helper.make_node("CumSum", ["x", "ax"], ["y"], name="n")], [vi("x", [1, 4]), vi("ax", [], TensorProto.INT64)],
+              [vi("y", None)])
+    assert "axes input 'ax' must be an initializer" in support(m)["n"][1]
+    assert support(m, trt_version=(10, 8))["n"] == ("accelerator", "")
+    ints = model([helper.make_node("CumSum", ["x", "ax"], ["y"], name="n")], [vi("x", [1, 4], TensorProto.INT64)],
+                 [vi("y", None)], [const("ax", 1, np.int64)])
+    assert "takes FP32/FP16/BF16 only" in support(ints)["n"][1]
 
 
 def test_axes_from_a_constant_node_count_as_constant():
@@ -166,19 +252,87 @@ def test_int32_bias_dequantize_is_unsupported():
 
 
 def test_dla_native_and_not_native_ops():
-    m = model([helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Div", ["r", "x"], ["e"], name="div"),
-               helper.make_node("Erf", ["e"], ["y"], name="erf")], [vi("x", [1, 4])], [vi("y", [1, 4])])
+    m = model([helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Exp", ["r"], ["e"], name="exp"),
+               helper.make_node("Erf", ["e"], ["f"], name="erf"), helper.make_node("Trilu", ["f"], ["y"], name="trilu")],
+              [vi("x", [1, 4])], [vi("y", [1, 4])])
     with_fallback = support(m, dla=True, gpu_fallback=True)
     assert with_fallback["relu"] == ("accelerator", "")
-    assert with_fallback["div"] == ("fallback", "Div does not run on DLA")
-    assert with_fallback["erf"] == ("fallback", "Erf is not among DLA's native layers")
+    assert with_fallback["exp"] == ("fallback", "Exp does not run on DLA")
+    assert with_fallback["erf"] == ("fallback", "Erf: DLA's activations are ReLU, Sigmoid, TanH, LeakyReLU and Clip only")
+    assert with_fallback["trilu"] == ("fallback", "Trilu is not among DLA's native layers")
     without = support(m, dla=True, gpu_fallback=False)
-    assert without["div"] == ("unsupported", "Div does not run on DLA, and GPU fallback is off")
+    assert without["exp"] == ("unsupported", "Exp does not run on DLA, and GPU fallback is off")
 
 
-@pytest.mark.parametrize("op", ["Div", "Exp", "Log", "Sqrt", "Pow", "Min", "HardSwish", "GlobalAveragePool", "ReduceMean"])
+@pytest.mark.parametrize("op", ["Exp", "Log", "Sqrt", "HardSwish", "GlobalAveragePool", "ReduceMean"])
 def test_not_on_dla(op):
     assert support(one_node(op, ["x"], (), (1, 1, 2, 2)), dla=True, gpu_fallback=True)["n"] == ("fallback", f"{op} does not run on DLA")
+
+
+@pytest.mark.parametrize("op, reason", [("LayerNormalization", "normalization layer"), ("Gelu", "DLA's activations"),
+                                        ("Gather", "gather layer"), ("Where", "select layer"), ("Cast", "cast layer")])
+def test_transformer_layers_fall_back_from_dla(op, reason):
+    if op == "LayerNormalization":
+        m = one_node(op, ["x", "g"], [const("g", np.ones(4), np.float32)])
+    elif op == "Gather":
+        m = model([helper.make_node(op, ["x", "i"], ["y"], name="n")], [vi("x", [1, 4])], [vi("y", None)], [const("i", [0, 2], np.int64)])
+    elif op == "Where":
+        m = model([helper.make_node(op, ["c", "x", "x"], ["y"], name="n")], [vi("c", [1, 4], TensorProto.BOOL), vi("x", [1, 4])],
+                  [vi("y", None)])
+    else:
+        m = model([helper.make_node(op, ["x"], ["y"], name="n", **({"to": TensorProto.FLOAT16} if op == "Cast" else {}))],
+                  [vi("x", [1, 4])], [vi("y", None)], opset=20)
+    runs_on, why = support(m, dla=True, gpu_fallback=True)["n"]
+    assert runs_on == "fallback" and why.startswith(f"{op}: ") and reason in why
+
+
+def test_dla_elementwise_conditions():
+    """TensorRT 10.3 ElementWise "DLA Support": Pow needs exactly one constant input; Div, Min run."""
+    two = model([helper.make_node("Div", ["x", "z"], ["d"], name="div"), helper.make_node("Min", ["d", "z"], ["m"], name="min"),
+                 helper.make_node("Pow", ["m", "z"], ["p"], name="pow"), helper.make_node("Pow", ["p", "two"], ["y"], name="sq")],
+                [vi("x", [1, 4]), vi("z", [1, 4])], [vi("y", None)], [const("two", 2.0, np.float32)])
+    result = support(two, dla=True, gpu_fallback=True)
+    assert result["div"] == result["min"] == result["sq"] == ("accelerator", "")
+    assert result["pow"] == ("fallback", "DLA's Pow needs exactly one constant input")
+
+
+@pytest.mark.parametrize("shape, axis, ok", [((1, 2, 128, 128), -1, True), ((1, 2, 128, 2048), -1, False),
+                                             ((1, 1, 1, 5000), -1, True), ((2, 2, 4, 4), 0, False), ((1, 2, 8), 2, True)])
+def test_dla_softmax_limits(shape, axis, ok):
+    runs_on, reason = support(one_node("Softmax", ["x"], (), shape, axis=axis), dla=True, gpu_fallback=True)["n"]
+    assert (runs_on == "accelerator") == ok, reason
+
+
+def test_dla_concatenates_channels_only():
+    def concat(axis):
+        return model([helper.make_node("Concat", ["a", "b"], ["y"], name="n", axis=axis)],
+                     [vi("a", [1, 2, 3, 16]), vi("b", [1, 2, 3, 16])], [vi("y", None)])
+
+    assert support(concat(1), dla=True)["n"] == ("accelerator", "")
+    runs_on, reason = support(concat(2), dla=True, gpu_fallback=True)["n"]
+    assert runs_on == "fallback" and "KV-cache Concat joins the sequence axis" in reason
+
+
+def test_dla_folds_shape_arithmetic_and_refuses_int64_tensors():
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"), helper.make_node("Gather", ["s", "i"], ["g"], name="gather"),
+             helper.make_node("Unsqueeze", ["mask", "ax"], ["u"], name="unsqueeze"),
+             helper.make_node("Cast", ["u"], ["c"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "c"], ["y"], name="mul")]
+    m = model(nodes, [vi("x", [1, 4]), vi("mask", [4], TensorProto.INT64)], [vi("y", None), vi("g", None)],
+              [const("i", 1, np.int64), const("ax", [0], np.int64)])
+    result = support(m, dla=True, gpu_fallback=True)
+    assert result["shape"][0] == result["gather"][0] == "accelerator" and "folds it into a constant" in result["gather"][1]
+    assert result["unsqueeze"] == ("fallback", "DLA computes in INT8/FP16 only; 'mask' is INT64")
+    assert result["cast"][0] == "fallback" and result["mul"] == ("accelerator", "")
+
+
+def test_dla_clip_and_empty_tensors():
+    relu6 = one_node("Clip", ["x", "lo", "hi"], [const("lo", 0.0, np.float32), const("hi", 6.0, np.float32)], (1, 1, 2, 2))
+    assert support(relu6, dla=True)["n"] == ("accelerator", "")
+    wide = one_node("Clip", ["x", "lo", "hi"], [const("lo", -1.0, np.float32), const("hi", 1.0, np.float32)], (1, 1, 2, 2))
+    assert "min 0 and max <= 127" in support(wide, dla=True, gpu_fallback=True)["n"][1]
+    empty = one_node("Relu", ["x"], (), (1, 2, 0, 16))
+    assert "DLA runs no empty tensors" in support(empty, dla=True, gpu_fallback=True)["n"][1]
 
 
 def test_dla_matmul_needs_constant_weights():

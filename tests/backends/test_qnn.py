@@ -45,6 +45,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _runtimes()
     from edgekd.backends.qnn import quantize_for_htp
     from edgekd.export import INPUT_NAME, export_onnx
+    from edgekd.graph.resolve import load_inputs
 
     root = tmp_path_factory.mktemp("qnn")
     rng = np.random.default_rng(0)
@@ -53,7 +54,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for name, module in (("cnn", _cnn()), ("erf", _with_erf())):
         fp32, qdq = root / f"{name}.onnx", root / f"{name}_htp.onnx"
         export_onnx(module, (1, 8, 8), fp32, opset=18)
-        quantize_for_htp(fp32, qdq, calib, INPUT_NAME, CFG, "minmax")
+        quantize_for_htp(fp32, qdq, {INPUT_NAME: calib}, CFG, "minmax", load_inputs(fp32))
         out[name] = {"module": module, "fp32": fp32, "qdq": qdq}
     return out
 
@@ -110,10 +111,11 @@ def test_rules_reject_int8_dynamic_and_control_flow(models: dict, tmp_path: Path
     from onnx import TensorProto, helper
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    from edgekd.backends.qnn import check_htp_rules, fix_batch
+    from edgekd.backends.qnn import check_htp_rules, fix_shapes
+    from edgekd.graph.resolve import load_inputs
 
     fixed, int8 = tmp_path / "fixed.onnx", tmp_path / "int8.onnx"
-    fix_batch(models["cnn"]["fp32"], fixed)
+    fix_shapes(models["cnn"]["fp32"], fixed, load_inputs(models["cnn"]["fp32"]))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -139,12 +141,13 @@ def test_rules_reject_int8_dynamic_and_control_flow(models: dict, tmp_path: Path
     assert any("control flow (If)" in p for p in check_htp_rules(helper.make_model(graph)))
 
 
-def test_fix_batch_makes_every_shape_static(models: dict, tmp_path: Path) -> None:
+def test_fix_shapes_makes_every_shape_static(models: dict, tmp_path: Path) -> None:
     import onnx
 
-    from edgekd.backends.qnn import fix_batch
+    from edgekd.backends.qnn import fix_shapes
+    from edgekd.graph.resolve import load_inputs
 
-    fix_batch(models["cnn"]["fp32"], tmp_path / "b4.onnx", batch=4)
+    fix_shapes(models["cnn"]["fp32"], tmp_path / "b4.onnx", load_inputs(models["cnn"]["fp32"], batch=4))
     model = onnx.load(str(tmp_path / "b4.onnx"))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [4, 1, 8, 8]
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [4, 10]
@@ -155,11 +158,13 @@ def test_quantize_survives_model_metadata(models: dict, tmp_path: Path) -> None:
     import onnx
 
     from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
+    from edgekd.graph.resolve import load_inputs
 
     model = onnx.load(str(models["cnn"]["fp32"]))
     onnx.helper.set_model_props(model, {"author": "edgekd"})
     onnx.save(model, str(tmp_path / "meta.onnx"))
-    quantize_for_htp(tmp_path / "meta.onnx", tmp_path / "meta_htp.onnx", models["calib"][:4], "input", CFG, "minmax")
+    quantize_for_htp(tmp_path / "meta.onnx", tmp_path / "meta_htp.onnx", {"input": models["calib"][:4]}, CFG, "minmax",
+                     load_inputs(tmp_path / "meta.onnx"))
     assert check_htp_rules(onnx.load(str(tmp_path / "meta_htp.onnx"))) == []
 
 
