@@ -396,6 +396,8 @@ def measure_tensorrt(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup
     trtexec = find_trtexec()
     helper = load_helper(bundle_dir, str((bundle.get("measure") or {}).get("parser") or "trtexec.py"), "trtexec helper")
     bundle_file(bundle_dir, "build_engine.sh", "engine build script")
+    times = bundle_dir / Path(str((bundle.get("measure") or {}).get("export_times", "times.json"))).name
+    argv = trtexec_argv(bundle_dir, bundle, trtexec, times.name, runs)  # checked before the (long) engine build
     bash = shutil.which("bash")
     if not bash:
         raise RunnerError("bash not found on this device; build_engine.sh needs it", EXIT_MISSING)
@@ -406,9 +408,7 @@ def measure_tensorrt(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup
         raise RunnerError(f"build_engine.sh exited {build.returncode}: {_last_line(build.stderr or build.stdout)} "
                           f"(log: {bundle_dir / 'build_engine.log'})", build.returncode if build.returncode in (2, 3) else EXIT_RUNTIME)
     bundle_file(bundle_dir, str(bundle.get("engine", "model.plan")), "TensorRT engine (made by build_engine.sh)")
-    times = bundle_dir / Path(str((bundle.get("measure") or {}).get("export_times", "times.json"))).name
     times.unlink(missing_ok=True)
-    argv = trtexec_argv(bundle_dir, bundle, trtexec, times.name, runs)
     proc = subprocess.run(argv, cwd=str(bundle_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     code, output = proc.returncode, proc.stdout
     (bundle_dir / "trtexec.log").write_text(output, encoding="utf-8")

@@ -394,6 +394,7 @@ def test_tensorrt_bad_measure(tmp_path: Path, measure: dict[str, Any] | None, ne
     (bundle / "trtexec.py").write_text(TRTEXEC_HELPER.read_text())
     env = fake_trtexec_env(tmp_path, f"#!{sys.executable}\n{FAKE_TRTEXEC}")
     assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), env=env), 2, needle)
+    assert not (bundle / "trtexec_calls.txt").exists()  # refused before the engine build, which takes minutes on a device
 
 
 @pytest.mark.parametrize("code, runner_code", [(3, 3), (1, 4)])
