@@ -71,7 +71,11 @@ def _check_inputs(qdq_onnx: Path, graph: Any, inputs: ModelInputs) -> list[str]:
                           f"{', '.join(inputs.names()) or 'none'}", "resolve the inputs from this model (edgekd.graph.resolve.load_inputs)")
     dynamic = []
     for spec in inputs.inputs:
-        dims = declared[spec.name].type.tensor_type.shape.dim
+        tensor_type = declared[spec.name].type.tensor_type
+        if not tensor_type.HasField("shape"):  # no shape declared (resolved from --shape): dynamic
+            dynamic.append(spec.name)
+            continue
+        dims = tensor_type.shape.dim
         shown = "x".join(map(str, spec.shape))
         if len(dims) != len(spec.shape):
             raise EdgekdError(f"input '{spec.name}' is {shown} (rank {len(spec.shape)}), but {qdq_onnx} declares rank {len(dims)}")

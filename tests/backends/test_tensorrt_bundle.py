@@ -156,6 +156,16 @@ def test_static_model_gets_no_shapes(tmp_path: Path):
     assert "--loadInputs=x:inputs/00_x.bin" in manifest["measure"]["argv"]  # values are fed all the same
 
 
+def test_input_without_a_declared_shape_is_pinned(tmp_path: Path):
+    """A graph input with no shape at all, resolved from --shape x=1x4: TensorRT sees it dynamic."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
+    tb.write_bundle(tmp_path / "m.onnx", tmp_path / "b", DLA, "orin", load_inputs(tmp_path / "m.onnx", {"x": (1, 4)}))
+    manifest = json.loads((tmp_path / "b" / tb.MANIFEST).read_text())
+    assert manifest["dynamic_inputs"] == ["x"] and "--shapes=x:1x4" in manifest["build"]["argv"]
+
+
 def x_input(shape: tuple[int, ...], name: str = "x") -> ModelInputs:
     return ModelInputs((ResolvedInput(name, "float32", shape, "image", ("--shape",) * len(shape), batch_axis=0),))
 
