@@ -85,7 +85,16 @@ class DeviceModel(_Unit):
     cores: int | None = Field(None, ge=1, description="host_relative: fix the core count instead of reading the host")
     clock_mhz: float | None = Field(None, gt=0, description="host_relative: fix the clock instead of reading the host")
     invoke_overhead_us: float = Field(0.0, ge=0, description="fixed cost per inference (runtime call, I/O copies)")
+    cache_mb: float | None = Field(
+        None, gt=0, description="weights up to this size stay in cache between inferences; larger ones are read "
+                                "from DRAM every inference (host_relative: default this host's last-level cache)")
+    dram_bandwidth_gbs: float | None = Field(None, gt=0, description="DRAM bandwidth for weights that do not fit cache_mb")
+    dram_bandwidth_bytes_per_cycle_per_core: float | None = Field(
+        None, gt=0, description="host_relative: DRAM bandwidth one core sustains per clock")
     fuse_activations: bool = Field(True, description="activations and BatchNorm right after a conv/gemm run inside it")
+    fuse_matmul_bias: bool = Field(True, description="a MatMul followed by an Add of a bias runs as one GEMM")
+    fuse_attention: bool = Field(False, description="MatMul Q·Kᵀ, scale, mask, Softmax, MatMul ·V run as one fused "
+                                                    "attention kernel (TensorRT's MHA fusion)")
     fallback: FallbackModel | None = None
 
     @model_validator(mode="after")
@@ -101,13 +110,16 @@ class DeviceModel(_Unit):
                 raise ValueError("host_relative = true needs exactly one of memory_bandwidth_gbs or "
                                  "memory_bandwidth_bytes_per_cycle_per_core")
         else:
-            host_only = ("peak_ops_per_cycle_per_core", "memory_bandwidth_bytes_per_cycle_per_core", "cores", "clock_mhz")
+            host_only = ("peak_ops_per_cycle_per_core", "memory_bandwidth_bytes_per_cycle_per_core", "cores", "clock_mhz",
+                         "dram_bandwidth_bytes_per_cycle_per_core")
             extra = [k for k in host_only if getattr(self, k) is not None]
             if extra:
                 raise ValueError(f"{', '.join(extra)} only apply with host_relative = true")
             if self.peak_tops is None or self.memory_bandwidth_gbs is None:
                 raise ValueError("a device needs peak_tops and memory_bandwidth_gbs (or host_relative = true "
                                  "with per-core-per-cycle figures)")
+        if self.dram_bandwidth_gbs is not None and self.dram_bandwidth_bytes_per_cycle_per_core is not None:
+            raise ValueError("give one of dram_bandwidth_gbs or dram_bandwidth_bytes_per_cycle_per_core")
         return self
 
     @property
@@ -120,8 +132,31 @@ class HostCpu:
     cores: int  # physical cores among the CPUs this process may use
     logical_cpus: int
     clock_mhz: float
+    cache_mb: float | None = None  # the last-level cache the first usable CPU sees (shared, not per core)
     cores_source: str = "os.sched_getaffinity + /proc/cpuinfo 'physical id'/'core id'"
     clock_source: str = "/proc/cpuinfo 'cpu MHz' (mean over usable CPUs at read time)"
+    cache_source: str = "/sys/devices/system/cpu/cpuN/cache: size of the highest level"
+
+
+def _last_level_cache_mb(cpu: int) -> float | None:
+    """Size of the highest cache level CPU `cpu` sees (sysfs), None where sysfs does not say."""
+    base = f"/sys/devices/system/cpu/cpu{cpu}/cache"
+    best: tuple[int, float] | None = None
+    try:
+        for entry in os.listdir(base):
+            if not entry.startswith("index"):
+                continue
+            with open(f"{base}/{entry}/level", encoding="utf-8") as fh:
+                level = int(fh.read())
+            with open(f"{base}/{entry}/size", encoding="utf-8") as fh:
+                text = fh.read().strip()
+            units = {"K": 1e-3, "M": 1.0, "G": 1e3}
+            size = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text) / 1e6
+            if best is None or level > best[0]:
+                best = (level, size)
+    except (OSError, ValueError):
+        return None
+    return best[1] if best else None
 
 
 def read_host_cpu() -> HostCpu:
@@ -148,7 +183,8 @@ def read_host_cpu() -> HostCpu:
         physical.add((info.get("physical id", "0"), info.get("core id", info["processor"])))
     if not mhz:
         raise RuntimeError("/proc/cpuinfo gives no 'cpu MHz' for the usable CPUs; give clock_mhz in the target's [device]")
-    return HostCpu(cores=len(physical) or len(usable), logical_cpus=len(usable), clock_mhz=sum(mhz) / len(mhz))
+    return HostCpu(cores=len(physical) or len(usable), logical_cpus=len(usable), clock_mhz=sum(mhz) / len(mhz),
+                   cache_mb=_last_level_cache_mb(min(usable)))
 
 
 @dataclass(frozen=True)
@@ -163,6 +199,8 @@ class Resolved:
     layer_overhead_us: float
     switch_overhead_us: float = 0.0
     assumptions: list[str] = field(default_factory=list)
+    cache_mb: float | None = None  # weights up to this size stay cached between inferences
+    dram_bandwidth_gbs: float | None = None  # where weights are read from when they do not fit
 
     def efficiency(self, op_class: str) -> float:
         return self.compute_efficiency.get(op_class, self.compute_efficiency["default"])
@@ -175,43 +213,71 @@ def _common_notes(unit: _Unit, key: str) -> list[str]:
             f"{key}.layer_overhead_us = {unit.layer_overhead_us:g} per executed node"]
 
 
+def _host_scale(device: DeviceModel, host: HostCpu | None) -> tuple[int, float, HostCpu | None, list[str]]:
+    """(cores, clock in Hz, the host read if any, notes) for a host_relative device."""
+    if device.cores is not None and device.clock_mhz is not None:
+        return device.cores, device.clock_mhz * 1e6, host, [f"cores = {device.cores} ([device] cores)",
+                                                           f"clock = {device.clock_mhz:.0f} MHz ([device] clock_mhz)"]
+    host = host or read_host_cpu()
+    cores, cores_from = (device.cores, "[device] cores") if device.cores else (host.cores, host.cores_source)
+    clock_mhz, clock_from = ((device.clock_mhz, "[device] clock_mhz") if device.clock_mhz
+                             else (host.clock_mhz, host.clock_source))
+    return cores, clock_mhz * 1e6, host, [f"cores = {cores} ({cores_from})", f"clock = {clock_mhz:.0f} MHz ({clock_from})"]
+
+
+def _host_relative(device: DeviceModel, host: HostCpu | None) -> tuple[dict[str, float], float, tuple[int, float], HostCpu | None, list[str]]:
+    """Peaks and cache bandwidth of a host_relative device: per-core-per-cycle figures x cores x clock."""
+    assert device.peak_ops_per_cycle_per_core is not None
+    cores, hz, host, notes = _host_scale(device, host)
+    peaks = {p: ops * cores * hz / 1e12 for p, ops in device.peak_ops_per_cycle_per_core.items()}
+    for p, ops in sorted(device.peak_ops_per_cycle_per_core.items()):
+        notes.append(f"[device] peak_ops_per_cycle_per_core.{p} = {ops:g} -> peak {peaks[p]:.3g} TOPS "
+                     f"({ops:g} x {cores} cores x {hz / 1e6:.0f} MHz)")
+    if device.memory_bandwidth_bytes_per_cycle_per_core is not None:
+        bw = device.memory_bandwidth_bytes_per_cycle_per_core * cores * hz / 1e9
+        notes.append(f"[device] memory_bandwidth_bytes_per_cycle_per_core = "
+                     f"{device.memory_bandwidth_bytes_per_cycle_per_core:g} -> {bw:.3g} GB/s")
+    else:
+        bw = float(device.memory_bandwidth_gbs)  # type: ignore[arg-type]
+        notes.append(f"[device] memory_bandwidth_gbs = {bw:g}")
+    return peaks, bw, (cores, hz), host, notes
+
+
+def _cache_tier(device: DeviceModel, scale: tuple[int, float] | None, host: HostCpu | None) -> tuple[float | None, float | None, list[str]]:
+    """(cache_mb, DRAM GB/s, notes): where weights that do not fit the cache are read from."""
+    if device.dram_bandwidth_gbs is None and device.dram_bandwidth_bytes_per_cycle_per_core is None:
+        return None, None, []
+    if device.dram_bandwidth_gbs is not None:
+        dram, notes = device.dram_bandwidth_gbs, [f"[device] dram_bandwidth_gbs = {device.dram_bandwidth_gbs:g}"]
+    else:
+        assert scale is not None and device.dram_bandwidth_bytes_per_cycle_per_core is not None
+        dram = device.dram_bandwidth_bytes_per_cycle_per_core * scale[0] * scale[1] / 1e9
+        notes = [f"[device] dram_bandwidth_bytes_per_cycle_per_core = {device.dram_bandwidth_bytes_per_cycle_per_core:g} "
+                 f"-> {dram:.3g} GB/s"]
+    if device.cache_mb is not None:
+        return device.cache_mb, dram, [*notes, f"[device] cache_mb = {device.cache_mb:g}"]
+    if device.host_relative:
+        host = host or read_host_cpu()
+        if host.cache_mb is not None:
+            return host.cache_mb, dram, [*notes, f"cache = {host.cache_mb:g} MB ({host.cache_source})"]
+    return None, None, [*notes, "no cache size known ([device] cache_mb): every weight read at the cache bandwidth"]
+
+
 def resolve(device: DeviceModel, host: HostCpu | None = None) -> Resolved:
     """The accelerator's absolute figures. host_relative devices read this host (or `host`, or the
-    device's own `cores`/`clock_mhz`) and scale the per-core-per-cycle peaks by cores x clock."""
-    notes: list[str] = []
+    device's own `cores`/`clock_mhz`/`cache_mb`) and scale the per-core-per-cycle figures by cores x clock."""
+    scale = None
     if device.host_relative:
-        assert device.peak_ops_per_cycle_per_core is not None
-        if device.cores is not None and device.clock_mhz is not None:
-            cores, cores_from = device.cores, "[device] cores"
-            clock_mhz, clock_from = device.clock_mhz, "[device] clock_mhz"
-        else:
-            host = host or read_host_cpu()
-            cores, cores_from = (device.cores, "[device] cores") if device.cores else (host.cores, host.cores_source)
-            clock_mhz, clock_from = ((device.clock_mhz, "[device] clock_mhz") if device.clock_mhz
-                                     else (host.clock_mhz, host.clock_source))
-        notes.append(f"cores = {cores} ({cores_from})")
-        notes.append(f"clock = {clock_mhz:.0f} MHz ({clock_from})")
-        hz = clock_mhz * 1e6
-        peaks = {p: ops * cores * hz / 1e12 for p, ops in device.peak_ops_per_cycle_per_core.items()}
-        for p, ops in sorted(device.peak_ops_per_cycle_per_core.items()):
-            notes.append(f"[device] peak_ops_per_cycle_per_core.{p} = {ops:g} -> peak {peaks[p]:.3g} TOPS "
-                         f"({ops:g} x {cores} cores x {clock_mhz:.0f} MHz)")
-        if device.memory_bandwidth_bytes_per_cycle_per_core is not None:
-            bw = device.memory_bandwidth_bytes_per_cycle_per_core * cores * hz / 1e9
-            notes.append(f"[device] memory_bandwidth_bytes_per_cycle_per_core = "
-                         f"{device.memory_bandwidth_bytes_per_cycle_per_core:g} -> {bw:.3g} GB/s")
-        else:
-            bw = float(device.memory_bandwidth_gbs)  # type: ignore[arg-type]
-            notes.append(f"[device] memory_bandwidth_gbs = {bw:g}")
+        peaks, bw, scale, host, notes = _host_relative(device, host)
     else:
         assert device.peak_tops is not None and device.memory_bandwidth_gbs is not None
-        peaks = dict(device.peak_tops)
-        bw = device.memory_bandwidth_gbs
-        notes += [f"[device] peak_tops.{p} = {v:g}" for p, v in sorted(peaks.items())]
+        peaks, bw = dict(device.peak_tops), device.memory_bandwidth_gbs
+        notes = [f"[device] peak_tops.{p} = {v:g}" for p, v in sorted(peaks.items())]
         notes.append(f"[device] memory_bandwidth_gbs = {bw:g}")
-    notes += _common_notes(device, "[device]")
+    cache_mb, dram, cache_notes = _cache_tier(device, scale, host)
+    notes += cache_notes + _common_notes(device, "[device]")
     return Resolved(device.name, peaks, bw, dict(device.compute_efficiency), device.bandwidth_efficiency,
-                    device.layer_overhead_us, 0.0, notes)
+                    device.layer_overhead_us, 0.0, notes, cache_mb, dram)
 
 
 def resolve_fallback(fallback: FallbackModel) -> Resolved:

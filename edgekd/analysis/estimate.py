@@ -1,41 +1,46 @@
 """Roofline latency estimate of an ONNX model on a device that is not attached.
 
-Per executed node, on the unit it is placed on (accelerator or fallback):
+Per executed kernel (one node, or several the runtime fuses: edgekd.analysis.fusion), on the unit
+it is placed on (accelerator or fallback):
 
     time = max(2 * macs / (peak[precision] * efficiency[op_class]),
                bytes_moved / (bandwidth * bandwidth_efficiency)) + layer_overhead
 
-bytes_moved = (input + output + weight elements) x the element size of `precision` (int8 1, fp16 2,
-fp32 4). Ops without MACs (pooling, normalization, elementwise, data movement) are therefore
-memory-bound. The latency is the sum over nodes (one node at a time, as batch-1 inference on these
-runtimes runs) plus the device's invoke_overhead_us, plus switch_overhead_us for every change
-between accelerator and fallback along the graph's node order (ONNX keeps nodes in topological
-order; a graph with parallel branches is walked in that one order).
+bytes_moved = the tensors the kernel reads and writes for the rest of the graph plus its weights,
+each at min(its bytes at the graph's types, its elements x the element size of `precision`) (int8
+1, fp16 2, fp32 4): a float graph run at a lower precision moves fewer bytes, an int8 tensor of a
+Q/DQ graph never more than 1 per element. Tensors inside a fused kernel never reach memory. Ops
+without MACs (pooling, normalization, elementwise, data movement) are therefore memory-bound.
 
-Nodes that cost nothing, because the runtimes fold them into their neighbours:
-- QuantizeLinear/DequantizeLinear inside the graph (they become the integer kernels' input and
-  output types) and DequantizeLinear of weights (weights are stored quantized). A Q/DQ at the graph
-  boundary (reading a graph input or writing a graph output) is a real conversion pass: it is priced
-  as a memory-bound node at its own types (e.g. fp32 in, int8 out).
-- Constant nodes (folded at build time).
-- With `fuse_activations`, an activation or BatchNormalization whose only input comes from a
-  conv/gemm that feeds nothing else, on the same unit (TensorRT, ORT's FusedConv and QNN all do).
+Where the device gives a cache tier (`cache_mb`, `dram_bandwidth_gbs` or its per-core form), the
+weights of a model whose weights do not fit the cache are read at the DRAM bandwidth, every
+inference (activations stay at the cache bandwidth).
 
-Every figure comes from the DeviceModel (the target file) or the host; `assumptions` lists them.
+The latency is the sum over kernels (one at a time, as batch-1 inference on these runtimes runs)
+plus the device's invoke_overhead_us, plus switch_overhead_us for every change between accelerator
+and fallback along the graph's node order (ONNX keeps nodes in topological order; a graph with
+parallel branches is walked in that one order).
+
+Nodes that cost nothing (constant-folded, metadata-only, interior Q/DQ) and the nodes fused into a
+kernel say so in `per_node[...]["note"]`. The shapes come from edgekd.graph (resolved inputs, then
+shape inference); a node whose shapes stay unknown is costed from what is known and listed in
+`unknown_shapes`. Every figure comes from the DeviceModel (the target file) or the host;
+`assumptions` lists them, with the input shapes and where they came from.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.analysis.device import ELEMENT_BYTES, DeviceModel, HostCpu, Resolved, resolve, resolve_fallback
-from edgekd.analysis.graph import NodeCost, node_costs
+from edgekd.analysis.fusion import Fusions, Kernel, Plan, plan
+from edgekd.analysis.graph import GraphCosts, NodeCost, graph_costs
+from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:
     import onnx
 
-FUSABLE = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "BatchNormalization"})
 PLACEMENTS = ("accelerator", "fallback")
 
 
@@ -44,42 +49,16 @@ class Estimate:
     latency_ms: float
     precision: str
     batch: int
-    per_op_type: dict[str, dict]  # op_type -> {"ms", "nodes", "macs", "bound"}
-    per_node: list[dict]  # name, op_type, op_class, placement, ms, compute_ms, memory_ms, overhead_ms, switch_ms, bound
+    per_op_type: dict[str, dict]  # kernel label -> {"ms", "nodes", "macs", "bound"}
+    per_node: list[dict]  # name, op_type, op_class, placement, ms, compute_ms, memory_ms, overhead_ms, switch_ms, bound, note
     assumptions: list[str]
     device: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)  # ModelInputs.to_json(): the shapes estimated for
+    unknown_shapes: list[dict[str, Any]] = field(default_factory=list)  # nodes costed without some shapes
+    fusions: dict[str, int] = field(default_factory=dict)  # fused kernel kind -> count
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": "estimated", "model": "roofline per node (edgekd.analysis.estimate)", **asdict(self)}
-
-
-def _fused(costs: list[NodeCost], placement: dict[str, str], fuse_activations: bool) -> dict[str, str]:
-    """name -> why the node costs nothing, for the nodes the runtimes fold away."""
-    produced = {out: c for c in costs for out in c.outputs}
-    consumed: dict[str, int] = {}
-    for c in costs:
-        for name in c.inputs:
-            consumed[name] = consumed.get(name, 0) + 1
-    fused: dict[str, str] = {}
-    anchored: set[str] = set()  # conv/gemm nodes and the nodes already fused into them
-    for c in costs:
-        if c.op_type == "Constant":
-            fused[c.name] = "constant, folded at build time"
-        elif c.op_class == "quant":
-            boundary = any(i not in produced for i in c.inputs) or any(o not in consumed for o in c.outputs)
-            if not c.inputs:
-                fused[c.name] = "weight dequantize: weights are stored quantized"
-            elif not boundary:
-                fused[c.name] = "Q/DQ inside the graph: folded into the integer kernels"
-        elif c.op_class in ("conv", "gemm"):
-            anchored.add(c.name)
-        elif fuse_activations and c.op_type in FUSABLE and len(c.inputs) == 1:
-            src = produced.get(c.inputs[0])
-            if (src is not None and src.name in anchored and all(consumed.get(o, 0) == 1 for o in src.outputs)
-                    and placement.get(src.name, "accelerator") == placement.get(c.name, "accelerator")):
-                fused[c.name] = f"fused into {src.name}"
-                anchored.add(c.name)
-    return fused
+        return {"method": "estimated", "model": "roofline per kernel (edgekd.analysis.estimate)", **asdict(self)}
 
 
 def _check_placement(costs: list[NodeCost], placement: dict[str, str], device: DeviceModel, precision: str) -> None:
@@ -102,78 +81,165 @@ def _dominant(parts: dict[str, float]) -> str:
     return max(parts, key=lambda k: parts[k]) if any(parts.values()) else "fused"
 
 
+@dataclass(frozen=True)
+class _Traffic:
+    """Bytes a kernel moves at `precision`: activations (cache) and weights (cache or DRAM)."""
+
+    activation_bytes: int
+    weight_bytes: int
+
+
+def _traffic(kernel: Kernel, costs: GraphCosts, elem: int) -> _Traffic:
+    if kernel.kind == "node" and kernel.anchor.op_class == "quant":  # a boundary conversion pass, at its own types
+        return _Traffic(kernel.anchor.input_bytes + kernel.anchor.output_bytes, 0)
+    tensors = [*kernel.inputs, *kernel.outputs]
+    acts = sum(min(costs.tensor_bytes.get(t, 0), costs.tensor_elems.get(t, 0) * elem) for t in tensors)
+    weights = sum(min(m.weight_bytes, m.weight_elems * elem) for m in kernel.members)
+    return _Traffic(acts, weights)
+
+
+def _kernel_row(kernel: Kernel, unit: Resolved, traffic: _Traffic, precision: str, dram: float | None) -> dict[str, Any]:
+    """The roofline of one kernel on `unit`; `dram` is the weights' bandwidth (B/s) when they do not fit the cache."""
+    macs = sum(m.macs for m in kernel.members)
+    compute_s = 2 * macs / (unit.peak_tops[precision] * 1e12 * unit.efficiency(kernel.op_class))
+    cache_bw = unit.memory_bandwidth_gbs * 1e9 * unit.bandwidth_efficiency
+    if dram is None:
+        memory_s = (traffic.activation_bytes + traffic.weight_bytes) / cache_bw
+    else:
+        memory_s = traffic.activation_bytes / cache_bw + traffic.weight_bytes / dram
+    overhead_s = unit.layer_overhead_us * 1e-6
+    parts = {"compute": compute_s if compute_s >= memory_s else 0.0,
+             "memory": memory_s if memory_s > compute_s else 0.0, "overhead": overhead_s}
+    return {"macs": macs, "compute_ms": compute_s * 1e3, "memory_ms": memory_s * 1e3, "overhead_ms": overhead_s * 1e3,
+            "ms": (max(compute_s, memory_s) + overhead_s) * 1e3, "bytes_moved": traffic.activation_bytes + traffic.weight_bytes,
+            "bound": _dominant(parts)}
+
+
+def _kernel_note(kernel: Kernel) -> str:
+    if len(kernel.members) == 1:
+        return ""
+    ops = ", ".join(m.op_type for m in kernel.members)
+    return f"{kernel.kind} kernel of {len(kernel.members)} nodes ({ops})"
+
+
+def _rows(costs: GraphCosts, fused: Plan, units: dict[str, Resolved], placement: dict[str, str],
+          precision: str, dram: dict[str, float | None]) -> tuple[list[dict[str, Any]], int]:
+    """One row per node in graph order (kernels on their anchor's row); returns (rows, switches)."""
+    elem = ELEMENT_BYTES[precision]
+    by_anchor = {k.anchor.name: k for k in fused.kernels}
+    rows: list[dict[str, Any]] = []
+    previous, switches = None, 0
+    for c in costs.nodes:
+        where = placement.get(c.name, "accelerator")
+        row: dict[str, Any] = {"name": c.name, "op_type": c.op_type, "op_class": c.op_class, "placement": where}
+        kernel = by_anchor.get(c.name)
+        if kernel is None:
+            note = fused.free.get(c.name) or f"fused into {fused.fused_into.get(c.name, '?')}"
+            row.update(macs=0, ms=0.0, compute_ms=0.0, memory_ms=0.0, overhead_ms=0.0, switch_ms=0.0, bytes_moved=0,
+                       bound="fused", note=note)
+            rows.append(row)
+            continue
+        row.update(_kernel_row(kernel, units[where], _traffic(kernel, costs, elem), precision, dram[where]))
+        row.update(kernel=kernel.label, op_class=kernel.op_class, note=_kernel_note(kernel), switch_ms=0.0)
+        if c.unknown:
+            row["note"] = (row["note"] + "; " if row["note"] else "") + f"shape unknown: {', '.join(c.unknown)} (counted as 0)"
+        if previous is not None and where != previous:
+            row["switch_ms"] = units["fallback"].switch_overhead_us * 1e-3
+            row["ms"] += row["switch_ms"]
+            switches += 1
+        previous = where
+        rows.append(row)
+    return rows, switches
+
+
+def _per_op_type(rows: list[dict[str, Any]]) -> dict[str, dict]:
+    per_op_type: dict[str, dict] = {}
+    parts: dict[str, dict[str, float]] = {}
+    for row in rows:
+        key = row.get("kernel", row["op_type"])
+        agg = per_op_type.setdefault(key, {"ms": 0.0, "nodes": 0, "macs": 0, "bound": "fused"})
+        agg["ms"] += row["ms"]
+        agg["nodes"] += 1
+        agg["macs"] += row["macs"]
+        share = parts.setdefault(key, {"compute": 0.0, "memory": 0.0, "overhead": 0.0})
+        if row["bound"] != "fused":
+            roof = max(row["compute_ms"], row["memory_ms"])
+            share["compute" if row["compute_ms"] >= row["memory_ms"] else "memory"] += roof
+            share["overhead"] += row["overhead_ms"]
+    for key, agg in per_op_type.items():
+        agg["bound"] = _dominant(parts[key])
+    return per_op_type
+
+
+def _dram_bandwidth(device: DeviceModel, unit: Resolved, where: str, weight_bytes: int) -> tuple[float | None, str]:
+    """The weights' bandwidth (B/s) when they do not fit the unit's cache, else None; and why."""
+    if where != "accelerator" or unit.cache_mb is None or unit.dram_bandwidth_gbs is None:
+        return None, ""
+    if weight_bytes <= unit.cache_mb * 1e6:
+        return None, f"weights ({weight_bytes / 1e6:.3g} MB) fit the {unit.cache_mb:g} MB cache: read at the cache bandwidth"
+    dram = unit.dram_bandwidth_gbs * 1e9 * unit.bandwidth_efficiency
+    return dram, (f"weights ({weight_bytes / 1e6:.3g} MB) exceed the {unit.cache_mb:g} MB cache: read from DRAM at "
+                  f"{unit.dram_bandwidth_gbs:.3g} GB/s x {unit.bandwidth_efficiency:g} every inference")
+
+
+def _input_notes(inputs: ModelInputs, costs: GraphCosts) -> list[str]:
+    notes = []
+    for i in inputs.inputs:
+        sources = "; ".join(dict.fromkeys(i.sources)) or "model"
+        notes.append(f"input {i.name} {i.dtype} {'x'.join(map(str, i.shape)) or 'scalar'} ({sources})")
+    notes += list(inputs.notes)
+    notes.append("shapes found by " + "; ".join(costs.methods))
+    unknown = costs.unknown
+    if unknown:
+        shown = ", ".join(f"{u['node']} ({u['op_type']})" for u in unknown[:8])
+        notes.append(f"{len(unknown)} node(s) with tensors of unknown shape, costed without them: {shown}"
+                     + (" ..." if len(unknown) > 8 else ""))
+    return notes
+
+
+def _fusion_notes(costs: GraphCosts, fused: Plan, device: DeviceModel) -> list[str]:
+    reasons: dict[str, int] = {}
+    for why in fused.free.values():
+        key = why.split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(fused.counts.items())) or "none"
+    flags = (f"fuse_activations = {str(device.fuse_activations).lower()}, fuse_matmul_bias = "
+             f"{str(device.fuse_matmul_bias).lower()}, fuse_attention = {str(device.fuse_attention).lower()}")
+    return [f"{len(fused.kernels)} kernels execute for {len(costs.nodes)} nodes; cost nothing: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"),
+            f"fused kernels: {kinds} ([device] {flags}; layernorm and gelu patterns always)"]
+
+
 def estimate(model: "onnx.ModelProto | Path", device: DeviceModel, precision: str = "int8", batch: int = 1,
-             placement: dict[str, str] | None = None, host: HostCpu | None = None) -> Estimate:
-    """Roofline estimate of `model` at `batch` on `device` (see the module docstring).
-    `placement` maps node names to "accelerator" (the default) or "fallback"; `host` overrides what
-    a host_relative device reads from this machine."""
+             placement: dict[str, str] | None = None, host: HostCpu | None = None,
+             inputs: ModelInputs | None = None) -> Estimate:
+    """Roofline estimate of `model` on `device` (see the module docstring) at `inputs` (default:
+    the model's inputs resolved at `batch`, edgekd.graph.resolve). `placement` maps node names to
+    "accelerator" (the default) or "fallback"; `host` overrides what a host_relative device reads
+    from this machine."""
     if precision not in ELEMENT_BYTES:
         raise ValueError(f"precision must be one of {sorted(ELEMENT_BYTES)}, got '{precision}'")
     if precision not in device.precisions:
         raise ValueError(f"device '{device.name}' has no peak for '{precision}' (it has {list(device.precisions)})")
     placement = dict(placement or {})
-    costs = node_costs(model, batch)
-    _check_placement(costs, placement, device, precision)
+    costs = graph_costs(model, batch, inputs)
+    _check_placement(costs.nodes, placement, device, precision)
     units: dict[str, Resolved] = {"accelerator": resolve(device, host)}
     if device.fallback is not None and "fallback" in placement.values():
         units["fallback"] = resolve_fallback(device.fallback)
-    fused = _fused(costs, placement, device.fuse_activations)
+    fusions = Fusions(device.fuse_activations, device.fuse_matmul_bias, device.fuse_attention)
+    fused = plan(costs, fusions, lambda c: placement.get(c.name, "accelerator"))
     elem = ELEMENT_BYTES[precision]
-
-    per_node: list[dict] = []
-    previous: str | None = None
-    switches = 0
-    for c in costs:
-        where = placement.get(c.name, "accelerator")
-        row: dict[str, Any] = {"name": c.name, "op_type": c.op_type, "op_class": c.op_class, "placement": where,
-                               "macs": c.macs, "ms": 0.0, "compute_ms": 0.0, "memory_ms": 0.0, "overhead_ms": 0.0,
-                               "switch_ms": 0.0, "bound": "fused"}
-        if c.name in fused:
-            row["note"] = fused[c.name]
-            per_node.append(row)
-            continue
-        unit = units[where]
-        if c.op_class == "quant":  # a boundary conversion pass, at its own types
-            bytes_moved = c.input_bytes + c.output_bytes
-        else:
-            bytes_moved = (c.input_elems + c.output_elems + c.weight_elems) * elem
-        compute_s = 2 * c.macs / (unit.peak_tops[precision] * 1e12 * unit.efficiency(c.op_class))
-        memory_s = bytes_moved / (unit.memory_bandwidth_gbs * 1e9 * unit.bandwidth_efficiency)
-        overhead_s = unit.layer_overhead_us * 1e-6
-        switch_s = 0.0
-        if previous is not None and where != previous:
-            switch_s = units["fallback"].switch_overhead_us * 1e-6
-            switches += 1
-        previous = where
-        row.update(compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3, overhead_ms=overhead_s * 1e3,
-                   switch_ms=switch_s * 1e3, ms=(max(compute_s, memory_s) + overhead_s + switch_s) * 1e3,
-                   bytes_moved=bytes_moved,
-                   bound=_dominant({"compute": compute_s if compute_s >= memory_s else 0.0,
-                                    "memory": memory_s if memory_s > compute_s else 0.0, "overhead": overhead_s}))
-        per_node.append(row)
-
-    per_op_type: dict[str, dict] = {}
-    parts: dict[str, dict[str, float]] = {}
-    for row in per_node:
-        agg = per_op_type.setdefault(row["op_type"], {"ms": 0.0, "nodes": 0, "macs": 0, "bound": "fused"})
-        agg["ms"] += row["ms"]
-        agg["nodes"] += 1
-        agg["macs"] += row["macs"]
-        share = parts.setdefault(row["op_type"], {"compute": 0.0, "memory": 0.0, "overhead": 0.0})
-        if row["bound"] != "fused":
-            roof = max(row["compute_ms"], row["memory_ms"])
-            share["compute" if row["compute_ms"] >= row["memory_ms"] else "memory"] += roof
-            share["overhead"] += row["overhead_ms"]
-    for op_type, agg in per_op_type.items():
-        agg["bound"] = _dominant(parts[op_type])
-
-    invoke_ms = device.invoke_overhead_us * 1e-3
-    latency_ms = invoke_ms + sum(r["ms"] for r in per_node)
-    executed = sum(r["bound"] != "fused" for r in per_node)
+    weight_bytes = sum(min(c.weight_bytes, c.weight_elems * elem) for c in costs.nodes if c.name not in fused.free)
+    dram, dram_note = {}, []
+    for where, unit in units.items():
+        dram[where], note = _dram_bandwidth(device, unit, where, weight_bytes)
+        dram_note += [note] if note else []
+    rows, switches = _rows(costs, fused, units, placement, precision, dram)
+    latency_ms = device.invoke_overhead_us * 1e-3 + sum(r["ms"] for r in rows)
     assumptions = [
-        f"batch {batch}, precision {precision}: bytes moved at {elem} byte(s)/element",
-        f"{executed} of {len(per_node)} nodes executed; {len(per_node) - executed} folded away (interior Q/DQ, "
-        "weight dequantize, constants" + (", activations/BatchNorm fused into conv/gemm)" if device.fuse_activations else ")"),
+        f"batch {batch}, precision {precision}: each tensor moves min(its bytes at the graph's types, elements x {elem})",
+        *_input_notes(costs.inputs, costs), *_fusion_notes(costs, fused, device), *dram_note,
         f"[device] invoke_overhead_us = {device.invoke_overhead_us:g} per inference",
     ]
     for where, unit in units.items():
@@ -181,5 +247,6 @@ def estimate(model: "onnx.ModelProto | Path", device: DeviceModel, precision: st
         assumptions += unit.assumptions
     if switches:
         assumptions.append(f"{switches} accelerator<->fallback transitions along the node order")
-    return Estimate(latency_ms=latency_ms, precision=precision, batch=batch, per_op_type=per_op_type,
-                    per_node=per_node, assumptions=assumptions, device=device.name)
+    return Estimate(latency_ms=latency_ms, precision=precision, batch=batch, per_op_type=_per_op_type(rows),
+                    per_node=rows, assumptions=assumptions, device=device.name, inputs=costs.inputs.to_json(),
+                    unknown_shapes=costs.unknown, fusions=dict(fused.counts))

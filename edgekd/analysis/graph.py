@@ -1,29 +1,47 @@
 """Per-node cost of an ONNX model: multiply-accumulates, and the elements and bytes each node reads
-and writes, from shapes that ONNX's own shape inference computes at a fixed batch.
+and writes, at the model's resolved input shapes.
+
+Shapes: every graph input gets a concrete shape from `edgekd.graph.resolve.resolve_inputs` (--shape
+values, the model, the batch, optimum's export config, task-aware defaults) unless the caller
+passes resolved `inputs`; every other tensor's shape comes from `edgekd.graph.shapes.infer_shapes`
+(onnx shape inference, onnxruntime's symbolic shape inference, one ONNX Runtime run). A tensor whose
+shape stays unknown counts 0 elements; its node is costed from what is known and lists the tensor
+in `NodeCost.unknown` (never an error).
 
 Rules, in one place:
 
-- Weights are initializers (and Constant-node outputs). A weight that a DequantizeLinear expands
-  is counted once, on the node that uses it, at its stored (quantized) type; that weight
-  DequantizeLinear itself costs nothing (its scale/zero-point are per-channel vectors, left out).
+- Weights are initializers, Constant-node outputs and the outputs of constant-folded nodes. A node
+  is constant-folded (`NodeCost.folded`) when it is computed only from weights, or is a Shape/Size
+  of a tensor whose shape is static at the resolved inputs: runtimes compute these once at build
+  time (the shape arithmetic of transformer exports).
+- A weight that a DequantizeLinear expands is counted once, on the node that uses it, at its stored
+  (quantized) type; that weight DequantizeLinear itself costs nothing (its scale/zero-point are
+  per-channel vectors, left out).
+- Gather (and GatherElements/GatherND) on a weight, e.g. an embedding table, reads the rows it
+  gathers (as many elements as it writes), not the whole table.
 - QDQ models (onnxruntime.quantization, QuantFormat.QDQ): QuantizeLinear, DequantizeLinear and
   DynamicQuantizeLinear are op_class "quant". A compute node costs its input at the stored type of
   the DequantizeLinear that feeds it (int8: 1 byte/element) and its output at the type of the
   QuantizeLinear that consumes it, when every consumer is one. This is how runtimes run QDQ graphs
   (the Q/DQ pairs fold into integer kernels); the Q/DQ nodes themselves are costed at their own
   types, so a caller can price them separately (estimate.py fuses the interior ones away).
-- MACs: Conv and ConvTranspose (groups and depthwise included), Gemm, MatMul. Every other op has
-  0 MACs (pooling, normalization, elementwise and data movement are priced by bytes moved).
+- MACs: Conv and ConvTranspose (groups and depthwise included), Gemm, MatMul (batched, with
+  broadcast: output elements x the shared dim). Every other op has 0 MACs (pooling, normalization,
+  elementwise and data movement are priced by bytes moved).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from edgekd.graph.inputs import ModelInputs, ShapeError
+
 if TYPE_CHECKING:
     import onnx
+
+    from edgekd.graph.shapes import InferredShapes
 
 OP_CLASSES = ("conv", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant", "other")
 
@@ -48,6 +66,10 @@ for _cls, _ops in {
     for _op in _ops.split():
         _CLASS_OF[_op] = _cls
 
+_GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
+_NOT_FOLDABLE = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                           "Bernoulli", "Dropout"})
+
 
 @dataclass(frozen=True)
 class NodeCost:
@@ -63,6 +85,25 @@ class NodeCost:
     weight_elems: int
     inputs: tuple[str, ...] = ()  # activation (non-weight) input tensor names, for graph walks
     outputs: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  # tensors of this node whose shape stayed unknown (counted as 0 elements)
+    folded: bool = False  # computed at build time from weights and static shapes (costs nothing at run time)
+
+
+@dataclass(frozen=True)
+class GraphCosts:
+    """Every node's cost, with what the shapes came from."""
+
+    nodes: list[NodeCost]
+    inputs: ModelInputs  # the resolved graph inputs the costs are for
+    methods: list[str]  # how the shapes were found (edgekd.graph.shapes.infer_shapes)
+    tensor_elems: dict[str, int] = field(default_factory=dict)  # activation tensor -> elements (known shapes only)
+    tensor_bytes: dict[str, int] = field(default_factory=dict)  # activation tensor -> bytes, at the type it is kept in
+    graph_outputs: frozenset[str] = frozenset()
+
+    @property
+    def unknown(self) -> list[dict[str, object]]:
+        """{"node", "op_type", "tensors"} for every node with a tensor of unknown shape."""
+        return [{"node": c.name, "op_type": c.op_type, "tensors": list(c.unknown)} for c in self.nodes if c.unknown]
 
 
 def op_class(op_type: str) -> str:
@@ -70,55 +111,15 @@ def op_class(op_type: str) -> str:
     return _CLASS_OF.get(op_type, "other")
 
 
-def _with_fixed_batch(model: "onnx.ModelProto", batch: int) -> "onnx.ModelProto":
-    """A copy of `model` whose graph inputs have `batch` as their first dim, shapes inferred."""
-    import onnx
-    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
-
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    initializers = {t.name for t in fixed.graph.initializer}
-    for value in fixed.graph.input:
-        if value.name in initializers or not value.type.tensor_type.HasField("shape"):
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if not dims:
-            continue
-        first = dims[0]
-        if first.HasField("dim_value"):
-            if first.dim_value != batch:
-                raise ValueError(f"input '{value.name}' has a fixed batch of {first.dim_value}; asked for batch {batch}")
-        elif first.dim_param:
-            make_dim_param_fixed(fixed.graph, first.dim_param, batch)
-        else:
-            first.dim_value = batch
-        symbolic = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
-        if symbolic:
-            raise ValueError(f"input '{value.name}' has symbolic dims {symbolic} besides the batch; "
-                             "node_costs fixes only the first (batch) dim")
-    return onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
-
-
-def _tensor_types(graph: "onnx.GraphProto") -> dict[str, tuple[int, tuple[int, ...] | None]]:
-    """name -> (ONNX elem type, static shape or None) for every typed tensor of the graph."""
-    types: dict[str, tuple[int, tuple[int, ...] | None]] = {}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        tt = value.type.tensor_type
-        shape = None
-        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
-            shape = tuple(d.dim_value for d in tt.shape.dim)
-        types[value.name] = (tt.elem_type, shape)
-    for init in graph.initializer:
-        types[init.name] = (init.data_type, tuple(init.dims))
-    return types
-
-
 def _itemsize(elem_type: int) -> int:
     import onnx
 
     if elem_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
         return 1  # packed two per byte; counted as one byte per element here (upper bound)
-    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+    except (KeyError, TypeError, ValueError):  # undefined or unusual types: counted as 4 bytes
+        return 4
 
 
 def _attr(node: "onnx.NodeProto", name: str, default: int) -> int:
@@ -129,7 +130,8 @@ def _attr(node: "onnx.NodeProto", name: str, default: int) -> int:
 
 
 def _macs(node: "onnx.NodeProto", shape: Callable[[str], tuple[int, ...]]) -> int:
-    """MACs of one node from its input/output shapes (0 for ops that are not conv/gemm)."""
+    """MACs of one node from its input/output shapes (0 for ops that are not conv/gemm). `shape`
+    raises KeyError for a tensor whose shape is unknown."""
     op = node.op_type
     if op == "Conv":  # each output element (N * C_out * spatial) needs C_in/group * prod(k) MACs
         return math.prod(shape(node.output[0])) * math.prod(shape(node.input[1])[1:])
@@ -138,89 +140,169 @@ def _macs(node: "onnx.NodeProto", shape: Callable[[str], tuple[int, ...]]) -> in
     if op == "Gemm":
         a = shape(node.input[0])
         return math.prod(shape(node.output[0])) * (a[0] if _attr(node, "transA", 0) else a[1])
-    if op == "MatMul":
+    if op == "MatMul":  # batched and broadcast: every output element is one dot product over a's last dim
         return math.prod(shape(node.output[0])) * shape(node.input[0])[-1]
     return 0
 
 
-def node_costs(model: "onnx.ModelProto | Path", batch: int = 1) -> list[NodeCost]:
-    """Cost of every node of `model` (graph order, which ONNX requires to be topological) with the
-    first dim of each graph input fixed to `batch`. Raises ValueError when a shape stays unknown."""
+class _Graph:
+    """The model's tensors (shapes, types, producers, consumers) and which of them are weights."""
+
+    def __init__(self, inferred: "InferredShapes") -> None:
+        graph = inferred.model.graph
+        self.nodes = list(graph.node)
+        self.shapes = inferred.shapes
+        self.types = inferred.types
+        self.producer = {out: n for n in graph.node for out in n.output if out}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in graph.node:
+            for name in n.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(n)
+        self.graph_outputs = frozenset(o.name for o in graph.output)
+        self.constants = {t.name for t in graph.initializer}
+        self.constants |= {out for n in graph.node if n.op_type == "Constant" for out in n.output}
+        self.folded: set[str] = set()  # node ids (id()) computed at build time
+        self._fold()
+
+    def _fold(self) -> None:
+        """Nodes computed only from weights, or Shape/Size of a static-shaped tensor: their outputs
+        become weights. Weight DequantizeLinear outputs stay out of `constants` (counted at the
+        stored type by weight_dequant) but do let their consumers fold."""
+        known = set(self.constants)
+        for node in self.nodes:
+            if node.op_type == "Constant" or node.op_type in _NOT_FOLDABLE:
+                continue
+            ins = [t for t in node.input if t]
+            if node.op_type in ("Shape", "Size"):
+                foldable = bool(ins) and ins[0] in self.shapes
+            else:
+                foldable = bool(ins) and all(t in known for t in ins)
+            if foldable:
+                known.update(o for o in node.output if o)
+                if not self.weight_dequant(node):
+                    self.folded.add(id(node))
+                    self.constants.update(o for o in node.output if o)
+
+    def elems(self, name: str) -> int | None:
+        shape = self.shapes.get(name)
+        return None if shape is None else math.prod(shape)
+
+    def weight_dequant(self, node: "onnx.NodeProto | None") -> bool:
+        return node is not None and node.op_type == "DequantizeLinear" and node.input[0] in self.constants
+
+    def type_of(self, name: str) -> int:
+        import onnx
+
+        return self.types.get(name, onnx.TensorProto.FLOAT)
+
+    def read_type(self, name: str) -> int:
+        """The type a compute node reads: the stored type behind a DequantizeLinear, else its own."""
+        src = self.producer.get(name)
+        return self.type_of(src.input[0]) if src is not None and src.op_type == "DequantizeLinear" else self.type_of(name)
+
+    def write_type(self, name: str) -> int:
+        """The type a compute node writes: the QuantizeLinear output type when only Qs consume it."""
+        users = self.consumers.get(name, [])
+        if users and name not in self.graph_outputs and all(u.op_type == "QuantizeLinear" for u in users):
+            return self.type_of(users[0].output[0])
+        return self.type_of(name)
+
+    def kept_type(self, name: str) -> int:
+        """The type a tensor between compute nodes is kept in (Q/DQ-aware)."""
+        src = self.producer.get(name)
+        if src is not None and src.op_type == "DequantizeLinear":
+            return self.read_type(name)
+        return self.write_type(name)
+
+
+def _cost(g: _Graph, node: "onnx.NodeProto", name: str) -> NodeCost:
+    """One node's cost (see the module rules)."""
+    cls = op_class(node.op_type)
+    own = cls == "quant"  # Q/DQ nodes are costed at their own types
+    if g.weight_dequant(node):  # stored weight: counted on the node that uses it
+        return NodeCost(name, node.op_type, cls, 0, 0, 0, 0, 0, 0, 0, (), tuple(node.output), folded=True)
+    unknown: list[str] = []
+
+    def elems(tensor: str) -> int:
+        found = g.elems(tensor)
+        if found is None:
+            unknown.append(tensor)
+        return found or 0
+
+    sums = {"in_e": 0, "in_b": 0, "w_e": 0, "w_b": 0, "out_e": 0, "out_b": 0}
+    act_inputs: list[str] = []
+    gathers_rows = node.op_type in _GATHERS
+    for slot, tensor in enumerate(node.input):
+        if not tensor:
+            continue
+        src = g.producer.get(tensor)
+        if tensor in g.constants or (g.weight_dequant(src) and not own):
+            stored = src.input[0] if tensor not in g.constants and src is not None else tensor
+            count = elems(node.output[0]) if gathers_rows and slot == 0 else elems(stored)  # rows gathered
+            sums["w_e"] += count
+            sums["w_b"] += count * _itemsize(g.type_of(stored))
+        else:
+            count = elems(tensor)
+            sums["in_e"] += count
+            sums["in_b"] += count * _itemsize(g.type_of(tensor) if own else g.read_type(tensor))
+            act_inputs.append(tensor)
+    outputs = tuple(filter(None, node.output))
+    for tensor in outputs:
+        count = elems(tensor)
+        size = count * _itemsize(g.type_of(tensor) if own or node.op_type == "Constant" else g.write_type(tensor))
+        key = "w" if node.op_type == "Constant" else "out"
+        sums[f"{key}_e"] += count
+        sums[f"{key}_b"] += size
+    try:
+        macs = _macs(node, lambda t: g.shapes[t])
+    except KeyError:
+        macs = 0  # a shape it needs is unknown: listed in `unknown` already
+    return NodeCost(name=name, op_type=node.op_type, op_class=cls, macs=macs,
+                    input_bytes=sums["in_b"], output_bytes=sums["out_b"], weight_bytes=sums["w_b"],
+                    input_elems=sums["in_e"], output_elems=sums["out_e"], weight_elems=sums["w_e"],
+                    inputs=tuple(act_inputs), outputs=() if node.op_type == "Constant" else outputs,
+                    unknown=tuple(dict.fromkeys(unknown)), folded=node.op_type == "Constant" or id(node) in g.folded)
+
+
+def _resolved(model: "onnx.ModelProto", path: Path | None, batch: int) -> ModelInputs:
+    from edgekd.graph.resolve import resolve_inputs
+
+    inputs = resolve_inputs(model, path, batch=batch)
+    if batch != 1 and inputs.inputs and all(i.batch_axis is None for i in inputs.inputs):
+        raise ShapeError(f"the model fixes its batch ({inputs.describe()}); asked for batch {batch}",
+                         "export the model with a dynamic batch axis, or use batch 1")
+    return inputs
+
+
+def graph_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelInputs | None = None) -> GraphCosts:
+    """Cost of every node of `model` (graph order, which ONNX requires to be topological) at
+    `inputs` (default: resolved from the model at `batch`, see the module docstring)."""
     import onnx
+
+    from edgekd.graph.shapes import infer_shapes
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    path = None
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
-    graph = _with_fixed_batch(model, batch).graph
-    types = _tensor_types(graph)
+        path = Path(model)
+        model = onnx.load(str(path))
+    if inputs is None:
+        inputs = _resolved(model, path, batch)
+    inferred = infer_shapes(model, inputs)
+    g = _Graph(inferred)
+    nodes = [_cost(g, node, node.name or f"{node.op_type}_{i}") for i, node in enumerate(g.nodes)]
+    elems: dict[str, int] = {}
+    for c in nodes:
+        for tensor in (*c.inputs, *c.outputs):
+            count = g.elems(tensor)
+            if count is not None:
+                elems[tensor] = count
+    kept = {t: n * _itemsize(g.kept_type(t)) for t, n in elems.items()}
+    return GraphCosts(nodes, inputs, list(inferred.methods), elems, kept, g.graph_outputs)
 
-    producer = {out: n for n in graph.node for out in n.output if out}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for name in n.input:
-            if name:
-                consumers.setdefault(name, []).append(n)
-    graph_outputs = {o.name for o in graph.output}
-    constants = {t.name for t in graph.initializer}
-    constants |= {out for n in graph.node if n.op_type == "Constant" for out in n.output}
 
-    def shape(name: str) -> tuple[int, ...]:
-        found = types.get(name, (0, None))[1]
-        if found is None:
-            raise ValueError(f"shape of tensor '{name}' is unknown after shape inference at batch {batch}")
-        return found
-
-    def elems(name: str) -> int:
-        return math.prod(shape(name))
-
-    def weight_dequant(node: onnx.NodeProto | None) -> bool:
-        return node is not None and node.op_type == "DequantizeLinear" and node.input[0] in constants
-
-    def read_type(name: str) -> int:
-        """The type a compute node reads: the stored type behind a DequantizeLinear, else its own."""
-        src = producer.get(name)
-        return types[src.input[0]][0] if src is not None and src.op_type == "DequantizeLinear" else types[name][0]
-
-    def write_type(name: str) -> int:
-        """The type a compute node writes: the QuantizeLinear output type when only Qs consume it."""
-        users = consumers.get(name, [])
-        if users and name not in graph_outputs and all(u.op_type == "QuantizeLinear" for u in users):
-            return types[users[0].output[0]][0]
-        return types[name][0]
-
-    costs: list[NodeCost] = []
-    for node in graph.node:
-        cls = op_class(node.op_type)
-        own = cls == "quant"  # Q/DQ nodes are costed at their own types
-        name = node.name or f"{node.op_type}_{len(costs)}"
-        if weight_dequant(node):  # stored weight: counted on the node that uses it
-            costs.append(NodeCost(name, node.op_type, cls, 0, 0, 0, 0, 0, 0, 0, (), tuple(node.output)))
-            continue
-        in_elems = in_bytes = w_elems = w_bytes = out_elems = out_bytes = 0
-        act_inputs: list[str] = []
-        for tensor in filter(None, node.input):
-            src = producer.get(tensor)
-            if tensor in constants or (weight_dequant(src) and not own):
-                stored = src.input[0] if tensor not in constants else tensor
-                w_elems += elems(stored)
-                w_bytes += elems(stored) * _itemsize(types[stored][0])
-            else:
-                in_elems += elems(tensor)
-                in_bytes += elems(tensor) * _itemsize(types[tensor][0] if own else read_type(tensor))
-                act_inputs.append(tensor)
-        outputs = tuple(filter(None, node.output))
-        for tensor in outputs:
-            if node.op_type == "Constant":
-                w_elems += elems(tensor)
-                w_bytes += elems(tensor) * _itemsize(types[tensor][0])
-            else:
-                out_elems += elems(tensor)
-                out_bytes += elems(tensor) * _itemsize(types[tensor][0] if own else write_type(tensor))
-        costs.append(NodeCost(
-            name=name, op_type=node.op_type, op_class=cls, macs=_macs(node, shape),
-            input_bytes=in_bytes, output_bytes=out_bytes, weight_bytes=w_bytes,
-            input_elems=in_elems, output_elems=out_elems, weight_elems=w_elems,
-            inputs=tuple(act_inputs), outputs=() if node.op_type == "Constant" else outputs,
-        ))
-    return costs
+def node_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelInputs | None = None) -> list[NodeCost]:
+    """graph_costs(...).nodes: the cost of every node, in graph order."""
+    return graph_costs(model, batch, inputs).nodes

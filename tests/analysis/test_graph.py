@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.analysis.graph import OP_CLASSES, node_costs, op_class
+from edgekd.analysis.graph import OP_CLASSES, graph_costs, node_costs, op_class
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -137,8 +137,12 @@ def test_qdq_model_costs_compute_at_int8(cnn_onnx: Path, qdq_onnx: Path) -> None
     assert input_q.input_bytes == 4 * input_q.input_elems and input_q.output_bytes == input_q.output_elems
 
 
-def test_static_batch_mismatch_and_symbolic_dims_are_errors(tmp_path: Path) -> None:
+def test_batch_and_symbolic_dims_resolve(tmp_path: Path) -> None:
+    """Every symbolic dim gets a value (edgekd.graph.resolve); a batch the model fixes is an error."""
     from onnx import TensorProto, helper
+
+    from edgekd.graph.inputs import ShapeError, parse_shapes
+    from edgekd.graph.resolve import resolve_inputs
 
     def relu_model(dims: list) -> "onnx.ModelProto":
         graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
@@ -147,11 +151,15 @@ def test_static_batch_mismatch_and_symbolic_dims_are_errors(tmp_path: Path) -> N
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
     assert node_costs(relu_model([1, 4]), batch=1)[0].output_elems == 4
-    with pytest.raises(ValueError, match="fixed batch of 1"):
+    with pytest.raises(ShapeError, match="fixes its batch"):
         node_costs(relu_model([1, 4]), batch=2)
-    with pytest.raises(ValueError, match="symbolic dims"):
-        node_costs(relu_model(["batch", "seq"]), batch=2)
     assert node_costs(relu_model(["n", 4]), batch=5)[0].input_elems == 20
+    with pytest.raises(ShapeError, match="input 'x'.*'seq'"):  # a float input's second axis has no default
+        node_costs(relu_model(["batch", "seq"]), batch=2)
+    model = relu_model(["batch", "seq"])
+    inputs = resolve_inputs(model, overrides=parse_shapes(["x=3x7"]))
+    costs = graph_costs(model, inputs=inputs)
+    assert costs.nodes[0].input_elems == 21 and costs.inputs == inputs and costs.methods
     with pytest.raises(ValueError, match="batch must be"):
         node_costs(relu_model([1, 4]), batch=0)
 
