@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from edgekd.backends import onnxruntime as ortb
 from edgekd.backends.base import BUNDLE_DIR, ENGINE_DIR, load_engine, write_engine_json
-from edgekd.deploy.ort_bundle import copy_runner
 
 if TYPE_CHECKING:
     from edgekd.context import EngineContext as Context
@@ -30,7 +29,6 @@ class TensorRTBackend:
 
         cfg = ctx.target.tensorrt
         write_bundle(int8_model, out / BUNDLE_DIR, cfg, ctx.target_file.name, ctx.model_inputs)
-        copy_runner(out / BUNDLE_DIR)
         (out / ENGINE_DIR).mkdir()
         if trt_backend.available():  # runs only on a device with TensorRT and CUDA
             engine = out / ENGINE_DIR / ENGINE_FILE
@@ -66,7 +64,7 @@ class TensorRTBackend:
             return estimated_bench(ctx, inputs, out, "the engine was not built here (no TensorRT/CUDA device)")
         from edgekd.backends import tensorrt as trt_backend
 
-        measured = trt_backend.measure_engine(engine_dir / engine["engine_file"], ctx.target.tensorrt, out)
+        measured = trt_backend.measure_engine(engine_dir / engine["engine_file"], ctx.target.tensorrt, out, ctx.model_inputs)
         lat = measured["summary"]["latency"]
         result = {"p50_ms": lat["median_ms"], "p90_ms": lat["p90_ms"], "p99_ms": lat["p99_ms"], "mean_ms": lat["mean_ms"],
                   "min_ms": lat["min_ms"], "max_ms": lat["max_ms"], "throughput_per_s": measured["summary"]["throughput_qps"],

@@ -10,6 +10,7 @@ import pytest
 
 from edgekd.backends.onnxruntime import open_session
 from edgekd.config.target import SessionConfig
+from edgekd.graph.resolve import load_inputs
 from edgekd.scenarios import offline, offline_batches, profile_ops, top_ops
 
 
@@ -28,7 +29,7 @@ def student(cold_build) -> Path:
 def test_offline_picks_the_batch_with_the_most_throughput(student: Path) -> None:
     session = open_session(student, SessionConfig(intra_op_num_threads=1))
     rows = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
-    result = offline(session, rows, max_batch=16, seconds=0.05)
+    result = offline(session, {"input": rows}, load_inputs(student), max_batch=16, seconds=0.05)
     batches = result["batches"]
     assert [b["batch"] for b in batches] == offline_batches(16, None)[:len(batches)]
     best = max(batches, key=lambda b: b["throughput_per_s"])
@@ -40,7 +41,7 @@ def test_offline_picks_the_batch_with_the_most_throughput(student: Path) -> None
 
 def test_profile_top_ops_are_the_graphs_op_types(student: Path, tmp_path: Path) -> None:
     x = np.zeros((1, 1, 8, 8), np.float32)
-    ops = profile_ops(lambda hook: open_session(student, SessionConfig(), configure=hook), x, 20, tmp_path)
+    ops = profile_ops(lambda hook: open_session(student, SessionConfig(), configure=hook), {"input": x}, 20, tmp_path)
     assert ops, "the profiler recorded no kernels"
     assert sum(op["pct"] for op in ops) == pytest.approx(100.0, abs=0.01) or len(ops) == 10
     assert [op["ms"] for op in ops] == sorted((op["ms"] for op in ops), reverse=True)
@@ -75,4 +76,17 @@ def test_worker_hands_back_a_result_larger_than_a_pipe_buffer(student: Path, tmp
                "candidates": [{"model": str(student), "session": SessionConfig(intra_op_num_threads=1).model_dump()}]}
     result = run_worker(request, {"input": np.zeros((1, 1, 8, 8), np.float32)}, tmp_path, "a large result")
     assert len(result["samples_ms"][0]) == 12000 and len(json.dumps(result)) > 65536
-    assert list(tmp_path.iterdir()) == []  # request, input and result files are removed
+    assert list(tmp_path.iterdir()) == []  # request, feeds and result files are removed
+
+
+def test_offline_tiles_every_input_along_its_batch_axis(zoo) -> None:
+    """A model with several inputs (BERT: ids, mask, token types) runs Offline at growing batches."""
+    from edgekd.graph.feeds import make_feeds
+    from edgekd.scenarios import batch_feed
+
+    path = zoo("bert", "optimum")
+    inputs = load_inputs(path, {"input_ids": (1, 16), "attention_mask": (1, 16), "token_type_ids": (1, 16)})
+    rows = make_feeds(inputs, rows=3)
+    assert {n: a.shape for n, a in batch_feed(rows, inputs, 5).items()} == {n: (5, 16) for n in inputs.names()}
+    result = offline(open_session(path, SessionConfig(intra_op_num_threads=1)), rows, inputs, max_batch=4, seconds=0.02)
+    assert [b["batch"] for b in result["batches"]][:2] == [1, 2] and not result["static_batch"]
