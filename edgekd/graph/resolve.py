@@ -20,7 +20,7 @@ import operator
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from edgekd.graph.hf_config import ExportConfig, export_config
+from edgekd.graph.hf_config import CONFIG_FILE, ExportConfig, export_config
 from edgekd.graph.inputs import GraphHints, InputSpec, ModelInputs, ResolvedInput, ShapeError, graph_inputs
 
 if TYPE_CHECKING:
@@ -164,7 +164,10 @@ def resolve_inputs(model: "onnx.ModelProto", model_path: Path | None = None,
         vocab = resolver.hints.vocab_size(spec.name) or (config.figures.get("vocab_size") if config and spec.role == "token_ids" else None)
         resolved.append(ResolvedInput(spec.name, spec.dtype, tuple(v[0] for v in row if v), spec.role,
                                       tuple(v[1] for v in row if v), batch_axis, vocab if spec.role == "token_ids" else None))
-    notes = (f"shapes: {config.describe()} for named axes",) if config else ()
+    notes: tuple[str, ...] = (f"shapes: {config.describe()} for named axes",) if config else ()
+    if config is None and model_path is not None and (Path(model_path).parent / CONFIG_FILE).is_file():
+        notes += (f"{Path(model_path).parent / CONFIG_FILE} was not used: it is not a transformers config optimum-onnx "
+                  "exports, or optimum-onnx is not installed (pip install 'edgekd[hf]')",)
     return ModelInputs(tuple(resolved), notes)
 
 
