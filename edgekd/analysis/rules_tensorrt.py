@@ -98,8 +98,9 @@ class _Graph:
                        if v.type.tensor_type.HasField("shape")
                        and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
         self.shapes.update({t.name: tuple(t.dims) for t in graph.initializer})
+        self._nodes = list(graph.node)
         self._constant: dict[str, bool] = {}
-        self._build_constant: dict[str, bool] = {}
+        self._build_constant: set[str] | None = None
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of a constant tensor (initializer or Constant node), else None."""
@@ -124,12 +125,14 @@ class _Graph:
 
     def is_build_constant(self, name: str) -> bool:
         """Known when the engine is built: weights, the shape of a tensor whose shape is static, and
-        anything computed only from those (TensorRT folds such layers at build time)."""
-        if name not in self._build_constant:
-            self._build_constant[name] = False
-            node = self.producers.get(name)
-            self._build_constant[name] = self.is_constant(name) or (node is not None and self.folds(node))
-        return self._build_constant[name]
+        anything computed only from those (TensorRT folds such layers at build time). One pass in
+        graph order (ONNX graphs are topologically sorted), no recursion along deep graphs."""
+        if self._build_constant is None:
+            self._build_constant = set()
+            for node in self._nodes:
+                if self.folds(node):
+                    self._build_constant.update(o for o in node.output if o)
+        return name in self._build_constant or self.is_constant(name)
 
     def folds(self, node: Any) -> bool:
         """Whether every input of `node` is known at build time (so the node becomes a constant)."""

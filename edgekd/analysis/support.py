@@ -140,7 +140,7 @@ def _qnn_support(model_path: Path, target_name: str, target: Target, inputs: Mod
         placed = tmp / "htp_qdq.onnx"
         notes.append(_quantize_for_placement(model_path, placed, target_name, target, inputs, calib))
         quantized = onnx.load(str(placed), load_external_data=False)
-        notes.append(f"the nodes below are the quantized graph's ({len(quantized.graph.node)} nodes; "
+        notes.append(f"the nodes reported are the quantized graph's ({len(quantized.graph.node)} nodes; "
                      f"{model_path.name} has {len(model.graph.node)}): qnn_preprocess_model folds constants and fuses "
                      "Erf-GELU (and ReduceL2) sequences, and quantization adds Q/DQ pairs")
     else:

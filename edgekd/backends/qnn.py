@@ -54,8 +54,11 @@ def fix_shapes(model_in: Path, model_out: Path, inputs: ModelInputs) -> None:
 
     model = static_model(onnx.load(str(model_in)), inputs)
     problems = _shape_problems(model)
-    if any("empty" in problem for problem in problems):
-        raise ConfigError(f"{model_in}: empty tensors at inputs {inputs.describe()}: {'; '.join(problems)}",
+    empty = [v.name for v in model.graph.input if any(d.HasField("dim_value") and d.dim_value == 0
+                                                      for d in v.type.tensor_type.shape.dim)]
+    if empty:
+        raise ConfigError(f"{model_in}: input(s) {', '.join(empty)} are empty at inputs {inputs.describe()} (a 0 dim, "
+                          "such as an empty KV cache); the HTP runs no empty tensors",
                           "give those inputs a non-empty shape with --shape (a decoder's past length > 0, e.g. "
                           "--shape past_key_values.0.key=BxHEADSx16xHEAD_DIM for 16 cached tokens, for every past input)")
     if problems:
@@ -284,6 +287,8 @@ def placement(model: Path, cfg: QnnConfig) -> list[NodeSupport]:
             with _stderr_to(log_file):
                 _create_session(source, probe_cfg, context_file=context, allow_fallback=True, log_verbose=True,
                                 optimize=False)
+        except EdgekdError:  # onnxruntime-qnn missing or unusable: not a verdict on the model
+            raise
         except Exception as exc:  # onnxruntime's Fail/EPFail: the QNN EP cannot run this model at all
             return _no_session(proto, exc, _failure_reasons(log_file.read_text(encoding="utf-8", errors="replace")))
         log = log_file.read_text(encoding="utf-8", errors="replace")

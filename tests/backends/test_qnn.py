@@ -174,9 +174,33 @@ def test_missing_qnn_runtime_is_a_toolchain_error(models: dict, monkeypatch: pyt
     from edgekd.backends.qnn import open_session
     from edgekd.errors import ToolchainMissing
 
+    from edgekd.backends.qnn import placement
+
     monkeypatch.setitem(sys.modules, "onnxruntime_qnn", None)  # import fails as if not installed
     with pytest.raises(ToolchainMissing, match="onnxruntime_qnn"):
         open_session(models["cnn"]["qdq"], CFG)
+    with pytest.raises(ToolchainMissing, match="onnxruntime_qnn"):  # not a verdict on the model's nodes
+        placement(models["cnn"]["qdq"], CFG)
+
+
+def test_empty_inputs_are_refused_with_a_shape_hint(tmp_path: Path) -> None:
+    """A decoder's empty past (a 0 dim) is static but the HTP runs no empty tensors: fix_shapes says so."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekd.backends.qnn import fix_shapes
+    from edgekd.errors import ConfigError
+    from edgekd.graph.resolve import load_inputs
+
+    past = helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, 2, "past_len", 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["past"], ["present"])], "g", [past],
+                              [helper.make_tensor_value_info("present", TensorProto.FLOAT, [1, 2, "past_len", 4])])
+    path = tmp_path / "past.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    inputs = load_inputs(path, {"past": (1, 2, 0, 4)})
+    with pytest.raises(ConfigError, match="input\\(s\\) past are empty") as refused:
+        fix_shapes(path, tmp_path / "fixed.onnx", inputs)
+    assert "the HTP runs no empty tensors" in str(refused.value) and "--shape" in refused.value.hint
 
 
 # ---------------------------------------------------------------- sessions on the HTP
