@@ -260,7 +260,8 @@ def _attention(w: _Walk, node: NodeCost) -> tuple[str, list[NodeCost]] | None:
         return None
     out = w.outs(node)[0]
     guard = _pointwise_kernel(w, [out], _NAN_GUARD, lambda cone: True) or []
-    last = w.root(guard[-1].outputs[0]) if guard else out
+    inside = {t for g in guard for t in w.ins(g)}
+    last = next((o for g in guard for o in w.outs(g) if o not in inside), out)
     users = w.users.get(last, [])
     if len(users) != 1 or users[0].op_type != "MatMul" or w.ins(users[0])[0] != last or last in w.graph_outputs:
         return None
