@@ -154,24 +154,20 @@ def _qnn_support(model_path: Path, target_name: str, target: Target, inputs: Mod
     return SupportReport(target_name, accelerator, "ONNX Runtime CPU", nodes, notes), placed
 
 
-def _node_macs(model_path: Path, inputs: ModelInputs) -> tuple[dict[str, int] | None, str]:
-    """MACs per node at `inputs`, and how they were obtained (None where the costs cannot be computed)."""
-    import inspect
-
-    from edgekd.analysis import graph
+def _node_macs(model_path: Path, inputs: ModelInputs) -> tuple[dict[str, int] | None, str, bool]:
+    """MACs per node at `inputs` (None where the costs cannot be computed), how they were obtained,
+    and whether they are complete (no Conv/MatMul with a tensor of unknown shape)."""
+    from edgekd.analysis.graph import graph_costs, op_class
 
     try:
-        if "inputs" in inspect.signature(graph.node_costs).parameters:
-            costs = graph.node_costs(model_path, batch=1, inputs=inputs)
-        else:  # until graph.node_costs takes inputs=: the model with every shape inferred at `inputs`
-            import onnx
-
-            from edgekd.graph.shapes import infer_shapes
-
-            costs = graph.node_costs(infer_shapes(onnx.load(str(model_path)), inputs).model, batch=1)
+        costs = graph_costs(model_path, batch=1, inputs=inputs)
     except Exception as exc:  # noqa: BLE001 - a cost the graph does not give must not fail the check
-        return None, f"MACs not available: {_first_line(exc)}"
-    return {c.name: c.macs for c in costs}, f"MACs from the ONNX graph at inputs {inputs.describe()}"
+        return None, f"MACs not available: {_first_line(exc)}", False
+    how = f"MACs from the ONNX graph at inputs {inputs.describe()}"
+    short = [u["node"] for u in costs.unknown if op_class(str(u["op_type"])) in ("conv", "gemm")]
+    if short:
+        how += f"; {len(short)} Conv/MatMul nodes have tensors of unknown shape, their MACs are undercounted ({short[0]}, ...)"
+    return {c.name: c.macs for c in costs.nodes}, how, not short
 
 
 def analyze(model_path: Path, target_name: str, target: Target, inputs: ModelInputs | None = None,
@@ -191,15 +187,16 @@ def analyze(model_path: Path, target_name: str, target: Target, inputs: ModelInp
             report, costed = _qnn_support(model_path, target_name, target, inputs, calib, Path(tmp))
         else:
             report = _cpu_support(model_path, target_name)
-        macs, how = _node_macs(costed, inputs)
+        macs, how, complete = _node_macs(costed, inputs)
     data = report.to_json()
     data["inputs"] = inputs.describe()
     data["macs_how"] = how
     for node in data["nodes"]:
         node["macs"] = macs.get(node["name"], 0) if macs is not None else None
+    if not complete:
+        data["notes"].append(how)
     if macs is None:
         data["macs_total"] = data["macs_share_off"] = None
-        data["notes"].append(how)
         return data
     total = sum(macs.values())
     data["macs_total"] = total
