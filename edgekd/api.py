@@ -182,10 +182,10 @@ def _external_data(model: Path) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(str(model), load_external_data=False).graph.initializer)
 
 
-def _inputs(model: Path, shapes: dict[str, tuple[int, ...]] | None, batch: int = 1) -> Any:
+def _inputs(model: Path, shapes: dict[str, tuple[int, ...]] | None, batch: int = 1, static: bool = False) -> Any:
     from edgekd.graph.resolve import load_inputs
 
-    return load_inputs(model, shapes, batch)
+    return load_inputs(model, shapes, batch, static)
 
 
 def check_model(model: Path, target: str, search: ConfigSearch, shapes: dict[str, tuple[int, ...]] | None = None,
@@ -198,7 +198,7 @@ def check_model(model: Path, target: str, search: ConfigSearch, shapes: dict[str
 
     resolved = load_target(target, search)
     path = _model_file(model)
-    inputs = _inputs(path, shapes)
+    inputs = _inputs(path, shapes, static=resolved.config.runtime == "qnn-htp")  # the HTP runs static, non-empty shapes
     calib = load_feed_folder(calib_dir, inputs).arrays if calib_dir else None
     return analyze(path, resolved.name, resolved.config, inputs=inputs, calib=calib)
 

@@ -160,7 +160,8 @@ def check(model: Path, target: str, calib: Path | None, as_json: bool, shapes: t
         click.echo(f"note: {note}")
     counts = report["counts"]
     click.echo(f"nodes: {counts['accelerator']} on the accelerator, {counts['fallback']} fall back, {counts['unsupported']} unsupported; "
-               f"off the accelerator: {100 * report['node_share_off']:.1f}% of nodes, {100 * report['macs_share_off']:.1f}% of MACs")
+               f"off the accelerator: {100 * report['node_share_off']:.1f}% of nodes, " +
+               (f"{100 * report['macs_share_off']:.1f}% of MACs" if report["macs_share_off"] is not None else "MACs n/a (see the note)"))
 
 
 @cli.command(help=f"Estimate the latency of an ONNX model on a target from its device figures (a model, not a measurement). {EXIT_CODES_HELP}")

@@ -122,7 +122,7 @@ def compile_context(model: Path, target: Resolved[Target], profile: Resolved[Pro
 
     names = {i.name for i in onnx.load(str(model), load_external_data=False).graph.input}
     overrides = {k: v for k, v in _data_shapes([data.calib_dir, data.data_dir], shapes).items() if k in names}
-    inputs = load_inputs(model, overrides)
+    inputs = load_inputs(model, overrides, static=target.config.runtime == "qnn-htp")
     quantize = QuantizeConfig.model_validate({**(data.project.config.quantize.model_dump() if data.project else {}),
                                               **profile.config.recipe.quantize})
     evaluation = load_feed_folder(data.data_dir, inputs) if data.data_dir else None

@@ -77,21 +77,28 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
     }, [f"exported with torch.onnx (dynamo), opset {ctx.target.opset}, dynamic batch", f"parity: {check.describe()}"])
 
 
-def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.ndarray]) -> list[str]:
-    """Quantize `fp32` for the target into `path`; returns the rule violations of the result."""
+def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
+    """Quantize `fp32` for the target into `path` (after edgekd.graph.legalize's exact rewrites);
+    returns the rule violations of the result and a note per rewrite."""
+    import tempfile
+
     import onnx
 
+    from edgekd.graph.legalize import legalize
     from edgekd.quant_rules import qdq_violations
     from edgekd.quantize import quantize_int8
 
     cfg, tq = ctx.quantize_config, ctx.quant_recipe
-    if ctx.target.runtime == "qnn-htp":
-        from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".legal-") as tmp:
+        legal = Path(tmp) / fp32.name
+        rewrites = legalize(fp32, legal, ctx.model_inputs)
+        if ctx.target.runtime == "qnn-htp":
+            from edgekd.backends.qnn import check_htp_rules, quantize_for_htp
 
-        quantize_for_htp(fp32, path, calib, ctx.qnn_config, cfg.calibrate_method, ctx.model_inputs)
-        return qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path)))
-    quantize_int8(fp32, path, calib, cfg, tq)
-    return qdq_violations(onnx.load(str(path)), tq)
+            quantize_for_htp(legal, path, calib, ctx.qnn_config, cfg.calibrate_method, ctx.model_inputs)
+            return qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path))), rewrites
+        quantize_int8(legal, path, calib, cfg, tq)
+    return qdq_violations(onnx.load(str(path)), tq), rewrites
 
 
 def _accuracy_pt(ctx: EngineContext, model: Path) -> float | None:
@@ -128,9 +135,9 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
     calib = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
     path = out / "student_int8.onnx"
-    violations = _quantize(ctx, inputs["student.onnx"], path, calib)
+    violations, rewrites = _quantize(ctx, inputs["student.onnx"], path, calib)
     metrics = _int8_metrics(ctx, inputs["student.onnx"], path)
-    notes = _quantize_notes(ctx, len(next(iter(calib.values()))))
+    notes = [*rewrites, *_quantize_notes(ctx, len(next(iter(calib.values()))))]
     budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
     fp32_accuracy = _accuracy_pt(ctx, inputs["student.onnx"]) if qad.enabled else None
     if isinstance(ctx, Context) and budget is not None and fp32_accuracy is not None and metrics["int8.accuracy"].value is not None \
@@ -139,7 +146,7 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
         ptq = metrics["int8.accuracy"]
         qad_model = run_qad(ctx, inputs, out)
-        violations = _quantize(ctx, qad_model, path, calib)
+        violations, _ = _quantize(ctx, qad_model, path, calib)
         metrics = {**_int8_metrics(ctx, qad_model, path, ", after QAD"),
                    "qad.ptq_accuracy": Metric(ptq.value, "%", "measured", f"PTQ of the distilled student: {ptq.how}")}
         notes.append(f"PTQ lost {fp32_accuracy - ptq.value:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} "
@@ -161,8 +168,9 @@ def run_check(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     return Outcome({
         "check.unsupported_nodes": Metric(report["counts"]["unsupported"], "", "measured", how),
         "check.fallback_nodes_pct": Metric(100.0 * report["node_share_off"], "%", "measured", f"{len(off)} of {len(report['nodes'])} nodes; {how}"),
-        "check.fallback_macs_pct": Metric(100.0 * report["macs_share_off"], "%", "measured", f"MACs from the ONNX graph at batch 1; {how}"),
-    }, [f"{n['name']} ({n['op_type']}) -> {n['runs_on']}: {n['reason']}" for n in off[:20]])
+        "check.fallback_macs_pct": Metric(None, "%", "not available", report["macs_how"]) if report["macs_share_off"] is None else
+        Metric(100.0 * report["macs_share_off"], "%", "measured", f"{report['macs_how']}; {how}"),
+    }, [*report.get("notes", []), *(f"{n['name']} ({n['op_type']}) -> {n['runs_on']}: {n['reason']}" for n in off[:20])])
 
 
 def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:

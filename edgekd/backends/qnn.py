@@ -339,7 +339,7 @@ def _no_session(proto: onnx.ModelProto, exc: Exception, reasons: dict[str, str])
 
 _ACTIVATION_TYPES = ("uint8", "uint16")
 _MATMUL_PAIRS = {("uint8", "uint8"), ("uint8", "uint16"), ("uint16", "uint8")}
-_BIAS_SLOTS = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2)}
+_BIAS_SLOTS = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("LayerNormalization", 2)}  # ORT quantizes these as int32 biases
 
 
 def _shape_problems(model: onnx.ModelProto) -> list[str]:

@@ -6,7 +6,8 @@
 4. optimum-onnx's export config when the model's config.json sits beside it (edgekd.graph.hf_config);
 5. task-aware defaults: images 3x224x224 or what the graph's first convolution demands (channels;
    the image side of a ViT-style patch embedding); sequence length 128 (at most the model's
-   position-embedding rows); decoder past length 0;
+   position-embedding rows); decoder past length 0 (for targets that need static, non-empty shapes:
+   one decode step, 1 new token after 127 past ones);
 6. a dim named by an expression of other dims (optimum's 'past_sequence_length + sequence_length')
    is computed from them.
 
@@ -30,6 +31,9 @@ DEFAULT_SEQUENCE = 128
 DEFAULT_IMAGE_SIDE = 224
 DEFAULT_CHANNELS = 3
 DEFAULT_PAST = 0
+# targets that need static, non-empty shapes (the QNN HTP) take a decoder with past key/values at one
+# decode step instead of an empty past
+DECODE_STEP_NOTE = "default for a static-shape target: one decode step (1 new token after {past} past tokens)"
 # inputs whose axis 1 is a token sequence when nothing else names it (a float input's axis 1 may be
 # anything: features, frames, channels; it needs --shape or a config)
 _SEQUENCE_ROLES = ("token_ids", "attention_mask", "token_type_ids", "position_ids", "int", "bool")
@@ -66,25 +70,27 @@ def _evaluate(expression: str, named: dict[str, tuple[int, str]]) -> int | None:
 
 
 class _Resolver:
-    def __init__(self, model: "onnx.ModelProto", config: ExportConfig | None, batch: int) -> None:
+    def __init__(self, model: "onnx.ModelProto", config: ExportConfig | None, batch: int, decode_step: bool) -> None:
         self.hints = GraphHints(model)
         self.config = config
         self.batch = batch
         self.named: dict[str, tuple[int, str]] = {}
         positions = self.hints.max_positions() or (config.figures.get("max_positions") if config else None)
-        self.sequence = min(DEFAULT_SEQUENCE, positions) if positions else DEFAULT_SEQUENCE
-        self.sequence_note = f"default: sequence length {self.sequence}" + (
+        context = min(DEFAULT_SEQUENCE, positions) if positions else DEFAULT_SEQUENCE
+        self.sequence, self.past = (1, context - 1) if decode_step else (context, DEFAULT_PAST)
+        self.sequence_note = (DECODE_STEP_NOTE.format(past=self.past) if decode_step else f"default: sequence length {self.sequence}") + (
             f" (the model has {positions} positions)" if positions and positions < DEFAULT_SEQUENCE else "")
+        self.past_note = DECODE_STEP_NOTE.format(past=self.past) if decode_step else f"default: decoder past length {DEFAULT_PAST}"
 
     def default(self, spec: InputSpec, axis: int, label: str | None) -> tuple[int, str] | None:
         """Steps 3-5 for one symbolic axis."""
         if axis == 0:
             return self.batch, f"batch {self.batch}"
-        if self.config is not None and label in self.config.dims and label != "past_sequence_length":
+        if self.config is not None and label in self.config.dims and label not in ("past_sequence_length", "sequence_length"):
             return self.config.dims[label], self.config.describe()
         if spec.role == "past_key_values":
             if label and "past" in label.lower() or (label is None and axis == len(spec.dims) - 2):
-                return DEFAULT_PAST, f"default: decoder past length {DEFAULT_PAST}"
+                return self.past, self.past_note
             return None
         if spec.role == "image":
             channels, side = self.hints.image_dims(spec.name)
@@ -117,9 +123,10 @@ class _Resolver:
 
 
 def resolve_inputs(model: "onnx.ModelProto", model_path: Path | None = None,
-                   overrides: dict[str, tuple[int, ...]] | None = None, batch: int = 1) -> ModelInputs:
+                   overrides: dict[str, tuple[int, ...]] | None = None, batch: int = 1, static: bool = False) -> ModelInputs:
     """Every graph input of `model` with a concrete shape (see the module docstring). `model_path`
-    locates a config.json beside the model; `overrides` are --shape values."""
+    locates a config.json beside the model; `overrides` are --shape values; `static`: the target
+    needs static, non-empty shapes, so a decoder with past key/values defaults to one decode step."""
     specs = graph_inputs(model)
     overrides = dict(overrides or {})
     names = [s.name for s in specs]
@@ -128,7 +135,7 @@ def resolve_inputs(model: "onnx.ModelProto", model_path: Path | None = None,
         raise ShapeError(f"--shape names {', '.join(repr(u) for u in unknown)}, which the model does not have "
                          f"(its inputs: {', '.join(names) or 'none'})", "use the model's input names")
     config = export_config(model_path, names, DEFAULT_SEQUENCE) if model_path is not None else None
-    resolver = _Resolver(model, config, batch)
+    resolver = _Resolver(model, config, batch, static and any(s.role == "past_key_values" for s in specs))
     for spec in specs:  # named dims from --shape first, so every input sharing a name agrees
         if spec.name in overrides:
             shape = overrides[spec.name]
@@ -175,8 +182,9 @@ def _shown(spec: InputSpec) -> str:
     return "x".join(str(d) if d is not None else "?" for d in spec.dims) or "no shape"
 
 
-def load_inputs(model_path: Path, overrides: dict[str, tuple[int, ...]] | None = None, batch: int = 1) -> ModelInputs:
+def load_inputs(model_path: Path, overrides: dict[str, tuple[int, ...]] | None = None, batch: int = 1,
+                static: bool = False) -> ModelInputs:
     """resolve_inputs for the ONNX file at `model_path` (weights in external files are not read)."""
     import onnx
 
-    return resolve_inputs(onnx.load(str(model_path), load_external_data=False), Path(model_path), overrides, batch)
+    return resolve_inputs(onnx.load(str(model_path), load_external_data=False), Path(model_path), overrides, batch, static)

@@ -108,3 +108,11 @@ def test_a_dim_nothing_gives_is_an_error_naming_the_input_and_the_dim(tmp_path: 
         load_inputs(path)
     assert "--shape x=1xN" in err.value.hint
     assert load_inputs(path, {"x": (1, 20)}).shapes() == {"x": (1, 20)}
+
+
+def test_static_shape_targets_take_a_decoder_at_one_decode_step(zoo) -> None:
+    """The HTP runs static, non-empty shapes: an empty past cannot be its default."""
+    shapes = load_inputs(zoo("gpt2", "optimum"), static=True).shapes()
+    assert shapes["input_ids"] == (1, 1) and shapes["past_key_values.0.key"] == (1, 2, 127, 16)
+    assert shapes["attention_mask"] == (1, 128)
+    assert load_inputs(zoo("bert", "optimum"), static=True).shapes()["input_ids"] == (1, 128)  # no past: unchanged
