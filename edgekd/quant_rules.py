@@ -8,6 +8,8 @@ import numpy as np
 from edgekd.config.target import TargetQuantize
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import onnx
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import re
 import sys
@@ -78,7 +77,7 @@ def quantize_for_htp(fp32_model: Path, out_model: Path, calib: Calibration, cfg:
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
-    from edgekd.quantize import CALIBRATE_METHODS, calibrate_method as method, calibration_reader
+    from edgekd.quantize import CALIBRATE_METHODS, calibrate_method as method, calibration_reader, quiet_quantizer_logs
 
     if calibrate_method not in CALIBRATE_METHODS:
         raise ConfigError(f"calibrate_method '{calibrate_method}' is not one of {', '.join(CALIBRATE_METHODS)}")
@@ -95,7 +94,7 @@ def quantize_for_htp(fp32_model: Path, out_model: Path, calib: Calibration, cfg:
         # qnn_preprocess_model writes its (ORT-optimized) model only when it changed something; naming the
         # (already fixed) input shapes counts as a change, so constant folding and Identity removal always apply
         shapes = [(name, ",".join(map(str, shape))) for name, shape in inputs.shapes().items()]
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_preprocess_advice():  # calibrators print progress
+        with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():  # calibrators print progress
             source = prepared if qnn_preprocess_model(model, str(prepared), dynamic_input_shapes=shapes) else fixed
             qdq_config = get_qnn_qdq_config(
                 str(source), calibration_reader(calib, float_inputs_as="float32"), calibrate_method=method(calibrate_method),
@@ -104,23 +103,6 @@ def quantize_for_htp(fp32_model: Path, out_model: Path, calib: Calibration, cfg:
             )
             quantize(str(source), str(quantized), qdq_config)
         os.replace(quantized, out_model)
-
-
-@contextlib.contextmanager
-def _quiet_preprocess_advice() -> Iterator[None]:
-    """`quantize` logs 'Please consider (to run) pre-processing' on the root logger when the model lacks
-    quant_pre_process's metadata; qnn_preprocess_model did that work (shape inference + optimization)."""
-    def keep(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        # per_channel on a rank-1 weight (LayerNormalization's scale) quantizes it per tensor; ORT logs it each time
-        return "pre-processing before quantization" not in message and "is out-of-range for weight" not in message
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
 
 
 # ---------------------------------------------------------------- sessions and context binaries

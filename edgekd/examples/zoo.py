@@ -14,15 +14,11 @@ Needs `transformers` and, for the optimum exporter, `optimum-onnx` (`pip install
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.toolchain import require
+from edgekd.toolchain import quiet, require
 
 SEED = 0
 OPSET = 18
@@ -100,25 +96,11 @@ def save(name: str, folder: Path, size: str = "tiny") -> Path:
     return folder
 
 
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """The exporters print progress and warnings on stdout/stderr and the logging tree."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def _export_optimum(name: str, hf_dir: Path, out_dir: Path) -> Path:
     require("optimum.exporters.onnx", "exporting with optimum-onnx (pip install 'edgekd[hf]')")
     from optimum.exporters.onnx import main_export
 
-    with _quiet():
+    with quiet():
         main_export(str(hf_dir), output=str(out_dir), task=ARCHS[name].task, opset=OPSET, local_files_only=True,
                     library_name="transformers", do_validation=False)
     return out_dir / "model.onnx"
@@ -164,7 +146,7 @@ def _export_torch(name: str, model: Any, out_dir: Path) -> Path:
     shapes = tuple({axis: dims[label] for axis, label in axes[n].items()} for n in inputs)
     path = out_dir / "model.onnx"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         torch.onnx.export(_logits_module(model, list(inputs)), tuple(inputs.values()), str(path), input_names=list(inputs),
                           output_names=["logits"], dynamic_shapes=(shapes,), opset_version=OPSET, external_data=False)
     return path

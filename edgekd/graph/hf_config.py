@@ -8,13 +8,11 @@ attention masks are random zeros and ones, not what a real request sends).
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgekd.toolchain import quiet
 
 CONFIG_FILE = "config.json"
 # transformers head class suffix -> optimum task
@@ -44,19 +42,6 @@ def _task(config: Any, with_past: bool) -> str:
     return f"{task}-with-past" if with_past and task == "text-generation" else task
 
 
-@contextlib.contextmanager
-def _quiet() -> Any:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def _figures(config: Any) -> dict[str, int]:
     found: dict[str, int] = {}
     for key, names in (("vocab_size", ("vocab_size",)), ("max_positions", ("max_position_embeddings", "n_positions"))):
@@ -75,7 +60,7 @@ def export_config(model_path: Path, input_names: list[str], sequence_length: int
     if not (folder / CONFIG_FILE).is_file():
         return None
     try:
-        with _quiet():
+        with quiet():
             import optimum.exporters.onnx.model_configs  # noqa: F401  registers optimum's ONNX export configs
             from optimum.exporters.tasks import TasksManager
             from transformers import AutoConfig
@@ -90,7 +75,7 @@ def export_config(model_path: Path, input_names: list[str], sequence_length: int
     figures = _figures(config)
     length = min(sequence_length, figures.get("max_positions", sequence_length))
     try:
-        with _quiet():
+        with quiet():
             constructor = TasksManager.get_exporter_config_constructor(
                 exporter="onnx", model_type=config.model_type, task=task, library_name="transformers")
             onnx_config = constructor(config, use_past_in_inputs=True) if with_past else constructor(config)

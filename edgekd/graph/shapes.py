@@ -14,7 +14,7 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgekd.fsutil import scratch_cwd
 from edgekd.graph.inputs import ModelInputs
