@@ -108,7 +108,8 @@ def accuracy(base: Report, cand: Report, cfg: GateConfig) -> Check:
     b, c = base.accuracy(), cand.accuracy()
     if b is None or c is None:
         missing = " and ".join(r.role for r, a in ((base, b), (cand, c)) if a is None)
-        return _missing(name, "%", drop, text, f"no engine accuracy in the {missing} report: its evaluate stage did not run")
+        return _missing(name, "%", drop, text, f"no engine accuracy in the {missing} report: its evaluate stage did not run, "
+                        "or it had no labelled data (edgekd compile without --data)")
     change = float(c["value"]) - float(b["value"])
     detail = c.get("how", "")
     if b.get("how") != c.get("how"):
