@@ -185,12 +185,14 @@ def predict(session: Any, x: np.ndarray) -> np.ndarray:
 
 
 def context_files(context_model: Path) -> list[Path]:
-    """The context model and the binaries its EPContext nodes name (embed mode 0)."""
+    """The context model and the binaries its EPContext nodes name (embed mode 0). A graph the EP
+    splits into several partitions (nodes left on the CPU between them) shares one binary: only the
+    main context node (main_context = 1) names it."""
     onnx = require("onnx", "reading QNN context models")
     model = onnx.load(str(context_model), load_external_data=False)
-    bins = [context_model.parent / _attribute(node, "ep_cache_context").decode()
-            for node in model.graph.node if node.op_type == "EPContext" and _attribute(node, "embed_mode") == 0]
-    return [context_model, *bins]
+    names = [_attribute(node, "ep_cache_context") for node in model.graph.node
+             if node.op_type == "EPContext" and _attribute(node, "embed_mode") == 0]
+    return [context_model, *(context_model.parent / n.decode() for n in dict.fromkeys(names) if n)]
 
 
 def _attribute(node: onnx.NodeProto, name: str) -> Any:
