@@ -29,6 +29,7 @@ from edgekd.analysis.support_types import NodeSupport, SupportReport
 from edgekd.config.target import Target
 from edgekd.errors import EdgekdError
 from edgekd.graph.inputs import ModelInputs
+from edgekd.quant_rules import has_qdq
 
 GENERATED_CALIB_ROWS = 4  # a handful of generated feeds: enough for Q/DQ ranges that let the EP place the graph
 MAX_CALIB_ROWS = 64  # check places the graph; more calibration rows change the ranges, not where nodes run
@@ -92,10 +93,6 @@ def _tensorrt_support(model_path: Path, target_name: str, target: Target, inputs
     return SupportReport(target_name, accelerator, fallback, nodes, notes)
 
 
-def _has_qdq(model: Any) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
 def _is_static(model: Any) -> bool:
     values = [*model.graph.input, *model.graph.output]
     return all(d.HasField("dim_value") and d.dim_value > 0 for v in values for d in v.type.tensor_type.shape.dim)
@@ -136,7 +133,7 @@ def _qnn_support(model_path: Path, target_name: str, target: Target, inputs: Mod
     model = onnx.load(str(model_path), load_external_data=False)
     notes = []
     placed = model_path
-    if not _has_qdq(model):
+    if not has_qdq(model):
         placed = tmp / "htp_qdq.onnx"
         notes.append(_quantize_for_placement(model_path, placed, target_name, target, inputs, calib))
         quantized = onnx.load(str(placed), load_external_data=False)
