@@ -20,7 +20,7 @@ from edgekd.analysis.graph import OP_CLASSES
 
 PRECISIONS = ("int8", "fp16", "fp32")
 Precision = Literal["int8", "fp16", "fp32"]
-EfficiencyKey = Literal["default", "conv", "gemm", "pool", "norm", "activation", "elementwise", "data_movement",
+EfficiencyKey = Literal["default", "conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement",
                         "quant", "other"]
 ELEMENT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
 EFFICIENCY_KEYS = ("default", *OP_CLASSES)  # EfficiencyKey spelled out (a test keeps them equal)
@@ -37,6 +37,10 @@ class _Unit(_Strict):
     compute_efficiency: dict[EfficiencyKey, float] = Field(
         description="fraction of peak a real kernel reaches, per op class; classes left out use 'default'")
     bandwidth_efficiency: float = Field(gt=0, le=1, description="fraction of memory_bandwidth a real kernel reaches")
+    stream_efficiency: dict[EfficiencyKey, float] = Field(
+        default_factory=dict, description="per op class, the fraction of memory_bandwidth its memory-bound kernels "
+                                          "reach (vector math of exp/erf/tanh, strided layouts); classes left out use "
+                                          "bandwidth_efficiency")
     layer_overhead_us: float = Field(ge=0, description="fixed cost per executed node (kernel launch, dispatch)")
 
     @model_validator(mode="after")
@@ -46,6 +50,9 @@ class _Unit(_Strict):
         bad = {k: v for k, v in self.compute_efficiency.items() if not 0 < v <= 1}
         if bad:
             raise ValueError(f"compute_efficiency values must be in (0, 1]; got {bad}")
+        bad = {k: v for k, v in self.stream_efficiency.items() if not 0 < v <= 1}
+        if bad:
+            raise ValueError(f"stream_efficiency values must be in (0, 1]; got {bad}")
         return self
 
 
@@ -91,6 +98,10 @@ class DeviceModel(_Unit):
     dram_bandwidth_gbs: float | None = Field(None, gt=0, description="DRAM bandwidth for weights that do not fit cache_mb")
     dram_bandwidth_bytes_per_cycle_per_core: float | None = Field(
         None, gt=0, description="host_relative: DRAM bandwidth one core sustains per clock")
+    runtime_graph: Literal["exported", "onnxruntime-basic", "onnxruntime-extended", "onnxruntime-all"] = Field(
+        "exported", description="the graph costed: the exported one, with the fusions below; or the one ONNX Runtime's "
+                                "CPU EP runs after its graph optimizations at that level (its own fusions, the Q/DQ "
+                                "nodes it left, its layouts), where the device runs ONNX Runtime and it is installed")
     fuse_activations: bool = Field(True, description="activations and BatchNorm right after a conv/gemm run inside it")
     fuse_matmul_bias: bool = Field(True, description="a MatMul followed by an Add of a bias runs as one GEMM")
     fuse_attention: bool = Field(False, description="MatMul Q·Kᵀ, scale, mask, Softmax, MatMul ·V run as one fused "
@@ -201,15 +212,22 @@ class Resolved:
     assumptions: list[str] = field(default_factory=list)
     cache_mb: float | None = None  # weights up to this size stay cached between inferences
     dram_bandwidth_gbs: float | None = None  # where weights are read from when they do not fit
+    stream_efficiency: dict[str, float] = field(default_factory=dict)
 
     def efficiency(self, op_class: str) -> float:
         return self.compute_efficiency.get(op_class, self.compute_efficiency["default"])
+
+    def stream(self, op_class: str) -> float:
+        """The fraction of memory_bandwidth_gbs a memory-bound kernel of `op_class` reaches."""
+        return self.stream_efficiency.get(op_class, self.bandwidth_efficiency)
 
 
 def _common_notes(unit: _Unit, key: str) -> list[str]:
     effs = ", ".join(f"{k} {v:g}" for k, v in sorted(unit.compute_efficiency.items()))
     return [f"{key}.compute_efficiency: {effs} (fraction of peak per op class)",
-            f"{key}.bandwidth_efficiency = {unit.bandwidth_efficiency:g}",
+            f"{key}.bandwidth_efficiency = {unit.bandwidth_efficiency:g}"
+            + (" (stream_efficiency: " + ", ".join(f"{k} {v:g}" for k, v in sorted(unit.stream_efficiency.items())) + ")"
+               if unit.stream_efficiency else ""),
             f"{key}.layer_overhead_us = {unit.layer_overhead_us:g} per executed node"]
 
 
@@ -277,7 +295,7 @@ def resolve(device: DeviceModel, host: HostCpu | None = None) -> Resolved:
     cache_mb, dram, cache_notes = _cache_tier(device, scale, host)
     notes += cache_notes + _common_notes(device, "[device]")
     return Resolved(device.name, peaks, bw, dict(device.compute_efficiency), device.bandwidth_efficiency,
-                    device.layer_overhead_us, 0.0, notes, cache_mb, dram)
+                    device.layer_overhead_us, 0.0, notes, cache_mb, dram, dict(device.stream_efficiency))
 
 
 def resolve_fallback(fallback: FallbackModel) -> Resolved:
@@ -286,4 +304,5 @@ def resolve_fallback(fallback: FallbackModel) -> Resolved:
     notes += _common_notes(fallback, "[device.fallback]")
     notes.append(f"[device.fallback] switch_overhead_us = {fallback.switch_overhead_us:g} per transition")
     return Resolved(fallback.name, dict(fallback.peak_tops), fallback.memory_bandwidth_gbs,
-                    dict(fallback.compute_efficiency), fallback.bandwidth_efficiency, fallback.layer_overhead_us, fallback.switch_overhead_us, notes)
+                    dict(fallback.compute_efficiency), fallback.bandwidth_efficiency, fallback.layer_overhead_us,
+                    fallback.switch_overhead_us, notes, stream_efficiency=dict(fallback.stream_efficiency))

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.analysis.device import ELEMENT_BYTES, DeviceModel, HostCpu, Resolved, resolve, resolve_fallback
 from edgekd.analysis.fusion import Fusions, Kernel, Plan, plan
-from edgekd.analysis.graph import GraphCosts, NodeCost, graph_costs
+from edgekd.analysis.graph import GraphCosts, NodeCost, graph_costs, model_inputs, onnxruntime_graph
 from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:
@@ -90,19 +90,32 @@ class _Traffic:
 
 
 def _traffic(kernel: Kernel, costs: GraphCosts, elem: int) -> _Traffic:
-    if kernel.kind == "node" and kernel.anchor.op_class == "quant":  # a boundary conversion pass, at its own types
-        return _Traffic(kernel.anchor.input_bytes + kernel.anchor.output_bytes, 0)
+    """Bytes at the graph's types, capped at `elem` bytes per element; a runtime's own graph
+    (costs.qdq_fused false) says each tensor's type itself: no cap."""
+    if kernel.kind == "node" and kernel.anchor.op_class == "quant":  # a conversion pass, at its own types
+        return _Traffic(kernel.anchor.input_bytes + kernel.anchor.output_bytes, kernel.anchor.weight_bytes)
+    cap = elem if costs.qdq_fused else 1 << 30
     tensors = [*kernel.inputs, *kernel.outputs]
-    acts = sum(min(costs.tensor_bytes.get(t, 0), costs.tensor_elems.get(t, 0) * elem) for t in tensors)
-    weights = sum(min(m.weight_bytes, m.weight_elems * elem) for m in kernel.members)
+    acts = sum(min(costs.tensor_bytes.get(t, 0), costs.tensor_elems.get(t, 0) * cap) for t in tensors)
+    weights = sum(min(m.weight_bytes, m.weight_elems * cap) for m in kernel.members)
     return _Traffic(acts, weights)
+
+
+def _kernel_precision(kernel: Kernel, costs: GraphCosts, precision: str, unit: Resolved) -> str:
+    """`precision`, or in a runtime's own graph what the kernel's inputs say: an int8 input runs
+    the integer kernel, float inputs the float one (an INT8 model keeps float islands there)."""
+    if costs.qdq_fused or kernel.anchor.macs == 0:
+        return precision
+    sizes = [costs.tensor_bytes[t] // costs.tensor_elems[t] for t in kernel.anchor.inputs if costs.tensor_elems.get(t)]
+    found = {1: "int8", 2: "fp16"}.get(min(sizes), "fp32") if sizes else precision
+    return found if found in unit.peak_tops else precision
 
 
 def _kernel_row(kernel: Kernel, unit: Resolved, traffic: _Traffic, precision: str, dram: float | None) -> dict[str, Any]:
     """The roofline of one kernel on `unit`; `dram` is the weights' bandwidth (B/s) when they do not fit the cache."""
     macs = sum(m.macs for m in kernel.members)
     compute_s = 2 * macs / (unit.peak_tops[precision] * 1e12 * unit.efficiency(kernel.op_class))
-    cache_bw = unit.memory_bandwidth_gbs * 1e9 * unit.bandwidth_efficiency
+    cache_bw = unit.memory_bandwidth_gbs * 1e9 * unit.stream(kernel.op_class)
     if dram is None:
         memory_s = (traffic.activation_bytes + traffic.weight_bytes) / cache_bw
     else:
@@ -139,7 +152,10 @@ def _rows(costs: GraphCosts, fused: Plan, units: dict[str, Resolved], placement:
                        bound="fused", note=note)
             rows.append(row)
             continue
-        row.update(_kernel_row(kernel, units[where], _traffic(kernel, costs, elem), precision, dram[where]))
+        runs_at = _kernel_precision(kernel, costs, precision, units[where])
+        row.update(_kernel_row(kernel, units[where], _traffic(kernel, costs, elem), runs_at, dram[where]))
+        if runs_at != precision:
+            row["precision"] = runs_at
         row.update(kernel=kernel.label, op_class=kernel.op_class, note=_kernel_note(kernel), switch_ms=0.0)
         if c.unknown:
             row["note"] = (row["note"] + "; " if row["note"] else "") + f"shape unknown: {', '.join(c.unknown)} (counted as 0)"
@@ -210,6 +226,35 @@ def _fusion_notes(costs: GraphCosts, fused: Plan, device: DeviceModel) -> list[s
             f"fused kernels: {kinds} ([device] {flags}; layernorm and gelu patterns always)"]
 
 
+def _graph(model: "onnx.ModelProto | Path", device: DeviceModel, batch: int, inputs: ModelInputs | None,
+           placed: bool) -> tuple[GraphCosts, Fusions, str]:
+    """The graph to cost (the exported one, or the one ONNX Runtime runs), its fusions, and a note."""
+    exported = Fusions(device.fuse_activations, device.fuse_matmul_bias, device.fuse_attention)
+    if device.runtime_graph == "exported" or placed:
+        return graph_costs(model, batch, inputs), exported, "costed: the exported graph, with the fusions below"
+    level = device.runtime_graph.split("-", 1)[1]
+    inputs = inputs or model_inputs(model, batch)
+    try:
+        import onnxruntime
+
+        optimized = onnxruntime_graph(model, level)
+    except (ImportError, RuntimeError) as exc:
+        return (graph_costs(model, batch, inputs), exported,
+                f"costed: the exported graph, with the fusions below ([device] runtime_graph = '{device.runtime_graph}', "
+                f"but ONNX Runtime cannot optimize the model: {exc})")
+    note = (f"costed: the graph ONNX Runtime {onnxruntime.__version__} runs after its '{level}' graph optimizations "
+            f"([device] runtime_graph; {len(optimized.graph.node)} nodes): its fusions, the Q/DQ nodes it keeps (they run), "
+            "float kernels at fp32 and integer kernels at int8")
+    return graph_costs(optimized, batch, inputs, qdq_fused=False), Fusions(False, False, False, patterns=False), note
+
+
+def _bytes_note(costs: GraphCosts, batch: int, precision: str) -> str:
+    if costs.qdq_fused:
+        return (f"batch {batch}, precision {precision}: each tensor moves min(its bytes at the graph's types, "
+                f"elements x {ELEMENT_BYTES[precision]})")
+    return f"batch {batch}, precision {precision}: each tensor moves its bytes at the type the runtime's graph gives it"
+
+
 def estimate(model: "onnx.ModelProto | Path", device: DeviceModel, precision: str = "int8", batch: int = 1,
              placement: dict[str, str] | None = None, host: HostCpu | None = None,
              inputs: ModelInputs | None = None) -> Estimate:
@@ -222,14 +267,13 @@ def estimate(model: "onnx.ModelProto | Path", device: DeviceModel, precision: st
     if precision not in device.precisions:
         raise ValueError(f"device '{device.name}' has no peak for '{precision}' (it has {list(device.precisions)})")
     placement = dict(placement or {})
-    costs = graph_costs(model, batch, inputs)
+    costs, fusions, graph_note = _graph(model, device, batch, inputs, bool(placement))
     _check_placement(costs.nodes, placement, device, precision)
     units: dict[str, Resolved] = {"accelerator": resolve(device, host)}
     if device.fallback is not None and "fallback" in placement.values():
         units["fallback"] = resolve_fallback(device.fallback)
-    fusions = Fusions(device.fuse_activations, device.fuse_matmul_bias, device.fuse_attention)
     fused = plan(costs, fusions, lambda c: placement.get(c.name, "accelerator"))
-    elem = ELEMENT_BYTES[precision]
+    elem = ELEMENT_BYTES[precision] if costs.qdq_fused else 1 << 30
     weight_bytes = sum(min(c.weight_bytes, c.weight_elems * elem) for c in costs.nodes if c.name not in fused.free)
     dram, dram_note = {}, []
     for where, unit in units.items():
@@ -238,8 +282,7 @@ def estimate(model: "onnx.ModelProto | Path", device: DeviceModel, precision: st
     rows, switches = _rows(costs, fused, units, placement, precision, dram)
     latency_ms = device.invoke_overhead_us * 1e-3 + sum(r["ms"] for r in rows)
     assumptions = [
-        f"batch {batch}, precision {precision}: each tensor moves min(its bytes at the graph's types, elements x {elem})",
-        *_input_notes(costs.inputs, costs), *_fusion_notes(costs, fused, device), *dram_note,
+        graph_note, _bytes_note(costs, batch, precision), *_input_notes(costs.inputs, costs), *_fusion_notes(costs, fused, device), *dram_note,
         f"[device] invoke_overhead_us = {device.invoke_overhead_us:g} per inference",
     ]
     for where, unit in units.items():

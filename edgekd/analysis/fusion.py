@@ -8,7 +8,8 @@ Nodes that cost nothing at run time:
 - metadata-only ops (Identity, Reshape, Squeeze, Unsqueeze, Flatten): no data moves;
 - QuantizeLinear/DequantizeLinear inside the graph (they become the integer kernels' input and
   output types). A Q/DQ at the graph boundary (reading a graph input or writing a graph output) is
-  a real conversion pass and runs as its own kernel.
+  a real conversion pass and runs as its own kernel. Where the graph costed is one a runtime has
+  already optimized (GraphCosts.qdq_fused false: ONNX Runtime's), every Q/DQ left in it runs.
 
 Kernels of several nodes (each one pass over its boundary tensors, one dispatch):
 - attention (`Fusions.attention`): MatMul Q·Kᵀ (with its optional scale Mul/Div on Q and K) ->
@@ -51,6 +52,7 @@ class Fusions:
     activations: bool = True
     matmul_bias: bool = True
     attention: bool = False
+    patterns: bool = True  # pad+conv, layernorm, gelu/swish: off where the runtime's own graph is costed
 
 
 @dataclass
@@ -94,7 +96,7 @@ def free_nodes(costs: GraphCosts) -> dict[str, str]:
             free[c.name] = "constant-folded: computed at build time from weights and static shapes"
         elif c.op_type in METADATA_ONLY:
             free[c.name] = "metadata only: no data moves"
-        elif c.op_class == "quant":
+        elif c.op_class == "quant" and costs.qdq_fused:
             boundary = any(i not in produced for i in c.inputs) or any(
                 o not in consumed or o in costs.graph_outputs for o in c.outputs)
             if not boundary:
@@ -298,7 +300,7 @@ def plan(costs: GraphCosts, fusions: Fusions, unit: Callable[[NodeCost], str]) -
     w = _Walk(costs, free, unit)
     order = {c.name: i for i, c in enumerate(costs.nodes)}
     groups: list[tuple[str, list[NodeCost]]] = []
-    matchers = (([_attention] if fusions.attention else []) + [_pad, _layernorm, _gelu]
+    matchers = (([_attention] if fusions.attention else []) + ([_pad, _layernorm, _gelu] if fusions.patterns else [])
                 + ([_bias] if fusions.matmul_bias else []))
     for matcher in matchers:
         for c in w.executed:
@@ -353,7 +355,7 @@ def _fuse_activations(w: _Walk, kernels: list[Kernel]) -> list[Kernel]:
         c = k.anchor
         if k.kind == "node" and c.op_type in FUSABLE and len(c.inputs) == 1:
             src = of_tensor.get(w.root(c.inputs[0]))
-            if (src is not None and src.op_class in ("conv", "gemm") and src.kind != "attention"
+            if (src is not None and src.op_class in ("conv", "depthwise", "gemm") and src.kind != "attention"
                     and w.only_user(c.inputs[0], c) and w.same_unit([src.anchor, c])):
                 src.members.append(c)
                 if src.kind == "node":

@@ -26,7 +26,9 @@ Rules, in one place:
   (the Q/DQ pairs fold into integer kernels); the Q/DQ nodes themselves are costed at their own
   types, so a caller can price them separately (estimate.py fuses the interior ones away).
 - MACs: Conv and ConvTranspose (groups and depthwise included), Gemm, MatMul (batched, with
-  broadcast: output elements x the shared dim). Every other op has 0 MACs (pooling, normalization,
+  broadcast: output elements x the shared dim), and their ONNX Runtime forms (QLinearConv,
+  FusedConv, QGemm, FusedMatMul, ...). A convolution of group > 1 is op class "depthwise"
+  (except ONNX Runtime's NCHWc ones, see _node_class). Every other op has 0 MACs (pooling, normalization,
   elementwise and data movement are priced by bytes moved).
 """
 from __future__ import annotations
@@ -43,26 +45,31 @@ if TYPE_CHECKING:
 
     from edgekd.graph.shapes import InferredShapes
 
-OP_CLASSES = ("conv", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant", "other")
+OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant", "other")
 
 _CLASS_OF: dict[str, str] = {}
 for _cls, _ops in {
-    "conv": "Conv ConvTranspose ConvInteger QLinearConv",
-    "gemm": "Gemm MatMul MatMulInteger QLinearMatMul Einsum",
+    "conv": "Conv ConvTranspose ConvInteger QLinearConv FusedConv",
+    "gemm": "Gemm MatMul MatMulInteger QLinearMatMul Einsum QGemm FusedGemm FusedMatMul MatMulIntegerToFloat "
+            "DynamicQuantizeMatMul MatMulNBits",
     "pool": "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool MaxRoiPool "
-            "ReduceMean ReduceMax ReduceMin ReduceSum ReduceProd ReduceL1 ReduceL2 ReduceLogSumExp",
+            "ReduceMean ReduceMax ReduceMin ReduceSum ReduceProd ReduceL1 ReduceL2 ReduceLogSumExp "
+            "QLinearAveragePool QLinearGlobalAveragePool NhwcMaxPool",
     "norm": "BatchNormalization LayerNormalization InstanceNormalization GroupNormalization "
-            "RMSNormalization LpNormalization LRN MeanVarianceNormalization",
+            "RMSNormalization LpNormalization LRN MeanVarianceNormalization SkipLayerNormalization "
+            "SimplifiedLayerNormalization SkipSimplifiedLayerNormalization",
     "activation": "Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Clip Elu Selu Celu Gelu "
-                  "Softplus Softsign Mish ThresholdedRelu Softmax LogSoftmax Hardmax Erf",
+                  "Softplus Softsign Mish ThresholdedRelu Softmax LogSoftmax Hardmax Erf "
+                  "BiasGelu FastGelu QuickGelu QLinearSigmoid QLinearLeakyRelu QLinearSoftmax BiasSoftmax",
     "elementwise": "Add Sub Mul Div Pow Sqrt Exp Log Abs Neg Reciprocal Max Min Sum Mean Where Equal "
                    "Less LessOrEqual Greater GreaterOrEqual Not And Or Xor Floor Ceil Round Sign Cast "
-                   "CastLike Sin Cos Tan Mod BitShift IsNaN IsInf",
+                   "CastLike Sin Cos Tan Mod BitShift IsNaN IsInf QLinearAdd QLinearMul QLinearWhere",
     "data_movement": "Reshape Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather "
                      "GatherElements GatherND Expand Tile Pad Identity Shape Size Resize Upsample "
-                     "DepthToSpace SpaceToDepth ConstantOfShape ScatterND ScatterElements Range",
+                     "DepthToSpace SpaceToDepth ConstantOfShape ScatterND ScatterElements Range "
+                     "ReorderInput ReorderOutput QLinearConcat",
     "quant": "QuantizeLinear DequantizeLinear DynamicQuantizeLinear",
-}.items():
+}.items():  # ONNX ops, and the com.microsoft ops of ONNX Runtime's optimized graphs
     for _op in _ops.split():
         _CLASS_OF[_op] = _cls
 
@@ -99,6 +106,7 @@ class GraphCosts:
     tensor_elems: dict[str, int] = field(default_factory=dict)  # activation tensor -> elements (known shapes only)
     tensor_bytes: dict[str, int] = field(default_factory=dict)  # activation tensor -> bytes, at the type it is kept in
     graph_outputs: frozenset[str] = frozenset()
+    qdq_fused: bool = True  # costed as if Q/DQ pairs fold into integer kernels (see graph_costs)
 
     @property
     def unknown(self) -> list[dict[str, object]]:
@@ -109,6 +117,16 @@ class GraphCosts:
 def op_class(op_type: str) -> str:
     """The cost class of an ONNX op type ("other" when unknown)."""
     return _CLASS_OF.get(op_type, "other")
+
+
+def _node_class(node: "onnx.NodeProto") -> str:
+    """op_class, with a convolution of group > 1 (depthwise, grouped) as "depthwise": it does not
+    map to one GEMM. ONNX Runtime's NCHWc convolutions (domain com.microsoft.nchwc) stay "conv":
+    its blocked-layout kernels run groups natively."""
+    cls = op_class(node.op_type)
+    if cls == "conv" and node.op_type != "ConvTranspose" and _attr(node, "group", 1) > 1 and node.domain != "com.microsoft.nchwc":
+        return "depthwise"
+    return cls
 
 
 def _itemsize(elem_type: int) -> int:
@@ -129,27 +147,34 @@ def _attr(node: "onnx.NodeProto", name: str, default: int) -> int:
     return default
 
 
+_CONV_WEIGHT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3}  # input slot of the weight
+_MATMULS = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "MatMulIntegerToFloat",
+                      "DynamicQuantizeMatMul"})
+
+
 def _macs(node: "onnx.NodeProto", shape: Callable[[str], tuple[int, ...]]) -> int:
     """MACs of one node from its input/output shapes (0 for ops that are not conv/gemm). `shape`
     raises KeyError for a tensor whose shape is unknown."""
     op = node.op_type
-    if op == "Conv":  # each output element (N * C_out * spatial) needs C_in/group * prod(k) MACs
-        return math.prod(shape(node.output[0])) * math.prod(shape(node.input[1])[1:])
+    if op in _CONV_WEIGHT:  # each output element (N * C_out * spatial) needs C_in/group * prod(k) MACs
+        return math.prod(shape(node.output[0])) * math.prod(shape(node.input[_CONV_WEIGHT[op]])[1:])
     if op == "ConvTranspose":  # each input element scatters into C_out/group * prod(k) outputs
         return math.prod(shape(node.input[0])) * math.prod(shape(node.input[1])[1:])
-    if op == "Gemm":
+    if op in ("Gemm", "FusedGemm", "QGemm"):
         a = shape(node.input[0])
         return math.prod(shape(node.output[0])) * (a[0] if _attr(node, "transA", 0) else a[1])
-    if op == "MatMul":  # batched and broadcast: every output element is one dot product over a's last dim
-        return math.prod(shape(node.output[0])) * shape(node.input[0])[-1]
+    if op in _MATMULS:  # batched and broadcast: every output element is one dot product over a's last dim
+        a = shape(node.input[0])
+        return math.prod(shape(node.output[0])) * (a[-2] if _attr(node, "transA", 0) and len(a) > 1 else a[-1])
     return 0
 
 
 class _Graph:
     """The model's tensors (shapes, types, producers, consumers) and which of them are weights."""
 
-    def __init__(self, inferred: "InferredShapes") -> None:
+    def __init__(self, inferred: "InferredShapes", qdq_fused: bool = True) -> None:
         graph = inferred.model.graph
+        self.qdq_fused = qdq_fused
         self.nodes = list(graph.node)
         self.shapes = inferred.shapes
         self.types = inferred.types
@@ -171,7 +196,8 @@ class _Graph:
         stored type by weight_dequant) but do let their consumers fold."""
         known = set(self.constants)
         for node in self.nodes:
-            if node.op_type == "Constant" or node.op_type in _NOT_FOLDABLE:
+            if node.op_type == "Constant" or node.op_type in _NOT_FOLDABLE or (
+                    not self.qdq_fused and node.op_type == "DequantizeLinear"):  # the runtime runs it
                 continue
             ins = [t for t in node.input if t]
             if node.op_type in ("Shape", "Size"):
@@ -189,7 +215,8 @@ class _Graph:
         return None if shape is None else math.prod(shape)
 
     def weight_dequant(self, node: "onnx.NodeProto | None") -> bool:
-        return node is not None and node.op_type == "DequantizeLinear" and node.input[0] in self.constants
+        return (self.qdq_fused and node is not None and node.op_type == "DequantizeLinear"
+                and node.input[0] in self.constants)
 
     def type_of(self, name: str) -> int:
         import onnx
@@ -199,26 +226,29 @@ class _Graph:
     def read_type(self, name: str) -> int:
         """The type a compute node reads: the stored type behind a DequantizeLinear, else its own."""
         src = self.producer.get(name)
-        return self.type_of(src.input[0]) if src is not None and src.op_type == "DequantizeLinear" else self.type_of(name)
+        if self.qdq_fused and src is not None and src.op_type == "DequantizeLinear":
+            return self.type_of(src.input[0])
+        return self.type_of(name)
 
     def write_type(self, name: str) -> int:
         """The type a compute node writes: the QuantizeLinear output type when only Qs consume it."""
         users = self.consumers.get(name, [])
-        if users and name not in self.graph_outputs and all(u.op_type == "QuantizeLinear" for u in users):
+        if (self.qdq_fused and users and name not in self.graph_outputs
+                and all(u.op_type == "QuantizeLinear" for u in users)):
             return self.type_of(users[0].output[0])
         return self.type_of(name)
 
     def kept_type(self, name: str) -> int:
         """The type a tensor between compute nodes is kept in (Q/DQ-aware)."""
         src = self.producer.get(name)
-        if src is not None and src.op_type == "DequantizeLinear":
+        if self.qdq_fused and src is not None and src.op_type == "DequantizeLinear":
             return self.read_type(name)
         return self.write_type(name)
 
 
 def _cost(g: _Graph, node: "onnx.NodeProto", name: str) -> NodeCost:
     """One node's cost (see the module rules)."""
-    cls = op_class(node.op_type)
+    cls = _node_class(node)
     own = cls == "quant"  # Q/DQ nodes are costed at their own types
     if g.weight_dequant(node):  # stored weight: counted on the node that uses it
         return NodeCost(name, node.op_type, cls, 0, 0, 0, 0, 0, 0, 0, (), tuple(node.output), folded=True)
@@ -265,6 +295,16 @@ def _cost(g: _Graph, node: "onnx.NodeProto", name: str) -> NodeCost:
                     unknown=tuple(dict.fromkeys(unknown)), folded=node.op_type == "Constant" or id(node) in g.folded)
 
 
+def model_inputs(model: "onnx.ModelProto | Path", batch: int = 1) -> ModelInputs:
+    """The model's inputs resolved at `batch` (edgekd.graph.resolve; a config.json beside a model
+    file is read), as graph_costs resolves them."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return _resolved(model, None, batch)
+    return _resolved(onnx.load(str(model), load_external_data=False), Path(model), batch)
+
+
 def _resolved(model: "onnx.ModelProto", path: Path | None, batch: int) -> ModelInputs:
     from edgekd.graph.resolve import resolve_inputs
 
@@ -275,9 +315,13 @@ def _resolved(model: "onnx.ModelProto", path: Path | None, batch: int) -> ModelI
     return inputs
 
 
-def graph_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelInputs | None = None) -> GraphCosts:
+def graph_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelInputs | None = None,
+                qdq_fused: bool = True) -> GraphCosts:
     """Cost of every node of `model` (graph order, which ONNX requires to be topological) at
-    `inputs` (default: resolved from the model at `batch`, see the module docstring)."""
+    `inputs` (default: resolved from the model at `batch`, see the module docstring). With
+    `qdq_fused` false every Q/DQ node, weight DequantizeLinear included, is an ordinary node that
+    reads and writes its own types: how a runtime that did not fuse them runs them (the graph
+    ONNX Runtime has optimized, onnxruntime_graph)."""
     import onnx
 
     from edgekd.graph.shapes import infer_shapes
@@ -291,7 +335,7 @@ def graph_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelIn
     if inputs is None:
         inputs = _resolved(model, path, batch)
     inferred = infer_shapes(model, inputs)
-    g = _Graph(inferred)
+    g = _Graph(inferred, qdq_fused)
     nodes = [_cost(g, node, node.name or f"{node.op_type}_{i}") for i, node in enumerate(g.nodes)]
     elems: dict[str, int] = {}
     for c in nodes:
@@ -300,9 +344,38 @@ def graph_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelIn
             if count is not None:
                 elems[tensor] = count
     kept = {t: n * _itemsize(g.kept_type(t)) for t, n in elems.items()}
-    return GraphCosts(nodes, inputs, list(inferred.methods), elems, kept, g.graph_outputs)
+    return GraphCosts(nodes, inputs, list(inferred.methods), elems, kept, g.graph_outputs, qdq_fused)
 
 
 def node_costs(model: "onnx.ModelProto | Path", batch: int = 1, inputs: ModelInputs | None = None) -> list[NodeCost]:
     """graph_costs(...).nodes: the cost of every node, in graph order."""
     return graph_costs(model, batch, inputs).nodes
+
+
+ORT_LEVELS = ("basic", "extended", "all")
+
+
+def onnxruntime_graph(model: "onnx.ModelProto | Path", level: str) -> "onnx.ModelProto":
+    """The graph ONNX Runtime's CPU execution provider runs for `model` after its graph
+    optimizations at `level` (basic, extended, all): its fusions (FusedConv, BiasGelu,
+    SkipLayerNormalization, QLinearConv, ...), what it left of the Q/DQ nodes, its layouts (NCHWc
+    at "all"). Raises RuntimeError with ONNX Runtime's message when it cannot load the model."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    levels = dict(zip(ORT_LEVELS, (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL)))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[level]
+    opts.log_severity_level = 3
+    source = str(model) if not isinstance(model, onnx.ModelProto) else model.SerializeToString()
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        try:
+            ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types; the caller says what it costs instead
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(first) from exc
+        return onnx.load(opts.optimized_model_filepath)

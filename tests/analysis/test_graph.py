@@ -80,11 +80,11 @@ def test_conv_and_gemm_macs_match_torch_flop_counter(cnn_onnx: Path, batch: int)
     torch.manual_seed(0)
     expected = _torch_macs(_cnn(), torch.zeros(batch, 3, 16, 16))
     costs = node_costs(cnn_onnx, batch=batch)
-    conv = sum(c.macs for c in costs if c.op_class == "conv")
+    conv = sum(c.macs for c in costs if c.op_class in ("conv", "depthwise"))
     gemm = sum(c.macs for c in costs if c.op_class == "gemm")
     assert conv == expected["aten.convolution"]
     assert gemm == expected["aten.addmm"]
-    assert sum(c.macs for c in costs if c.op_class not in ("conv", "gemm")) == 0
+    assert sum(c.macs for c in costs if c.op_class not in ("conv", "depthwise", "gemm")) == 0
 
 
 def test_depthwise_conv_macs(cnn_onnx: Path) -> None:
@@ -93,6 +93,7 @@ def test_depthwise_conv_macs(cnn_onnx: Path) -> None:
     assert depthwise.output_elems == 8 * 8 * 8
     assert depthwise.macs == depthwise.output_elems * 9
     assert depthwise.weight_elems == 8 * 1 * 3 * 3 + 8  # weight + bias
+    assert depthwise.op_class == "depthwise" and [c for c in node_costs(cnn_onnx) if c.op_type == "Conv"][0].op_class == "conv"
 
 
 def test_matmul_macs_match_torch(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_qdq_model_costs_compute_at_int8(cnn_onnx: Path, qdq_onnx: Path) -> None
     weight_and_bias = {n.name: (sizes[n.input[1]], sizes[n.input[2]]) for n in model.graph.node if len(n.input) == 3}
     qdq = node_costs(qdq_onnx)
     assert {c.op_type for c in qdq if c.op_class == "quant"} == {"QuantizeLinear", "DequantizeLinear"}
-    compute = [c for c in qdq if c.op_class in ("conv", "gemm")]
+    compute = [c for c in qdq if c.op_class in ("conv", "depthwise", "gemm")]
     assert len(compute) == 5
     for c in compute:
         assert c.macs == fp32[c.name].macs  # same MACs, whatever the types
