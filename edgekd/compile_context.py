@@ -115,6 +115,17 @@ def _data_shapes(folders: list[Path | None], shapes: dict[str, tuple[int, ...]])
     return found
 
 
+def _generated_calibration(model: Path, overrides: dict[str, tuple[int, ...]], inputs: ModelInputs, rows: int) -> FeedSet:
+    """Generated calibration feeds; a decoder whose past is empty at the build's shapes is calibrated
+    at one decode step instead (an empty past gives its Q/DQ nodes no range: NaN scales)."""
+    if not any(i.role == "past_key_values" and 0 in i.shape for i in inputs.inputs):
+        return random_feedset(inputs, rows)
+    step = load_inputs(model, overrides, static=True)
+    feeds = random_feedset(step, rows)
+    return FeedSet(feeds.arrays, None, f"{feeds.description}, at one decode step ({step.describe()}): the build's empty "
+                   "past has no values to calibrate on", fit_for_accuracy=False)
+
+
 def compile_context(model: Path, target: Resolved[Target], profile: Resolved[Profile], shapes: dict[str, tuple[int, ...]],
                     data: CompileData) -> CompileContext:
     """Resolve the model's inputs and its calibration and evaluation data (see the module docstring)."""
@@ -133,6 +144,6 @@ def compile_context(model: Path, target: Resolved[Target], profile: Resolved[Pro
     if calib is None and evaluation is not None:
         calib = FeedSet(evaluation.arrays, None, f"{evaluation.description} (the evaluation data: give --calib DIR for a "
                         "separate calibration set)")
-    calib = calib or random_feedset(inputs, min(quantize.calibration_samples, GENERATED_CALIB_ROWS))
+    calib = calib or _generated_calibration(model, overrides, inputs, min(quantize.calibration_samples, GENERATED_CALIB_ROWS))
     evaluation = evaluation or random_feedset(inputs, GENERATED_EVAL_ROWS, seed=EVAL_SEED)
     return CompileContext(model, target, profile, inputs, calib, evaluation, quantize, sha256_file(model))

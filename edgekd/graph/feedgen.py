@@ -3,8 +3,9 @@ imports): the same code runs inside edgekd and, copied into a deploy bundle, on 
 
 Values match what the model expects (after Polygraphy's data loader: one generator per input from
 its metadata): token ids inside the vocabulary, attention masks of ones, token type ids of zeros,
-position ids counting on from the past length, zero (empty at past length 0) past key/values,
-standard-normal floats for images and other float inputs, ones for bool inputs. Seeded.
+position ids counting on from the past length, past key/values (empty at past length 0) and images
+and other float inputs standard-normal (cached keys and values are activations: all-zero ones would
+give a quantizer a zero range), ones for bool inputs. Seeded.
 
 An input is a dict: {"name", "dtype", "shape", "role", "batch_axis", "vocab_size"}
 (edgekd.graph.inputs.ResolvedInput.to_json()).
@@ -43,7 +44,7 @@ def value(spec: Dict[str, Any], shape: Tuple[int, ...], rng: np.random.Generator
     if role == "position_ids":
         length = shape[-1] if shape else 1
         return np.broadcast_to(np.arange(past, past + length), shape).astype(dtype)
-    if role in ("token_type_ids", "past_key_values", "int"):
+    if role in ("token_type_ids", "int"):
         return np.zeros(shape, dtype=dtype)
     return rng.standard_normal(shape).astype(dtype)
 
