@@ -62,3 +62,20 @@ def test_nonzero_weight_zero_point_is_reported():
     model = _graph(np.array(-128, np.int8), np.array([0, 3], np.int8))
     problems = qdq_violations(model, TargetQuantize())
     assert problems == ["DequantizeLinear 'dq_w': weight zero point [0, 3] is not 0 (the target needs symmetric quantization)"]
+
+
+@pytest.mark.parametrize("target,expected", [("x86", []), ("jetson-orin", ["zero point [5] is not 0"])])
+def test_a_table_read_by_gather_is_quantized_as_an_activation(target: str, expected: list[str]) -> None:
+    """onnxruntime.quantization quantizes an embedding table (a Gather's data) with the activation
+    recipe: asymmetric is fine for x86 S8S8; TensorRT needs every zero point 0."""
+    from edgekd.config.loading import ConfigSearch, load_target
+
+    inits = [numpy_helper.from_array(np.ones((10, 4), np.int8), "table_q"), numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(5, np.int8), "zp")]
+    nodes = [helper.make_node("DequantizeLinear", ["table_q", "s", "zp"], ["table"], name="dq_table"),
+             helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    problems = qdq_violations(helper.make_model(graph), load_target(target, ConfigSearch()).config.quantize)
+    assert [p for p in problems if all(e in p for e in expected)] == problems and len(problems) == len(expected)
+    assert all("activation zero point" in p for p in problems)
