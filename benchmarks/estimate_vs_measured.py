@@ -10,9 +10,10 @@ reduce_range, random calibration data), the real ones with edgekd.quantize.quant
 target's recipe, calibrated on generated feeds (edgekd.graph.feeds): fine for timing, meaningless for
 accuracy.
 
-measured: batch-1 latency in a child process that imports only onnxruntime and numpy (CPU EP,
-ORT_ENABLE_ALL, intra-op threads = every usable core, sequential), feeds from edgekd.graph.feeds
-.make_feeds for every input: ROUNDS rounds that visit every model in turn, each with warm-up runs
+measured: batch-1 latency in child processes that import only onnxruntime and numpy, one per model
+(its fp32 and int8 sessions; CPU EP, ORT_ENABLE_ALL, intra-op threads = every usable core,
+sequential), feeds from edgekd.graph.feeds.make_feeds for every input: ROUNDS rounds that visit the
+model's sessions in turn, each with warm-up runs
 then timed runs (time.perf_counter_ns; up to RUNS runs or SECONDS_PER_ROUND seconds, at least
 MIN_RUNS); p50/p90 over all timed runs and each round's p50 (the spread this shared host adds).
 The host is shared, so the script waits for a quiet host, counts the CPU time other processes use
@@ -162,8 +163,8 @@ def build_zoo(zoo_dir: Path, size: str, names: set[str] | None) -> dict[str, dic
 
 
 def measure_child(requests_path: str) -> None:
-    """Child process: time every model with onnxruntime only, in ROUNDS rounds that visit the models
-    in turn (so a burst of noise on this shared host hits every model a little, not one a lot);
+    """Child process: time the requested sessions with onnxruntime only, in ROUNDS rounds that visit
+    them in turn (so a burst of noise on this shared host hits each a little, not one a lot);
     prints JSON key -> summary over all rounds' samples."""
     import onnx
     import onnxruntime as ort
@@ -260,18 +261,28 @@ def host() -> dict:
 
 
 def measure(requests: dict, workdir: Path, quiet_wait_s: float) -> tuple[dict, dict]:
-    """Run the child up to ATTEMPTS times; keep the attempt other processes disturbed least."""
-    path = workdir / "requests.json"
-    path.write_text(json.dumps(requests))
+    """Measure every model's fp32 and int8 sessions in a child process of their own (with every
+    session of every model in one process the large models ran up to 1.5x slower here), all models
+    in turn; up to ATTEMPTS times, keeping the attempt other processes disturbed least."""
+    groups: dict[str, dict] = {}
+    for key, request in requests.items():
+        groups.setdefault(key.split("/")[0], {})[key] = request
+    paths = []
+    for name, group in groups.items():
+        paths.append(workdir / f"requests_{name}.json")
+        paths[-1].write_text(json.dumps(group))
     attempts = []
     for _ in range(ATTEMPTS):
         quiet = wait_for_quiet_host(max_wait_s=quiet_wait_s)
         busy_before, child_before = busy_cpu_s(), child_cpu_s()
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--measure", str(path)], capture_output=True, text=True, check=True)
+        measured: dict = {}
+        for path in paths:
+            proc = subprocess.run([sys.executable, __file__, "--measure", str(path)], capture_output=True, text=True, check=True)
+            measured.update(json.loads(proc.stdout))
         wall_s = time.perf_counter() - start
         foreign_cpu_s = busy_cpu_s() - busy_before - (child_cpu_s() - child_before)
-        attempts.append((foreign_cpu_s, wall_s, quiet, json.loads(proc.stdout)))
+        attempts.append((foreign_cpu_s, wall_s, quiet, measured))
         print(f"attempt {len(attempts)}: other processes used {foreign_cpu_s:.1f} CPU-s in {wall_s:.1f} s", file=sys.stderr)
         if foreign_cpu_s < 0.05 * wall_s * len(os.sched_getaffinity(0)):
             break
@@ -352,9 +363,9 @@ def main() -> None:
                   f"(ratio {rows[-1]['ratio_est_over_measured']:.2f})", file=sys.stderr)
     result = {
         "what": "batch-1 latency: roofline estimate (edgekd.analysis.estimate) vs ONNX Runtime CPU measurement",
-        "how_measured": f"onnxruntime CPUExecutionProvider in a child process, ORT_ENABLE_ALL, intra-op threads = "
-                        f"usable cores, sequential, feeds from edgekd.graph.feeds.make_feeds; {ROUNDS} rounds over all "
-                        f"models, each up to {WARMUP} warm-up runs then up to {RUNS} runs or {SECONDS_PER_ROUND} s "
+        "how_measured": f"onnxruntime CPUExecutionProvider in one child process per model (its fp32 and int8 "
+                        f"sessions), ORT_ENABLE_ALL, intra-op threads = usable cores, sequential, feeds from "
+                        f"edgekd.graph.feeds.make_feeds; {ROUNDS} rounds over the model's sessions, each up to {WARMUP} warm-up runs then up to {RUNS} runs or {SECONDS_PER_ROUND} s "
                         f"(at least {MIN_RUNS}) timed with time.perf_counter_ns around session.run; p50/p90 of all timed runs",
         "how_estimated": f"edgekd.analysis.estimate.estimate(model, device, precision, batch=1, inputs=the measured "
                          f"shapes) with targets/{target.path.name} [device] (calibrated against these measurements, "

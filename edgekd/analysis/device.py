@@ -21,7 +21,7 @@ from edgekd.analysis.graph import OP_CLASSES
 PRECISIONS = ("int8", "fp16", "fp32")
 Precision = Literal["int8", "fp16", "fp32"]
 EfficiencyKey = Literal["default", "conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement",
-                        "quant", "other"]
+                        "quant", "quant_axis", "other"]
 ELEMENT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
 EFFICIENCY_KEYS = ("default", *OP_CLASSES)  # EfficiencyKey spelled out (a test keeps them equal)
 

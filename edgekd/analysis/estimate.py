@@ -92,7 +92,7 @@ class _Traffic:
 def _traffic(kernel: Kernel, costs: GraphCosts, elem: int) -> _Traffic:
     """Bytes at the graph's types, capped at `elem` bytes per element; a runtime's own graph
     (costs.qdq_fused false) says each tensor's type itself: no cap."""
-    if kernel.kind == "node" and kernel.anchor.op_class == "quant":  # a conversion pass, at its own types
+    if kernel.kind == "node" and kernel.anchor.op_class in ("quant", "quant_axis"):  # a conversion pass, own types
         return _Traffic(kernel.anchor.input_bytes + kernel.anchor.output_bytes, kernel.anchor.weight_bytes)
     cap = elem if costs.qdq_fused else 1 << 30
     tensors = [*kernel.inputs, *kernel.outputs]

@@ -96,7 +96,7 @@ def free_nodes(costs: GraphCosts) -> dict[str, str]:
             free[c.name] = "constant-folded: computed at build time from weights and static shapes"
         elif c.op_type in METADATA_ONLY:
             free[c.name] = "metadata only: no data moves"
-        elif c.op_class == "quant" and costs.qdq_fused:
+        elif c.op_class in ("quant", "quant_axis") and costs.qdq_fused:
             boundary = any(i not in produced for i in c.inputs) or any(
                 o not in consumed or o in costs.graph_outputs for o in c.outputs)
             if not boundary:

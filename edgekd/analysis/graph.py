@@ -20,7 +20,7 @@ Rules, in one place:
 - Gather (and GatherElements/GatherND) on a weight, e.g. an embedding table, reads the rows it
   gathers (as many elements as it writes), not the whole table.
 - QDQ models (onnxruntime.quantization, QuantFormat.QDQ): QuantizeLinear, DequantizeLinear and
-  DynamicQuantizeLinear are op_class "quant". A compute node costs its input at the stored type of
+  DynamicQuantizeLinear are op_class "quant" ("quant_axis" with a per-axis scale). A compute node costs its input at the stored type of
   the DequantizeLinear that feeds it (int8: 1 byte/element) and its output at the type of the
   QuantizeLinear that consumes it, when every consumer is one. This is how runtimes run QDQ graphs
   (the Q/DQ pairs fold into integer kernels); the Q/DQ nodes themselves are costed at their own
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
     from edgekd.graph.shapes import InferredShapes
 
-OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant", "other")
+OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant",
+              "quant_axis", "other")
 
 _CLASS_OF: dict[str, str] = {}
 for _cls, _ops in {
@@ -119,13 +120,16 @@ def op_class(op_type: str) -> str:
     return _CLASS_OF.get(op_type, "other")
 
 
-def _node_class(node: "onnx.NodeProto") -> str:
+def _node_class(node: "onnx.NodeProto", shapes: dict[str, tuple[int, ...]]) -> str:
     """op_class, with a convolution of group > 1 (depthwise, grouped) as "depthwise": it does not
-    map to one GEMM. ONNX Runtime's NCHWc convolutions (domain com.microsoft.nchwc) stay "conv":
-    its blocked-layout kernels run groups natively."""
+    map to one GEMM (ONNX Runtime's NCHWc convolutions, domain com.microsoft.nchwc, stay "conv": its
+    blocked-layout kernels run groups natively); and a Quantize/DequantizeLinear with a per-axis
+    scale (per-channel weights) as "quant_axis": runtimes loop over its channels."""
     cls = op_class(node.op_type)
     if cls == "conv" and node.op_type != "ConvTranspose" and _attr(node, "group", 1) > 1 and node.domain != "com.microsoft.nchwc":
         return "depthwise"
+    if cls == "quant" and len(node.input) > 1 and math.prod(shapes.get(node.input[1], ())) > 1:
+        return "quant_axis"
     return cls
 
 
@@ -248,8 +252,8 @@ class _Graph:
 
 def _cost(g: _Graph, node: "onnx.NodeProto", name: str) -> NodeCost:
     """One node's cost (see the module rules)."""
-    cls = _node_class(node)
-    own = cls == "quant"  # Q/DQ nodes are costed at their own types
+    cls = _node_class(node, g.shapes)
+    own = cls in ("quant", "quant_axis")  # Q/DQ nodes are costed at their own types
     if g.weight_dequant(node):  # stored weight: counted on the node that uses it
         return NodeCost(name, node.op_type, cls, 0, 0, 0, 0, 0, 0, 0, (), tuple(node.output), folded=True)
     unknown: list[str] = []
