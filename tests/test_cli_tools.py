@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -72,3 +73,40 @@ def test_bench_on_a_local_device_adds_to_the_report(cold_build, edgekd, tmp_path
 def test_bench_rejects_a_bad_device_url(cold_build, edgekd, tmp_path):
     run = edgekd("bench", str(cold_build.out_dir), "--device", "ftp://host")
     assert run.code == 2 and "Traceback" not in run.err
+
+
+# ---------------------------------------------------------------- real architectures (tests/conftest.py zoo)
+
+
+def test_estimate_a_decoder_step_with_shapes(edgekd, zoo):
+    args = ("estimate", str(zoo("gpt2", "optimum")), "--target", "jetson-orin", "--precision", "fp16")
+    prefill = json.loads(edgekd(*args, "--json").out)
+    step = edgekd(*args, "--shape", "input_ids=1x1", "--shape", "past_key_values.0.key=1x2x64x16", "--json")
+    assert step.code == 0, step.err
+    result = json.loads(step.out)
+    shapes = {i["name"]: i["shape"] for i in result["inputs"]["inputs"]}
+    assert shapes["attention_mask"] == [1, 65] and shapes["past_key_values.1.value"] == [1, 2, 64, 16]
+    assert result["method"] == "estimated" and 0 < result["latency_ms"] < prefill["latency_ms"]
+    text = edgekd(*args, "--shape", "input_ids=1x1", "--shape", "past_key_values.0.key=1x2x64x16")
+    assert "inputs input_ids 1x1, past_key_values.0.key 1x2x64x16" in text.out and "estimated" in text.out
+
+
+@pytest.mark.qnn
+def test_check_a_float_transformer_on_the_npu_says_it_quantized_first(edgekd, zoo, tmp_path):
+    pytest.importorskip("onnxruntime_qnn")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(calib / "input_ids.npy", rng.integers(0, 1000, (3, 32)))
+    np.save(calib / "attention_mask.npy", np.ones((3, 32), np.int64))
+    run = edgekd("check", str(zoo("distilbert", "torch")), "--target", "snapdragon-8gen3", "--calib", str(calib),
+                 "--shape", "input_ids=1x32", "--shape", "attention_mask=1x32")
+    assert run.code == 0, run.err
+    assert "note: model.onnx has no Q/DQ nodes and the HTP runs only quantized graphs" in run.out
+    assert "calibrated on 3 of the 3 calibration samples given" in run.out
+    assert "on the accelerator" in run.out.splitlines()[-1]
+
+
+def test_check_with_a_shape_for_an_unknown_input_exits_2(edgekd, zoo):
+    run = edgekd("check", str(zoo("vit", "torch")), "--target", "x86", "--shape", "input_ids=1x8")
+    assert run.code == 2 and "names 'input_ids', which the model does not have (its inputs: pixel_values)" in run.err
