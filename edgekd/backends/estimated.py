@@ -33,4 +33,7 @@ def estimated_bench(ctx: Context, inputs: dict[str, Path], out: Path, why: str) 
     top = sorted(result.per_op_type.items(), key=lambda kv: -kv[1]["ms"])[:3]
     notes = [f"estimated {result.latency_ms:.4f} ms; largest op types: " + ", ".join(f"{k} {v['ms']:.4f} ms" for k, v in top),
              *result.assumptions[:6]]
+    if result.unknown_shapes:  # costed without those tensors: say so where the build's notes are read
+        notes.append(f"{len(result.unknown_shapes)} node(s) with shapes nothing here could infer were costed without them: "
+                     + ", ".join(str(u["node"]) for u in result.unknown_shapes[:5]))
     return Outcome(metrics, notes)

@@ -107,12 +107,17 @@ def test_host_relative_dram_and_cache_from_the_host() -> None:
     assert host.cache_mb is None or host.cache_mb > 0
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"dram_bandwidth_gbs": 10.0, "dram_bandwidth_bytes_per_cycle_per_core": 4}, "give one of"),
-    ({"dram_bandwidth_bytes_per_cycle_per_core": 4}, "only apply with host_relative"),
-    ({"stream_efficiency": {"activation": 1.5}}, "stream_efficiency values must be in"),
-    ({"runtime_graph": "tensorrt"}, "runtime_graph"),
+CPU = {"name": "cpu", "host_relative": True, "peak_ops_per_cycle_per_core": {"fp32": 32},
+       "memory_bandwidth_bytes_per_cycle_per_core": 32, "compute_efficiency": {"default": 0.5},
+       "bandwidth_efficiency": 0.5, "layer_overhead_us": 0.0}
+
+
+@pytest.mark.parametrize("base, overrides, message", [
+    (CPU, {"dram_bandwidth_gbs": 10.0, "dram_bandwidth_bytes_per_cycle_per_core": 4}, "give one of"),
+    (GPU, {"dram_bandwidth_bytes_per_cycle_per_core": 4}, "only apply with host_relative"),
+    (GPU, {"stream_efficiency": {"activation": 1.5}}, "stream_efficiency values must be in"),
+    (GPU, {"runtime_graph": "tensorrt"}, "runtime_graph"),
 ])
-def test_device_validation(overrides: dict, message: str) -> None:
+def test_device_validation(base: dict, overrides: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        DeviceModel.model_validate({**GPU, **overrides})
+        DeviceModel.model_validate({**base, **overrides})
