@@ -91,12 +91,7 @@ def build_small(workdir: Path, names: set[str] | None) -> dict[str, dict]:
     import io
 
     import torch
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgekd.export import export_onnx

@@ -33,22 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.analysis.device import (
-    ELEMENT_BYTES,
-    DeviceModel,
-    HostCpu,
-    Resolved,
-    resolve,
-    resolve_fallback,
-)
+from edgekd.analysis.device import ELEMENT_BYTES, DeviceModel, HostCpu, Resolved, resolve, resolve_fallback
 from edgekd.analysis.fusion import Fusions, Kernel, Plan, plan
-from edgekd.analysis.graph import (
-    GraphCosts,
-    NodeCost,
-    graph_costs,
-    model_inputs,
-    onnxruntime_graph,
-)
+from edgekd.analysis.graph import GraphCosts, NodeCost, graph_costs, model_inputs, onnxruntime_graph
 from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:
