@@ -180,8 +180,12 @@ def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool
         return
     inputs = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in result["inputs"]["inputs"])
     click.echo(f"{model} on {result['target']}, {precision}, inputs {inputs}: estimated {result['latency_ms']:.4f} ms")
-    for op_type, row in sorted(result["per_op_type"].items(), key=lambda kv: -kv[1]["ms"]):
+    rows = sorted(result["per_op_type"].items(), key=lambda kv: -kv[1]["ms"])
+    for op_type, row in (r for r in rows if r[1]["bound"] != "fused"):
         click.echo(f"  {op_type:<20} {row['ms']:.4f} ms  {row['nodes']} nodes  {row['macs']:,} MACs  {row['bound']}-bound")
+    folded = [f"{op_type} x{row['nodes']}" for op_type, row in rows if row["bound"] == "fused"]
+    if folded:
+        click.echo(f"  cost nothing (folded or fused away, see per_node notes in --json): {', '.join(folded)}")
     click.echo("estimated, not measured: " + "; ".join(result["assumptions"][:3]))
 
 

@@ -51,6 +51,23 @@ def _figures(config: Any) -> dict[str, int]:
     return found
 
 
+# optimum's dummy generators fall back to their own sizes where a config has no figure (a ResNet
+# config has no image_size: optimum would say 64x64); dims that follow these probes are its fallback
+_PROBE_SIDES = (223, 227)
+
+
+def _shapes(onnx_config: Any, length: int, side: int) -> dict[str, tuple[int, ...]]:
+    """Input name -> shape of optimum's dummy inputs at batch 1 (past key/values flattened)."""
+    dummies = onnx_config.generate_dummy_inputs(framework="np", batch_size=1, sequence_length=length, height=side, width=side)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, value in dummies.items():
+        if isinstance(value, (list, tuple)):  # past_key_values: [(key, value), ...]
+            shapes.update({k: tuple(v.shape) for k, v in onnx_config.flatten_output_collection_property(name, value).items()})
+        else:
+            shapes[name] = tuple(value.shape)
+    return shapes
+
+
 def export_config(model_path: Path, input_names: list[str], sequence_length: int) -> ExportConfig | None:
     """optimum's export config for the model at `model_path` when a transformers config.json sits
     beside it and optimum-onnx knows the model type; None otherwise (or when optimum is absent).
@@ -79,19 +96,14 @@ def export_config(model_path: Path, input_names: list[str], sequence_length: int
             constructor = TasksManager.get_exporter_config_constructor(
                 exporter="onnx", model_type=config.model_type, task=task, library_name="transformers")
             onnx_config = constructor(config, use_past_in_inputs=True) if with_past else constructor(config)
-            dummies = onnx_config.generate_dummy_inputs(framework="np", batch_size=1, sequence_length=length)
+            probes = [_shapes(onnx_config, length, side) for side in _PROBE_SIDES]
             axes = dict(onnx_config.inputs)
     except (KeyError, ValueError, TypeError, AttributeError, NotImplementedError):
         return None  # a model type or task optimum does not export
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, value in dummies.items():
-        if isinstance(value, (list, tuple)):  # past_key_values: [(key, value), ...]
-            shapes.update({k: tuple(v.shape) for k, v in onnx_config.flatten_output_collection_property(name, value).items()})
-        else:
-            shapes[name] = tuple(value.shape)
     dims: dict[str, int] = {}
     for name, named_axes in axes.items():
         for axis, label in named_axes.items():
-            if name in shapes and axis < len(shapes[name]) and "+" not in label:
-                dims.setdefault(label, shapes[name][axis])
+            values = {probe[name][axis] for probe in probes if name in probe and axis < len(probe[name])}
+            if len(values) == 1 and "+" not in label:  # the same whatever optimum's fallback: the config's own figure
+                dims.setdefault(label, values.pop())
     return ExportConfig(folder, config.model_type, task, dims, figures)
