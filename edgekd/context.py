@@ -6,6 +6,7 @@ evaluation data as named inputs, and the provenance to stamp. `Context` is a dis
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from edgekd.graph.inputs import ModelInputs, ResolvedInput
 from edgekd.toolchain import cpu_model, usable_cores
 
 
-class EngineContext:
+class EngineContext(ABC):
     """The engine side's view of a build; subclasses say where the model and its data come from."""
 
     target_file: Resolved[Target]
@@ -38,17 +39,17 @@ class EngineContext:
     eval_feeds: FeedSet  # evaluation data, named inputs (labels where known)
     data_fingerprint: str  # enters the cache keys
 
+    @abstractmethod
     def provenance_props(self, stage: str, target: bool = False) -> dict[str, str]:
         """The edgekd.* metadata_props of a model written by `stage` (edgekd.provenance)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def report_project(self) -> dict[str, Any]:
         """report.json's "project" object: what was built (name, file, sha256, via)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def report_sections(self, out_dir: Path) -> dict[str, Any]:
         """report.json's provenance, lineage and warnings."""
-        raise NotImplementedError
 
     # ------------------------------------------------ shared
     @property
