@@ -35,6 +35,8 @@ from edgekd.config.loading import load_model
 from edgekd.config.models import BenchConfig, GateConfig
 from edgekd.config.target import SessionConfig, Target
 from edgekd.examples.digits import load
+from edgekd.export import INPUT_NAME
+from edgekd.graph.resolve import load_inputs
 from edgekd.gate import run_gate
 from edgekd.toolchain import host_info, versions
 
@@ -88,7 +90,7 @@ def _measure_all(build: Path, work: Path, same: int, other: int) -> list[dict[st
     for i, name in enumerate(order):
         model, session = variants[name]
         start = time.perf_counter()
-        result = measure(model, rows, session, bench, work / f"w{i}")
+        result = measure(model, {INPUT_NAME: rows}, load_inputs(model), session, bench, work / f"w{i}")
         runs.append({"index": i, "variant": name, "model": model.name, "graph_optimization_level": session.graph_optimization_level,
                      "runs": result["runs"], "p50_ms": result["p50_ms"], "p90_ms": result["p90_ms"],
                      "seconds": round(time.perf_counter() - start, 2), "load_avg_1min": round(os.getloadavg()[0], 2),

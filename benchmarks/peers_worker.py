@@ -140,7 +140,7 @@ class OrtRow:
     def profile(self, x1: np.ndarray, runs: int, workdir: Path) -> list[dict[str, Any]]:
         from edgekd.scenarios import profile_ops
 
-        return profile_ops(self.open, x1, runs, workdir)
+        return profile_ops(self.open, {self.session.get_inputs()[0].name: x1}, runs, workdir)
 
 
 def main(spec_path: Path) -> None:
