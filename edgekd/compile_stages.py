@@ -38,5 +38,5 @@ def run_import(ctx: CompileContext, inputs: Files, out: Path) -> Outcome:
 
 IMPORT = Stage("import", "take the trained model in: check it runs at the resolved input shapes, measure the fp32 model",
                (), ("student.onnx",), ("onnx", "onnxruntime"),
-               lambda c: {"model": c.model_sha256, "data": c.data_fingerprint, "inputs": c.model_inputs.to_json()}, run_import)
+               lambda c: {"model": c.model_sha256, "data": c.data_fingerprint, "inputs": c.model_inputs.key()}, run_import)
 COMPILE_STAGES: tuple[Stage, ...] = (IMPORT, *ENGINE_STAGES)

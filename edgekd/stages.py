@@ -205,7 +205,7 @@ def run_bench(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
 
 def _data(ctx: EngineContext) -> dict[str, Any]:
-    return {"data": ctx.data_fingerprint, "inputs": ctx.model_inputs.to_json()}
+    return {"data": ctx.data_fingerprint, "inputs": ctx.model_inputs.key()}
 
 
 def _quantize_key(c: EngineContext) -> dict[str, Any]:
@@ -238,7 +238,7 @@ QUANTIZE = Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, cal
                  _quantize_key, run_quantize)
 CHECK = Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
               ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
-              lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "inputs": c.model_inputs.to_json()}, run_check)
+              lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "inputs": c.model_inputs.key()}, run_check)
 COMPILE = Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
                 ("student_int8.onnx", "student.onnx"), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
                 lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
@@ -251,6 +251,6 @@ BENCH = Stage("bench", "SingleStream latency at batch 1, Offline throughput, per
               (ENGINE_JSON, "student_int8.onnx", "support.json", "student.onnx", "teacher.json?", "teacher.safetensors?"), ("bench.json",),
               ("onnxruntime", "torch"),
               lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
-                         "host": c.host_fingerprint(), "inputs": c.model_inputs.to_json()}, run_bench)
+                         "host": c.host_fingerprint(), "inputs": c.model_inputs.key()}, run_bench)
 ENGINE_STAGES: tuple[Stage, ...] = (QUANTIZE, CHECK, COMPILE, EVALUATE, BENCH)
 STAGES: tuple[Stage, ...] = (SEARCH, TEACHER, ASSISTANTS, DISTILL, EXPORT, *ENGINE_STAGES)

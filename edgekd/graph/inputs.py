@@ -74,6 +74,10 @@ class ModelInputs:
     def to_json(self) -> dict[str, Any]:
         return {"inputs": [i.to_json() for i in self.inputs], "notes": list(self.notes)}
 
+    def key(self) -> list[dict[str, Any]]:
+        """What the inputs are, for cache keys: not where their dims came from (paths, wording)."""
+        return [{k: v for k, v in i.to_json().items() if k != "sources"} for i in self.inputs]
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelInputs":
         return cls(tuple(ResolvedInput.from_json(i) for i in data["inputs"]), tuple(data.get("notes", ())))
