@@ -177,13 +177,6 @@ def open_session(model: Path, cfg: QnnConfig, context_out: Path | None = None,
     return session
 
 
-def predict(session: Any, x: np.ndarray) -> np.ndarray:
-    """Outputs for every row of `x`, one row at a time (HTP graphs have a static batch of 1)."""
-    name = session.get_inputs()[0].name
-    x = np.asarray(x, dtype=np.float32)
-    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
-
-
 def context_files(context_model: Path) -> list[Path]:
     """The context model and the binaries its EPContext nodes name (embed mode 0). A graph the EP
     splits into several partitions (nodes left on the CPU between them) shares one binary: only the

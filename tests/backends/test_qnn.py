@@ -213,7 +213,8 @@ def test_htp_session_and_context_binary(models: dict) -> None:
     import onnxruntime as ort
     import torch
 
-    from edgekd.backends.qnn import EP_NAME, context_files, open_session, predict
+    from edgekd.backends.onnxruntime import predict  # one sample at a time: the HTP graph's static batch
+    from edgekd.backends.qnn import EP_NAME, context_files, open_session
 
     cnn, x = models["cnn"], models["x"]
     ctx = models["root"] / "cnn_ctx.onnx"
