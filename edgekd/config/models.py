@@ -114,9 +114,20 @@ class StudentConfig(Strict):
         return self
 
 
+class AugmentSpec(Strict):
+    """One augmentation of the train split (edgekd.data.augment): a registered name (random_crop,
+    hflip, mixup) or a 'package.module:function' called as function(batch, generator, **params)."""
+
+    name: str = Field(pattern=r"^([A-Za-z_]\w*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$", description="registered name or 'package.module:function'")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class DataConfig(Strict):
     factory: str = Field(pattern=FACTORY_PATTERN, description="returns edgekd.data.Splits")
     args: dict[str, Any] = Field(default_factory=dict)
+    augment: list[AugmentSpec] = Field(default_factory=list, description=(
+        "augmentations of the train split; with any, the teacher runs on the same augmented view as the student "
+        "every step (function matching) and the teacher-logit cache is bypassed"))
 
 
 class TaskConfig(Strict):
