@@ -1,0 +1,58 @@
+"""What image and text classification share: logits [B, C] against labels [B], cross-entropy,
+top-1 accuracy, the logits as the KD view."""
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgekd.errors import DataError
+from edgekd.tasks.base import BATCH_AXIS, LABELS, Batch, MetricState, Task, TensorSpec
+from edgekd.tasks.metrics import ACCURACY, AccuracyState
+
+LOGITS = "logits"
+
+
+def batch_labels(batch: Batch, task: str) -> torch.Tensor:
+    """batch["labels"] as int64 [B]; a DataError when the batch has none."""
+    if LABELS not in batch:
+        raise DataError(f"task '{task}': the batch has no '{LABELS}'", "the data source must yield labels to train on")
+    return torch.as_tensor(batch[LABELS]).to(torch.int64).reshape(-1)
+
+
+class ClassificationTask(Task):
+    """One label per sample."""
+
+    metric = ACCURACY
+    optimum_task = ""  # set by each subclass
+
+    @property
+    @abstractmethod
+    def classes(self) -> int:
+        """How many classes the logits score."""
+
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec(LOGITS, "float32", (BATCH_AXIS, self.classes)),)
+
+    def dummy_labels(self, inputs: Mapping[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        rows = next(iter(inputs.values())).shape[0]
+        return rng.integers(0, self.classes, size=rows).astype(np.int64)
+
+    def task_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Cross-entropy, mean over the batch."""
+        return F.cross_entropy(self.kd_view(logits, batch), self.kd_labels(batch).to(logits.device))
+
+    def kd_view(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The logits themselves, [B, C]."""
+        if logits.dim() != 2:
+            raise ValueError(f"task '{self.name}': expected logits [B, C], got {list(logits.shape)}")
+        return logits
+
+    def kd_labels(self, batch: Batch) -> torch.Tensor:
+        return batch_labels(batch, self.name)
+
+    def metric_state(self) -> MetricState:
+        return AccuracyState()

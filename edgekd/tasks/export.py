@@ -1,0 +1,133 @@
+"""A task's export contract carried out: torch.onnx for plain modules, optimum-onnx for Hugging
+Face models; either way the ONNX inputs and outputs carry the task specs' names and dynamic axes.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edgekd.errors import ConfigError, EdgekdError, ToolchainMissing
+from edgekd.tasks.base import BATCH_AXIS, MAX_BATCH, TensorSpec
+
+if TYPE_CHECKING:
+    from edgekd.tasks.base import Task
+
+EXAMPLE_BATCH = 2  # torch.export specializes axes whose example size is 0 or 1
+EXAMPLE_LENGTH = 8
+ONNX_FILE = "model.onnx"
+EXTERNAL_DATA_FILE = "model.onnx_data"  # optimum's name for weights over 2 GB
+
+
+class TaskExportFailed(EdgekdError):
+    """The exporter could not export the model (usually an op it cannot trace)."""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Exporters print progress, notices and warnings; keep them, to quote the last line on failure."""
+    log = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "optimum", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            warnings.simplefilter("ignore")
+            yield log
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _failed(what: str, exc: Exception, log: io.StringIO) -> TaskExportFailed:
+    last = (log.getvalue().strip().splitlines() or [str(exc)])[-1]
+    return TaskExportFailed(f"{what} failed: {type(exc).__name__}: {exc} | {last}",
+                            "check the model for ops the exporter cannot trace")
+
+
+def dynamic_shapes(specs: tuple[TensorSpec, ...], sizes: dict[str, int]) -> tuple[dict[int, Any], ...]:
+    """torch.export Dims for the specs' named axes; one Dim per name, shared by every input that
+    has it (so input_ids and attention_mask keep one sequence length)."""
+    from torch.export import Dim
+
+    dims = {BATCH_AXIS: Dim(BATCH_AXIS, min=1, max=MAX_BATCH)}
+    dims.update({name: Dim(name, min=1, max=size) for name, size in sizes.items()})
+    return tuple({axis: dims[name] for axis, name in spec.axes.items()} for spec in specs)
+
+
+def export_module(model: torch.nn.Module, task: Task, path: Path, opset: int) -> None:
+    """torch.onnx.export (torch.export-based, as edgekd.graph.export does it): the task's inputs
+    positionally, named by its specs, every named axis dynamic up to the task's size for it."""
+    sizes = task.axis_sizes()
+    example_dims = {name: min(size, EXAMPLE_LENGTH) for name, size in sizes.items()}
+    feeds = task.feed(task.dummy_inputs(EXAMPLE_BATCH, **example_dims))
+    inputs = task.inputs()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with quiet() as log:
+        try:
+            torch.onnx.export(model.eval(), tuple(feeds.values()), str(path), dynamo=True, opset_version=opset,
+                              input_names=[s.name for s in inputs], output_names=[s.name for s in task.outputs()],
+                              dynamic_shapes=dynamic_shapes(inputs, sizes), external_data=False)
+        except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
+            raise _failed(f"torch.onnx.export of {type(model).__name__} for task '{task.name}'", exc, log) from exc
+
+
+def optimum_config(model: Any, task: Task) -> Any:
+    """optimum-onnx's export config for `model` at the task's optimum task, narrowed to the task's
+    specs: its dummy inputs and the ONNX inputs are exactly the task's, with the task's axes."""
+    try:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  registers the model types
+        from optimum.exporters.tasks import TasksManager
+    except ImportError as exc:
+        raise ToolchainMissing("exporting a Hugging Face model needs optimum-onnx",
+                               "pip install optimum-onnx") from exc
+    try:
+        constructor = TasksManager.get_exporter_config_constructor(
+            "onnx", model=model, task=task.optimum_task, library_name="transformers")
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"optimum-onnx cannot export {type(model).__name__} for {task.optimum_task}: {exc}",
+                          "export the model yourself and compile the ONNX file") from None
+    base = constructor(model.config, task=task.optimum_task).__class__
+    spec_inputs = {s.name: s.axes for s in task.inputs()}
+    spec_outputs = {s.name: s.axes for s in task.outputs()}
+
+    class TaskContract(base):  # type: ignore[misc,valid-type]
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            return spec_inputs
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return spec_outputs
+
+    return TaskContract(model.config, task=task.optimum_task)
+
+
+def export_hf(model: Any, task: Task, path: Path, opset: int) -> None:
+    """optimum-onnx's `onnx_export_from_model` at the task's optimum task (decoders without past
+    key/values), with the task's input and output specs; `model.onnx` (and external weights, if
+    any) moved to `path`."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    config = optimum_config(model, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp, quiet() as log:
+        try:
+            onnx_export_from_model(model.eval(), tmp, opset=opset, task=task.optimum_task, do_validation=False,
+                                   custom_onnx_configs={"model": config})
+        except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
+            raise _failed(f"optimum-onnx export of {type(model).__name__} for task '{task.name}'", exc, log) from exc
+        data = Path(tmp) / EXTERNAL_DATA_FILE
+        if data.exists():  # the graph names this file; it has to sit beside the model under its own name
+            shutil.move(str(data), str(path.parent / EXTERNAL_DATA_FILE))
+        os.replace(Path(tmp) / ONNX_FILE, path)
