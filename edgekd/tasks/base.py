@@ -192,6 +192,9 @@ class Task(ABC):
                               f"this task's named dims: {', '.join(sorted(sizes)) or 'none (only the batch)'}")
         if batch < 1 or any(v < 1 for v in dims.values()):
             raise ConfigError(f"task '{self.name}': batch and dims must be >= 1 (got batch={batch}, {dims})")
+        longer = [f"{d}={v} > {sizes[d]}" for d, v in dims.items() if v > sizes[d]]
+        if longer:
+            raise ConfigError(f"task '{self.name}': {', '.join(longer)}", "the task's dims bound its axes; raise them there")
         resolved = []
         for spec in self.inputs():
             shape = tuple(batch if d == BATCH_AXIS else dims.get(d, sizes[d]) if isinstance(d, str) else d

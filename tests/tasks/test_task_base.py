@@ -61,6 +61,8 @@ def test_model_inputs_refuse_unknown_dims_and_empty_batches() -> None:
     assert "only the batch" in err.value.hint
     with pytest.raises(ConfigError, match=">= 1"):
         CausalLM(**LM_DIMS).model_inputs(0)
+    with pytest.raises(ConfigError, match="sequence_length=17 > 16"):
+        CausalLM(**LM_DIMS).model_inputs(1, sequence_length=17)
 
 
 def test_dummy_inputs_are_seeded() -> None:
