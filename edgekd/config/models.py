@@ -122,12 +122,50 @@ class AugmentSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+DATA_SPLITS = ("train", "calib", "test")
+FILE_SETTINGS = ("format", "text_column", "label_column", "labels", "tokenizer", "max_length")
+
+
 class DataConfig(Strict):
-    factory: str = Field(pattern=FACTORY_PATTERN, description="returns edgekd.data.Splits")
+    """Where the data comes from (edgekd.data.load.open_source): exactly one of a `factory` or local
+    `files` read through Hugging Face datasets and tokenized with `tokenizer`."""
+
+    factory: str | None = Field(None, pattern=FACTORY_PATTERN, description=(
+        "returns edgekd.data.Splits, a mapping {train, calib, test} of torch Datasets, or an edgekd.data.sources.DataSource"))
     args: dict[str, Any] = Field(default_factory=dict)
+    files: dict[Literal["train", "calib", "test"], str | list[str]] | None = Field(None, description=(
+        "local data files per split (relative to the project file), e.g. {train = 'train.jsonl', calib = ..., test = ...}"))
+    format: Literal["json", "csv", "parquet", "text"] | None = Field(None, description="files: default from their extension")
+    text_column: str = Field("text", description="files: the column holding the text")
+    label_column: str | None = Field(None, description="files: text classification labels; none: language modelling")
+    labels: list[str] | None = Field(None, min_length=1, description=(
+        "files: string labels in class-id order (default: the train split's distinct labels, sorted)"))
+    tokenizer: str | None = Field(None, description="files: a tokenizer folder (save_pretrained) or a tokenizer.json file")
+    max_length: int = Field(128, ge=1, description="files: tokens per sample (padded/truncated), or per language-modelling block")
+    shuffle_buffer: int = Field(1024, ge=1, description="streamed sources: samples held to shuffle the train split")
     augment: list[AugmentSpec] = Field(default_factory=list, description=(
         "augmentations of the train split; with any, the teacher runs on the same augmented view as the student "
         "every step (function matching) and the teacher-logit cache is bypassed"))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.factory is None) == (self.files is None):
+            raise ValueError("give exactly one of 'factory' or 'files'")
+        if self.files is None:
+            stray = [name for name in FILE_SETTINGS if getattr(self, name) != DataConfig.model_fields[name].default]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} go with 'files', not 'factory'")
+            return self
+        missing = [name for name in DATA_SPLITS if not self.files.get(name)]
+        if missing:
+            raise ValueError(f"'files' needs train, calib and test files (missing: {', '.join(missing)})")
+        if self.tokenizer is None:
+            raise ValueError("'files' needs 'tokenizer' (a tokenizer folder or a tokenizer.json file)")
+        if self.args:
+            raise ValueError("'args' goes with 'factory', not 'files'")
+        if self.format == "text" and self.label_column is not None:
+            raise ValueError("format = 'text' has no label column: use json, csv or parquet for text classification")
+        return self
 
 
 class TaskConfig(Strict):
