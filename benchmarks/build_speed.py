@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgekd.toolchain import host_info
+from edgekd.common.toolchain import host_info
 
 RESULTS = Path(__file__).parent / "results"
 GOALS_S = {"cold": 60.0, "warm": 5.0}  # issue 2: cold within 60 s, warm within 5 s on the 2-core machine
 
 
 def _timed_build(cache: Path, out: Path, profile: str) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "edgekd.cli", "build", "--target", "x86", "--profile", profile,
+    cmd = [sys.executable, "-m", "edgekd.cli.main", "build", "--target", "x86", "--profile", profile,
            "--out", str(out), "--cache-dir", str(cache), "--json"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 
 import edgekd
-from edgekd.fsutil import atomic_write_text
-from edgekd.toolchain import host_info, versions
+from edgekd.common.fsutil import atomic_write_text
+from edgekd.common.toolchain import host_info, versions
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT = {"seeds": 3, "epochs": 10, "teacher_epochs": 8}

@@ -6,7 +6,7 @@ edgekd.examples.zoo (random weights, exported with optimum-onnx): MobileNetV2 1.
 ResNet-18 and ViT-Tiny/16 at 224x224, DistilBERT at sequence 128, and one decoding step of a 6-layer
 GPT-2 (one new token with a KV cache of PAST earlier tokens, given as input shapes). Each in fp32 and
 INT8: the small ones quantized with quant_pre_process + quantize_static (QDQ, S8S8, per-channel,
-reduce_range, random calibration data), the real ones with edgekd.quantize.quantize_int8 and the x86
+reduce_range, random calibration data), the real ones with edgekd.graph.quantize.quantize_int8 and the x86
 target's recipe, calibrated on generated feeds (edgekd.graph.feeds): fine for timing, meaningless for
 accuracy.
 
@@ -91,10 +91,15 @@ def build_small(workdir: Path, names: set[str] | None) -> dict[str, dict]:
     import io
 
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekd.export import export_onnx
+    from edgekd.graph.export import export_onnx
     from edgekd.graph.resolve import load_inputs
 
     torch.manual_seed(0)
@@ -144,8 +149,8 @@ def build_zoo(zoo_dir: Path, size: str, names: set[str] | None) -> dict[str, dic
     from edgekd.config.models import QuantizeConfig
     from edgekd.examples import zoo
     from edgekd.graph.feeds import random_feedset
+    from edgekd.graph.quantize import quantize_int8
     from edgekd.graph.resolve import load_inputs
-    from edgekd.quantize import quantize_int8
 
     recipe = load_target("x86", ConfigSearch()).config.quantize
     built = {}
@@ -244,7 +249,7 @@ def host() -> dict:
     import torch
 
     from edgekd.analysis.device import read_host_cpu
-    from edgekd.toolchain import cpu_flags, cpu_model
+    from edgekd.common.toolchain import cpu_flags, cpu_model
 
     cpu = read_host_cpu()
     info = {}

@@ -1,7 +1,7 @@
 """Does `edgekd gate` pass on noise and fail on a real slowdown, on this machine?
 
 Builds the built-in example once (x86, ci profile, a temporary cache), then measures engines with
-edgekd.bench.measure, each measurement in its own process (as a build's bench stage does), in an
+edgekd.perf.measure.measure, each measurement in its own process (as a build's bench stage does), in an
 interleaved order so that machine-wide drift hits every variant alike:
   engine   the build's engine (engine/engine.onnx, the session it was built for)      x --same
   basic    the INT8 QDQ model with ONNX Runtime graph optimization 'basic'            x --other
@@ -30,15 +30,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgekd.bench import measure
+from edgekd.common.toolchain import host_info, versions
 from edgekd.config.loading import load_model
 from edgekd.config.models import BenchConfig, GateConfig
 from edgekd.config.target import SessionConfig, Target
 from edgekd.examples.digits import load
-from edgekd.export import INPUT_NAME
-from edgekd.graph.resolve import load_inputs
 from edgekd.gate import run_gate
-from edgekd.toolchain import host_info, versions
+from edgekd.graph.export import INPUT_NAME
+from edgekd.graph.resolve import load_inputs
+from edgekd.perf.measure import measure
 
 RESULTS = Path(__file__).parent / "results"
 # the default profile's bench, SingleStream only (the gate reads only its samples)
@@ -48,7 +48,7 @@ BENCH = {"warmup_runs": 50, "min_runs": 300, "max_runs": 20000, "max_seconds": 1
 
 def _build(tmp: Path) -> Path:
     out = tmp / "build"
-    cmd = [sys.executable, "-m", "edgekd.cli", "build", "--target", "x86", "--profile", "ci", "--out", str(out),
+    cmd = [sys.executable, "-m", "edgekd.cli.main", "build", "--target", "x86", "--profile", "ci", "--out", str(out),
            "--cache-dir", str(tmp / "cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -169,7 +169,7 @@ def main() -> None:
     for run in runs:
         run.pop("report")
     data = {"host": host_info(), "toolchain": versions(("onnxruntime", "numpy")), "date": time.strftime("%Y-%m-%d"),
-            "how": ("every measurement is edgekd.bench.measure in its own process, batch 1 on one digits test sample, "
+            "how": ("every measurement is edgekd.perf.measure.measure in its own process, batch 1 on one digits test sample, "
                     f"bench {json.dumps({k: BENCH[k] for k in ('warmup_runs', 'min_runs', 'max_seconds', 'stable_rel_change')})}; "
                     "variants measured interleaved; every pair gated by edgekd.gate.run_gate on copies of the build's report"),
             "gate": GateConfig().model_dump(), "same": args.same, "other": args.other,

@@ -5,7 +5,7 @@ edgekd's engine with the session it was built for; plus the teacher in PyTorch e
 headline speedup. Then variants that explain the ranking (threads, optimization level, QDQ vs
 QOperator, fp32 vs INT8, ORT's per-call floor) and ORT per-op profiles.
 
-Every row runs in its own process (benchmarks/peers_worker.py) and is timed with edgekd.bench.sample
+Every row runs in its own process (benchmarks/peers_worker.py) and is timed with edgekd.perf.measure.sample
 at batch 1; rows take turns in rounds (order shuffled per round, fixed seed) so that drift on this
 shared host hits all alike; p90 is over every round's samples pooled. Accuracy: the test split.
 Writes benchmarks/results/NAME.json and NAME.md (NAME: peers, or --name).
@@ -36,7 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from peers_models import Build, build_or_load, calibration_draw, identity_model, optimum_int8, qoperator_int8  # noqa: E402
+from peers_models import (  # noqa: E402
+    Build,
+    build_or_load,
+    calibration_draw,
+    identity_model,
+    optimum_int8,
+    qoperator_int8,
+)
 from peers_report import render, write_results  # noqa: E402
 
 from edgekd.deploy.run_on_device import summarize  # noqa: E402

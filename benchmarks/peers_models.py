@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekd.config.target import SessionConfig
-from edgekd.context import Context
+from edgekd.stages.context import Context
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Build:
     @property
     def engine_session(self) -> SessionConfig:
         """The session the engine was built for: engine.json's (tuned builds), else the target's [session]
-        (the rule of edgekd/backends/ort_cpu_backend.py)."""
+        (the rule of edgekd/backends/ort/backend.py)."""
         return SessionConfig.model_validate(self.engine["session"]) if "session" in self.engine else self.ctx.target.session
 
 
@@ -61,8 +61,8 @@ def build_or_load(project: Path | None, profile: str, folder: Path, cache: Path,
 
 def calibration_draw(ctx: Context) -> np.ndarray:
     """The calibration samples edgekd's quantize stage uses (a seeded draw of the calib split)."""
-    from edgekd.export import INPUT_NAME
-    from edgekd.quantize import calibration_rows
+    from edgekd.graph.export import INPUT_NAME
+    from edgekd.graph.quantize import calibration_rows
 
     return calibration_rows({INPUT_NAME: ctx.data.calib.x}, ctx.project.quantize)[INPUT_NAME]
 
@@ -73,7 +73,10 @@ def optimum_int8(fp32_model: Path, samples: np.ndarray, workdir: Path) -> tuple[
     samples, ORTQuantizer.fit, then quantize with AutoQuantizationConfig.avx512_vnni(is_static=True)."""
     from datasets import Dataset
     from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoCalibrationConfig, AutoQuantizationConfig
+    from optimum.onnxruntime.configuration import (
+        AutoCalibrationConfig,
+        AutoQuantizationConfig,
+    )
 
     src = workdir / "optimum_in"
     src.mkdir(parents=True)
@@ -97,7 +100,7 @@ def optimum_int8(fp32_model: Path, samples: np.ndarray, workdir: Path) -> tuple[
 
 def qoperator_int8(ctx: Context, fp32_model: Path, samples: np.ndarray, out: Path) -> Path:
     """edgekd's quantization recipe for this target, QOperator format (QLinearConv etc.) instead of QDQ."""
-    from edgekd.quantize import quantize_int8
+    from edgekd.graph.quantize import quantize_int8
 
     quantize_int8(fp32_model, out, {_input_name(fp32_model): samples}, ctx.project.quantize, ctx.quant_recipe, quant_format="qoperator")
     return out

@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.fsutil import atomic_write_text
-from edgekd.toolchain import cpu_flags, host_info, versions
+from edgekd.common.fsutil import atomic_write_text
+from edgekd.common.toolchain import cpu_flags, host_info, versions
 
 if TYPE_CHECKING:
     from peers_models import Build
@@ -189,7 +189,7 @@ def write_results(name: str, b: Build, rows: list[dict[str, Any]], variants: lis
                    f"build: {b.note}")
     result = {
         "what": f"edgekd's engine vs peers on the same student ({b.ctx.project.name}), batch-1 latency and test accuracy, this host",
-        "how": (f"measured: every row in its own process (benchmarks/peers_worker.py), timed with edgekd.bench.sample at batch 1 "
+        "how": (f"measured: every row in its own process (benchmarks/peers_worker.py), timed with edgekd.perf.measure.sample at batch 1 "
                 f"(one test image), {args.rounds} rounds; per round each row does up to {bench['warmup_runs']} warm-up runs then at least "
                 f"{bench['min_runs']} timed runs (fewer, down to 100, for rows whose runs would take more than {bench['max_seconds']} s; "
                 f"each row's numbers in its 'bench'), more until its p90 moves < {bench['stable_rel_change']:.0%} or {bench['max_seconds']} s pass; "
@@ -210,7 +210,7 @@ def write_results(name: str, b: Build, rows: list[dict[str, Any]], variants: lis
         "quantize_accuracy_drop_pt": drop, "rows": rows, "variants": variants,
         "profile_how": (f"ONNX Runtime profiler (SessionOptions.enable_profiling) in a second session with the row's settings, "
                         f"{args.profile_runs} runs at batch 1 after one warm-up: per node the median kernel time, summed per op type "
-                        "(edgekd.scenarios.top_ops; profiling adds overhead, the shares are the point)"),
+                        "(edgekd.perf.scenarios.top_ops; profiling adds overhead, the shares are the point)"),
     }
     RESULTS.mkdir(exist_ok=True)
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(result, indent=1))

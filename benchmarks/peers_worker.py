@@ -3,7 +3,7 @@ session) as the row's spec says, measures its accuracy on the test split, then a
 stdin, one JSON object a line, with one JSON line on stdout each:
 
     first line, unasked                              -> {"ready", "accuracy", "threads", "graph_ops", "probe_ms"}
-    {"cmd": "round", "bench": {...BenchConfig...}}  -> {"samples_ms": [...]}   (edgekd.bench.sample)
+    {"cmd": "round", "bench": {...BenchConfig...}}  -> {"samples_ms": [...]}   (edgekd.perf.measure.sample)
     {"cmd": "profile", "runs": N, "dir": "..."}     -> {"top_ops": [...]}      (ORT rows only)
     {"cmd": "quit"}
 
@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekd.bench import sample
 from edgekd.config.models import BenchConfig
+from edgekd.perf.measure import sample
 
 PROBE_RUNS = 20
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -41,8 +41,8 @@ class TorchRow:
     def __init__(self, spec: dict[str, Any]) -> None:
         import torch
 
+        from edgekd.common.factories import call
         from edgekd.distill.weights import load_weights
-        from edgekd.factories import call
 
         if spec.get("threads"):
             torch.set_num_threads(int(spec["threads"]))
@@ -68,13 +68,13 @@ class TorchRow:
 
 class OrtRow:
     """`spec["session"]`: {"edgekd": SessionConfig fields} opens it as edgekd's backend does
-    (edgekd.backends.onnxruntime.open_session); {"ort_default": {overrides}} starts from a plain
+    (edgekd.backends.ort.session.open_session); {"ort_default": {overrides}} starts from a plain
     onnxruntime.SessionOptions() and sets only the overrides (intra_op_num_threads, graph_optimization_level)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         import onnxruntime  # noqa: F401  (imported before counting: the import itself starts threads)
 
-        import edgekd.backends.onnxruntime  # noqa: F401
+        import edgekd.backends.ort.session  # noqa: F401
 
         self.spec, self.model = spec, Path(spec["model"])
         before = os_threads()
@@ -86,7 +86,7 @@ class OrtRow:
     def _intra_op(self) -> int:
         session = self.spec["session"]
         if "edgekd" in session:
-            from edgekd.backends.onnxruntime import resolved_threads
+            from edgekd.backends.ort.session import resolved_threads
             from edgekd.config.target import SessionConfig
 
             return resolved_threads(SessionConfig.model_validate(session["edgekd"]))
@@ -105,7 +105,7 @@ class OrtRow:
                 hook(opts)
 
         if "edgekd" in session:
-            from edgekd.backends.onnxruntime import open_session
+            from edgekd.backends.ort.session import open_session
             from edgekd.config.target import SessionConfig
 
             return open_session(self.model, SessionConfig.model_validate(session["edgekd"]), configure=configure)
@@ -129,7 +129,7 @@ class OrtRow:
             return dict(Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        from edgekd.backends.onnxruntime import predict
+        from edgekd.backends.ort.session import predict
 
         return predict(self.session, x)
 
@@ -138,7 +138,7 @@ class OrtRow:
         return lambda: run(None, feed)
 
     def profile(self, x1: np.ndarray, runs: int, workdir: Path) -> list[dict[str, Any]]:
-        from edgekd.scenarios import profile_ops
+        from edgekd.perf.scenarios import profile_ops
 
         return profile_ops(self.open, {self.session.get_inputs()[0].name: x1}, runs, workdir)
 

@@ -32,11 +32,11 @@ from typing import Callable
 
 import torch
 
+from edgekd.common.toolchain import host_info, version
 from edgekd.distill.logit_cache import cached_teacher_logits
 from edgekd.distill.losses import hinton_kd
 from edgekd.distill.teachers import TorchTeacher
 from edgekd.examples import digits
-from edgekd.toolchain import host_info, version
 
 RESULTS = Path(__file__).parent / "results"
 TEMPERATURE = 4.0

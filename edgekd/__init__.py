@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from edgekd.common.version import __version__
 
 
 def build(*args: Any, **kwargs: Any) -> Any:

@@ -6,15 +6,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekd.cache import StageCache, default_root
-from edgekd.config.loading import ConfigSearch, Resolved, load_model, load_profile, load_project, load_target
+from edgekd.common.factories import resolve
+from edgekd.common.toolchain import version
+from edgekd.config.loading import (
+    ConfigSearch,
+    Resolved,
+    load_model,
+    load_profile,
+    load_project,
+    load_target,
+)
 from edgekd.config.models import Profile
 from edgekd.config.target import Target
-from edgekd.compile_context import CompileData
-from edgekd.context import Context, EngineContext
 from edgekd.errors import BudgetViolated, ConfigError, EdgekdError, ToolchainMissing
-from edgekd.factories import resolve
-from edgekd.toolchain import version
+from edgekd.graph.model_file import check_model_file, has_external_data
+from edgekd.pipeline.cache import StageCache, default_root
+from edgekd.pipeline.context import EngineContext
+from edgekd.stages.compile_context import CompileData
+from edgekd.stages.context import Context
 
 
 @dataclass
@@ -61,13 +70,14 @@ def resolve_inputs(target: str, profile: str, project: Path | None, search: Conf
 
 
 def dry_run(ctx: Context) -> dict[str, Any]:
-    from edgekd.pipeline import plan
+    from edgekd.pipeline.runner import plan
+    from edgekd.stages import STAGES
 
     return {
         "project": {"file": str(ctx.project_file.path), "via": ctx.project_file.via, **ctx.project.model_dump()},
         "target": {"name": ctx.target_file.name, "file": str(ctx.target_file.path), "via": ctx.target_file.via, **ctx.target.model_dump()},
         "profile": {"name": ctx.profile_file.name, "file": str(ctx.profile_file.path), **ctx.profile.model_dump()},
-        "plan": plan(),
+        "plan": plan(STAGES),
     }
 
 
@@ -77,7 +87,6 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
     """Run every stage for `target` under `profile`; writes the build folder and its report.
 
     Raises BuildFailed (exit code 1) after writing the report when a budget breaks."""
-    from edgekd import pipeline
 
     ctx = resolve_inputs(target, profile, project, ConfigSearch(tuple(targets_dirs), tuple(profiles_dirs)))
     _check_toolchain(ctx.target_file)
@@ -86,13 +95,15 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"project {ctx.project.name} ({ctx.project_file.via}); target {ctx.target_file.name} ({ctx.target_file.via}); "
         f"profile {ctx.profile_file.name}; output {out_dir}")
-    return _run(ctx, out_dir, cache_dir, force, log, pipeline.STAGES)
+    from edgekd.stages import STAGES
+
+    return _run(ctx, out_dir, cache_dir, force, log, STAGES)
 
 
 def _run(ctx: EngineContext, out_dir: Path, cache_dir: Path | None, force: bool, log: Callable[[str], None],
          stages: tuple[Any, ...]) -> BuildResult:
     """Walk `stages` with the stage cache, write the report, raise BuildFailed on a broken budget."""
-    from edgekd import pipeline
+    from edgekd.pipeline import runner as pipeline
     from edgekd.report import build_report
     from edgekd.report.outputs import write_all
 
@@ -118,17 +129,16 @@ def compile_model(model: Path, target: str = "x86", profile: str = "default", ou
                   log: Callable[[str], None] = print) -> BuildResult:
     """`edgekd compile`: quantize a trained ONNX model for `target`, check op support, build the
     engine, evaluate and bench it, with the same build folder, report, budgets and stage cache as
-    `build` (edgekd.compile_stages). Raises BuildFailed after writing the report when a budget breaks."""
-    from edgekd.compile_context import compile_context
-    from edgekd.compile_stages import COMPILE_STAGES
+    `build` (edgekd.stages.import_model). Raises BuildFailed after writing the report when a budget breaks."""
+    from edgekd.graph.quant_rules import has_qdq
+    from edgekd.stages import COMPILE_STAGES
+    from edgekd.stages.compile_context import compile_context
 
-    from edgekd.quant_rules import has_qdq
-
-    model = _model_file(model)
+    model = check_model_file(model)
     if has_qdq(model):
         raise ConfigError(f"{model} is already quantized (it has QuantizeLinear/DequantizeLinear nodes)",
                           "give edgekd compile the float model: it quantizes for the target itself")
-    if _external_data(model):
+    if has_external_data(model):
         raise ConfigError(f"{model} keeps its weights in external data files; edgekd compile takes one self-contained .onnx",
                           "save it with onnx.save(model, path, save_as_external_data=False) (models under 2 GB)")
     resolved_target, resolved_profile = load_target(target, search), load_profile(profile, search)
@@ -164,24 +174,6 @@ def show_config(kind: str, name: str, search: ConfigSearch) -> dict[str, Any]:
     return {"name": resolved.name, "file": str(resolved.path), "via": resolved.via, **resolved.config.model_dump()}
 
 
-def _model_file(model: Path) -> Path:
-    if not model.is_file():
-        raise ConfigError(f"model file {model} not found", "give the path to an .onnx file")
-    try:
-        import onnx
-
-        onnx.checker.check_model(str(model))
-    except Exception as exc:  # onnx raises several types for unreadable/invalid files
-        raise ConfigError(f"{model}: not a valid ONNX model ({str(exc).splitlines()[0]})", "give an .onnx file exported by torch.onnx or similar") from None
-    return model
-
-
-def _external_data(model: Path) -> bool:
-    import onnx
-
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(str(model), load_external_data=False).graph.initializer)
-
-
 def _inputs(model: Path, shapes: dict[str, tuple[int, ...]] | None, batch: int = 1, static: bool = False) -> Any:
     from edgekd.graph.resolve import load_inputs
 
@@ -197,7 +189,7 @@ def check_model(model: Path, target: str, search: ConfigSearch, shapes: dict[str
     from edgekd.graph.feeds import load_feed_folder
 
     resolved = load_target(target, search)
-    path = _model_file(model)
+    path = check_model_file(model)
     inputs = _inputs(path, shapes, static=resolved.config.runtime == "qnn-htp")  # the HTP runs static, non-empty shapes
     calib = load_feed_folder(calib_dir, inputs).arrays if calib_dir else None
     return analyze(path, resolved.name, resolved.config, inputs=inputs, calib=calib)
@@ -207,16 +199,11 @@ def estimate_model(model: Path, target: str, search: ConfigSearch, precision: st
                    shapes: dict[str, tuple[int, ...]] | None = None, inputs: Any = None) -> dict[str, Any]:
     """Estimated latency of an ONNX model on a target from the target file's device figures, at the
     resolved input shapes (`shapes`: --shape overrides; `inputs`: already resolved)."""
-    from edgekd.analysis.estimate import estimate
+    from edgekd.analysis.estimate import estimate_for_target
 
     resolved = load_target(target, search)
-    if precision not in resolved.config.precisions:
-        raise ConfigError(f"target {resolved.name} does not run {precision} (it runs {', '.join(resolved.config.precisions)})",
-                          "pick one of the target's precisions with --precision")
-    path = _model_file(model)
-    inputs = inputs or _inputs(path, shapes, batch)
-    result = estimate(path, resolved.config.device, precision=precision, batch=batch, inputs=inputs)
-    return {"target": resolved.name, "method": "estimated", "inputs": inputs.to_json(), **result.to_json()}
+    path = check_model_file(model)
+    return estimate_for_target(path, resolved, precision, batch, inputs or _inputs(path, shapes, batch))
 
 
 def bench_here(path: Path, target: str | None, profile: str | None, search: ConfigSearch, threads: int | None = None,
@@ -224,7 +211,7 @@ def bench_here(path: Path, target: str | None, profile: str | None, search: Conf
                shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """Measure a build's engine or an ONNX model on this host (estimate it for device-only targets);
     a build folder's report takes the result as its latency."""
-    from edgekd.bench_run import bench_local, update_build_report
+    from edgekd.perf.worker import bench_local, update_build_report
 
     result = bench_local(Path(path), target, profile, search, threads, scenarios, progress, shapes)
     if Path(path).is_dir():
@@ -253,16 +240,17 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     """Distill the project's student on `nproc` processes (torchrun, DDP: gloo on CPU, nccl on GPU):
     the search and teacher stages run (or come from the cache) as in `build`, then the distill step
     runs data-parallel and writes `student.safetensors` into `out`."""
-    from edgekd import pipeline
     from edgekd.distill.ddp import distill_distributed
-    from edgekd.provenance import weights_metadata
+    from edgekd.distill.provenance import weights_metadata
+    from edgekd.pipeline import runner as pipeline
+    from edgekd.stages import STAGES
 
     ctx = resolve_inputs(target, profile, project, ConfigSearch())
     ctx.data_sha256  # load and check the data before anything is written
     out_dir = Path(out) if out else Path("build") / f"{ctx.target_file.name}-ddp"
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx.cache_root = Path(cache_dir or default_root())
-    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, log=log, until="teacher")
+    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, log=log, until="teacher", stages=STAGES)
     teacher = next(r for r in records if r.name == "teacher")
     weights = ctx.cache_root / "teacher" / teacher.cache_key / "teacher.safetensors"
     choice = json.loads((out_dir / "student.json").read_text())
@@ -280,16 +268,15 @@ def write_teacher_logits(model: Path, out: Path, k: int, project: Path | None = 
     """Soft labels for the project's training split from an ONNX teacher, as a logits file
     (top-k + the rest's mass): what a party contributes to federated-style distillation without
     sharing data or model."""
+    from edgekd.common.factories import call
+    from edgekd.data import check_splits
     from edgekd.distill.logits_file import write_logits_file
     from edgekd.distill.teachers import OnnxTeacher
-
-    from edgekd.data import check_splits
-    from edgekd.factories import call
 
     resolved = load_project(project)
     cfg = resolved.config.data
     data = check_splits(call(cfg.factory, cfg.args, "data.factory", str(resolved.path)), f"{resolved.path}: data.factory '{cfg.factory}'")
-    teacher = OnnxTeacher(_model_file(model))
+    teacher = OnnxTeacher(check_model_file(model))
     written = write_logits_file(teacher.logits(data.train.x), out, k, data.train.sha256(), teacher.describe())
     return {"file": str(out), "samples": written.num_samples, "k": written.k, "num_classes": written.num_classes,
             "bytes": out.stat().st_size, "data_sha256": data.train.sha256()}

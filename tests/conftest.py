@@ -30,8 +30,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def edgekd(capsys: pytest.CaptureFixture[str], cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    """Run the CLI in-process (`edgekd.cli.main`) with the session's cache; returns a Run."""
-    from edgekd.cli import main
+    """Run the CLI in-process (`edgekd.cli.main.main`) with the session's cache; returns a Run."""
+    from edgekd.cli.main import main
 
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(cache_dir))
     monkeypatch.syspath_prepend(str(HERE / "projects"))
@@ -53,7 +53,7 @@ def cold_build(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Run
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from edgekd.cli import main
+    from edgekd.cli.main import main
 
     out_dir = tmp_path_factory.mktemp("cold") / "x86"
     mp = pytest.MonkeyPatch()
@@ -67,17 +67,9 @@ def cold_build(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Run
     return Run(code, out.getvalue(), err.getvalue(), out_dir)
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 # ---------------------------------------------------------------- the zoo of real architectures
 
-ZOO_ARCHS = ("resnet", "mobilenet_v2", "efficientnet", "vit", "bert", "distilbert", "gpt2")
-ZOO_EXPORTERS = ("optimum", "torch")
-ZOO = [(arch, exporter) for arch in ZOO_ARCHS for exporter in ZOO_EXPORTERS]
+from helpers import ZOO, ZOO_ARCHS, ZOO_EXPORTERS, write  # noqa: E402,F401  (shared helpers live in tests/helpers.py)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ import jsonschema
 import numpy as np
 import onnx
 import pytest
-
-from conftest import ZOO, write
+from helpers import ZOO, write
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).parent.parent / "edgekd" / "report" / "report.schema.json").read_text())

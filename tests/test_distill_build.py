@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import write
+from helpers import write
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent
@@ -31,7 +30,7 @@ def teacher_artefacts(cold_build, tmp_path_factory):
     from edgekd.distill.logits_file import write_logits_file
     from edgekd.distill.weights import load_weights
     from edgekd.examples.digits import load, teacher
-    from edgekd.export import export_onnx
+    from edgekd.graph.export import export_onnx
 
     folder = tmp_path_factory.mktemp("teacher-artefacts")
     model = load_weights(teacher(width=32), cold_build.out_dir / "teacher.safetensors", "teacher")
@@ -132,7 +131,7 @@ def test_distill_on_two_processes(cold_build, edgekd, tmp_path):
     assert result["world_size"] == 2 and result["backend"] == "gloo" and (tmp_path / "ddp" / "student.safetensors").is_file()
     assert result["test_accuracy_pt"] > 80.0
     # the weights say who made them, so a build that self-distils from them counts generations on
-    from edgekd.lineage import file_facts
+    from edgekd.distill.lineage import file_facts
 
     assert file_facts(tmp_path / "ddp" / "student.safetensors", "torch")[1] == "1"
 
@@ -150,10 +149,10 @@ def test_a_party_writes_its_logits_file_with_the_cli(cold_build, edgekd, tmp_pat
 def test_qad_runs_when_ptq_breaks_the_budget(cold_build, edgekd, tmp_path, monkeypatch):
     """The trigger is forced here (the fp32 accuracy the stage compares with is reported as 200 %,
     so any PTQ result breaks the ci budget); that QAD recovers accuracy PTQ lost is shown on real
-    numbers in tests/test_qad.py."""
-    from edgekd import stages
+    numbers in tests/distill/test_qad.py."""
+    from edgekd.stages import quantize as stages
 
-    monkeypatch.setattr(stages, "_accuracy_pt", lambda ctx, model: 200.0)
+    monkeypatch.setattr(stages, "fp32_accuracy_pt", lambda ctx, model: 200.0)
     profile = write(tmp_path / "qad.toml", (ROOT / "profiles" / "ci.toml").read_text() + "\n[recipe.qad]\nenabled = true\nepochs = 2\n")
     run = edgekd("build", "--profile", str(profile), "--target", "jetson-orin", out_dir=tmp_path / "out")
     assert run.code == 0, run.err
@@ -184,7 +183,9 @@ epochs = 4
     link1, link2 = stage["notes"][:2]
     assert "distilled from" in link1 and "1*fitnet{" in link1  # link 1: its own losses, a feature loss among them
     assert "distilled from" in link2 and link2.endswith("1*hinton")  # link 2: the default objective
-    from edgekd.lineage import file_facts  # the last assistant (link 2 after a generation-0 teacher) says its generation
+    from edgekd.distill.lineage import (
+        file_facts,  # the last assistant (link 2 after a generation-0 teacher) says its generation
+    )
 
     assert file_facts(tmp_path / "a" / "assistant.safetensors", "torch")[1] == "2"
     # change only the last link: the first link comes from its own cache entry

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import write
+from helpers import write
 
 pytestmark = pytest.mark.slow
 STAGES = ["search", "teacher", "assistants", "distill", "export", "quantize", "check", "compile", "evaluate", "bench"]

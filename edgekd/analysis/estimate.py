@@ -33,9 +33,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.analysis.device import ELEMENT_BYTES, DeviceModel, HostCpu, Resolved, resolve, resolve_fallback
+from edgekd.analysis.device import (
+    ELEMENT_BYTES,
+    DeviceModel,
+    HostCpu,
+    Resolved,
+    resolve,
+    resolve_fallback,
+)
 from edgekd.analysis.fusion import Fusions, Kernel, Plan, plan
-from edgekd.analysis.graph import GraphCosts, NodeCost, graph_costs, model_inputs, onnxruntime_graph
+from edgekd.analysis.graph import (
+    GraphCosts,
+    NodeCost,
+    graph_costs,
+    model_inputs,
+    onnxruntime_graph,
+)
 from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:
@@ -293,3 +306,15 @@ def estimate(model: "onnx.ModelProto | Path", device: DeviceModel, precision: st
     return Estimate(latency_ms=latency_ms, precision=precision, batch=batch, per_op_type=_per_op_type(rows),
                     per_node=rows, assumptions=assumptions, device=device.name, inputs=costs.inputs.to_json(),
                     unknown_shapes=costs.unknown, fusions=dict(fused.counts))
+
+
+def estimate_for_target(model: Path, resolved: Any, precision: str, batch: int, inputs: ModelInputs) -> dict[str, Any]:
+    """The estimate of `model` on a resolved target (edgekd.config.loading.Resolved[Target]) as
+    `edgekd estimate` and device-only benches report it; ConfigError if the target lacks `precision`."""
+    from edgekd.errors import ConfigError
+
+    if precision not in resolved.config.precisions:
+        raise ConfigError(f"target {resolved.name} does not run {precision} (it runs {', '.join(resolved.config.precisions)})",
+                          "pick one of the target's precisions with --precision")
+    result = estimate(model, resolved.config.device, precision=precision, batch=batch, inputs=inputs)
+    return {"target": resolved.name, "method": "estimated", "inputs": inputs.to_json(), **result.to_json()}

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 
     from edgekd.graph.shapes import InferredShapes
 
-OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant",
-              "quant_axis", "other")
 
 _CLASS_OF: dict[str, str] = {}
 for _cls, _ops in {

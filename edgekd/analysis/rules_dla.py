@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgekd.analysis.rules_tensorrt import FLOATS, QDQ, _attr, _Graph, _T, type_name
+from edgekd.analysis.onnx_index import FLOATS, QDQ, TP, GraphIndex, attr, type_name
 
 DLA_NATIVE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool", "AveragePool", "BatchNormalization", "Relu",
               "Sigmoid", "Tanh", "Clip", "LeakyRelu", "PRelu", "Add", "Sub", "Mul", "Max", "Min", "Div", "Pow",
@@ -46,7 +46,7 @@ FOLDED = "computed from build-time constants only (weights, static shapes): Tens
 _COMPARE = {"Equal", "Greater", "Less"}
 
 
-def dynamic_reason(g: _Graph, input_shapes: dict[str, tuple[int, ...]] | None) -> str:
+def dynamic_reason(g: GraphIndex, input_shapes: dict[str, tuple[int, ...]] | None) -> str:
     """Why DLA cannot run anything: an input with dynamic dims the build does not pin [hw]."""
     pinned = set(input_shapes or {})
     for inp in g.inputs:
@@ -58,20 +58,20 @@ def dynamic_reason(g: _Graph, input_shapes: dict[str, tuple[int, ...]] | None) -
     return ""
 
 
-def _low_precision(node: Any, g: _Graph) -> bool:
+def _low_precision(node: Any, g: GraphIndex) -> bool:
     """True when a node sits inside Q/DQ (an input from DequantizeLinear or an output into
     QuantizeLinear) or reads FP16: a strongly typed network then runs it in INT8/FP16."""
     from_dq = any(g.producers.get(i) is not None and g.producers[i].op_type == "DequantizeLinear" for i in node.input)
     to_q = any(c.op_type == "QuantizeLinear" for o in node.output for c in g.consumers.get(o, []))
-    return from_dq or to_q or any(g.types.get(i) == _T.FLOAT16 for i in node.input)
+    return from_dq or to_q or any(g.types.get(i) == TP.FLOAT16 for i in node.input)
 
 
 def _axis(node: Any, rank: int, default: int) -> int:
-    axis = _attr(node, "axis", default)
+    axis = attr(node, "axis", default)
     return axis + rank if axis < 0 else axis
 
 
-def _softmax_problem(node: Any, g: _Graph) -> str:
+def _softmax_problem(node: Any, g: GraphIndex) -> str:
     shape = g.shapes.get(node.input[0])
     if shape is None:
         return "Softmax's input shape is unknown, so DLA's Softmax limits cannot be checked"
@@ -86,7 +86,7 @@ def _softmax_problem(node: Any, g: _Graph) -> str:
     return ""
 
 
-def _concat_problem(node: Any, g: _Graph) -> str:
+def _concat_problem(node: Any, g: GraphIndex) -> str:
     shape = g.shapes.get(node.output[0])
     if shape is None:
         return "Concat's output shape is unknown, so DLA's channel-only rule cannot be checked"
@@ -97,18 +97,18 @@ def _concat_problem(node: Any, g: _Graph) -> str:
     return ""
 
 
-def _clip_problem(node: Any, g: _Graph) -> str:
+def _clip_problem(node: Any, g: GraphIndex) -> str:
     bounds = []
-    for slot, attr, default in ((1, "min", None), (2, "max", None)):
+    for slot, name, default in ((1, "min", None), (2, "max", None)):
         value = g.value(node.input[slot]) if len(node.input) > slot and node.input[slot] else None
-        bounds.append(float(value.reshape(-1)[0]) if value is not None else _attr(node, attr, default))
+        bounds.append(float(value.reshape(-1)[0]) if value is not None else attr(node, name, default))
     low, high = bounds
     if low != 0 or high is None or high > 127:
         return f"DLA's Clip needs min 0 and max <= 127 (a ReLU6-style clip); this one is [{low}, {high}]"
     return ""
 
 
-def _layer_problem(node: Any, g: _Graph) -> str:
+def _layer_problem(node: Any, g: GraphIndex) -> str:
     """[hw]/[op]: whether DLA has the layer at all, and the per-layer conditions."""
     op = node.op_type
     if op in NO_DLA_LAYER:
@@ -129,18 +129,18 @@ def _layer_problem(node: Any, g: _Graph) -> str:
     return checks[op](node, g) if op in checks else ""
 
 
-def _type_problem(node: Any, g: _Graph) -> str:
+def _type_problem(node: Any, g: GraphIndex) -> str:
     """[hw] DLA runs INT8/FP16 layers: no INT32/INT64/BOOL tensors (a comparison may write BOOL)."""
     tensors = [i for i in node.input if i and not g.is_build_constant(i)]
     tensors += [o for o in node.output if o and node.op_type not in _COMPARE]
     for name in tensors:
         elem = g.types.get(name)
-        if elem is not None and elem not in FLOATS | {_T.INT8, _T.UINT8}:
+        if elem is not None and elem not in FLOATS | {TP.INT8, TP.UINT8}:
             return f"DLA computes in INT8/FP16 only; '{name}' is {type_name(elem)}"
     return ""
 
 
-def _shape_problem(node: Any, g: _Graph) -> str:
+def _shape_problem(node: Any, g: GraphIndex) -> str:
     """[hw] batch <= 4096, each of C, H, W in 1..8192."""
     for name in (*[i for i in node.input if i and not g.is_build_constant(i)], *node.output):
         shape = g.shapes.get(name)
@@ -155,7 +155,7 @@ def _shape_problem(node: Any, g: _Graph) -> str:
     return ""
 
 
-def dla_verdict(node: Any, g: _Graph, dynamic: str, trt_major: int) -> tuple[str, str]:
+def dla_verdict(node: Any, g: GraphIndex, dynamic: str, trt_major: int) -> tuple[str, str]:
     """(why DLA cannot run `node`, "" when it can; a note when it runs nowhere at run time)."""
     if node.op_type in DLA_ABSORBED:
         return "", ""

@@ -25,10 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import TensorProto as _T  # onnx is a core dependency; element types by name
+from onnx import TensorProto as TP  # onnx is a core dependency; element types by name
 
+from edgekd.analysis.onnx_index import FLOATS, QDQ, GraphIndex, attr, type_name  # noqa: F401  (re-exported)
 from edgekd.analysis.support_types import NodeSupport
-from edgekd.toolchain import require
 
 OPSETS = {10: (9, 20), 11: (9, 24)}  # [ops] 10.0/10.1; [log] 11.x (25 only from 11.5)
 TOPK_MAX_K = 3840
@@ -45,14 +45,11 @@ ADDED_IN = {"STFT": (10, 5), "BlackmanWindow": (10, 4), "HammingWindow": (10, 4)
 AXES_INPUT = {"Pad": (3, (10, 4)), "Slice": (3, (10, 3)), "Squeeze": (1, (10, 7)), "Unsqueeze": (1, (10, 7)),
               "CumSum": (1, (10, 8))}
 POOLING = {"MaxPool", "AveragePool", "LpPool"}
-QDQ = {"QuantizeLinear", "DequantizeLinear"}
-_FOLDABLE = QDQ | {"Identity", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}
 
-FLOATS = {_T.FLOAT, _T.FLOAT16, _T.BFLOAT16, _T.DOUBLE}  # DOUBLE: "cast down to FLOAT" [ops]
-INTS = {_T.INT32, _T.INT64}
+INTS = {TP.INT32, TP.INT64}
 # [ops] element types TensorRT has at all (INT8/FP8/INT4 only through Q/DQ; UINT8 only at network I/O)
-TRT_TYPES = FLOATS | INTS | {_T.BOOL, _T.INT8, _T.UINT8, _T.FLOAT8E4M3FN, _T.INT4}
-CAST_TO = FLOATS | INTS | {_T.UINT8, _T.BOOL}  # [ops] Cast's Supported Types
+TRT_TYPES = FLOATS | INTS | {TP.BOOL, TP.INT8, TP.UINT8, TP.FLOAT8E4M3FN, TP.INT4}
+CAST_TO = FLOATS | INTS | {TP.UINT8, TP.BOOL}  # [ops] Cast's Supported Types
 # [ops] "Supported Types" of the ops these graphs use, for their data input (input 0)
 FLOAT_ONLY = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Softmax", "LogSoftmax", "LayerNormalization",
               "GroupNormalization", "InstanceNormalization", "BatchNormalization", "Erf", "Exp", "Log", "Sqrt", "Pow",
@@ -65,94 +62,11 @@ BOOL_ONLY = {"And", "Or", "Xor", "Not"}
 NO_UINT8 = {"Gather": (0,), "GatherElements": (0,), "Expand": (0,), "Trilu": (0,), "Einsum": (0,), "Where": (1, 2)}
 
 
-def type_name(elem_type: int) -> str:
-    return _T.DataType.Name(elem_type) if elem_type in _T.DataType.values() else str(elem_type)
 
 
-class _Graph:
-    """Lookups over one graph: constants (initializers, Constant nodes, and what folds from them),
-    element types, static shapes (where value_info or shape inference gives them), producers and
-    consumers."""
-
-    def __init__(self, model: Any) -> None:
-        onnx = require("onnx", "checking TensorRT op support")
-        if not model.graph.value_info:  # callers that inferred shapes already pass them in value_info
-            try:
-                model = onnx.shape_inference.infer_shapes(model)
-            except Exception:  # noqa: BLE001 - element types then come from the model as written
-                pass
-        self.onnx, graph = onnx, model.graph
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.producers = {out: node for node in graph.node for out in node.output if out}
-        self.consumers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.inputs = [i for i in graph.input if i.name not in self.initializers]
-        self.input_names = {i.name for i in self.inputs}
-        self.output_names = {o.name for o in graph.output}
-        values = (*graph.value_info, *graph.input, *graph.output)
-        self.types = {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type}
-        self.types.update({t.name: t.data_type for t in graph.initializer})
-        self.shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in values
-                       if v.type.tensor_type.HasField("shape")
-                       and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
-        self.shapes.update({t.name: tuple(t.dims) for t in graph.initializer})
-        self._nodes = list(graph.node)
-        self._constant: dict[str, bool] = {}
-        self._build_constant: set[str] | None = None
-
-    def value(self, name: str) -> np.ndarray | None:
-        """The value of a constant tensor (initializer or Constant node), else None."""
-        if name in self.initializers:
-            return self.onnx.numpy_helper.to_array(self.initializers[name])
-        node = self.producers.get(name)
-        if node is not None and node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return self.onnx.numpy_helper.to_array(attr.t)
-        return None
-
-    def is_constant(self, name: str) -> bool:
-        """Weights as the parser sees them: initializers, Constant nodes, and what the parser keeps
-        as weights through Q/DQ, Identity, Cast and the reshaping ops."""
-        if name not in self._constant:
-            self._constant[name] = False  # guards against cycles
-            node = self.producers.get(name)
-            self._constant[name] = self.value(name) is not None or (
-                node is not None and node.op_type in _FOLDABLE and all(self.is_constant(i) for i in node.input if i))
-        return self._constant[name]
-
-    def is_build_constant(self, name: str) -> bool:
-        """Known when the engine is built: weights, the shape of a tensor whose shape is static, and
-        anything computed only from those (TensorRT folds such layers at build time). One pass in
-        graph order (ONNX graphs are topologically sorted), no recursion along deep graphs."""
-        if self._build_constant is None:
-            self._build_constant = set()
-            for node in self._nodes:
-                if self.folds(node):
-                    self._build_constant.update(o for o in node.output if o)
-        return name in self._build_constant or self.is_constant(name)
-
-    def folds(self, node: Any) -> bool:
-        """Whether every input of `node` is known at build time (so the node becomes a constant)."""
-        if node.op_type.startswith("Random") or node.domain not in ("", "ai.onnx"):
-            return False
-        if node.op_type in ("Shape", "Size"):
-            return node.input[0] in self.shapes
-        inputs = [i for i in node.input if i]
-        return bool(inputs) and all(self.is_build_constant(i) for i in inputs)
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
-    for attr in node.attribute:
-        if attr.name == name:
-            value = {attr.INT: attr.i, attr.FLOAT: attr.f, attr.STRING: attr.s}.get(attr.type, list(attr.ints))
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
-def _zero_point_problem(node: Any, g: _Graph) -> str:
+def _zero_point_problem(node: Any, g: GraphIndex) -> str:
     if len(node.input) < 3 or not node.input[2]:
         return ""  # no zero point: it is 0
     value = g.value(node.input[2])
@@ -163,38 +77,38 @@ def _zero_point_problem(node: Any, g: _Graph) -> str:
     return ""
 
 
-def _quantized_type(node: Any, g: _Graph) -> int | None:
+def _quantized_type(node: Any, g: GraphIndex) -> int | None:
     """The element type of the quantized side of a Q/DQ node, None where unknown."""
     if len(node.input) >= 3 and node.input[2]:
         return g.types.get(node.input[2])
     if node.op_type == "QuantizeLinear":  # ONNX: no zero point and no output_dtype -> uint8
-        return _attr(node, "output_dtype", 0) or _T.UINT8
+        return attr(node, "output_dtype", 0) or TP.UINT8
     return g.types.get(node.input[0])
 
 
-def _qtype_problem(node: Any, g: _Graph) -> str:
+def _qtype_problem(node: Any, g: GraphIndex) -> str:
     qtype = _quantized_type(node, g)
-    if qtype is None or qtype in (_T.INT8, _T.FLOAT8E4M3FN, _T.INT4):
+    if qtype is None or qtype in (TP.INT8, TP.FLOAT8E4M3FN, TP.INT4):
         return ""
-    if qtype == _T.UINT8:
+    if qtype == TP.UINT8:
         at_boundary = (node.op_type == "QuantizeLinear" and node.output[0] in g.output_names) or \
                       (node.op_type == "DequantizeLinear" and node.input[0] in g.input_names)
         return "" if at_boundary else \
             "UINT8 Q/DQ inside the network; TensorRT takes UINT8 only on network inputs/outputs (quantize to INT8)"
-    if qtype == _T.INT32:
+    if qtype == TP.INT32:
         return (f"INT32 {node.op_type} (a quantized bias, as onnxruntime writes it): TensorRT quantizes INT8/FP8/INT4 only "
                 "(onnx-tensorrt#850); keep biases float (onnxruntime extra_options QuantizeBias=False)")
     return f"{type_name(qtype)} Q/DQ: TensorRT quantizes to INT8, FP8 (E4M3) or INT4 only"
 
 
-def _topk_problem(node: Any, g: _Graph) -> str:
-    if _attr(node, "sorted", 1) != 1:
+def _topk_problem(node: Any, g: GraphIndex) -> str:
+    if attr(node, "sorted", 1) != 1:
         return "TensorRT's TopK needs sorted=1"
     if len(node.input) > 1:  # opset >= 10: K is an input
         value = g.value(node.input[1])
         k = None if value is None else int(np.asarray(value).reshape(-1)[0])
     else:  # opset 9: K is the attribute k
-        k = _attr(node, "k", None)
+        k = attr(node, "k", None)
     if k is None or k >= TOPK_MAX_K:
         return f"TensorRT's TopK needs a constant K < {TOPK_MAX_K}; K is {'not a constant' if k is None else k}"
     return ""
@@ -209,7 +123,7 @@ def _custom_domain_problem(node: Any) -> str:
     return f"'{domain}::{op}' is not a standard ONNX op; TensorRT would need a plugin for it"
 
 
-def _type_problem(node: Any, g: _Graph) -> str:
+def _type_problem(node: Any, g: GraphIndex) -> str:
     """[ops] Supported Types, checked on the data input where its element type is known."""
     op = node.op_type
     seen = [(name, g.types[name]) for name in (*node.input, *node.output) if name and name in g.types]
@@ -217,17 +131,17 @@ def _type_problem(node: Any, g: _Graph) -> str:
     if odd is not None:
         return f"TensorRT has no {type_name(odd[1])} tensors ('{odd[0]}')"
     for slot in NO_UINT8.get(op, ()):
-        if len(node.input) > slot and g.types.get(node.input[slot]) == _T.UINT8:
+        if len(node.input) > slot and g.types.get(node.input[slot]) == TP.UINT8:
             return f"TensorRT's {op} does not take UINT8 input '{node.input[slot]}'"
     data = g.types.get(node.input[0]) if node.input and node.input[0] else None
-    allowed = FLOATS if op in FLOAT_ONLY else FLOATS | INTS if op in NUMERIC else {_T.BOOL} if op in BOOL_ONLY else None
-    if data is None or allowed is None or data in allowed or (data == _T.INT8 and op not in BOOL_ONLY):
+    allowed = FLOATS if op in FLOAT_ONLY else FLOATS | INTS if op in NUMERIC else {TP.BOOL} if op in BOOL_ONLY else None
+    if data is None or allowed is None or data in allowed or (data == TP.INT8 and op not in BOOL_ONLY):
         return ""
     kinds = "FP32/FP16/BF16" + ("/INT32/INT64" if op in NUMERIC else "") if op not in BOOL_ONLY else "BOOL"
     return f"TensorRT's {op} takes {kinds} only; input '{node.input[0]}' is {type_name(data)}"
 
 
-def _axes_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
+def _axes_problem(node: Any, g: GraphIndex, version: tuple[int, int]) -> str:
     op = node.op_type
     slot, tensor_from = AXES_INPUT.get(op, (1, None) if op.startswith("Reduce") else (None, None))
     if slot is None or len(node.input) <= slot or not node.input[slot] or g.is_constant(node.input[slot]):
@@ -238,13 +152,13 @@ def _axes_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
     return f"{op}'s axes input '{node.input[slot]}' must be an initializer (constant) for TensorRT{later}"
 
 
-def _op_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
+def _op_problem(node: Any, g: GraphIndex, version: tuple[int, int]) -> str:
     """The restrictions of single ops ([ops], [log], [hw])."""
     op = node.op_type
     if op == "TopK":
         return _topk_problem(node, g)
-    if op == "Cast" and _attr(node, "to", _T.FLOAT) not in CAST_TO:
-        return f"TensorRT casts to FP32/FP16/BF16/INT32/INT64/UINT8/BOOL only, not {type_name(_attr(node, 'to', 0))}"
+    if op == "Cast" and attr(node, "to", TP.FLOAT) not in CAST_TO:
+        return f"TensorRT casts to FP32/FP16/BF16/INT32/INT64/UINT8/BOOL only, not {type_name(attr(node, 'to', 0))}"
     if op == "LayerNormalization" and any(o and (o in g.consumers or o in g.output_names) for o in node.output[1:]):
         return "TensorRT's LayerNormalization has only the first output Y; Mean/InvStdDev are used here"
     if op == "Range" and len({g.types.get(i) for i in node.input[:3]}) > 1:
@@ -256,23 +170,23 @@ def _op_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
     if op == "Constant" and any(a.name in ("sparse_value", "value_string", "value_strings") for a in node.attribute):
         return "TensorRT's Constant takes no sparse_value, value_string or value_strings"
     if op == "Einsum" and version < (10, 12):
-        terms = _attr(node, "equation", "").replace(" ", "").split("->")[0].split(",")
+        terms = attr(node, "equation", "").replace(" ", "").split("->")[0].split(",")
         if any(len(set(t.replace("...", ""))) < len(t.replace("...", "")) for t in terms):
             return "TensorRT's Einsum takes no diagonal (a repeated index in one operand) before 10.12"
     if op == "Resize":
-        if _attr(node, "mode", "nearest") not in ("nearest", "linear"):
-            return f"TensorRT resizes with mode nearest or linear only, not {_attr(node, 'mode', '')}"
-        if _attr(node, "antialias", 0):
+        if attr(node, "mode", "nearest") not in ("nearest", "linear"):
+            return f"TensorRT resizes with mode nearest or linear only, not {attr(node, 'mode', '')}"
+        if attr(node, "antialias", 0):
             return "TensorRT's Resize does not support antialias"
     if op in POOLING:
-        if len(_attr(node, "kernel_shape", [])) not in (2, 3):
+        if len(attr(node, "kernel_shape", [])) not in (2, 3):
             return "TensorRT pools in 2D or 3D only"
-        if any(d != 1 for d in _attr(node, "dilations", [])):
+        if any(d != 1 for d in attr(node, "dilations", [])):
             return "TensorRT's pooling does not support dilations"
     return ""
 
 
-def _gpu_problem(node: Any, g: _Graph, version: tuple[int, int]) -> str:
+def _gpu_problem(node: Any, g: GraphIndex, version: tuple[int, int]) -> str:
     """Why TensorRT `version`'s ONNX parser rejects `node`; "" when it takes it."""
     op = node.op_type
     if node.domain not in ("", "ai.onnx"):
@@ -298,7 +212,7 @@ def check_tensorrt(model: Any, dla: bool, gpu_fallback: bool, trt_major: int, *,
     from edgekd.analysis.rules_dla import dla_verdict, dynamic_reason
 
     version = trt_version or (trt_major, 0)
-    g = _Graph(model)
+    g = GraphIndex(model)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     low, high = OPSETS[version[0]]
@@ -321,6 +235,6 @@ def check_tensorrt(model: Any, dla: bool, gpu_fallback: bool, trt_major: int, *,
 
 def check_qdq_symmetric(model: Any) -> list[str]:
     """Names of the Q/DQ nodes whose zero point is not a constant 0 (TensorRT needs symmetric Q/DQ)."""
-    g = _Graph(model)
+    g = GraphIndex(model)
     return [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)
             if n.op_type in QDQ and _zero_point_problem(n, g)]

@@ -29,7 +29,7 @@ from edgekd.analysis.support_types import NodeSupport, SupportReport
 from edgekd.config.target import Target
 from edgekd.errors import EdgekdError
 from edgekd.graph.inputs import ModelInputs
-from edgekd.quant_rules import has_qdq
+from edgekd.graph.quant_rules import has_qdq
 
 GENERATED_CALIB_ROWS = 4  # a handful of generated feeds: enough for Q/DQ ranges that let the EP place the graph
 MAX_CALIB_ROWS = 64  # check places the graph; more calibration rows change the ranges, not where nodes run
@@ -44,7 +44,7 @@ def _first_line(exc: BaseException) -> str:
 def _cpu_support(model_path: Path, target_name: str) -> SupportReport:
     import onnx
 
-    from edgekd.backends import onnxruntime as ortb
+    from edgekd.backends.ort import session as ortb
 
     model = onnx.load(str(model_path), load_external_data=False)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
@@ -60,7 +60,7 @@ def _cpu_support(model_path: Path, target_name: str) -> SupportReport:
 def _trt_version(target: Target) -> tuple[int, int]:
     """The TensorRT release the rules are for: the one the target's JetPack ships, else the oldest
     release of its major that the target builds with."""
-    from edgekd.backends.tensorrt_config import version_tuple
+    from edgekd.config.tensorrt import version_tuple
 
     trt = target.tensorrt
     if trt.trt_major == 10 and trt.jetpack and version_tuple(trt.jetpack)[:2] in _JETPACK_TRT:
@@ -101,7 +101,7 @@ def _is_static(model: Any) -> bool:
 def _quantize_for_placement(model_path: Path, out: Path, target_name: str, target: Target, inputs: ModelInputs,
                             calib: Mapping[str, np.ndarray] | None) -> str:
     """Quantize a float model for the HTP (uint8/uint16 QDQ, static shapes); returns how, for the report."""
-    from edgekd.backends.qnn import quantize_for_htp
+    from edgekd.backends.qnn.htp import quantize_for_htp
     from edgekd.graph.feeds import random_feedset
 
     if calib:
@@ -128,7 +128,7 @@ def _qnn_support(model_path: Path, target_name: str, target: Target, inputs: Mod
                  calib: Mapping[str, np.ndarray] | None, tmp: Path) -> tuple[SupportReport, Path]:
     import onnx
 
-    from edgekd.backends.qnn import fix_shapes, placement
+    from edgekd.backends.qnn.htp import fix_shapes, placement
 
     model = onnx.load(str(model_path), load_external_data=False)
     notes = []

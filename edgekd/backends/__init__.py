@@ -1,4 +1,3 @@
-"""Runtimes that run the exported student: one module per runtime, picked by `get`."""
-from edgekd.backends.base import get
-
-__all__ = ["get"]
+"""Runtimes that run the exported student: one package per runtime (ort/, qnn/, tensorrt/), each
+registering its backend (edgekd.backends.base.register) under the runtime name a target file gives;
+edgekd.backends.registry loads them all and picks one."""

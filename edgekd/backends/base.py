@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from edgekd.fsutil import sha256_file
+from edgekd.common.fsutil import sha256_file
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
-    from edgekd.stages import Outcome
+    from edgekd.pipeline.context import EngineContext as Context
+    from edgekd.pipeline.stage import Outcome
 
-ENGINE_JSON = "engine.json"
-ENGINE_DIR = "engine"
-BUNDLE_DIR = "bundle"
+
+
+from edgekd.common.artefacts import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON  # noqa: F401  (re-exported)
+
+B = TypeVar("B")
 
 
 class Backend(Protocol):
@@ -51,17 +53,22 @@ def write_engine_json(out: Path, runtime: str, built_here: bool, **extra: Any) -
     return data
 
 
+BACKENDS: dict[str, type[Backend]] = {}  # runtime name -> backend class (each runtime's package registers itself)
+
+
+def register(runtime: str) -> Callable[[type[B]], type[B]]:
+    """Class decorator: the backend for `runtime` (a target's `runtime`)."""
+    def add(cls: type[B]) -> type[B]:
+        if runtime in BACKENDS:
+            raise ValueError(f"two backends for runtime {runtime!r}")
+        cls.runtime = runtime
+        BACKENDS[runtime] = cls
+        return cls
+    return add
+
+
 def get(runtime: str) -> Backend:
-    if runtime == "onnxruntime-cpu":
-        from edgekd.backends.ort_cpu_backend import OrtCpuBackend
-
-        return OrtCpuBackend()
-    if runtime == "qnn-htp":
-        from edgekd.backends.qnn_backend import QnnBackend
-
-        return QnnBackend()
-    if runtime == "tensorrt":
-        from edgekd.backends.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend()
-    raise ValueError(f"no backend for runtime {runtime!r}")
+    """The registered backend for `runtime` (edgekd.backends imports every runtime's package)."""
+    if runtime not in BACKENDS:
+        raise ValueError(f"no backend for runtime {runtime!r} (registered: {sorted(BACKENDS)})")
+    return BACKENDS[runtime]()

@@ -6,17 +6,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekd.results import Metric
+from edgekd.pipeline.results import Metric
 
 if TYPE_CHECKING:
-    from edgekd.context import EngineContext as Context
-    from edgekd.stages import Outcome
+    from edgekd.pipeline.context import EngineContext as Context
+    from edgekd.pipeline.stage import Outcome
 
 
 def estimated_bench(ctx: Context, inputs: dict[str, Path], out: Path, why: str) -> Outcome:
     """Estimate the INT8 graph's batch-1 latency; bench.json gets the estimate and its assumptions."""
     from edgekd.analysis.estimate import estimate
-    from edgekd.stages import Outcome
+    from edgekd.pipeline.stage import Outcome
 
     support = json.loads(inputs["support.json"].read_text())
     placement = {n["name"]: "accelerator" if n["runs_on"] == "accelerator" else "fallback" for n in support["nodes"]}

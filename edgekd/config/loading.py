@@ -10,11 +10,11 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from edgekd.common.fsutil import sha256_bytes
+from edgekd.common.toolchain import cpu_flags
 from edgekd.config.models import Profile, Project
 from edgekd.config.target import Target
 from edgekd.errors import ConfigError
-from edgekd.fsutil import sha256_bytes
-from edgekd.toolchain import cpu_flags
 
 M = TypeVar("M", bound=BaseModel)
 

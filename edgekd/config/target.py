@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgekd.analysis.device import DeviceModel
-from edgekd.backends.qnn_config import QnnConfig
-from edgekd.backends.tensorrt_config import TensorRTConfig
+from edgekd.config.device import DeviceModel
+from edgekd.config.qnn import QnnConfig
 from edgekd.config.strict import Strict
+from edgekd.config.tensorrt import TensorRTConfig
 
 Runtime = Literal["onnxruntime-cpu", "qnn-htp", "tensorrt"]
 TENSORRT_OPSETS = (9, 20)  # onnx-tensorrt docs/operators.md

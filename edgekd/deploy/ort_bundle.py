@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekd.fsutil import atomic_copy, atomic_write_text, sha256_file
+from edgekd.common.fsutil import atomic_copy, atomic_write_text, sha256_file
 from edgekd.graph import feedgen
 from edgekd.graph.inputs import ModelInputs
 

@@ -53,7 +53,7 @@ class RunnerError(Exception):
 
 
 # ------------------------------------------------------------------ measuring (host-side twins)
-# summarize() is also edgekd.bench's (it imports it from here); memory_mb() twins edgekd.bench._memory_mb:
+# summarize() is also edgekd.perf.measure's (it imports it from here); memory_mb() twins edgekd.perf.measure._memory_mb:
 # this script cannot import edgekd on the device. tests/remote/test_run_on_device.py checks they agree.
 
 

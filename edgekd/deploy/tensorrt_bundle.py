@@ -6,7 +6,7 @@ host without the device ships is the ONNX and a build script (../shared/HARDWARE
   model.onnx       the Q/DQ model (a copy)
   build_engine.sh  bash: checks trtexec and its TensorRT version, then builds model.plan with the
                    target's settings (every argument shlex-quoted; nothing else is pasted in)
-  trtexec.py       edgekd/backends/trtexec.py (stdlib only): command lines and output parsers
+  trtexec.py       edgekd/backends/tensorrt/trtexec.py (stdlib only): command lines and output parsers
   feedgen.py       edgekd/graph/feedgen.py (numpy only): the generator the input files come from
   inputs/*.bin     one raw file per input: the values trtexec feeds (--loadInputs)
   run_on_device.py the device-side runner
@@ -42,16 +42,21 @@ from typing import Any
 
 import numpy as np
 
-import edgekd
 from edgekd.analysis.rules_tensorrt import QDQ, check_tensorrt
-from edgekd.backends import trtexec
-from edgekd.backends.tensorrt_config import TensorRTConfig
+from edgekd.backends.tensorrt import trtexec
+from edgekd.common.fsutil import (
+    atomic_copy,
+    atomic_write_bytes,
+    atomic_write_text,
+    sha256_file,
+)
+from edgekd.common.toolchain import require
+from edgekd.common.version import __version__
+from edgekd.config.tensorrt import TensorRTConfig
 from edgekd.deploy.ort_bundle import FEEDGEN, RUNNER, copy_feedgen, copy_runner
 from edgekd.errors import EdgekdError
-from edgekd.fsutil import atomic_copy, atomic_write_bytes, atomic_write_text, sha256_file
 from edgekd.graph.feeds import make_feeds
 from edgekd.graph.inputs import ModelInputs
-from edgekd.toolchain import require
 
 MODEL, SCRIPT, HELPER, MANIFEST = "model.onnx", "build_engine.sh", "trtexec.py", "bundle.json"
 ENGINE, TIMING_CACHE, TIMES, INPUTS_DIR = "model.plan", "timing.cache", "times.json", "inputs"
@@ -140,7 +145,7 @@ def render_build_script(argv: list[str], cfg: TensorRTConfig, target_name: str, 
     command = "\n".join(f"  {q(arg)}" for arg in argv[1:])
     return f"""#!/usr/bin/env bash
 # Builds {ENGINE} from {MODEL} on this device (a TensorRT engine only loads on the GPU and the
-# TensorRT version it was built with). Written by edgekd {edgekd.__version__}.
+# TensorRT version it was built with). Written by edgekd {__version__}.
 # Usage: bash {SCRIPT}        (TRTEXEC=/path/to/trtexec picks the trtexec to use)
 set -euo pipefail
 cd "$(dirname "${{BASH_SOURCE[0]}}")"
@@ -202,7 +207,7 @@ fi
 def _manifest(cfg: TensorRTConfig, target_name: str, inputs: ModelInputs, dynamic: list[str],
               argv: dict[str, list[str]], input_files: dict[str, str], sha: dict[str, str]) -> dict[str, Any]:
     return {
-        "format": FORMAT, "written_by": f"edgekd {edgekd.__version__}",
+        "format": FORMAT, "written_by": f"edgekd {__version__}",
         "runtime": "tensorrt", "target": target_name,
         "model": MODEL, "model_sha256": sha[MODEL], "engine": ENGINE,
         "inputs": [i.to_json() for i in inputs.inputs], "dynamic_inputs": dynamic, "feedgen": FEEDGEN.name,

@@ -115,7 +115,7 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
                         data_args: dict[str, Any], cfg: dict[str, Any], nproc: int, out_weights: Path,
                         workdir: Path, timeout_s: float | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
     """Distill the student on `nproc` processes (torchrun, DDP) and write its weights, with `metadata`
-    in their safetensors header (edgekd.provenance.weights_metadata: who made them, which generation).
+    in their safetensors header (edgekd.graph.provenance.weights_metadata: who made them, which generation).
 
     Returns {"world_size", "backend", "losses" (mean loss per epoch over the global batches),
     "seconds" (wall time of the torchrun run, start-up included), "train_seconds", "batchnorm"
@@ -124,8 +124,8 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
     WorkersFailed when torchrun or a worker fails."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"distill: --nproc {nproc!r} is not a positive integer", "give 1 or more processes")
+    from edgekd.common.factories import call, resolve
     from edgekd.data import check_splits
-    from edgekd.factories import call, resolve
 
     settings = objective_settings(cfg)
     source = "edgekd distill"
@@ -151,7 +151,7 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
         # the parent's import path, so that project factories importable here are importable there
         "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
     }
-    from edgekd.fsutil import atomic_write_text
+    from edgekd.common.fsutil import atomic_write_text
 
     request_path = workdir / REQUEST_FILE
     atomic_write_text(request_path, json.dumps(request, indent=1))
@@ -245,11 +245,11 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from edgekd.data import check_splits
+    from edgekd.common.factories import call
     from edgekd.config.models import DistillConfig
+    from edgekd.data import check_splits
     from edgekd.distill.losses import LossInputs
     from edgekd.distill.trainer import build_objective, fit, predict
-    from edgekd.factories import call
 
     source, cfg = request["request_path"], request["distill"]
     splits = check_splits(call(request["data"]["factory"], request["data"]["args"], "data.factory", source),
@@ -312,7 +312,7 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
 def _write_outputs(request: dict[str, Any], result: dict[str, Any], student: Any) -> None:
     from safetensors.torch import save
 
-    from edgekd.fsutil import atomic_write_bytes, atomic_write_text
+    from edgekd.common.fsutil import atomic_write_bytes, atomic_write_text
 
     weights = save({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}, metadata=request.get("metadata") or None)
     atomic_write_bytes(Path(request["out_weights"]), weights)
@@ -320,7 +320,7 @@ def _write_outputs(request: dict[str, Any], result: dict[str, Any], student: Any
 
 
 def _report_error(request: dict[str, Any], rank: int, exc: EdgekdError) -> int:
-    from edgekd.fsutil import atomic_write_text
+    from edgekd.common.fsutil import atomic_write_text
 
     report = {"message": str(exc), "hint": exc.hint, "exit_code": exc.exit_code}
     atomic_write_text(Path(request["workdir"]) / ERROR_FILE.format(rank=rank), json.dumps(report))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.config.strict import Strict
-from edgekd.distill.losses import DistillLoss, LossInputs, register
+from edgekd.distill.loss_base import DistillLoss, LossInputs, register
 
 
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,

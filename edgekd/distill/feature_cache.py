@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.cache import make_key
+from edgekd.common.fsutil import atomic_writer
+from edgekd.common.toolchain import versions
 from edgekd.config.models import DistillConfig
 from edgekd.data import Split
 from edgekd.distill.features import FeatureCapture
 from edgekd.distill.teachers import TorchTeacher
-from edgekd.fsutil import atomic_writer
-from edgekd.toolchain import versions
+from edgekd.pipeline.cache import make_key
 
 FORMAT = 1
 RUNTIMES = ("torch", "numpy")

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.cache import make_key
-from edgekd.distill.logits_file import FORMAT_VERSION, read_logits_file, write_logits_file
+from edgekd.common.fsutil import atomic_write_bytes
+from edgekd.common.toolchain import versions
+from edgekd.distill.logits_file import (
+    FORMAT_VERSION,
+    read_logits_file,
+    write_logits_file,
+)
 from edgekd.distill.teachers import TeacherSource
 from edgekd.errors import ConfigError, DataError
-from edgekd.fsutil import atomic_write_bytes
-from edgekd.toolchain import versions
+from edgekd.pipeline.cache import make_key
 
 RUNTIMES = ("torch", "onnxruntime", "numpy")
 

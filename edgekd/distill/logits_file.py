@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.common.fsutil import atomic_write_bytes
 from edgekd.errors import ConfigError, DataError
-from edgekd.fsutil import atomic_write_bytes
 
 MAGIC = "edgekd-logits"
 FORMAT_VERSION = 1

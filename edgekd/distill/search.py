@@ -2,13 +2,13 @@
 (edgekd.distill.students) that fits the latency and size budgets on the target.
 
 Each (width, depth) candidate is built untrained, its params and MACs counted, exported to ONNX
-with the pipeline's exporter (edgekd.export.export_onnx; BatchNorm is folded into the convs first,
+with the pipeline's exporter (edgekd.graph.export.export_onnx; BatchNorm is folded into the convs first,
 which ONNX Runtime's optimizer and quant_pre_process do anyway, and which about halves the export time)
-and quantized to INT8 QDQ with the target's recipe (edgekd.quantize.quantize_int8:
+and quantized to INT8 QDQ with the target's recipe (edgekd.graph.quantize.quantize_int8:
 quant_pre_process + onnxruntime quantize_static), calibrated on random data. Then it is costed:
 
 - `measured` (x86, runtime "onnxruntime-cpu", measure_x86): the INT8 graph is timed here, in this
-  process, with the target's session settings and edgekd.bench.sample under SEARCH_BENCH (50
+  process, with the target's session settings and edgekd.perf.measure.sample under SEARCH_BENCH (50
   warm-up runs, then 200 timed runs at batch 1); the latency is their p90, as the bench stage's
   `latency_p90_ms` budget is. A few hundred runs rank candidates; the bench stage measures the
   trained student properly, in a fresh process, until p90 is stable.
@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
+from edgekd.common.toolchain import torch_threads
 from edgekd.config.models import BenchConfig, QuantizeConfig
 from edgekd.config.target import SessionConfig, TargetQuantize
 from edgekd.distill.students import FAMILIES, build_student, describe
 from edgekd.errors import BudgetViolated, ConfigError
-from edgekd.export import INPUT_NAME, export_onnx
-from edgekd.toolchain import torch_threads
+from edgekd.graph.export import INPUT_NAME, export_onnx
 
 if TYPE_CHECKING:
     from torch import nn
@@ -90,7 +90,7 @@ class Candidate:
     def onnx_int8(self) -> Path:
         """The INT8 QDQ ONNX (the target's recipe, random calibration data), made on first use."""
         if self._int8 is None:
-            from edgekd.quantize import quantize_int8
+            from edgekd.graph.quantize import quantize_int8
 
             path = self.workdir / f"{self.stem}_int8.onnx"
             quantize_int8(self.onnx_fp32(), path, {INPUT_NAME: calibration_inputs(self.input_shape)},
@@ -185,10 +185,10 @@ def measured_x86(session: SessionConfig | None = None, bench: BenchConfig = SEAR
     cfg = session or SessionConfig()
 
     def cost(c: Candidate) -> Cost:
-        from edgekd.backends.onnxruntime import open_session, runtime_description
-        from edgekd.bench import sample
+        from edgekd.backends.ort.session import open_session, runtime_description
+        from edgekd.common.toolchain import cpu_model
         from edgekd.deploy.run_on_device import summarize
-        from edgekd.toolchain import cpu_model
+        from edgekd.perf.measure import sample
 
         int8 = c.onnx_int8()
         ort_session = open_session(int8, cfg)

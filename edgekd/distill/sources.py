@@ -10,11 +10,11 @@ from edgekd.config.models import TeacherSpec
 from edgekd.errors import ConfigError
 
 if TYPE_CHECKING:
-    from edgekd.context import Context
     from edgekd.distill.teachers import TeacherSource
+    from edgekd.stages.context import Context
 
 
-def _file(ctx: Context, relative: str, key: str) -> Path:
+def project_file(ctx: Context, relative: str, key: str) -> Path:
     path = ctx.resolve_path(relative)
     if not path.is_file():
         raise ConfigError(f"{ctx.source}: key '{key}': file {path} not found", "give the path relative to the project file")
@@ -25,19 +25,19 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
     from edgekd.distill import teachers
 
     if spec.kind == "onnx":
-        return teachers.OnnxTeacher(_file(ctx, spec.onnx, f"{key}.onnx"))
+        return teachers.OnnxTeacher(project_file(ctx, spec.onnx, f"{key}.onnx"))
     if spec.kind == "logits":
         train_sha = ctx.data.train.sha256()
-        paths = [_file(ctx, p, f"{key}.logits") for p in spec.logits]
+        paths = [project_file(ctx, p, f"{key}.logits") for p in spec.logits]
         if len(paths) == 1:
             return teachers.LogitsFileTeacher(paths[0], train_sha)
         return teachers.EnsembleTeacher([(w, teachers.LogitsFileTeacher(p, train_sha))
                                          for w, p in zip(spec.logit_weights or [1.0] * len(paths), paths)])
     module = ctx.build_model_from(spec.factory, spec.args, f"{key}.factory")
-    from edgekd.fsutil import sha256_file
+    from edgekd.common.fsutil import sha256_file
     from edgekd.distill.weights import load_weights
 
-    source = weights if weights is not None else _file(ctx, spec.checkpoint, f"{key}.checkpoint")
+    source = weights if weights is not None else project_file(ctx, spec.checkpoint, f"{key}.checkpoint")
     load_weights(module, source, "teacher")
     return teachers.TorchTeacher(module, sha256_file(source), f"torch module {spec.factory}({spec.args})")
 
@@ -61,7 +61,7 @@ def teacher_source(ctx: Context, trained_weights: Path | None) -> TeacherSource:
 
 def teacher_files(ctx: Context) -> dict[str, Any]:
     """Content hashes of every file the teacher config names (for the cache key)."""
-    from edgekd.fsutil import sha256_file
+    from edgekd.common.fsutil import sha256_file
 
     cfg = ctx.project.teacher
     specs = [(f"teacher.members[{i}]", m) for i, m in enumerate(cfg.members)] or [("teacher", cfg)]
@@ -70,5 +70,5 @@ def teacher_files(ctx: Context) -> dict[str, Any]:
         for field, names in (("checkpoint", [spec.checkpoint] if spec.checkpoint else []),
                              ("onnx", [spec.onnx] if spec.onnx else []), ("logits", spec.logits)):
             for name in names:
-                hashes[f"{key}.{field}:{name}"] = sha256_file(_file(ctx, name, f"{key}.{field}"))
+                hashes[f"{key}.{field}:{name}"] = sha256_file(project_file(ctx, name, f"{key}.{field}"))
     return hashes

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_che
 
 import numpy as np
 
+from edgekd.common.fsutil import sha256_bytes, sha256_file
+from edgekd.common.toolchain import require
 from edgekd.distill.logits_file import LogitsFile, read_logits_file, write_logits_file
 from edgekd.errors import ConfigError, DataError, EdgekdError
-from edgekd.fsutil import sha256_bytes, sha256_file
-from edgekd.toolchain import require
 
 if TYPE_CHECKING:
     from torch import nn
@@ -130,7 +130,7 @@ class OnnxTeacher:
     B rows at a time, the last batch padded with zero rows that are dropped from the result."""
 
     def __init__(self, path: Path, batch_size: int = 256) -> None:
-        from edgekd.backends.onnxruntime import open_session
+        from edgekd.backends.ort.session import open_session
 
         self.path = Path(path)
         if not self.path.is_file():

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError
-from edgekd.results import Metric
+from edgekd.pipeline.results import Metric
 
 
 def load_weights(model: Any, path: Path, what: str) -> Any:
@@ -21,7 +21,7 @@ def load_weights(model: Any, path: Path, what: str) -> Any:
 
 
 def save_weights(model: Any, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """The module's state dict as safetensors, with `metadata` in the header (provenance: edgekd.provenance)."""
+    """The module's state dict as safetensors, with `metadata` in the header (provenance: edgekd.graph.provenance)."""
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=metadata)

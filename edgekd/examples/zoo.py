@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.toolchain import quiet, require
+from edgekd.common.toolchain import quiet, require
 
 SEED = 0
 OPSET = 18

@@ -1,4 +1,4 @@
-"""The gate's checks: the profile's absolute budgets on the candidate (edgekd.budgets, as a build
+"""The gate's checks: the profile's absolute budgets on the candidate (edgekd.pipeline.budgets, as a build
 checks them) and three regressions against the baseline (latency p90, engine accuracy, size)."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgekd.budgets import RULES, check
 from edgekd.config.models import Budgets, GateConfig
 from edgekd.gate.reports import Report
 from edgekd.gate.stats import QUANTILE, check_samples, p90_ratio
+from edgekd.pipeline.budgets import RULES, check
 
 Status = Literal["pass", "fail", "inconclusive", "not measured", "no budget", "not comparable"]
 SKIPPED: tuple[str, ...] = ("not measured", "no budget", "not comparable")  # neither a pass nor a violation
@@ -134,7 +134,7 @@ def size(base: Report, cand: Report, cfg: GateConfig) -> Check:
 
 def budgets(base: Report, cand: Report, limits: Budgets) -> list[Check]:
     """The profile's budgets on the candidate, rule by rule as the build checks them
-    (edgekd.budgets.check); the baseline's value of each is shown beside it, not judged."""
+    (edgekd.pipeline.budgets.check); the baseline's value of each is shown beside it, not judged."""
     b_metrics, c_metrics = base.metrics(), cand.metrics()
     out = []
     for stage in dict.fromkeys(rule.stage for rule in RULES):

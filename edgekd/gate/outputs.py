@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgekd.common.fsutil import atomic_write_text
 from edgekd.errors import EdgekdError
-from edgekd.fsutil import atomic_write_text
 from edgekd.gate import junit, markdown
 from edgekd.gate.run import GateResult
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
-from edgekd.results import Metric
+from edgekd.pipeline.results import Metric
 
 REPORT_FILE = "report.json"
 SCHEMA_VERSION = 1

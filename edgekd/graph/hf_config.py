@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.toolchain import quiet
+from edgekd.common.toolchain import quiet
 
 CONFIG_FILE = "config.json"
 # transformers head class suffix -> optimum task

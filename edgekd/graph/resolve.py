@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from edgekd.graph.hf_config import CONFIG_FILE, ExportConfig, export_config
-from edgekd.graph.inputs import GraphHints, InputSpec, ModelInputs, ResolvedInput, ShapeError, graph_inputs
+from edgekd.graph.inputs import (
+    GraphHints,
+    InputSpec,
+    ModelInputs,
+    ResolvedInput,
+    ShapeError,
+    graph_inputs,
+)
 
 if TYPE_CHECKING:
     import onnx

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edgekd.fsutil import scratch_cwd
+from edgekd.common.fsutil import scratch_cwd
 from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:

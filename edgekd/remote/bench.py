@@ -10,9 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekd.deploy.run_on_device import FORMATS, SCHEMA  # the standalone runner's own constants
+from edgekd.common.fsutil import atomic_write_text, sha256_file
+from edgekd.deploy.run_on_device import (  # the standalone runner's own constants
+    FORMATS,
+    SCHEMA,
+)
 from edgekd.errors import EdgekdError, ToolchainMissing
-from edgekd.fsutil import atomic_write_text, sha256_file
 from edgekd.remote.transports import DeviceError, Transport, parse_device
 
 RUNNER = Path(__file__).resolve().parent.parent / "deploy" / "run_on_device.py"

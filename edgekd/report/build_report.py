@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__
-from edgekd.context import EngineContext
-from edgekd.results import StageRecord
-from edgekd.toolchain import host_info, versions
+from edgekd.common.toolchain import host_info, versions
+from edgekd.common.version import __version__
+from edgekd.pipeline.context import EngineContext
+from edgekd.pipeline.results import StageRecord
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")  # JSON Schema of report.json

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekd.report import plots, plots_latency
 from edgekd.report.build_report import ACCURACY_ROWS
-from edgekd.report.markdown import _fmt as fmt
+from edgekd.report.format import fmt
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """

@@ -4,22 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.report.build_report import ACCURACY_ROWS
+from edgekd.report.format import cell, fmt
 
 _MARK = {"pass": "pass", "fail": "**FAIL**", "no budget": "no budget", "not measured": "not measured"}
-
-
-def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        text = f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
-    else:
-        text = f"{value:,}" if isinstance(value, int) else str(value)
-    return f"{text} {unit}".strip() if unit and unit != "%" else f"{text}{unit}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 def _stage_table(stage: dict[str, Any]) -> list[str]:
@@ -28,10 +15,10 @@ def _stage_table(stage: dict[str, Any]) -> list[str]:
         return lines + ["Not run: " + "; ".join(stage["notes"]), ""]
     lines += ["| metric | value | budget | verdict | how obtained |", "|---|---|---|---|---|"]
     for name, m in stage["metrics"].items():
-        lines.append(f"| {name} | {_fmt(m['value'], m['unit'])} | | | {_cell(m['method'] + ': ' + m['how'])} |")
+        lines.append(f"| {name} | {fmt(m['value'], m['unit'])} | | | {cell(m['method'] + ': ' + m['how'])} |")
     for v in stage["verdicts"]:
-        limit = _fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
-        lines.append(f"| {v['budget']} ({_cell(v['metric'])}) | {_fmt(v['value'], v['unit'])} | <= {limit} | {_MARK[v['status']]} | computed from the metrics above |")
+        limit = fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
+        lines.append(f"| {v['budget']} ({cell(v['metric'])}) | {fmt(v['value'], v['unit'])} | <= {limit} | {_MARK[v['status']]} | computed from the metrics above |")
     lines.append("")
     lines += [f"- {note}" for note in stage["notes"]]
     if stage["status"] == "cached":
@@ -40,18 +27,18 @@ def _stage_table(stage: dict[str, Any]) -> list[str]:
 
 
 def _estimated(lat: dict[str, Any]) -> list[str]:
-    lines = [f"**Estimated, not measured: {_fmt(lat['latency_ms'], 'ms')}** at batch 1 ({lat['where']}).", "",
+    lines = [f"**Estimated, not measured: {fmt(lat['latency_ms'], 'ms')}** at batch 1 ({lat['where']}).", "",
              "| op type | estimated | nodes | MACs | bound by |", "|---|---|---|---|---|"]
     for op_type, row in sorted(lat["per_op_type"].items(), key=lambda kv: -kv[1]["ms"]):
-        lines.append(f"| {op_type} | {_fmt(row['ms'], 'ms')} | {row['nodes']} | {_fmt(row['macs'])} | {row['bound']} |")
-    return lines + ["", "Assumptions:", "", *(f"- {_cell(a)}" for a in lat["assumptions"])]
+        lines.append(f"| {op_type} | {fmt(row['ms'], 'ms')} | {row['nodes']} | {fmt(row['macs'])} | {row['bound']} |")
+    return lines + ["", "Assumptions:", "", *(f"- {cell(a)}" for a in lat["assumptions"])]
 
 
 def render(report: dict[str, Any]) -> str:
     from edgekd.report.markdown_perf import measured_latency, tuning
 
     verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
-        f"{v['stage']}: {v['budget']} = {_fmt(v['value'], v['unit'])} > {_fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
+        f"{v['stage']}: {v['budget']} = {fmt(v['value'], v['unit'])} > {fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
     host = report["host"]
     lines = [
         f"# edgekd build: {report['project']['name']} -> {report['target']['name']}", "",
@@ -66,7 +53,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     for key, label in ACCURACY_ROWS:
         m = report["accuracy"].get(key)
-        lines.append(f"| {label} | {_fmt(m['value'], m['unit'])} | {_cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
+        lines.append(f"| {label} | {fmt(m['value'], m['unit'])} | {cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
     lines += ["", "## Stages", ""]
     for stage in report["stages"]:
         lines += _stage_table(stage)
@@ -83,6 +70,6 @@ def render(report: dict[str, Any]) -> str:
         dev = result["latency"]
         lines += ["", f"### Measured on a device: {result['source']}", "",
                   "| p50 | p90 | p99 | mean | runs | runtime | measured at |", "|---|---|---|---|---|---|---|",
-                  f"| {_fmt(dev['p50_ms'], 'ms')} | {_fmt(dev['p90_ms'], 'ms')} | {_fmt(dev['p99_ms'], 'ms')} | {_fmt(dev['mean_ms'], 'ms')} "
-                  f"| {dev['runs']} | {_cell(str(result.get('runtime', '')) + ' ' + str(result.get('runtime_version', '')))} | {result.get('measured_at', '')} |"]
+                  f"| {fmt(dev['p50_ms'], 'ms')} | {fmt(dev['p90_ms'], 'ms')} | {fmt(dev['p99_ms'], 'ms')} | {fmt(dev['mean_ms'], 'ms')} "
+                  f"| {dev['runs']} | {cell(str(result.get('runtime', '')) + ' ' + str(result.get('runtime_version', '')))} | {result.get('measured_at', '')} |"]
     return "\n".join(lines) + "\n"

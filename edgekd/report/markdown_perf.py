@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekd.report.markdown import _cell as cell
-from edgekd.report.markdown import _fmt as fmt
+from edgekd.report.format import cell, fmt
 
 
 def measured_latency(lat: dict[str, Any], host_cpu: str) -> list[str]:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from edgekd.report.build_report import ACCURACY_ROWS
-from edgekd.report.markdown import _cell, _fmt
+from edgekd.report.format import cell, fmt
 
 MISSING = "not recorded: this report.json was written by an edgekd without provenance; rebuild to get it"
 MODEL_FILES = ("student.safetensors", "student.onnx", "student_int8.onnx")
@@ -16,7 +16,7 @@ MODEL_FILES = ("student.safetensors", "student.onnx", "student_int8.onnx")
 def _metric(m: dict[str, Any] | None) -> str:
     if not m:
         return "not measured"
-    return f"{_fmt(m['value'], m['unit'])} ({m['method']}: {m['how']})"
+    return f"{fmt(m['value'], m['unit'])} ({m['method']}: {m['how']})"
 
 
 def _artefacts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -34,10 +34,10 @@ def _compiled(report: dict[str, Any]) -> bool:
 def _source_model(report: dict[str, Any]) -> list[str]:
     """`edgekd compile`'s model and data, in place of the teacher, data and distillation sections."""
     prov, artefacts = report["provenance"], _artefacts(report)
-    lines = ["## Model", "", f"- given model: {_cell(prov['model']['file'])} (sha256 `{prov['model']['sha256']}`)",
-             *(f"- input {i['name']}: {i['dtype']} {'x'.join(map(str, i['shape']))} ({_cell(', '.join(sorted(set(i['sources']))))})"
+    lines = ["## Model", "", f"- given model: {cell(prov['model']['file'])} (sha256 `{prov['model']['sha256']}`)",
+             *(f"- input {i['name']}: {i['dtype']} {'x'.join(map(str, i['shape']))} ({cell(', '.join(sorted(set(i['sources']))))})"
                for i in report.get("inputs", {}).get("inputs", [])),
-             f"- calibration data: {_cell(prov['calibration'])}", f"- evaluation data: {_cell(prov['evaluation'])}",
+             f"- calibration data: {cell(prov['calibration'])}", f"- evaluation data: {cell(prov['evaluation'])}",
              f"- data sha256 `{prov['data_sha256']}`", "", "| file | bytes | sha256 |", "|---|---|---|"]
     names = [n for n in artefacts if n.endswith(".onnx") or n.startswith("engine/")]
     lines += [f"| {n} | {artefacts[n]['bytes']:,} | `{artefacts[n]['sha256']}` |" for n in sorted(names)]
@@ -50,13 +50,13 @@ def _summary(report: dict[str, Any]) -> list[str]:
     lin = report.get("lineage")
     host = report["host"]
     return ["| | |", "|---|---|",
-            f"| verdict | {'PASS: every budget holds' if report['verdict'] == 'pass' else 'FAIL: ' + _cell(failed)} |",
+            f"| verdict | {'PASS: every budget holds' if report['verdict'] == 'pass' else 'FAIL: ' + cell(failed)} |",
             f"| generation | {lin['generation']} (teacher generation {lin['teacher_generation']}) |" if lin else
             f"| generation | {'not distilled here: a trained model given to edgekd compile' if _compiled(report) else MISSING} |",
             f"| target | {report['target']['name']} ({report['target']['runtime']}) |",
             f"| profile | {report['profile']['name']} |",
-            f"| project file | {_cell(report['project']['file'])} (sha256 `{report['project']['sha256']}`) |",
-            f"| built | {report['created_at']} with edgekd {report['edgekd_version']} on {_cell(host['cpu'])} |", ""]
+            f"| project file | {cell(report['project']['file'])} (sha256 `{report['project']['sha256']}`) |",
+            f"| built | {report['created_at']} with edgekd {report['edgekd_version']} on {cell(host['cpu'])} |", ""]
 
 
 def _model(report: dict[str, Any]) -> list[str]:
@@ -69,13 +69,13 @@ def _model(report: dict[str, Any]) -> list[str]:
     lines += [f"| {n} | {artefacts[n]['bytes']:,} | `{artefacts[n]['sha256']}` |" for n in sorted(names)]
     return lines + ["", "Every ONNX file above carries the provenance in its `metadata_props` (`edgekd.generation`, "
                     "`edgekd.teacher_sha256`, `edgekd.data_sha256`, `edgekd.distill`, ...; the engine and bundle models also "
-                    "`edgekd.target`), and student.safetensors in its header (`edgekd.provenance`).", ""]
+                    "`edgekd.target`), and student.safetensors in its header (`edgekd.graph.provenance`).", ""]
 
 
 def _source_rows(source: dict[str, Any], role: str) -> list[str]:
-    weight = f", weight {_fmt(source['weight'])}" if "weight" in source else ""
-    row = [f"| {role} | {source['kind']}{weight} | {_cell(source['what'])} | `{source['sha256']}` ({_cell(source['sha256_of'])}) "
-           f"| {source['generation']} ({_cell(source['generation_source'])}) |"]
+    weight = f", weight {fmt(source['weight'])}" if "weight" in source else ""
+    row = [f"| {role} | {source['kind']}{weight} | {cell(source['what'])} | `{source['sha256']}` ({cell(source['sha256_of'])}) "
+           f"| {source['generation']} ({cell(source['generation_source'])}) |"]
     return row + [r for i, m in enumerate(source.get("members", [])) for r in _source_rows(m, f"{role} member {i}")]
 
 
@@ -113,13 +113,13 @@ def _distill(report: dict[str, Any]) -> list[str]:
         return ["## Distillation", "", MISSING, ""]
     d = prov["distill"]
     lines = ["## Distillation", "", "| loss | weight | parameters |", "|---|---|---|"]
-    lines += [f"| {s['name']} | {_fmt(s['weight'])} | {_cell(json.dumps(s['params'], sort_keys=True)) if s['params'] else 'defaults'} |"
+    lines += [f"| {s['name']} | {fmt(s['weight'])} | {cell(json.dumps(s['params'], sort_keys=True)) if s['params'] else 'defaults'} |"
               for s in d["losses"]]
     lines += ["", f"- temperature {d['temperature']}, alpha {d['alpha']} (where a loss does not set its own)",
               f"- {d['epochs']} epochs, lr {d['lr']}, batch size {d['batch_size']}, seed {d['seed']}; "
               f"teacher logits {'computed once and cached' if d['teacher_logit_cache'] else 'computed every step'}"]
     notes = next((s["notes"] for s in report["stages"] if s["name"] == "distill"), [])
-    return lines + [f"- build note: {_cell(n)}" for n in notes] + [""]
+    return lines + [f"- build note: {cell(n)}" for n in notes] + [""]
 
 
 def _lineage(report: dict[str, Any]) -> list[str]:
@@ -130,8 +130,8 @@ def _lineage(report: dict[str, Any]) -> list[str]:
     lines = ["## Lineage", "", f"Generation {lin['generation']}: {chain}. A teacher trained from labels is generation 0; "
              "each distillation (each teacher-assistant link too) adds one; an ensemble counts as its highest member.", "",
              "| parent | what | sha256 | generation (read from) |", "|---|---|---|---|"]
-    lines += [f"| {p['role']} | {_cell(p['what'])} | {'`' + p['sha256'] + '`' if p['sha256'] else 'n/a'} "
-              f"| {p['generation']} ({_cell(p['generation_source'])}) |" for p in lin["parents"]]
+    lines += [f"| {p['role']} | {cell(p['what'])} | {'`' + p['sha256'] + '`' if p['sha256'] else 'n/a'} "
+              f"| {p['generation']} ({cell(p['generation_source'])}) |" for p in lin["parents"]]
     return lines + [""]
 
 
@@ -140,14 +140,14 @@ def _latency(report: dict[str, Any]) -> list[str]:
     if lat is None:
         lines = ["- latency: not measured (the bench stage did not run)"]
     elif lat.get("method") == "estimated":
-        lines = [f"- latency: **estimated, not measured**: {_fmt(lat['latency_ms'], 'ms')} at batch 1 ({_cell(lat['where'])})"]
+        lines = [f"- latency: **estimated, not measured**: {fmt(lat['latency_ms'], 'ms')} at batch 1 ({cell(lat['where'])})"]
     else:
-        lines = [f"- latency (measured, batch 1, {lat.get('runs', 'n/a')} runs, {_cell(str(lat.get('where', 'this host')))}): "
-                 f"p50 {_fmt(lat['p50_ms'], 'ms')}, p90 {_fmt(lat['p90_ms'], 'ms')}, p99 {_fmt(lat['p99_ms'], 'ms')}"]
+        lines = [f"- latency (measured, batch 1, {lat.get('runs', 'n/a')} runs, {cell(str(lat.get('where', 'this host')))}): "
+                 f"p50 {fmt(lat['p50_ms'], 'ms')}, p90 {fmt(lat['p90_ms'], 'ms')}, p99 {fmt(lat['p99_ms'], 'ms')}"]
     for result in report.get("device_results", []):
         dev = result["latency"]
-        lines.append(f"- latency measured on a device ({_cell(str(result['source']))}): p50 {_fmt(dev.get('p50_ms'), 'ms')}, "
-                     f"p90 {_fmt(dev.get('p90_ms'), 'ms')}")
+        lines.append(f"- latency measured on a device ({cell(str(result['source']))}): p50 {fmt(dev.get('p50_ms'), 'ms')}, "
+                     f"p90 {fmt(dev.get('p90_ms'), 'ms')}")
     return lines
 
 
@@ -156,13 +156,13 @@ def _evaluation(report: dict[str, Any]) -> list[str]:
     lines = [f"## Evaluation on {report['target']['name']}", "", "| model | accuracy | how obtained |", "|---|---|---|"]
     for key, label in ACCURACY_ROWS:
         m = report["accuracy"].get(key)
-        lines.append(f"| {label} | {_fmt(m['value'], m['unit'])} | {_cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
+        lines.append(f"| {label} | {fmt(m['value'], m['unit'])} | {cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
     lines += ["", f"- engine size: {_metric(metrics.get('engine.size_mb'))}", f"- INT8 model size: {_metric(metrics.get('int8.size_mb'))}",
               *_latency(report), "", "| stage | budget | value | limit | verdict |", "|---|---|---|---|---|"]
     for stage in report["stages"]:
         for v in stage["verdicts"]:
-            limit = _fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
-            lines.append(f"| {v['stage']} | {v['budget']} ({_cell(v['metric'])}) | {_fmt(v['value'], v['unit'])} | <= {limit} | {v['status']} |")
+            limit = fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
+            lines.append(f"| {v['stage']} | {v['budget']} ({cell(v['metric'])}) | {fmt(v['value'], v['unit'])} | <= {limit} | {v['status']} |")
     return lines + [""]
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekd.fsutil import atomic_write_text
+from edgekd.common.fsutil import atomic_write_text
 
 
 def write_all(out_dir: Path, report: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from edgekd.report.markdown import _fmt as fmt
+from edgekd.report.format import fmt
 
 PASS, FAIL, GREY, BLUE = "#2e7d32", "#c62828", "#757575", "#1565c0"
 STATUS_COLOR = {"pass": PASS, "fail": FAIL}

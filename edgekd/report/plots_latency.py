@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekd.report.markdown import _fmt as fmt
+from edgekd.report.format import fmt
 from edgekd.report.plots import BLUE, FAIL, GREY, Plot, budgets, figure, log_scale, png
 
 NOT_RUN = "not measured: the bench stage did not run"

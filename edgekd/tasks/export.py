@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from edgekd.errors import ConfigError, EdgekdError, ToolchainMissing
-from edgekd.tasks.base import BATCH_AXIS, MAX_BATCH, TensorSpec
+from edgekd.tasks.specs import BATCH_AXIS, MAX_BATCH, TensorSpec
 
 if TYPE_CHECKING:
     from edgekd.tasks.base import Task

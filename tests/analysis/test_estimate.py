@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edgekd.analysis.device import EFFICIENCY_KEYS, DeviceModel, EfficiencyKey, HostCpu, read_host_cpu
+from edgekd.analysis.device import HostCpu, read_host_cpu
 from edgekd.analysis.estimate import estimate
+from edgekd.config.device import EFFICIENCY_KEYS, DeviceModel, EfficiencyKey
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

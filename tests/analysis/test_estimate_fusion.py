@@ -79,8 +79,8 @@ def test_fusions_are_found_through_qdq_pairs(zoo, tmp_path) -> None:
     from edgekd.config.loading import ConfigSearch, load_target
     from edgekd.config.models import QuantizeConfig
     from edgekd.graph.feeds import random_feedset
+    from edgekd.graph.quantize import quantize_int8
     from edgekd.graph.resolve import load_inputs
-    from edgekd.quantize import quantize_int8
 
     fp32 = zoo("distilbert", "optimum")
     inputs = load_inputs(fp32)

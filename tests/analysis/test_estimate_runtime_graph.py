@@ -37,8 +37,8 @@ def test_x86_costs_the_graph_onnxruntime_runs(zoo, tmp_path) -> None:
     """INT8 DistilBERT on x86: ONNX Runtime keeps Q/DQ nodes and fp32 MatMuls, and they are costed."""
     from edgekd.config.models import QuantizeConfig
     from edgekd.graph.feeds import random_feedset
+    from edgekd.graph.quantize import quantize_int8
     from edgekd.graph.resolve import load_inputs
-    from edgekd.quantize import quantize_int8
 
     fp32 = zoo("distilbert", "optimum")
     inputs = load_inputs(fp32)

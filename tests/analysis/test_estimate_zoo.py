@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ZOO
+from helpers import ZOO
 
 from edgekd.analysis.estimate import estimate
 from edgekd.analysis.graph import graph_costs

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.analysis.graph import OP_CLASSES, graph_costs, node_costs, op_class
+from edgekd.analysis.graph import graph_costs, node_costs, op_class
+from edgekd.config.device import OP_CLASSES
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -36,7 +37,7 @@ class _TokenMlp(torch.nn.Module):
 
 
 def _export(model: "torch.nn.Module", shape: tuple[int, ...], path: Path) -> Path:
-    from edgekd.export import export_onnx
+    from edgekd.graph.export import export_onnx
 
     export_onnx(model, shape, path, opset=18)
     return path
@@ -59,7 +60,12 @@ def cnn_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def qdq_onnx(cnn_onnx: Path) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

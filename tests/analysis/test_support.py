@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import ZOO
+from helpers import ZOO
 
 from edgekd.analysis.support import analyze
 from edgekd.analysis.support_types import RUNS_ON

@@ -110,7 +110,7 @@ def test_given_calibration_samples_are_used_and_named(zoo):
 
 
 def test_a_quantized_model_is_placed_as_given(zoo, tmp_path: Path):
-    from edgekd.backends.qnn import quantize_for_htp
+    from edgekd.backends.qnn.htp import quantize_for_htp
     from edgekd.graph.feeds import make_feeds
     from edgekd.graph.resolve import load_inputs
 

@@ -2,11 +2,11 @@
 'package.module:function' augmentations, config errors, and [data] augment in the project config."""
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 import torch
 from pydantic import ValidationError
 

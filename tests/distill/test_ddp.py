@@ -19,13 +19,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edgekd.common.toolchain import torch_threads  # noqa: E402
 from edgekd.config.models import DistillConfig, TrainConfig  # noqa: E402
 from edgekd.data import Split  # noqa: E402
 from edgekd.distill import ddp  # noqa: E402
 from edgekd.distill.trainer import distill_hinton, fit, predict, train_supervised  # noqa: E402
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, ConfigError  # noqa: E402
 from edgekd.examples import digits  # noqa: E402
-from edgekd.toolchain import torch_threads  # noqa: E402
 
 DIGITS = "edgekd.examples.digits"
 CFG = {"temperature": 4.0, "alpha": 0.9, "epochs": 4, "lr": 3e-3, "batch_size": 64, "seed": 0}

@@ -11,7 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from edgekd.distill.feature_cache import cache_key, cache_path, cached_teacher_features, feature_mb  # noqa: E402
+from edgekd.distill.feature_cache import (  # noqa: E402
+    cache_key,
+    cache_path,
+    cached_teacher_features,
+    feature_mb,
+)
 from edgekd.distill.teachers import TorchTeacher  # noqa: E402
 from edgekd.errors import ConfigError  # noqa: E402
 

@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 
 from edgekd.distill import logits_file as lf
-from edgekd.distill.logits_file import LogitsFile, read_logits_file, softmax, write_logits_file
+from edgekd.distill.logits_file import (
+    LogitsFile,
+    read_logits_file,
+    softmax,
+    write_logits_file,
+)
 from edgekd.errors import ConfigError, DataError
 
 SHA = "d" * 64

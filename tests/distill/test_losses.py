@@ -8,7 +8,14 @@ F = torch.nn.functional
 nn = torch.nn
 
 from edgekd.distill.losses import (  # noqa: E402
-    LOSSES, CombinedLoss, DistillLoss, LossInputs, build_loss, hinton_kd, register)
+    LOSSES,
+    CombinedLoss,
+    DistillLoss,
+    LossInputs,
+    build_loss,
+    hinton_kd,
+    register,
+)
 from edgekd.errors import ConfigError  # noqa: E402
 
 

@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edgekd.common.factories import call  # noqa: E402
 from edgekd.distill.students import (  # noqa: E402
     FAMILIES,
     _make_divisible,
@@ -17,7 +18,6 @@ from edgekd.distill.students import (  # noqa: E402
 )
 from edgekd.distill.trainer import count_macs, count_params  # noqa: E402
 from edgekd.errors import ConfigError  # noqa: E402
-from edgekd.factories import call  # noqa: E402
 
 SHAPES = [(1, 8, 8), (1, 28, 28)]  # digits, Fashion-MNIST
 
@@ -25,7 +25,7 @@ SHAPES = [(1, 8, 8), (1, 28, 28)]  # digits, Fashion-MNIST
 @pytest.fixture(autouse=True)
 def one_torch_thread():  # type: ignore[no-untyped-def]
     """Batch-1 forwards of tiny students; on a busy host OpenMP's spinning threads slow them 100x."""
-    from edgekd.toolchain import torch_threads
+    from edgekd.common.toolchain import torch_threads
 
     with torch_threads(1):
         yield

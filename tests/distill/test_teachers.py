@@ -10,12 +10,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 nn = torch.nn
 
+from edgekd.common.fsutil import sha256_file  # noqa: E402
 from edgekd.distill.logits_file import read_logits_file, softmax, write_logits_file  # noqa: E402
 from edgekd.distill.teachers import (  # noqa: E402
-    EnsembleTeacher, LogitsFileTeacher, OnnxTeacher, TeacherSource, TorchTeacher, aggregate_logits_files, state_dict_sha256,
+    EnsembleTeacher,
+    LogitsFileTeacher,
+    OnnxTeacher,
+    TeacherSource,
+    TorchTeacher,
+    aggregate_logits_files,
+    state_dict_sha256,
 )
 from edgekd.errors import ConfigError, DataError  # noqa: E402
-from edgekd.fsutil import sha256_file  # noqa: E402
 
 SHA = "a" * 64
 CLASSES = 5

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
-from edgekd.cli import cli
+from edgekd.cli.main import cli
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
 

@@ -6,12 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gate_reports import (  # noqa: F401 (fixture)
+    estimated,
+    metric,
+    real_report,
+    save,
+    slower,
+    with_metric,
+    without_metric,
+)
 
 from edgekd.config.models import Budgets, GateConfig
 from edgekd.errors import ConfigError
-from edgekd.gate import GateInputError, load_report, run_gate
-from edgekd.gate import checks
-from gate_reports import estimated, metric, real_report, save, slower, with_metric, without_metric  # noqa: F401 (fixture)
+from edgekd.gate import GateInputError, checks, load_report, run_gate
 
 pytestmark = pytest.mark.slow
 CFG = GateConfig()

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from junitparser import Failure, JUnitXml, Skipped
-
 from gate_reports import real_report, save, slower  # noqa: F401 (fixture)
+from junitparser import Failure, JUnitXml, Skipped
 
 pytestmark = pytest.mark.slow
 SLOW = 3.0  # see test_gate_checks.py: far beyond this machine's own noise

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from edgekd.errors import ConfigError
-from edgekd.graph.feeds import load_feed_folder, make_feeds, random_feedset, read_feed_arrays
+from edgekd.graph.feeds import (
+    load_feed_folder,
+    make_feeds,
+    random_feedset,
+    read_feed_arrays,
+)
 from edgekd.graph.resolve import load_inputs
 
 

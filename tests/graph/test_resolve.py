@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import ZOO
 from onnx import TensorProto, helper
 
-from conftest import ZOO
 from edgekd.errors import ConfigError
 from edgekd.graph.feeds import make_feeds
 from edgekd.graph.inputs import ShapeError, parse_shape, parse_shapes

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import onnx
 import pytest
+from helpers import ZOO
 from onnx import TensorProto, helper
 
-from conftest import ZOO
 from edgekd.graph.inputs import ModelInputs, ResolvedInput
 from edgekd.graph.resolve import load_inputs, resolve_inputs
 from edgekd.graph.shapes import infer_shapes, static_model

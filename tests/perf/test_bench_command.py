@@ -95,10 +95,10 @@ profile_runs = 2
 """
 
 
-@pytest.mark.parametrize("arch,exporter", __import__("conftest").ZOO)
+@pytest.mark.parametrize("arch,exporter", __import__("helpers").ZOO)
 def test_bench_every_zoo_model_on_x86(edgekd, zoo, tmp_path: Path, arch: str, exporter: str) -> None:
     """Every input fed (token ids inside the vocabulary, masks, empty past), both scenarios, op profile."""
-    from conftest import write
+    from helpers import write
 
     profile = write(tmp_path / "fast.toml", FAST_BENCH)
     run = edgekd("bench", str(zoo(arch, exporter)), "--target", "x86", "--profile", str(profile), "--json")

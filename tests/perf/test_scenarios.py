@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekd.backends.onnxruntime import open_session
+from edgekd.backends.ort.session import open_session
 from edgekd.config.target import SessionConfig
 from edgekd.graph.resolve import load_inputs
-from edgekd.scenarios import offline, offline_batches, profile_ops, top_ops
+from edgekd.perf.scenarios import offline, offline_batches, profile_ops, top_ops
 
 
 def test_offline_batches_double_up_to_the_limit() -> None:
@@ -70,7 +70,7 @@ def test_top_ops_takes_the_median_per_node(tmp_path: Path) -> None:
 def test_worker_hands_back_a_result_larger_than_a_pipe_buffer(student: Path, tmp_path: Path) -> None:
     """The default profile's tuning returns ~8000 samples (> 64 KiB of JSON): the worker must not
     block on an unread pipe (it once did: a default build hung in the compile stage)."""
-    from edgekd.bench import run_worker
+    from edgekd.perf.measure import run_worker
 
     request = {"mode": "tune", "rounds": 1, "runs_per_round": 12000, "warmup_runs": 0,
                "candidates": [{"model": str(student), "session": SessionConfig(intra_op_num_threads=1).model_dump()}]}
@@ -82,7 +82,7 @@ def test_worker_hands_back_a_result_larger_than_a_pipe_buffer(student: Path, tmp
 def test_offline_tiles_every_input_along_its_batch_axis(zoo) -> None:
     """A model with several inputs (BERT: ids, mask, token types) runs Offline at growing batches."""
     from edgekd.graph.feeds import make_feeds
-    from edgekd.scenarios import batch_feed
+    from edgekd.perf.scenarios import batch_feed
 
     path = zoo("bert", "optimum")
     inputs = load_inputs(path, {"input_ids": (1, 16), "attention_mask": (1, 16), "token_type_ids": (1, 16)})

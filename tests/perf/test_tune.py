@@ -1,7 +1,7 @@
 """Engine tuning: the choice rule on given rows, and what a real x86 build recorded."""
 from __future__ import annotations
 
-from edgekd.tune import choose
+from edgekd.backends.ort.tune import choose
 
 
 def _row(variant: str, p90: float, problems: list[str] | None = None, threads: int = 1) -> dict:
@@ -56,7 +56,7 @@ def test_qoperator_variant_is_a_qlinear_graph(cold_build, tmp_path) -> None:
 
     from edgekd.config.models import QuantizeConfig
     from edgekd.config.target import TargetQuantize
-    from edgekd.quantize import quantize_int8
+    from edgekd.graph.quantize import quantize_int8
 
     out = tmp_path / "q.onnx"
     calib = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-import edgekd.bench
+import edgekd
 from edgekd.graph.inputs import ResolvedInput
 
-RUNNER = Path(edgekd.bench.__file__).parent / "deploy" / "run_on_device.py"
-FEEDGEN = Path(edgekd.bench.__file__).parent / "graph" / "feedgen.py"
+RUNNER = Path(edgekd.__file__).parent / "deploy" / "run_on_device.py"
+FEEDGEN = Path(edgekd.__file__).parent / "graph" / "feedgen.py"
 LATENCY_KEYS = {"runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_per_s",
                 "samples_ms", "batch", "intra_op_threads", "peak_rss_mb", "engine_rss_mb"}
 
@@ -94,7 +94,7 @@ def test_imports_only_stdlib_numpy_and_runtimes(script: Path) -> None:
 
 def test_summarize_matches_the_host_bench(runner_module: ModuleType) -> None:
     samples = list(np.random.default_rng(1).gamma(2.0, 0.5, 257))
-    assert runner_module.summarize(samples) == edgekd.bench.summarize(samples)
+    assert runner_module.summarize(samples) == edgekd.perf.measure.summarize(samples)
 
 
 def test_device_info_on_a_jetson(runner_module: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ MEASURE = {"argv": ["trtexec", "--loadEngine=model.plan", "--percentile=90,95,99
 
 
 def tensorrt_bundle(tmp_path: Path, **fields: Any) -> Path:
-    """A hand-written TensorRT bundle (format 2); tests/backends/test_tensorrt_bundle.py runs the
+    """A hand-written TensorRT bundle (format 2); tests/deploy/test_tensorrt_bundle.py runs the
     runner on bundles that edgekd.deploy.tensorrt_bundle writes."""
     fields = {"format": "edgekd-tensorrt-bundle/2", "runtime": "tensorrt", "engine": "model.plan", "measure": MEASURE, **fields}
     bundle = write_bundle(tmp_path / "bundle", **fields)
@@ -327,7 +327,7 @@ def test_tensorrt_without_trtexec_is_a_clear_error(tmp_path: Path) -> None:
     assert_one_line_error(proc, 3, "trtexec not found on PATH or at /usr/src/tensorrt/bin/trtexec", "JetPack")
 
 
-TRTEXEC_HELPER = Path(edgekd.bench.__file__).parent / "backends" / "trtexec.py"  # copied into TensorRT bundles
+TRTEXEC_HELPER = Path(edgekd.__file__).parent / "backends" / "tensorrt" / "trtexec.py"  # copied into TensorRT bundles
 
 # Stands in for trtexec: records its argv, writes --saveEngine / --exportTimes like TensorRT 10, and
 # prints the lines of a real log that edgekd's trtexec.py parses.
@@ -367,7 +367,7 @@ def test_tensorrt_path_with_a_stand_in_trtexec(tmp_path: Path, measure: dict[str
     build_engine.sh runs with $TRTEXEC, trtexec gets an argv list (the bundle's, with this device's
     trtexec), and samples come from --exportTimes."""
     if not TRTEXEC_HELPER.is_file():
-        pytest.skip("edgekd/backends/trtexec.py is not in this tree")
+        pytest.skip("edgekd/backends/tensorrt/trtexec.py is not in this tree")
     bundle = tensorrt_bundle(tmp_path, measure=measure)
     (bundle / "trtexec.py").write_text(TRTEXEC_HELPER.read_text())
     env = fake_trtexec_env(tmp_path, f"#!{sys.executable}\n{FAKE_TRTEXEC}")

@@ -12,7 +12,13 @@ import pytest
 
 from edgekd.errors import ConfigError, ToolchainMissing
 from edgekd.remote import transports
-from edgekd.remote.transports import AdbTransport, DeviceError, LocalTransport, SshTransport, parse_device
+from edgekd.remote.transports import (
+    AdbTransport,
+    DeviceError,
+    LocalTransport,
+    SshTransport,
+    parse_device,
+)
 
 NASTY = ["python3", "run_on_device.py", "--bundle", "my bundle", "--out", "x; rm -rf / #", "$(reboot)", "`id`", "a'b\"c", ""]
 

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgekd.pipeline.results import Metric, StageRecord, Verdict
 from edgekd.report import html, plots
 from edgekd.report.build_report import SCHEMA_FILE
 from edgekd.report.outputs import write_all
-from edgekd.results import Metric, StageRecord, Verdict
 
 FIGURES = ("pareto", "waterfall", "latency-cdf", "throughput", "ops")
 BUDGETS = {"distill_accuracy_drop_pt": 3.0, "export_parity_max_abs_diff": 1e-4, "export_accuracy_drop_pt": 0.3,

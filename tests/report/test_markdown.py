@@ -5,9 +5,8 @@ import copy
 import re
 from typing import Any
 
-
+from edgekd.pipeline.results import Metric, StageRecord, Verdict
 from edgekd.report.markdown import render
-from edgekd.results import Metric, StageRecord, Verdict
 
 UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write
 
-from conftest import write
-from edgekd import provenance
+from edgekd.distill import lineage
+from edgekd.graph import provenance
 from edgekd.report import markdown, model_card
 
 ROOT = Path(__file__).parent.parent.parent
@@ -76,7 +77,7 @@ def test_self_distillation_is_generation_2_and_warns_everywhere(cold_build, edge
     lin = report["lineage"]
     assert (lin["teacher_generation"], lin["generation"]) == (1, 2)
     assert lin["parents"][0]["generation_source"] == "edgekd.generation in the checkpoint's safetensors metadata"
-    assert report["provenance"]["teacher"]["sha256"] == provenance.lineage.file_facts(checkpoint, "torch")[0]
+    assert report["provenance"]["teacher"]["sha256"] == lineage.file_facts(checkpoint, "torch")[0]
     [warning] = report["warnings"]
     assert "generation 2" in warning and "decay" in warning
     assert f"> **Warning:** {warning}" in (out / "report.md").read_text()

@@ -1,0 +1,1 @@
+"""The onnxruntime-cpu runtime (its backend: edgekd.backends.ort.backend)."""

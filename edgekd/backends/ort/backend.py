@@ -1,0 +1,102 @@
+"""x86 (ONNX Runtime CPU): the engine is the INT8 graph as ORT optimizes it for this host; accuracy
+and latency are measured here."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.backends.base import (
+    BUNDLE_DIR,
+    ENGINE_DIR,
+    load_engine,
+    register,
+    write_engine_json,
+)
+from edgekd.backends.ort import session as ortb
+from edgekd.config.target import SessionConfig
+from edgekd.deploy.ort_bundle import write_ort_bundle
+from edgekd.pipeline.results import Metric
+
+if TYPE_CHECKING:
+    from edgekd.pipeline.context import EngineContext as Context
+    from edgekd.pipeline.stage import Outcome
+
+ENGINE_FILE = "engine.onnx"
+
+
+@register("onnxruntime-cpu")
+class OrtCpuBackend:
+
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
+        from edgekd.backends.ort.tune import candidate_count, tune
+        from edgekd.pipeline.stage import Outcome, size_metric
+
+        (out / ENGINE_DIR).mkdir()
+        model, cfg, tuning, notes = int8_model, ctx.target.session, None, []
+        engine = out / ENGINE_DIR / ENGINE_FILE
+        # tuning's model variants and worker files live in a scratch folder that goes with this block
+        with tempfile.TemporaryDirectory(dir=out, prefix="tune-") as work:
+            if ctx.profile.recipe.tune.enabled and candidate_count(ctx) > 1:
+                tuning, model = tune(ctx, fp32_model, int8_model, Path(work))
+                best = tuning["rows"][tuning["chosen"]]
+                cfg = SessionConfig.model_validate(best["session"])
+                notes.append(f"tuned: {best['variant']}, {best['threads']} thread(s), optimization '{cfg.graph_optimization_level}', "
+                             f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
+            ortb.open_session(model, cfg, optimized_model_path=engine)
+            # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
+            write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, ctx.model_inputs,
+                             session=cfg.model_dump())
+        precision = "fp32" if model == fp32_model else "int8"
+        write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
+                          precision=precision, source_model=model.name, tuning=tuning)
+        notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")
+        if cfg.graph_optimization_level == "all":
+            notes.append("level 'all' adds layout/hardware-specific kernels: the engine is for CPUs like this host's")
+        return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")}, notes)
+
+    def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome:
+        from edgekd.backends.quality import quality_metrics
+        from edgekd.pipeline.stage import Outcome
+
+        engine_dir, engine = load_engine(inputs)
+        cfg = engine_session(ctx, engine)
+        outputs = ortb.predict_file(engine_dir / engine["engine_file"], ctx.eval_feeds.arrays, cfg)
+        where = f"{engine.get('precision', 'int8')} engine, {ortb.runtime_description(cfg)}"
+        return Outcome(quality_metrics(ctx, "engine", outputs, inputs["student.onnx"], where))
+
+    def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
+        from edgekd.common.toolchain import cpu_model
+        from edgekd.perf.measure import measure
+        from edgekd.pipeline.stage import Outcome
+
+        engine_dir, engine = load_engine(inputs)
+        cfg = engine_session(ctx, engine)
+        bench = ctx.profile.recipe.bench
+        result = measure(engine_dir / engine["engine_file"], ctx.eval_feeds.first(bench.offline_max_batch), ctx.model_inputs, cfg, bench, out)
+        where = (f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(cfg)}, "
+                 f"{result['runs']} timed runs after warm-up, in a separate process")
+        (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": where}))
+        return Outcome(latency_metrics(result, "measured", where))
+
+
+def engine_session(ctx: Context, engine: dict[str, Any]) -> SessionConfig:
+    """The session settings the engine was built for: the tuned ones, else the target's [session]."""
+    return SessionConfig.model_validate(engine["session"]) if "session" in engine else ctx.target.session
+
+
+def latency_metrics(result: dict[str, Any], method: str, where: str) -> dict[str, Metric]:
+    """The latency numbers of a bench result as metrics, all with the same provenance."""
+    metrics = {f"latency.{k}": Metric(result[k], "ms", method, where) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms") if k in result}
+    if "throughput_per_s" in result:
+        metrics["latency.throughput_per_s"] = Metric(result["throughput_per_s"], "1/s", method, "1000 / mean latency at batch 1")
+    if "intra_op_threads" in result:
+        metrics["latency.threads"] = Metric(result["intra_op_threads"], "", method, "intra-op threads of the session")
+    for key, how in (("peak_rss_mb", "peak resident memory of the whole bench process (Python + runtime + engine), /proc/self/status VmHWM"),
+                     ("engine_rss_mb", "resident memory added by loading and running the engine: /proc/self/status VmRSS after timing minus before the session")):
+        if key in result:
+            value = result[key]
+            metrics[f"latency.{key}"] = (Metric(value, "MiB", method, how) if value is not None
+                                         else Metric(None, "MiB", "not available", "this OS does not expose it"))
+    return metrics

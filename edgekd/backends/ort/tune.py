@@ -1,0 +1,166 @@
+"""Engine tuning for ONNX Runtime CPU targets: INT8 is not always faster.
+
+The compile stage builds every model variant the target allows (INT8 Q/DQ, INT8 QOperator, fp32),
+measures each variant's accuracy per graph optimization level, then times every combination with
+every thread count / optimization level / execution mode, interleaved in rounds in one process (so
+drift on a busy host hits all candidates alike), and keeps the fastest that meets the budgets.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.config.target import SessionConfig
+
+if TYPE_CHECKING:
+    from edgekd.pipeline.context import EngineContext as Context
+
+
+
+@dataclass(frozen=True)
+class Variant:
+    precision: str  # fp32 | int8
+    quant_format: str | None  # qdq | qoperator for int8
+    model: Path
+
+    @property
+    def name(self) -> str:
+        return self.precision if self.quant_format is None else f"{self.precision}-{self.quant_format}"
+
+
+def _sessions(ctx: Context) -> list[SessionConfig]:
+    space, base = ctx.target.tune, ctx.target.session
+    axes = (space.intra_op_num_threads or [base.intra_op_num_threads],
+            space.graph_optimization_levels or [base.graph_optimization_level],
+            space.execution_modes or [base.execution_mode])
+    return [base.model_copy(update={"intra_op_num_threads": t, "graph_optimization_level": g, "execution_mode": m})
+            for t, g, m in itertools.product(*axes)]
+
+
+def _variant_kinds(ctx: Context) -> list[tuple[str, str | None]]:
+    """(precision, quant format) of each model variant the target's [tune] allows."""
+    space = ctx.target.tune
+    kinds = [("int8", fmt) for fmt in space.quant_formats] if "int8" in space.precisions else []
+    return kinds + ([("fp32", None)] if "fp32" in space.precisions else [])
+
+
+def candidate_count(ctx: Context) -> int:
+    """How many engines tuning would time: model variants x session settings."""
+    return max(1, len(_variant_kinds(ctx))) * len(_sessions(ctx))
+
+
+def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[Variant]:
+    """The model files to try: the quantize stage's Q/DQ graph, a QOperator graph quantized with the
+    same recipe and calibration samples (written into `out`), and the fp32 graph."""
+    from edgekd.graph.quantize import calibration_rows, quantize_int8
+
+    variants = []
+    for precision, fmt in _variant_kinds(ctx):
+        if precision == "fp32":
+            variants.append(Variant("fp32", None, fp32))
+        elif fmt == "qdq":
+            variants.append(Variant("int8", "qdq", int8_qdq))
+        else:
+            path = out / f"student_int8_{fmt}.onnx"
+            logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
+            try:
+                quantize_int8(fp32, path, calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config),
+                              ctx.quantize_config, ctx.quant_recipe, quant_format=fmt)
+            finally:
+                logging.disable(logging.NOTSET)
+            variants.append(Variant("int8", fmt, path))
+    return variants or [Variant("int8", "qdq", int8_qdq)]
+
+
+def _round_median_p90(times: list[float], rounds: int) -> float:
+    """The median over rounds of each round's p90: one round hit by a burst of load on a shared host
+    does not decide the ranking (pooled percentiles are noisier than the gaps between candidates)."""
+    return float(np.median([np.percentile(r, 90) for r in np.array_split(np.asarray(times), rounds)]))
+
+
+def _budget_problems(ctx: Context, row: dict[str, Any], fp32_fidelity: float) -> list[str]:
+    b, problems = ctx.profile.budgets, []
+    drop = fp32_fidelity - row["accuracy"]
+    if b.quantize_accuracy_drop_pt is not None and drop > b.quantize_accuracy_drop_pt:
+        problems.append(f"accuracy {row['accuracy']:.2f}% is {drop:.2f} pt below fp32 > quantize_accuracy_drop_pt {b.quantize_accuracy_drop_pt}")
+    if b.size_mb is not None and row["size_mb"] > b.size_mb:
+        problems.append(f"size {row['size_mb']:.3f} MB > size_mb {b.size_mb}")
+    if b.latency_p90_ms is not None and row["p90_ms"] > b.latency_p90_ms:
+        problems.append(f"p90 {row['p90_ms']:.4g} ms > latency_p90_ms {b.latency_p90_ms}")
+    return problems
+
+
+def _fidelity(ctx: Context, fp32: Path, variants: list[Variant], levels: dict[str, SessionConfig]) -> tuple[float, dict, str]:
+    """The number the accuracy budget is checked on, per (variant, optimization level): top-1
+    accuracy on the labelled evaluation data; without labels, top-1 agreement with the fp32 graph
+    (a proxy, said so). Returns (fp32's value, per candidate, what it is)."""
+    from edgekd.backends.ort.session import predict_file
+    from edgekd.pipeline.evaluation import agreement_pt, top1_pt
+
+    feeds = ctx.eval_feeds
+    reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
+    outputs = {(v.name, level): predict_file(v.model, feeds.arrays, s) for v in variants for level, s in levels.items()}
+    if feeds.labels is not None:
+        return (top1_pt(reference, feeds.labels), {k: top1_pt(o, feeds.labels) for k, o in outputs.items()},
+                f"accuracy on {feeds.description}")
+    return (100.0, {k: agreement_pt(o, reference) for k, o in outputs.items()},
+            f"no labels: top-1 agreement with the fp32 graph on {feeds.description} stands in for accuracy")
+
+
+def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
+    """The chosen row of `rows` (sorted fastest first; each with "problems", a list of budget
+    problems) and why: the fastest meeting every budget; else the fastest holding the accuracy
+    budget; else the fastest."""
+    fits = [i for i, r in enumerate(rows) if not r["problems"]]
+    if fits:
+        chosen = fits[0]
+        reason = (f"fastest of the {len(fits)} candidates meeting every budget"
+                  + (f"; {chosen} faster candidate(s) broke a budget" if chosen else ""))
+    else:
+        accurate = [i for i, r in enumerate(rows) if not any(p.startswith("accuracy") for p in r["problems"])]
+        chosen = accurate[0] if accurate else 0
+        reason = "no candidate meets every budget: kept the fastest " + ("that holds the accuracy budget" if accurate else "candidate")
+    runner_up = next((r for i, r in enumerate(rows) if i != chosen and not r["problems"]), None)
+    if runner_up is not None:
+        reason += (f"; next best {runner_up['variant']} at {runner_up['threads']} thread(s), "
+                   f"'{runner_up['session']['graph_optimization_level']}': p90 {runner_up['p90_ms'] / rows[chosen]['p90_ms']:.2f}x the chosen one's")
+    return chosen, reason
+
+
+def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> tuple[dict[str, Any], Path]:
+    """Try every candidate (`out`: a scratch folder for the variants and the worker's files). Returns the record (every row: settings, accuracy, size, p90, budget
+    problems; rows fastest first; the chosen row's index and why) and the chosen model file."""
+    from edgekd.backends.ort.session import resolved_threads
+    from edgekd.perf.measure import run_worker
+
+    cfg = ctx.profile.recipe.tune
+    variants = build_variants(ctx, fp32, int8_qdq, out)
+    sessions = _sessions(ctx)
+    levels = {s.graph_optimization_level: s for s in sessions}  # threads and mode do not change the numerics
+    fp32_fidelity, fidelity, fidelity_how = _fidelity(ctx, fp32, variants, levels)
+    pairs = [(v, s) for v in variants for s in sessions]
+    request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
+               "candidates": [{"model": str(v.model), "session": s.model_dump()} for v, s in pairs]}
+    samples = run_worker(request, ctx.eval_feeds.first(), out, "engine tuning")["samples_ms"]
+    rows, models = [], {}
+    for (v, s), times in zip(pairs, samples):
+        models[v.name] = v.model
+        row = {"variant": v.name, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
+               "session": s.model_dump(), "threads": resolved_threads(s), "accuracy": fidelity[(v.name, s.graph_optimization_level)],
+               "size_mb": v.model.stat().st_size / 1e6, "p90_ms": _round_median_p90(times, cfg.rounds),
+               "p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
+        row["problems"] = _budget_problems(ctx, row, fp32_fidelity)
+        rows.append(row)
+    rows.sort(key=lambda r: r["p90_ms"])
+    chosen, reason = choose(rows)
+    return {"chosen": chosen, "reason": reason, "fp32_accuracy": fp32_fidelity, "accuracy_is": fidelity_how, "rows": rows,
+            "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), batch 1 on this host, "
+                    f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
+                    "p90 = median over rounds of each round's p90, p50 over all runs; "
+                    f"accuracy per variant and optimization level: {fidelity_how}; budgets: quantize_accuracy_drop_pt (vs fp32), size_mb, latency_p90_ms")}, \
+        models[rows[chosen]["variant"]]

@@ -1,0 +1,1 @@
+"""The qnn-htp runtime (its backend: edgekd.backends.qnn.backend)."""

@@ -1,0 +1,1 @@
+"""The tensorrt runtime (its backend: edgekd.backends.tensorrt.backend)."""

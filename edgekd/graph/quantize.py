@@ -1,0 +1,127 @@
+"""Static INT8 post-training quantization (QDQ) through onnxruntime.quantization, calibrated on
+named inputs (any number of them, any dtype: rows along axis 0 of each array)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from edgekd.common.fsutil import scratch_cwd
+from edgekd.common.toolchain import require
+from edgekd.config.models import QuantizeConfig
+from edgekd.config.target import TargetQuantize
+
+# One sample per calibration batch: ONNX Runtime's histogram calibrators (entropy, percentile)
+# stack the collected batches and fail on a short last batch (seen with onnxruntime 1.32).
+CALIBRATION_BATCH = 1
+Calibration = Mapping[str, np.ndarray]  # input name -> samples along axis 0
+
+
+def calibration_rows(calib: Calibration, cfg: QuantizeConfig) -> dict[str, np.ndarray]:
+    """A seeded draw of `cfg.calibration_samples` rows (the same rows of every input; all if fewer)."""
+    count = len(next(iter(calib.values())))
+    rng = np.random.default_rng(cfg.seed)
+    rows = np.sort(rng.choice(count, size=min(cfg.calibration_samples, count), replace=False))
+    return {name: array[rows] for name, array in calib.items()}
+
+
+def calibration_reader(calib: Calibration, float_inputs_as: str | None = None) -> Any:
+    """An onnxruntime CalibrationDataReader over `calib`, CALIBRATION_BATCH rows per feed
+    (`float_inputs_as`: cast float arrays to this dtype, e.g. "float32")."""
+    require("onnxruntime", "INT8 quantization")
+    from onnxruntime.quantization import CalibrationDataReader
+
+    count = len(next(iter(calib.values()))) if calib else 0
+
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._starts = iter(range(0, count, CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self._starts, None)
+            if start is None:
+                return None
+            feed = {}
+            for name, array in calib.items():
+                rows = array[start:start + CALIBRATION_BATCH]
+                if float_inputs_as and np.issubdtype(rows.dtype, np.floating):
+                    rows = rows.astype(float_inputs_as)
+                feed[name] = np.ascontiguousarray(rows)
+            return feed
+
+        def rewind(self) -> None:
+            self._starts = iter(range(0, count, CALIBRATION_BATCH))
+
+    return FeedReader()
+
+
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+# what onnxruntime.quantization logs on the root logger that says nothing to act on: per-channel
+# quantization falls back to per-tensor for rank-1 weights (LayerNorm scales), and the advice to
+# pre-process a model that has been (qnn_preprocess_model / quant_pre_process did it)
+_NOISE = ("is out-of-range for weight", "pre-processing before quantization")
+
+
+@contextlib.contextmanager
+def quiet_quantizer_logs() -> Iterator[None]:
+    """Drop onnxruntime.quantization's _NOISE messages from the root logger for the block."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _NOISE)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def calibrate_method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def _pre_process(fp32_model: Path, prepared: Path) -> None:
+    """quant_pre_process; its symbolic shape inference gives up on some real exports (optimum's
+    BERT: "Incomplete symbolic shape inference"): then again with auto_merge, then without it
+    (ONNX's shape inference and the graph optimization still run)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for options in ({}, {"auto_merge": True}, {"skip_symbolic_shape": True}):
+        try:
+            with scratch_cwd():  # where the symbolic inference saves its debug model when it gives up
+                quant_pre_process(str(Path(fp32_model).resolve()), str(Path(prepared).resolve()), **options)
+            return
+        except Exception as exc:  # noqa: BLE001 - it raises a bare Exception
+            if "symbolic shape" not in str(exc).lower() or options.get("skip_symbolic_shape"):
+                raise
+
+
+def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration,
+                  cfg: QuantizeConfig, target: TargetQuantize, quant_format: str = "qdq") -> None:
+    """quant_pre_process (shape inference + optimization), then quantize_static to QDQ (or, for
+    engine tuning, QOperator: QLinearConv etc.) with the target's types, symmetry, per-channel
+    weights and the chosen calibration method, calibrated on every row of `calib`."""
+    require("onnxruntime", "INT8 quantization")
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
+    prepared = out_model.with_name(out_model.stem + ".pre.onnx")
+    # the calibrators print progress with print(); keep the build's output readable
+    with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
+        _pre_process(fp32_model, prepared)
+        quantize_static(
+            str(prepared), str(out_model), calibration_reader(calib),
+            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator, per_channel=target.per_channel, reduce_range=target.reduce_range,
+            activation_type=types[target.activation_type], weight_type=types[target.weight_type],
+            calibrate_method=calibrate_method(cfg.calibrate_method),
+            extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,
+                           "QuantizeBias": target.quantize_bias},
+        )
+    prepared.unlink(missing_ok=True)

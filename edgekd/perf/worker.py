@@ -1,0 +1,127 @@
+"""`edgekd bench BUILD_DIR|MODEL --target T` here, on this host: the SingleStream and Offline
+scenarios and the per-op profile of a build's engine (with the settings the build tuned) or of any
+ONNX model (with the target's [session] settings). Targets whose engine runs only on a device
+(TensorRT, QNN HTP) get the latency model's estimate, said plainly, unless --device is given.
+
+A build folder's report.json gets the new measurement as its latency (the bench stage's metrics
+and the latency budget's verdict are redone from it), and every view of the report is rewritten.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.config.loading import ConfigSearch, load_profile, load_target
+from edgekd.errors import ConfigError
+from edgekd.graph.inputs import ModelInputs
+
+Progress = Callable[[str, int], None]  # (phase label, number of phases)
+
+
+def phases(bench: Any) -> int:
+    """How many progress steps a measurement with BenchConfig `bench` reports (at most)."""
+    from edgekd.perf.scenarios import offline_batches
+
+    return (1 + ("Offline" in bench.scenarios) * len(offline_batches(bench.offline_max_batch, None))
+            + (bench.profile_runs > 0))
+
+
+def _build_engine(build_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    report_file, engine_file = build_dir / "report.json", build_dir / "engine.json"
+    if not report_file.is_file() or not engine_file.is_file():
+        raise ConfigError(f"{build_dir} is not a build folder (no report.json / engine.json)",
+                          "give a folder written by `edgekd build`, or an .onnx model with --target")
+    return report_file, json.loads(report_file.read_text()), json.loads(engine_file.read_text())
+
+
+def _inputs(path: Path, model: Path, engine_meta: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None) -> ModelInputs:
+    """The inputs to time with: what the build resolved (engine.json), else resolved from the model."""
+    from edgekd.graph.resolve import load_inputs
+
+    if path.is_dir() and "inputs" in engine_meta and not shapes:
+        return ModelInputs.from_json(engine_meta["inputs"])
+    return load_inputs(model, shapes)
+
+
+def bench_local(path: Path, target: str | None, profile: str | None, search: ConfigSearch, threads: int | None = None,
+                scenarios: list[str] | None = None, progress: Progress | None = None,
+                shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Measure (or, for a device-only target, estimate) `path`: a build folder or an .onnx file,
+    fed with generated values at the resolved input shapes (`shapes`: --shape overrides)."""
+    from edgekd.common.toolchain import cpu_model
+    from edgekd.graph.feeds import make_feeds
+    from edgekd.graph.model_file import check_model_file
+    from edgekd.perf.measure import measure
+
+    path = Path(path)
+    engine_meta: dict[str, Any] = {}
+    if path.is_dir():
+        _, report, engine_meta = _build_engine(path)
+        target = target or report["target"]["name"]
+        profile = profile or (report["profile"]["file"] if Path(report["profile"]["file"]).is_file() else "default")
+        model = path / "engine" / engine_meta.get("engine_file", "engine.onnx") if engine_meta.get("built_here") else path / "student_int8.onnx"
+    else:
+        if target is None:
+            raise ConfigError(f"{path}: a model needs --target", "e.g. edgekd bench model.onnx --target x86")
+        model = check_model_file(path)
+    resolved, prof = load_target(target, search), load_profile(profile or "default", search).config
+    cfg = resolved.config
+    inputs = _inputs(path, model, engine_meta, shapes)
+    if cfg.runtime != "onnxruntime-cpu" or (path.is_dir() and not engine_meta.get("built_here")):
+        from edgekd.analysis.estimate import estimate_for_target
+
+        est = estimate_for_target(model, resolved, "int8" if "int8" in cfg.precisions else cfg.precisions[0], 1, inputs)
+        return {"method": "estimated", "target": resolved.name, "model": str(model), "p50_ms": est["latency_ms"], "p90_ms": est["latency_ms"],
+                "p99_ms": est["latency_ms"], "mean_ms": est["latency_ms"], "batch": 1,
+                "where": f"estimated, not measured: {resolved.name}'s engine runs only on the device (use --device to measure there); "
+                         f"roofline model with the target's [device] figures", **est}
+    from edgekd.config.target import SessionConfig
+
+    session = SessionConfig.model_validate(engine_meta["session"]) if "session" in engine_meta else cfg.session
+    if threads is not None:
+        session = session.model_copy(update={"intra_op_num_threads": threads})
+    bench = prof.recipe.bench if scenarios is None else prof.recipe.bench.model_copy(update={"scenarios": scenarios})
+    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+        total = phases(bench)
+        result = measure(model, make_feeds(inputs, rows=bench.offline_max_batch), inputs, session, bench, Path(tmp),
+                         (lambda label: progress(label, total)) if progress else None)
+    from edgekd.backends.ort.session import runtime_description
+
+    result.update({"method": "measured", "target": resolved.name, "model": str(model),
+                   "where": f"this host ({cpu_model()}), {runtime_description(session)}, `edgekd bench` with generated inputs "
+                            f"({inputs.describe()})",
+                   "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    return result
+
+
+def update_build_report(build_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Make `result` the build's latency: bench.json, report.json (latency, the bench stage's
+    metrics and latency budget, the verdict) and the report's views."""
+    from edgekd.backends.ort.backend import latency_metrics
+    from edgekd.common.fsutil import atomic_write_text
+    from edgekd.config.models import Budgets
+    from edgekd.pipeline import budgets
+    from edgekd.pipeline.results import Metric
+    from edgekd.report.outputs import write_all
+
+    report_file, report, _ = _build_engine(build_dir)
+    old = report.get("latency") or {}
+    if "compare" in old and result["method"] == old.get("method"):
+        result["compare"] = {**old["compare"], "engine": {"p90_ms": result["p90_ms"], "method": result["method"], "how": result["where"]}}
+    report["latency"] = result
+    stage = next(s for s in report["stages"] if s["name"] == "bench")
+    new_metrics = latency_metrics(result, result["method"], result["where"]) if result["method"] == "measured" else \
+        {f"latency.{k}": Metric(result[k], "ms", "estimated", result["where"]) for k in ("p50_ms", "p90_ms", "p99_ms")}
+    stage["metrics"] = {k: m.to_json() for k, m in new_metrics.items()}
+    stage["status"] = stage["status"] if stage["status"] != "not run" else "ran"
+    stage["notes"] = [*stage.get("notes", []), f"latency re-measured by `edgekd bench` at {result.get('measured_at', 'now')}"]
+    verdicts = budgets.check("bench", new_metrics, Budgets.model_validate(report["profile"]["budgets"]))
+    stage["verdicts"] = [v.to_json() for v in verdicts]
+    report["failed_budgets"] = [v for s in report["stages"] for v in s["verdicts"] if v["status"] == "fail"]
+    report["verdict"] = "fail" if report["failed_budgets"] else "pass"
+    atomic_write_text(build_dir / "bench.json", json.dumps(result))
+    write_all(build_dir, report)
+    return report

@@ -1,0 +1,37 @@
+"""How good a model's outputs are on named-input data: top-1 accuracy where labels are known, and,
+where they are not, top-1 agreement with a reference model (the fp32 graph): a fidelity check of
+quantization, said plainly not to be accuracy. Outputs are logits with the classes on the last
+axis: [N, C] (one label per sample) or [N, T, V] (one per token)."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekd.graph.feeds import FeedSet
+from edgekd.pipeline.results import Metric
+
+
+def top1_pt(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of positions (samples, or tokens) whose argmax is the label, in points."""
+    predicted = np.asarray(outputs).argmax(axis=-1)
+    if predicted.shape != labels.shape:
+        raise ValueError(f"outputs of shape {np.shape(outputs)} do not fit labels of shape {labels.shape}")
+    return float((predicted == labels).mean() * 100.0)
+
+
+def agreement_pt(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Share of positions whose argmax equals the reference's, in points."""
+    return float((np.asarray(outputs).argmax(axis=-1) == np.asarray(reference).argmax(axis=-1)).mean() * 100.0)
+
+
+def accuracy_metric(feeds: FeedSet, outputs: np.ndarray, where: str) -> Metric:
+    """Top-1 accuracy on `feeds` (its labels), or "not available" when it has none."""
+    if feeds.labels is None:
+        return Metric(None, "%", "not available", f"no labels for {feeds.description}: give labelled data "
+                      "(edgekd compile --data DIR with labels.npy, or --project) to measure accuracy")
+    return Metric(top1_pt(outputs, feeds.labels), "%", "measured", f"top-1 on {feeds.description}, {where}")
+
+
+def agreement_metric(feeds: FeedSet, outputs: np.ndarray, reference: np.ndarray, what: str, where: str) -> Metric:
+    fit = "" if feeds.fit_for_accuracy else " (generated inputs, not data: a fidelity check, not accuracy)"
+    return Metric(agreement_pt(outputs, reference), "%", "measured",
+                  f"top-1 agreement of {what} with the fp32 model on {feeds.description}{fit}, {where}")

@@ -1,0 +1,19 @@
+"""How reports write numbers and table cells (Markdown, HTML, plots, the model card)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        text = f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
+    else:
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{text} {unit}".strip() if unit and unit != "%" else f"{text}{unit}"
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|")
+

@@ -1,0 +1,31 @@
+"""bench: latency of the engine (measured here, or estimated for an absent device), with the teacher and
+the fp32 student for comparison."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgekd.backends import registry as backends
+from edgekd.common.artefacts import ENGINE_JSON
+from edgekd.pipeline.context import EngineContext
+from edgekd.pipeline.stage import Files, Outcome, Stage
+
+
+def run_bench(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
+    outcome = backends.get(ctx.target.runtime).bench(ctx, inputs, out)
+    if ctx.profile.recipe.bench.compare:
+        from edgekd.perf.compare import compare
+
+        result = json.loads((out / "bench.json").read_text())
+        result["compare"] = compare(ctx, inputs, result, out)
+        (out / "bench.json").write_text(json.dumps(result))
+        outcome.notes += [f"{who}: p90 {'n/a' if p['p90_ms'] is None else format(p['p90_ms'], '.4g') + ' ms'} ({p['method']}: {p['how']})"
+                          for who, p in result["compare"].items() if who != "engine"]
+    return outcome
+
+
+BENCH = Stage("bench", "SingleStream latency at batch 1, Offline throughput, per-op profile (measured here, or estimated for an absent device); teacher and fp32 student for comparison",
+              (ENGINE_JSON, "student_int8.onnx", "support.json", "student.onnx", "teacher.json?", "teacher.safetensors?"), ("bench.json",),
+              ("onnxruntime", "torch"),
+              lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
+                         "host": c.host_fingerprint(), "inputs": c.model_inputs.key()}, run_bench)

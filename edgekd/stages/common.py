@@ -1,0 +1,58 @@
+"""What several stages share: the student the search chose, the teacher a student learns from, and the
+quality metrics of a graph on the evaluation data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.common.artefacts import (
+    TEACHER_WEIGHTS,
+)
+from edgekd.common.toolchain import version
+from edgekd.distill.sources import teacher_source
+from edgekd.pipeline import evaluation
+from edgekd.pipeline.context import EngineContext
+from edgekd.pipeline.results import Metric
+
+if TYPE_CHECKING:
+    from edgekd.distill.teachers import TeacherSource
+    from edgekd.stages.context import Context
+
+
+def torch_where() -> str:
+    return f"torch {version('torch')} eager, CPU"
+
+
+def build_student(ctx: Context, student_json: Path) -> tuple[Any, str]:
+    """The (untrained) student module the search stage chose, and its description."""
+    choice = json.loads(student_json.read_text())
+    key = "student.search" if "search" in choice else "student.factory"
+    return ctx.build_model_from(choice["factory"], choice["args"], key), f"{choice['factory']}({choice['args']})"
+
+
+def teacher_of_student(ctx: Context, inputs: dict[str, Path]) -> TeacherSource:
+    """The teacher, or the last link of the teacher-assistant chain."""
+    from edgekd.common.fsutil import sha256_file
+    from edgekd.distill.teachers import TorchTeacher
+    from edgekd.distill.weights import load_weights
+
+    chain = json.loads(inputs["assistant.json"].read_text()) if "assistant.json" in inputs else {"chain": []}
+    if not chain["chain"]:
+        return teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
+    module = ctx.build_model_from(chain["factory"], chain["args"], "teacher.assistants")
+    weights = inputs["assistant.safetensors"]
+    load_weights(module, weights, "assistant")
+    return TorchTeacher(module, sha256_file(weights), f"torch module {chain['factory']}({chain['args']}), the last teacher assistant")
+
+
+
+def accuracy_metric(ctx: EngineContext, outputs: np.ndarray, where: str) -> Metric:
+    """Top-1 accuracy of `outputs` on the build's evaluation data (not available without labels)."""
+    return evaluation.accuracy_metric(ctx.eval_feeds, outputs, where)
+
+
+def data_key(ctx: EngineContext) -> dict[str, Any]:
+    return {"data": ctx.data_fingerprint, "inputs": ctx.model_inputs.key()}

@@ -1,0 +1,32 @@
+"""compile: the backend builds the engine for the target's runtime and the deploy bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.backends import registry as backends
+from edgekd.common.artefacts import BUNDLE_DIR, ENGINE_DIR, ENGINE_JSON
+from edgekd.graph import provenance
+from edgekd.pipeline.context import EngineContext
+from edgekd.pipeline.stage import Files, Outcome, Stage
+from edgekd.stages.common import data_key
+
+
+def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
+    """The backend's compile from copies of the models stamped with the edgekd.* props (target included),
+    so that what it copies or derives carries them; models it wrote without them are stamped after."""
+    values = ctx.provenance_props("compile", target=True)
+    with provenance.stamped_inputs(inputs, values) as stamped:
+        outcome = _compile(ctx, stamped, out)
+    provenance.restamp_outputs(out, values)
+    return outcome
+
+
+def _compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
+    return backends.get(ctx.target.runtime).compile(ctx, inputs["student_int8.onnx"], inputs["student.onnx"], out)
+
+
+COMPILE = Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
+                ("student_int8.onnx", "student.onnx"), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
+                lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
+                           "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.quantize_config.model_dump(),
+                           "budgets": c.profile.budgets.model_dump(), **data_key(c)}, run_compile)

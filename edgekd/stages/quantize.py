@@ -1,0 +1,134 @@
+"""quantize: static INT8 Q/DQ for the target (onnxruntime.quantization; QNN's own preparation for HTP),
+calibrated on the calibration data; quantization-aware distillation when PTQ breaks the budget."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.backends.ort import session as ortb
+from edgekd.backends.quality import quality_metrics
+from edgekd.distill.weights import save_weights
+from edgekd.graph import provenance
+from edgekd.pipeline.context import EngineContext
+from edgekd.pipeline.results import Metric
+from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
+from edgekd.stages.common import (
+    accuracy_metric,
+    build_student,
+    data_key,
+    teacher_of_student,
+)
+from edgekd.stages.context import Context
+
+ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histogram bins and 128 quantized bins "
+                "(not settable through its API), so the KL search has one candidate and picks the same range as minmax")
+
+
+def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
+    """Quantize `fp32` for the target into `path` (after edgekd.graph.legalize's exact rewrites);
+    returns the rule violations of the result and a note per rewrite."""
+    import tempfile
+
+    import onnx
+
+    from edgekd.graph.legalize import legalize
+    from edgekd.graph.quant_rules import qdq_violations
+    from edgekd.graph.quantize import quantize_int8
+
+    cfg, tq = ctx.quantize_config, ctx.quant_recipe
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".legal-") as tmp:
+        legal = Path(tmp) / fp32.name
+        rewrites = legalize(fp32, legal, ctx.model_inputs)
+        if ctx.target.runtime == "qnn-htp":
+            from edgekd.backends.qnn.htp import check_htp_rules, quantize_for_htp
+
+            quantize_for_htp(legal, path, calib, ctx.qnn_config, cfg.calibrate_method, ctx.model_inputs)
+            return qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path))), rewrites
+        quantize_int8(legal, path, calib, cfg, tq)
+    return qdq_violations(onnx.load(str(path)), tq), rewrites
+
+
+def fp32_accuracy_pt(ctx: EngineContext, model: Path) -> float | None:
+    """The fp32 accuracy the quantize stage compares PTQ with (tests force the QAD trigger here)."""
+    return accuracy_metric(ctx, ortb.predict_file(model, ctx.eval_feeds.arrays), "").value
+
+
+def _int8_metrics(ctx: EngineContext, fp32: Path, path: Path, after: str = "") -> dict[str, Metric]:
+    return quality_metrics(ctx, "int8", ortb.predict_file(path, ctx.eval_feeds.arrays), fp32, ortb.runtime_description() + after)
+
+
+def _quantize_notes(ctx: EngineContext, samples: int) -> list[str]:
+    cfg, tq = ctx.quantize_config, ctx.quant_recipe
+    return [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
+            f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
+            f"{'static shapes ' + ctx.model_inputs.describe() + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
+            f"on {samples} of {ctx.calib_feeds.description}", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
+
+
+def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
+    from edgekd.graph.quantize import calibration_rows
+
+    calib = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
+    path = out / "student_int8.onnx"
+    violations, rewrites = _quantize(ctx, inputs["student.onnx"], path, calib)
+    metrics = _int8_metrics(ctx, inputs["student.onnx"], path)
+    notes = [*rewrites, *_quantize_notes(ctx, len(next(iter(calib.values()))))]
+    budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
+    fp32_accuracy = fp32_accuracy_pt(ctx, inputs["student.onnx"]) if qad.enabled else None
+    if isinstance(ctx, Context) and budget is not None and fp32_accuracy is not None and metrics["int8.accuracy"].value is not None \
+            and fp32_accuracy - metrics["int8.accuracy"].value > budget:
+        
+        ptq = metrics["int8.accuracy"]
+        qad_model = run_qad(ctx, inputs, out)
+        violations, _ = _quantize(ctx, qad_model, path, calib)
+        metrics = {**_int8_metrics(ctx, qad_model, path, ", after QAD"),
+                   "qad.ptq_accuracy": Metric(ptq.value, "%", "measured", f"PTQ of the distilled student: {ptq.how}")}
+        notes.append(f"PTQ lost {fp32_accuracy - ptq.value:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} "
+                     f"epochs, lr {qad.lr}) took INT8 accuracy from {ptq.value:.2f}% (PTQ) to {metrics['int8.accuracy'].value:.2f}% (QAD)")
+    for model in sorted(out.glob("*.onnx")):  # student_int8.onnx (and student_qad.onnx when QAD ran)
+        provenance.stamp_onnx(model, ctx.provenance_props("quantize"))
+    metrics["int8.size_mb"] = size_metric(path, "student_int8.onnx")
+    metrics["int8.rule_violations"] = Metric(len(violations), "", "measured", "Q/DQ nodes checked against the target's [quantize] recipe (types, symmetry; HTP: static shapes, no Loop/If)")
+    return Outcome(metrics, [*(f"rule violation: {v}" for v in violations[:20]), *notes])
+
+
+
+def run_qad(ctx: Context, inputs: dict[str, Path], out: Path) -> Path:
+    """Quantization-aware distillation of the distilled student (edgekd.distill.qad): fake quantization for
+    the target's recipe, Hinton KD against the cached teacher logits. Returns the float QAD
+    student exported to ONNX, for the quantize stage to quantize again."""
+    from edgekd.distill.logit_cache import cached_teacher_logits
+    from edgekd.distill.qad import qad_finetune
+    from edgekd.distill.weights import load_weights
+    from edgekd.graph.export import export_onnx
+
+    d, qad = ctx.project.distill, ctx.profile.recipe.qad
+    student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
+    source = teacher_of_student(ctx, inputs)
+    train = ctx.data.train
+    logits, _ = cached_teacher_logits(source, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
+    tuned = qad_finetune(student, logits, train, ctx.quant_recipe, qad.epochs, qad.lr, d.batch_size, d.temperature, d.alpha, d.seed)
+    save_weights(tuned, out / "student_qad.safetensors")
+    path = out / "student_qad.onnx"
+    export_onnx(tuned, ctx.data.input_shape, path, ctx.target.opset)
+    return path
+
+
+
+def _quantize_key(c: EngineContext) -> dict[str, Any]:
+    key = {"quantize": c.quantize_config.model_dump(), "target": c.quant_recipe.model_dump(),
+           "qad": c.profile.recipe.qad.model_dump(), "qad_trigger": c.profile.budgets.quantize_accuracy_drop_pt,
+           "qnn": c.qnn_config.model_dump() if c.target.qnn else None, **data_key(c)}
+    if isinstance(c, Context):  # QAD fine-tunes with the distillation settings
+        key["distill"] = c.project.distill.model_dump()
+    return key
+
+
+# the stages from here on are shared with `edgekd compile` (edgekd.stages.import_model): "name?" inputs are a
+# distillation build's only (QAD needs the student's weights and the teacher; bench times the teacher)
+QUANTIZE = Stage("quantize", "static INT8 QDQ with onnxruntime.quantization, calibrated on the calibration data (QAD if PTQ breaks the budget and the profile allows)",
+                 ("student.onnx", "student.json?", "student.safetensors?", "teacher.json?", "teacher.safetensors?", "assistant.json?",
+                  "assistant.safetensors?"), ("student_int8.onnx",), ("torch", "onnx", "onnxruntime", "onnxruntime-qnn"),
+                 _quantize_key, run_quantize)

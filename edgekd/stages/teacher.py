@@ -1,0 +1,61 @@
+"""teacher: train the teacher on the train split, or load it (checkpoint, ONNX, logits files, ensemble)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.common.artefacts import TEACHER_WEIGHTS
+from edgekd.distill.provenance import teacher_weights_metadata
+from edgekd.distill.sources import teacher_files, teacher_source
+from edgekd.distill.weights import save_weights, size_metrics
+from edgekd.pipeline.results import Metric
+from edgekd.pipeline.stage import Outcome, Stage
+from edgekd.stages.common import accuracy_metric, torch_where
+
+if TYPE_CHECKING:
+    from edgekd.stages.context import Context
+
+
+def teacher_key(ctx: Context) -> dict[str, Any]:
+    return {"teacher": ctx.project.teacher.model_dump(), "files": teacher_files(ctx), "data": ctx.data_sha256}
+
+
+def _runs_on_test(ctx: Context) -> bool:
+    """Whether the teacher can be asked about the test split (logits files only cover training data)."""
+    cfg = ctx.project.teacher
+    kinds = [m.kind for m in cfg.members] if cfg.kind == "ensemble" else [cfg.kind]
+    return "logits" not in kinds
+
+
+def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
+    from edgekd.distill.teachers import TorchTeacher
+    from edgekd.distill.trainer import train_supervised
+
+    cfg = ctx.project.teacher
+    metrics: dict[str, Metric] = {}
+    if cfg.kind == "torch" and cfg.train is not None:
+        model = ctx.build_model("teacher")
+        losses = train_supervised(model, ctx.data.train, cfg.train)
+        save_weights(model, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
+        source = TorchTeacher(model, None, f"torch module {cfg.factory}({cfg.args}), trained here")
+        notes = [f"teacher trained here: {cfg.train.epochs} epochs on {len(ctx.data.train)} samples, final loss {losses[-1]:.4f}"]
+    else:
+        source = teacher_source(ctx, None)
+        if isinstance(source, TorchTeacher):
+            save_weights(source.module, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
+        notes = [f"teacher: {source.describe()}"]
+    if isinstance(source, TorchTeacher):
+        metrics.update(size_metrics(source.module, ctx.data.input_shape, "teacher"))
+    if _runs_on_test(ctx):
+        where = torch_where() if isinstance(source, TorchTeacher) else source.describe()
+        metrics["teacher.accuracy"] = accuracy_metric(ctx, source.logits(ctx.data.test.x), where)
+    else:
+        metrics["teacher.accuracy"] = Metric(None, "%", "not available", "logits files hold soft labels for the training data only")
+    (out / "teacher.json").write_text(json.dumps({"kind": cfg.kind, "describe": source.describe(), "identity": source.identity()}, indent=1))
+    return Outcome(metrics, notes)
+
+
+
+TEACHER = Stage("teacher", "train the teacher on the train split (or load its checkpoint)",
+                (), ("teacher.json",), ("torch", "safetensors", "onnxruntime"), teacher_key, run_teacher)
