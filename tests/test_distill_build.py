@@ -152,7 +152,7 @@ def test_qad_runs_when_ptq_breaks_the_budget(cold_build, edgekd, tmp_path, monke
     numbers in tests/distill/test_qad.py."""
     from edgekd.stages import quantize as stages
 
-    monkeypatch.setattr(stages, "fp32_accuracy_pt", lambda ctx, model: 200.0)
+    monkeypatch.setattr(stages, "fp32_quality", lambda ctx, model: 200.0)
     profile = write(tmp_path / "qad.toml", (ROOT / "profiles" / "ci.toml").read_text() + "\n[recipe.qad]\nenabled = true\nepochs = 2\n")
     run = edgekd("build", "--profile", str(profile), "--target", "jetson-orin", out_dir=tmp_path / "out")
     assert run.code == 0, run.err

@@ -13,10 +13,10 @@ from edgekd.pipeline.results import Metric
 
 
 def quality_metrics(ctx: EngineContext, prefix: str, outputs: np.ndarray, fp32: Path, where: str) -> dict[str, Metric]:
-    """`prefix`.accuracy on the evaluation data; without labels also `prefix`.agreement_pct, the top-1
-    agreement with the fp32 graph (a fidelity check, said so)."""
+    """`prefix`.<the task's metric> on the evaluation data; without labels also `prefix`.agreement_pct,
+    the top-1 agreement with the fp32 graph (a fidelity check, said so)."""
     feeds = ctx.eval_feeds
-    metrics = {f"{prefix}.accuracy": evaluation.accuracy_metric(feeds, outputs, where)}
+    metrics = {f"{prefix}.{ctx.metric.name}": evaluation.quality_metric(ctx.metric, feeds, outputs, where, ctx.task)}
     if feeds.labels is None:
         reference = ortb.predict_file(fp32, feeds.arrays)
         what = "the INT8 graph" if prefix == "int8" else f"the {prefix}"

@@ -169,8 +169,13 @@ class DataConfig(Strict):
 
 
 class TaskConfig(Strict):
-    kind: Literal["classification"] = "classification"
-    metric: Literal["accuracy"] = "accuracy"
+    """What kind of model this is (edgekd.tasks): its inputs, loss, metric and latency scenarios."""
+
+    kind: str = Field("classification", description=(
+        "a registered task: image-classification (alias classification), text-classification, causal-lm"))
+    metric: str | None = Field(None, description="the task's metric, checked against it (accuracy, perplexity); the task decides")
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "task dims the data does not give or that override it (e.g. num_classes, max_length)"))
 
 
 class DistillConfig(Strict):

@@ -8,12 +8,10 @@ only by the source that needs them.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from edgekd.common.factories import call
 from edgekd.config.models import DataConfig
 from edgekd.data.sources import DEFAULT_SHUFFLE_BUFFER, SPLITS, DataSource, SplitsSource
 from edgekd.data.splits import Splits, check_splits
@@ -21,31 +19,6 @@ from edgekd.errors import ConfigError, DataError
 
 RETURNS_HINT = ("return edgekd.data.Splits, a mapping {'train', 'calib', 'test'} of torch Datasets, "
                 "or an edgekd.data.sources.DataSource")
-
-
-def resolve_factory(spec: str) -> Callable[..., Any]:
-    """The function 'package.module:function' names; ConfigError naming data.factory otherwise."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"data.factory '{spec}': cannot import module '{module_name}' ({exc})",
-                          "make the module importable (installed, or on PYTHONPATH)") from None
-    func = getattr(module, attr, None)
-    if not callable(func):
-        raise ConfigError(f"data.factory '{spec}': module '{module_name}' has no callable '{attr}'", "check the function name after ':'")
-    return func
-
-
-def call_factory(spec: str, args: Mapping[str, Any]) -> object:
-    """Call the factory with `args`; args that do not fit its signature are a ConfigError, anything
-    raised inside the factory keeps its traceback."""
-    func = resolve_factory(spec)
-    try:
-        inspect.signature(func).bind(**args)
-    except TypeError as exc:
-        raise ConfigError(f"data.factory '{spec}' rejected its args {dict(args)} ({exc})", "fix [data.args]") from None
-    return func(**args)
 
 
 def as_source(value: object, source: str, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER) -> DataSource:
@@ -89,11 +62,12 @@ def open_files(cfg: DataConfig, base_dir: Path) -> DataSource:
     return HFFilesSource(settings)
 
 
-def open_source(cfg: DataConfig, base_dir: Path) -> DataSource:
+def open_source(cfg: DataConfig, base_dir: Path, source: str = "the project") -> DataSource:
     """The DataSource the [data] config describes: `files` (relative to `base_dir`, the project
-    file's folder) or what `factory` returns."""
+    file's folder) or what `factory` returns; errors name `source` (the project file)."""
     if cfg.files is not None:
         return open_files(cfg, base_dir)
     if cfg.factory is None:
         raise ConfigError("[data] has neither 'factory' nor 'files'", "give exactly one of them")
-    return as_source(call_factory(cfg.factory, cfg.args), f"data.factory '{cfg.factory}'", cfg.shuffle_buffer)
+    value = call(cfg.factory, cfg.args, "data.factory", source)
+    return as_source(value, f"{source}: data.factory '{cfg.factory}'", cfg.shuffle_buffer)

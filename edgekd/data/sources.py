@@ -188,6 +188,25 @@ def stream_fingerprint(batches_of: Callable[[str], Iterable[Batch]], settings: s
     return digest.hexdigest()
 
 
+def read_split(source: DataSource, split: str, limit: int | None = None, batch_size: int = 256) -> Batch:
+    """The first `limit` samples (all without a limit) of a split, in their natural order, as one batch
+    of named arrays (labels included, no "index"). For the bounded splits (calibration, test); the
+    train split is only ever streamed."""
+    parts: dict[str, list[np.ndarray]] = {}
+    count = 0
+    for batch in source.batches(split, batch_size):
+        take = len(batch[INDEX]) if limit is None else min(len(batch[INDEX]), limit - count)
+        for name, array in batch.items():
+            if name != INDEX:
+                parts.setdefault(name, []).append(array[:take])
+        count += take
+        if limit is not None and count >= limit:
+            break
+    if not parts:
+        raise DataError(f"split '{split}' of {source.describe()} is empty", "every split needs samples")
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
 class SplitsSource(DataSource):
     """Today's in-memory `Splits`: input "input" (float32), "labels" (int64) and "index".
 

@@ -18,6 +18,7 @@ from edgekd.config.target import Target, TargetQuantize
 from edgekd.errors import ConfigError
 from edgekd.graph.feeds import FeedSet
 from edgekd.graph.inputs import ModelInputs
+from edgekd.tasks.specs import ACCURACY, MetricSpec
 
 
 class EngineContext(ABC):
@@ -35,6 +36,14 @@ class EngineContext(ABC):
     eval_feeds: FeedSet  # evaluation data, named inputs (labels where known)
     data_fingerprint: str  # enters the cache keys
     distills: bool = False  # a distillation build (it has a teacher, a student's weights, a project)
+    task_name: str = "image-classification"  # the registered task (edgekd.tasks) the model is built for
+    task: Any = None  # the Task instance, where the build has one (a distillation build); its metric otherwise accuracy
+
+    @property
+    def metric(self) -> MetricSpec:
+        """The task's quality metric and its direction: what `<stage>.<metric.name>` numbers are, and
+        which budgets (`*_accuracy_drop_pt` or `*_perplexity_increase_pct`) check them."""
+        return ACCURACY
 
     @abstractmethod
     def provenance_props(self, stage: str, target: bool = False) -> dict[str, str]:

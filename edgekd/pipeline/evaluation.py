@@ -4,10 +4,15 @@ quantization, said plainly not to be accuracy. Outputs are logits with the class
 axis: [N, C] (one label per sample) or [N, T, V] (one per token)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgekd.graph.feeds import FeedSet
 from edgekd.pipeline.results import Metric
+from edgekd.tasks.specs import ACCURACY, MetricSpec
+
+CHUNK = 256  # samples per metric update
 
 
 def top1_pt(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -35,3 +40,24 @@ def agreement_metric(feeds: FeedSet, outputs: np.ndarray, reference: np.ndarray,
     fit = "" if feeds.fit_for_accuracy else " (generated inputs, not data: a fidelity check, not accuracy)"
     return Metric(agreement_pt(outputs, reference), "%", "measured",
                   f"top-1 agreement of {what} with the fp32 model on {feeds.description}{fit}, {where}")
+
+
+def quality_metric(metric: MetricSpec, feeds: FeedSet, outputs: np.ndarray, where: str, task: Any = None) -> Metric:
+    """The task's metric of `outputs` on `feeds`: top-1 accuracy here (numpy); any other metric through
+    the task's streaming metric state (edgekd.tasks), fed in chunks, exact to one pass over all."""
+    if metric.name == ACCURACY.name:
+        return accuracy_metric(feeds, outputs, where)
+    if task is None:
+        raise ValueError(f"{metric.name} needs the task that defines it")
+    import torch
+
+    state = task.metric_state()
+    for start in range(0, len(outputs), CHUNK):
+        batch = {name: array[start:start + CHUNK] for name, array in feeds.arrays.items()}
+        if feeds.labels is not None:
+            batch["labels"] = feeds.labels[start:start + CHUNK]
+        state.update(torch.from_numpy(np.ascontiguousarray(outputs[start:start + CHUNK])), batch)
+    value = state.value()
+    if value is None:
+        return Metric(None, metric.unit, "not available", f"no targets for {metric.name} in {feeds.description}")
+    return Metric(value, metric.unit, "measured", f"{metric.name} over {state.count} targets of {feeds.description}, {where}")

@@ -37,7 +37,7 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.distill.teachers import TorchTeacher
     from edgekd.distill.trainer import build_objective, distill, predict
     from edgekd.distill.weights import load_weights, save_weights
-    from edgekd.stages.common import accuracy_metric
+    from edgekd.stages.common import metric_key, quality_metric
 
     chain = ctx.project.teacher.assistants
     if not chain:
@@ -64,7 +64,7 @@ def run_assistants(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
             notes.append(f"assistant {i} {link.factory}({link.args}): cached (key {key[:12]})")
         weights = cache.entry(LINK_STAGE, key) / "assistant.safetensors"
         load_weights(module, weights, f"assistant {i}")
-        metrics[f"assistant{i}.accuracy"] = accuracy_metric(ctx, predict(module, ctx.data.test.x), f"torch eager, assistant {i}")
+        metrics[metric_key(ctx, f"assistant{i}")] = quality_metric(ctx, predict(module, ctx.data.test.x), f"torch eager, assistant {i}")
         previous = TorchTeacher(module, sha256_file(weights), f"torch module {link.factory}({link.args}), assistant {i}")
     save_weights(previous.module, out / "assistant.safetensors", teacher_weights_metadata(ctx, len(chain)))
     last = chain[-1]

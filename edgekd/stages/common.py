@@ -49,9 +49,15 @@ def teacher_of_student(ctx: Context, inputs: dict[str, Path]) -> TeacherSource:
 
 
 
-def accuracy_metric(ctx: EngineContext, outputs: np.ndarray, where: str) -> Metric:
-    """Top-1 accuracy of `outputs` on the build's evaluation data (not available without labels)."""
-    return evaluation.accuracy_metric(ctx.eval_feeds, outputs, where)
+def quality_metric(ctx: EngineContext, outputs: np.ndarray, where: str) -> Metric:
+    """The task's metric (ctx.metric: accuracy, perplexity) of `outputs` on the build's evaluation
+    data; written as `<prefix>.<ctx.metric.name>`."""
+    return evaluation.quality_metric(ctx.metric, ctx.eval_feeds, outputs, where, ctx.task)
+
+
+def metric_key(ctx: EngineContext, prefix: str) -> str:
+    """The metrics' name for the task metric of `prefix` (teacher, student, onnx_fp32, int8, engine)."""
+    return f"{prefix}.{ctx.metric.name}"
 
 
 def data_key(ctx: EngineContext) -> dict[str, Any]:

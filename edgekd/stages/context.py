@@ -5,20 +5,25 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.common.factories import call
 from edgekd.config.loading import Resolved
 from edgekd.config.models import Profile, Project, QuantizeConfig, apply_recipe
 from edgekd.config.target import Target
-from edgekd.data import Splits, check_splits
+from edgekd.data import Splits
+from edgekd.data.load import open_source
+from edgekd.data.sources import LABELS, DataSource, SplitsSource, read_split
 from edgekd.distill import provenance as build_provenance
-from edgekd.graph.export import (
-    INPUT_NAME,  # the one input of the students edgekd exports
-)
+from edgekd.errors import ConfigError
 from edgekd.graph.feeds import FeedSet
-from edgekd.graph.inputs import ModelInputs, ResolvedInput
+from edgekd.graph.inputs import ModelInputs
 from edgekd.pipeline.context import EngineContext
+from edgekd.tasks.specs import MetricSpec
+
+if TYPE_CHECKING:
+    from edgekd.data.augment import Augment
+    from edgekd.tasks.base import Task
 
 
 @dataclass
@@ -50,35 +55,93 @@ class Context(EngineContext):
         return str(self.project_file.path)
 
     @functools.cached_property
+    def data_source(self) -> DataSource:
+        """The project's data, streamed (edgekd.data.load.open_source): nothing reads the train split
+        into memory; the calibration and test splits are read when the engine stages need them."""
+        return open_source(self.project.data, self.project_file.path.parent, self.source)
+
+    @property
     def data(self) -> Splits:
-        cfg = self.project.data
-        value = call(cfg.factory, cfg.args, "data.factory", self.source)
-        return check_splits(value, f"{self.source}: data.factory '{cfg.factory}'")
+        """The in-memory splits of a data factory that returns edgekd.data.Splits (code that has not
+        moved to `data_source` yet); other sources stream only."""
+        source = self.data_source
+        if not isinstance(source, SplitsSource):
+            raise ConfigError(f"{self.source}: this step needs in-memory data (edgekd.data.Splits) and the project's data "
+                              f"streams ({source.describe()})", "return edgekd.data.Splits from [data] factory")
+        return source.splits
 
     @functools.cached_property
     def data_sha256(self) -> str:
-        return self.data.sha256()
+        """The data's fingerprint, computed while streaming it once (edgekd.data.sources)."""
+        return self.data_source.fingerprint()
 
     @property
     def data_fingerprint(self) -> str:
         return self.data_sha256
 
+    @functools.cached_property
+    def task(self) -> Task:
+        """The project's [task] (a registered task, edgekd.tasks) with the dims the data gives, and
+        [task] args over them."""
+        from edgekd.tasks import get_task, task_class
+
+        cfg, key = self.project.task, f"{self.source}: key 'task"
+        try:
+            cls = task_class(cfg.kind)
+            task = get_task(cfg.kind, **(cls.dims_from_data(self.data_source.spec()) | cfg.args))
+        except ConfigError as exc:
+            raise ConfigError(f"{key}': {exc.args[0]}", exc.hint) from None
+        if cfg.metric is not None and cfg.metric != task.metric.name:
+            raise ConfigError(f"{key}.metric' = '{cfg.metric}': task {task.name} is measured by {task.metric.name}",
+                              f"remove [task] metric or set it to '{task.metric.name}'")
+        return task
+
+    @property
+    def task_name(self) -> str:  # type: ignore[override]
+        return self.task.name
+
+    @property
+    def metric(self) -> MetricSpec:
+        return self.task.metric
+
+    @functools.cached_property
+    def augment(self) -> Augment | None:
+        """The train split's augmentations (edgekd.data.augment), or None."""
+        from edgekd.data.augment import build_augment
+
+        return build_augment(self.project.data.augment)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape, for the image students edgekd builds and searches."""
+        shape = getattr(self.task, "input_shape", None)
+        if shape is None:
+            raise ConfigError(f"{self.source}: the student search and edgekd's own students take images; task {self.task.name} has none",
+                              "give [student] factory a model for this task")
+        return tuple(shape)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.task.classes)  # type: ignore[attr-defined]
+
     @property
     def model_inputs(self) -> ModelInputs:
-        """The exported student's one input (edgekd.graph.export): float32, batch 1 at the data's shape."""
-        shape = (1, *self.data.input_shape)
-        return ModelInputs((ResolvedInput(INPUT_NAME, "float32", shape, "image" if len(shape) == 4 else "float",
-                                          ("batch 1", *["the project's data"] * (len(shape) - 1)), batch_axis=0),))
+        """The task's inputs at batch 1 (the exported student's inputs)."""
+        return self.task.model_inputs(batch=1)
+
+    def _feeds(self, split: str, limit: int | None, what: str) -> FeedSet:
+        arrays = read_split(self.data_source, split, limit)
+        labels = arrays.pop(LABELS, None)
+        names = [s.name for s in self.task.inputs()]
+        return FeedSet({n: arrays[n] for n in names if n in arrays}, labels, f"the {len(next(iter(arrays.values())))} {what}")
 
     @functools.cached_property
     def calib_feeds(self) -> FeedSet:
-        calib = self.data.calib
-        return FeedSet({INPUT_NAME: calib.x}, calib.y, f"the {len(calib)} samples of the project's calibration split")
+        return self._feeds("calib", None, "samples of the project's calibration split")
 
     @functools.cached_property
     def eval_feeds(self) -> FeedSet:
-        test = self.data.test
-        return FeedSet({INPUT_NAME: test.x}, test.y, f"the {len(test)} held-out test samples")
+        return self._feeds("test", None, "held-out test samples")
 
     def provenance_props(self, stage: str, target: bool = False) -> dict[str, str]:
         from edgekd.distill import provenance as build_provenance

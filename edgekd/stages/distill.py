@@ -9,9 +9,10 @@ from edgekd.distill.weights import save_weights, size_metrics
 from edgekd.errors import ConfigError
 from edgekd.pipeline.stage import Outcome, Stage
 from edgekd.stages.common import (
-    accuracy_metric,
     build_student,
     data_key,
+    metric_key,
+    quality_metric,
     teacher_of_student,
     torch_where,
 )
@@ -46,7 +47,7 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     module = source.module if isinstance(source, TorchTeacher) else None
     losses = distill(student, train, cfg, objective, logits, module, teacher_features=features)
     save_weights(student, out / "student.safetensors", weights_metadata(ctx, "distill"))
-    metrics = {"student.accuracy": accuracy_metric(ctx, predict(student, ctx.data.test.x), torch_where()),
+    metrics = {metric_key(ctx, "student"): quality_metric(ctx, predict(student, ctx.data.test.x), torch_where()),
                **size_metrics(student, ctx.data.input_shape, "student")}
     terms = " + ".join(f"{s.weight:g}*{s.name}{s.params or ''}" for s in cfg.losses)
     notes = [f"student {described}; objective {terms} (T={cfg.temperature}, alpha={cfg.alpha} where unset)",

@@ -5,37 +5,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekd.backends.ort import session as ortb
+from edgekd.common.artefacts import STUDENT_JSON, STUDENT_ONNX, STUDENT_WEIGHTS
 from edgekd.distill import provenance as build_provenance
 from edgekd.distill.weights import load_weights
 from edgekd.graph import provenance
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
-from edgekd.stages.common import accuracy_metric, build_student, data_key
+from edgekd.stages.common import build_student, data_key, metric_key, quality_metric
 
 if TYPE_CHECKING:
     from edgekd.stages.context import Context
 
 
 def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
-    from edgekd.distill.trainer import predict
-    from edgekd.graph.export import export_onnx, parity
+    from edgekd.graph.export import parity
 
-    student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
-    path = out / "student.onnx"
-    export_onnx(student, ctx.data.input_shape, path, ctx.target.opset)
+    student = load_weights(build_student(ctx, inputs[STUDENT_JSON])[0], inputs[STUDENT_WEIGHTS], "student")
+    path = out / STUDENT_ONNX
+    ctx.task.export(student, path, ctx.target.opset)
     provenance.stamp_onnx(path, build_provenance.props(ctx, "export"))
-    test_x = ctx.data.test.x
-    onnx_logits = ortb.predict(ortb.open_session(path), ctx.eval_feeds.arrays)
-    check = parity(predict(student, test_x), onnx_logits)
+    feeds = ctx.eval_feeds.arrays
+    onnx_logits = ortb.predict(ortb.open_session(path), feeds)
+    check = parity(ctx.task.predict(student, feeds), onnx_logits)
     where = ortb.runtime_description()
     return Outcome({
         "export.parity_max_abs_diff": Metric(check.max_abs_diff, "", "measured", f"max |logit difference| over {check.samples} test samples, {where} vs torch"),
-        "onnx_fp32.accuracy": accuracy_metric(ctx, onnx_logits, where),
+        metric_key(ctx, "onnx_fp32"): quality_metric(ctx, onnx_logits, where),
         "onnx_fp32.size_mb": size_metric(path, "student.onnx"),
-    }, [f"exported with torch.onnx (dynamo), opset {ctx.target.opset}, dynamic batch", f"parity: {check.describe()}"])
+    }, [f"exported by task {ctx.task.name} (torch.onnx dynamo; optimum-onnx for Hugging Face models), opset {ctx.target.opset}, "
+       f"inputs {ctx.model_inputs.describe()} with dynamic batch", f"parity: {check.describe()}"])
 
 
 
-EXPORT = Stage("export", "torch.onnx export + ONNX Runtime vs torch parity check",
-               ("student.json", "student.safetensors"), ("student.onnx",), ("torch", "onnx", "onnxscript", "onnxruntime"),
-               lambda c: {"opset": c.target.opset, **data_key(c)}, run_export)
+EXPORT = Stage("export", "the task's export (torch.onnx; optimum-onnx for Hugging Face models) + ONNX Runtime vs torch parity check",
+               (STUDENT_JSON, STUDENT_WEIGHTS), (STUDENT_ONNX,), ("torch", "onnx", "onnxscript", "onnxruntime"),
+               lambda c: {"opset": c.target.opset, "task": c.project.task.model_dump(), **data_key(c)}, run_export)

@@ -8,7 +8,7 @@ from edgekd.backends.ort import session as ortb
 from edgekd.common.fsutil import atomic_copy
 from edgekd.errors import ConfigError
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
-from edgekd.stages.common import accuracy_metric
+from edgekd.stages.common import metric_key, quality_metric
 from edgekd.stages.compile_context import CompileContext
 
 
@@ -31,7 +31,7 @@ def run_import(ctx: CompileContext, inputs: Files, out: Path) -> Outcome:
     sources = "; ".join(f"{i.name} {'x'.join(map(str, i.shape))} ({', '.join(sorted(set(i.sources)))})" for i in ctx.model_inputs.inputs)
     notes = [f"model {ctx.model_path} (sha256 {ctx.model_sha256[:12]}...)", f"inputs: {sources}", *ctx.model_inputs.notes,
              f"calibration data: {ctx.calib_feeds.description}", f"evaluation data: {ctx.eval_feeds.description}"]
-    metrics = {"onnx_fp32.accuracy": accuracy_metric(ctx, ortb.predict_file(path, ctx.eval_feeds.arrays), where),
+    metrics = {metric_key(ctx, "onnx_fp32"): quality_metric(ctx, ortb.predict_file(path, ctx.eval_feeds.arrays), where),
                "onnx_fp32.size_mb": size_metric(path, "student.onnx (the given model)")}
     return Outcome(metrics, notes)
 

@@ -15,9 +15,10 @@ from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
 from edgekd.stages.common import (
-    accuracy_metric,
     build_student,
     data_key,
+    metric_key,
+    quality_metric,
     teacher_of_student,
 )
 from edgekd.stages.context import Context
@@ -50,9 +51,19 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
     return qdq_violations(onnx.load(str(path)), tq), rewrites
 
 
-def fp32_accuracy_pt(ctx: EngineContext, model: Path) -> float | None:
-    """The fp32 accuracy the quantize stage compares PTQ with (tests force the QAD trigger here)."""
-    return accuracy_metric(ctx, ortb.predict_file(model, ctx.eval_feeds.arrays), "").value
+def fp32_quality(ctx: EngineContext, model: Path) -> float | None:
+    """The fp32 graph's task metric the quantize stage compares PTQ with (tests force the QAD trigger here)."""
+    return quality_metric(ctx, ortb.predict_file(model, ctx.eval_feeds.arrays), "").value
+
+
+def _ptq_loss(ctx: EngineContext, fp32_value: float | None, int8: Metric) -> tuple[float, float] | None:
+    """(how much PTQ lost in the metric's budget unit, the budget) when it broke the quantize budget
+    of the task's metric (quantize_accuracy_drop_pt, quantize_perplexity_increase_pct); else None."""
+    budget = getattr(ctx.profile.budgets, f"quantize_{ctx.metric.degradation_name}", None)
+    if budget is None or fp32_value is None or int8.value is None:
+        return None
+    lost = ctx.metric.degradation(fp32_value, int8.value)
+    return (lost, budget) if lost > budget else None
 
 
 def _int8_metrics(ctx: EngineContext, fp32: Path, path: Path, after: str = "") -> dict[str, Metric]:
@@ -75,18 +86,16 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     violations, rewrites = _quantize(ctx, inputs["student.onnx"], path, calib)
     metrics = _int8_metrics(ctx, inputs["student.onnx"], path)
     notes = [*rewrites, *_quantize_notes(ctx, len(next(iter(calib.values()))))]
-    budget, qad = ctx.profile.budgets.quantize_accuracy_drop_pt, ctx.profile.recipe.qad
-    fp32_accuracy = fp32_accuracy_pt(ctx, inputs["student.onnx"]) if qad.enabled else None
-    if isinstance(ctx, Context) and budget is not None and fp32_accuracy is not None and metrics["int8.accuracy"].value is not None \
-            and fp32_accuracy - metrics["int8.accuracy"].value > budget:
-        
-        ptq = metrics["int8.accuracy"]
+    qad, key, m = ctx.profile.recipe.qad, metric_key(ctx, "int8"), ctx.metric
+    broke = _ptq_loss(ctx, fp32_quality(ctx, inputs["student.onnx"]), metrics[key]) if qad.enabled and isinstance(ctx, Context) else None
+    if broke is not None:
+        ptq = metrics[key]
         qad_model = run_qad(ctx, inputs, out)
         violations, _ = _quantize(ctx, qad_model, path, calib)
         metrics = {**_int8_metrics(ctx, qad_model, path, ", after QAD"),
-                   "qad.ptq_accuracy": Metric(ptq.value, "%", "measured", f"PTQ of the distilled student: {ptq.how}")}
-        notes.append(f"PTQ lost {fp32_accuracy - ptq.value:.2f} pt > budget {budget} pt: quantization-aware distillation ({qad.epochs} "
-                     f"epochs, lr {qad.lr}) took INT8 accuracy from {ptq.value:.2f}% (PTQ) to {metrics['int8.accuracy'].value:.2f}% (QAD)")
+                   f"qad.ptq_{m.name}": Metric(ptq.value, m.unit, "measured", f"PTQ of the distilled student: {ptq.how}")}
+        notes.append(f"PTQ's {m.degradation_name} {broke[0]:.2f} > budget {broke[1]}: quantization-aware distillation ({qad.epochs} "
+                     f"epochs, lr {qad.lr}) took INT8 {m.name} from {ptq.value:.2f} (PTQ) to {metrics[key].value:.2f} (QAD)")
     for model in sorted(out.glob("*.onnx")):  # student_int8.onnx (and student_qad.onnx when QAD ran)
         provenance.stamp_onnx(model, ctx.provenance_props("quantize"))
     metrics["int8.size_mb"] = size_metric(path, "student_int8.onnx")

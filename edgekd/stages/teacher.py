@@ -11,7 +11,7 @@ from edgekd.distill.sources import teacher_files, teacher_source
 from edgekd.distill.weights import save_weights, size_metrics
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Outcome, Stage
-from edgekd.stages.common import accuracy_metric, torch_where
+from edgekd.stages.common import metric_key, quality_metric, torch_where
 
 if TYPE_CHECKING:
     from edgekd.stages.context import Context
@@ -49,9 +49,9 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         metrics.update(size_metrics(source.module, ctx.data.input_shape, "teacher"))
     if _runs_on_test(ctx):
         where = torch_where() if isinstance(source, TorchTeacher) else source.describe()
-        metrics["teacher.accuracy"] = accuracy_metric(ctx, source.logits(ctx.data.test.x), where)
+        metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, source.logits(ctx.data.test.x), where)
     else:
-        metrics["teacher.accuracy"] = Metric(None, "%", "not available", "logits files hold soft labels for the training data only")
+        metrics[metric_key(ctx, "teacher")] = Metric(None, ctx.metric.unit, "not available", "logits files hold soft labels for the training data only")
     (out / "teacher.json").write_text(json.dumps({"kind": cfg.kind, "describe": source.describe(), "identity": source.identity()}, indent=1))
     return Outcome(metrics, notes)
 

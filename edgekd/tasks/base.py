@@ -99,6 +99,13 @@ class Task(ABC):
     metric: ClassVar[MetricSpec]
     optimum_task: ClassVar[str]  # the task optimum-onnx exports a Hugging Face model for
 
+    @classmethod
+    def dims_from_data(cls, spec: Any) -> dict[str, Any]:
+        """This task's constructor dims from what a data source knows about its data
+        (edgekd.data.sources.SourceSpec: inputs with names and per-sample shapes, num_classes,
+        vocab_size); a project's [task] args override them."""
+        raise NotImplementedError(f"task {cls.name} does not read its dims from data")
+
     # ---- the contract ------------------------------------------------------------------------
 
     @abstractmethod
@@ -187,6 +194,15 @@ class Task(ABC):
         if "use_cache" in accepted:
             kwargs["use_cache"] = False
         return model(**kwargs).logits
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, arrays: Batch, batch_size: int = 256) -> np.ndarray:
+        """The model's logits on named arrays (eval mode), in chunks of `batch_size` rows, as numpy."""
+        model.eval()
+        rows = len(next(iter(arrays.values())))
+        outs = [self.forward(model, {n: a[i:i + batch_size] for n, a in arrays.items()}).float().cpu().numpy()
+                for i in range(0, rows, batch_size)]
+        return np.concatenate(outs)
 
     @abstractmethod
     def task_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:

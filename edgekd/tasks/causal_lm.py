@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +76,11 @@ class CausalLM(Task):
 
     metric = PERPLEXITY
     optimum_task = "text-generation"
+
+    @classmethod
+    def dims_from_data(cls, spec: Any) -> dict[str, Any]:
+        """Dims from a data source's spec: the token blocks' names and length, the vocabulary."""
+        return {"vocab_size": spec.vocab_size, "max_length": spec.inputs[0].shape[0], "input_names": tuple(s.name for s in spec.inputs)}
 
     def __post_init__(self) -> None:
         check_dim(self.name, "vocab_size", self.vocab_size, 1)

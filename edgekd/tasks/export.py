@@ -3,20 +3,16 @@ Face models; either way the ONNX inputs and outputs carry the task specs' names 
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from edgekd.errors import ConfigError, EdgekdError, ToolchainMissing
+from edgekd.errors import ConfigError, ToolchainMissing
+from edgekd.graph.export import ExportFailed, export_torch, failed, quiet  # noqa: F401  (ExportFailed: what export raises)
 from edgekd.tasks.specs import BATCH_AXIS, MAX_BATCH, TensorSpec
 
 if TYPE_CHECKING:
@@ -26,33 +22,6 @@ EXAMPLE_BATCH = 2  # torch.export specializes axes whose example size is 0 or 1
 EXAMPLE_LENGTH = 8
 ONNX_FILE = "model.onnx"
 EXTERNAL_DATA_FILE = "model.onnx_data"  # optimum's name for weights over 2 GB
-
-
-class TaskExportFailed(EdgekdError):
-    """The exporter could not export the model (usually an op it cannot trace)."""
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
-    """Exporters print progress, notices and warnings; keep them, to quote the last line on failure."""
-    log = io.StringIO()
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "optimum", "transformers")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            warnings.simplefilter("ignore")
-            yield log
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _failed(what: str, exc: Exception, log: io.StringIO) -> TaskExportFailed:
-    last = (log.getvalue().strip().splitlines() or [str(exc)])[-1]
-    return TaskExportFailed(f"{what} failed: {type(exc).__name__}: {exc} | {last}",
-                            "check the model for ops the exporter cannot trace")
 
 
 def dynamic_shapes(specs: tuple[TensorSpec, ...], sizes: dict[str, int]) -> tuple[dict[int, Any], ...]:
@@ -73,13 +42,8 @@ def export_module(model: torch.nn.Module, task: Task, path: Path, opset: int) ->
     feeds = task.feed(task.dummy_inputs(EXAMPLE_BATCH, **example_dims))
     inputs = task.inputs()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with quiet() as log:
-        try:
-            torch.onnx.export(model.eval(), tuple(feeds.values()), str(path), dynamo=True, opset_version=opset,
-                              input_names=[s.name for s in inputs], output_names=[s.name for s in task.outputs()],
-                              dynamic_shapes=dynamic_shapes(inputs, sizes), external_data=False)
-        except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-            raise _failed(f"torch.onnx.export of {type(model).__name__} for task '{task.name}'", exc, log) from exc
+    export_torch(model.eval(), tuple(feeds.values()), path, opset, ([s.name for s in inputs], [s.name for s in task.outputs()]),
+                 dynamic_shapes(inputs, sizes), f"{type(model).__name__} for task '{task.name}'")
 
 
 def optimum_config(model: Any, task: Task) -> Any:
@@ -126,7 +90,7 @@ def export_hf(model: Any, task: Task, path: Path, opset: int) -> None:
             onnx_export_from_model(model.eval(), tmp, opset=opset, task=task.optimum_task, do_validation=False,
                                    custom_onnx_configs={"model": config})
         except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-            raise _failed(f"optimum-onnx export of {type(model).__name__} for task '{task.name}'", exc, log) from exc
+            raise failed(f"optimum-onnx export of {type(model).__name__} for task '{task.name}'", exc, log) from exc
         data = Path(tmp) / EXTERNAL_DATA_FILE
         if data.exists():  # the graph names this file; it has to sit beside the model under its own name
             shutil.move(str(data), str(path.parent / EXTERNAL_DATA_FILE))

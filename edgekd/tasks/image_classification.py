@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edgekd.errors import ConfigError
 from edgekd.tasks.base import BATCH_AXIS, TensorSpec, check_dim
@@ -22,6 +23,15 @@ class ImageClassification(ClassificationTask):
     input_name: str = INPUT_NAME
 
     optimum_task = "image-classification"
+
+    @classmethod
+    def dims_from_data(cls, spec: Any) -> dict[str, Any]:
+        """Dims from a data source's spec (edgekd.data.sources.SourceSpec): its one input's name and
+        per-sample shape, its number of classes."""
+        if len(spec.inputs) != 1:
+            raise ConfigError(f"task 'image-classification' takes one input; the data has {len(spec.inputs)} "
+                              f"({', '.join(s.name for s in spec.inputs)})", "use a task that takes these inputs")
+        return {"input_shape": tuple(spec.inputs[0].shape), "num_classes": spec.num_classes, "input_name": spec.inputs[0].name}
 
     def __post_init__(self) -> None:
         shape = tuple(self.input_shape)

@@ -8,10 +8,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from edgekd.tasks.base import LABELS, Batch, MetricSpec, MetricState
-
-ACCURACY = MetricSpec("accuracy", "%", higher_is_better=True)
-PERPLEXITY = MetricSpec("perplexity", "", higher_is_better=False)
+from edgekd.tasks.base import LABELS, Batch, MetricState
+from edgekd.tasks.specs import ACCURACY, PERPLEXITY  # noqa: F401  (re-exported)
 
 RowsAndTargets = Callable[[torch.Tensor, Batch], "tuple[torch.Tensor, torch.Tensor]"]
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgekd.graph.export import MAX_BATCH  # noqa: F401  (re-exported: the largest batch a dynamic batch axis admits)
 from edgekd.graph.inputs import ROLES
 
 LABELS = "labels"
@@ -23,7 +24,6 @@ DECODE_TOKENS_PER_SECOND = "DecodeTokensPerSecond"  # decoders: one token at a t
 
 # inputs a batch must carry; any other role has a default (see `default_input`)
 REQUIRED_ROLES = ("token_ids", "image", "float")
-MAX_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,7 @@ class MetricSpec:
         """Whether value `a` is strictly better than value `b`."""
         return a > b if self.higher_is_better else a < b
 
+
+ACCURACY = MetricSpec("accuracy", "%", higher_is_better=True)  # top-1, percent of samples
+PERPLEXITY = MetricSpec("perplexity", "", higher_is_better=False)  # exp(mean next-token NLL)
+METRICS = {m.name: m for m in (ACCURACY, PERPLEXITY)}

@@ -3,6 +3,7 @@ as BERT-family sequence classifiers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edgekd.tasks.base import SEQUENCE_AXIS, TensorSpec, check_dim
 from edgekd.tasks.classification import ClassificationTask
@@ -23,6 +24,13 @@ class TextClassification(ClassificationTask):
     input_names: tuple[str, ...] = DEFAULT_INPUTS
 
     optimum_task = "text-classification"
+
+    @classmethod
+    def dims_from_data(cls, spec: Any) -> dict[str, Any]:
+        """Dims from a data source's spec: the tokenized inputs' names and length, the labels' number
+        of classes, the tokenizer's vocabulary."""
+        return {"vocab_size": spec.vocab_size, "num_labels": spec.num_classes, "max_length": spec.inputs[0].shape[0],
+                "input_names": tuple(s.name for s in spec.inputs)}
 
     def __post_init__(self) -> None:
         check_dim(self.name, "vocab_size", self.vocab_size, 1)

@@ -102,11 +102,11 @@ def test_factory_returning_the_wrong_thing(factories: str, tmp_path: Path, name:
 
 
 def test_factory_that_cannot_be_called(factories: str, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="data.factory 'no_such_module_here:load': cannot import module"):
+    with pytest.raises(ConfigError, match="key 'data.factory' = 'no_such_module_here:load': cannot import module"):
         open_source(factory("no_such_module_here:load"), tmp_path)
     with pytest.raises(ConfigError, match=f"module '{factories}' has no callable 'missing'"):
         open_source(factory(f"{factories}:missing"), tmp_path)
-    with pytest.raises(ConfigError, match=f"data.factory '{factories}:torch_sets' rejected its args") as info:
+    with pytest.raises(ConfigError, match=f"key 'data.factory' = '{factories}:torch_sets' rejected its args") as info:
         open_source(factory(f"{factories}:torch_sets", size=3), tmp_path)
     assert info.value.hint == "fix [data.args]"
 

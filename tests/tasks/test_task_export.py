@@ -5,8 +5,9 @@ import pytest
 import torch
 from task_models import CLASSES, IMAGE_SHAPE, LM_DIMS, OPSET, gpt2
 
+from edgekd.graph.export import ExportFailed
 from edgekd.tasks import CausalLM, ImageClassification
-from edgekd.tasks.export import TaskExportFailed, dynamic_shapes, optimum_config
+from edgekd.tasks.export import dynamic_shapes, optimum_config
 
 
 def test_inputs_share_one_dim_per_axis_name() -> None:
@@ -36,5 +37,5 @@ class DataDependent(torch.nn.Module):
 
 
 def test_a_model_the_exporter_cannot_trace_is_an_export_failure(tmp_path) -> None:
-    with pytest.raises(TaskExportFailed, match="torch.onnx.export of DataDependent for task 'image-classification'"):
+    with pytest.raises(ExportFailed, match="torch.onnx.export of DataDependent for task 'image-classification'"):
         ImageClassification(IMAGE_SHAPE, CLASSES).export(DataDependent(), tmp_path / "m.onnx", OPSET)
