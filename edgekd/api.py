@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from edgekd.common.artefacts import STUDENT_JSON, STUDENT_WEIGHTS, TEACHER_WEIGHTS
 from edgekd.common.factories import resolve
 from edgekd.common.toolchain import version
 from edgekd.config.loading import (
@@ -252,15 +253,15 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     ctx.cache_root = Path(cache_dir or default_root())
     records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, log=log, until="teacher", stages=STAGES)
     teacher = next(r for r in records if r.name == "teacher")
-    weights = ctx.cache_root / "teacher" / teacher.cache_key / "teacher.safetensors"
-    choice = json.loads((out_dir / "student.json").read_text())
+    weights = ctx.cache_root / "teacher" / teacher.cache_key / TEACHER_WEIGHTS
+    choice = json.loads((out_dir / STUDENT_JSON).read_text())
     p = ctx.project
     if p.teacher.kind != "torch" or not weights.is_file():
         raise ConfigError(f"{ctx.source}: distributed distillation needs a torch teacher; this one is '{p.teacher.kind}'",
                           "use `edgekd build` (single process) for ONNX, logits-file and ensemble teachers")
     return distill_distributed(choice["factory"], dict(choice["args"]), p.teacher.factory, dict(p.teacher.args),
                                teacher_weights=weights, data_factory=p.data.factory, data_args=dict(p.data.args),
-                               cfg=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / "student.safetensors",
+                               cfg=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / STUDENT_WEIGHTS,
                                workdir=out_dir / "ddp", metadata=weights_metadata(ctx, f"distill (torchrun, {nproc} processes)"))
 
 

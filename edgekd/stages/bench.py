@@ -6,7 +6,16 @@ import json
 from pathlib import Path
 
 from edgekd.backends import registry as backends
-from edgekd.common.artefacts import ENGINE_JSON
+from edgekd.common.artefacts import (
+    BENCH_JSON,
+    ENGINE_JSON,
+    STUDENT_INT8,
+    STUDENT_ONNX,
+    SUPPORT_JSON,
+    TEACHER_JSON,
+    TEACHER_WEIGHTS,
+    optional,
+)
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.stage import Files, Outcome, Stage
 
@@ -16,16 +25,16 @@ def run_bench(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     if ctx.profile.recipe.bench.compare:
         from edgekd.perf.compare import compare
 
-        result = json.loads((out / "bench.json").read_text())
+        result = json.loads((out / BENCH_JSON).read_text())
         result["compare"] = compare(ctx, inputs, result, out)
-        (out / "bench.json").write_text(json.dumps(result))
+        (out / BENCH_JSON).write_text(json.dumps(result))
         outcome.notes += [f"{who}: p90 {'n/a' if p['p90_ms'] is None else format(p['p90_ms'], '.4g') + ' ms'} ({p['method']}: {p['how']})"
                           for who, p in result["compare"].items() if who != "engine"]
     return outcome
 
 
 BENCH = Stage("bench", "SingleStream latency at batch 1, Offline throughput, per-op profile (measured here, or estimated for an absent device); teacher and fp32 student for comparison",
-              (ENGINE_JSON, "student_int8.onnx", "support.json", "student.onnx", "teacher.json?", "teacher.safetensors?"), ("bench.json",),
+              (ENGINE_JSON, STUDENT_INT8, SUPPORT_JSON, STUDENT_ONNX, optional(TEACHER_JSON), optional(TEACHER_WEIGHTS)), (BENCH_JSON,),
               ("onnxruntime", "torch"),
               lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "bench": c.profile.recipe.bench.model_dump(),
                          "host": c.host_fingerprint(), "inputs": c.model_inputs.key()}, run_bench)

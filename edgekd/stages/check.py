@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgekd.common.artefacts import STUDENT_INT8, SUPPORT_JSON
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Files, Outcome, Stage
@@ -12,8 +13,8 @@ from edgekd.pipeline.stage import Files, Outcome, Stage
 def run_check(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     from edgekd.analysis.support import analyze
 
-    report = analyze(inputs["student_int8.onnx"], ctx.target_file.name, ctx.target, inputs=ctx.model_inputs)
-    (out / "support.json").write_text(json.dumps(report, indent=1))
+    report = analyze(inputs[STUDENT_INT8], ctx.target_file.name, ctx.target, inputs=ctx.model_inputs)
+    (out / SUPPORT_JSON).write_text(json.dumps(report, indent=1))
     how = f"{report['accelerator']}; fallback: {report['fallback']}"
     off = [n for n in report["nodes"] if n["runs_on"] != "accelerator"]
     return Outcome({
@@ -25,5 +26,5 @@ def run_check(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
 
 CHECK = Stage("check", "op support: which nodes the target's runtime/accelerator runs, and what falls back",
-              ("student_int8.onnx",), ("support.json",), ("onnx", "onnxruntime", "onnxruntime-qnn"),
+              (STUDENT_INT8,), (SUPPORT_JSON,), ("onnx", "onnxruntime", "onnxruntime-qnn"),
               lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "inputs": c.model_inputs.key()}, run_check)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.backends.ort import session as ortb
+from edgekd.common.artefacts import STUDENT_ONNX
 from edgekd.common.fsutil import atomic_copy
 from edgekd.errors import ConfigError
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
@@ -24,7 +25,7 @@ def _runs(ctx: CompileContext, path: Path) -> None:
 
 
 def run_import(ctx: CompileContext, inputs: Files, out: Path) -> Outcome:
-    path = out / "student.onnx"
+    path = out / STUDENT_ONNX
     atomic_copy(ctx.model_path, path)
     _runs(ctx, path)
     where = ortb.runtime_description()
@@ -37,5 +38,5 @@ def run_import(ctx: CompileContext, inputs: Files, out: Path) -> Outcome:
 
 
 IMPORT = Stage("import", "take the trained model in: check it runs at the resolved input shapes, measure the fp32 model",
-               (), ("student.onnx",), ("onnx", "onnxruntime"),
+               (), (STUDENT_ONNX,), ("onnx", "onnxruntime"),
                lambda c: {"model": c.model_sha256, "data": c.data_fingerprint, "inputs": c.model_inputs.key()}, run_import)

@@ -15,6 +15,7 @@ from edgekd.backends.base import (
     write_engine_json,
 )
 from edgekd.backends.ort import session as ortb
+from edgekd.common.artefacts import BENCH_JSON, STUDENT_ONNX
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.ort_bundle import write_ort_bundle
 from edgekd.pipeline.results import Metric
@@ -64,7 +65,7 @@ class OrtCpuBackend:
         cfg = engine_session(ctx, engine)
         outputs = ortb.predict_file(engine_dir / engine["engine_file"], ctx.eval_feeds.arrays, cfg)
         where = f"{engine.get('precision', 'int8')} engine, {ortb.runtime_description(cfg)}"
-        return Outcome(quality_metrics(ctx, "engine", outputs, inputs["student.onnx"], where))
+        return Outcome(quality_metrics(ctx, "engine", outputs, inputs[STUDENT_ONNX], where))
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         from edgekd.common.toolchain import cpu_model
@@ -77,7 +78,7 @@ class OrtCpuBackend:
         result = measure(engine_dir / engine["engine_file"], ctx.eval_feeds.first(bench.offline_max_batch), ctx.model_inputs, cfg, bench, out)
         where = (f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(cfg)}, "
                  f"{result['runs']} timed runs after warm-up, in a separate process")
-        (out / "bench.json").write_text(json.dumps({**result, "method": "measured", "where": where}))
+        (out / BENCH_JSON).write_text(json.dumps({**result, "method": "measured", "where": where}))
         return Outcome(latency_metrics(result, "measured", where))
 
 

@@ -14,6 +14,7 @@ from edgekd.backends.base import (
     register,
     write_engine_json,
 )
+from edgekd.common.artefacts import STUDENT_ONNX
 from edgekd.common.toolchain import version
 from edgekd.deploy.ort_bundle import write_ort_bundle
 from edgekd.pipeline.results import Metric
@@ -59,7 +60,7 @@ class QnnBackend:
         engine_dir, engine = load_engine(inputs)
         session = open_session(engine_dir / engine["engine_file"], ctx.qnn_config)
         outputs = ortb.predict(session, ctx.eval_feeds.arrays)  # the context binary's static batch: one sample at a time
-        return Outcome(quality_metrics(ctx, "engine", outputs, inputs["student.onnx"], _where(ctx)),
+        return Outcome(quality_metrics(ctx, "engine", outputs, inputs[STUDENT_ONNX], _where(ctx)),
                        ["accuracy of the context binary run on the HTP backend (emulated here): what the phone's HTP computes"])
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:

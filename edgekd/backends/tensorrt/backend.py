@@ -17,6 +17,7 @@ from edgekd.backends.base import (
     write_engine_json,
 )
 from edgekd.backends.ort import session as ortb
+from edgekd.common.artefacts import BENCH_JSON, STUDENT_INT8, STUDENT_ONNX
 
 if TYPE_CHECKING:
     from edgekd.pipeline.context import EngineContext as Context
@@ -55,11 +56,11 @@ class TensorRTBackend:
         from edgekd.pipeline.stage import Outcome
 
         _, engine = load_engine(inputs)
-        outputs = ortb.predict_file(inputs["student_int8.onnx"], ctx.eval_feeds.arrays)
+        outputs = ortb.predict_file(inputs[STUDENT_INT8], ctx.eval_feeds.arrays)
         where = (f"host-side: {ortb.runtime_description()} on the Q/DQ graph the engine is built from "
                  "(not the TensorRT engine, which runs only on the device)")
         notes = [] if not engine["built_here"] else ["the engine was built here, but its accuracy is measured on the Q/DQ graph"]
-        return Outcome(quality_metrics(ctx, "engine", outputs, inputs["student.onnx"], where), notes)
+        return Outcome(quality_metrics(ctx, "engine", outputs, inputs[STUDENT_ONNX], where), notes)
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         from edgekd.backends.estimated import estimated_bench
@@ -77,5 +78,5 @@ class TensorRTBackend:
                   "min_ms": lat["min_ms"], "max_ms": lat["max_ms"], "throughput_per_s": measured["summary"]["throughput_qps"],
                   "samples_ms": measured["samples_ms"], "runs": len(measured["samples_ms"]), "batch": 1,
                   "method": "measured", "where": measured["how"]}
-        (out / "bench.json").write_text(json.dumps(result))
+        (out / BENCH_JSON).write_text(json.dumps(result))
         return Outcome(latency_metrics(result, "measured", measured["how"]))
