@@ -24,10 +24,13 @@ def resolve(spec: str, key: str, source: str) -> Callable[..., Any]:
     return func
 
 
-def call(spec: str, args: dict[str, Any], key: str, source: str) -> Any:
+def call(spec: str, args: dict[str, Any], key: str, source: str, defaults: dict[str, Any] | None = None) -> Any:
     """Call the factory with the config's args; args that do not fit its signature are a user
-    error, anything raised inside the factory keeps its traceback."""
+    error, anything raised inside the factory keeps its traceback. `defaults` fill the factory's
+    parameters of those names that the args leave out (e.g. a task's num_classes, vocab_size)."""
     func = resolve(spec, key, source)
+    params = inspect.signature(func).parameters
+    args = {**{k: v for k, v in (defaults or {}).items() if k in params and k not in args}, **args}
     try:
         inspect.signature(func).bind(**args)
     except TypeError as exc:

@@ -70,6 +70,14 @@ def test_call_passes_args_as_keywords(factories_module: str) -> None:
     assert call(f"{factories_module}:make", {"width": 4}, "student.factory", SOURCE) == ("made", 4, 2)
 
 
+def test_call_fills_parameters_the_args_leave_out_from_defaults(factories_module: str) -> None:
+    """A task's dims (e.g. num_classes) reach factories that take them; args win; defaults the
+    factory does not take are not passed."""
+    spec = f"{factories_module}:make"
+    assert call(spec, {}, "student.factory", SOURCE, defaults={"width": 5, "num_classes": 10}) == ("made", 5, 2)
+    assert call(spec, {"width": 4}, "student.factory", SOURCE, defaults={"width": 5, "depth": 3}) == ("made", 4, 3)
+
+
 @pytest.mark.parametrize("args", [{"widht": 4}, {}, {"width": 4, "extra": 1}])
 def test_call_with_wrong_args_is_config_error(factories_module: str, args: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as info:
