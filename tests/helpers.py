@@ -13,3 +13,43 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+PERPLEXITIES = {"teacher": 20.0, "student": 23.0, "onnx_fp32": 23.0, "int8": 24.15, "engine": 24.15}
+PERPLEXITY_BUDGETS = {"distill_perplexity_increase_pct": 20.0, "export_perplexity_increase_pct": 0.5,
+                      "quantize_perplexity_increase_pct": 10.0, "overall_perplexity_increase_pct": 25.0}
+
+
+def as_perplexity(report: dict, perplexities: dict[str, float] | None = None, budgets: dict | None = None) -> dict:
+    """A copy of `report` (a real build's report.json, or one shaped like it) as a build of a task
+    measured by perplexity would write it: report["task"] says causal-lm / perplexity, every
+    `<model>.accuracy` stage metric becomes `<model>.perplexity` with the value from `perplexities`,
+    report["perplexity"] holds them (report["accuracy"] is empty), the profile gains the perplexity
+    budgets (`budgets`, default PERPLEXITY_BUDGETS) and every stage's verdicts are re-checked by
+    edgekd.pipeline.budgets for perplexity, as the build's runner checks them."""
+    import copy
+
+    from edgekd.config.models import Budgets
+    from edgekd.pipeline import budgets as rules
+    from edgekd.pipeline.results import Metric
+    from edgekd.report.quality import task_json
+    from edgekd.tasks.specs import PERPLEXITY
+
+    values = {**PERPLEXITIES, **(perplexities or {})}
+    out = copy.deepcopy(report)
+    out["task"] = task_json("causal-lm", PERPLEXITY)
+    out["profile"]["budgets"] = {**out["profile"]["budgets"], **(PERPLEXITY_BUDGETS if budgets is None else budgets)}
+    limits, so_far, rows = Budgets.model_validate(out["profile"]["budgets"]), {}, {}
+    for stage in out["stages"]:
+        for name in [n for n in stage["metrics"] if n.endswith(".accuracy")]:
+            row = name.removesuffix(".accuracy")
+            del stage["metrics"][name]
+            stage["metrics"][f"{row}.perplexity"] = rows[row] = {
+                "value": values[row], "unit": "", "method": "measured", "how": "exp(mean next-token NLL) over 4096 test tokens"}
+        so_far.update({k: Metric.from_json(v) for k, v in stage["metrics"].items()})
+        if stage["status"] != "not run":
+            stage["verdicts"] = [v.to_json() for v in rules.check(stage["name"], so_far, limits, PERPLEXITY)]
+    out["accuracy"], out["perplexity"] = {}, rows
+    out["failed_budgets"] = [v for s in out["stages"] for v in s["verdicts"] if v["status"] == "fail"]
+    out["verdict"] = "fail" if out["failed_budgets"] else "pass"
+    return out

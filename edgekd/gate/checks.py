@@ -1,5 +1,7 @@
 """The gate's checks: the profile's absolute budgets on the candidate (edgekd.pipeline.budgets, as a build
-checks them) and three regressions against the baseline (latency p90, engine accuracy, size)."""
+checks them) and three regressions against the baseline (latency p90, the engine's task metric, size).
+The task metric (report["task"]; accuracy in reports written before tasks) is judged in its direction:
+an accuracy drop or a perplexity increase is a regression."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,10 +12,11 @@ import numpy as np
 from edgekd.config.models import Budgets, GateConfig
 from edgekd.gate.reports import Report
 from edgekd.gate.stats import QUANTILE, check_samples, p90_ratio
-from edgekd.pipeline.budgets import RULES, check
+from edgekd.pipeline.budgets import RULES, check, degradation_unit, not_applicable
+from edgekd.tasks.specs import MetricSpec
 
-Status = Literal["pass", "fail", "inconclusive", "not measured", "no budget", "not comparable"]
-SKIPPED: tuple[str, ...] = ("not measured", "no budget", "not comparable")  # neither a pass nor a violation
+Status = Literal["pass", "fail", "inconclusive", "not measured", "no budget", "not comparable", "not applicable"]
+SKIPPED: tuple[str, ...] = ("not measured", "no budget", "not comparable", "not applicable")  # neither a pass nor a violation
 SIZE_METRICS = ("engine.size_mb", "int8.size_mb")  # the first one both reports have is compared
 SAMPLES_HINT = "rebuild it with `edgekd build` (its bench stage keeps the raw samples; [recipe.bench] min_runs sets how many)"
 
@@ -54,7 +57,7 @@ def _pct(new: float, old: float) -> float:
     return (new / old - 1.0) * 100.0
 
 
-def _missing(name: str, unit: str, threshold: float, text: str, why: str, status: Status = "not measured") -> Check:
+def _missing(name: str, unit: str, threshold: float | None, text: str, why: str, status: Status = "not measured") -> Check:
     return Check(name, "regression", status, unit, threshold=threshold, threshold_text=text, detail=why)
 
 
@@ -101,21 +104,41 @@ def latency(base: Report, cand: Report, cfg: GateConfig) -> Check:
                  (_pct(ci.low, 1.0), _pct(ci.high, 1.0)), pct, text, detail)
 
 
-def accuracy(base: Report, cand: Report, cfg: GateConfig) -> Check:
-    """Engine accuracy: down by more than max_accuracy_drop_pt points fails."""
-    name, drop = "engine accuracy", cfg.max_accuracy_drop_pt
-    text = f">= -{drop:g} pt"
-    b, c = base.accuracy(), cand.accuracy()
+def quality_limit(cfg: GateConfig, metric: MetricSpec) -> float | None:
+    """[gate] max_<metric.degradation_name> (max_accuracy_drop_pt, ...); None where GateConfig has none."""
+    limit = getattr(cfg, f"max_{metric.degradation_name}", None)
+    return None if limit is None else float(limit)
+
+
+def quality(base: Report, cand: Report, cfg: GateConfig) -> Check:
+    """The engine's task metric, in its direction: worse by more than [gate] max_<degradation_name>
+    (max_accuracy_drop_pt points, max_perplexity_increase_pct percent of the baseline's) fails."""
+    metric = cand.metric
+    name, unit, change_unit = f"engine {metric.name}", metric.unit, degradation_unit(metric)
+    limit = quality_limit(cfg, metric)
+    sign = (">= -", "<= +")[not metric.higher_is_better]
+    text = "" if limit is None else f"{sign}{limit:g} {change_unit}"
+    if base.metric != metric:
+        return _missing(name, unit, limit, text, f"the baseline's task is measured by {base.metric.name}, the candidate's by "
+                        f"{metric.name}", status="not comparable")
+    b, c = base.quality(), cand.quality()
     if b is None or c is None:
         missing = " and ".join(r.role for r, a in ((base, b), (cand, c)) if a is None)
-        return _missing(name, "%", drop, text, f"no engine accuracy in the {missing} report: its evaluate stage did not run, "
-                        "or it had no labelled data (edgekd compile without --data)")
-    change = float(c["value"]) - float(b["value"])
+        return _missing(name, unit, limit, text, f"no engine {metric.name} in the {missing} report: its evaluate stage did not "
+                        "run, or it had no labelled data (edgekd compile without --data)")
+    bv, cv = float(b["value"]), float(c["value"])
+    try:
+        worse = metric.degradation(bv, cv)
+    except ValueError as exc:  # a relative change from 0
+        return _missing(name, unit, limit, text, str(exc))
+    change = cv - bv if metric.unit == "%" else _pct(cv, bv)  # signed as the value moved, in change_unit
     detail = c.get("how", "")
     if b.get("how") != c.get("how"):
         detail = f"measured differently: baseline {b.get('how')!r}; candidate {c.get('how')!r}"
-    return Check(name, "regression", "fail" if -change > drop else "pass", "%", float(b["value"]), float(c["value"]),
-                 change, "pt", None, drop, text, detail)
+    if limit is None:
+        return Check(name, "regression", "no budget", unit, bv, cv, change, change_unit, None, None, "no threshold",
+                     f"this edgekd's [gate] has no max_{metric.degradation_name}; {detail}")
+    return Check(name, "regression", "fail" if worse > limit else "pass", unit, bv, cv, change, change_unit, None, limit, text, detail)
 
 
 def size(base: Report, cand: Report, cfg: GateConfig) -> Check:
@@ -132,18 +155,26 @@ def size(base: Report, cand: Report, cfg: GateConfig) -> Check:
     return _missing("size", "MB", pct, text, f"neither {' nor '.join(SIZE_METRICS)} is in both reports")
 
 
+def _not_applicable(stage: str, limits: Budgets, metric: MetricSpec) -> list[Check]:
+    return [Check(f"budget {n.budget} ({stage})", "budget", "not applicable", n.unit, threshold=n.limit,
+                  threshold_text=f"<= {n.limit:g} {n.unit}", detail=n.describe()) for n in not_applicable(stage, limits, metric)]
+
+
 def budgets(base: Report, cand: Report, limits: Budgets) -> list[Check]:
     """The profile's budgets on the candidate, rule by rule as the build checks them
-    (edgekd.pipeline.budgets.check); the baseline's value of each is shown beside it, not judged."""
-    b_metrics, c_metrics = base.metrics(), cand.metrics()
+    (edgekd.pipeline.budgets.check, for the candidate's task metric); the baseline's value of each is
+    shown beside it, not judged. A quality budget set for another metric while the candidate's own
+    is unset is listed as not applicable."""
+    b_metrics, c_metrics, metric = base.metrics(), cand.metrics(), cand.metric
     out = []
     for stage in dict.fromkeys(rule.stage for rule in RULES):
-        before = {v.budget: v.value for v in check(stage, b_metrics, limits)}
-        for verdict in check(stage, c_metrics, limits):
+        before = {v.budget: v.value for v in check(stage, b_metrics, limits, metric)}
+        for verdict in check(stage, c_metrics, limits, metric):
             estimated = [n for n, m in c_metrics.items() if n in verdict.metric and m.method == "estimated"]
             detail = verdict.metric + (f" (ESTIMATED, not measured: {', '.join(estimated)})" if estimated else "")
             text = "no budget" if verdict.limit is None else f"<= {verdict.limit:g} {verdict.unit}".rstrip()
             out.append(Check(f"budget {verdict.budget} ({stage})", "budget", verdict.status, verdict.unit,
                              before.get(verdict.budget), verdict.value, threshold=verdict.limit, threshold_text=text,
                              detail=detail))
+        out += _not_applicable(stage, limits, metric)
     return out

@@ -1,5 +1,6 @@
 """The gate's result as JUnit XML, the format CI test reporters read: one testsuite, one testcase per
-check, <failure> for a violation, <skipped> for a check nothing measured (or without a budget)."""
+check, <failure> for a violation, <skipped> for a check not made (nothing measured,
+not comparable, no budget, or a budget for another task metric)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET

@@ -28,7 +28,8 @@ def render(result: GateResult) -> str:
             row = {k: f"**{v}**" for k, v in row.items()}
         lines.append("| " + " | ".join(_cell(row[key]) for key, _ in COLUMNS) + " |")
     lines += ["", "Notes:"]
-    lines += [f"- {_cell(c.name)}: {_cell(c.detail)}" for c in result.checks if c.kind == "regression" and c.detail]
+    lines += [f"- {_cell(c.name)}: {_cell(c.detail)}" for c in result.checks
+              if c.detail and (c.kind == "regression" or c.status == "not applicable")]
     lines += ["",
               f"Latency is judged on the raw per-run samples: the {gate.confidence:.0%} confidence interval of "
               "p90(candidate) / p90(baseline) from a seeded circular block bootstrap "

@@ -34,7 +34,8 @@ def headline(result: GateResult) -> str:
     counts = {s: sum(c.status == s for c in result.checks) for s in ("fail", "inconclusive")}
     skipped = sum(c.skipped for c in result.checks)
     return (f"{result.verdict.upper()}: {counts['fail']} of {len(result.checks)} checks failed, "
-            f"{counts['inconclusive']} inconclusive, {skipped} not measured or without a budget")
+            f"{counts['inconclusive']} inconclusive, {skipped} not checked (not measured, not comparable, not "
+            "applicable or without a budget)")
 
 
 def summary(result: GateResult) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.pipeline.results import Metric
+from edgekd.tasks.specs import ACCURACY, MetricSpec
 
 REPORT_FILE = "report.json"
 SCHEMA_VERSION = 1
@@ -33,8 +34,22 @@ class Report:
     def latency(self) -> dict[str, Any] | None:
         return self.data.get("latency")
 
-    def accuracy(self, row: str = "engine") -> dict[str, Any] | None:
-        value = (self.data.get("accuracy") or {}).get(row)
+    @property
+    def metric(self) -> MetricSpec:
+        """The task's quality metric (report["task"]["metric"]); accuracy for a report written before
+        tasks. A malformed one is bad input."""
+        task = self.data.get("task")
+        if task is None:
+            return ACCURACY
+        raw = task.get("metric") if isinstance(task, dict) else None
+        if not (isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"]
+                and isinstance(raw.get("unit"), str) and isinstance(raw.get("higher_is_better"), bool)):
+            raise self.bad("'task' must be {name, metric: {name, unit, higher_is_better}}")
+        return MetricSpec(raw["name"], raw["unit"], raw["higher_is_better"])
+
+    def quality(self, row: str = "engine") -> dict[str, Any] | None:
+        """Model `row`'s task metric (report[<metric name>][row]) where it has a number."""
+        value = (self.data.get(self.metric.name) or {}).get(row)
         return value if isinstance(value, dict) and isinstance(value.get("value"), (int, float)) else None
 
     def field(self, section: str, key: str) -> Any:
@@ -88,4 +103,5 @@ def load_report(path: Path, role: str) -> Report:
     if data.get("latency") is not None and not isinstance(data["latency"], dict):
         raise report.bad("'latency' must be a table or null")
     report.metrics()  # every metric parses
+    _ = report.metric  # a malformed "task" is bad input here, not a traceback later
     return report

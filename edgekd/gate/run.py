@@ -127,6 +127,6 @@ def gate(candidate: Path, baseline: Path, profile: str | None = None, search: Co
     result with verdict 'fail', not an exception."""
     cand, base = load_report(candidate, "candidate"), load_report(baseline, "baseline")
     limits = thresholds(cand, profile, search or ConfigSearch(), overrides)
-    found = [checks.latency(base, cand, limits.gate), checks.accuracy(base, cand, limits.gate),
+    found = [checks.latency(base, cand, limits.gate), checks.quality(base, cand, limits.gate),
              checks.size(base, cand, limits.gate), *checks.budgets(base, cand, limits.budgets)]
     return GateResult(cand, base, limits, found, warnings(base, cand))

@@ -16,6 +16,7 @@ from edgekd.pipeline.cache import MANIFEST, StageCache, make_key
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import Metric, StageRecord
 from edgekd.pipeline.stage import Stage
+from edgekd.tasks.specs import ACCURACY, MetricSpec
 
 Log = Callable[[str], None]
 
@@ -58,10 +59,11 @@ def clear_outputs(stage: Stage, out_dir: Path) -> None:
             target.unlink(missing_ok=True)
 
 
-def plan(stages: tuple[Stage, ...]) -> list[dict[str, Any]]:
-    """The stage list as data (for --dry-run): what each stage does, reads, writes and checks."""
+def plan(stages: tuple[Stage, ...], metric: MetricSpec = ACCURACY) -> list[dict[str, Any]]:
+    """The stage list as data (for --dry-run): what each stage does, reads, writes and checks (the
+    quality budgets of the task's `metric`)."""
     return [{"stage": s.name, "does": s.summary, "reads": list(s.inputs), "writes": list(s.outputs),
-             "budgets": sorted({r.budget for r in budgets.RULES if r.stage == s.name})} for s in stages]
+             "budgets": sorted({r.budget for r in budgets.rules(s.name, metric)})} for s in stages]
 
 
 def run(ctx: EngineContext, cache: StageCache, out_dir: Path, force: bool = False, log: Log = print,
@@ -93,7 +95,8 @@ def run(ctx: EngineContext, cache: StageCache, out_dir: Path, force: bool = Fals
             atomic_copy(path, out_dir / name)
             record.artefacts[name] = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         metrics.update(record.metrics)
-        record.verdicts = budgets.check(stage.name, metrics, ctx.profile.budgets)
+        record.verdicts = budgets.check(stage.name, metrics, ctx.profile.budgets, ctx.metric)
+        record.notes = [*record.notes, *(n.describe() for n in budgets.not_applicable(stage.name, ctx.profile.budgets, ctx.metric))]
         records.append(record)
         outcome = "; ".join(f"{v.budget} {v.status}" for v in record.verdicts) or "no budgets"
         when = f"{record.seconds:.1f}s" if status == "ran" else f"cached (key {key[:12]}, ran {record.ran_at})"

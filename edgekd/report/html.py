@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from edgekd.report import plots, plots_latency
-from edgekd.report.build_report import ACCURACY_ROWS
+from edgekd.report import quality as q
 from edgekd.report.format import fmt
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -64,19 +64,20 @@ def _summary(report: dict[str, Any]) -> str:
     rows = [["project", f"{_e(project['name'])} <span class=muted>({_e(project['via'])}; {_e(project['file'])})</span>"],
             ["target", f"{_e(target['name'])}: {_e(target.get('runtime', ''))} <span class=muted>({_e(target['via'])})</span>"],
             ["profile", f"{_e(profile['name'])} <span class=muted>({_e(profile['file'])})</span>"],
+            ["task", _e(q.describe(report))],
             ["host", _e(f"{host['cpu']}, {host['cores']} cores, {host['os']}, Python {host.get('python', '?')}")],
             ["toolchain", _e(", ".join(f"{k} {v}" for k, v in report["toolchain"].items()))],
             ["built", _e(f"{report['created_at']} by edgekd {report['edgekd_version']}")]]
     return "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
 
-def _accuracy(report: dict[str, Any]) -> str:
-    rows = []
-    for key, label in ACCURACY_ROWS:
-        m = report["accuracy"].get(key)
+def _quality(report: dict[str, Any]) -> str:
+    rows, measured = [], q.quality(report)
+    for key, label in q.QUALITY_ROWS:
+        m = measured.get(key)
         rows.append([_e(label), _num(m["value"], m["unit"], f"{m['method']}: {m['how']}"), _e(m["method"]), f'<td class="how">{_e(m["how"])}</td>']
                     if m else [_e(label), '<td class="muted">not run</td>', "", ""])
-    return _table(["model", "accuracy", "method", "how obtained"], rows)
+    return _table(["model", q.report_metric(report).name, "method", "how obtained"], rows)
 
 
 def _figure(plot: plots.Plot) -> str:
@@ -146,7 +147,7 @@ def render(report: dict[str, Any]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>", _banner(report), _summary(report),
-        "<h2>Accuracy</h2>", _accuracy(report), _figure(plots.pareto(report)),
+        f"<h2>{_e(q.title(q.report_metric(report)))}</h2>", _quality(report), _figure(plots.pareto(report)),
         "<h2>Stages and budgets</h2>", _figure(plots.waterfall(report)),
         "<h2>Latency</h2>", _latency(report), _devices(report),
         _figure(plots_latency.cdf(report)), _figure(plots_latency.throughput(report)), _figure(plots_latency.ops(report)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekd.report.build_report import ACCURACY_ROWS
+from edgekd.report import quality as q
 from edgekd.report.format import cell, fmt
 
 _MARK = {"pass": "pass", "fail": "**FAIL**", "no budget": "no budget", "not measured": "not measured"}
@@ -39,7 +39,7 @@ def render(report: dict[str, Any]) -> str:
 
     verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
         f"{v['stage']}: {v['budget']} = {fmt(v['value'], v['unit'])} > {fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
-    host = report["host"]
+    host, metric = report["host"], q.report_metric(report)
     lines = [
         f"# edgekd build: {report['project']['name']} -> {report['target']['name']}", "",
         f"**{verdict}**", "",
@@ -47,12 +47,14 @@ def render(report: dict[str, Any]) -> str:
         f"- project: {report['project']['name']} ({report['project']['via']})",
         f"- target: {report['target']['name']} ({report['target']['runtime']}; {report['target']['via']})",
         f"- profile: {report['profile']['name']}",
+        f"- task: {q.describe(report)}",
         f"- host: {host['cpu']}, {host['cores']} cores, {host['os']}",
         "- toolchain: " + ", ".join(f"{k} {v}" for k, v in report["toolchain"].items()), "",
-        "## Accuracy", "", "| model | accuracy | how obtained |", "|---|---|---|",
+        f"## {q.title(metric)}", "", f"| model | {metric.name} | how obtained |", "|---|---|---|",
     ]
-    for key, label in ACCURACY_ROWS:
-        m = report["accuracy"].get(key)
+    rows = q.quality(report)
+    for key, label in q.QUALITY_ROWS:
+        m = rows.get(key)
         lines.append(f"| {label} | {fmt(m['value'], m['unit'])} | {cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
     lines += ["", "## Stages", ""]
     for stage in report["stages"]:

@@ -6,11 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgekd.report.build_report import ACCURACY_ROWS
+from edgekd.common.artefacts import (
+    STUDENT_INT8,
+    STUDENT_ONNX,
+    STUDENT_WEIGHTS,
+    TEACHER_WEIGHTS,
+)
+from edgekd.report import quality as q
 from edgekd.report.format import cell, fmt
 
 MISSING = "not recorded: this report.json was written by an edgekd without provenance; rebuild to get it"
-MODEL_FILES = ("student.safetensors", "student.onnx", "student_int8.onnx")
+MODEL_FILES = (STUDENT_WEIGHTS, STUDENT_ONNX, STUDENT_INT8)
 
 
 def _metric(m: dict[str, Any] | None) -> str:
@@ -55,6 +61,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f"| generation | {'not distilled here: a trained model given to edgekd compile' if _compiled(report) else MISSING} |",
             f"| target | {report['target']['name']} ({report['target']['runtime']}) |",
             f"| profile | {report['profile']['name']} |",
+            f"| task | {cell(q.describe(report))} |",
             f"| project file | {cell(report['project']['file'])} (sha256 `{report['project']['sha256']}`) |",
             f"| built | {report['created_at']} with edgekd {report['edgekd_version']} on {cell(host['cpu'])} |", ""]
 
@@ -88,8 +95,8 @@ def _teacher(report: dict[str, Any]) -> list[str]:
     lines += [f"| assistant {i} | torch, distilled in the build ({a['epochs'] or prov['distill']['epochs']} epochs) "
               f"| `{a['factory']}({a['args']})` | weights: the assistants stage's assistant.safetensors | {a['generation']} |"
               for i, a in enumerate(prov["assistants"], start=1)]
-    metrics, weights = _metrics(report), _artefacts(report).get("teacher.safetensors")
-    lines += ["", f"- teacher accuracy: {_metric(metrics.get('teacher.accuracy'))}",
+    metrics, weights, name = _metrics(report), _artefacts(report).get(TEACHER_WEIGHTS), q.report_metric(report).name
+    lines += ["", f"- teacher {name}: {_metric(metrics.get(f'teacher.{name}'))}",
               f"- teacher parameters: {_metric(metrics.get('teacher.params'))}"]
     if weights:
         lines.append(f"- weights the build distilled from: teacher.safetensors, sha256 `{weights['sha256']}`")
@@ -152,10 +159,11 @@ def _latency(report: dict[str, Any]) -> list[str]:
 
 
 def _evaluation(report: dict[str, Any]) -> list[str]:
-    metrics = _metrics(report)
-    lines = [f"## Evaluation on {report['target']['name']}", "", "| model | accuracy | how obtained |", "|---|---|---|"]
-    for key, label in ACCURACY_ROWS:
-        m = report["accuracy"].get(key)
+    metrics, metric, measured = _metrics(report), q.report_metric(report), q.quality(report)
+    lines = [f"## Evaluation on {report['target']['name']}", "", f"{q.title(metric)}: {q.direction(metric)}.", "",
+             f"| model | {metric.name} | how obtained |", "|---|---|---|"]
+    for key, label in q.QUALITY_ROWS:
+        m = measured.get(key)
         lines.append(f"| {label} | {fmt(m['value'], m['unit'])} | {cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
     lines += ["", f"- engine size: {_metric(metrics.get('engine.size_mb'))}", f"- INT8 model size: {_metric(metrics.get('int8.size_mb'))}",
               *_latency(report), "", "| stage | budget | value | limit | verdict |", "|---|---|---|---|---|"]

@@ -1,5 +1,7 @@
-"""The build figures of report.html: accuracy vs latency (Pareto view) and the stage waterfall, drawn
-with matplotlib's Agg canvas (no display, no pyplot state). The latency figures are in plots_latency.py.
+"""The build figures of report.html: the task metric vs latency (Pareto view) and the stage waterfall,
+drawn with matplotlib's Agg canvas (no display, no pyplot state). The latency figures are in
+plots_latency.py. The quality axis is the report's task metric (report["task"]; accuracy for a report
+without one), with its direction: a budget on accuracy is a floor, one on perplexity a ceiling.
 
 Each figure is a `Plot`: a PNG, or none with `missing` saying what the report lacks, and notes
 saying where every plotted number comes from."""
@@ -13,18 +15,20 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from edgekd.pipeline.budgets import QUALITY_STEPS, QualityStep
+from edgekd.report import quality as q
 from edgekd.report.format import fmt
+from edgekd.tasks.specs import MetricSpec
 
 PASS, FAIL, GREY, BLUE = "#2e7d32", "#c62828", "#757575", "#1565c0"
 STATUS_COLOR = {"pass": PASS, "fail": FAIL}
-# (report key, label): the models of the Pareto view; latency.compare keys, then report["accuracy"] keys
+# (latency.compare key, quality row, label): the models of the Pareto view
 PARETO_POINTS = (("teacher", "teacher", "teacher (torch)"), ("student_fp32", "student", "student fp32 (torch)"),
                  ("engine", "engine", "engine"))
-# (accuracy key, stage that measures it, budget on its drop, the accuracy the drop is from)
-ACCURACY_STEPS = (("teacher", "teacher", None, None), ("student", "distill", "distill_accuracy_drop_pt", "teacher"),
-                  ("onnx_fp32", "export", "export_accuracy_drop_pt", "student"),
-                  ("int8", "quantize", "quantize_accuracy_drop_pt", "onnx_fp32"),
-                  ("engine", "evaluate", "overall_accuracy_drop_pt", "teacher"))
+# (quality row, stage that measures it, the step whose budget limits it): the waterfall's points
+QUALITY_POINTS: tuple[tuple[str, str, QualityStep | None], ...] = (
+    ("teacher", "teacher", None), *((s.after, s.stage, s) for s in QUALITY_STEPS))
+OVERALL = next(s for s in QUALITY_STEPS if s.name == "overall")
 SIZE_STEPS = (("onnx_fp32", "export"), ("int8", "quantize"), ("engine", "compile"))
 
 
@@ -63,11 +67,6 @@ def budgets(report: dict[str, Any]) -> dict[str, Any]:
     return report.get("profile", {}).get("budgets", {}) or {}
 
 
-def accuracy(report: dict[str, Any], key: str) -> float | None:
-    metric = report.get("accuracy", {}).get(key)
-    return metric["value"] if metric else None
-
-
 def stage(report: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((s for s in report.get("stages", []) if s["name"] == name), None)
 
@@ -93,50 +92,89 @@ def latency_points(report: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], s
     return {"engine": engine}, "teacher and student fp32 latency not measured (this report has no latency.compare)"
 
 
-def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both latency (lower) and accuracy (higher), by latency."""
+def _pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[tuple[float, float]]:
+    """The points no other point beats on both latency (lower) and quality (in the metric's
+    direction), by latency."""
+    sign = 1.0 if higher_is_better else -1.0
     front: list[tuple[float, float]] = []
-    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or y > front[-1][1]:
+    for x, y in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if not front or sign * y > sign * front[-1][1]:
             front.append((x, y))
     return front
 
 
-def pareto(report: dict[str, Any]) -> Plot:
-    """Accuracy vs p90 latency for teacher / student fp32 / engine, with the latency budget and the
-    accuracy floor (teacher accuracy - overall_accuracy_drop_pt)."""
-    plot = Plot("pareto", "Accuracy vs latency (Pareto view)")
+def _an(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _pareto_points(report: dict[str, Any], metric: MetricSpec, plot: Plot) -> tuple[list[tuple[str, float, float, str]], list[str]]:
+    """(label, p90 ms, metric value, method) of each model with both numbers; what is left out, and why."""
     lat_points, not_measured = latency_points(report)
     if not_measured:
         plot.notes.append(not_measured)
     drawn: list[tuple[str, float, float, str]] = []
     left_out: list[str] = []
-    for lat_key, acc_key, label in PARETO_POINTS:
-        point, acc = lat_points.get(lat_key), accuracy(report, acc_key)
+    for lat_key, row, label in PARETO_POINTS:
+        point, value = lat_points.get(lat_key), q.value(report, row)
         ms = point.get("p90_ms") if point else None
-        if ms is None or acc is None:
-            why = [w for w, gone in (("latency", ms is None), ("accuracy", acc is None)) if gone]
-            left_out.append(f"{label}: no {' and no '.join(why)}")
-            plot.notes.append(f"{label}: not plotted, no {' and no '.join(why)}"
-                              + (f" ({point['how']})" if point and point.get("how") else ""))
+        if point is None or ms is None or value is None:  # no point: no latency either
+            why = " and no ".join(w for w, gone in (("latency", ms is None), (metric.name, value is None)) if gone)
+            left_out.append(f"{label}: no {why}")
+            plot.notes.append(f"{label}: not plotted, no {why}" + (f" ({point['how']})" if point and point.get("how") else ""))
             continue
-        drawn.append((label, ms, acc, point.get("method", "measured")))
+        drawn.append((label, ms, value, point.get("method", "measured")))
         plot.notes.append(f"{label}: p90 {fmt(ms, 'ms')} ({point.get('method', 'measured')}: {point.get('how', '')}), "
-                          f"accuracy {fmt(acc, '%')}")
+                          f"{metric.name} {fmt(value, metric.unit)}")
+    return drawn, left_out
+
+
+def quality_bound(report: dict[str, Any], metric: MetricSpec) -> tuple[float | None, str]:
+    """The worst value the overall budget allows the engine (teacher's value and the budget), and its
+    label: an accuracy floor, a perplexity ceiling; (None, why not) without both."""
+    budget = OVERALL.budget(metric)
+    limit, teacher = budgets(report).get(budget), q.value(report, OVERALL.before)
+    word = "floor" if metric.higher_is_better else "ceiling"
+    if limit is None or teacher is None:
+        return None, f"no {metric.name} {word}: needs the teacher {metric.name} and {_an(budget)} budget"
+    bound = q.worst_allowed(metric, teacher, limit)
+    return bound, f"{metric.name} {word} {fmt(bound, metric.unit)} (teacher {q.budget_text(metric, limit)})"
+
+
+def _pareto_limits(ax: Any, metric: MetricSpec, values: list[float], bound: float | None, lat_budget: float | None) -> None:
+    """The quality axis' range and, with both budgets, the shaded corner within them."""
+    values = values + ([bound] if bound is not None else [])
+    spread = max(values) - min(values)
+    pad = max(0.5, 0.15 * spread) if metric.unit == "%" else max(0.05 * max(abs(v) for v in values), 0.15 * spread, 1e-3)
+    top = min(max(values) + pad, 100.5) if metric.unit == "%" else max(values) + pad
+    ax.set_ylim(min(values) - pad, top)
+    if lat_budget is not None and bound is not None:
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        low, high = (bound, y1) if metric.higher_is_better else (y0, bound)
+        ax.fill_between([x0, lat_budget], low, high, color=PASS, alpha=0.08, zorder=0)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+
+
+def pareto(report: dict[str, Any]) -> Plot:
+    """The task metric vs p90 latency for teacher / student fp32 / engine, with the latency budget
+    and the worst value the overall budget allows (teacher's value and overall_<degradation>)."""
+    metric = q.report_metric(report)
+    plot = Plot("pareto", f"{q.title(metric)} vs latency (Pareto view)")
+    drawn, left_out = _pareto_points(report, metric, plot)
     if not drawn:
-        plot.missing = "nothing to plot: no model has both an accuracy and a latency" + (f" ({not_measured})" if not_measured else "")
+        not_measured = latency_points(report)[1]
+        plot.missing = (f"nothing to plot: no model has both {_an(metric.name)} and a latency"
+                        + (f" ({not_measured})" if not_measured else ""))
         return plot
-    limits = budgets(report)
-    lat_budget, drop = limits.get("latency_p90_ms"), limits.get("overall_accuracy_drop_pt")
-    teacher = accuracy(report, "teacher")
-    floor = teacher - drop if teacher is not None and drop is not None else None
+    lat_budget = budgets(report).get("latency_p90_ms")
+    bound, bound_label = quality_bound(report, metric)
     fig, ax = figure()
-    for i, (label, ms, acc, method) in enumerate(drawn):
+    for i, (label, ms, value, method) in enumerate(drawn):
         measured = method == "measured"
-        ax.plot([ms], [acc], "o" if measured else "D", markersize=9, label=f"{label} ({method})",
+        ax.plot([ms], [value], "o" if measured else "D", markersize=9, label=f"{label} ({method})",
                 markerfacecolor=None if measured else "none", markeredgewidth=2)
-        ax.annotate(label, (ms, acc), textcoords="offset points", xytext=(7, (6, -14, 16)[i % 3]), fontsize=8)  # near points apart
-    front = _pareto_front([(ms, acc) for _, ms, acc, _ in drawn])
+        ax.annotate(label, (ms, value), textcoords="offset points", xytext=(7, (6, -14, 16)[i % 3]), fontsize=8)  # near points apart
+    front = _pareto_front([(ms, value) for _, ms, value, _ in drawn], metric.higher_is_better)
     if len(front) > 1:
         ax.plot([p[0] for p in front], [p[1] for p in front], ":", color=GREY, label="Pareto front")
     xs = [ms for _, ms, _, _ in drawn] + ([lat_budget] if lat_budget else [])
@@ -144,29 +182,22 @@ def pareto(report: dict[str, Any]) -> Plot:
         log_scale(ax.xaxis)
     if lat_budget is not None:
         ax.axvline(lat_budget, color=FAIL, linestyle="--", label=f"latency_p90_ms budget {fmt(lat_budget, 'ms')}")
-    if floor is not None:
-        ax.axhline(floor, color=FAIL, linestyle="-.", label=f"accuracy floor {fmt(floor, '%')} (teacher - {fmt(drop)} pt)")
-    accs = [acc for _, _, acc, _ in drawn] + ([floor] if floor is not None else [])
-    pad = max(0.5, 0.15 * (max(accs) - min(accs)))
-    ax.set_ylim(min(accs) - pad, min(max(accs) + pad, 100.5))
-    if lat_budget is not None and floor is not None:  # the corner inside both budgets
-        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-        ax.fill_between([x0, lat_budget], floor, y1, color=PASS, alpha=0.08, zorder=0)
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y0, y1)
+    if bound is not None:
+        ax.axhline(bound, color=FAIL, linestyle="-.", label=bound_label)
+    _pareto_limits(ax, metric, [value for _, _, value, _ in drawn], bound, lat_budget)
     if left_out:
         ax.text(0.99, 0.02, "not plotted: " + "; ".join(left_out), transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=7, color=GREY)
     ax.set_xlabel("p90 latency (ms), batch 1")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(q.axis_label(metric))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title("filled: measured, hollow: estimated; shaded: within both budgets" if lat_budget is not None and floor is not None
-                 else "filled: measured, hollow: estimated", fontsize=9)
+    both = lat_budget is not None and bound is not None
+    ax.set_title("filled: measured, hollow: estimated" + ("; shaded: within both budgets" if both else ""), fontsize=9)
     if lat_budget is None:
         plot.notes.append("no latency_p90_ms budget in the profile: no latency line")
-    if floor is None:
-        plot.notes.append("no accuracy floor: needs the teacher accuracy and an overall_accuracy_drop_pt budget")
+    if bound is None:
+        plot.notes.append(bound_label)
     plot.png = png(fig)
     return plot
 
@@ -175,30 +206,30 @@ def _status_color(v: dict[str, Any] | None) -> str:
     return STATUS_COLOR.get(v["status"], GREY) if v else GREY
 
 
-def _accuracy_panel(report: dict[str, Any], ax: Any, notes: list[str]) -> None:
+def _quality_panel(report: dict[str, Any], metric: MetricSpec, ax: Any, notes: list[str]) -> None:
     limits = budgets(report)
-    for x, (key, stage_name, budget, base) in enumerate(ACCURACY_STEPS):
-        acc = accuracy(report, key)
-        if acc is None:
+    for x, (row, stage_name, step) in enumerate(QUALITY_POINTS):
+        value = q.value(report, row)
+        if value is None:
             st = stage(report, stage_name)
             status = st["status"] if st else "absent"
-            notes.append(f"accuracy of {key}: none ({stage_name} stage {status})")
+            notes.append(f"{metric.name} of {row}: none ({stage_name} stage {status})")
             ax.annotate(f"{stage_name}\n{status}", (x, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7, color=GREY)
             continue
-        v = verdict(report, budget) if budget else None
-        ax.plot([x], [acc], "o", color=_status_color(v), markersize=9, zorder=3)
-        ax.annotate(fmt(acc, "%"), (x, acc), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
-        base_acc, limit = accuracy(report, base) if base else None, limits.get(budget) if budget else None
-        if base_acc is not None and limit is not None:
-            ax.hlines(base_acc - limit, x - 0.35, x + 0.35, colors=FAIL, linestyles="--", zorder=2)
-    values = [(x, accuracy(report, k)) for x, (k, *_) in enumerate(ACCURACY_STEPS) if accuracy(report, k) is not None]
+        budget = step.budget(metric) if step else None
+        ax.plot([x], [value], "o", color=_status_color(verdict(report, budget) if budget else None), markersize=9, zorder=3)
+        ax.annotate(fmt(value, metric.unit), (x, value), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
+        base, limit = (q.value(report, step.before), limits.get(budget)) if step and budget else (None, None)
+        if base is not None and limit is not None:
+            ax.hlines(q.worst_allowed(metric, base, limit), x - 0.35, x + 0.35, colors=FAIL, linestyles="--", zorder=2)
+    values = [(x, q.value(report, row)) for x, (row, _, _) in enumerate(QUALITY_POINTS) if q.value(report, row) is not None]
     if values:
         ax.plot([x for x, _ in values], [y for _, y in values], "-", color=GREY, alpha=0.5, zorder=1)
-    ax.set_xticks(range(len(ACCURACY_STEPS)), [k if k == s else f"{k}\n({s})" for k, s, _, _ in ACCURACY_STEPS], fontsize=7)
-    ax.set_xlim(-0.5, len(ACCURACY_STEPS) - 0.5)
+    ax.set_xticks(range(len(QUALITY_POINTS)), [r if r == s else f"{r}\n({s})" for r, s, _ in QUALITY_POINTS], fontsize=7)
+    ax.set_xlim(-0.5, len(QUALITY_POINTS) - 0.5)
     ax.margins(y=0.12)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy; red dashes: lowest allowed by the budget", fontsize=8)
+    ax.set_ylabel(q.axis_label(metric))
+    ax.set_title(f"{metric.name}; red dashes: {'lowest' if metric.higher_is_better else 'highest'} allowed by the budget", fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
 
 
@@ -229,17 +260,18 @@ def _size_panel(report: dict[str, Any], ax: Any, notes: list[str]) -> None:
 
 
 def waterfall(report: dict[str, Any]) -> Plot:
-    """Accuracy after each stage (teacher -> student -> onnx_fp32 -> int8 -> engine) and the size of
-    each model file, against the profile's budgets; points and bars coloured by their budget verdict."""
-    plot = Plot("waterfall", "Stage waterfall: accuracy and size after each stage")
-    if not any(accuracy(report, k) is not None for k, *_ in ACCURACY_STEPS):
-        plot.missing = "no accuracy measured: " + "; ".join(f"{s['name']} {s['status']}" for s in report.get("stages", [])
-                                                            if s["name"] in {st for _, st, _, _ in ACCURACY_STEPS})
+    """The task metric after each stage (teacher -> student -> onnx_fp32 -> int8 -> engine) and the
+    size of each model file, against the profile's budgets; points and bars coloured by their verdict."""
+    metric = q.report_metric(report)
+    plot = Plot("waterfall", f"Stage waterfall: {metric.name} and size after each stage")
+    if not any(q.value(report, row) is not None for row, _, _ in QUALITY_POINTS):
+        plot.missing = f"no {metric.name} measured: " + "; ".join(
+            f"{s['name']} {s['status']}" for s in report.get("stages", []) if s["name"] in {st for _, st, _ in QUALITY_POINTS})
         return plot
-    fig, (acc_ax, size_ax) = figure(width=9.0, height=4.2, ncols=2)
-    _accuracy_panel(report, acc_ax, plot.notes)
+    fig, (quality_ax, size_ax) = figure(width=9.0, height=4.2, ncols=2)
+    _quality_panel(report, metric, quality_ax, plot.notes)
     _size_panel(report, size_ax, plot.notes)
     fig.suptitle("green: budget holds, red: budget fails, grey: no budget", fontsize=8)
-    plot.notes.append("values: report.json accuracy and <model>.size_mb metrics (measured); budgets: the profile's")
+    plot.notes.append(f"values: report.json {metric.name} and <model>.size_mb metrics (measured); budgets: the profile's")
     plot.png = png(fig)
     return plot

@@ -236,7 +236,8 @@ def test_budgets_left_out_are_none_except_correctness_checks() -> None:
     assert others and all(v is None for v in others.values())
 
 
-@pytest.mark.parametrize("kwargs", [{"size_mb": 0}, {"latency_p90_ms": -1.0}, {"overall_accuracy_drop_pt": -0.1}])
+@pytest.mark.parametrize("kwargs", [{"size_mb": 0}, {"latency_p90_ms": -1.0}, {"overall_accuracy_drop_pt": -0.1},
+                                    {"quantize_perplexity_increase_pct": -0.1}])
 def test_budgets_reject_out_of_range(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Budgets(**kwargs)

@@ -58,12 +58,13 @@ def metric(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def with_metric(report: dict[str, Any], name: str, value: float | None) -> dict[str, Any]:
-    """Stage metric `name` set to `value` (and report["accuracy"] with it for *.accuracy)."""
+    """Stage metric `name` set to `value` (and the report's quality table with it: report["accuracy"]
+    for *.accuracy, report["perplexity"] for *.perplexity)."""
     out = edited(report)
     metric(out, name)["value"] = value
-    row = name.removesuffix(".accuracy")
-    if name.endswith(".accuracy") and row in out["accuracy"]:
-        out["accuracy"][row]["value"] = value
+    row, _, quality = name.rpartition(".")
+    if row in (out.get(quality) or {}):
+        out[quality][row]["value"] = value
     return out
 
 

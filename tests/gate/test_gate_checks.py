@@ -1,5 +1,6 @@
 """edgekd/gate/checks.py and run.py on a real build's report (the session's cold build, ci profile)
-and copies of it with edited values (gate_reports.py says which values each copy changes)."""
+and copies of it with edited values (gate_reports.py says which values each copy changes; as_perplexity
+in tests/helpers.py turns it into a perplexity task's report)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ from gate_reports import (  # noqa: F401 (fixture)
     with_metric,
     without_metric,
 )
+from helpers import as_perplexity
 
 from edgekd.config.models import Budgets, GateConfig
 from edgekd.errors import ConfigError
@@ -95,16 +97,16 @@ def test_measured_latency_without_usable_samples_is_bad_input(real_report, tmp_p
 
 def test_accuracy_drop_beyond_the_threshold_fails(real_report, tmp_path):
     engine = real_report["accuracy"]["engine"]["value"]
-    fail = checks.accuracy(*reports(tmp_path, real_report, with_metric(real_report, "engine.accuracy", engine - 1.0)), CFG)
+    fail = checks.quality(*reports(tmp_path, real_report, with_metric(real_report, "engine.accuracy", engine - 1.0)), CFG)
     assert fail.status == "fail" and fail.change == pytest.approx(-1.0) and fail.change_unit == "pt"
-    ok = checks.accuracy(*reports(tmp_path, real_report, with_metric(real_report, "engine.accuracy", engine - 0.3)), CFG)
+    ok = checks.quality(*reports(tmp_path, real_report, with_metric(real_report, "engine.accuracy", engine - 0.3)), CFG)
     assert ok.status == "pass"
 
 
 def test_accuracy_missing_is_not_measured(real_report, tmp_path):
     cand = with_metric(real_report, "engine.accuracy", 50.0)
     del cand["accuracy"]["engine"]  # the evaluate stage did not run
-    assert checks.accuracy(*reports(tmp_path, real_report, cand), CFG).status == "not measured"
+    assert checks.quality(*reports(tmp_path, real_report, cand), CFG).status == "not measured"
 
 
 def test_size_growth_beyond_the_threshold_fails(real_report, tmp_path):
@@ -159,3 +161,94 @@ def test_different_hosts_targets_and_toolchains_are_warned(real_report, tmp_path
     text = " | ".join(run_gate(save(other, tmp_path / "c.json"), save(real_report, tmp_path / "b.json")).warnings)
     assert "different hosts" in text and "Some Other CPU" in text and "cores" in text
     assert "different targets" in text and "onnxruntime" in text
+
+
+# --- the task's metric and its direction (helpers.as_perplexity: the real report as a perplexity task's) ---
+
+
+class PerplexityGate(GateConfig):
+    """[gate] with a perplexity threshold, named as the gate looks it up (max_<degradation_name>)."""
+
+    max_perplexity_increase_pct: float = 5.0
+
+
+def test_perplexity_increase_beyond_the_threshold_fails(real_report, tmp_path):
+    base = as_perplexity(real_report)
+    engine = base["perplexity"]["engine"]["value"]
+    worse = checks.quality(*reports(tmp_path, base, with_metric(base, "engine.perplexity", engine * 1.06)), PerplexityGate())
+    assert (worse.name, worse.status, worse.change_unit, worse.threshold_text) == ("engine perplexity", "fail", "%", "<= +5 %")
+    assert worse.change == pytest.approx(6.0) and worse.baseline == engine and worse.unit == ""
+    within = checks.quality(*reports(tmp_path, base, with_metric(base, "engine.perplexity", engine * 1.04)), PerplexityGate())
+    assert within.status == "pass"
+    better = checks.quality(*reports(tmp_path, base, with_metric(base, "engine.perplexity", engine * 0.5)), PerplexityGate())
+    assert better.status == "pass" and better.change == pytest.approx(-50.0)
+
+
+def test_perplexity_without_a_gate_threshold_is_no_budget(real_report, tmp_path):
+    base = as_perplexity(real_report)
+    cand = with_metric(base, "engine.perplexity", base["perplexity"]["engine"]["value"] * 3)
+    check = checks.quality(*reports(tmp_path, base, cand), CFG)  # edgekd's GateConfig: no max_perplexity_increase_pct yet
+    assert check.status == "no budget" and check.skipped and not check.failed
+    assert "no max_perplexity_increase_pct" in check.detail and check.change == pytest.approx(200.0)
+
+
+def test_an_old_report_without_task_is_gated_as_accuracy(real_report, tmp_path):
+    old = {k: v for k, v in real_report.items() if k != "task"}
+    engine = old["accuracy"]["engine"]["value"]
+    check = checks.quality(*reports(tmp_path, old, with_metric(old, "engine.accuracy", engine - 1.0)), CFG)
+    assert (check.name, check.status, check.threshold_text) == ("engine accuracy", "fail", ">= -0.5 pt")
+    assert real_report["task"]["metric"]["name"] == "accuracy"  # what this edgekd writes for the example
+
+
+def test_accuracy_and_perplexity_builds_are_not_compared(real_report, tmp_path):
+    check = checks.quality(*reports(tmp_path, real_report, as_perplexity(real_report)), PerplexityGate())
+    assert check.status == "not comparable" and "baseline's task is measured by accuracy" in check.detail
+
+
+def test_a_malformed_task_is_bad_input(real_report, tmp_path):
+    bad = {**real_report, "task": {"name": "causal-lm", "metric": {"name": "perplexity"}}}
+    with pytest.raises(GateInputError, match="candidate report .*'task' must be"):
+        load_report(save(bad, tmp_path / "bad.json"), "candidate")
+
+
+def test_perplexity_budgets_are_checked_as_the_build_checks_them(real_report, tmp_path):
+    data = as_perplexity(real_report)
+    base, cand = reports(tmp_path, data, data)
+    own = checks.budgets(base, cand, Budgets.model_validate(data["profile"]["budgets"]))
+    built = {(v["budget"], v["stage"]): v["status"] for s in data["stages"] for v in s["verdicts"]}
+    assert {(c.name.split()[1], c.name.split("(")[1].rstrip(")")): c.status for c in own} == built
+    assert ("overall_perplexity_increase_pct", "evaluate") in built and not any("accuracy" in b for b, _ in built)
+
+
+def test_accuracy_budgets_on_a_perplexity_build_are_not_applicable(real_report, tmp_path):
+    base, cand = reports(tmp_path, as_perplexity(real_report), as_perplexity(real_report))
+    found = {c.name: c for c in checks.budgets(base, cand, Budgets(overall_accuracy_drop_pt=0.0))}
+    na = found["budget overall_accuracy_drop_pt (evaluate)"]
+    assert na.status == "not applicable" and na.skipped and not na.failed and "set overall_perplexity_increase_pct" in na.detail
+    assert found["budget overall_perplexity_increase_pct (evaluate)"].status == "no budget"
+
+
+def test_a_not_applicable_budget_is_explained_in_every_output(real_report, tmp_path):
+    from edgekd.gate import junit, markdown
+    from edgekd.gate.render import summary
+
+    profile = tmp_path / "accuracy-only.toml"
+    profile.write_text("[budgets]\noverall_accuracy_drop_pt = 1.0\n")
+    path = save(as_perplexity(real_report), tmp_path / "ppl.json")
+    result = run_gate(path, path, str(profile))
+    why = "budget overall_accuracy_drop_pt = 1 pt not checked: it is for tasks measured by accuracy"
+    assert result.verdict == "pass" and by_name(result, "budget overall_accuracy_drop_pt (evaluate)").status == "not applicable"
+    assert why in summary(result) and why in markdown.render(result) and why in junit.render(result)
+
+
+def test_the_gate_of_two_perplexity_builds_names_perplexity(real_report, tmp_path):
+    from edgekd.gate.render import summary
+
+    base = as_perplexity(real_report)
+    cand = with_metric(base, "engine.perplexity", base["perplexity"]["engine"]["value"] * 1.5)
+    result = run_gate(save(cand, tmp_path / "cand.json"), save(base, tmp_path / "base.json"))
+    quality = by_name(result, "engine perplexity")
+    assert quality.status == "no budget" and quality.change == pytest.approx(50.0)
+    # the overall budget (25 % over the teacher) catches it in the candidate alone
+    assert "budget overall_perplexity_increase_pct (evaluate)" in {c.name for c in result.failed}
+    assert "engine perplexity" in summary(result) and "engine accuracy" not in summary(result)

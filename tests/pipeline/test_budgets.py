@@ -1,11 +1,20 @@
-"""edgekd/pipeline/budgets.py: which budget is checked after which stage, and the verdicts."""
+"""edgekd/pipeline/budgets.py: which budget is checked after which stage, and the verdicts; quality budgets
+follow the task's metric (accuracy drops in points, perplexity increases in percent of the value before)."""
 from __future__ import annotations
 
 import pytest
 
 from edgekd.config.models import Budgets
-from edgekd.pipeline.budgets import RULES, check, stages_checked
+from edgekd.pipeline.budgets import (
+    QUALITY_STEPS,
+    RULES,
+    check,
+    not_applicable,
+    rules,
+    stages_checked,
+)
 from edgekd.pipeline.results import Metric
+from edgekd.tasks.specs import ACCURACY, METRICS, PERPLEXITY
 
 
 def m(value: float | None, unit: str = "%") -> Metric:
@@ -130,3 +139,109 @@ def test_search_budgets_apply_only_when_a_search_ran() -> None:
     assert check("search", {}, budgets) == []  # no [student.search]: nothing to check, nothing reported
     verdicts = by_budget(check("search", {"search.latency_ms": m(2.0, "ms"), "search.size_mb": m(0.5, "MB")}, budgets))
     assert verdicts["latency_p90_ms"].status == "fail" and verdicts["size_mb"].status == "pass"
+
+
+# --- budgets follow the task's metric and its direction -------------------------------------------
+
+ACCURACY_BUDGETS = ("distill_accuracy_drop_pt", "export_accuracy_drop_pt", "quantize_accuracy_drop_pt", "overall_accuracy_drop_pt")
+PERPLEXITY_BUDGETS = ("distill_perplexity_increase_pct", "export_perplexity_increase_pct",
+                      "quantize_perplexity_increase_pct", "overall_perplexity_increase_pct")
+
+
+def test_every_quality_step_has_one_budget_per_metric_named_by_it() -> None:
+    for step in QUALITY_STEPS:
+        for metric in METRICS.values():
+            [rule] = [r for r in RULES if r.budget == step.budget(metric)]
+            assert rule.stage == step.stage and rule.task_metric == metric.name
+    assert [s.budget(ACCURACY) for s in QUALITY_STEPS] == list(ACCURACY_BUDGETS)
+    assert [s.budget(PERPLEXITY) for s in QUALITY_STEPS] == list(PERPLEXITY_BUDGETS)
+    assert set(ACCURACY_BUDGETS + PERPLEXITY_BUDGETS) <= set(Budgets.model_fields)
+
+
+def test_old_budget_names_are_checked_where_they_always_were() -> None:
+    assert [stages_checked(b) for b in ACCURACY_BUDGETS] == [["distill"], ["export"], ["quantize"], ["evaluate"]]
+    assert [stages_checked(b) for b in PERPLEXITY_BUDGETS] == [["distill"], ["export"], ["quantize"], ["evaluate"]]
+    [verdict] = check("evaluate", {"teacher.accuracy": m(90.0), "engine.accuracy": m(88.5)}, Budgets(overall_accuracy_drop_pt=1.0))
+    assert (verdict.budget, verdict.metric, verdict.unit, verdict.status) == (
+        "overall_accuracy_drop_pt", "teacher.accuracy - engine.accuracy", "pt", "fail")
+
+
+def test_perplexity_increase_is_percent_of_the_value_before() -> None:
+    metrics = {"teacher.perplexity": m(20.0, ""), "student.perplexity": m(25.0, "")}
+    [verdict] = check("distill", metrics, Budgets(distill_perplexity_increase_pct=30.0), PERPLEXITY)
+    assert verdict.budget == "distill_perplexity_increase_pct" and verdict.unit == "%"
+    assert verdict.value == pytest.approx(25.0)  # (25 - 20) / 20, not 5 points
+    assert verdict.metric == "100 * (student.perplexity - teacher.perplexity) / teacher.perplexity"
+    assert verdict.status == "pass"
+    [tight] = check("distill", metrics, Budgets(distill_perplexity_increase_pct=24.9), PERPLEXITY)
+    assert tight.status == "fail"
+
+
+def test_lower_perplexity_is_a_negative_increase() -> None:
+    metrics = {"onnx_fp32.perplexity": m(12.0, ""), "int8.perplexity": m(11.4, "")}
+    verdicts = by_budget(check("quantize", metrics, Budgets(quantize_perplexity_increase_pct=0.0), PERPLEXITY))
+    assert verdicts["quantize_perplexity_increase_pct"].value == pytest.approx(-5.0)
+    assert verdicts["quantize_perplexity_increase_pct"].status == "pass"
+
+
+def test_a_perplexity_build_checks_perplexity_budgets_only() -> None:
+    metrics = {"teacher.accuracy": m(90.0), "student.accuracy": m(10.0),  # would break the accuracy budget
+               "teacher.perplexity": m(10.0, ""), "student.perplexity": m(11.0, "")}
+    budgets = Budgets(distill_accuracy_drop_pt=1.0, distill_perplexity_increase_pct=15.0)
+    assert [(v.budget, v.status) for v in check("distill", metrics, budgets, PERPLEXITY)] == [("distill_perplexity_increase_pct", "pass")]
+    assert [(v.budget, v.status) for v in check("distill", metrics, budgets)] == [("distill_accuracy_drop_pt", "fail")]  # default: accuracy
+
+
+def test_export_of_a_perplexity_build_checks_parity_and_perplexity() -> None:
+    metrics = {"student.perplexity": m(10.0, ""), "onnx_fp32.perplexity": m(10.1, ""), "export.parity_max_abs_diff": m(1e-5, "")}
+    verdicts = check("export", metrics, Budgets(export_perplexity_increase_pct=0.5), PERPLEXITY)
+    assert [v.budget for v in verdicts] == ["export_parity_max_abs_diff", "export_perplexity_increase_pct"]
+    assert verdicts[1].value == pytest.approx(1.0) and verdicts[1].status == "fail"
+
+
+def test_perplexity_budget_unset_is_no_budget_not_a_pass() -> None:
+    [verdict] = check("evaluate", {"teacher.perplexity": m(10.0, ""), "engine.perplexity": m(30.0, "")}, Budgets(), PERPLEXITY)
+    assert verdict.budget == "overall_perplexity_increase_pct" and verdict.value == pytest.approx(200.0)
+    assert verdict.status == "no budget"
+
+
+def test_perplexity_from_zero_is_not_measured() -> None:
+    metrics = {"teacher.perplexity": m(0.0, ""), "student.perplexity": m(5.0, "")}
+    [verdict] = check("distill", metrics, Budgets(distill_perplexity_increase_pct=1.0), PERPLEXITY)
+    assert verdict.value is None and verdict.status == "not measured"
+
+
+def test_rules_of_a_stage_follow_the_metric() -> None:
+    assert [r.budget for r in rules("quantize")] == ["quantize_accuracy_drop_pt", "quantize_rule_violations", "size_mb"]
+    assert [r.budget for r in rules("quantize", PERPLEXITY)] == ["quantize_perplexity_increase_pct", "quantize_rule_violations", "size_mb"]
+    assert [r.budget for r in rules("bench", PERPLEXITY)] == ["latency_p90_ms"]
+
+
+def test_a_budget_for_the_other_metric_is_reported_not_applicable() -> None:
+    """An accuracy-only profile on a perplexity build: each accuracy limit it sets is named as not checked."""
+    budgets = Budgets(distill_accuracy_drop_pt=3.0, overall_accuracy_drop_pt=5.0)
+    [note] = not_applicable("distill", budgets, PERPLEXITY)
+    assert (note.budget, note.limit, note.unit, note.instead) == ("distill_accuracy_drop_pt", 3.0, "pt", "distill_perplexity_increase_pct")
+    assert note.describe() == ("budget distill_accuracy_drop_pt = 3 pt not checked: it is for tasks measured by accuracy, "
+                               "and this build's task is measured by perplexity (set distill_perplexity_increase_pct instead)")
+    assert [n.budget for n in not_applicable("evaluate", budgets, PERPLEXITY)] == ["overall_accuracy_drop_pt"]
+    assert not_applicable("export", budgets, PERPLEXITY) == []  # the profile sets nothing there
+    assert not_applicable("distill", budgets, ACCURACY) == []  # it is the build's own metric
+    [other_way] = not_applicable("quantize", Budgets(quantize_perplexity_increase_pct=2.0), ACCURACY)
+    assert other_way.unit == "%" and other_way.instead == "quantize_accuracy_drop_pt"
+
+
+def test_a_profile_with_both_twins_gets_no_note() -> None:
+    both = Budgets(distill_accuracy_drop_pt=3.0, distill_perplexity_increase_pct=10.0)
+    assert not_applicable("distill", both, PERPLEXITY) == [] and not_applicable("distill", both, ACCURACY) == []
+
+
+@pytest.mark.parametrize("name", ["default", "ci"])
+def test_shipped_profiles_keep_their_budgets(name: str) -> None:
+    from edgekd.config import ConfigSearch
+    from edgekd.config.loading import load_profile
+
+    budgets = load_profile(name, ConfigSearch()).config.budgets
+    assert all(getattr(budgets, b) is not None for b in ACCURACY_BUDGETS)
+    verdicts = check("distill", {"teacher.accuracy": m(97.0), "student.accuracy": m(96.0)}, budgets)
+    assert [(v.budget, v.limit) for v in verdicts] == [("distill_accuracy_drop_pt", budgets.distill_accuracy_drop_pt)]

@@ -1,13 +1,18 @@
-"""Stage cache keys: what a stage's outputs depend on, and nothing else."""
+"""Stage cache keys: what a stage's outputs depend on, and nothing else; the plan; budgets checked
+after each stage for the task's metric."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from edgekd import api
 from edgekd.config import ConfigSearch
 from edgekd.pipeline import runner as pipeline
+from edgekd.pipeline.cache import StageCache
+from edgekd.pipeline.results import Metric
+from edgekd.pipeline.stage import Outcome, Stage
 from edgekd.stages import STAGES
 
 ROOT = Path(__file__).parents[2]
@@ -61,3 +66,37 @@ def test_plan_lists_every_stage_and_its_budgets():
     plan = pipeline.plan(STAGES)
     assert [p["stage"] for p in plan] == [s.name for s in STAGES]
     assert next(p for p in plan if p["stage"] == "bench")["budgets"] == ["latency_p90_ms"]
+
+
+def test_plan_lists_the_quality_budgets_of_the_tasks_metric():
+    from edgekd.tasks.specs import PERPLEXITY
+
+    def distill(plan):
+        return next(p for p in plan if p["stage"] == "distill")["budgets"]
+
+    assert distill(pipeline.plan(STAGES)) == ["distill_accuracy_drop_pt"]  # accuracy unless told
+    assert distill(pipeline.plan(STAGES, PERPLEXITY)) == ["distill_perplexity_increase_pct"]
+
+
+def _metric_stage(name: str, metrics: dict[str, float]) -> Stage:
+    def run(ctx, inputs, scratch):
+        return Outcome({k: Metric(v, "", "measured", "test") for k, v in metrics.items()})
+    return Stage(name, f"writes {sorted(metrics)}", (), (), (), lambda ctx: {"metrics": metrics}, run)
+
+
+def test_a_perplexity_build_checks_perplexity_budgets_and_notes_accuracy_ones(tmp_path):
+    """Two stand-in stages write perplexities; the context (duck-typed: the runner reads its profile's
+    budgets and its metric) is a perplexity task's with an accuracy-only profile."""
+    from edgekd.config.models import Budgets
+    from edgekd.tasks.specs import PERPLEXITY
+
+    stages = (_metric_stage("teacher", {"teacher.perplexity": 10.0}), _metric_stage("distill", {"student.perplexity": 12.0}))
+    ctx = SimpleNamespace(profile=SimpleNamespace(budgets=Budgets(distill_accuracy_drop_pt=1.0)), metric=PERPLEXITY)
+    records = pipeline.run(ctx, StageCache(tmp_path / "cache"), tmp_path / "out", log=lambda _: None, stages=stages)
+    [verdict] = records[1].verdicts
+    assert (verdict.budget, verdict.value, verdict.status) == ("distill_perplexity_increase_pct", pytest.approx(20.0), "no budget")
+    assert records[1].notes == ["budget distill_accuracy_drop_pt = 1 pt not checked: it is for tasks measured by accuracy, and "
+                                "this build's task is measured by perplexity (set distill_perplexity_increase_pct instead)"]
+    ctx.profile.budgets = Budgets(distill_perplexity_increase_pct=15.0)
+    records = pipeline.run(ctx, StageCache(tmp_path / "cache"), tmp_path / "out", log=lambda _: None, stages=stages)
+    assert records[1].status == "cached" and [v.status for v in records[1].verdicts] == ["fail"] and records[1].notes == []

@@ -35,6 +35,8 @@ def test_card_of_a_build_has_every_section_with_the_reports_numbers(cold_build):
     assert positions == sorted(positions)
     prov, lin = report["provenance"], report["lineage"]
     assert "| generation | 1 (teacher generation 0) |" in card and "Warning" not in card
+    assert report["task"]["metric"] == {"name": "accuracy", "unit": "%", "higher_is_better": True, "degradation_name": "accuracy_drop_pt"}
+    assert f"| task | {report['task']['name']}; quality metric accuracy (higher is better); quality budgets *_accuracy_drop_pt |" in card
     assert prov["teacher"]["sha256"] in card and "trained from labels in this build" in card
     assert prov["data"]["sha256"] in card and f"test {prov['data']['splits']['test']:,} samples" in card
     assert f"{prov['distill']['epochs']} epochs, lr {prov['distill']['lr']}" in card and "| hinton | 1 | defaults |" in card
