@@ -41,6 +41,24 @@ class ProgressBar:
             self._bar.__exit__(kind, exc, tb)
 
 
+def decoder_lines(result: dict[str, Any]) -> list[str]:
+    """TimeToFirstToken and DecodeTokensPerSecond of a decoder model (nothing for other models)."""
+    lines = []
+    ttft, decode = result.get("ttft"), result.get("decode")
+    if ttft:
+        lines.append(f"  TTFT          p50 {ttft['p50_ms']:.4f} ms  p90 {ttft['p90_ms']:.4f} ms  ({ttft['prompt_tokens']}-token prompt, "
+                     f"{ttft['runs']} runs)" if ttft["method"] == "measured" else f"  TTFT          not available: {ttft['how']}")
+    if decode:
+        if decode["method"] == "measured":
+            tok = decode["per_token"]
+            lines.append(f"  Decode        {decode['tokens_per_s']:,.1f} tokens/s  per token p50 {tok['p50_ms']:.4f} ms  "
+                         f"p90 {tok['p90_ms']:.4f} ms  ({decode['new_tokens']} tokens x {decode['generations']} generations"
+                         + (")" if decode["kv_cache"] else "; no KV cache in the graph: each token re-runs the whole sequence)"))
+        else:
+            lines.append(f"  Decode        not available: {decode['how']}")
+    return lines
+
+
 def bench_summary(path: Path, result: dict[str, Any]) -> str:
     if "latency" in result and "source" in result:  # a device result (edgekd bench --device)
         lat = result["latency"]
@@ -56,6 +74,7 @@ def bench_summary(path: Path, result: dict[str, Any]) -> str:
     if offline:
         lines.append(f"  Offline       {offline['throughput_per_s']:,.0f} samples/s at batch {offline['best_batch']} "
                      f"(tried {', '.join(str(b['batch']) for b in offline['batches'])})")
+    lines += decoder_lines(result)
     if result.get("top_ops"):
         lines.append("  top ops       " + ", ".join(f"{op['op_type']} {op['pct']:.0f}%" for op in result["top_ops"][:5]))
     peak = result.get("peak_rss_mb")

@@ -13,6 +13,7 @@ from edgekd import __version__, api
 from edgekd.cli.bench import ProgressBar, bench_summary
 from edgekd.common.fsutil import atomic_write_text
 from edgekd.config.loading import ConfigSearch, load_project
+from edgekd.config.models import BENCH_SCENARIOS
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, EdgekdError
 from edgekd.graph.inputs import parse_shapes
 
@@ -190,14 +191,16 @@ def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool
 
 
 @cli.command(help="Latency of a build's engine or of an ONNX model: SingleStream (batch 1: p50/p90/p99, CV, raw samples), "
-             "Offline (throughput at the best batch) and the top ops by time, measured here for x86 targets; estimated "
-             "for device-only targets unless --device runs the build's bundle on the device. A build folder's report "
+             "Offline (throughput at the best batch), for decoders time to first token and decode tokens/s, and the top "
+             "ops by time, measured here for x86 targets; estimated for device-only targets unless --device runs the "
+             "build's bundle on the device. A build folder's report "
              f"gets the new numbers. {EXIT_CODES_HELP}")
 @click.argument("path", type=click.Path(exists=True, path_type=Path), metavar="BUILD_DIR|MODEL")
 @click.option("--target", "-t", help="Target name, alias or .toml path (default for a build: its own target).")
 @click.option("--profile", "-p", help="Profile whose [recipe.bench] sets the run lengths (default: the build's, else 'default').")
-@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["SingleStream", "Offline"]),
-              help="Scenarios to run (repeat for both; default: the profile's).")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(BENCH_SCENARIOS),
+              help="Scenarios to run (repeat for several; default: the profile's). TimeToFirstToken and "
+                   "DecodeTokensPerSecond run for decoder models only.")
 @click.option("--threads", type=click.IntRange(min=0), help="Intra-op threads (default: the build's tuned or the target's).")
 @click.option("--device", help="Run the build's bundle on a device instead: ssh://user@host[:port], adb://SERIAL or local://DIR.")
 @click.option("--runs", type=click.IntRange(min=10), help="Timed runs on the device (--device only).")

@@ -219,19 +219,32 @@ class Project(Strict):
 class Budgets(Strict):
     """Limits checked after each stage. A budget left out is reported as 'no budget', except three
     correctness checks that hold whatever the team's budgets: the export parity tolerance (1e-4),
-    the target's quantization rules (0 violations) and nodes nothing on the target runs (0)."""
+    the target's quantization rules (0 violations) and nodes nothing on the target runs (0).
+    Quality budgets follow the task's metric: `*_accuracy_drop_pt` (points, for tasks measured by
+    accuracy) and `*_perplexity_increase_pct` (percent of the perplexity before, for tasks measured
+    by perplexity); a build checks those of its task's metric only."""
 
     distill_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - student (torch)")
+    distill_perplexity_increase_pct: float | None = Field(None, ge=0, description="student (torch) over teacher, % of the teacher's")
     export_parity_max_abs_diff: float | None = Field(1e-4, gt=0, description="ONNX Runtime vs torch logits")
     export_accuracy_drop_pt: float | None = Field(None, ge=0, description="student (torch) - ONNX fp32")
+    export_perplexity_increase_pct: float | None = Field(None, ge=0, description="ONNX fp32 over student (torch), % of the student's")
     quantize_accuracy_drop_pt: float | None = Field(None, ge=0, description="ONNX fp32 - INT8 ONNX")
+    quantize_perplexity_increase_pct: float | None = Field(None, ge=0, description="INT8 ONNX over ONNX fp32, % of the fp32's")
     quantize_rule_violations: int | None = Field(0, ge=0, description="Q/DQ nodes that break the target's quantization rules")
     fallback_nodes_pct: float | None = Field(None, ge=0, le=100, description="nodes off the accelerator, % of all")
     fallback_macs_pct: float | None = Field(None, ge=0, le=100, description="MACs off the accelerator, % of all")
     unsupported_nodes: int | None = Field(0, ge=0, description="nodes nothing on the target can run")
     overall_accuracy_drop_pt: float | None = Field(None, ge=0, description="teacher - engine")
+    overall_perplexity_increase_pct: float | None = Field(None, ge=0, description="engine over teacher, % of the teacher's")
     size_mb: float | None = Field(None, gt=0, description="deployed model file size")
     latency_p90_ms: float | None = Field(None, gt=0, description="engine p90 at batch 1")
+
+
+# latency scenarios a bench runs (edgekd.tasks.specs names them for the Task seam; the config layer
+# sits below tasks, so they are spelled here): the last two run for decoder models only
+BenchScenario = Literal["SingleStream", "Offline", "TimeToFirstToken", "DecodeTokensPerSecond"]
+BENCH_SCENARIOS: tuple[str, ...] = ("SingleStream", "Offline", "TimeToFirstToken", "DecodeTokensPerSecond")
 
 
 class BenchConfig(Strict):
@@ -242,11 +255,16 @@ class BenchConfig(Strict):
     max_runs: int = Field(20000, ge=10)
     max_seconds: float = Field(10.0, gt=0)
     stable_rel_change: float = Field(0.02, gt=0, description="stop when p90 moves less than this between rounds")
-    scenarios: list[Literal["SingleStream", "Offline"]] = Field(default_factory=lambda: ["SingleStream", "Offline"], min_length=1)
+    scenarios: list[BenchScenario] = Field(default_factory=lambda: list(BENCH_SCENARIOS), min_length=1,
+                                           description="TimeToFirstToken and DecodeTokensPerSecond run for decoder models only")
     offline_max_batch: int = Field(64, ge=1, description="Offline: batch sizes 1, 2, 4, ... up to this, while throughput grows")
     offline_seconds: float = Field(0.5, gt=0, description="Offline: timing per batch size (at least 5 runs)")
     profile_runs: int = Field(50, ge=0, description="runs under ONNX Runtime's profiler for the per-op breakdown (0: none)")
     compare: bool = Field(True, description="also time the teacher (torch eager) and the fp32 student, for the Pareto view")
+    prompt_tokens: int = Field(128, ge=1, description="decoders: prompt length P of TimeToFirstToken and DecodeTokensPerSecond")
+    decode_tokens: int = Field(32, ge=1, description="DecodeTokensPerSecond: tokens generated one at a time after the prompt")
+    ttft_runs: int = Field(20, ge=1, description="TimeToFirstToken: timed prompt passes (after one warm-up pass)")
+    decode_runs: int = Field(3, ge=1, description="DecodeTokensPerSecond: timed generations (after one warm-up generation)")
 
     @model_validator(mode="after")
     def _bounds(self) -> BenchConfig:

@@ -73,7 +73,13 @@ def _report_progress(label: str) -> None:
 
 
 def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
-    from edgekd.backends.ort.session import open_session, resolved_threads
+    from edgekd.backends.ort.session import (
+        open_session,
+        resolved_threads,
+        runtime_description,
+    )
+    from edgekd.common.toolchain import cpu_model
+    from edgekd.perf.decoder import Subject, decoder_scenarios
     from edgekd.perf.scenarios import batch_feed, offline, profile_ops, static_batch
 
     cfg = SessionConfig.model_validate(request["session"])
@@ -95,6 +101,9 @@ def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
     result["scenarios"] = {"SingleStream": {k: v for k, v in result.items() if k != "samples_ms"}}  # samples once, at the top
     if "Offline" in bench.scenarios:
         result["scenarios"]["Offline"] = offline(session, rows, inputs, bench.offline_max_batch, bench.offline_seconds, _report_progress)
+    # decoders: "ttft" and "decode" next to the scenarios (report.schema.json closes latency.scenarios)
+    where = f"this host ({cpu_model()}), {runtime_description(cfg)}, batch 1, in the bench worker process"
+    result.update(decoder_scenarios(Subject(session, engine, inputs, rows, where), bench, _report_progress))
     if bench.profile_runs:
         _report_progress("per-op profile")
         result["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed,
@@ -153,8 +162,9 @@ def measure(engine: Path, feeds: dict[str, np.ndarray], inputs: ModelInputs, ses
             workdir: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Measure `engine`: SingleStream at batch 1 (the graph's batch if static) on the first sample
     of `feeds` (named inputs, samples on axis 0), the Offline scenario over `feeds` (tiled along
-    each input's batch axis to each batch size) and the per-op profile, as the bench config asks,
-    in a child process. Returns the SingleStream summary + samples at the top level."""
+    each input's batch axis to each batch size), for a decoder TimeToFirstToken ("ttft") and
+    DecodeTokensPerSecond ("decode", edgekd.perf.decoder) and the per-op profile, as the bench
+    config asks, in a child process. Returns the SingleStream summary + samples at the top level."""
     if not Path(engine).is_file():
         raise EdgekdError(f"engine {engine} not found", "give an .onnx model or a build folder made by `edgekd build`")
     request = {"engine": str(engine), "session": session.model_dump(), "bench": bench.model_dump(), "inputs": inputs.to_json()}

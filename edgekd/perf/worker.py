@@ -1,6 +1,7 @@
 """`edgekd bench BUILD_DIR|MODEL --target T` here, on this host: the SingleStream and Offline
-scenarios and the per-op profile of a build's engine (with the settings the build tuned) or of any
-ONNX model (with the target's [session] settings). Targets whose engine runs only on a device
+scenarios, for decoder models TimeToFirstToken and DecodeTokensPerSecond (edgekd.perf.decoder), and
+the per-op profile of a build's engine (with the settings the build tuned) or of any ONNX model
+(with the target's [session] settings). Targets whose engine runs only on a device
 (TensorRT, QNN HTP) get the latency model's estimate, said plainly, unless --device is given.
 
 A build folder's report.json gets the new measurement as its latency (the bench stage's metrics
@@ -14,7 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import ValidationError
+
+from edgekd.common.artefacts import BENCH_JSON, ENGINE_JSON, STUDENT_INT8
 from edgekd.config.loading import ConfigSearch, load_profile, load_target
+from edgekd.config.models import BENCH_SCENARIOS, BenchConfig
 from edgekd.errors import ConfigError
 from edgekd.graph.inputs import ModelInputs
 
@@ -23,14 +28,15 @@ Progress = Callable[[str, int], None]  # (phase label, number of phases)
 
 def phases(bench: Any) -> int:
     """How many progress steps a measurement with BenchConfig `bench` reports (at most)."""
+    from edgekd.perf.decoder import DECODER_SCENARIOS
     from edgekd.perf.scenarios import offline_batches
 
     return (1 + ("Offline" in bench.scenarios) * len(offline_batches(bench.offline_max_batch, None))
-            + (bench.profile_runs > 0))
+            + sum(s in bench.scenarios for s in DECODER_SCENARIOS) + (bench.profile_runs > 0))
 
 
 def _build_engine(build_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    report_file, engine_file = build_dir / "report.json", build_dir / "engine.json"
+    report_file, engine_file = build_dir / "report.json", build_dir / ENGINE_JSON
     if not report_file.is_file() or not engine_file.is_file():
         raise ConfigError(f"{build_dir} is not a build folder (no report.json / engine.json)",
                           "give a folder written by `edgekd build`, or an .onnx model with --target")
@@ -44,6 +50,15 @@ def _inputs(path: Path, model: Path, engine_meta: dict[str, Any], shapes: dict[s
     if path.is_dir() and "inputs" in engine_meta and not shapes:
         return ModelInputs.from_json(engine_meta["inputs"])
     return load_inputs(model, shapes)
+
+
+def with_scenarios(bench: BenchConfig, scenarios: list[str]) -> BenchConfig:
+    """`bench` running `scenarios` instead (validated: an unknown name is a ConfigError)."""
+    try:
+        return BenchConfig.model_validate({**bench.model_dump(), "scenarios": scenarios})
+    except ValidationError as exc:
+        raise ConfigError(f"scenarios {scenarios}: {exc.errors()[0]['msg']}",
+                          f"choose from {', '.join(BENCH_SCENARIOS)}") from None
 
 
 def bench_local(path: Path, target: str | None, profile: str | None, search: ConfigSearch, threads: int | None = None,
@@ -62,7 +77,7 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
         _, report, engine_meta = _build_engine(path)
         target = target or report["target"]["name"]
         profile = profile or (report["profile"]["file"] if Path(report["profile"]["file"]).is_file() else "default")
-        model = path / "engine" / engine_meta.get("engine_file", "engine.onnx") if engine_meta.get("built_here") else path / "student_int8.onnx"
+        model = path / "engine" / engine_meta.get("engine_file", "engine.onnx") if engine_meta.get("built_here") else path / STUDENT_INT8
     else:
         if target is None:
             raise ConfigError(f"{path}: a model needs --target", "e.g. edgekd bench model.onnx --target x86")
@@ -83,7 +98,7 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
     session = SessionConfig.model_validate(engine_meta["session"]) if "session" in engine_meta else cfg.session
     if threads is not None:
         session = session.model_copy(update={"intra_op_num_threads": threads})
-    bench = prof.recipe.bench if scenarios is None else prof.recipe.bench.model_copy(update={"scenarios": scenarios})
+    bench = prof.recipe.bench if scenarios is None else with_scenarios(prof.recipe.bench, scenarios)
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
         total = phases(bench)
         result = measure(model, make_feeds(inputs, rows=bench.offline_max_batch), inputs, session, bench, Path(tmp),
@@ -122,6 +137,6 @@ def update_build_report(build_dir: Path, result: dict[str, Any]) -> dict[str, An
     stage["verdicts"] = [v.to_json() for v in verdicts]
     report["failed_budgets"] = [v for s in report["stages"] for v in s["verdicts"] if v["status"] == "fail"]
     report["verdict"] = "fail" if report["failed_budgets"] else "pass"
-    atomic_write_text(build_dir / "bench.json", json.dumps(result))
+    atomic_write_text(build_dir / BENCH_JSON, json.dumps(result))
     write_all(build_dir, report)
     return report

@@ -1,5 +1,5 @@
-"""report.md sections on performance: measured latency (scenarios, op profile, comparison points)
-and the compile stage's engine tuning."""
+"""report.md sections on performance: measured latency (scenarios, decoder scenarios, op profile,
+comparison points) and the compile stage's engine tuning."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,11 +23,34 @@ def measured_latency(lat: dict[str, Any], host_cpu: str) -> list[str]:
         lines += [f"| {b['batch']} | {fmt(b['throughput_per_s'], '/s')} | {fmt(b['mean_ms'], 'ms')} | {fmt(b['p90_ms'], 'ms')} | {b['runs']} |"
                   for b in offline["batches"]]
         lines += ["", f"How: {cell(offline['how'])}.", ""]
+    lines += decoder(lat)
     if lat.get("top_ops"):
         lines += ["**Top ops by time**:", "", "| op type | time per run | share | nodes |", "|---|---|---|---|"]
         lines += [f"| {op['op_type']} | {fmt(op['ms'], 'ms')} | {fmt(op['pct'], '%')} | {op['nodes']} |" for op in lat["top_ops"]]
         lines += ["", f"How: {cell(lat.get('top_ops_how', ''))}.", ""]
     return lines + comparison(lat)
+
+
+def decoder(lat: dict[str, Any]) -> list[str]:
+    """TimeToFirstToken ("ttft") and DecodeTokensPerSecond ("decode"), present for decoder models only."""
+    rows = [_decoder_row(name, lat[key]) for name, key in (("TimeToFirstToken", "ttft"), ("DecodeTokensPerSecond", "decode"))
+            if lat.get(key)]
+    if not rows:
+        return []
+    return ["**Decoder** (batch 1):", "", "| scenario | result | p50 | p90 | runs | how obtained |", "|---|---|---|---|---|---|",
+            *rows, "", "DecodeTokensPerSecond's p50/p90 are per generated token; the prompt pass is TimeToFirstToken.", ""]
+
+
+def _decoder_row(name: str, r: dict[str, Any]) -> str:
+    how = cell(f"{r['method']}: {r.get('where', '')}; {r['how']}")
+    if r["method"] != "measured":
+        return f"| {name} | n/a | n/a | n/a | n/a | {how} |"
+    if name == "TimeToFirstToken":
+        headline, stats = f"{r['prompt_tokens']}-token prompt", r
+    else:
+        headline = f"**{fmt(r['tokens_per_s'], 'tokens/s')}**, {r['new_tokens']} tokens" + ("" if r["kv_cache"] else " (no KV cache)")
+        stats = r["per_token"]
+    return f"| {name} | {headline} | {fmt(stats['p50_ms'], 'ms')} | {fmt(stats['p90_ms'], 'ms')} | {stats['runs']} | {how} |"
 
 
 def comparison(lat: dict[str, Any]) -> list[str]:
