@@ -78,7 +78,7 @@ def dry_run(ctx: Context) -> dict[str, Any]:
         "project": {"file": str(ctx.project_file.path), "via": ctx.project_file.via, **ctx.project.model_dump()},
         "target": {"name": ctx.target_file.name, "file": str(ctx.target_file.path), "via": ctx.target_file.via, **ctx.target.model_dump()},
         "profile": {"name": ctx.profile_file.name, "file": str(ctx.profile_file.path), **ctx.profile.model_dump()},
-        "plan": plan(STAGES),
+        "plan": plan(STAGES, ctx.metric),
     }
 
 

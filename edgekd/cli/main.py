@@ -50,11 +50,14 @@ def cli() -> None:
 
 def _summary(result: api.BuildResult) -> str:
     r = result.report
-    measured = {k: m for k, m in r["accuracy"].items() if m["value"] is not None}
-    acc = "  ".join(f"{k} {m['value']:.2f}%" for k, m in measured.items())
+    metric = (r.get("task") or {}).get("metric", {"name": "accuracy", "unit": "%"})
+    name, unit = metric["name"], metric["unit"]
+    measured = {k: m for k, m in r.get(name, {}).items() if m["value"] is not None}
+    values = "  ".join(f"{k} {m['value']:.2f}{unit}" for k, m in measured.items())
+    what = "top-1 on the held-out evaluation data" if name == "accuracy" else f"{name} on the held-out evaluation data"
     lines = [f"edgekd {'compile' if r['project']['via'] == 'edgekd compile' else 'build'}: {r['project']['name']} -> "
              f"{r['target']['name']}: {r['verdict'].upper()}",
-             f"  accuracy  {acc}  (top-1 on the held-out evaluation data)" if measured else "  accuracy  not measured (no labelled data)"]
+             f"  {name:<9} {values}  ({what})" if measured else f"  {name:<9} not measured (no labelled data)"]
     agreement = next((s["metrics"][k] for s in r["stages"] for k in ("engine.agreement_pct",) if k in s["metrics"]), None)
     if agreement and agreement["value"] is not None:
         on = (r.get("provenance") or {}).get("evaluation", "the evaluation data")
@@ -228,27 +231,29 @@ def bench(path: Path, target: str | None, profile: str | None, scenarios: tuple[
 
 
 @cli.command(help="CI regression gate: CANDIDATE against BASELINE (build folders or report.json files): the profile's "
-             "budgets, and latency p90 (bootstrap confidence interval over the raw samples), engine accuracy and size "
+             "budgets, and latency p90 (bootstrap confidence interval over the raw samples), the engine's task metric (accuracy or perplexity) and size "
              "regressions. See docs/ci.md. Exit codes: 0 pass, 1 a check failed, 2 bad input.")
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--baseline", required=True, type=click.Path(path_type=Path), help="The build to compare against.")
 @click.option("--profile", "-p", help="Profile name or .toml path for budgets and [gate] (default: the candidate's own).")
 @click.option("--max-latency-increase-pct", type=float, help="Override [gate] max_latency_p90_increase_pct.")
-@click.option("--max-accuracy-drop-pt", type=float, help="Override [gate] max_accuracy_drop_pt.")
+@click.option("--max-accuracy-drop-pt", type=float, help="Override [gate] max_accuracy_drop_pt (tasks measured by accuracy).")
+@click.option("--max-perplexity-increase-pct", type=float, help="Override [gate] max_perplexity_increase_pct (tasks measured by perplexity).")
 @click.option("--max-size-increase-pct", type=float, help="Override [gate] max_size_increase_pct.")
 @click.option("--confidence", type=float, help="Override [gate] confidence (two-sided, e.g. 0.95).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table here (PR comment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def gate(candidate: Path, baseline: Path, profile: str | None, max_latency_increase_pct: float | None,
-         max_accuracy_drop_pt: float | None, max_size_increase_pct: float | None, confidence: float | None,
-         junit: Path | None, markdown: Path | None, as_json: bool) -> None:
+         max_accuracy_drop_pt: float | None, max_perplexity_increase_pct: float | None, max_size_increase_pct: float | None,
+         confidence: float | None, junit: Path | None, markdown: Path | None, as_json: bool) -> None:
     from edgekd.errors import BudgetViolated
     from edgekd.gate import run_gate, write_outputs
     from edgekd.gate.render import summary
 
     result = run_gate(candidate, baseline, profile, max_latency_p90_increase_pct=max_latency_increase_pct,
-                      max_accuracy_drop_pt=max_accuracy_drop_pt, max_size_increase_pct=max_size_increase_pct,
+                      max_accuracy_drop_pt=max_accuracy_drop_pt, max_perplexity_increase_pct=max_perplexity_increase_pct,
+                      max_size_increase_pct=max_size_increase_pct,
                       confidence=confidence)
     write_outputs(result, markdown, junit)
     click.echo(json.dumps(result.to_json(), indent=1) if as_json else summary(result))

@@ -328,6 +328,7 @@ class GateConfig(Strict):
 
     max_latency_p90_increase_pct: float = Field(10.0, ge=0, description="fail when p90 is surely up more than this")
     max_accuracy_drop_pt: float = Field(0.5, ge=0, description="engine accuracy, percentage points")
+    max_perplexity_increase_pct: float = Field(5.0, ge=0, description="engine perplexity, percent of the baseline's")
     max_size_increase_pct: float = Field(5.0, ge=0, description="engine (else INT8 model) file size")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="two-sided confidence of the latency interval")
     bootstrap_resamples: int = Field(2000, ge=200, le=100000)

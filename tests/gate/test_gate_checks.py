@@ -184,12 +184,15 @@ def test_perplexity_increase_beyond_the_threshold_fails(real_report, tmp_path):
     assert better.status == "pass" and better.change == pytest.approx(-50.0)
 
 
-def test_perplexity_without_a_gate_threshold_is_no_budget(real_report, tmp_path):
+def test_perplexity_is_gated_by_its_own_threshold_in_percent(real_report, tmp_path):
+    """A perplexity 3x the baseline's is +200 %: over [gate] max_perplexity_increase_pct (5 %), a
+    failure; +2 % passes. The accuracy threshold plays no part."""
     base = as_perplexity(real_report)
-    cand = with_metric(base, "engine.perplexity", base["perplexity"]["engine"]["value"] * 3)
-    check = checks.quality(*reports(tmp_path, base, cand), CFG)  # edgekd's GateConfig: no max_perplexity_increase_pct yet
-    assert check.status == "no budget" and check.skipped and not check.failed
-    assert "no max_perplexity_increase_pct" in check.detail and check.change == pytest.approx(200.0)
+    engine = base["perplexity"]["engine"]["value"]
+    worse = checks.quality(*reports(tmp_path, base, with_metric(base, "engine.perplexity", engine * 3)), CFG)
+    assert worse.status == "fail" and worse.change == pytest.approx(200.0) and worse.threshold_text == "<= +5 %"
+    slight = checks.quality(*reports(tmp_path, base, with_metric(base, "engine.perplexity", engine * 1.02)), CFG)
+    assert slight.status == "pass" and slight.change == pytest.approx(2.0)
 
 
 def test_an_old_report_without_task_is_gated_as_accuracy(real_report, tmp_path):
@@ -248,7 +251,7 @@ def test_the_gate_of_two_perplexity_builds_names_perplexity(real_report, tmp_pat
     cand = with_metric(base, "engine.perplexity", base["perplexity"]["engine"]["value"] * 1.5)
     result = run_gate(save(cand, tmp_path / "cand.json"), save(base, tmp_path / "base.json"))
     quality = by_name(result, "engine perplexity")
-    assert quality.status == "no budget" and quality.change == pytest.approx(50.0)
+    assert quality.status == "fail" and quality.change == pytest.approx(50.0)  # over max_perplexity_increase_pct (5 %)
     # the overall budget (25 % over the teacher) catches it in the candidate alone
     assert "budget overall_perplexity_increase_pct (evaluate)" in {c.name for c in result.failed}
     assert "engine perplexity" in summary(result) and "engine accuracy" not in summary(result)
