@@ -5,15 +5,18 @@
 
 STANDALONE on purpose: it is copied into every bundle and run on the device, where edgekd is not
 installed; it needs only the standard library, numpy and the bundle's runtime. Python >= 3.8.
-DIR/bundle.json (format "edgekd-ort-bundle/2" or "edgekd-tensorrt-bundle/2"; older or unknown
+DIR/bundle.json (format "edgekd-ort-bundle/3" or "edgekd-tensorrt-bundle/3"; older or unknown
 formats are refused): {"runtime": "onnxruntime-cpu" | "qnn-htp" | "tensorrt", "model": FILE,
 "inputs": [{"name", "dtype", "shape", "role", "batch_axis", "vocab_size", ...}, ...] (every model
-input), "feedgen": "feedgen.py", "session": {...}, "qnn": {...}, "target": NAME; tensorrt:
-"engine" (what build_engine.sh writes), "measure": {"argv", "export_times", "input_files"}}. Other
-keys are ignored. ONNX Runtime gets a value for every input from the bundle's feedgen.py (token ids
-inside the vocabulary, masks of ones, empty past, ...); trtexec gets the same values from the
-bundle's input files (--loadInputs). Exit codes: 0 ok; 2 bad arguments or bundle; 3 the runtime is
-missing on this device; 4 the runtime failed loading or running the model. Errors are one line.
+input), "feedgen": "feedgen.py", "runtimes": "device_runtimes.py", "session": {...}, "qnn": {...},
+"target": NAME; tensorrt: "engine" (what build_engine.sh writes), "measure": {"argv",
+"export_times", "input_files"}}. Other keys are ignored. The runner checks the bundle, describes the
+device and writes the result; the bundle's device_runtimes.py (edgekd/deploy/device_runtimes.py)
+measures the runtime, handed a Job: the bundle and this runner's helpers. ONNX Runtime gets a value
+for every input from the bundle's feedgen.py (token ids inside the vocabulary, masks of ones, empty
+past, ...); trtexec gets the same values from the bundle's input files (--loadInputs). Exit codes:
+0 ok; 2 bad arguments or bundle; 3 the runtime is missing on this device; 4 the runtime failed
+loading or running the model. Errors are one line.
 """
 from __future__ import annotations
 
@@ -29,19 +32,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 SCHEMA = "edgekd-device-result/2"
-FORMATS = {"edgekd-ort-bundle/2": ("onnxruntime-cpu", "qnn-htp"), "edgekd-tensorrt-bundle/2": ("tensorrt",)}  # format -> runtimes
+# format -> runtimes. /3: the bundle carries device_runtimes.py, which this runner measures with
+# (a /2 bundle has none); the Job interface it is handed belongs to the format too.
+FORMATS = {"edgekd-ort-bundle/3": ("onnxruntime-cpu", "qnn-htp"), "edgekd-tensorrt-bundle/3": ("tensorrt",)}
 SESSION_KEYS = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "execution_mode", "config_entries")
-LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it; not on PATH there
+RUNTIMES = "device_runtimes.py"  # bundle.json "runtimes" when unset
 EXIT_USER, EXIT_MISSING, EXIT_RUNTIME = 2, 3, 4
 
 Latency = Dict[str, Any]
-Measured = Tuple[Latency, str, Dict[str, Any]]  # latency, runtime_version, runtime_details
 
 
 class RunnerError(Exception):
@@ -50,6 +53,11 @@ class RunnerError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USER) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ------------------------------------------------------------------ measuring (host-side twins)
@@ -120,7 +128,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -134,7 +142,7 @@ def device_info() -> Dict[str, Any]:
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "cpu": _cpu_model(),
-        "cores": _usable_cores(),
+        "cores": usable_cores(),
         "python": platform.python_version(),
     }
     model = _read_text("/proc/device-tree/model")  # Jetson, Qualcomm and other dev boards
@@ -230,7 +238,7 @@ def bundle_file(bundle_dir: Path, name: str, what: str) -> Path:
 
 
 def load_helper(bundle_dir: Path, name: str, what: str) -> Any:
-    """A Python module the bundle carries (edgekd's feedgen.py or trtexec.py), loaded from its file."""
+    """A Python module the bundle carries (edgekd's feedgen.py, device_runtimes.py or trtexec.py), loaded from its file."""
     path = bundle_file(bundle_dir, name, what)
     spec = importlib.util.spec_from_file_location("edgekd_bundle_" + path.stem, path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -247,200 +255,61 @@ def make_feeds(bundle_dir: Path, bundle: Dict[str, Any]) -> Dict[str, np.ndarray
     return feedgen.make_feeds(bundle["inputs"])
 
 
-# ------------------------------------------------------------------ ONNX Runtime (CPU and QNN)
-
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(bool)": "bool",
-               "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(uint16)": "uint16", "tensor(int16)": "int16",
-               "tensor(uint32)": "uint32", "tensor(int32)": "int32", "tensor(uint64)": "uint64", "tensor(int64)": "int64"}
-
-
-def _import(module: str, install: str) -> Any:
+def load_runtimes(bundle_dir: Path, bundle: Dict[str, Any]) -> Any:
+    """The bundle's device_runtimes.py (edgekd.deploy.device_runtimes): measure(job) for every runtime."""
+    name = str(bundle.get("runtimes") or RUNTIMES)
+    what = "device runtimes module"
     try:
-        return __import__(module)
-    except ImportError as exc:
-        raise RunnerError(f"Python package '{module}' is not importable on this device ({exc}); {install}", EXIT_MISSING) from exc
+        bundle_file(bundle_dir, name, what)
+    except RunnerError as exc:
+        raise RunnerError(f"{exc}: this runner measures every runtime with it; rebuild the bundle "
+                          "(edgekd build or edgekd compile)") from None
+    module = load_helper(bundle_dir, name, what)
+    if not callable(getattr(module, "measure", None)):
+        raise RunnerError(f"{what} '{name}' in bundle {bundle_dir} has no measure(job); rebuild the bundle")
+    return module
 
 
-def _session_options(ort: Any, cfg: Dict[str, Any]) -> Tuple[Any, int]:
-    opts = ort.SessionOptions()
-    level = cfg.get("graph_optimization_level", "all")
-    if level not in LEVELS:
-        raise RunnerError(f"session.graph_optimization_level is {level!r}; expected one of {', '.join(LEVELS)}")
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-    threads = int(cfg.get("intra_op_num_threads", 0)) or _usable_cores()  # 0: every usable core, as edgekd does
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = int(cfg.get("inter_op_num_threads", 1))
-    parallel = cfg.get("execution_mode", "sequential") == "parallel"
-    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
-    for key, value in cfg.get("config_entries", {}).items():
-        opts.add_session_config_entry(str(key), str(value))
-    opts.log_severity_level = 3  # errors only: the last stderr line must stay the runner's message
-    return opts, threads
+# ------------------------------------------------------------------ what device_runtimes.py is handed
 
 
-def _check_session_inputs(session: Any, bundle: Dict[str, Any]) -> None:
-    """The model's inputs must be the ones bundle.json records, with the same element types."""
-    model = {i.name: i.type for i in session.get_inputs()}
-    recorded = {s["name"]: s["dtype"] for s in bundle["inputs"]}
-    if set(model) != set(recorded):
-        raise RunnerError(f"bundle.json records inputs {', '.join(recorded)}, but {bundle['model']} has inputs "
-                          f"{', '.join(model) or 'none'}; rebuild the bundle")
-    for name, ort_type in model.items():
-        if _ORT_DTYPES.get(ort_type) != str(np.dtype(recorded[name])):
-            raise RunnerError(f"input {name!r} of {bundle['model']} is {ort_type}, but bundle.json records {recorded[name]}")
+class Job:
+    """One measurement, as device_runtimes.measure() gets it: the bundle, the timed and warm-up
+    runs, and this runner's helpers (that module is loaded from the bundle and cannot import this one)."""
 
+    EXIT_USER, EXIT_MISSING, EXIT_RUNTIME = EXIT_USER, EXIT_MISSING, EXIT_RUNTIME
 
-def _measure_session(open_session: Callable[[], Any], bundle: Dict[str, Any], feeds: Dict[str, np.ndarray],
-                     settings: Tuple[int, int, Optional[int]]) -> Latency:
-    """Open the session (memory counted), feed every input its generated value, time it.
-    `settings`: runs, warmup, intra-op threads."""
-    runs, warmup, threads = settings
-    before_mb = memory_mb("VmRSS")
-    try:
-        session = open_session()
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise RunnerError(f"onnxruntime could not load {bundle['model']}: {_first_line(exc)}", EXIT_RUNTIME) from exc
-    _check_session_inputs(session, bundle)
-    try:
-        samples = time_runs(lambda: session.run(None, feeds), runs, warmup)
-    except Exception as exc:
-        raise RunnerError(f"onnxruntime failed running {bundle['model']}: {_first_line(exc)}", EXIT_RUNTIME) from exc
-    after_mb = memory_mb("VmRSS")
-    return {**summarize(samples), "samples_ms": samples, "batch": bundle_batch(bundle), "intra_op_threads": threads,
-            "peak_rss_mb": memory_mb("VmHWM"),
-            "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb}
+    def __init__(self, bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup: int) -> None:
+        self.bundle_dir, self.bundle, self.runs, self.warmup = bundle_dir, bundle, runs, warmup
 
+    def error(self, message: str, code: int = EXIT_USER, cause: Optional[BaseException] = None) -> RunnerError:
+        """The runner's error; with `cause`, its first line follows the message."""
+        return RunnerError(message if cause is None else f"{message}: {_first_line(cause)}", code)
 
-def measure_onnxruntime_cpu(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup: int) -> Measured:
-    ort = _import("onnxruntime", "install it with: pip install onnxruntime")
-    model = bundle_file(bundle_dir, bundle["model"], "model")
-    feeds = make_feeds(bundle_dir, bundle)
-    opts, threads = _session_options(ort, bundle.get("session", {}))
-    latency = _measure_session(lambda: ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"]),
-                               bundle, feeds, (runs, warmup, threads))
-    return latency, f"onnxruntime {ort.__version__}", {"providers": ["CPUExecutionProvider"]}
+    def file(self, name: str, what: str) -> Path:
+        return bundle_file(self.bundle_dir, name, what)
 
+    def helper(self, name: str, what: str) -> Any:
+        return load_helper(self.bundle_dir, name, what)
 
-def measure_qnn_htp(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup: int) -> Measured:
-    """The QNN EP as a plugin (onnxruntime-qnn 2.x on onnxruntime >= 1.24), loading the context model."""
-    ort = _import("onnxruntime", "install it with: pip install onnxruntime")
-    qnn = _import("onnxruntime_qnn", "install it with: pip install onnxruntime-qnn")
-    model = bundle_file(bundle_dir, bundle["model"], "QNN context model")
-    feeds = make_feeds(bundle_dir, bundle)
-    if not any(d.ep_name == "QNNExecutionProvider" for d in ort.get_ep_devices()):  # registering twice fails
-        ort.register_execution_provider_library("QNNExecutionProvider", qnn.get_library_path())
-    devices = [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
-    if not devices:
-        raise RunnerError("onnxruntime lists no QNNExecutionProvider device after registering onnxruntime-qnn", EXIT_MISSING)
-    npus = [d for d in devices if str(d.device.type).endswith("NPU")]
-    device = (npus or devices)[0]
-    options = {"backend_path": qnn.get_qnn_htp_path(), **{str(k): str(v) for k, v in bundle.get("qnn", {}).items()}}
-    opts, threads = _session_options(ort, bundle.get("session", {}))
-    opts.add_provider_for_devices([device], options)
-    providers: List[str] = []
+    def feeds(self) -> Dict[str, np.ndarray]:
+        return make_feeds(self.bundle_dir, self.bundle)
 
-    def open_session() -> Any:
-        session = ort.InferenceSession(str(model), opts)
-        providers.extend(session.get_providers())
-        if "QNNExecutionProvider" not in providers:
-            raise RuntimeError("the session does not use QNNExecutionProvider")
-        return session
+    def time_runs(self, run_once: Callable[[], object]) -> List[float]:
+        return time_runs(run_once, self.runs, self.warmup)
 
-    latency = _measure_session(open_session, bundle, feeds, (runs, warmup, threads))
-    emulated = platform.machine().lower() in ("x86_64", "amd64")
-    details = {"providers": providers, "qnn_provider_options": options,
-               "qnn_device_type": str(device.device.type), "qnn_sdk": getattr(qnn.build_and_package_info, "qnn_version", "unknown"),
-               "htp_emulated": emulated}
-    if emulated:
-        details["note"] = "libQnnHtp on x86_64 emulates the HTP: numerics are real, wall-clock time is not a phone's"
-    return latency, f"onnxruntime {ort.__version__} + onnxruntime-qnn {qnn.__version__}", details
+    def latency(self, samples: List[float], **fields: Any) -> Latency:
+        """summarize(samples), the samples, the bundle's batch, then `fields`."""
+        return {**summarize(samples), "samples_ms": samples, "batch": bundle_batch(self.bundle), **fields}
 
+    def memory_mb(self, field: str) -> Optional[float]:
+        return memory_mb(field)
 
-# ------------------------------------------------------------------ TensorRT (trtexec)
-
-
-def find_trtexec() -> str:
-    found = shutil.which("trtexec") or (JETPACK_TRTEXEC if os.access(JETPACK_TRTEXEC, os.X_OK) else None)
-    if not found:
-        raise RunnerError(f"trtexec not found on PATH or at {JETPACK_TRTEXEC}; install TensorRT (it comes with JetPack) "
-                          "or put trtexec on PATH", EXIT_MISSING)
-    return found
-
-
-def trtexec_argv(bundle_dir: Path, bundle: Dict[str, Any], trtexec: str, times: str, runs: int) -> List[str]:
-    """bundle.json's measure.argv (the target's settings: DLA core, warm-up, --shapes, --loadInputs,
-    ...) with this device's trtexec as argv[0]; then, unless the bundle sets them: --iterations=RUNS,
-    --duration=0 (so --runs means what it says), --exposeDMA (one inference at a time, as ORT's
-    session.run loop: overlapped copies would add queueing to each latency). Every file of
-    measure.input_files must be in the bundle."""
-    measure = bundle.get("measure")
-    argv = measure.get("argv") if isinstance(measure, dict) else None
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise RunnerError("bundle.json: measure.argv must be a non-empty list of strings (the trtexec command); rebuild the bundle")
-    files = measure.get("input_files", {})
-    names = {s["name"] for s in bundle["inputs"]}
-    if not isinstance(files, dict) or not all(isinstance(f, str) and n in names for n, f in files.items()):
-        raise RunnerError(f"bundle.json: measure.input_files must map input names ({', '.join(sorted(names))}) to files in the bundle")
-    for name, file in files.items():
-        bundle_file(bundle_dir, file, f"input file of '{name}'")
-    given = {a.split("=", 1)[0] for a in argv[1:]}
-    extra = [flag + value for flag, value in (("--iterations", f"={runs}"), ("--duration", "=0"), ("--exposeDMA", ""),
-                                              ("--exportTimes", f"={times}")) if flag not in given]
-    return [trtexec, *argv[1:], *extra]
-
-
-def measure_tensorrt(bundle_dir: Path, bundle: Dict[str, Any], runs: int, warmup: int) -> Measured:
-    """Build the engine on this device with the bundle's build_engine.sh, then time it with trtexec;
-    samples are trtexec's per-query latencies (--exportTimes). `warmup` is not used: trtexec warms
-    up for a time (the bundle's --warmUp, else trtexec's 200 ms)."""
-    trtexec = find_trtexec()
-    helper = load_helper(bundle_dir, str((bundle.get("measure") or {}).get("parser") or "trtexec.py"), "trtexec helper")
-    bundle_file(bundle_dir, "build_engine.sh", "engine build script")
-    times = bundle_dir / Path(str((bundle.get("measure") or {}).get("export_times", "times.json"))).name
-    argv = trtexec_argv(bundle_dir, bundle, trtexec, times.name, runs)  # checked before the (long) engine build
-    bash = shutil.which("bash")
-    if not bash:
-        raise RunnerError("bash not found on this device; build_engine.sh needs it", EXIT_MISSING)
-    build = subprocess.run([bash, "build_engine.sh"], cwd=str(bundle_dir), capture_output=True, text=True,
-                           env={**os.environ, "TRTEXEC": trtexec}, check=False)
-    (bundle_dir / "build_engine.log").write_text(build.stdout + build.stderr, encoding="utf-8")
-    if build.returncode != 0:  # the script's own codes: 2 bundle altered, 3 TensorRT missing or too old
-        raise RunnerError(f"build_engine.sh exited {build.returncode}: {_last_line(build.stderr or build.stdout)} "
-                          f"(log: {bundle_dir / 'build_engine.log'})", build.returncode if build.returncode in (2, 3) else EXIT_RUNTIME)
-    bundle_file(bundle_dir, str(bundle.get("engine", "model.plan")), "TensorRT engine (made by build_engine.sh)")
-    times.unlink(missing_ok=True)
-    proc = subprocess.run(argv, cwd=str(bundle_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    code, output = proc.returncode, proc.stdout
-    (bundle_dir / "trtexec.log").write_text(output, encoding="utf-8")
-    if code != 0 or not times.is_file():
-        raise RunnerError(f"trtexec exited {code}{'' if code else ' but wrote no ' + times.name}: {_last_line(output)} "
-                          f"(log: {bundle_dir / 'trtexec.log'})", EXIT_RUNTIME)
-    try:
-        summary = helper.parse_performance_summary(output)
-        samples = [float(v) for v in helper.parse_exported_times(times.read_text(encoding="utf-8"))]
-    except ValueError as exc:
-        raise RunnerError(f"cannot read trtexec's results: {_first_line(exc)}", EXIT_RUNTIME) from exc
-    latency = {**summarize(samples), "samples_ms": samples, "batch": bundle_batch(bundle),
-               "intra_op_threads": None, "peak_rss_mb": None, "engine_rss_mb": None}
-    details = {"argv": argv[1:], "trtexec_summary": summary,
-               "note": "samples are trtexec's per-query latency (H2D + compute + D2H), one query at a time; memory "
-                       "is not measured (engine memory on the GPU is not in a process's resident set)"}
-    return latency, f"TensorRT {summary.get('trt_version') or 'unknown'}", details
+    def usable_cores(self) -> int:
+        return usable_cores()
 
 
 # ------------------------------------------------------------------ main
-
-MEASURE = {"onnxruntime-cpu": measure_onnxruntime_cpu, "qnn-htp": measure_qnn_htp, "tensorrt": measure_tensorrt}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
 
 
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
@@ -477,7 +346,8 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         out.unlink()  # a failed run must not leave the previous result to be read as this one's
     bundle_dir = Path(args.bundle)
     bundle = load_bundle(bundle_dir)
-    latency, version, details = MEASURE[bundle["runtime"]](bundle_dir, bundle, args.runs, args.warmup)
+    runtimes = load_runtimes(bundle_dir, bundle)
+    latency, version, details = runtimes.measure(Job(bundle_dir, bundle, args.runs, args.warmup))
     result = {"schema": SCHEMA, "device": device_info(), "target": bundle.get("target"), "runtime": bundle["runtime"],
               "runtime_version": version, "runtime_details": details, "model": bundle["model"],
               "inputs": [{k: spec.get(k) for k in ("name", "dtype", "shape", "role")} for spec in bundle["inputs"]],

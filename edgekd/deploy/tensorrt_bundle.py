@@ -10,6 +10,9 @@ host without the device ships is the ONNX and a build script (../shared/HARDWARE
   feedgen.py       edgekd/graph/feedgen.py (numpy only): the generator the input files come from
   inputs/*.bin     one raw file per input: the values trtexec feeds (--loadInputs)
   run_on_device.py the device-side runner
+  device_runtimes.py
+                   edgekd/deploy/device_runtimes.py (numpy only): how the runner measures each
+                   runtime; the runner loads it from the bundle
   bundle.json      target, TensorRT settings, every input, sha256 of every file, what the runner does
 
 Shapes: every input the ONNX leaves dynamic is pinned to its resolved shape with one --shapes
@@ -27,8 +30,9 @@ past at past length 0) need no file; their shape alone is given. Files hold the 
 dtype: int64 ids are 8 bytes each, which is what TensorRT 10 and 11 (the only majors a target may
 name) expect for an INT64 network input.
 
-The runner (run_on_device.py) runs build_engine.sh, then bundle.json's measure.argv (trtexec
---loadEngine --shapes --loadInputs --exportTimes), and parses the output with trtexec.py. Tested
+The runner (run_on_device.py, through device_runtimes.py) runs build_engine.sh, then bundle.json's
+measure.argv (trtexec --loadEngine --shapes --loadInputs --exportTimes), and parses the output with
+trtexec.py. Format 3 is format 2 plus device_runtimes.py ("runtimes"); the runner refuses 2. Tested
 here: the files, `bash -n`, and build_engine.sh and the runner against a stand-in trtexec that
 replays real trtexec output. A real trtexec and TensorRT run only on the device.
 """
@@ -53,14 +57,20 @@ from edgekd.common.fsutil import (
 from edgekd.common.toolchain import require
 from edgekd.common.version import __version__
 from edgekd.config.tensorrt import TensorRTConfig
-from edgekd.deploy.ort_bundle import FEEDGEN, RUNNER, copy_feedgen, copy_runner
+from edgekd.deploy.ort_bundle import (
+    FEEDGEN,
+    RUNNER,
+    RUNTIMES,
+    copy_feedgen,
+    copy_runner,
+)
 from edgekd.errors import EdgekdError
 from edgekd.graph.feeds import make_feeds
 from edgekd.graph.inputs import ModelInputs
 
 MODEL, SCRIPT, HELPER, MANIFEST = "model.onnx", "build_engine.sh", "trtexec.py", "bundle.json"
 ENGINE, TIMING_CACHE, TIMES, INPUTS_DIR = "model.plan", "timing.cache", "times.json", "inputs"
-FORMAT = "edgekd-tensorrt-bundle/2"  # run_on_device.py FORMATS must name it
+FORMAT = "edgekd-tensorrt-bundle/3"  # run_on_device.py FORMATS must name it
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs trtexec (not on PATH)
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -139,26 +149,11 @@ def _version_tag(version: str) -> int:
     return major * 10000 + minor * 100 + patch
 
 
-def render_build_script(argv: list[str], cfg: TensorRTConfig, target_name: str, model_sha256: str) -> str:
-    """build_engine.sh: bash, `set -euo pipefail`; every value below is shlex-quoted."""
+def _script_checks() -> str:
+    """build_engine.sh's checks before the build: trtexec found, its TensorRT the target's, the
+    model unchanged, the power mode the target's (a warning). Its variables come before it."""
     q = shlex.quote
-    command = "\n".join(f"  {q(arg)}" for arg in argv[1:])
-    return f"""#!/usr/bin/env bash
-# Builds {ENGINE} from {MODEL} on this device (a TensorRT engine only loads on the GPU and the
-# TensorRT version it was built with). Written by edgekd {__version__}.
-# Usage: bash {SCRIPT}        (TRTEXEC=/path/to/trtexec picks the trtexec to use)
-set -euo pipefail
-cd "$(dirname "${{BASH_SOURCE[0]}}")"
-
-TARGET={q(target_name)}
-TRT_MAJOR={cfg.trt_major}
-MIN_VERSION={q(cfg.min_trt_version)}
-MIN_TAG={_version_tag(cfg.min_trt_version)}  # MIN_VERSION as trtexec prints it: [TensorRT vMMmmpp]
-POWER_MODE={q(cfg.power_mode or "")}
-MODEL_SHA256={q(model_sha256)}
-TRTEXEC="${{TRTEXEC:-trtexec}}"
-
-if ! command -v "$TRTEXEC" >/dev/null 2>&1; then
+    return f"""if ! command -v "$TRTEXEC" >/dev/null 2>&1; then
   if [ "$TRTEXEC" = trtexec ] && [ -x {q(JETPACK_TRTEXEC)} ]; then
     TRTEXEC={q(JETPACK_TRTEXEC)}
   else
@@ -190,7 +185,29 @@ if [ -n "$POWER_MODE" ] && command -v nvpmodel >/dev/null 2>&1; then
     echo "warning: target $TARGET is measured in power mode $POWER_MODE, this device is in '$mode' (sudo nvpmodel -m <id> changes it)" >&2
   fi
 fi
+"""
 
+
+def render_build_script(argv: list[str], cfg: TensorRTConfig, target_name: str, model_sha256: str) -> str:
+    """build_engine.sh: bash, `set -euo pipefail`; every value below is shlex-quoted."""
+    q = shlex.quote
+    command = "\n".join(f"  {q(arg)}" for arg in argv[1:])
+    return f"""#!/usr/bin/env bash
+# Builds {ENGINE} from {MODEL} on this device (a TensorRT engine only loads on the GPU and the
+# TensorRT version it was built with). Written by edgekd {__version__}.
+# Usage: bash {SCRIPT}        (TRTEXEC=/path/to/trtexec picks the trtexec to use)
+set -euo pipefail
+cd "$(dirname "${{BASH_SOURCE[0]}}")"
+
+TARGET={q(target_name)}
+TRT_MAJOR={cfg.trt_major}
+MIN_VERSION={q(cfg.min_trt_version)}
+MIN_TAG={_version_tag(cfg.min_trt_version)}  # MIN_VERSION as trtexec prints it: [TensorRT vMMmmpp]
+POWER_MODE={q(cfg.power_mode or "")}
+MODEL_SHA256={q(model_sha256)}
+TRTEXEC="${{TRTEXEC:-trtexec}}"
+
+{_script_checks()}
 cmd=(
   "$TRTEXEC"
 {command}
@@ -218,7 +235,7 @@ def _manifest(cfg: TensorRTConfig, target_name: str, inputs: ModelInputs, dynami
         "measure": {"argv": argv["measure"], "export_times": TIMES, "parser": HELPER, "input_files": input_files,
                     "note": "Latency includes H2D and D2H copies (no --noDataTransfers); samples are --exportTimes latencyMs; "
                             f"--loadInputs feeds {FEEDGEN.name}'s values (raw little-endian) for every non-empty input"},
-        "runner": RUNNER.name,
+        "runner": RUNNER.name, "runtimes": RUNTIMES.name,
         "runner_does": [f"bash {SCRIPT} (checks trtexec and its TensorRT version, builds {ENGINE})",
                         f"trtexec --loadEngine={ENGINE} with --loadInputs and --exportTimes={TIMES}",
                         f"parses the output with {HELPER}: parse_performance_summary, parse_exported_times"],
@@ -240,9 +257,9 @@ def _check_arguments(qdq_onnx: Path, target_name: str, inputs: ModelInputs) -> N
 
 def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name: str,
                  inputs: ModelInputs) -> list[Path]:
-    """Write model.onnx, build_engine.sh, trtexec.py, feedgen.py, run_on_device.py, the input
-    files and bundle.json into `out_dir` for the model's `inputs` (every input, resolved to one
-    shape); returns the files written."""
+    """Write model.onnx, build_engine.sh, trtexec.py, feedgen.py, run_on_device.py,
+    device_runtimes.py, the input files and bundle.json into `out_dir` for the model's `inputs`
+    (every input, resolved to one shape); returns the files written."""
     _check_arguments(qdq_onnx, target_name, inputs)
     dynamic = _check_model(qdq_onnx, inputs, cfg.trt_major)
     shapes = {name: inputs.shapes()[name] for name in dynamic} or None  # trtexec rejects --shapes for static models
@@ -264,7 +281,7 @@ def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name
     atomic_copy(Path(trtexec.__file__), out_dir / HELPER)
     copy_feedgen(out_dir)
     copy_runner(out_dir)
-    names = [SCRIPT, HELPER, FEEDGEN.name, RUNNER.name, *input_files.values()]
+    names = [SCRIPT, HELPER, FEEDGEN.name, RUNNER.name, RUNTIMES.name, *input_files.values()]
     sha.update({name: sha256_file(out_dir / name) for name in names})
     manifest = _manifest(cfg, target_name, inputs, dynamic, {"build": build_argv, "measure": measure_argv}, input_files, sha)
     atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")

@@ -78,11 +78,12 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def test_files_and_manifest(bundle: Path, tmp_path: Path):
-    carried = [tb.MODEL, tb.SCRIPT, tb.HELPER, "feedgen.py", "run_on_device.py", "inputs/00_x.bin"]
+    carried = [tb.MODEL, tb.SCRIPT, tb.HELPER, "feedgen.py", "run_on_device.py", "device_runtimes.py", "inputs/00_x.bin"]
     assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()) == sorted([*carried, tb.MANIFEST])
     manifest = json.loads((bundle / tb.MANIFEST).read_text())
-    assert manifest["format"] == "edgekd-tensorrt-bundle/2" and manifest["runtime"] == "tensorrt"
+    assert manifest["format"] == "edgekd-tensorrt-bundle/3" and manifest["runtime"] == "tensorrt"
     assert manifest["target"] == "jetson-orin-nx" and manifest["runner"] == "run_on_device.py"
+    assert manifest["runtimes"] == "device_runtimes.py"
     assert manifest["model"] == tb.MODEL and manifest["engine"] == tb.ENGINE and manifest["feedgen"] == "feedgen.py"
     assert manifest["inputs"] == [i.to_json() for i in load_inputs(tmp_path / "int8.onnx").inputs]
     assert manifest["inputs"][0]["shape"] == [1, 3, 8, 8] and manifest["dynamic_inputs"] == ["x"]
@@ -97,6 +98,9 @@ def test_files_and_manifest(bundle: Path, tmp_path: Path):
     assert not any(a.startswith("--loadInputs") for a in manifest["build"]["argv"])  # the build runs no inference
     assert (bundle / tb.HELPER).read_text() == Path(trtexec.__file__).read_text()
     assert (bundle / "feedgen.py").read_text() == Path(feedgen.__file__).read_text()
+    deploy = Path(tb.__file__).parent
+    for name in ("run_on_device.py", "device_runtimes.py"):  # copies of the runner and what it measures with
+        assert (bundle / name).read_bytes() == (deploy / name).read_bytes()
     assert (bundle / tb.SCRIPT).stat().st_mode & stat.S_IXUSR
 
 

@@ -73,9 +73,10 @@ def test_multi_input_model_on_a_local_device(tmp_path: Path, zoo: Any) -> None:
     assert result["source"].startswith("measured on this host")
 
 
-def test_bundle_of_an_older_edgekd_is_refused_before_copying(tmp_path: Path) -> None:
-    build = make_build(tmp_path / "build", format="edgekd-ort-bundle/1")
-    with pytest.raises(EdgekdError, match=r"bundle format 'edgekd-ort-bundle/1' is not one this edgekd's device runner reads") as info:
+@pytest.mark.parametrize("old", ["edgekd-ort-bundle/1", "edgekd-ort-bundle/2"])  # /2: no device_runtimes.py
+def test_bundle_of_an_older_edgekd_is_refused_before_copying(tmp_path: Path, old: str) -> None:
+    build = make_build(tmp_path / "build", format=old)
+    with pytest.raises(EdgekdError, match=rf"bundle format '{old}' is not one this edgekd's device runner reads") as info:
         bench_on_device(build, f"local://{tmp_path}/device")
     assert "rebuild it" in info.value.hint and not (tmp_path / "device").exists()
 
@@ -115,7 +116,7 @@ def test_runner_failure_names_the_device_and_keeps_the_old_result(tmp_path: Path
 
 
 def test_runtime_missing_on_the_device_is_toolchain_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    build = make_build(tmp_path / "build", runtime="tensorrt", format="edgekd-tensorrt-bundle/2")
+    build = make_build(tmp_path / "build", runtime="tensorrt", format="edgekd-tensorrt-bundle/3")
     (build / "bundle" / "build_engine.sh").write_text("exit 0\n")
     empty = tmp_path / "empty-bin"
     empty.mkdir()

@@ -1,13 +1,12 @@
-"""edgekd/deploy/run_on_device.py, the standalone device-side runner: run as a script on this host
-(onnxruntime CPU for real, QNN HTP through onnxruntime-qnn's x86 emulator when installed), its
-error paths, and the TensorRT path up to trtexec (with a stand-in trtexec; TensorRT is not here)."""
+"""edgekd/deploy/run_on_device.py, the standalone device-side runner (with device_runtimes.py, which
+it loads from the bundle): run as a script on this host (onnxruntime CPU for real, QNN HTP through
+onnxruntime-qnn's x86 emulator when installed) and its error paths. The TensorRT path is in
+test_run_on_device_tensorrt.py."""
 from __future__ import annotations
 
 import ast
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,59 +15,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-import edgekd
-from edgekd.graph.inputs import ResolvedInput
-
-RUNNER = Path(edgekd.__file__).parent / "deploy" / "run_on_device.py"
-FEEDGEN = Path(edgekd.__file__).parent / "graph" / "feedgen.py"
-LATENCY_KEYS = {"runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_per_s",
-                "samples_ms", "batch", "intra_op_threads", "peak_rss_mb", "engine_rss_mb"}
-
-
-def tiny_model(path: Path, features: int = 8, classes: int = 4) -> Path:
-    """A one-Gemm ONNX classifier with a dynamic batch, made with onnx.helper."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((features, classes)).astype(np.float32), "W")
-    b = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "B")
-    graph = helper.make_graph([helper.make_node("Gemm", ["input", "W", "B"], ["output"])], "tiny",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save(model, str(path))
-    return path
-
-
-def float_input(batch: int = 1, name: str = "input", dtype: str = "float32") -> dict[str, Any]:
-    """tiny_model's input as bundle.json records it (ResolvedInput.to_json())."""
-    return ResolvedInput(name, dtype, (batch, 8), "float", ("batch", "model"), batch_axis=0).to_json()
-
-
-def write_bundle(bundle: Path, **fields: Any) -> Path:
-    """bundle.json (format 2) by hand, so that tests can break any field, and feedgen.py beside it."""
-    spec = {"format": "edgekd-ort-bundle/2", "runtime": "onnxruntime-cpu", "model": "model.onnx",
-            "inputs": [float_input()], "feedgen": "feedgen.py", "session": {"intra_op_num_threads": 1},
-            "target": "x86-test", **fields}
-    bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "bundle.json").write_text(json.dumps(spec))
-    shutil.copyfile(FEEDGEN, bundle / "feedgen.py")
-    return bundle
-
-
-def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, env=env, check=False)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert proc.returncode == code, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("run_on_device: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0]
+from runner_bundles import (
+    FEEDGEN,
+    LATENCY_KEYS,
+    RUNNER,
+    RUNTIMES,
+    assert_one_line_error,
+    float_input,
+    run_script,
+    tensorrt_bundle,
+    tiny_model,
+    write_bundle,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +37,14 @@ def runner_module() -> ModuleType:
     return module
 
 
+
 # ------------------------------------------------------------------ standalone
 
 
-@pytest.mark.parametrize("script", [RUNNER, FEEDGEN])
+@pytest.mark.parametrize("script", [RUNNER, RUNTIMES, FEEDGEN])
 def test_imports_only_stdlib_numpy_and_runtimes(script: Path) -> None:
-    """The runner and the feedgen.py every bundle carries run where edgekd is not installed, on Python >= 3.8."""
+    """The runner, and the device_runtimes.py and feedgen.py every bundle carries, run where edgekd
+    is not installed, on Python >= 3.8."""
     tree = ast.parse(script.read_text(), feature_version=(3, 8))
     names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
@@ -93,8 +53,12 @@ def test_imports_only_stdlib_numpy_and_runtimes(script: Path) -> None:
 
 
 def test_summarize_matches_the_host_bench(runner_module: ModuleType) -> None:
+    from edgekd.perf.measure import (
+        summarize,  # imported here: not a side effect of other tests' imports
+    )
+
     samples = list(np.random.default_rng(1).gamma(2.0, 0.5, 257))
-    assert runner_module.summarize(samples) == edgekd.perf.measure.summarize(samples)
+    assert runner_module.summarize(samples) == summarize(samples)
 
 
 def test_device_info_on_a_jetson(runner_module: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -145,7 +109,7 @@ def test_multi_input_bert_bundle(zoo: Any, tmp_path: Path, runner_module: Module
     bundle = tmp_path / "bundle"
     write_ort_bundle(bundle, "onnxruntime-cpu", [model], "x86-test", inputs, session={"intra_op_num_threads": 1})
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert manifest["format"] == "edgekd-ort-bundle/2" and manifest["inputs"] == [i.to_json() for i in inputs.inputs]
+    assert manifest["format"] == "edgekd-ort-bundle/3" and manifest["inputs"] == [i.to_json() for i in inputs.inputs]
     assert (bundle / "feedgen.py").read_bytes() == FEEDGEN.read_bytes()  # a copy, not a second generator
     feeds = runner_module.make_feeds(bundle, manifest)
     expected = make_feeds(inputs)
@@ -194,10 +158,12 @@ def test_missing_model_is_one_line_and_leaves_no_stale_result(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("fields, needle", [
-    ({"format": None}, "bundle format None is not one this runner reads (edgekd-ort-bundle/2, edgekd-tensorrt-bundle/2); rebuild"),
+    ({"format": None}, "bundle format None is not one this runner reads (edgekd-ort-bundle/3, edgekd-tensorrt-bundle/3); rebuild"),
     ({"format": "edgekd-ort-bundle/1"}, "bundle format 'edgekd-ort-bundle/1' is not one this runner reads"),
+    ({"format": "edgekd-ort-bundle/2"}, "bundle format 'edgekd-ort-bundle/2' is not one this runner reads"),  # no device_runtimes.py
     ({"runtime": "tflite"}, "'runtime' is 'tflite'"),
-    ({"runtime": "tensorrt"}, "a edgekd-ort-bundle/2 bundle runs onnxruntime-cpu or qnn-htp"),
+    ({"runtime": "tensorrt"}, "a edgekd-ort-bundle/3 bundle runs onnxruntime-cpu or qnn-htp"),
+    ({"runtimes": "../device_runtimes.py"}, "device runtimes module '../device_runtimes.py' is outside the bundle"),
     ({"inputs": []}, "'inputs' must be a non-empty list"),
     ({"inputs": [{**float_input(), "shape": [1, -8]}]}, "inputs[0] ('input'): 'shape' must be a list of non-negative integers"),
     ({"inputs": [{**float_input(), "dtype": "floaty"}]}, "'dtype' 'floaty' is not a numpy dtype"),
@@ -243,6 +209,68 @@ def test_broken_feedgen_copy(tmp_path: Path) -> None:
     (bundle / "feedgen.py").write_text("import nothing_of_this_name\n")
     assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json")), 2,
                           "feed generator 'feedgen.py' in bundle", "does not load", "rebuild the bundle")
+
+
+def test_ort_bundle_carries_the_device_runtimes(tmp_path: Path) -> None:
+    """write_ort_bundle copies device_runtimes.py beside the runner, names it in bundle.json and
+    hashes it like feedgen.py; the runner measures with that copy."""
+    from edgekd.deploy.ort_bundle import write_ort_bundle
+    from edgekd.graph.resolve import load_inputs
+
+    model = tiny_model(tmp_path / "model.onnx")
+    bundle = tmp_path / "bundle"
+    write_ort_bundle(bundle, "onnxruntime-cpu", [model], "x86-test", load_inputs(model), session={"intra_op_num_threads": 1})
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert (bundle / "run_on_device.py").read_bytes() == RUNNER.read_bytes()
+    assert (bundle / "device_runtimes.py").read_bytes() == RUNTIMES.read_bytes()
+    assert manifest["runtimes"] == "device_runtimes.py" and manifest["runner"] == "run_on_device.py"
+    assert set(manifest["files"]) == {"model.onnx", "feedgen.py", "device_runtimes.py"}
+    (bundle / "device_runtimes.py").write_text(RUNTIMES.read_text().replace(
+        'f"onnxruntime {ort.__version__}"', 'f"bundle copy {ort.__version__}"'))
+    proc = subprocess.run([sys.executable, str(bundle / "run_on_device.py"), "--bundle", str(bundle), "--out",
+                           str(tmp_path / "r.json"), "--runs", "3", "--warmup", "0"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["runtime_version"].startswith("bundle copy ")
+
+
+def test_job_gives_what_device_runtimes_uses(runner_module: ModuleType, tmp_path: Path) -> None:
+    """device_runtimes.JobLike is the interface it uses of the runner's Job: Job has all of it."""
+    spec = importlib.util.spec_from_file_location("device_runtimes_under_test", RUNTIMES)
+    runtimes = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(runtimes)  # type: ignore[union-attr]
+    methods = {name for name, value in vars(runtimes.JobLike).items() if callable(value) and not name.startswith("_")}
+    wanted = set(runtimes.JobLike.__annotations__) | methods
+    job = runner_module.Job(tmp_path, {"runtime": "tflite"}, 5, 1)
+    assert wanted >= {"error", "file", "latency", "bundle", "EXIT_MISSING"} and not [n for n in wanted if not hasattr(job, n)]
+    assert (job.EXIT_USER, job.EXIT_MISSING, job.EXIT_RUNTIME) == (2, 3, 4)
+    error = job.error("onnxruntime could not load m.onnx", job.EXIT_RUNTIME, ValueError("bad graph\nmore"))
+    assert isinstance(error, runner_module.RunnerError) and error.exit_code == 4
+    assert str(error) == "onnxruntime could not load m.onnx: bad graph"
+    with pytest.raises(runner_module.RunnerError, match="cannot measure runtime 'tflite'"):
+        runtimes.measure(job)
+
+@pytest.mark.parametrize("runtime", ["onnxruntime-cpu", "tensorrt"])
+def test_missing_device_runtimes_is_one_line_naming_it(tmp_path: Path, runtime: str) -> None:
+    bundle = tensorrt_bundle(tmp_path) if runtime == "tensorrt" else write_bundle(tmp_path / "bundle")
+    tiny_model(bundle / "model.onnx")
+    (bundle / "device_runtimes.py").unlink()
+    out = tmp_path / "r.json"
+    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(out)), 2,
+                          "device runtimes module 'device_runtimes.py' not found in bundle",
+                          "this runner measures every runtime with it; rebuild the bundle")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("import nothing_of_this_name\n", "does not load (No module named 'nothing_of_this_name'); rebuild the bundle"),
+    ("MEASURE = {}\n", "has no measure(job); rebuild the bundle"),
+])
+def test_broken_device_runtimes_copy(tmp_path: Path, text: str, needle: str) -> None:
+    bundle = write_bundle(tmp_path / "bundle")
+    tiny_model(bundle / "model.onnx")
+    (bundle / "device_runtimes.py").write_text(text)
+    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json")), 2,
+                          "device runtimes module 'device_runtimes.py' in bundle", needle)
 
 
 def test_missing_qnn_package_is_exit_3(runner_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -297,111 +325,3 @@ def test_qnn_htp_context_model(tmp_path: Path) -> None:
     assert details["qnn_provider_options"]["htp_performance_mode"] == "burst"
     assert details["htp_emulated"] == (result["device"]["machine"] in ("x86_64", "AMD64"))
     assert len(result["latency"]["samples_ms"]) == 20
-
-
-# ------------------------------------------------------------------ TensorRT
-
-
-MEASURE = {"argv": ["trtexec", "--loadEngine=model.plan", "--percentile=90,95,99", "--shapes=input:1x8",
-                    "--loadInputs=input:inputs/00_input.bin", "--exportTimes=times.json", "--separateProfileRun"],
-           "export_times": "times.json", "input_files": {"input": "inputs/00_input.bin"}}
-
-
-def tensorrt_bundle(tmp_path: Path, **fields: Any) -> Path:
-    """A hand-written TensorRT bundle (format 2); tests/deploy/test_tensorrt_bundle.py runs the
-    runner on bundles that edgekd.deploy.tensorrt_bundle writes."""
-    fields = {"format": "edgekd-tensorrt-bundle/2", "runtime": "tensorrt", "engine": "model.plan", "measure": MEASURE, **fields}
-    bundle = write_bundle(tmp_path / "bundle", **fields)
-    (bundle / "inputs").mkdir()
-    (bundle / "inputs" / "00_input.bin").write_bytes(np.zeros(8, np.float32).tobytes())
-    tiny_model(bundle / "model.onnx")
-    (bundle / "build_engine.sh").write_text('set -euo pipefail\n"$TRTEXEC" --onnx=model.onnx --saveEngine=model.plan\n')
-    return bundle
-
-
-def test_tensorrt_without_trtexec_is_a_clear_error(tmp_path: Path) -> None:
-    bundle = tensorrt_bundle(tmp_path)
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    proc = run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), env={**os.environ, "PATH": str(empty)})
-    assert_one_line_error(proc, 3, "trtexec not found on PATH or at /usr/src/tensorrt/bin/trtexec", "JetPack")
-
-
-TRTEXEC_HELPER = Path(edgekd.__file__).parent / "backends" / "tensorrt" / "trtexec.py"  # copied into TensorRT bundles
-
-# Stands in for trtexec: records its argv, writes --saveEngine / --exportTimes like TensorRT 10, and
-# prints the lines of a real log that edgekd's trtexec.py parses.
-FAKE_TRTEXEC = r'''
-import json, sys
-args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if "=" in a)
-open("trtexec_calls.txt", "a").write(json.dumps(sys.argv[1:]) + "\n")
-print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec")
-if "saveEngine" in args:
-    open(args["saveEngine"], "wb").write(b"plan")
-else:
-    n = int(args["iterations"])
-    json.dump([{"startComputeMs": i, "computeMs": 0.4, "latencyMs": 0.5 + i / 1000} for i in range(n)], open(args["exportTimes"], "w"))
-    print("[07/02/2026-03:47:08] [I] === Performance summary ===")
-    print("[07/02/2026-03:47:08] [I] Throughput: 1990.5 qps")
-    print("[07/02/2026-03:47:08] [I] Latency: min = 0.5 ms, max = 0.524 ms, mean = 0.512 ms, median = 0.512 ms, "
-          "percentile(90%) = 0.522 ms, percentile(95%) = 0.523 ms, percentile(99%) = 0.524 ms")
-    print("&&&& PASSED TensorRT.trtexec [TensorRT v100300] # trtexec")
-'''
-
-
-def fake_trtexec_env(tmp_path: Path, script: str) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "trtexec").write_text(script)
-    (bin_dir / "trtexec").chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-
-
-@pytest.mark.parametrize("measure", [
-    MEASURE,
-    {**MEASURE, "argv": ["trtexec", "--loadEngine=model.plan", "--useDLACore=0", "--percentile=90,95,99", "--warmUp=300",
-                         "--exportTimes=times.json", "--separateProfileRun"], "input_files": {}},
-])
-def test_tensorrt_path_with_a_stand_in_trtexec(tmp_path: Path, measure: dict[str, Any]) -> None:
-    """A fake trtexec checks the runner's side of the contract with edgekd's real trtexec.py:
-    build_engine.sh runs with $TRTEXEC, trtexec gets an argv list (the bundle's, with this device's
-    trtexec), and samples come from --exportTimes."""
-    if not TRTEXEC_HELPER.is_file():
-        pytest.skip("edgekd/backends/tensorrt/trtexec.py is not in this tree")
-    bundle = tensorrt_bundle(tmp_path, measure=measure)
-    (bundle / "trtexec.py").write_text(TRTEXEC_HELPER.read_text())
-    env = fake_trtexec_env(tmp_path, f"#!{sys.executable}\n{FAKE_TRTEXEC}")
-    proc = run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), "--runs", "25", env=env)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "r.json").read_text())
-    assert result["runtime"] == "tensorrt" and result["runtime_version"] == "TensorRT 10.3.0"
-    latency = result["latency"]
-    assert set(latency) == LATENCY_KEYS and latency["runs"] == 25 and latency["samples_ms"][0] == 0.5
-    assert latency["intra_op_threads"] is None and latency["peak_rss_mb"] is None and latency["batch"] == 1
-    assert result["runtime_details"]["trtexec_summary"]["throughput_qps"] == 1990.5
-    build, load = (json.loads(line) for line in (bundle / "trtexec_calls.txt").read_text().splitlines())
-    assert build == ["--onnx=model.onnx", "--saveEngine=model.plan"]
-    assert load == measure["argv"][1:] + ["--iterations=25", "--duration=0", "--exposeDMA"]
-
-
-@pytest.mark.parametrize("measure, needle", [
-    (None, "measure.argv must be a non-empty list of strings (the trtexec command); rebuild the bundle"),
-    ({**MEASURE, "input_files": {"pixels": "inputs/00_input.bin"}}, "measure.input_files must map input names (input)"),
-    ({**MEASURE, "input_files": {"input": "inputs/gone.bin"}}, "input file of 'input' 'inputs/gone.bin' not found in bundle"),
-])
-def test_tensorrt_bad_measure(tmp_path: Path, measure: dict[str, Any] | None, needle: str) -> None:
-    bundle = tensorrt_bundle(tmp_path, measure=measure)
-    (bundle / "trtexec.py").write_text(TRTEXEC_HELPER.read_text())
-    env = fake_trtexec_env(tmp_path, f"#!{sys.executable}\n{FAKE_TRTEXEC}")
-    assert_one_line_error(run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), env=env), 2, needle)
-    assert not (bundle / "trtexec_calls.txt").exists()  # refused before the engine build, which takes minutes on a device
-
-
-@pytest.mark.parametrize("code, runner_code", [(3, 3), (1, 4)])
-def test_tensorrt_failed_engine_build(tmp_path: Path, code: int, runner_code: int) -> None:
-    bundle = tensorrt_bundle(tmp_path)
-    (bundle / "trtexec.py").write_text("")
-    (bundle / "build_engine.sh").write_text(f"echo 'building' && echo 'error: unsupported op DFT' >&2\nexit {code}\n")
-    env = fake_trtexec_env(tmp_path, "#!/bin/sh\nexit 0\n")
-    proc = run_script("--bundle", str(bundle), "--out", str(tmp_path / "r.json"), env=env)
-    assert_one_line_error(proc, runner_code, f"build_engine.sh exited {code}: error: unsupported op DFT", "build_engine.log")
