@@ -7,6 +7,13 @@ cache keeps it for every run). Writes benchmarks/results/distill_fashion_mnist.{
 
     python benchmarks/distill_fashion_mnist.py            # default: 3 seeds x 4 methods, 8 teacher + 10 student epochs
     python benchmarks/distill_fashion_mnist.py --quick    # CI smoke: 6k/2k-image subsets, 1 seed, 2 + 2 epochs
+    python benchmarks/distill_fashion_mnist.py --augment  # function matching: scratch vs KD, both with [data] augment
+
+With `--augment` the project names augmentations of the train split (AUGMENT: random crop with 2-pixel
+padding and horizontal flips; fixed before any run, not tuned) for the teacher's training and the
+students': the scratch student trains on augmented batches, and the KD student's teacher runs on the
+same augmented view every step (function matching, Beyer et al. 2022; the teacher-logit cache is
+bypassed). Writes benchmarks/results/distill_fashion_mnist_fm.{json,md}.
 
 The pair: teacher plain_cnn width 2.0 (29.1 MMAC, 288k params), student plain_cnn width 0.5 (1.86
 MMAC, 18.5k params: 15.6x fewer MACs). The student's learning rate (0.008), KD's temperature and alpha
@@ -49,6 +56,7 @@ QUICK = {"seeds": 1, "epochs": 2, "teacher_epochs": 2}
 TEACHER = {"factory": "edgekd.distill.students:plain_cnn", "args": {"input_shape": [1, 28, 28], "num_classes": 10, "width": 2.0}}
 STUDENT = {"factory": "edgekd.distill.students:plain_cnn", "args": {"input_shape": [1, 28, 28], "num_classes": 10, "width": 0.5}}
 TEACHER_LR, STUDENT_LR = 0.002, 0.008
+AUGMENT = '[{ name = "random_crop", params = { padding = 2 } }, { name = "hflip" }]'  # --augment (fixed a priori)
 METHODS = {  # the same student, four objectives (edgekd.distill.losses), chosen on a validation split (see the docstring)
     "scratch": '[{ name = "ce" }]',
     "kd": '[{ name = "hinton", params = { temperature = 4.0, alpha = 0.9 } }]',
@@ -62,7 +70,7 @@ def _toml_args(args: dict) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items()) + " }"
 
 
-def project_toml(method: str, seed: int, teacher_epochs: int, epochs: int, data_args: dict) -> str:
+def project_toml(method: str, seed: int, teacher_epochs: int, epochs: int, data_args: dict, augment: str | None = None) -> str:
     return f'''name = "fashion-mnist-{method}"
 [teacher]
 factory = "{TEACHER['factory']}"
@@ -78,6 +86,7 @@ args = {_toml_args(STUDENT['args'])}
 [data]
 factory = "edgekd.examples.fashion_mnist:load"
 args = {_toml_args(data_args)}
+{"augment = " + augment if augment else ""}
 [distill]
 losses = {METHODS[method]}
 epochs = {epochs}
@@ -102,7 +111,7 @@ max_seconds = 5.0
 
 def run_one(work: Path, method: str, seed: int, args: argparse.Namespace, data_args: dict) -> dict:
     project = work / f"{method}-{seed}.toml"
-    project.write_text(project_toml(method, seed, args.teacher_epochs, args.epochs, data_args))
+    project.write_text(project_toml(method, seed, args.teacher_epochs, args.epochs, data_args, AUGMENT if args.augment else None))
     start = time.perf_counter()
     result = edgekd.build(target="x86", profile=str(work / "bench-profile.toml"), project=project,
                           out=work / f"build-{method}-{seed}", cache_dir=work / "cache", log=lambda line: print(line, file=sys.stderr))
@@ -140,7 +149,8 @@ def goals(teacher: dict, summary: dict, student_macs: int) -> dict:
 
 def write(result: dict, final: bool = True) -> None:
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "distill_fashion_mnist.json", json.dumps(result, indent=1))
+    stem = result["stem"]
+    atomic_write_text(RESULTS / f"{stem}.json", json.dumps(result, indent=1))
     t, s, g = result["teacher"], result["summary"], result["goals"]
     lines = [f"# Distillation on Fashion-MNIST ({result['mode']})", "", result["what"], "",
              f"Teacher: {TEACHER['factory']}{TEACHER['args']}, {t['params']:,} params, {t['macs']:,} MACs, "
@@ -154,7 +164,7 @@ def write(result: dict, final: bool = True) -> None:
                      f"{row['int8_accuracy_mean']:.2f} ± {row['int8_accuracy_std']:.2f} % | {runs[0]['params']:,} | {runs[0]['macs']:,} | {p90:.4f} ms |")
     lines += ["", "Goals (issue 4): " + "; ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in g.items()), "",
               "How: " + result["how"]]
-    atomic_write_text(RESULTS / "distill_fashion_mnist.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stdout if final else sys.stderr)
 
 
@@ -164,13 +174,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help=f"seeds per method (default {DEFAULT['seeds']}; --quick: {QUICK['seeds']})")
     parser.add_argument("--epochs", type=int, default=None, help=f"student epochs (default {DEFAULT['epochs']}; --quick: {QUICK['epochs']})")
     parser.add_argument("--teacher-epochs", type=int, default=None, help=f"teacher epochs (default {DEFAULT['teacher_epochs']}; --quick: {QUICK['teacher_epochs']})")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=None, help="default: all four; with --augment: scratch,kd")
+    parser.add_argument("--augment", action="store_true", help="function matching: [data] augment (AUGMENT) for teacher and students")
     parser.add_argument("--workdir", type=Path, help="keep builds and the stage cache here (default: a temp dir)")
     args = parser.parse_args()
     base = QUICK if args.quick else DEFAULT
     args.seeds, args.epochs, args.teacher_epochs = (getattr(args, k) or base[k] for k in ("seeds", "epochs", "teacher_epochs"))
     load_before, wall_start = os.getloadavg()[0], time.perf_counter()
     data_args = {"train_size": 6000, "test_size": 2000} if args.quick else {}
+    args.methods = args.methods or ("scratch,kd" if args.augment else ",".join(METHODS))
     plan = [(method, seed) for seed in range(args.seeds) for method in args.methods.split(",")]
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgekd-fmnist-") as tmp:
@@ -188,7 +200,10 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, data_arg
     summary = summarize(runs)
     mode = "quick" if args.quick else ("default" if {k: getattr(args, k) for k in DEFAULT} == DEFAULT else
                                        f"custom: {args.seeds} seed(s), {args.teacher_epochs} teacher + {args.epochs} student epochs")
+    if args.augment:
+        mode += f"; augmented ({AUGMENT}): function matching"
     return {
+        "stem": "distill_fashion_mnist_fm" if args.augment else "distill_fashion_mnist",
         "mode": mode if len(runs) == planned else f"{mode}; PARTIAL: {len(runs)} of {planned} builds done",
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
         "how": (f"measured on this host ({host_info()['cpu']}, {host_info()['cores']} cores); accuracy in percent on "
@@ -199,6 +214,7 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, data_arg
                 f"which slows training and inflates the p90 latencies)"),
         "wall_seconds": wall,
         "settings": {"seeds": args.seeds, "epochs": args.epochs, "teacher_epochs": args.teacher_epochs, "data": data_args,
+                     "augment": AUGMENT if args.augment else None,
                      "teacher": TEACHER, "student": STUDENT, "methods": METHODS},
         "teacher": teacher, "runs": runs, "summary": summary, "goals": goals(teacher, summary, first["macs"]),
     }

@@ -1,0 +1,198 @@
+"""Distillation on data larger than the memory it is allowed: `edgekd build` of a project whose data
+factory returns torch map-style Datasets that read rows of a memory-mapped `.npy` on disk, run in a
+cgroup (v1) memory limit, at several data sizes. Records, per size: whether the build passed, its peak
+RSS (getrusage of the build process), the cgroup's peak usage (which counts page cache too) and
+failcnt, the wall time, and the on-disk teacher-logit cache. Writes
+benchmarks/results/distill_out_of_core.{json,md}.
+
+    python benchmarks/distill_out_of_core.py                    # 0.25, 1 and 3 GB of train data, 1 GB limit
+    python benchmarks/distill_out_of_core.py --sizes-gb 0.1 --limit-gb 1   # a quick check
+
+Needs root (it makes a cgroup under /sys/fs/cgroup/memory). The images are 3x64x64 float32 (48 KiB each)
+with labels from fixed random projections of a 4x4 average-pooled copy (a learnable rule; the point
+is memory, not accuracy). Teacher plain_cnn width 0.5, student 0.25, one epoch each, profile ci.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SHAPE = (3, 64, 64)
+CLASSES = 10
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+SMALL_SPLIT = 512  # calibration and test samples
+
+
+# ---------------------------------------------------------------- the data factory (run inside the build)
+
+class MemmapImages:
+    """A torch map-style Dataset over rows of `images.npy` / `labels.npy` (memory-mapped, never read whole)."""
+
+    def __init__(self, folder: str, start: int, stop: int) -> None:
+        self.folder, self.start, self.stop = folder, start, stop
+        self.images = np.load(Path(folder) / "images.npy", mmap_mode="r")
+        self.labels = np.load(Path(folder) / "labels.npy", mmap_mode="r")
+        self.num_classes = CLASSES
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.int64]:
+        row = self.start + i
+        return np.array(self.images[row]), np.int64(self.labels[row])
+
+
+def load(folder: str) -> dict[str, Any]:
+    """train = all but the last 2 x SMALL_SPLIT rows; calib and test SMALL_SPLIT rows each."""
+    n = len(np.load(Path(folder) / "labels.npy", mmap_mode="r"))
+    train_end = n - 2 * SMALL_SPLIT
+    return {"train": MemmapImages(folder, 0, train_end), "calib": MemmapImages(folder, train_end, n - SMALL_SPLIT),
+            "test": MemmapImages(folder, n - SMALL_SPLIT, n)}
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def make_data(folder: Path, train_bytes: float, seed: int = 0) -> int:
+    """images.npy / labels.npy with train_bytes of train images (+ calib and test), written in chunks."""
+    per = int(np.prod(SHAPE)) * 4
+    n = int(train_bytes // per) + 2 * SMALL_SPLIT
+    folder.mkdir(parents=True, exist_ok=True)
+    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.float32, shape=(n, *SHAPE))
+    labels = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
+    rng = np.random.default_rng(seed)
+    projection = np.random.default_rng(1234).standard_normal((SHAPE[0] * 16 * 16, CLASSES)).astype(np.float32)
+    for start in range(0, n, 4096):
+        stop = min(n, start + 4096)
+        x = rng.standard_normal((stop - start, *SHAPE), dtype=np.float32)
+        pooled = x.reshape(stop - start, SHAPE[0], 16, 4, 16, 4).mean(axis=(3, 5)).reshape(stop - start, -1)
+        images[start:stop] = x
+        labels[start:stop] = (pooled @ projection).argmax(axis=1)
+    images.flush()
+    labels.flush()
+    del images, labels
+    return n
+
+
+PROJECT = """name = "out-of-core"
+[teacher]
+factory = "edgekd.distill.students:plain_cnn"
+args = {{ input_shape = [3, 64, 64], num_classes = 10, width = 0.5 }}
+[teacher.train]
+epochs = 1
+lr = 0.004
+batch_size = 128
+[student]
+factory = "edgekd.distill.students:plain_cnn"
+args = {{ input_shape = [3, 64, 64], num_classes = 10, width = 0.25 }}
+[data]
+factory = "distill_out_of_core:load"
+args = {{ folder = "{folder}" }}
+[distill]
+epochs = 1
+lr = 0.004
+batch_size = 128
+[quantize]
+calibration_samples = 256
+"""
+
+
+# runs the build as its child and writes the child's peak RSS (getrusage of that one process tree)
+WRAPPER = ("import json, resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+           "json.dump({'code': code, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, open(sys.argv[1], 'w'))")
+
+
+def run_limited(argv: list[str], limit_bytes: int, env: dict[str, str], work: Path) -> dict[str, Any]:
+    """Run `argv` inside a fresh memory cgroup limited to `limit_bytes` (swap included where the
+    kernel accounts it); returns exit code, wall time, peak RSS and the cgroup's peak and failcnt."""
+    group = CGROUP_ROOT / f"edgekd-ooc-{os.getpid()}-{time.monotonic_ns()}"
+    group.mkdir()
+    result_file = work / f"rss-{time.monotonic_ns()}.json"
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        if (group / "memory.memsw.limit_in_bytes").exists():
+            (group / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
+        started = time.perf_counter()
+        proc = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" "$@"',
+                               sys.executable, "-c", WRAPPER, str(result_file), *argv], env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        child = json.loads(result_file.read_text()) if result_file.is_file() else {"code": proc.returncode, "maxrss_kb": None}
+        return {"code": child["code"], "seconds": seconds,
+                "peak_rss_mb": None if child["maxrss_kb"] is None else child["maxrss_kb"] / 1024,
+                "cgroup_peak_mb": int((group / "memory.max_usage_in_bytes").read_text()) / 2**20,
+                "cgroup_failcnt": int((group / "memory.failcnt").read_text()),
+                "stdout_tail": proc.stdout[-1500:], "stderr_tail": proc.stderr[-1500:]}
+    finally:
+        for _ in range(50):  # the cgroup empties once its last process is reaped
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def one_size(size_gb: float, limit_gb: float, work: Path) -> dict[str, Any]:
+    folder = work / f"data-{size_gb:g}gb"
+    samples = make_data(folder, size_gb * 2**30)
+    project = work / f"project-{size_gb:g}gb.toml"
+    project.write_text(PROJECT.format(folder=folder))
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "EDGEKD_CACHE_DIR": str(work / f"cache-{size_gb:g}gb")}
+    argv = [sys.executable, "-m", "edgekd.cli.main", "build", "--project", str(project), "--target", "x86",
+            "--profile", "ci", "--out", str(work / f"build-{size_gb:g}gb")]
+    run = run_limited(argv, int(limit_gb * 2**30), env, work)
+    caches = sorted(p for p in (work / f"cache-{size_gb:g}gb" / "teacher-logits").glob("*") if p.is_file())
+    data_mb = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+    return {"train_gb": size_gb, "samples": samples, "data_on_disk_mb": data_mb, "limit_mb": limit_gb * 1024,
+            "data_over_limit": data_mb / (limit_gb * 1024),
+            "teacher_logit_cache": [{"file": p.name, "mb": p.stat().st_size / 2**20} for p in caches], **run}
+
+
+def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "distill_out_of_core.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = ["# Distillation out of core", "", __doc__.split("\n\n")[0].replace("\n", " "), "",
+             "| train data | samples | data / limit | build | peak RSS | cgroup peak (incl. page cache) | failcnt | wall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rss = "n/a" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} MB"
+        lines.append(f"| {r['data_on_disk_mb'] / 1024:.2f} GB | {r['samples']:,} | {r['data_over_limit']:.1f}x | "
+                     f"{'pass' if r['code'] == 0 else 'exit ' + str(r['code'])} | {rss} | {r['cgroup_peak_mb']:.0f} MB | "
+                     f"{r['cgroup_failcnt']} | {r['seconds']:.0f} s |")
+    lines += ["", f"How: {meta['how']}", ""]
+    (RESULTS / "distill_out_of_core.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes-gb", type=float, nargs="+", default=[0.25, 1.0, 3.0])
+    parser.add_argument("--limit-gb", type=float, default=1.0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    from edgekd.common.toolchain import host_info, versions
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="edgekd-ooc-"))
+    rows = []
+    for size in args.sizes_gb:
+        rows.append(one_size(size, args.limit_gb, work))
+        print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("_tail")}), flush=True)
+    meta = {"host": host_info(), "toolchain": versions(("torch", "onnxruntime", "numpy")), "limit_gb": args.limit_gb,
+            "how": (f"each build in its own cgroup v1 memory cgroup limited to {args.limit_gb:g} GiB (memory.limit_in_bytes, and "
+                    "memsw where accounted); peak RSS = getrusage(RUSAGE_CHILDREN).ru_maxrss of the build process; the cgroup's "
+                    "peak counts page cache of the memory-mapped data too, which the kernel reclaims under the limit")}
+    write_results(rows, meta)
+    return 0 if all(r["code"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
