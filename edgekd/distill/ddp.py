@@ -7,12 +7,17 @@ ce, kd, hinton, dkd; edgekd/distill/ddp_settings.py says what runs).
         -m edgekd.distill.ddp --request REQUEST.json
 
 Each worker (`main`, this module's `__main__`) joins the process group (gloo on CPU, nccl on CUDA),
-computes the frozen teacher's logits once, wraps the student in DistributedDataParallel and runs
-`edgekd.distill.trainer.fit(..., shard=(rank, world))`: every process walks the same seeded global
-batches and takes rows rank::world of each; DDP averages the gradients. Each rank's loss is weighted
-by world * rows_here / rows_in_global_batch, so DDP's average is the mean over the global batch even
-when a batch does not split evenly. Rank 0 writes the student weights (safetensors, atomically) and
-`result.json`. Everything stays on the loopback interface.
+opens the project's data as a streaming DataSource (edgekd.data.load.as_source) and its task, gets the
+frozen teacher's logits from the on-disk teacher-logit cache (rank 0 streams the train split through
+the teacher once and writes it; every rank memory-maps it: edgekd.distill.logit_cache), wraps the
+student in DistributedDataParallel and runs `edgekd.distill.trainer.fit` with `shard=(rank, world)`:
+every process streams the same seeded global batches and takes rows rank::world of each; DDP averages
+the gradients. Student outputs go through the task's forward and KD view, as in one process. Each
+rank's loss is weighted by world * rows_here / rows_in_global_batch (rows = samples), so DDP's average
+is the mean over the global batch even when a batch does not split evenly (for token tasks, where the
+loss is a mean over tokens, that weighting is by samples). Rank 0 writes the student weights
+(safetensors, atomically) and `result.json`. Everything stays on the loopback interface. The
+project's augmentations are not applied here (the workers distill against the cached logits).
 
 BatchNorm: torch.nn.SyncBatchNorm runs only on GPU-like devices (on CPU its training forward raises
 ValueError in this torch), so on CPU each process normalizes with the statistics of its own rows
@@ -33,6 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgekd.distill.ddp_data import (
+    DEFAULT_TASK,
+    metric_on_test,
+    open_data,
+    teacher_logits,
+)
 from edgekd.distill.ddp_settings import check_batches, objective_settings
 from edgekd.errors import EXIT_INTERNAL, ConfigError, EdgekdError
 
@@ -113,19 +124,24 @@ def _worker_error(workdir: Path, nproc: int) -> dict[str, Any] | None:
 def distill_distributed(student_factory: str, student_args: dict[str, Any], teacher_factory: str,
                         teacher_args: dict[str, Any], teacher_weights: Path, data_factory: str,
                         data_args: dict[str, Any], cfg: dict[str, Any], nproc: int, out_weights: Path,
-                        workdir: Path, timeout_s: float | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+                        workdir: Path, timeout_s: float | None = None, metadata: dict[str, str] | None = None, *,
+                        task: dict[str, Any] | None = None, logits_cache: Path | None = None) -> dict[str, Any]:
     """Distill the student on `nproc` processes (torchrun, DDP) and write its weights, with `metadata`
     in their safetensors header (edgekd.graph.provenance.weights_metadata: who made them, which generation).
 
+    `task`: {"kind", "args"} of the project's [task] (default image classification); `logits_cache`:
+    the teacher-logit cache folder (default `workdir/teacher-logits`).
+
     Returns {"world_size", "backend", "losses" (mean loss per epoch over the global batches),
     "seconds" (wall time of the torchrun run, start-up included), "train_seconds", "batchnorm"
-    ("sync", "per-process" or "none"), "test_accuracy_pt" (student, top-1 on the test split),
+    ("sync", "per-process" or "none"), "test_metric" ({"name", "value"}: the task's metric of the
+    student on the test split), "test_accuracy_pt" (that value for accuracy tasks, else None),
     "device", "weights", "log_dir"}. Raises ConfigError for bad inputs (before launching) and
     WorkersFailed when torchrun or a worker fails."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"distill: --nproc {nproc!r} is not a positive integer", "give 1 or more processes")
-    from edgekd.common.factories import call, resolve
-    from edgekd.data import check_splits
+    from edgekd.common.factories import resolve
+    from edgekd.distill.streaming import count_samples
 
     settings = objective_settings(cfg)
     source = "edgekd distill"
@@ -136,8 +152,9 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
     teacher_weights, out_weights, workdir = Path(teacher_weights).resolve(), Path(out_weights).resolve(), Path(workdir).resolve()
     if not teacher_weights.is_file():
         raise ConfigError(f"{source}: teacher weights {teacher_weights} not found", "give the teacher's safetensors file")
-    splits = check_splits(call(data_factory, data_args, "data.factory", source), f"{source}: data.factory '{data_factory}'")
-    check_batches(len(splits.train), settings["batch_size"], nproc)
+    task = task or DEFAULT_TASK
+    data, _ = open_data({"factory": data_factory, "args": data_args}, task, source)
+    check_batches(count_samples(data), settings["batch_size"], nproc)
 
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in [RESULT_FILE, *(ERROR_FILE.format(rank=r) for r in range(nproc))]:
@@ -146,13 +163,20 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
     request = {
         "student": {"factory": student_factory, "args": student_args},
         "teacher": {"factory": teacher_factory, "args": teacher_args, "weights": str(teacher_weights)},
-        "data": {"factory": data_factory, "args": data_args},
+        "data": {"factory": data_factory, "args": data_args}, "task": task,
+        "logits_cache": str(Path(logits_cache).resolve() if logits_cache else workdir / "teacher-logits"),
         "distill": settings, "out_weights": str(out_weights), "workdir": str(workdir), "metadata": metadata or {},
         # the parent's import path, so that project factories importable here are importable there
         "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
     }
+    return {**_launch(request, nproc, timeout_s), "weights": str(out_weights), "log_dir": str(workdir)}
+
+
+def _launch(request: dict[str, Any], nproc: int, timeout_s: float | None) -> dict[str, Any]:
+    """Write the request and run torchrun on it; the workers' result plus "seconds" (wall time)."""
     from edgekd.common.fsutil import atomic_write_text
 
+    workdir = Path(request["workdir"])
     request_path = workdir / REQUEST_FILE
     atomic_write_text(request_path, json.dumps(request, indent=1))
     # one intra-op thread per process unless the caller says otherwise (torchrun's own default for
@@ -175,8 +199,7 @@ def distill_distributed(student_factory: str, student_args: dict[str, Any], teac
     result_path = workdir / RESULT_FILE
     if returncode != 0 or not result_path.is_file():
         _raise_failed(returncode, workdir, nproc)
-    result = json.loads(result_path.read_text())
-    return {**result, "seconds": seconds, "weights": str(out_weights), "log_dir": str(workdir)}
+    return {**json.loads(result_path.read_text()), "seconds": seconds}
 
 
 def worker_stderr_tails(workdir: Path, lines: int = STDERR_TAIL_LINES) -> dict[int, list[str]]:
@@ -205,19 +228,6 @@ def _raise_failed(returncode: int, workdir: Path, nproc: int) -> None:
 # ------------------------------------------------------------------------------------ worker side
 
 
-def _load_teacher(teacher: Any, path: str) -> Any:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        teacher.load_state_dict(load_file(path))
-    except (RuntimeError, OSError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{path}: cannot load the teacher weights ({first})",
-                          "give safetensors weights saved from the teacher factory's model") from None
-    return teacher.eval()
-
-
 def sync_batchnorm_works(device: Any) -> bool:
     """Whether torch.nn.SyncBatchNorm trains on this device under the current process group (a probe:
     in torch 2.x it raises ValueError on CPU). Call it on every rank: on CUDA it runs a collective."""
@@ -237,31 +247,11 @@ def _batchnorms(model: Any) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tuple[dict[str, Any], Any]:
-    """Train this rank's share; returns the result (the same on every rank but the test accuracy,
-    which rank 0 measures) and the trained student module."""
-    import numpy as np
+def _wrap(student: Any, device: Any) -> tuple[Any, Any, str]:
+    """(the student on `device`, it in DistributedDataParallel, how BatchNorm runs: "sync",
+    "per-process" or "none")."""
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-
-    from edgekd.common.factories import call
-    from edgekd.config.models import DistillConfig
-    from edgekd.data import check_splits
-    from edgekd.distill.losses import LossInputs
-    from edgekd.distill.trainer import build_objective, fit, predict
-
-    source, cfg = request["request_path"], request["distill"]
-    splits = check_splits(call(request["data"]["factory"], request["data"]["args"], "data.factory", source),
-                          f"{source}: data.factory '{request['data']['factory']}'")
-    train = splits.train
-    teacher = _load_teacher(call(request["teacher"]["factory"], request["teacher"]["args"], "teacher.factory", source),
-                            request["teacher"]["weights"])
-    torch.manual_seed(cfg["seed"])  # the same initial student everywhere (DDP also broadcasts rank 0's)
-    student = call(request["student"]["factory"], request["student"]["args"], "student.factory", source)
-    # frozen teacher, eval mode: its logits are deterministic per sample, computed once (as distill_hinton)
-    teacher_logits = torch.from_numpy(predict(teacher, train.x)).to(device)
-    del teacher
 
     batchnorm = "none"
     if _batchnorms(student):
@@ -271,30 +261,53 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
     student = student.to(device)
     ddp = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None,
                                   broadcast_buffers=batchnorm != "per-process")
+    return student, ddp, batchnorm
 
-    rows, batch_size = len(train), cfg["batch_size"]
+
+def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tuple[dict[str, Any], Any]:
+    """Train this rank's share; returns the result (the same on every rank but the test metric,
+    which rank 0 measures) and the trained student module."""
+    import torch
+    import torch.distributed as dist
+
+    from edgekd.common.factories import call
+    from edgekd.config.models import DistillConfig
+    from edgekd.data.sources import INDEX
+    from edgekd.distill.losses import LossInputs
+    from edgekd.distill.streaming import TrainData, count_samples
+    from edgekd.distill.teaching import rows_at
+    from edgekd.distill.trainer import FitPlan, Step, build_objective, fit
+
+    where, cfg = request["request_path"], request["distill"]
+    source, task = open_data(request["data"], request.get("task") or DEFAULT_TASK, where)
+    cached = teacher_logits(request, source, task, rank)
+    torch.manual_seed(cfg["seed"])  # the same initial student everywhere (DDP also broadcasts rank 0's)
+    student = call(request["student"]["factory"], request["student"]["args"], "student.factory", where)
+
+    student, ddp, batchnorm = _wrap(student, device)
+
+    rows, batch_size = count_samples(source), cfg["batch_size"]
     check_batches(rows, batch_size, world)
-    steps_per_epoch = (rows + batch_size - 1) // batch_size
     objective = build_objective(DistillConfig.model_validate(cfg)).to(device)
     records: list[torch.Tensor] = []  # per step: (sum of this rank's per-row losses, rows)
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        step = len(records) % steps_per_epoch
-        rows_global = min(batch_size, rows - step * batch_size)
-        idx_d = idx.to(device)
-        progress = len(records) / steps_per_epoch  # global steps done, in epochs (losses with a warm-up read it)
-        loss = objective(LossInputs(ddp(xb.to(device)), teacher_logits[idx_d], yb.to(device), {}, {}, progress))[0]
-        records.append(torch.stack([loss.detach() * len(idx), torch.tensor(float(len(idx)), device=device)]))
+    def loss_fn(batch: dict[str, torch.Tensor], step: Step) -> torch.Tensor:
+        view = task.kd_view(task.forward(ddp, batch), batch)
+        teacher = task.kd_view(rows_at(cached, batch[INDEX]).to(device), batch)
+        loss = objective(LossInputs(view, teacher, task.kd_labels(batch).to(device), {}, {}, step.progress))[0]
+        here = len(batch[INDEX])
+        records.append(torch.stack([loss.detach() * here, torch.tensor(float(here), device=device)]))
         # DDP averages gradients over `world`: weight this rank by its share of the global batch
-        return loss * (world * len(idx) / rows_global)
+        return loss * (world * here / step.global_rows)
 
     start = time.perf_counter()
-    fit(ddp, train, cfg["epochs"], cfg["lr"], batch_size, cfg["seed"], loss_fn, "distill", shard=(rank, world))
+    plan = FitPlan(cfg["epochs"], cfg["lr"], batch_size, cfg["seed"], "distill", shard=(rank, world))
+    fit(ddp, TrainData(source, task), plan, loss_fn)
     train_seconds = time.perf_counter() - start
 
     per_step = torch.stack(records).double()
     dist.all_reduce(per_step)  # sum over ranks: the global batch's loss sum and row count per step
-    per_epoch = per_step.view(cfg["epochs"], steps_per_epoch, 2).sum(dim=1)
+    per_epoch = per_step.view(cfg["epochs"], -1, 2).sum(dim=1)
     losses = (per_epoch[:, 0] / per_epoch[:, 1]).tolist()
     if batchnorm == "per-process":  # each rank tracked its own rows' statistics: average them
         for bn in _batchnorms(student):
@@ -303,10 +316,11 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
                     dist.all_reduce(buf)
                     buf.div_(world)
     student.eval()
-    logits = predict(student.cpu(), splits.test.x) if rank == 0 else None
-    accuracy = float((np.argmax(logits, axis=1) == splits.test.y).mean() * 100.0) if logits is not None else None
+    metric = metric_on_test(student.cpu(), source, task) if rank == 0 else {"name": task.metric.name, "value": None}
+    accuracy = metric["value"] if metric["name"] == "accuracy" else None
     return {"world_size": world, "backend": dist.get_backend(), "losses": losses, "train_seconds": train_seconds,
-            "batchnorm": batchnorm, "device": str(device), "torch": torch.__version__, "test_accuracy_pt": accuracy}, student
+            "batchnorm": batchnorm, "device": str(device), "torch": torch.__version__, "test_metric": metric,
+            "test_accuracy_pt": accuracy}, student
 
 
 def _write_outputs(request: dict[str, Any], result: dict[str, Any], student: Any) -> None:

@@ -45,3 +45,4 @@ def objective_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     settings.pop("teacher_logit_cache", None)  # the frozen teacher's logits are always computed once here
     settings.pop("teacher_feature_cache_mb", None)  # and feature losses were refused above
     return settings
+

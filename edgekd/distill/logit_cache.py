@@ -1,11 +1,16 @@
 """The teacher-logit cache: when each sample's input is the same every epoch (no augmentation), the
-teacher runs once over the training data, and its logits are kept across epochs and across builds.
+teacher runs once over the training data, streamed batch by batch in its natural order, and its
+outputs are kept on disk across epochs and builds, one row per sample, memory-mapped: training
+reads the rows of each batch by batch["index"] and nothing holds the whole array in memory.
 
-An entry is keyed by the teacher's content identity, the data's sha256 and sample count, k, the
-logits-file format version and the versions of the runtimes that compute logits (torch,
-onnxruntime, numpy); a change to any of them is a miss. `k=None` keeps the full logits as a float32
-`.npy`; an integer k keeps the top-k probabilities as a logits file (edgekd.distill.logits_file).
-Both are written atomically and read with `allow_pickle=False`.
+An entry is keyed by the teacher's content identity, the data's fingerprint and train sample count,
+k, the logits-file format version and the versions of the runtimes that compute logits (torch,
+onnxruntime, numpy); a change to any of them is a miss. `k=None` keeps the full outputs as a float32
+`.npy` ([N, C], or [N, T, V] for token logits), written through np.lib.format.open_memmap into a
+temp file renamed into place, and opened with `mmap_mode="r"`. An integer k keeps the top-k
+probabilities as a logits file (edgekd.distill.logits_file): that path is in memory (the full
+logits are streamed to a temporary memory-mapped file first, then the file's top-k are computed
+over all of them and its log-probabilities returned as one [N, C] array).
 
 A miss returns exactly what a later hit will return: for top-k entries that is the file's
 reconstructed log-probabilities, not the teacher's raw logits, so a cold and a warm build distill
@@ -13,23 +18,26 @@ against the same targets.
 """
 from __future__ import annotations
 
-import io
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from edgekd.common.fsutil import atomic_write_bytes
 from edgekd.common.toolchain import versions
+from edgekd.data.sources import DataSource
 from edgekd.distill.logits_file import (
     FORMAT_VERSION,
     read_logits_file,
     write_logits_file,
 )
+from edgekd.distill.streaming import TEACHER_BATCH, count_samples, open_rows, write_rows
 from edgekd.distill.teachers import TeacherSource
 from edgekd.errors import ConfigError, DataError
 from edgekd.pipeline.cache import make_key
 
 RUNTIMES = ("torch", "onnxruntime", "numpy")
+LOGITS = "logits"
 
 
 def cache_key(teacher: TeacherSource, data_sha256: str, num_samples: int, k: int | None) -> str:
@@ -42,17 +50,6 @@ def cache_path(cache_dir: Path, key: str, k: int | None) -> Path:
     return Path(cache_dir) / f"teacher-logits-{key}{'.npy' if k is None else '.npz'}"
 
 
-def _read_full(path: Path, num_samples: int) -> np.ndarray | None:
-    """The cached full logits, or None when the entry is unusable (then it is recomputed)."""
-    try:
-        logits = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    if logits.dtype != np.float32 or logits.ndim != 2 or logits.shape[0] != num_samples:
-        return None
-    return logits
-
-
 def _read_top_k(path: Path, data_sha256: str, num_samples: int, k: int) -> np.ndarray | None:
     try:
         contents = read_logits_file(path)
@@ -62,30 +59,57 @@ def _read_top_k(path: Path, data_sha256: str, num_samples: int, k: int) -> np.nd
     return contents.log_probs() if contents.k == k else None
 
 
-def cached_teacher_logits(teacher: TeacherSource, x: np.ndarray, cache_dir: Path, data_sha256: str,
-                          k: int | None) -> tuple[np.ndarray, bool]:
-    """The teacher's logits for every row of `x` and whether they came from the cache.
+def stream_logits(teacher: TeacherSource, source: DataSource, path: Path, rows: int, batch_size: int = TEACHER_BATCH) -> None:
+    """The teacher's outputs on the train split (natural order), written to the `.npy` at `path`
+    atomically (a temp file beside it, renamed); non-finite outputs are a DataError."""
+    def produce(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = teacher.logits(batch)
+        if not np.isfinite(out).all():
+            raise DataError(f"teacher {teacher.describe()}: gives non-finite logits on the training data",
+                            "check the teacher and the inputs for NaN/inf")
+        return {LOGITS: out}
 
-    `x` must be the inputs exactly as every epoch sees them (no augmentation) and `data_sha256` must
-    name them. On a miss the teacher runs once and the entry is written; an unreadable entry (a
-    file edited or truncated outside edgekd) counts as a miss and is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write_rows(source, produce, {LOGITS: tmp}, rows, batch_size)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cached_teacher_logits(teacher: TeacherSource, source: DataSource, cache_dir: Path, k: int | None = None,
+                          batch_size: int = TEACHER_BATCH) -> tuple[np.ndarray, bool]:
+    """The teacher's outputs for every train sample of `source` (row i = sample i) and whether they
+    came from the cache: a read-only np.memmap for `k=None`, the top-k file's log-probabilities for k.
+
+    The train split must be what every epoch sees (no augmentation). On a miss the teacher runs once
+    over the streamed split and the entry is written; an unreadable entry (a file edited or truncated
+    outside edgekd) counts as a miss and is replaced."""
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
         raise ConfigError(f"teacher logit cache: top-k = {k!r}", "give a positive integer k, or None for full logits")
-    key = cache_key(teacher, data_sha256, len(x), k)
-    path = cache_path(cache_dir, key, k)
+    data_sha256, rows = source.fingerprint(), count_samples(source)
+    path = cache_path(cache_dir, cache_key(teacher, data_sha256, rows, k), k)
     if path.is_file():
-        cached = _read_full(path, len(x)) if k is None else _read_top_k(path, data_sha256, len(x), k)
+        cached = open_rows(path, rows) if k is None else _read_top_k(path, data_sha256, rows, k)
         if cached is not None:
             return cached, True
-    logits = teacher.logits(x)
-    if not np.isfinite(logits).all():
-        raise DataError(f"teacher {teacher.describe()}: gives non-finite logits on the training data", "check the teacher and the inputs for NaN/inf")
     if k is None:
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(logits, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(path, buffer.getvalue())
-        return logits.astype(np.float32, copy=False), False
-    if k > logits.shape[1]:
-        raise ConfigError(f"teacher logit cache: top-k = {k} but {teacher.describe()} gives {logits.shape[1]} classes",
-                          f"choose k <= {logits.shape[1]}, or None for full logits")
-    return write_logits_file(logits, path, k, data_sha256, teacher.describe()).log_probs(), False
+        stream_logits(teacher, source, path, rows, batch_size)
+        opened = open_rows(path, rows)
+        if opened is None:
+            raise DataError(f"{path}: the teacher-logit cache entry just written cannot be read back", "check the cache folder's disk")
+        return opened, False
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(cache_dir), prefix=".topk-") as tmp:
+        full = Path(tmp) / "logits.npy"
+        stream_logits(teacher, source, full, rows, batch_size)
+        logits = np.load(full, mmap_mode="r", allow_pickle=False)
+        if logits.ndim != 2 or k > logits.shape[1]:
+            raise ConfigError(f"teacher logit cache: top-k = {k} but {teacher.describe()} gives outputs {list(logits.shape[1:])} per sample",
+                              "choose k <= the number of classes of [samples, classes] logits, or None for full logits")
+        written = write_logits_file(logits, path, k, data_sha256, teacher.describe())
+        del logits
+    return written.log_probs(), False

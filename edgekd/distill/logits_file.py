@@ -15,7 +15,7 @@ Arrays (format version 1), for N samples, C classes, top-k:
 | `probs` | float32 | (N, k) | their probabilities at temperature 1 |
 | `rest` | float32 | (N,) | the probability mass of the other C - k classes (1 - sum of `probs`) |
 | `num_classes`, `k`, `num_samples` | int64 | () | C, k, N |
-| `data_sha256` | unicode | () | the data the rows belong to, row i = sample i (in edgekd builds `Split.sha256()` of the train split) |
+| `data_sha256` | unicode | () | the data the rows belong to, row i = sample i (in edgekd builds edgekd.distill.streaming.train_split_sha256: `Split.sha256()` of in-memory data) |
 | `producer` | unicode | () | what made the soft labels (a teacher's description) |
 
 Probabilities are float32, not float16: distillation at temperature T uses p ** (1 / T), which lifts
@@ -81,19 +81,22 @@ class LogitsFile:
             raise DataError(f"{self.path}: logits file has {self.num_samples} samples, this data has {num_samples}",
                             "produce the soft labels on this exact data set (same samples, same order)")
 
-    def distribution(self) -> np.ndarray:
-        """[N, C] float64 probabilities: top-k as stored, rest mass spread uniformly over the other
-        classes, zeros floored at float32's smallest normal, rows renormalized to sum to 1."""
-        full = np.empty((self.num_samples, self.num_classes), dtype=np.float64)
+    def distribution(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """[N, C] float64 probabilities (of the samples `rows` names, all when None): top-k as stored,
+        rest mass spread uniformly over the other classes, zeros floored at float32's smallest
+        normal, rows renormalized to sum to 1."""
+        take = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        indices, probs, rest = self.indices[take], self.probs[take], self.rest[take]
+        full = np.empty((len(rest), self.num_classes), dtype=np.float64)
         others = self.num_classes - self.k
-        full[:] = (self.rest.astype(np.float64) / others)[:, None] if others else 0.0
-        np.put_along_axis(full, self.indices.astype(np.int64), self.probs.astype(np.float64), axis=1)
+        full[:] = (rest.astype(np.float64) / others)[:, None] if others else 0.0
+        np.put_along_axis(full, indices.astype(np.int64), probs.astype(np.float64), axis=1)
         np.maximum(full, _FLOOR, out=full)
         return full / full.sum(axis=1, keepdims=True)
 
-    def log_probs(self) -> np.ndarray:
-        """[N, C] float32 log-probabilities of `distribution()`: usable as the teacher's logits."""
-        return np.log(self.distribution()).astype(np.float32)
+    def log_probs(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """[N, C] float32 log-probabilities of `distribution(rows)`: usable as the teacher's logits."""
+        return np.log(self.distribution(rows)).astype(np.float32)
 
 
 def write_logits_file(logits: np.ndarray, path: Path, k: int, data_sha256: str, producer: str) -> LogitsFile:

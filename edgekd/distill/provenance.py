@@ -53,10 +53,17 @@ def teacher_weights_metadata(ctx: Context, link: int = 0) -> dict[str, str]:
 
 
 def data_facts(ctx: Context) -> dict[str, Any]:
-    data, cfg = ctx.data, ctx.project.data
-    return {"sha256": ctx.data_sha256, "factory": cfg.factory, "args": cfg.args, "description": data.description,
-            "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-            "splits": {name: len(getattr(data, name)) for name in ("train", "calib", "test")}}
+    """The data as the report and model card name it: its fingerprint, the factory, the source's own
+    description, the first model input's per-sample shape, the number of classes (None where the data
+    has none) and the samples per split (num_samples, counted by streaming where a source cannot tell)."""
+    from edgekd.data.sources import SPLITS
+    from edgekd.distill.streaming import count_samples
+
+    source, cfg = ctx.data_source, ctx.project.data
+    spec = source.spec()
+    return {"sha256": ctx.data_sha256, "factory": cfg.factory, "args": cfg.args, "description": source.describe(),
+            "input_shape": list(spec.inputs[0].shape), "num_classes": spec.num_classes,
+            "splits": {name: count_samples(source, name) for name in SPLITS}}
 
 
 

@@ -33,11 +33,14 @@ Choices, and why:
   symmetric per-channel quantization); with per-tensor or asymmetric weights it does matter.
 - Not simulated: int32 bias quantization (scale = input scale x weight scale; its error is far below
   the 8-bit one).
-- Before training, one pass over (up to 1,024 seeded rows of) the train split with fake quantization
-  off and observers on sets the activation ranges the way ORT's MinMax calibration does (float
-  activations, min/max over the batch); training then tracks them with the observers' moving average.
-- Training: `edgekd.distill.trainer.fit` (AdamW + cosine, seeded batches) with `hinton_kd` against
-  the given teacher logits; `fit` fits as is, since BN is frozen by the wrapper model's `train()`.
+- Before training, one pass over (up to 1,024 seeded rows of) the train split, the first batch of the
+  source in seeded order, with fake quantization off and observers on sets the activation ranges the
+  way ORT's MinMax calibration does (float activations, min/max over the batch); training then tracks
+  them with the observers' moving average.
+- Training: `edgekd.distill.trainer.fit` (AdamW + cosine, the source's seeded batches streamed through
+  the task, no augmentation) with `hinton_kd` on the task's KD view against the given teacher logits
+  (rows by batch["index"]: the memory-mapped cache); `fit` fits as is, since BN is frozen by the
+  wrapper model's `train()`.
   Use a small learning rate, about a tenth of the distillation one: on the digits student with a
   planted activation outlier, lr 3e-4 (8 epochs) recovered most of PTQ's loss, while 3e-3 (near the
   distill lr of 4e-3) left the QAD student at 63 % float accuracy (float fine-tuning at 3e-3: fine).
@@ -60,6 +63,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,9 +82,11 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgekd.config.target import TargetQuantize
-from edgekd.data import Split
+from edgekd.data.sources import INDEX
 from edgekd.distill.losses import hinton_kd
-from edgekd.distill.trainer import fit
+from edgekd.distill.streaming import TrainData, count_samples, first_batch
+from edgekd.distill.teaching import rows_at
+from edgekd.distill.trainer import FitPlan, fit, to_tensors
 
 CALIBRATION_ROWS = 1024  # rows of the train split that set the activation ranges before training
 _EPS = 1e-12
@@ -162,8 +168,9 @@ class _QadModel(nn.Module):
         self.student = student
         self.output_fq = qconfig.activation()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_fq(self.student(x))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self.student(*inputs)
+        return self.output_fq(out.logits if hasattr(out, "logits") else out)
 
     def train(self, mode: bool = True) -> _QadModel:
         super().train(mode)
@@ -218,29 +225,51 @@ def strip_qad(qad_model: nn.Module) -> nn.Module:
     return student.eval()
 
 
-def _calibrate(qad_model: nn.Module, x: np.ndarray, seed: int) -> None:
-    rows = np.random.default_rng(seed).permutation(len(x))[:CALIBRATION_ROWS]
+def _calibrate(qad_model: nn.Module, data: TrainData, seed: int) -> None:
+    """Activation ranges from the first CALIBRATION_ROWS samples of the train split in the seeded order."""
+    batch = to_tensors(first_batch(data.source, CALIBRATION_ROWS, seed=seed))
     qad_model.eval()
     qad_model.apply(disable_fake_quant)
     with torch.no_grad():
-        qad_model(torch.from_numpy(x[np.sort(rows)]))
+        data.task.forward(qad_model, batch)
     qad_model.apply(enable_fake_quant)
 
 
-def qad_finetune(student: nn.Module, teacher_logits: np.ndarray, split: Split, recipe: TargetQuantize, epochs: int,
-                 lr: float, batch_size: int, temperature: float, alpha: float, seed: int) -> nn.Module:
+@dataclass(frozen=True)
+class QadSettings:
+    """The fine-tuning: its length and learning rate (about a tenth of the distillation's), the
+    batch size and seed, and Hinton KD's temperature and alpha."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    temperature: float
+    alpha: float
+    seed: int
+
+
+def qad_finetune(student: nn.Module, data: TrainData, teacher_logits: np.ndarray, recipe: TargetQuantize,
+                 settings: QadSettings) -> nn.Module:
     """Fine-tune a copy of `student` with fake quantization for `recipe` and Hinton KD against
-    `teacher_logits` (one row per sample of `split`, e.g. `predict(teacher, split.x)`).
+    `teacher_logits` (one row per train sample of `data.source`, e.g. the memory-mapped teacher-logit
+    cache), streaming the train split through `data.task` without augmentation.
 
     Returns the float student (same module tree as `student`, which is left unchanged), in eval mode."""
-    if teacher_logits.ndim != 2 or len(teacher_logits) != len(split):
-        raise ValueError(f"teacher_logits has shape {teacher_logits.shape}, expected ({len(split)}, classes): one row per sample")
-    torch.manual_seed(seed)
+    rows = count_samples(data.source)
+    if teacher_logits.ndim < 2 or len(teacher_logits) != rows:
+        raise ValueError(f"teacher_logits has shape {teacher_logits.shape}, expected ({rows}, classes): one row per sample")
+    data = TrainData(data.source, data.task)  # QAD fine-tunes against the cached logits: no augmentation
+    task, s = data.task, settings
+    torch.manual_seed(s.seed)
     model = prepare_qad(copy.deepcopy(student), recipe)
-    _calibrate(model, split.x, seed)
-    soft = torch.from_numpy(np.ascontiguousarray(teacher_logits, dtype=np.float32))
-    fit(model, split, epochs, lr, batch_size, seed,
-        lambda xb, yb, idx: hinton_kd(model(xb), soft[idx], yb, temperature, alpha), "qad")
+    _calibrate(model, data, s.seed)
+
+    def loss(batch: dict[str, torch.Tensor], _: object) -> torch.Tensor:
+        logits = task.forward(model, batch)
+        teacher = task.kd_view(rows_at(teacher_logits, batch[INDEX]).to(logits.device), batch)
+        return hinton_kd(task.kd_view(logits, batch), teacher, task.kd_labels(batch).to(logits.device), s.temperature, s.alpha)
+
+    fit(model, data, FitPlan(s.epochs, s.lr, s.batch_size, s.seed, "qad"), loss)
     return strip_qad(model)
 
 
@@ -290,18 +319,17 @@ class QadComparison:
                 f"QAD {self.qad_accuracy_pt:.2f} % ({self.recovered_pt:+.2f} pt)")
 
 
-def onnx_accuracy_pt(model_path: Path, test: Split) -> float:
-    """Top-1 accuracy in points of an ONNX model on `test`, run with ONNX Runtime CPU."""
+def onnx_accuracy_pt(model_path: Path, feeds: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+    """Top-1 accuracy in points of an ONNX model on named input arrays, run with ONNX Runtime CPU."""
     from edgekd.backends.ort import session as ortb
-    from edgekd.graph.export import INPUT_NAME
     from edgekd.pipeline.evaluation import top1_pt
 
-    return top1_pt(ortb.predict_file(model_path, {INPUT_NAME: test.x}), test.y)
+    return top1_pt(ortb.predict_file(model_path, dict(feeds)), labels)
 
 
-def compare_ptq_qad(ptq_model: Path, qad_model: Path, test: Split) -> QadComparison:
+def compare_ptq_qad(ptq_model: Path, qad_model: Path, feeds: Mapping[str, np.ndarray], labels: np.ndarray) -> QadComparison:
     """PTQ (quantize stage's INT8 graph of the distilled student) vs QAD INT8 graph, both measured."""
     from edgekd.backends.ort import session as ortb
 
-    return QadComparison(onnx_accuracy_pt(ptq_model, test), onnx_accuracy_pt(qad_model, test), len(test),
+    return QadComparison(onnx_accuracy_pt(ptq_model, feeds, labels), onnx_accuracy_pt(qad_model, feeds, labels), len(labels),
                          ortb.runtime_description())

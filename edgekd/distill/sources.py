@@ -1,6 +1,7 @@
 """The project's [teacher] table made into a teacher source (edgekd.distill.teachers): a torch
-module with its weights, an ONNX model, logits files (several: aggregated, federated-style), or a
-weighted ensemble of those. Paths are relative to the project file."""
+module with its weights (run through the project's task), an ONNX model, logits files (several:
+aggregated, federated-style; tied to the train split's content hash), or a weighted ensemble of
+those. Paths are relative to the project file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,9 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
     if spec.kind == "onnx":
         return teachers.OnnxTeacher(project_file(ctx, spec.onnx, f"{key}.onnx"))
     if spec.kind == "logits":
-        train_sha = ctx.data.train.sha256()
+        from edgekd.distill.streaming import train_split_sha256
+
+        train_sha = train_split_sha256(ctx.data_source)
         paths = [project_file(ctx, p, f"{key}.logits") for p in spec.logits]
         if len(paths) == 1:
             return teachers.LogitsFileTeacher(paths[0], train_sha)
@@ -39,7 +42,7 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
 
     source = weights if weights is not None else project_file(ctx, spec.checkpoint, f"{key}.checkpoint")
     load_weights(module, source, "teacher")
-    return teachers.TorchTeacher(module, sha256_file(source), f"torch module {spec.factory}({spec.args})")
+    return teachers.TorchTeacher(module, sha256_file(source), f"torch module {spec.factory}({spec.args})", task=ctx.task)
 
 
 def teacher_source(ctx: Context, trained_weights: Path | None) -> TeacherSource:

@@ -1,26 +1,40 @@
 """Where a build's soft targets come from: a torch module, an ONNX model, a logits file made
 elsewhere, or a weighted ensemble of those; and the aggregation of several parties' logits files.
 
-Every source gives `[N, C]` float32 logits for the rows of `x`, deterministically (eval mode, no
-gradient), and an `identity()` made of content hashes, so a cache key or a model card names exactly
-which teacher taught the student. torch and onnxruntime are imported inside the methods that use them.
+A teacher answers a batch of named arrays (edgekd.data.sources: model inputs by name, "labels",
+"index" = the samples' positions in the train split) with one row of float32 outputs per sample,
+deterministically (eval mode, no gradient): [B, C] for classification, [B, T, V] for token logits.
+A torch teacher runs the batch through its task (edgekd.tasks: `task.forward`), an ONNX teacher feeds
+its named inputs to ONNX Runtime, a logits file answers by sample position ("index"). `identity()` is
+made of content hashes, so a cache key or a model card names exactly which teacher taught the student.
+torch and onnxruntime are imported inside the methods that use them.
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from edgekd.common.fsutil import sha256_bytes, sha256_file
 from edgekd.common.toolchain import require
+from edgekd.data.sources import INDEX
 from edgekd.distill.logits_file import LogitsFile, read_logits_file, write_logits_file
+from edgekd.distill.streaming import model_arrays, rows_of
 from edgekd.errors import ConfigError, DataError, EdgekdError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from edgekd.tasks.base import Task
+
+Arrays = Mapping[str, np.ndarray]
+Feed = Arrays | np.ndarray  # a bare array: the one input of a single-input model
+PREDICT_BATCH = 256  # samples per teacher call in predict()
 
 
 @runtime_checkable
@@ -35,13 +49,26 @@ class TeacherSource(Protocol):
     def has_features(self) -> bool:
         """Whether intermediate features can be captured (only torch teachers)."""
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """[len(x), C] float32 logits, deterministic."""
+    @property
+    def reads_inputs(self) -> bool:
+        """Whether the outputs are computed from the batch's inputs (so the teacher can see an
+        augmented view); False for a logits file, which answers by sample position only."""
+
+    def logits(self, batch: Feed) -> np.ndarray:
+        """One float32 row of outputs per sample of `batch`, deterministic."""
+
+
+def predict(teacher: TeacherSource, arrays: Arrays, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """The teacher's outputs on named arrays (e.g. the test split's), `batch_size` samples at a time."""
+    rows = rows_of(arrays)
+    return np.concatenate([teacher.logits({n: a[i:i + batch_size] for n, a in arrays.items()})
+                           for i in range(0, rows, batch_size)])
 
 
 def _check_output(out: np.ndarray, rows: int, who: str) -> np.ndarray:
-    if out.ndim != 2 or out.shape[0] != rows:
-        raise ConfigError(f"{who}: gives output of shape {tuple(out.shape)} for {rows} samples", "a teacher must give [batch, classes] logits")
+    if out.ndim < 2 or out.shape[0] != rows:
+        raise ConfigError(f"{who}: gives output of shape {tuple(out.shape)} for {rows} samples",
+                          "a teacher must give one row of logits per sample ([batch, classes] or [batch, tokens, vocab])")
     return out.astype(np.float32, copy=False)
 
 
@@ -57,16 +84,30 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def forward_module(module: nn.Module, batch: Mapping[str, Any], task: Task | None) -> torch.Tensor:
+    """A module's outputs on a batch: through `task.forward` when given, else the batch's model
+    inputs positionally, in batch order (a plain single-input module gets its one array)."""
+    import torch
+
+    if task is not None:
+        return task.forward(module, batch)
+    inputs = [torch.as_tensor(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for v in model_arrays(batch).values()]
+    return module(*inputs)
+
+
 class TorchTeacher:
-    """A torch module run in eval mode without gradients, `batch_size` rows at a time (the module's
-    train/eval mode is restored afterwards). `.module` is there for feature capture (hooks).
+    """A torch module run in eval mode without gradients (the module's train/eval mode is restored
+    afterwards), through `task.forward` (the task names the inputs; None: see `forward_module`).
+    `.module` is there for feature capture (hooks).
 
     `describe` names the module, e.g. "torch module edgekd.examples.digits:teacher(width=32)"; the
     weights hash is appended. `weights_sha256` is the hash of the weights file the module was loaded
     from; None hashes the module's state dict here."""
 
-    def __init__(self, module: nn.Module, weights_sha256: str | None, describe: str, batch_size: int = 512) -> None:
+    def __init__(self, module: nn.Module, weights_sha256: str | None, describe: str, batch_size: int = PREDICT_BATCH,
+                 task: Task | None = None) -> None:
         self.module = module
+        self.task = task
         self.weights_sha256 = weights_sha256 or state_dict_sha256(module)
         self._description = describe
         self.batch_size = batch_size
@@ -84,13 +125,23 @@ class TorchTeacher:
     def has_features(self) -> bool:
         return True
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    @property
+    def reads_inputs(self) -> bool:
+        return True
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The module's outputs as a tensor (eval mode, no gradient), e.g. inside a training step."""
         import torch
 
         with self.evaluating(), torch.no_grad():
-            outs = [self.module(torch.from_numpy(np.ascontiguousarray(x[i:i + self.batch_size]))).numpy()
-                    for i in range(0, len(x), self.batch_size)]
-        return _check_output(np.concatenate(outs), len(x), self._description)
+            return forward_module(self.module, batch, self.task)
+
+    def logits(self, batch: Feed) -> np.ndarray:
+        arrays = {"input": batch} if isinstance(batch, np.ndarray) else batch
+        rows = rows_of(arrays)
+        outs = [self.forward({n: a[i:i + self.batch_size] for n, a in arrays.items()}).float().cpu().numpy()
+                for i in range(0, rows, self.batch_size)]
+        return _check_output(np.concatenate(outs), rows, self._description)
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -124,12 +175,18 @@ def _external_data_sha256(path: Path) -> dict[str, str]:
     return hashes
 
 
+ORT_DTYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
 class OnnxTeacher:
     """An ONNX model as a black box through ONNX Runtime's CPU provider (logits only: its first
-    output). A dynamic batch axis is fed `batch_size` rows at a time; a static batch of B is fed
-    B rows at a time, the last batch padded with zero rows that are dropped from the result."""
+    output). Each of its inputs is fed the batch's array of the same name (a single-input model takes
+    the batch's one model input whatever its name). A dynamic batch axis is fed `batch_size` rows at
+    a time; a static batch of B is fed B rows at a time, the last batch padded with zero rows that
+    are dropped from the result."""
 
-    def __init__(self, path: Path, batch_size: int = 256) -> None:
+    def __init__(self, path: Path, batch_size: int = PREDICT_BATCH) -> None:
         from edgekd.backends.ort.session import open_session
 
         self.path = Path(path)
@@ -144,13 +201,9 @@ class OnnxTeacher:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
             raise ConfigError(f"{self.path}: ONNX Runtime cannot load the teacher ({type(exc).__name__}: {exc})",
                               "give a valid .onnx file (with its external-data files beside it, if it has any)") from None
-        inputs = self._session.get_inputs()
-        if len(inputs) != 1:
-            raise ConfigError(f"{self.path}: ONNX teacher has {len(inputs)} inputs", "an ONNX teacher takes one input (the data)")
-        self._input = inputs[0]
-        self._dtype = np.float16 if self._input.type == "tensor(float16)" else np.float32
-        static = self._input.shape[0] if self._input.shape else None
-        self.static_batch = static if isinstance(static, int) and static > 0 else None
+        self._inputs = self._session.get_inputs()
+        static = {i.shape[0] for i in self._inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+        self.static_batch = min(static) if static else None
         self.batch_size = self.static_batch or batch_size
 
     def describe(self) -> str:
@@ -166,39 +219,57 @@ class OnnxTeacher:
     def has_features(self) -> bool:
         return False
 
-    def _check_input(self, x: np.ndarray) -> None:
-        expected = self._input.shape[1:]
-        if len(expected) != x.ndim - 1 or any(isinstance(e, int) and e != d for e, d in zip(expected, x.shape[1:])):
-            raise DataError(f"{self.path}: ONNX teacher takes input {self._input.shape}, the data has samples of shape {tuple(x.shape[1:])}",
-                            "give the teacher the data it was exported for")
+    @property
+    def reads_inputs(self) -> bool:
+        return True
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        self._check_input(x)
+    def feeds(self, batch: Feed) -> dict[str, np.ndarray]:
+        """The session's inputs by name from the batch, each checked against the model's shape."""
+        given = model_arrays({"input": batch} if isinstance(batch, np.ndarray) else batch)
+        if len(self._inputs) == 1 and len(given) == 1:
+            given = {self._inputs[0].name: next(iter(given.values()))}
+        feeds = {}
+        for spec in self._inputs:
+            if spec.name not in given:
+                raise DataError(f"{self.path}: ONNX teacher takes inputs {', '.join(i.name for i in self._inputs)}; "
+                                f"the batch has {', '.join(given) or 'none'}", "name the data's arrays as the teacher's inputs")
+            array = np.asarray(given[spec.name])
+            expected = spec.shape[1:]
+            if len(expected) != array.ndim - 1 or any(isinstance(e, int) and e != d for e, d in zip(expected, array.shape[1:])):
+                raise DataError(f"{self.path}: ONNX teacher takes {spec.name} {spec.shape}, the data has samples of shape "
+                                f"{tuple(array.shape[1:])}", "give the teacher the data it was exported for")
+            feeds[spec.name] = array.astype(ORT_DTYPES.get(spec.type, array.dtype), copy=False)
+        return feeds
+
+    def logits(self, batch: Feed) -> np.ndarray:
+        feeds = self.feeds(batch)
+        rows = rows_of(feeds)
         outs = []
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start:start + self.batch_size].astype(self._dtype, copy=False)
-            rows = len(batch)
-            if self.static_batch and rows < self.static_batch:
-                batch = np.concatenate([batch, np.zeros((self.static_batch - rows, *batch.shape[1:]), dtype=batch.dtype)])
-            outs.append(self._session.run(None, {self._input.name: np.ascontiguousarray(batch)})[0][:rows])
-        return _check_output(np.concatenate(outs), len(x), str(self.path))
+        for start in range(0, rows, self.batch_size):
+            part = {n: a[start:start + self.batch_size] for n, a in feeds.items()}
+            got = len(next(iter(part.values())))
+            if self.static_batch and got < self.static_batch:
+                part = {n: np.concatenate([a, np.zeros((self.static_batch - got, *a.shape[1:]), dtype=a.dtype)])
+                        for n, a in part.items()}
+            outs.append(self._session.run(None, {n: np.ascontiguousarray(a) for n, a in part.items()})[0][:got])
+        return _check_output(np.concatenate(outs), rows, str(self.path))
 
 
 class LogitsFileTeacher:
     """Soft labels made elsewhere (see edgekd.distill.logits_file): row i belongs to sample i of the
-    data named by `data_sha256`. `logits(x)` checks that x has that many rows and returns the file's
-    reconstructed log-probabilities. They act as logits: softmax of them is the stored distribution,
-    and temperature scaling divides them by T as it would real logits. The approximation is the tail:
-    the ratios among the stored top-k are the teacher's at every T, but the rest mass is spread
-    uniformly, and since p ** (1/T) is concave, at T > 1 that tail weighs at least as much as the
-    teacher's own tail would (k = num_classes makes it exact)."""
+    train split named by `data_sha256`. `logits(batch)` answers the rows batch["index"] names with the
+    file's reconstructed log-probabilities (the file's compact top-k arrays are read whole, N x k;
+    the full [N, C] distribution is never built). They act as logits: softmax of them is the stored
+    distribution, and temperature scaling divides them by T as it would real logits. The
+    approximation is the tail: the ratios among the stored top-k are the teacher's at every T, but
+    the rest mass is spread uniformly, and since p ** (1/T) is concave, at T > 1 that tail weighs at
+    least as much as the teacher's own tail would (k = num_classes makes it exact)."""
 
     def __init__(self, path: Path, data_sha256: str) -> None:
         self.path = Path(path)
         self.file: LogitsFile = read_logits_file(self.path)
         self.file.check_data(data_sha256, self.file.num_samples)
         self.sha256 = sha256_file(self.path)
-        self._log_probs: np.ndarray | None = None
 
     def describe(self) -> str:
         f = self.file
@@ -211,11 +282,19 @@ class LogitsFileTeacher:
     def has_features(self) -> bool:
         return False
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        self.file.check_data(self.file.data_sha256, len(x))
-        if self._log_probs is None:
-            self._log_probs = self.file.log_probs()
-        return self._log_probs
+    @property
+    def reads_inputs(self) -> bool:
+        return False
+
+    def logits(self, batch: Feed) -> np.ndarray:
+        if isinstance(batch, np.ndarray) or INDEX not in batch:
+            raise DataError(f"{self.path}: a logits file answers by sample position and the batch has no '{INDEX}'",
+                            "give batches from the train split's data source")
+        rows = np.asarray(batch[INDEX], dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.file.num_samples):
+            raise DataError(f"{self.path}: logits file has {self.file.num_samples} samples, the batch asks for sample {int(rows.max())}",
+                            "produce the soft labels on this exact data set (same samples, same order)")
+        return self.file.log_probs(rows)
 
 
 def _normalized(weights: Sequence[float], what: str) -> np.ndarray:
@@ -248,17 +327,21 @@ class EnsembleTeacher:
     def has_features(self) -> bool:
         return False
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        terms = []
+    @property
+    def reads_inputs(self) -> bool:
+        return all(m.reads_inputs for m in self.members)
+
+    def logits(self, batch: Feed) -> np.ndarray:
+        terms: list[np.ndarray] = []
         for weight, member in zip(self.weights, self.members):
-            z = member.logits(x).astype(np.float64)
-            if terms and z.shape[1] != terms[0].shape[1]:
-                raise ConfigError(f"ensemble teacher: {member.describe()} gives {z.shape[1]} classes, the first member {terms[0].shape[1]}",
-                                  "every member must predict the same classes")
-            log_softmax = z - z.max(axis=1, keepdims=True)
-            log_softmax -= np.log(np.exp(log_softmax).sum(axis=1, keepdims=True))
+            z = member.logits(batch).astype(np.float64)
+            if terms and z.shape[1:] != terms[0].shape[1:]:
+                raise ConfigError(f"ensemble teacher: {member.describe()} gives outputs {list(z.shape[1:])} per sample (classes last), "
+                                  f"the first member {list(terms[0].shape[1:])}", "every member must predict the same classes")
+            log_softmax = z - z.max(axis=-1, keepdims=True)
+            log_softmax -= np.log(np.exp(log_softmax).sum(axis=-1, keepdims=True))
             terms.append(np.log(weight) + log_softmax)
-        stacked = np.stack(terms)  # [members, N, C]
+        stacked = np.stack(terms)  # [members, N, ..., C]
         top = stacked.max(axis=0)
         return (top + np.log(np.exp(stacked - top).sum(axis=0))).astype(np.float32)
 
@@ -286,5 +369,5 @@ def aggregate_logits_files(paths: Sequence[Path], weights: Sequence[float] | Non
     return read_logits_file(Path(out_path))
 
 
-__all__ = ["TeacherSource", "TorchTeacher", "OnnxTeacher", "LogitsFileTeacher", "EnsembleTeacher",
-           "aggregate_logits_files", "state_dict_sha256"]
+__all__ = ["EnsembleTeacher", "LogitsFileTeacher", "OnnxTeacher", "TeacherSource", "TorchTeacher",
+           "aggregate_logits_files", "forward_module", "predict", "state_dict_sha256"]

@@ -1,7 +1,20 @@
-"""Training loops for the teacher (supervised) and the student (distilled), and torch-side metrics."""
+"""Training loops for the teacher (supervised) and the student (distilled) over a streamed train
+split, and torch-side model sizes.
+
+Every epoch draws the source's train batches shuffled with seed `seed + epoch` (a seeded permutation
+of positions, or a seeded shuffle buffer: edgekd.data.sources), so nothing holds the split in
+memory. A batch of named numpy arrays becomes a dict of tensors; the project's augmentation, if any,
+is applied to the whole (global) batch with a torch.Generator seeded by (seed, epoch, step), so a run
+is reproducible and every data-parallel process sees the same augmented global batch before taking
+its rows rank::world. How a batch goes through a model, its loss and the view the KD losses see are
+the task's (edgekd.tasks: `forward`, `task_loss`, `kd_view`, `kd_labels`).
+"""
 from __future__ import annotations
 
-from typing import Callable
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -9,67 +22,120 @@ from torch import nn
 from tqdm import tqdm
 
 from edgekd.config.models import DistillConfig, TrainConfig
-from edgekd.data import Split
-from edgekd.distill.losses import CombinedLoss, hinton_kd
+from edgekd.data.sources import INDEX
+from edgekd.distill.losses import CombinedLoss, LossInputs
+from edgekd.distill.streaming import TRAIN, TrainData, count_samples, first_batch
+from edgekd.distill.teaching import TeacherStep, Teaching
 
-# (inputs, labels, sample indices) -> loss of one mini-batch
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Batch = dict[str, torch.Tensor]
+WEIGHT_DECAY = 1e-4
 
 
-def fit(model: nn.Module, split: Split, epochs: int, lr: float, batch_size: int, seed: int, loss_fn: LossFn, desc: str,
-        extra_params: list[nn.Parameter] | None = None, shard: tuple[int, int] = (0, 1)) -> list[float]:
-    """AdamW + cosine schedule over seeded shuffled mini-batches; returns the mean loss per epoch.
+@dataclass(frozen=True)
+class FitPlan:
+    """How long and how fast to train; `shard=(rank, world)`: this process takes rows rank, rank+world,
+    ... of every global batch (the same global batches in every process), for data-parallel training
+    where DDP averages the gradients across processes."""
 
-    `extra_params` are trained with the model (e.g. a FitNet projector). `shard=(rank, world)`: this
-    process takes rows rank, rank+world, ... of every global batch (the same global batches in every
-    process), for data-parallel training where DDP averages the gradients across processes."""
-    rank, world = shard
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
-    idx_all = torch.arange(len(y))
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    desc: str = "train"
+    shard: tuple[int, int] = (0, 1)
+
+    @classmethod
+    def of(cls, cfg: TrainConfig | DistillConfig, desc: str, shard: tuple[int, int] = (0, 1)) -> FitPlan:
+        return cls(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, desc, shard)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step: its epoch, its number from 0 over the whole run, the training progress in
+    epochs (1.5: half-way through the second; what losses with a warm-up read) and the rows of the
+    global batch before sharding."""
+
+    epoch: int
+    number: int
+    progress: float
+    global_rows: int
+
+
+LossFn = Callable[[Batch, Step], torch.Tensor]  # (this process's rows of a batch, the step) -> loss
+
+
+def to_tensors(batch: Mapping[str, Any]) -> Batch:
+    """A batch of named numpy arrays as tensors (shared memory, no copy where the array allows)."""
+    return {name: value if isinstance(value, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(value))
+            for name, value in batch.items()}
+
+
+def shard_rows(batch: Batch, rank: int, world: int) -> Batch:
+    """Rows rank::world of every per-sample tensor (those with the batch's rows on axis 0); others
+    (e.g. mixup's one lambda per batch) are kept whole."""
+    if world == 1:
+        return batch
+    rows = len(batch[INDEX])
+    return {name: t[rank::world] if t.dim() >= 1 and t.shape[0] == rows else t for name, t in batch.items()}
+
+
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The augmentations' generator of one step: seeded by (seed, epoch, step in the epoch)."""
+    state = np.random.SeedSequence((seed, epoch, step)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def epoch_batches(data: TrainData, plan: FitPlan, epoch: int) -> Iterator[tuple[int, Batch]]:
+    """(rows of the global batch, this process's rows of it after augmentation) for one epoch."""
+    rank, world = plan.shard
+    for step, arrays in enumerate(data.source.batches(TRAIN, plan.batch_size, seed=plan.seed + epoch)):
+        batch = to_tensors(arrays)
+        if data.augment is not None:
+            batch = data.augment(batch, step_generator(plan.seed, epoch, step))
+        yield len(arrays[INDEX]), shard_rows(batch, rank, world)
+
+
+def fit(model: nn.Module, data: TrainData, plan: FitPlan, loss_fn: LossFn,
+        extra_params: list[nn.Parameter] | None = None) -> list[float]:
+    """AdamW + cosine schedule over the source's seeded, shuffled train batches; returns the mean loss
+    per epoch. `extra_params` are trained with the model (e.g. a FitNet projector)."""
+    torch.manual_seed(plan.seed)
     params = [*model.parameters(), *(extra_params or [])]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(y) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    history = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True, disable=None if rank == 0 else True)
-    for _ in bar:
+    optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=WEIGHT_DECAY)
+    steps_per_epoch = max(1, math.ceil(count_samples(data.source) / plan.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=plan.epochs * steps_per_epoch)
+    history, number = [], 0
+    bar = tqdm(range(plan.epochs), desc=plan.desc, unit="epoch", leave=False, dynamic_ncols=True,
+               disable=None if plan.shard[0] == 0 else True)
+    for epoch in bar:
         model.train()
-        order = idx_all[torch.randperm(len(y), generator=generator)]
         total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size][rank::world]
-            loss = loss_fn(x[batch], y[batch], batch)
+        for global_rows, batch in epoch_batches(data, plan, epoch):
+            loss = loss_fn(batch, Step(epoch, number, number / steps_per_epoch, global_rows))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
-        history.append(total / count)
+            rows = len(batch[INDEX])
+            total += loss.item() * rows
+            count += rows
+            number += 1
+        history.append(total / max(count, 1))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history
 
 
-def train_supervised(model: nn.Module, split: Split, cfg: TrainConfig) -> list[float]:
-    ce = nn.CrossEntropyLoss()
-    return fit(model, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
-                lambda xb, yb, _: ce(model(xb), yb), "teacher")
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    model.eval()
-    outs = [model(torch.from_numpy(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs)
+def train_supervised(model: nn.Module, data: TrainData, cfg: TrainConfig) -> list[float]:
+    """The task's loss on the labels (with mixup: the task mixes its two targets)."""
+    task = data.task
+    return fit(model, data, FitPlan.of(cfg, "teacher"), lambda batch, _: task.task_loss(task.forward(model, batch), batch))
 
 
 def build_objective(cfg: DistillConfig, key: str = "distill.losses") -> CombinedLoss:
     """The weighted sum of the configured losses; soft-target losses without their own temperature
     take `cfg.temperature`, and Hinton's loss takes `cfg.alpha`. Errors name `key[i]`."""
-    from edgekd.distill.losses import LOSSES, CombinedLoss, build_loss
+    from edgekd.distill.losses import LOSSES, build_loss
 
     terms = []
     for i, spec in enumerate(cfg.losses):
@@ -83,74 +149,50 @@ def build_objective(cfg: DistillConfig, key: str = "distill.losses") -> Combined
     return CombinedLoss(terms, key=key)
 
 
-def distill(student: nn.Module, split: Split, cfg: DistillConfig, objective: CombinedLoss,
-            teacher_logits: np.ndarray | None, teacher_module: nn.Module | None, shard: tuple[int, int] = (0, 1),
-            teacher_features: dict[str, np.ndarray] | None = None) -> list[float]:
-    """Train `student` on `split` with `objective`. Teacher logits come from `teacher_logits` (one
-    row per training sample, computed once: the teacher-logit cache) or, when None, from
-    `teacher_module` each step. Features named by the losses are captured with forward hooks on the
-    student and, unless `teacher_features` holds them (layer -> one row per training sample: the
-    teacher-feature cache), on `teacher_module` each step (edgekd.distill.features.FeatureCapture)."""
+def distill(student: nn.Module, data: TrainData, cfg: DistillConfig, objective: CombinedLoss, teaching: Teaching,
+            shard: tuple[int, int] = (0, 1)) -> list[float]:
+    """Train `student` on the train split with `objective`. Student and teacher outputs go through
+    the task: `task.forward`, then `task.kd_view` is what every KD loss sees ([N, V]: one row per
+    sample, or per scored token) with `task.kd_labels`. Teacher outputs come from `teaching`: cached
+    rows by batch["index"], or the teacher run on this very batch (edgekd.distill.teaching). Features
+    named by the losses are captured with forward hooks (edgekd.distill.features.FeatureCapture);
+    the objective's own parameters (FitNet's projector) are set up from one batch before training."""
     from edgekd.distill.features import FeatureCapture
-    from edgekd.distill.losses import LossInputs
 
-    s_layers, t_layers = objective.student_layers(), objective.teacher_layers()
-    cached = None if teacher_logits is None else torch.from_numpy(np.ascontiguousarray(teacher_logits, dtype=np.float32))
-    feats = None if teacher_features is None else {layer: torch.from_numpy(teacher_features[layer]) for layer in t_layers}
-    need_teacher_run = (bool(t_layers) and feats is None) or (objective.needs_teacher_logits() and cached is None)
-    if need_teacher_run and teacher_module is None:
-        raise ValueError("the losses need a torch teacher (features or uncached logits) and none was given")
-    s_cap = FeatureCapture(student, s_layers, source="student")  # layer names checked once, here
-    t_cap = FeatureCapture(teacher_module, t_layers if feats is None else [], source="teacher") if need_teacher_run else None
-    if teacher_module is not None:
-        teacher_module.eval()
+    task = data.task
+    teacher = TeacherStep(teaching, objective, task, augmented=data.augment is not None)
+    s_cap = FeatureCapture(student, objective.student_layers(), source="student")  # layer names checked once, here
 
-    def inputs(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, epoch: float = 0.0) -> LossInputs:
+    def inputs(batch: Batch, progress: float) -> LossInputs:
         with s_cap:
-            logits = student(xb)
-        t_logits = cached[idx] if cached is not None else None
-        t_feats = {} if feats is None else {layer: f[idx] for layer, f in feats.items()}
-        if t_cap is not None:
-            with torch.no_grad(), t_cap:
-                run_logits = teacher_module(xb)
-            t_feats = t_feats or dict(t_cap.features)
-            t_logits = run_logits if t_logits is None else t_logits
-        return LossInputs(logits, t_logits, yb, dict(s_cap.features), t_feats, epoch)
+            logits = task.forward(student, batch)
+        t_logits, t_feats = teacher(batch)
+        view = task.kd_view(logits, batch)
+        t_view = None if t_logits is None else task.kd_view(t_logits.to(view.device, torch.float32), batch)
+        return LossInputs(view, t_view, task.kd_labels(batch).to(view.device), dict(s_cap.features),
+                          {layer: f.to(view.device) for layer, f in t_feats.items()}, progress)
 
-    first = torch.arange(min(len(split.y), cfg.batch_size))
     student.eval()  # one batch, BatchNorm statistics untouched, so losses can size their parameters (FitNet's projector)
     with torch.no_grad():
-        probe = inputs(torch.from_numpy(split.x[: len(first)]), torch.from_numpy(split.y[: len(first)]), first)
+        probe = inputs(to_tensors(first_batch(data.source, cfg.batch_size)), 0.0)
     objective.setup(probe.student_features, probe.teacher_features)
-    steps_per_epoch, step = (len(split.y) + cfg.batch_size - 1) // cfg.batch_size, [0]
-
-    def loss(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        # fit calls this once per global batch, in order (in every process when sharded): the
-        # count is the training progress that losses with a warm-up read (LossInputs.epoch)
-        epoch, step[0] = step[0] / steps_per_epoch, step[0] + 1
-        return objective(inputs(xb, yb, idx, epoch))[0]
-
-    return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, loss, "distill",
-               extra_params=list(objective.parameters()), shard=shard)
-
-
-def distill_hinton(student: nn.Module, teacher: nn.Module, split: Split, cfg: DistillConfig) -> list[float]:
-    """Hinton KD against a frozen teacher whose logits are computed once (kept for callers that
-    want the plain method; the pipeline uses `distill` with the configured losses)."""
-    teacher_logits = torch.from_numpy(predict(teacher, split.x))
-    return fit(student, split, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed,
-               lambda xb, yb, idx: hinton_kd(student(xb), teacher_logits[idx], yb, cfg.temperature, cfg.alpha),
-               "distill")
+    return fit(student, data, FitPlan.of(cfg, "distill", shard), lambda batch, step: objective(inputs(batch, step.progress))[0],
+               extra_params=list(objective.parameters()))
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one batch-1 forward pass: torch's FlopCounterMode FLOPs / 2
-    (counts convolutions and matrix products; element-wise ops are not counted)."""
+    """Multiply-accumulates of one batch-1 forward pass of a single-input model: torch's
+    FlopCounterMode FLOPs / 2 (counts convolutions and matrix products; element-wise ops are not)."""
+    return count_task_macs(model, lambda m: m(torch.zeros((1, *input_shape))))
+
+
+def count_task_macs(model: nn.Module, forward: Callable[[nn.Module], Any]) -> int:
+    """Multiply-accumulates of `forward(model)` (e.g. the task's forward on its batch-1 dummy inputs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros((1, *input_shape)))
+        forward(model)
     return int(counter.get_total_flops() // 2)
 
 

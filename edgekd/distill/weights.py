@@ -39,9 +39,12 @@ def read_metadata(path: Path) -> dict[str, str]:
         return {}
 
 
-def size_metrics(model: Any, input_shape: tuple[int, ...], role: str) -> dict[str, Metric]:
-    from edgekd.distill.trainer import count_macs, count_params
+def size_metrics(model: Any, task: Any, role: str) -> dict[str, Metric]:
+    """`<role>.params` and `<role>.macs` of a torch module, its MACs on the task's batch-1 dummy inputs
+    (edgekd.tasks.base.Task.dummy_inputs: the task's default dims)."""
+    from edgekd.distill.trainer import count_params, count_task_macs
 
     how = "torch.utils.flop_counter FLOPs / 2 at batch 1 (convolutions and matrix products)"
+    macs = count_task_macs(model, lambda m: task.forward(m, task.dummy_inputs(1)))
     return {f"{role}.params": Metric(count_params(model), "", "measured", "parameters of the torch module"),
-            f"{role}.macs": Metric(count_macs(model, input_shape), "", "measured", how)}
+            f"{role}.macs": Metric(macs, "", "measured", how)}

@@ -25,18 +25,20 @@ def _point(p90_ms: float | None, method: str, how: str, **extra: Any) -> dict[st
     return {"p90_ms": p90_ms, "method": method, "how": how, **extra}
 
 
-def _torch_eager(ctx: Context, module: Any, x1: np.ndarray, threads: int) -> dict[str, Any]:
-    """Time `module` at batch 1 with as many intra-op threads as the engine uses (a fair comparison:
-    idle spinning threads of a larger pool only add noise on a shared host)."""
+def _torch_eager(ctx: Context, module: Any, first: dict[str, np.ndarray], threads: int) -> dict[str, Any]:
+    """Time `module` at batch 1 on `first` (the first evaluation sample's named inputs, through the
+    task's forward) with as many intra-op threads as the engine uses (a fair comparison: idle spinning
+    threads of a larger pool only add noise on a shared host)."""
     import torch
 
     from edgekd.common.toolchain import torch_threads
     from edgekd.perf.measure import sample, single_stream
 
     module.eval()
-    inp = torch.from_numpy(np.ascontiguousarray(x1))
+    task = ctx.task
+    feeds = task.feed(first)  # tensors once, outside the timed call
     with torch_threads(threads), torch.no_grad():
-        s = single_stream(sample(lambda: module(inp), ctx.profile.recipe.bench))
+        s = single_stream(sample(lambda: task.forward(module, feeds), ctx.profile.recipe.bench))
     return _point(s["p90_ms"], "measured", f"PyTorch {torch.__version__} eager fp32, batch 1, {threads} intra-op thread(s) "
                   f"(the engine's), {s['runs']} timed runs after warm-up, in the build process", p50_ms=s["p50_ms"])
 
@@ -77,7 +79,7 @@ def _teacher(ctx: EngineContext, inputs: dict[str, Path], out: Path, measured: b
         return _ort_fp32(ctx, model, out, "the ONNX teacher fp32") if measured else _estimated(ctx, model, "the ONNX teacher")
     if isinstance(source, TorchTeacher):
         if measured:
-            return _torch_eager(ctx, source.module, ctx.data.test.x[:1], threads)
+            return _torch_eager(ctx, source.module, ctx.eval_feeds.first(), threads)
         return _point(None, NOT_MEASURED, "a torch teacher has no graph for the target's latency model (export it to ONNX to estimate it)")
     return _point(None, NOT_MEASURED, f"the teacher is {ctx.project.teacher.kind} (soft labels, no single model to time)")
 

@@ -45,7 +45,8 @@ def teacher_of_student(ctx: Context, inputs: dict[str, Path]) -> TeacherSource:
     module = ctx.build_model_from(chain["factory"], chain["args"], "teacher.assistants")
     weights = inputs["assistant.safetensors"]
     load_weights(module, weights, "assistant")
-    return TorchTeacher(module, sha256_file(weights), f"torch module {chain['factory']}({chain['args']}), the last teacher assistant")
+    return TorchTeacher(module, sha256_file(weights), f"torch module {chain['factory']}({chain['args']}), the last teacher assistant",
+                        task=ctx.task)
 
 
 

@@ -1,8 +1,9 @@
-"""distill: the student learns from the teacher (or the last assistant) with the configured losses."""
+"""distill: the student learns from the teacher (or the last assistant) with the configured losses,
+streaming the train split through the task (edgekd.distill.trainer.distill)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd.distill.provenance import lineage_notes, weights_metadata
 from edgekd.distill.weights import save_weights, size_metrics
@@ -22,9 +23,8 @@ if TYPE_CHECKING:
 
 
 def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
-    from edgekd.distill.logit_cache import cached_teacher_logits
-    from edgekd.distill.teachers import TorchTeacher
-    from edgekd.distill.trainer import build_objective, distill, predict
+    from edgekd.distill.teaching import plan_teaching
+    from edgekd.distill.trainer import build_objective, distill
 
     cfg = ctx.project.distill
     source = teacher_of_student(ctx, inputs)
@@ -33,31 +33,23 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     if objective.teacher_layers() and not source.has_features:
         raise ConfigError(f"{ctx.source}: key 'distill.losses': feature losses need a torch teacher, and the teacher is "
                           f"{source.describe()}", "use logit losses (kd, hinton, dkd) with black-box teachers")
-    train = ctx.data.train
-    logits, how = None, "teacher run every step"
-    if objective.needs_teacher_logits() and (cfg.teacher_logit_cache or not isinstance(source, TorchTeacher)):
-        logits, hit = cached_teacher_logits(source, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
-        how = "teacher logits from the cache (computed in an earlier build)" if hit else "teacher logits computed once and cached"
-    features, layers = None, objective.teacher_layers()
-    if layers:  # feature losses have a TorchTeacher (checked above)
-        from edgekd.distill.feature_cache import features_for_training
-
-        features, feature_how = features_for_training(source, train, layers, cfg, ctx.cache_root)  # type: ignore[arg-type]
-        how = f"{how}; {feature_how}"
-    module = source.module if isinstance(source, TorchTeacher) else None
-    losses = distill(student, train, cfg, objective, logits, module, teacher_features=features)
+    teaching = plan_teaching(source, ctx.train_data, objective, cfg, ctx.cache_root)
+    losses = distill(student, ctx.train_data, cfg, objective, teaching)
     save_weights(student, out / "student.safetensors", weights_metadata(ctx, "distill"))
-    metrics = {metric_key(ctx, "student"): quality_metric(ctx, predict(student, ctx.data.test.x), torch_where()),
-               **size_metrics(student, ctx.data.input_shape, "student")}
+    metrics = {metric_key(ctx, "student"): quality_metric(ctx, ctx.task.predict(student, ctx.eval_feeds.arrays), torch_where()),
+               **size_metrics(student, ctx.task, "student")}
     terms = " + ".join(f"{s.weight:g}*{s.name}{s.params or ''}" for s in cfg.losses)
     notes = [f"student {described}; objective {terms} (T={cfg.temperature}, alpha={cfg.alpha} where unset)",
-             f"{cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; final loss {losses[-1]:.4f}; {how}",
+             f"{cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; final loss {losses[-1]:.4f}; {teaching.note}",
              f"teacher: {source.describe()}", *lineage_notes(ctx)]
     return Outcome(metrics, notes)
 
 
+def distill_key(ctx: Context) -> dict[str, Any]:
+    return {"teacher": ctx.project.teacher.model_dump(), "distill": ctx.project.distill.model_dump(), **data_key(ctx),
+            **ctx.augment_key()}
+
 
 DISTILL = Stage("distill", "distill the student from the teacher (or the last assistant) with the configured losses",
                 ("student.json", "teacher.json", "teacher.safetensors?", "assistant.json", "assistant.safetensors?"), ("student.safetensors",),
-                ("torch", "safetensors", "onnxruntime"),
-                lambda c: {"teacher": c.project.teacher.model_dump(), "distill": c.project.distill.model_dump(), **data_key(c)}, run_distill)
+                ("torch", "safetensors", "onnxruntime"), distill_key, run_distill)

@@ -106,22 +106,22 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
 def run_qad(ctx: Context, inputs: dict[str, Path], out: Path) -> Path:
     """Quantization-aware distillation of the distilled student (edgekd.distill.qad): fake quantization for
-    the target's recipe, Hinton KD against the cached teacher logits. Returns the float QAD
-    student exported to ONNX, for the quantize stage to quantize again."""
+    the target's recipe, Hinton KD against the teacher's memory-mapped cached logits, the train split
+    streamed through the task (no augmentation). Returns the float QAD student exported by the task,
+    for the quantize stage to quantize again."""
     from edgekd.distill.logit_cache import cached_teacher_logits
-    from edgekd.distill.qad import qad_finetune
+    from edgekd.distill.qad import QadSettings, qad_finetune
     from edgekd.distill.weights import load_weights
-    from edgekd.graph.export import export_onnx
 
     d, qad = ctx.project.distill, ctx.profile.recipe.qad
     student = load_weights(build_student(ctx, inputs["student.json"])[0], inputs["student.safetensors"], "student")
     source = teacher_of_student(ctx, inputs)
-    train = ctx.data.train
-    logits, _ = cached_teacher_logits(source, train.x, ctx.cache_root / "teacher-logits", train.sha256(), None)
-    tuned = qad_finetune(student, logits, train, ctx.quant_recipe, qad.epochs, qad.lr, d.batch_size, d.temperature, d.alpha, d.seed)
+    logits, _ = cached_teacher_logits(source, ctx.data_source, ctx.cache_root / "teacher-logits")
+    settings = QadSettings(qad.epochs, qad.lr, d.batch_size, d.temperature, d.alpha, d.seed)
+    tuned = qad_finetune(student, ctx.train_data, logits, ctx.quant_recipe, settings)
     save_weights(tuned, out / "student_qad.safetensors")
     path = out / "student_qad.onnx"
-    export_onnx(tuned, ctx.data.input_shape, path, ctx.target.opset)
+    ctx.task.export(tuned, path, ctx.target.opset)
     return path
 
 

@@ -39,7 +39,7 @@ def run_search(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
 
     s, t, budgets = cfg.search, ctx.target, ctx.profile.budgets
     try:
-        result = search_student(s.family, ctx.data.input_shape, ctx.data.num_classes,
+        result = search_student(s.family, ctx.input_shape, ctx.num_classes,
                                 [(w, d) for w in s.widths for d in s.depths], budgets.latency_p90_ms, budgets.size_mb,
                                 t.runtime, t.device, s.measure_x86 and t.runtime == "onnxruntime-cpu", out / "candidates",
                                 session=t.session, recipe=ctx.quant_recipe, opset=t.opset)
@@ -49,7 +49,7 @@ def run_search(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         chosen = min(result.candidates, key=lambda c: (c.macs, c.params))
     shutil.rmtree(out / "candidates", ignore_errors=True)
     data = result.to_json()
-    args = {"input_shape": list(ctx.data.input_shape), "num_classes": ctx.data.num_classes, "width": chosen.width, "depth": chosen.depth}
+    args = {"input_shape": list(ctx.input_shape), "num_classes": ctx.num_classes, "width": chosen.width, "depth": chosen.depth}
     (out / "student.json").write_text(json.dumps({"factory": data["factory"], "args": args, "search": data}, indent=1))
     metrics = {"search.latency_ms": Metric(chosen.cost.latency_ms, "ms", chosen.cost.latency_method, chosen.cost.latency_how),
                "search.size_mb": Metric(chosen.cost.size_mb, "MB", chosen.cost.size_method, chosen.cost.size_how),

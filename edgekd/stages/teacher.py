@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 def teacher_key(ctx: Context) -> dict[str, Any]:
-    return {"teacher": ctx.project.teacher.model_dump(), "files": teacher_files(ctx), "data": ctx.data_sha256}
+    cfg = ctx.project.teacher
+    trains = cfg.kind == "torch" and cfg.train is not None  # only a teacher trained here sees the augmentations
+    return {"teacher": cfg.model_dump(), "files": teacher_files(ctx), "data": ctx.data_sha256, **(ctx.augment_key() if trains else {})}
 
 
 def _runs_on_test(ctx: Context) -> bool:
@@ -29,27 +31,30 @@ def _runs_on_test(ctx: Context) -> bool:
 
 
 def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
-    from edgekd.distill.teachers import TorchTeacher
+    from edgekd.distill.streaming import count_samples
+    from edgekd.distill.teachers import TorchTeacher, predict
     from edgekd.distill.trainer import train_supervised
 
     cfg = ctx.project.teacher
     metrics: dict[str, Metric] = {}
     if cfg.kind == "torch" and cfg.train is not None:
         model = ctx.build_model("teacher")
-        losses = train_supervised(model, ctx.data.train, cfg.train)
+        losses = train_supervised(model, ctx.train_data, cfg.train)
         save_weights(model, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
-        source = TorchTeacher(model, None, f"torch module {cfg.factory}({cfg.args}), trained here")
-        notes = [f"teacher trained here: {cfg.train.epochs} epochs on {len(ctx.data.train)} samples, final loss {losses[-1]:.4f}"]
+        source = TorchTeacher(model, None, f"torch module {cfg.factory}({cfg.args}), trained here", task=ctx.task)
+        augmented = f", augmented with {ctx.augment.describe()}" if ctx.augment is not None else ""
+        samples = count_samples(ctx.data_source)
+        notes = [f"teacher trained here: {cfg.train.epochs} epochs on {samples} streamed samples{augmented}, final loss {losses[-1]:.4f}"]
     else:
         source = teacher_source(ctx, None)
         if isinstance(source, TorchTeacher):
             save_weights(source.module, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
         notes = [f"teacher: {source.describe()}"]
     if isinstance(source, TorchTeacher):
-        metrics.update(size_metrics(source.module, ctx.data.input_shape, "teacher"))
+        metrics.update(size_metrics(source.module, ctx.task, "teacher"))
     if _runs_on_test(ctx):
         where = torch_where() if isinstance(source, TorchTeacher) else source.describe()
-        metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, source.logits(ctx.data.test.x), where)
+        metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, predict(source, ctx.eval_feeds.arrays), where)
     else:
         metrics[metric_key(ctx, "teacher")] = Metric(None, ctx.metric.unit, "not available", "logits files hold soft labels for the training data only")
     (out / "teacher.json").write_text(json.dumps({"kind": cfg.kind, "describe": source.describe(), "identity": source.identity()}, indent=1))

@@ -3,14 +3,13 @@
 The slow tests launch torchrun for real on the built-in digits example: one process and two processes
 with the same global batches and seed. Each launch costs ~10-25 s of start-up on a 2-core VM (every
 process imports torch); training itself is ~1-2 s. Observed on the 2-core VM (torch 2.13 CPU):
-world 1 reproduces in-process `distill_hinton` bit for bit; world 2 vs world 1 with per-process
+world 1 reproduces the in-process `distill` (Hinton KD against the teacher's logits) bit for bit; world 2 vs world 1 with per-process
 BatchNorm: per-epoch losses within 0.18 %, test accuracy within 1 image, weights max |diff| 0.07;
 without BatchNorm: weights max |diff| 9e-8 (float summation order only). See docs/ddp.md.
 """
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,16 +20,21 @@ torch = pytest.importorskip("torch")
 
 from edgekd.common.toolchain import torch_threads  # noqa: E402
 from edgekd.config.models import DistillConfig, TrainConfig  # noqa: E402
-from edgekd.data import Split  # noqa: E402
+from edgekd.data.sources import SplitsSource  # noqa: E402
 from edgekd.distill import ddp  # noqa: E402
-from edgekd.distill.trainer import distill_hinton, fit, predict, train_supervised  # noqa: E402
+from edgekd.distill.streaming import TrainData  # noqa: E402
+from edgekd.distill.teaching import Teaching  # noqa: E402
+from edgekd.distill.trainer import build_objective, train_supervised  # noqa: E402
+from edgekd.distill.trainer import distill as distill_in_process  # noqa: E402
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, ConfigError  # noqa: E402
 from edgekd.examples import digits  # noqa: E402
+from edgekd.tasks import get_task  # noqa: E402
 
 DIGITS = "edgekd.examples.digits"
 CFG = {"temperature": 4.0, "alpha": 0.9, "epochs": 4, "lr": 3e-3, "batch_size": 64, "seed": 0}
 TEACHER_ARGS = {"width": 8}
 STUDENT_ARGS = {"width": 4}
+TASK = get_task("image-classification", input_shape=(1, 8, 8), num_classes=10)
 # A user project's own module (what `"package.module:function"` names): the digits student without
 # BatchNorm, so that data parallelism has nothing left that differs from one process; and a factory
 # that crashes inside the workers.
@@ -49,33 +53,6 @@ def broken_student() -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------ fast
-
-
-@pytest.mark.parametrize("rows,batch_size,world", [(11, 4, 1), (11, 4, 2), (11, 4, 3), (12, 4, 4), (64, 64, 2)])
-def test_shard_covers_every_row_of_every_global_batch_once(rows: int, batch_size: int, world: int) -> None:
-    """fit(shard=(rank, world)) itself: per step, the ranks' rows together are the one-process batch."""
-    split = Split(torch.randn(rows, 3).numpy(), torch.zeros(rows, dtype=torch.long).numpy())
-
-    def steps(shard: tuple[int, int]) -> list[list[int]]:
-        seen: list[list[int]] = []
-        model = torch.nn.Linear(3, 2)
-
-        def loss_fn(xb: Any, yb: Any, idx: Any) -> Any:
-            seen.append(idx.tolist())
-            return model(xb).pow(2).mean()
-        fit(model, split, epochs=2, lr=1e-3, batch_size=batch_size, seed=7, loss_fn=loss_fn, desc="t", shard=shard)
-        return seen
-
-    single = steps((0, 1))
-    per_rank = [steps((rank, world)) for rank in range(world)]
-    assert all(len(r) == len(single) == 2 * math.ceil(rows / batch_size) for r in per_rank)
-    for step, batch in enumerate(single):
-        parts = [r[step] for r in per_rank]
-        assert sorted(sum(parts, [])) == sorted(batch)  # every row once, none twice, none missing
-        assert all(parts)  # these shapes give every rank rows (check_batches guards the others)
-    for epoch in range(2):
-        per_epoch = single[epoch * len(single) // 2:(epoch + 1) * len(single) // 2]
-        assert sorted(sum(per_epoch, [])) == list(range(rows))
 
 
 def test_check_batches_rejects_a_global_batch_a_rank_would_get_nothing_of() -> None:
@@ -147,7 +124,7 @@ def teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     teacher = digits.teacher(**TEACHER_ARGS)
     with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
-        train_supervised(teacher, splits.train, TrainConfig(epochs=4, lr=3e-3, batch_size=64, seed=0))
+        train_supervised(teacher, TrainData(SplitsSource(splits), TASK), TrainConfig(epochs=4, lr=3e-3, batch_size=64, seed=0))
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
     save_file(teacher.state_dict(), str(path))
     return path
@@ -178,6 +155,24 @@ def digits_runs(teacher_weights: Path, tmp_path_factory: pytest.TempPathFactory)
     return {n: distill(teacher_weights, out, n) for n in (1, 2)}
 
 
+def in_process(student: Any, teacher_weights: Path, cfg: dict) -> list[float]:
+    """The one-process trainer on the same data, teacher logits and settings (one intra-op thread, as the workers)."""
+    from safetensors.torch import load_file
+
+    splits = digits.load()
+    teacher = digits.teacher(**TEACHER_ARGS)
+    teacher.load_state_dict(load_file(str(teacher_weights)))
+    config = DistillConfig(**cfg)
+    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
+        logits = TASK.predict(teacher.eval(), {"input": splits.train.x})
+        return distill_in_process(student, TrainData(SplitsSource(splits), TASK), config, build_objective(config), Teaching(logits=logits))
+
+
+def accuracy_pt(model: Any) -> float:
+    splits = digits.load()
+    return float((TASK.predict(model, {"input": splits.test.x}).argmax(1) == splits.test.y).mean() * 100)
+
+
 def max_abs_diff(a: dict, b: dict, params_only: bool = False) -> float:
     keys = [k for k in a if not params_only or not k.split(".")[-1].startswith(("running_", "num_batches"))]
     assert set(a) == set(b)
@@ -186,22 +181,18 @@ def max_abs_diff(a: dict, b: dict, params_only: bool = False) -> float:
 
 @pytest.mark.slow
 def test_one_process_through_torchrun_is_the_in_process_trainer(teacher_weights: Path, digits_runs: dict) -> None:
-    from safetensors.torch import load_file
 
     result, weights = digits_runs[1]
     assert (result["world_size"], result["backend"], result["batchnorm"]) == (1, "gloo", "per-process")
-    splits = digits.load()
-    teacher = digits.teacher(**TEACHER_ARGS)
-    teacher.load_state_dict(load_file(str(teacher_weights)))
     torch.manual_seed(CFG["seed"])
     student = digits.student(**STUDENT_ARGS)
-    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
-        losses = distill_hinton(student, teacher.eval(), splits.train, DistillConfig(**CFG))
+    losses = in_process(student, teacher_weights, CFG)
     # same kernels, same thread count, same batches: observed identical; 1e-6 leaves room for summation order
     assert max_abs_diff(weights, student.state_dict()) <= 1e-6
     assert result["losses"] == pytest.approx(losses, rel=1e-6)
-    accuracy = float((predict(student, splits.test.x).argmax(1) == splits.test.y).mean() * 100)
-    assert result["test_accuracy_pt"] == pytest.approx(accuracy)
+    assert result["test_accuracy_pt"] == pytest.approx(accuracy_pt(student))
+    assert result["test_metric"] == {"name": "accuracy", "value": result["test_accuracy_pt"]}
+    assert any(Path(result["log_dir"], "teacher-logits").glob("teacher-logits-*.npy"))  # the workers' memory-mapped cache
 
 
 @pytest.mark.slow
@@ -225,17 +216,12 @@ def test_two_processes_match_one_within_per_process_batchnorm_noise(digits_runs:
 def test_without_batchnorm_two_processes_reproduce_one(teacher_weights: Path, project: str, tmp_path: Path) -> None:
     """With nothing per-process left, DDP's averaged gradient of the weighted shard losses is the
     one-process gradient of the global batch (the last batch, 41 rows, splits 21 + 20)."""
-    from safetensors.torch import load_file
 
     result, weights = distill(teacher_weights, tmp_path, 2, f"{project}:student_no_bn")
     assert result["batchnorm"] == "none"
-    splits = digits.load()
-    teacher = digits.teacher(**TEACHER_ARGS)
-    teacher.load_state_dict(load_file(str(teacher_weights)))
     torch.manual_seed(CFG["seed"])
     student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
-    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
-        losses = distill_hinton(student, teacher.eval(), splits.train, DistillConfig(**CFG))
+    losses = in_process(student, teacher_weights, CFG)
     diff = max_abs_diff(weights, student.state_dict())
     print(f"\nno BatchNorm: 2 processes vs in-process weights max|diff| {diff:.3g}; losses {result['losses']} vs {losses}")
     assert diff < 1e-4  # float32 summation order only (observed 9e-8 after 80 AdamW steps)
@@ -249,20 +235,12 @@ def test_a_combined_objective_with_warm_up_runs_distributed_as_in_one_process(te
     the same objective, and the same training progress (global steps) fed to the warm-up."""
     from safetensors.torch import load_file
 
-    from edgekd.distill.trainer import build_objective
-    from edgekd.distill.trainer import distill as distill_in_process
-
     cfg = {**CFG, "losses": [{"name": "ce"}, {"name": "dkd", "params": {"alpha": 1.0, "beta": 2.0, "warmup_epochs": 1.0}}]}
     result = ddp.distill_distributed(f"{project}:student_no_bn", STUDENT_ARGS, f"{DIGITS}:teacher", TEACHER_ARGS, teacher_weights,
                                      f"{DIGITS}:load", {}, cfg, 2, tmp_path / "s.safetensors", tmp_path / "wd")
-    splits = digits.load()
-    teacher = digits.teacher(**TEACHER_ARGS)
-    teacher.load_state_dict(load_file(str(teacher_weights)))
     torch.manual_seed(CFG["seed"])
     student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
-    config = DistillConfig(**cfg)
-    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
-        losses = distill_in_process(student, splits.train, config, build_objective(config), predict(teacher.eval(), splits.train.x), None)
+    losses = in_process(student, teacher_weights, cfg)
     diff = max_abs_diff(load_file(result["weights"]), student.state_dict())
     print(f"\nCE + DKD: 2 processes vs in-process weights max|diff| {diff:.3g}; losses {result['losses']} vs {losses}")
     assert diff < 1e-4

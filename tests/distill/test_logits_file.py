@@ -181,7 +181,7 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
         read_logits_file(bad)
 
 
-@pytest.mark.parametrize("module", ["logits_file.py", "logit_cache.py", "teachers.py"])
+@pytest.mark.parametrize("module", ["logits_file.py", "logit_cache.py", "teachers.py", "streaming.py", "feature_cache.py"])
 def test_every_np_load_refuses_pickle(module: str) -> None:
     tree = ast.parse((PACKAGE / module).read_text())
     loads = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)

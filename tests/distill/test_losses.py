@@ -300,25 +300,6 @@ def test_dkd_without_warmup_ignores_the_epoch(batch: tuple) -> None:
                                loss(LossInputs(student, teacher, labels, {}, {}, 3.0)))
 
 
-def test_distill_passes_the_fractional_epoch_to_the_losses() -> None:
-    from edgekd.config.models import DistillConfig
-    from edgekd.data import Split
-    from edgekd.distill.trainer import distill
-
-    seen: list[float] = []
-
-    class Recorder(DistillLoss):
-        name = "recorder"
-
-        def forward(self, inputs: LossInputs) -> torch.Tensor:
-            seen.append(inputs.epoch)
-            return F.cross_entropy(inputs.student_logits, inputs.labels)
-
-    split = Split(torch.randn(10, 3).numpy(), torch.zeros(10, dtype=torch.long).numpy())
-    distill(nn.Linear(3, 2), split, DistillConfig(epochs=2, batch_size=4, lr=1e-3), CombinedLoss([(1.0, Recorder())]), None, None)
-    assert seen == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 4 / 3, 5 / 3])  # 3 batches of 4, 4, 2 per epoch
-
-
 # ---- feature losses -------------------------------------------------------------------------------
 
 def feats(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -26,8 +26,10 @@ from torch.ao.quantization import disable_fake_quant  # noqa: E402
 from edgekd.config.models import DistillConfig, QuantizeConfig, TrainConfig  # noqa: E402
 from edgekd.config.target import TargetQuantize  # noqa: E402
 from edgekd.data import Splits  # noqa: E402
+from edgekd.data.sources import SplitsSource  # noqa: E402
 from edgekd.distill.losses import hinton_kd  # noqa: E402
 from edgekd.distill.qad import (  # noqa: E402
+    QadSettings,
     _conv_bn_pairs,
     compare_ptq_qad,
     export_qad_qdq,
@@ -37,23 +39,38 @@ from edgekd.distill.qad import (  # noqa: E402
     qad_qconfig,
     strip_qad,
 )
-from edgekd.distill.trainer import distill_hinton, fit, predict, train_supervised  # noqa: E402
+from edgekd.distill.streaming import TrainData  # noqa: E402
+from edgekd.distill.teaching import Teaching, rows_at  # noqa: E402
+from edgekd.distill.trainer import (  # noqa: E402
+    FitPlan,
+    build_objective,
+    distill,
+    fit,
+    train_supervised,
+)
 from edgekd.examples import digits  # noqa: E402
 from edgekd.graph.export import INPUT_NAME, export_onnx  # noqa: E402
 from edgekd.graph.quant_rules import qdq_violations  # noqa: E402
 from edgekd.graph.quantize import quantize_int8  # noqa: E402
+from edgekd.tasks import get_task  # noqa: E402
 
 X86 = TargetQuantize()
 TENSORRT = TargetQuantize(symmetric_activations=True, quantize_bias=False)
 RECIPES = {"x86": X86, "tensorrt": TENSORRT}
 OUTLIER = 300.0  # the planted channel's peak activation, in multiples of the block's
-QAD = {"epochs": 8, "lr": 3e-4, "batch_size": 64, "temperature": 4.0, "alpha": 0.9, "seed": 0}
+QAD = QadSettings(epochs=8, lr=3e-4, batch_size=64, temperature=4.0, alpha=0.9, seed=0)
 SHAPE = (1, 8, 8)
+TASK = get_task("image-classification", input_shape=SHAPE, num_classes=10)
+
+
+def predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    return TASK.predict(model, {"input": x})
 
 
 @dataclass
 class Case:
     data: Splits
+    train: TrainData  # data's train split, streamed
     student: torch.nn.Module  # distilled, with the planted outlier channel
     teacher_logits: np.ndarray  # on the train split
     float_accuracy_pt: float
@@ -84,11 +101,14 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
     torch.set_num_threads(1)  # tiny CNN: extra threads only contend on a shared CI box
     try:
         data = digits.load()
+        train = TrainData(SplitsSource(data), TASK)
         torch.manual_seed(0)  # the factories draw the initial weights from the global generator
         teacher = digits.teacher(width=8)
-        train_supervised(teacher, data.train, TrainConfig(epochs=8, lr=3e-3, seed=0))
+        train_supervised(teacher, train, TrainConfig(epochs=8, lr=3e-3, seed=0))
+        teacher_logits = predict(teacher, data.train.x)
         student = digits.student(width=8)
-        distill_hinton(student, teacher, data.train, DistillConfig(epochs=12, lr=4e-3, seed=0))
+        cfg = DistillConfig(epochs=12, lr=4e-3, seed=0)
+        distill(student, train, cfg, build_objective(cfg), Teaching(logits=teacher_logits))
         before = predict(student, data.test.x)
         _plant_outlier(student, data.train.x)
         np.testing.assert_allclose(predict(student, data.test.x), before, rtol=1e-3, atol=1e-3)  # same function
@@ -99,7 +119,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
             ptq[name] = tmp / f"ptq_{name}.onnx"
             quantize_int8(tmp / "student.onnx", ptq[name], {INPUT_NAME: data.calib.x}, QuantizeConfig(), recipe)
         state = {k: v.clone() for k, v in student.state_dict().items()}
-        yield Case(data, student, predict(teacher, data.train.x), _accuracy_pt(student, data), ptq, tmp, state)
+        yield Case(data, train, student, teacher_logits, _accuracy_pt(student, data), ptq, tmp, state)
     finally:
         torch.set_num_threads(threads)
 
@@ -109,7 +129,7 @@ def qad(case: Case) -> dict[str, tuple[torch.nn.Module, Path, list[str]]]:
     """Recipe name -> (QAD student, its exported Q/DQ graph, that graph's rule violations)."""
     runs = {}
     for name, recipe in RECIPES.items():
-        model = qad_finetune(case.student, case.teacher_logits, case.data.train, recipe, **QAD)
+        model = qad_finetune(case.student, case.train, case.teacher_logits, recipe, QAD)
         path = case.tmp / f"qad_{name}.onnx"
         runs[name] = (model, path, export_qad_qdq(model, SHAPE, path, recipe, case.data.calib.x))
     return runs
@@ -120,7 +140,7 @@ def test_qad_recovers_what_ptq_loses(case: Case, qad: dict, name: str) -> None:
     _, path, violations = qad[name]
     assert violations == []
     assert qdq_violations(onnx.load(str(path)), RECIPES[name]) == []
-    result = compare_ptq_qad(case.ptq[name], path, case.data.test)
+    result = compare_ptq_qad(case.ptq[name], path, {INPUT_NAME: case.data.test.x}, case.data.test.y)
     print(f"\n[{name}] float {case.float_accuracy_pt:.2f} %; {result.describe()}")
     assert case.float_accuracy_pt - result.ptq_accuracy_pt > 5.0, "the planted outlier should break PTQ"
     assert result.qad_accuracy_pt >= result.ptq_accuracy_pt - 0.5
@@ -132,13 +152,13 @@ def test_fake_quantization_is_what_recovers(case: Case, qad: dict) -> None:
     """The ablation: the same fine-tuning (KD, frozen BN, same seed and schedule), fake quantization off."""
     model = prepare_qad(copy.deepcopy(case.student), TENSORRT)
     model.apply(disable_fake_quant)
-    soft = torch.from_numpy(case.teacher_logits)
-    fit(model, case.data.train, QAD["epochs"], QAD["lr"], QAD["batch_size"], QAD["seed"],
-        lambda xb, yb, idx: hinton_kd(model(xb), soft[idx], yb, QAD["temperature"], QAD["alpha"]), "ablation")
+    fit(model, case.train, FitPlan(QAD.epochs, QAD.lr, QAD.batch_size, QAD.seed, "ablation"),
+        lambda b, _: hinton_kd(model(b["input"]), rows_at(case.teacher_logits, b["index"]), b["labels"], QAD.temperature, QAD.alpha))
     path = case.tmp / "float_finetune_tensorrt.onnx"
     assert export_qad_qdq(strip_qad(model), SHAPE, path, TENSORRT, case.data.calib.x) == []
-    plain = onnx_accuracy_pt(path, case.data.test)
-    with_fake_quant = onnx_accuracy_pt(qad["tensorrt"][1], case.data.test)
+    test = ({INPUT_NAME: case.data.test.x}, case.data.test.y)
+    plain = onnx_accuracy_pt(path, *test)
+    with_fake_quant = onnx_accuracy_pt(qad["tensorrt"][1], *test)
     print(f"\n[tensorrt] PTQ after float fine-tuning {plain:.2f} % vs QAD {with_fake_quant:.2f} %")
     assert with_fake_quant > plain + 5.0
 
@@ -180,7 +200,7 @@ def test_bad_inputs_are_refused(case: Case) -> None:
     with pytest.raises(ValueError, match="zero point 128"):
         qad_qconfig(TargetQuantize(activation_type="uint8", symmetric_activations=True))
     with pytest.raises(ValueError, match="one row per sample"):
-        qad_finetune(case.student, case.teacher_logits[:10], case.data.train, X86, **QAD)
+        qad_finetune(case.student, case.train, case.teacher_logits[:10], X86, QAD)
     with pytest.raises(ValueError, match="quantize_for_htp"):
         export_qad_qdq(case.student, SHAPE, case.tmp / "never.onnx", TargetQuantize(static_batch=1), case.data.calib.x)
 

@@ -12,6 +12,7 @@ nn = torch.nn
 
 from edgekd.common.fsutil import sha256_file  # noqa: E402
 from edgekd.distill.logits_file import read_logits_file, softmax, write_logits_file  # noqa: E402
+from edgekd.distill.streaming import rows_of  # noqa: E402
 from edgekd.distill.teachers import (  # noqa: E402
     EnsembleTeacher,
     LogitsFileTeacher,
@@ -57,8 +58,12 @@ class Fixed:
     def has_features(self) -> bool:
         return False
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self._logits[: len(x)]
+    @property
+    def reads_inputs(self) -> bool:
+        return True
+
+    def logits(self, batch: object) -> np.ndarray:
+        return self._logits[: rows_of({"input": batch} if isinstance(batch, np.ndarray) else batch)]
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +173,51 @@ def test_onnx_teacher_identity_covers_external_data(onnx_files: tuple, tmp_path:
         OnnxTeacher(external)
 
 
+def two_input_model(path: Path) -> Path:
+    """An ONNX model of two named int64 inputs [N, T] -> [N, 2]: (sum of ids * mask, sum of mask)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "T"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("Mul", ["input_ids", "attention_mask"], ["kept"]),
+             helper.make_node("Cast", ["kept"], ["kept_f"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["kept_f", "axes"], ["a"], keepdims=1),
+             helper.make_node("ReduceSum", ["mask_f", "axes"], ["b"], keepdims=1),
+             helper.make_node("Concat", ["a", "b"], ["logits"], axis=1)]
+    graph = helper.make_graph(nodes, "two", [ids, mask], [out], initializer=[axes])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_onnx_teacher_feeds_its_named_inputs(tmp_path: Path) -> None:
+    teacher = OnnxTeacher(two_input_model(tmp_path / "two.onnx"), batch_size=2)
+    ids = np.arange(15, dtype=np.int64).reshape(5, 3)
+    mask = np.array([[1, 1, 0]] * 5, dtype=np.int64)
+    out = teacher.logits({"attention_mask": mask, "input_ids": ids, "labels": np.zeros(5), "index": np.arange(5)})
+    np.testing.assert_allclose(out, np.stack([(ids * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32))
+    with pytest.raises(DataError, match="takes inputs input_ids, attention_mask; the batch has input_ids, mask"):
+        teacher.logits({"input_ids": ids, "mask": mask})
+
+
+def test_torch_teacher_runs_through_its_task() -> None:
+    from distill_data import TinyLM
+
+    from edgekd.tasks import get_task
+
+    model = TinyLM()
+    teacher = TorchTeacher(model, None, "lm", batch_size=2, task=get_task("causal-lm", vocab_size=11, max_length=6))
+    ids = np.random.default_rng(0).integers(0, 11, (5, 6)).astype(np.int64)
+    out = teacher.logits({"input_ids": ids, "index": np.arange(5)})  # the task fills in the mask of ones
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ids), torch.ones(5, 6, dtype=torch.int64)).numpy()
+    assert out.shape == (5, 6, 11)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------ logits file
 
 
@@ -176,12 +226,16 @@ def test_logits_file_teacher_checks_the_data_and_returns_log_probs(tmp_path: Pat
     path = tmp_path / "soft.npz"
     write_logits_file(logits, path, CLASSES, SHA, "some teacher elsewhere")
     teacher = LogitsFileTeacher(path, SHA)
-    out = teacher.logits(data(10))
+    out = teacher.logits({"input": data(10), "index": np.arange(10)})
     np.testing.assert_allclose(softmax(out), softmax(logits), rtol=1e-5, atol=1e-7)
+    rows = np.array([7, 2, 2])  # by sample position, in the batch's order
+    np.testing.assert_allclose(softmax(teacher.logits({"index": rows})), softmax(logits[rows]), rtol=1e-5, atol=1e-7)
     assert teacher.identity()["sha256"] == sha256_file(path) and "some teacher elsewhere" in teacher.describe()
-    assert not teacher.has_features and isinstance(teacher, TeacherSource)
-    with pytest.raises(DataError, match="soft.npz.*10 samples, this data has 9"):
-        teacher.logits(data(9))
+    assert not teacher.has_features and not teacher.reads_inputs and isinstance(teacher, TeacherSource)
+    with pytest.raises(DataError, match="soft.npz: logits file has 10 samples, the batch asks for sample 10"):
+        teacher.logits({"index": np.arange(11)})
+    with pytest.raises(DataError, match="answers by sample position and the batch has no 'index'"):
+        teacher.logits(data(3))
     with pytest.raises(DataError, match="soft.npz.*data sha256"):
         LogitsFileTeacher(path, "b" * 64)
 
@@ -214,8 +268,16 @@ def test_ensemble_rejects_bad_members_and_weights() -> None:
     with pytest.raises(ConfigError, match="positive"):
         EnsembleTeacher([(0.0, Fixed(np.zeros((2, 3))))])
     mixed = EnsembleTeacher([(1.0, Fixed(np.zeros((2, 3)), "three")), (1.0, Fixed(np.zeros((2, 4)), "four"))])
-    with pytest.raises(ConfigError, match="four gives 4 classes, the first member 3"):
+    with pytest.raises(ConfigError, match=r"four gives outputs \[4\] per sample \(classes last\), the first member \[3\]"):
         mixed.logits(data(2))
+
+
+def test_ensemble_of_token_logits_averages_over_the_last_axis() -> None:
+    rng = np.random.default_rng(2)
+    z1, z2 = rng.standard_normal((3, 4, CLASSES)), rng.standard_normal((3, 4, CLASSES))
+    out = EnsembleTeacher([(1.0, Fixed(z1)), (1.0, Fixed(z2))]).logits({"input_ids": np.zeros((3, 4), np.int64)})
+    expected = 0.5 * softmax(z1.reshape(-1, CLASSES)) + 0.5 * softmax(z2.reshape(-1, CLASSES))
+    np.testing.assert_allclose(np.exp(out.astype(np.float64)).reshape(-1, CLASSES), expected, rtol=1e-5)
 
 
 def test_ensemble_of_real_teachers(onnx_files: tuple) -> None:

@@ -172,9 +172,12 @@ def test_files_without_a_generation_are_assumed_0(tmp_path):
     source = lineage.teacher(ctx)
     assert source["generation"] == 0 and source["generation_source"].startswith("unknown, assumed 0")
     assert source["sha256"] == sha256_file(tmp_path / "t.onnx")
-    train = ctx.data.train
-    logits = write_logits_file(np.eye(10, dtype=np.float32)[train.y] * 5, tmp_path / "l.npz", 3, train.sha256(), "party")
-    assert logits.num_samples == len(train)
+    from edgekd.data.sources import read_split
+    from edgekd.distill.streaming import train_split_sha256
+
+    labels = read_split(ctx.data_source, "train")["labels"]
+    logits = write_logits_file(np.eye(10, dtype=np.float32)[labels] * 5, tmp_path / "l.npz", 3, train_split_sha256(ctx.data_source), "party")
+    assert logits.num_samples == len(labels)
     ctx = _context(tmp_path, f'[teacher]\nkind = "logits"\nlogits = ["{tmp_path / "l.npz"}"]\n')
     assert lineage.teacher(ctx)["generation_source"] == lineage.LOGITS_UNKNOWN
 
