@@ -11,9 +11,8 @@ from edgekd.common.factories import call
 from edgekd.config.loading import Resolved
 from edgekd.config.models import Profile, Project, QuantizeConfig, apply_recipe
 from edgekd.config.target import Target
-from edgekd.data import Splits
 from edgekd.data.load import open_source
-from edgekd.data.sources import LABELS, DataSource, SplitsSource, read_split
+from edgekd.data.sources import LABELS, DataSource, read_split
 from edgekd.distill import provenance as build_provenance
 from edgekd.errors import ConfigError
 from edgekd.graph.feeds import FeedSet
@@ -23,6 +22,7 @@ from edgekd.tasks.specs import MetricSpec
 
 if TYPE_CHECKING:
     from edgekd.data.augment import Augment
+    from edgekd.distill.streaming import TrainData
     from edgekd.tasks.base import Task
 
 
@@ -60,16 +60,6 @@ class Context(EngineContext):
         into memory; the calibration and test splits are read when the engine stages need them."""
         return open_source(self.project.data, self.project_file.path.parent, self.source)
 
-    @property
-    def data(self) -> Splits:
-        """The in-memory splits of a data factory that returns edgekd.data.Splits (code that has not
-        moved to `data_source` yet); other sources stream only."""
-        source = self.data_source
-        if not isinstance(source, SplitsSource):
-            raise ConfigError(f"{self.source}: this step needs in-memory data (edgekd.data.Splits) and the project's data "
-                              f"streams ({source.describe()})", "return edgekd.data.Splits from [data] factory")
-        return source.splits
-
     @functools.cached_property
     def data_sha256(self) -> str:
         """The data's fingerprint, computed while streaming it once (edgekd.data.sources)."""
@@ -102,7 +92,10 @@ class Context(EngineContext):
 
     @property
     def metric(self) -> MetricSpec:
-        return self.task.metric
+        """The task's metric, from its class (reads no data: --dry-run shows it)."""
+        from edgekd.tasks import task_class
+
+        return task_class(self.project.task.kind).metric
 
     @functools.cached_property
     def augment(self) -> Augment | None:
@@ -110,6 +103,17 @@ class Context(EngineContext):
         from edgekd.data.augment import build_augment
 
         return build_augment(self.project.data.augment)
+
+    def augment_key(self) -> dict[str, Any]:
+        """The augmentations' identity for the cache keys of the stages that train ({} without any)."""
+        return {} if self.augment is None else {"augment": self.augment.identity()}
+
+    @property
+    def train_data(self) -> TrainData:
+        """What the training stages stream: the train split, the task, the augmentations."""
+        from edgekd.distill.streaming import TrainData
+
+        return TrainData(self.data_source, self.task, self.augment)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -155,11 +159,16 @@ class Context(EngineContext):
 
     def build_model_from(self, factory: str, args: dict[str, Any], key: str, seed: int = 0) -> Any:
         """A module from a factory, with torch seeded first so that its initial weights are the
-        same in every process and build (the stage cache assumes it)."""
+        same in every process and build (the stage cache assumes it). The task's dims (num_classes,
+        input_shape, vocab_size, num_labels, max_length, ...) fill the factory's parameters of those
+        names that `args` leave out."""
+        import dataclasses
+
         import torch
 
         torch.manual_seed(seed)
-        return call(factory, args, key, self.source)
+        dims = {f.name: getattr(self.task, f.name) for f in dataclasses.fields(self.task)}
+        return call(factory, args, key, self.source, defaults=dims)
 
     def report_project(self) -> dict[str, Any]:
         f = self.project_file
