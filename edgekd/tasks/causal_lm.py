@@ -43,6 +43,7 @@ from edgekd.tasks.text import (
     DEFAULT_INPUTS,
     INPUT_IDS,
     MIN_LENGTH,
+    forward_order,
     text_input_names,
     text_specs,
 )
@@ -80,7 +81,7 @@ class CausalLM(Task):
     @classmethod
     def dims_from_data(cls, spec: Any) -> dict[str, Any]:
         """Dims from a data source's spec: the token blocks' names and length, the vocabulary."""
-        return {"vocab_size": spec.vocab_size, "max_length": spec.inputs[0].shape[0], "input_names": tuple(s.name for s in spec.inputs)}
+        return {"vocab_size": spec.vocab_size, "max_length": spec.inputs[0].shape[0], "input_names": forward_order([s.name for s in spec.inputs])}
 
     def __post_init__(self) -> None:
         check_dim(self.name, "vocab_size", self.vocab_size, 1)

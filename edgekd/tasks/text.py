@@ -25,5 +25,13 @@ def text_input_names(names: Sequence[str], task: str) -> tuple[str, ...]:
     return names
 
 
+def forward_order(names: Sequence[str]) -> tuple[str, ...]:
+    """Token inputs in the order a plain module takes them positionally: input_ids, attention_mask,
+    token_type_ids, position_ids (the order of BERT-family forward signatures), whatever order a
+    tokenizer returned them in; names it does not know keep their place after these."""
+    rank = {name: i for i, name in enumerate(TEXT_INPUTS)}
+    return tuple(sorted(names, key=lambda n: rank.get(n, len(rank))))
+
+
 def text_specs(names: Sequence[str]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(n, "int64", (BATCH_AXIS, SEQUENCE_AXIS), TEXT_INPUTS[n]) for n in names)

@@ -8,7 +8,13 @@ from typing import Any
 from edgekd.tasks.base import SEQUENCE_AXIS, TensorSpec, check_dim
 from edgekd.tasks.classification import ClassificationTask
 from edgekd.tasks.registry import register_task
-from edgekd.tasks.text import DEFAULT_INPUTS, MIN_LENGTH, text_input_names, text_specs
+from edgekd.tasks.text import (
+    DEFAULT_INPUTS,
+    MIN_LENGTH,
+    forward_order,
+    text_input_names,
+    text_specs,
+)
 
 
 @register_task("text-classification")
@@ -30,7 +36,7 @@ class TextClassification(ClassificationTask):
         """Dims from a data source's spec: the tokenized inputs' names and length, the labels' number
         of classes, the tokenizer's vocabulary."""
         return {"vocab_size": spec.vocab_size, "num_labels": spec.num_classes, "max_length": spec.inputs[0].shape[0],
-                "input_names": tuple(s.name for s in spec.inputs)}
+                "input_names": forward_order([s.name for s in spec.inputs])}
 
     def __post_init__(self) -> None:
         check_dim(self.name, "vocab_size", self.vocab_size, 1)

@@ -59,3 +59,18 @@ def test_bert_exports_with_token_types_when_the_task_names_them(tmp_path) -> Non
     with torch.no_grad():
         expected = task.forward(model, feeds).numpy()
     np.testing.assert_allclose(session.run(["logits"], feeds)[0], expected, atol=1e-4)
+
+
+def test_inputs_from_a_tokenizer_are_fed_in_forward_order():
+    """A fast tokenizer returns input_ids, token_type_ids, attention_mask; a plain module takes
+    input_ids, attention_mask, token_type_ids positionally (BERT's order): the task reorders them."""
+    from types import SimpleNamespace
+
+    from edgekd.tasks.text import forward_order
+
+    assert forward_order(["input_ids", "token_type_ids", "attention_mask"]) == ("input_ids", "attention_mask", "token_type_ids")
+    spec = SimpleNamespace(inputs=[SimpleNamespace(name=n, shape=(16,)) for n in ("input_ids", "token_type_ids", "attention_mask")],
+                           num_classes=3, vocab_size=50)
+    dims = TextClassification.dims_from_data(spec)
+    assert dims["input_names"] == ("input_ids", "attention_mask", "token_type_ids") and dims["max_length"] == 16
+    assert [s.name for s in TextClassification(**dims).inputs()] == list(dims["input_names"])
