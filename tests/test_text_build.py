@@ -105,6 +105,15 @@ def test_text_classification_builds_through_every_stage(text_build):
     assert code == 0, out + err
     report = json.loads((out_dir / "report.json").read_text())
     assert report["verdict"] == "pass"
+    import jsonschema
+
+    from edgekd.report.build_report import SCHEMA_FILE
+
+    jsonschema.validate(report, json.loads(SCHEMA_FILE.read_text()))
+    assert report["task"]["name"] == "text-classification"
+    data = report["provenance"]["data"]
+    assert data["factory"] is None and data["files"]["train"] == "train.jsonl" and data["num_classes"] == 3
+    assert data["splits"] == {"train": 480, "calib": 60, "test": 120} and data["input_shape"] == [16]
     assert [s["status"] for s in report["stages"]] == ["ran"] * 10
     metrics = {k: m for s in report["stages"] for k, m in s["metrics"].items()}
     for prefix in ("teacher", "student", "onnx_fp32", "int8", "engine"):

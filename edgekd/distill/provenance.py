@@ -63,7 +63,8 @@ def data_facts(ctx: Context) -> dict[str, Any]:
     spec = source.spec()
     return {"sha256": ctx.data_sha256, "factory": cfg.factory, "args": cfg.args, "description": source.describe(),
             "input_shape": list(spec.inputs[0].shape), "num_classes": spec.num_classes,
-            "splits": {name: count_samples(source, name) for name in SPLITS}}
+            "splits": {name: count_samples(source, name) for name in SPLITS},
+            **({"files": dict(cfg.files)} if cfg.files else {})}
 
 
 
