@@ -53,3 +53,35 @@ def as_perplexity(report: dict, perplexities: dict[str, float] | None = None, bu
     out["failed_budgets"] = [v for s in out["stages"] for v in s["verdicts"] if v["status"] == "fail"]
     out["verdict"] = "fail" if out["failed_budgets"] else "pass"
     return out
+
+
+def run_cli(argv: list[str], cache_dir: Path) -> tuple[int, str, str]:
+    """`edgekd ARGV` in this process with EDGEKD_CACHE_DIR=cache_dir: (exit code, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import pytest
+
+    from edgekd.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEKD_CACHE_DIR", str(cache_dir))
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(argv)
+    finally:
+        mp.undo()
+    return code, out.getvalue(), err.getvalue()
+
+
+def train_word_tokenizer(texts: list[str], path: Path) -> Path:
+    """A word-level tokenizer ([PAD], [UNK] + the words of `texts`) trained here, saved as `path`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+    tok.enable_padding(pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
+    tok.save(str(path))
+    return path

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import write
+from helpers import run_cli, train_word_tokenizer, write
 
 pytestmark = pytest.mark.slow
 
@@ -50,31 +50,13 @@ def sentences(count: int, rng: random.Random) -> str:
 
 @pytest.fixture(scope="module")
 def lm_build(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    from edgekd.cli.main import main
-
     folder, rng = tmp_path_factory.mktemp("lm"), random.Random(0)
     for split, count in (("train", 400), ("calib", 40), ("test", 80)):
         write(folder / f"{split}.txt", sentences(count, rng))
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator((folder / "train.txt").read_text().splitlines(), trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
-    tok.enable_padding(pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
-    tok.save(str(folder / "tokenizer.json"))
-    project = write(folder / "edgekd.toml", PROJECT)
-    out_dir, out, err = folder / "build", io.StringIO(), io.StringIO()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EDGEKD_CACHE_DIR", str(cache_dir))
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["build", "--project", str(project), "--target", "x86", "--profile", "ci", "--out", str(out_dir)])
-    finally:
-        mp.undo()
-    return code, out.getvalue(), err.getvalue(), out_dir
+    train_word_tokenizer((folder / "train.txt").read_text().splitlines(), folder / "tokenizer.json")
+    project, out_dir = write(folder / "edgekd.toml", PROJECT), folder / "build"
+    code, out, err = run_cli(["build", "--project", str(project), "--target", "x86", "--profile", "ci", "--out", str(out_dir)], cache_dir)
+    return code, out, err, out_dir
 
 
 def test_causal_lm_builds_with_perplexity_as_its_metric(lm_build):

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import write
+from helpers import run_cli, train_word_tokenizer, write
 
 pytestmark = pytest.mark.slow
 
@@ -35,20 +35,6 @@ def corpus(folder: Path, seed: int = 0) -> dict[str, Path]:
             lines.append(json.dumps({"text": " ".join(words), "label": label}))
         files[split] = write(folder / f"{split}.jsonl", "\n".join(lines) + "\n")
     return files
-
-
-def tokenizer(folder: Path, files: dict[str, Path]) -> Path:
-    """A word-level tokenizer trained on the train split, saved as tokenizer.json."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    texts = [json.loads(line)["text"] for line in files["train"].read_text().splitlines()]
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
-    tok.enable_padding(pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
-    path = folder / "tokenizer.json"
-    tok.save(str(path))
-    return path
 
 
 PROJECT = """name = "topics"
@@ -80,24 +66,12 @@ calibration_samples = 60
 
 @pytest.fixture(scope="module")
 def text_build(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from edgekd.cli.main import main
-
     folder = tmp_path_factory.mktemp("topics")
     files = corpus(folder)
-    tokenizer(folder, files)
-    project = write(folder / "edgekd.toml", PROJECT)
-    out_dir, out, err = folder / "build", io.StringIO(), io.StringIO()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EDGEKD_CACHE_DIR", str(cache_dir))
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["build", "--project", str(project), "--target", "x86", "--profile", "ci", "--out", str(out_dir)])
-    finally:
-        mp.undo()
-    return code, out.getvalue(), err.getvalue(), out_dir
+    train_word_tokenizer([json.loads(line)["text"] for line in files["train"].read_text().splitlines()], folder / "tokenizer.json")
+    project, out_dir = write(folder / "edgekd.toml", PROJECT), folder / "build"
+    code, out, err = run_cli(["build", "--project", str(project), "--target", "x86", "--profile", "ci", "--out", str(out_dir)], cache_dir)
+    return code, out, err, out_dir
 
 
 def test_text_classification_builds_through_every_stage(text_build):
