@@ -15,6 +15,11 @@ pipeline, so it runs two configurations at a time, one torch thread each.
     python benchmarks/distill_fashion_mnist_select.py --report   # only rewrite the .md from the .jsonl
 
 Needs `apt-get install dataset-fashion-mnist`.
+
+The runs stream the 54,000 images from a SplitsSource (batches shuffled with seed + epoch, as
+`fit` draws them) through the image-classification task (forward, loss, KD view, predict). The rows
+now in the .jsonl predate that: the trainer then shuffled in-memory arrays with a torch generator, so
+a re-run draws other batches (same settings, same images).
 """
 from __future__ import annotations
 
@@ -26,10 +31,25 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.data import Split, Splits
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgekd.data.sources import SplitsSource
+    from edgekd.distill.losses import CombinedLoss
+    from edgekd.distill.streaming import TrainData
+    from edgekd.distill.trainer import FitPlan
 
 RESULTS = Path(__file__).parent / "results"
 JSONL, MD = RESULTS / "distill_fashion_mnist_select.jsonl", RESULTS / "distill_fashion_mnist_select.md"
 VAL_SIZE, VAL_SEED = 5000, 123
+BATCH_SIZE = 128
 TEACHER = {"width": 2.0, "epochs": 8, "lr": 0.002}
 STUDENT = {"width": 0.5, "epochs": 10}
 HINTON = '[{{"name":"hinton","params":{{"temperature":{t},"alpha":{a}}}}}]'
@@ -64,44 +84,88 @@ PROVENANCE = ("The 21 rows of the jsonl were produced by this script's ad-hoc pr
               "Re-run this script (about 45 min: teacher ~15 min, then 22 students two at a time) before tuning again.")
 
 
-def worker(args: list[str]) -> dict:
+def selection_data(splits: Splits) -> tuple[SplitsSource, np.ndarray, Split]:
+    """The 54,000 / 5,000 split: a SplitsSource whose train split is the training images less the
+    validation images (its test split is the validation images), the positions of those training
+    images in `splits.train`, and the validation images."""
+    from edgekd.data.sources import SplitsSource
+
+    order = np.random.default_rng(VAL_SEED).permutation(len(splits.train.y))
+    val_idx, train_idx = order[:VAL_SIZE], order[VAL_SIZE:]
+    val = Split(splits.train.x[val_idx], splits.train.y[val_idx])
+    held_out = Splits(train=Split(splits.train.x[train_idx], splits.train.y[train_idx]), calib=splits.calib, test=val,
+                      num_classes=splits.num_classes, description=f"Fashion-MNIST less {len(val_idx)} validation images")
+    return SplitsSource(held_out), train_idx, val
+
+
+def train_data(source: SplitsSource) -> TrainData:
+    """The source's train split under the image-classification task, without augmentation."""
+    from edgekd.distill.streaming import TrainData
+    from edgekd.tasks import get_task
+
+    task = get_task("image-classification", input_shape=source.splits.input_shape, num_classes=source.splits.num_classes)
+    return TrainData(source, task)
+
+
+def train_teacher(model: nn.Module, data: TrainData, plan: FitPlan, all_train_x: np.ndarray) -> np.ndarray:
+    """Train `model` with the task's loss on `data` (the validation images are not in it) and
+    return its logits on every one of `all_train_x` (the students index them by position)."""
+    from edgekd.distill.trainer import fit
+
+    task = data.task
+    fit(model, data, plan, lambda batch, _: task.task_loss(task.forward(model, batch), batch))
+    return task.predict(model, {task.inputs()[0].name: all_train_x})
+
+
+def train_student(model: nn.Module, data: TrainData, plan: FitPlan, objective: CombinedLoss, logits: np.ndarray) -> None:
+    """Distill into `model` against `logits` (row i: train sample i of `data`, read by batch["index"])."""
+    from edgekd.data.sources import INDEX
+    from edgekd.distill.losses import LossInputs
+    from edgekd.distill.teaching import rows_at
+    from edgekd.distill.trainer import Batch, Step, fit
+
+    task = data.task
+
+    def loss(batch: Batch, step: Step) -> torch.Tensor:
+        view = task.kd_view(task.forward(model, batch), batch)
+        inputs = LossInputs(view, rows_at(logits, batch[INDEX]), task.kd_labels(batch), {}, {}, step.progress)
+        return objective(inputs)[0]
+
+    fit(model, data, plan, loss)
+
+
+def accuracy(data: TrainData, model: nn.Module, split: Split) -> float:
+    """Top-1 accuracy of `model` on `split`, in %."""
+    logits = data.task.predict(model, {data.task.inputs()[0].name: split.x})
+    return float((logits.argmax(1) == split.y).mean() * 100)
+
+
+def worker(args: list[str]) -> dict[str, Any]:
     """One training run in this process (called as `--worker ROLE ...`); returns the result row."""
-    import numpy as np
     import torch
 
-    from edgekd.data import Split
-    from edgekd.distill.losses import CombinedLoss, LossInputs, build_loss
+    from edgekd.distill.losses import CombinedLoss, build_loss
     from edgekd.distill.students import build_student, describe
-    from edgekd.distill.trainer import fit, predict
+    from edgekd.distill.trainer import FitPlan
     from edgekd.examples.fashion_mnist import load
 
     role, width, epochs, lr, seed, losses, teacher = args[0], float(args[1]), int(args[2]), float(args[3]), int(args[4]), args[5], args[6]
     if role == "student":  # two at a time; the teacher trains alone, before them, on torch's default threads
         torch.set_num_threads(1)
     splits, start = load(), time.perf_counter()
-    order = np.random.default_rng(VAL_SEED).permutation(len(splits.train.y))
-    val, train_idx = order[:VAL_SIZE], order[VAL_SIZE:]
-    train = Split(splits.train.x[train_idx], splits.train.y[train_idx])
+    source, train_idx, val = selection_data(splits)
+    data = train_data(source)
     torch.manual_seed(seed)
-    model = build_student("plain_cnn", (1, 28, 28), 10, width=width)
-    size = describe(model, (1, 28, 28))
+    model = build_student("plain_cnn", source.splits.input_shape, source.splits.num_classes, width=width)
+    size = describe(model, source.splits.input_shape)
+    plan = FitPlan(epochs, lr, BATCH_SIZE, seed, role)
     if role == "teacher":  # trained without the validation images (see the docstring)
-        ce = torch.nn.CrossEntropyLoss()
-        fit(model, train, epochs, lr, 128, seed, lambda xb, yb, _: ce(model(xb), yb), "teacher")
-        np.save(teacher, predict(model, splits.train.x))
+        np.save(teacher, train_teacher(model, data, plan, splits.train.x))
         return {"role": "teacher", **TEACHER, "teacher_without_val": True, "params": size["params"], "macs": size["macs"], "seconds": time.perf_counter() - start}
     objective = CombinedLoss([(spec.get("weight", 1.0), build_loss(spec["name"], spec.get("params", {}))) for spec in json.loads(losses)])
-    logits = torch.from_numpy(np.load(teacher)[train_idx].astype(np.float32))
-    per_epoch, step = (len(train.y) + 127) // 128, [0]
-
-    def loss(xb, yb, idx):  # type: ignore[no-untyped-def]
-        progress, step[0] = step[0] / per_epoch, step[0] + 1
-        return objective(LossInputs(model(xb), logits[idx], yb, {}, {}, progress))[0]
-
-    fit(model, train, epochs, lr, 128, seed, loss, "student")
-    accuracy = float((predict(model, splits.train.x[val]).argmax(1) == splits.train.y[val]).mean() * 100)
+    train_student(model, data, plan, objective, np.load(teacher)[train_idx].astype(np.float32))
     return {"role": "student", "teacher_without_val": True, "width": width, "epochs": epochs, "lr": lr, "seed": seed, "losses": json.loads(losses),
-            "val_accuracy": accuracy, "params": size["params"], "macs": size["macs"], "seconds": time.perf_counter() - start}
+            "val_accuracy": accuracy(data, model, val), "params": size["params"], "macs": size["macs"], "seconds": time.perf_counter() - start}
 
 
 def run(args: list[str]) -> dict:

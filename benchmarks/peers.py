@@ -43,6 +43,7 @@ from peers_models import (  # noqa: E402
     identity_model,
     optimum_int8,
     qoperator_int8,
+    test_split,
 )
 from peers_report import render, write_results  # noqa: E402
 
@@ -234,9 +235,9 @@ def main() -> None:
                               lambda m: print(m, file=sys.stderr))
         except EdgekdError as exc:
             raise SystemExit(f"peers: error: {exc.one_line()}") from None
-        data = b.ctx.data
-        np.save(tmp / "x_test.npy", data.test.x)
-        np.save(tmp / "y_test.npy", data.test.y)
+        x_test, y_test = test_split(b.ctx)
+        np.save(tmp / "x_test.npy", x_test)
+        np.save(tmp / "y_test.npy", y_test)
         samples = calibration_draw(b.ctx)
         optimum_model, optimum_recipe = optimum_int8(b.folder / "student.onnx", samples, tmp / "optimum")
         specs = row_specs(b, optimum_model)

@@ -59,12 +59,31 @@ def build_or_load(project: Path | None, profile: str, folder: Path, cache: Path,
     return Build(folder, ctx, report["target"]["name"], json.loads((folder / "engine.json").read_text()), note)
 
 
+def single_input(ctx: Context) -> str:
+    """The name of the student's one input (the peers are timed and fed as single-input models)."""
+    from edgekd.errors import ConfigError
+
+    names = [spec.name for spec in ctx.task.inputs()]
+    if len(names) != 1:
+        raise ConfigError(f"{ctx.source}: task {ctx.task.name} has inputs {names}", "peers.py compares single-input students")
+    return names[0]
+
+
 def calibration_draw(ctx: Context) -> np.ndarray:
-    """The calibration samples edgekd's quantize stage uses (a seeded draw of the calib split)."""
-    from edgekd.graph.export import INPUT_NAME
+    """The calibration samples edgekd's quantize stage uses (the same seeded draw of the calib split)."""
     from edgekd.graph.quantize import calibration_rows
 
-    return calibration_rows({INPUT_NAME: ctx.data.calib.x}, ctx.project.quantize)[INPUT_NAME]
+    return calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)[single_input(ctx)]
+
+
+def test_split(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """The test split's inputs and labels, as the evaluate stage reads them."""
+    from edgekd.errors import DataError
+
+    feeds = ctx.eval_feeds
+    if feeds.labels is None:
+        raise DataError(f"{ctx.source}: the test split has no labels", "peers.py measures accuracy on a labelled test split")
+    return feeds.arrays[single_input(ctx)], feeds.labels
 
 
 def optimum_int8(fp32_model: Path, samples: np.ndarray, workdir: Path) -> tuple[Path, dict[str, Any]]:

@@ -196,7 +196,7 @@ def write_results(name: str, b: Build, rows: list[dict[str, Any]], variants: lis
                 f"the rows take turns within a round in an order shuffled per round (seed 0), so drift on this shared 2-core VM "
                 f"hits all rows alike; p50/p90 over all rounds' samples pooled, and the median over rounds of each round's p90 (robust to the "
                 f"rounds a neighbour's load hit). Accuracy: top-1 on the test split "
-                f"({len(b.ctx.data.test)} images) through the same model/session. Threads: each row's own default on this host, "
+                f"({len(b.ctx.eval_feeds)} samples) through the same model/session. Threads: each row's own default on this host, "
                 f"stated per row (torch: torch.get_num_threads(); ORT: its intra-op pool, counted in /proc/self/task as the worker threads the "
                 f"session started + the calling thread)."),
         "host": host_info(), "load_average_1min": load,

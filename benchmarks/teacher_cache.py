@@ -3,9 +3,10 @@
 Same data (the built-in example's train split, `edgekd.examples.digits.load()`), same student
 (`edgekd.examples.digits:student`, width 8), same shuffled mini-batches, same optimizer (AdamW,
 lr 4e-3) and loss (KL at T=4: `hinton_kd` with alpha=1). The only difference: "uncached" runs the
-teacher (`edgekd.examples.digits:teacher`, eval mode, no grad) on every mini-batch; "cached" takes the
-batch's rows of the logits that `edgekd.distill.logit_cache.cached_teacher_logits` returned (full
-float32 logits, k=None). Teachers of width 32 (the example's) and 64 show how the saving scales with
+teacher (`edgekd.examples.digits:teacher`, eval mode, no grad) on every mini-batch; "cached" reads the
+batch's rows (`edgekd.distill.teaching.rows_at`, as distillation does) of the memory-mapped float32
+logits that `edgekd.distill.logit_cache.cached_teacher_logits` returned for a SplitsSource of the
+example's splits (full logits, k=None). Teachers of width 32 (the example's) and 64 show how the saving scales with
 the teacher's cost. The teachers are untrained: the time of a forward pass does not depend on the
 weights' values.
 
@@ -14,9 +15,9 @@ processes on a shared machine falls on both alike; each mode has one untimed war
 `--epochs` timed epochs (time.perf_counter around each); the table gives the medians, their ratio,
 and the median of the per-epoch-pair ratios. The cache's one-time costs (the miss: one teacher pass over the
 training data plus the atomic write; the hit: reading the entry back) are timed separately.
-Writes benchmarks/results/teacher_cache.json and .md.
+Writes teacher_cache.json and .md into benchmarks/results/ (or --out).
 
-    python benchmarks/teacher_cache.py [--epochs 7] [--widths 32 64] [--batch-size 64] [--threads 1]
+    python benchmarks/teacher_cache.py [--epochs 7] [--widths 32 64] [--batch-size 64] [--threads 1] [--out DIR]
 """
 from __future__ import annotations
 
@@ -27,15 +28,18 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 
 from edgekd.common.toolchain import host_info, version
+from edgekd.data.sources import SplitsSource
 from edgekd.distill.logit_cache import cached_teacher_logits
 from edgekd.distill.losses import hinton_kd
 from edgekd.distill.teachers import TorchTeacher
+from edgekd.distill.teaching import rows_at
 from edgekd.examples import digits
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,21 +70,22 @@ class _Run:
 
 
 def measure(width: int, epochs: int, batch_size: int, cache_dir: Path) -> dict[str, object]:
-    split = digits.load().train
-    x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
+    splits = digits.load()
+    x, y = torch.from_numpy(splits.train.x), torch.from_numpy(splits.train.y)
     torch.manual_seed(0)
     teacher = digits.teacher(width=width).eval()
 
-    source = TorchTeacher(teacher, None, f"torch module edgekd.examples.digits:teacher(width={width})")
+    teacher_source = TorchTeacher(teacher, None, f"torch module edgekd.examples.digits:teacher(width={width})")
+    data = SplitsSource(splits)
+    data.fingerprint()  # hashed once per source, before the timed calls (a build hashes its data before any stage)
     start = time.perf_counter()
-    logits, hit = cached_teacher_logits(source, split.x, cache_dir, split.sha256(), None)
+    logits, hit = cached_teacher_logits(teacher_source, data, cache_dir)
     miss_s = time.perf_counter() - start
     assert not hit
     start = time.perf_counter()
-    _, hit = cached_teacher_logits(source, split.x, cache_dir, split.sha256(), None)
+    _, hit = cached_teacher_logits(teacher_source, data, cache_dir)
     hit_s = time.perf_counter() - start
     assert hit
-    cached_targets = torch.from_numpy(logits)
 
     torch.manual_seed(1)
     student_u = digits.student()
@@ -93,7 +98,7 @@ def measure(width: int, epochs: int, batch_size: int, cache_dir: Path) -> dict[s
         return hinton_kd(student_u(xb), target, yb, TEMPERATURE, 1.0)
 
     def cached(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return hinton_kd(student_c(xb), cached_targets[idx], yb, TEMPERATURE, 1.0)
+        return hinton_kd(student_c(xb), rows_at(logits, idx), yb, TEMPERATURE, 1.0)
 
     runs = {"uncached": _Run(uncached, student_u, x, y, batch_size), "cached": _Run(cached, student_c, x, y, batch_size)}
     times: dict[str, list[float]] = {"uncached": [], "cached": []}
@@ -121,6 +126,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: on a loaded shared VM, OpenMP threads that wait for each other slow small models down erratically)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for teacher_cache.json and .md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -131,7 +137,7 @@ def main() -> None:
             rows.append(row)
             print(f"teacher width {width}: uncached {row['median_uncached_epoch_s']:.3f} s/epoch, cached "
                   f"{row['median_cached_epoch_s']:.3f} s/epoch, ratio {row['cached_over_uncached']:.3f}", file=sys.stderr)
-    result = {
+    result: dict[str, Any] = {
         "what": "distillation epoch time, teacher run every step (uncached) vs cached teacher logits, same student and data",
         "how": (f"measured: time.perf_counter around each epoch, median of {args.epochs} epochs after 1 warm-up epoch; "
                 f"torch {version('torch')} CPU, {torch.get_num_threads()} intra-op threads; built-in digits train split; "
@@ -140,8 +146,8 @@ def main() -> None:
         "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "teacher_cache.json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "teacher_cache.json").write_text(json.dumps(result, indent=1) + "\n")
     md = ["# Teacher-logit cache: distillation epoch time", "", result["what"] + ".", "", result["how"] + ".", "",
           f"Host: {result['host']['cpu']}, {result['host']['cores']} usable cores, {result['host']['os']}, Python {result['host']['python']}; "
           f"1-minute load average {load_before[0]:.1f} before, {result['load_average_1_5_15_min']['after'][0]:.1f} after "
@@ -155,7 +161,7 @@ def main() -> None:
           "", f"The {EXAMPLE_EPOCHS}-epoch columns are extrapolated from the medians (the example's `[distill] epochs`); "
           "the cold cached figure adds the one-time miss. The cached mode trains the same student in every row, so the "
           "differences between rows in its column are this machine's run-to-run noise. Per-epoch samples are in teacher_cache.json."]
-    (RESULTS / "teacher_cache.md").write_text("\n".join(md) + "\n")
+    (args.out / "teacher_cache.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
