@@ -240,8 +240,10 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
                 cache_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Distill the project's student on `nproc` processes (torchrun, DDP: gloo on CPU, nccl on GPU):
     the search and teacher stages run (or come from the cache) as in `build`, then the distill step
-    runs data-parallel and writes `student.safetensors` into `out`."""
+    runs data-parallel on the project's data, task and augmentations, reading the teacher's logits
+    from the build's teacher-logit cache, and writes `student.safetensors` into `out`."""
     from edgekd.distill.ddp import distill_distributed
+    from edgekd.distill.ddp_settings import DistributedRun, Factory
     from edgekd.distill.provenance import weights_metadata
     from edgekd.pipeline import runner as pipeline
     from edgekd.stages import STAGES
@@ -259,10 +261,13 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     if p.teacher.kind != "torch" or not weights.is_file():
         raise ConfigError(f"{ctx.source}: distributed distillation needs a torch teacher; this one is '{p.teacher.kind}'",
                           "use `edgekd build` (single process) for ONNX, logits-file and ensemble teachers")
-    return distill_distributed(choice["factory"], dict(choice["args"]), p.teacher.factory, dict(p.teacher.args),
-                               teacher_weights=weights, data_factory=p.data.factory, data_args=dict(p.data.args),
-                               cfg=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / STUDENT_WEIGHTS,
-                               workdir=out_dir / "ddp", metadata=weights_metadata(ctx, f"distill (torchrun, {nproc} processes)"))
+    run = DistributedRun(
+        student=Factory(choice["factory"], dict(choice["args"])), teacher=Factory(p.teacher.factory, dict(p.teacher.args)),
+        teacher_weights=weights, data=p.data, distill=p.distill.model_dump(), nproc=nproc, out_weights=out_dir / STUDENT_WEIGHTS,
+        workdir=out_dir / "ddp", task=p.task, data_dir=ctx.project_file.path.parent,
+        logits_cache=ctx.cache_root / "teacher-logits",  # the build's: a DDP run and a build share the teacher's logits
+        metadata=weights_metadata(ctx, f"distill (torchrun, {nproc} processes)"))
+    return distill_distributed(run)
 
 
 def write_teacher_logits(model: Path, out: Path, k: int, project: Path | None = None) -> dict[str, Any]:

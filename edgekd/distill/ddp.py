@@ -1,23 +1,25 @@
 """Distillation scaled out over processes with torchrun and DistributedDataParallel (logit losses:
 ce, kd, hinton, dkd; edgekd/distill/ddp_settings.py says what runs).
 
-`distill_distributed(...)` (the parent) checks its inputs, writes one request JSON and launches
+`distill_distributed(run)` (the parent; `run` is a DistributedRun) checks its inputs, writes one
+request JSON and launches
 
     python -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=N --local-addr=127.0.0.1 \
         -m edgekd.distill.ddp --request REQUEST.json
 
 Each worker (`main`, this module's `__main__`) joins the process group (gloo on CPU, nccl on CUDA),
-opens the project's data as a streaming DataSource (edgekd.data.load.as_source) and its task, gets the
-frozen teacher's logits from the on-disk teacher-logit cache (rank 0 streams the train split through
-the teacher once and writes it; every rank memory-maps it: edgekd.distill.logit_cache), wraps the
-student in DistributedDataParallel and runs `edgekd.distill.trainer.fit` with `shard=(rank, world)`:
-every process streams the same seeded global batches and takes rows rank::world of each; DDP averages
-the gradients. Student outputs go through the task's forward and KD view, as in one process. Each
-rank's loss is weighted by world * rows_here / rows_in_global_batch (rows = samples), so DDP's average
-is the mean over the global batch even when a batch does not split evenly (for token tasks, where the
-loss is a mean over tokens, that weighting is by samples). Rank 0 writes the student weights
-(safetensors, atomically) and `result.json`. Everything stays on the loopback interface. The
-project's augmentations are not applied here (the workers distill against the cached logits).
+opens the project's data (edgekd.data.load.open_source), task and augmentations as a build does,
+wraps the student in DistributedDataParallel and runs `edgekd.distill.trainer.fit` with
+`shard=(rank, world)`: every process streams the same seeded global batches, applies the same
+augmentation (one generator per step) to the whole batch and takes rows rank::world of it; DDP
+averages the gradients. The frozen teacher's logits come from the on-disk teacher-logit cache (rank 0
+streams the train split through the teacher once on a miss; every rank memory-maps it); with
+augmentation the teacher runs every step on the augmented rows and the cache is bypassed, as in one
+process. Student and teacher outputs go through the task's forward and KD view. Each rank's loss is
+weighted by world * rows_here / rows_in_global_batch (rows = samples), so DDP's average is the mean
+over the global batch even when a batch does not split evenly (for token tasks, where the loss is a
+mean over tokens, that weighting is by samples). Rank 0 writes the student weights (safetensors,
+atomically) and `result.json`. Everything stays on the loopback interface.
 
 BatchNorm: torch.nn.SyncBatchNorm runs only on GPU-like devices (on CPU its training forward raises
 ValueError in this torch), so on CPU each process normalizes with the statistics of its own rows
@@ -35,17 +37,31 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.distill.ddp_data import (
-    DEFAULT_TASK,
+    build_model,
     metric_on_test,
-    open_data,
-    teacher_logits,
+    train_data,
+    worker_teaching,
 )
-from edgekd.distill.ddp_settings import check_batches, objective_settings
+from edgekd.distill.ddp_settings import (
+    DistributedRun,
+    check_batches,
+    check_run,
+    make_request,
+)
 from edgekd.errors import EXIT_INTERNAL, ConfigError, EdgekdError
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgekd.distill.losses import CombinedLoss
+    from edgekd.distill.streaming import TrainData
+    from edgekd.distill.teaching import Teaching
+    from edgekd.distill.trainer import FitPlan
 
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
@@ -121,55 +137,27 @@ def _worker_error(workdir: Path, nproc: int) -> dict[str, Any] | None:
     return None
 
 
-def distill_distributed(student_factory: str, student_args: dict[str, Any], teacher_factory: str,
-                        teacher_args: dict[str, Any], teacher_weights: Path, data_factory: str,
-                        data_args: dict[str, Any], cfg: dict[str, Any], nproc: int, out_weights: Path,
-                        workdir: Path, timeout_s: float | None = None, metadata: dict[str, str] | None = None, *,
-                        task: dict[str, Any] | None = None, logits_cache: Path | None = None) -> dict[str, Any]:
-    """Distill the student on `nproc` processes (torchrun, DDP) and write its weights, with `metadata`
-    in their safetensors header (edgekd.graph.provenance.weights_metadata: who made them, which generation).
-
-    `task`: {"kind", "args"} of the project's [task] (default image classification); `logits_cache`:
-    the teacher-logit cache folder (default `workdir/teacher-logits`).
+def distill_distributed(run: DistributedRun) -> dict[str, Any]:
+    """Distill the student on `run.nproc` processes (torchrun, DDP) and write its weights, with
+    `run.metadata` in their safetensors header (edgekd.graph.provenance.weights_metadata: who made
+    them, which generation). The data, task and augmentations are the project's (`run.data`,
+    `run.task`); the teacher's logits come from `run.logits_cache` (default `workdir/teacher-logits`),
+    or with augmentation from the teacher run every step.
 
     Returns {"world_size", "backend", "losses" (mean loss per epoch over the global batches),
     "seconds" (wall time of the torchrun run, start-up included), "train_seconds", "batchnorm"
-    ("sync", "per-process" or "none"), "test_metric" ({"name", "value"}: the task's metric of the
-    student on the test split), "test_accuracy_pt" (that value for accuracy tasks, else None),
-    "device", "weights", "log_dir"}. Raises ConfigError for bad inputs (before launching) and
-    WorkersFailed when torchrun or a worker fails."""
-    if not isinstance(nproc, int) or nproc < 1:
-        raise ConfigError(f"distill: --nproc {nproc!r} is not a positive integer", "give 1 or more processes")
-    from edgekd.common.factories import resolve
-    from edgekd.distill.streaming import count_samples
-
-    settings = objective_settings(cfg)
-    source = "edgekd distill"
-    for key, spec in (("student.factory", student_factory), ("teacher.factory", teacher_factory), ("data.factory", data_factory)):
-        if not isinstance(spec, str):  # e.g. an ONNX/logits teacher or a student search: no torch factory
-            raise ConfigError(f"{source}: key '{key}' is {spec!r}; distributed distillation needs a torch factory", f"set {key} = 'package.module:function'")
-        resolve(spec, key, source)
-    teacher_weights, out_weights, workdir = Path(teacher_weights).resolve(), Path(out_weights).resolve(), Path(workdir).resolve()
-    if not teacher_weights.is_file():
-        raise ConfigError(f"{source}: teacher weights {teacher_weights} not found", "give the teacher's safetensors file")
-    task = task or DEFAULT_TASK
-    data, _ = open_data({"factory": data_factory, "args": data_args}, task, source)
-    check_batches(count_samples(data), settings["batch_size"], nproc)
-
+    ("sync", "per-process" or "none"), "teaching" (where the teacher's outputs came from),
+    "test_metric" ({"name", "value"}: the task's metric of the student on the test split),
+    "test_accuracy_pt" (that value for accuracy tasks, else None), "device", "weights", "log_dir"}.
+    Raises ConfigError for bad inputs (before launching) and WorkersFailed when torchrun or a worker fails."""
+    settings = check_run(run)
+    workdir = Path(run.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in [RESULT_FILE, *(ERROR_FILE.format(rank=r) for r in range(nproc))]:
+    for stale in [RESULT_FILE, *(ERROR_FILE.format(rank=r) for r in range(run.nproc))]:
         (workdir / stale).unlink(missing_ok=True)
     shutil.rmtree(workdir / LOG_DIR, ignore_errors=True)
-    request = {
-        "student": {"factory": student_factory, "args": student_args},
-        "teacher": {"factory": teacher_factory, "args": teacher_args, "weights": str(teacher_weights)},
-        "data": {"factory": data_factory, "args": data_args}, "task": task,
-        "logits_cache": str(Path(logits_cache).resolve() if logits_cache else workdir / "teacher-logits"),
-        "distill": settings, "out_weights": str(out_weights), "workdir": str(workdir), "metadata": metadata or {},
-        # the parent's import path, so that project factories importable here are importable there
-        "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
-    }
-    return {**_launch(request, nproc, timeout_s), "weights": str(out_weights), "log_dir": str(workdir)}
+    request = make_request(run, settings)
+    return {**_launch(request, run.nproc, run.timeout_s), "weights": request["out_weights"], "log_dir": str(workdir)}
 
 
 def _launch(request: dict[str, Any], nproc: int, timeout_s: float | None) -> dict[str, Any]:
@@ -198,7 +186,7 @@ def _launch(request: dict[str, Any], nproc: int, timeout_s: float | None) -> dic
     seconds = time.perf_counter() - start
     result_path = workdir / RESULT_FILE
     if returncode != 0 or not result_path.is_file():
-        _raise_failed(returncode, workdir, nproc)
+        raise_failed(returncode, workdir, nproc)
     return {**json.loads(result_path.read_text()), "seconds": seconds}
 
 
@@ -211,7 +199,7 @@ def worker_stderr_tails(workdir: Path, lines: int = STDERR_TAIL_LINES) -> dict[i
     return tails
 
 
-def _raise_failed(returncode: int, workdir: Path, nproc: int) -> None:
+def raise_failed(returncode: int, workdir: Path, nproc: int) -> None:
     tails = worker_stderr_tails(workdir)
     tail = [line for rank in sorted(tails) for line in tails[rank]] or _tail(workdir / STDERR_LOG)
     reported = _worker_error(workdir, nproc)
@@ -270,57 +258,86 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
     import torch
     import torch.distributed as dist
 
-    from edgekd.common.factories import call
     from edgekd.config.models import DistillConfig
+    from edgekd.distill.streaming import count_samples
+    from edgekd.distill.trainer import FitPlan, build_objective
+
+    cfg = request["distill"]
+    data = train_data(request)
+    check_batches(count_samples(data.source), cfg["batch_size"], world)
+    objective = build_objective(DistillConfig.model_validate(cfg)).to(device)
+    teaching = worker_teaching(request, data, objective, rank, device)
+    torch.manual_seed(cfg["seed"])  # the same initial student everywhere (DDP also broadcasts rank 0's)
+    student = build_model(request["student"], data.task, "student.factory", request["request_path"])
+    student, ddp, batchnorm = _wrap(student, device)
+    plan = FitPlan(cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["seed"], "distill", shard=(rank, world))
+    losses, train_seconds = _train(ddp, data, Training(objective, teaching, plan, device))
+    if batchnorm == "per-process":  # each rank tracked its own rows' statistics: average them
+        _average_running_statistics(student, world)
+    student.eval()
+    task = data.task
+    metric = metric_on_test(student.cpu(), data.source, task) if rank == 0 else {"name": task.metric.name, "value": None}
+    accuracy = metric["value"] if metric["name"] == "accuracy" else None
+    return {"world_size": world, "backend": dist.get_backend(), "losses": losses, "train_seconds": train_seconds,
+            "batchnorm": batchnorm, "teaching": teaching.note, "device": str(device), "torch": torch.__version__,
+            "test_metric": metric, "test_accuracy_pt": accuracy}, student
+
+
+@dataclass(frozen=True)
+class Training:
+    """What one rank trains with besides the model and the data: the objective, the teacher's
+    outputs, the plan (with this rank's shard) and the device."""
+
+    objective: CombinedLoss
+    teaching: Teaching
+    plan: FitPlan
+    device: torch.device
+
+
+def _train(ddp: torch.nn.Module, data: TrainData, how: Training) -> tuple[list[float], float]:
+    """Run `fit` on this rank's rows; returns the per-epoch mean losses over the global batches (the
+    same on every rank) and the training seconds. Student and teacher outputs go through the task's
+    forward and KD view, as in one process (edgekd.distill.trainer.distill)."""
+    import torch
+    import torch.distributed as dist
+
     from edgekd.data.sources import INDEX
     from edgekd.distill.losses import LossInputs
-    from edgekd.distill.streaming import TrainData, count_samples
-    from edgekd.distill.teaching import rows_at
-    from edgekd.distill.trainer import FitPlan, Step, build_objective, fit
+    from edgekd.distill.teaching import TeacherStep
+    from edgekd.distill.trainer import Step, fit
 
-    where, cfg = request["request_path"], request["distill"]
-    source, task = open_data(request["data"], request.get("task") or DEFAULT_TASK, where)
-    cached = teacher_logits(request, source, task, rank)
-    torch.manual_seed(cfg["seed"])  # the same initial student everywhere (DDP also broadcasts rank 0's)
-    student = call(request["student"]["factory"], request["student"]["args"], "student.factory", where)
-
-    student, ddp, batchnorm = _wrap(student, device)
-
-    rows, batch_size = count_samples(source), cfg["batch_size"]
-    check_batches(rows, batch_size, world)
-    objective = build_objective(DistillConfig.model_validate(cfg)).to(device)
+    task, world = data.task, how.plan.shard[1]
+    teacher = TeacherStep(how.teaching, how.objective, task, augmented=data.augment is not None)
     records: list[torch.Tensor] = []  # per step: (sum of this rank's per-row losses, rows)
 
     def loss_fn(batch: dict[str, torch.Tensor], step: Step) -> torch.Tensor:
         view = task.kd_view(task.forward(ddp, batch), batch)
-        teacher = task.kd_view(rows_at(cached, batch[INDEX]).to(device), batch)
-        loss = objective(LossInputs(view, teacher, task.kd_labels(batch).to(device), {}, {}, step.progress))[0]
+        t_logits, _ = teacher(batch)
+        t_view = None if t_logits is None else task.kd_view(t_logits.to(view.device, torch.float32), batch)
+        loss = how.objective(LossInputs(view, t_view, task.kd_labels(batch).to(view.device), {}, {}, step.progress))[0]
         here = len(batch[INDEX])
-        records.append(torch.stack([loss.detach() * here, torch.tensor(float(here), device=device)]))
+        records.append(torch.stack([loss.detach() * here, torch.tensor(float(here), device=view.device)]))
         # DDP averages gradients over `world`: weight this rank by its share of the global batch
         return loss * (world * here / step.global_rows)
 
     start = time.perf_counter()
-    plan = FitPlan(cfg["epochs"], cfg["lr"], batch_size, cfg["seed"], "distill", shard=(rank, world))
-    fit(ddp, TrainData(source, task), plan, loss_fn)
-    train_seconds = time.perf_counter() - start
-
+    fit(ddp, data, how.plan, loss_fn)
+    seconds = time.perf_counter() - start
     per_step = torch.stack(records).double()
     dist.all_reduce(per_step)  # sum over ranks: the global batch's loss sum and row count per step
-    per_epoch = per_step.view(cfg["epochs"], -1, 2).sum(dim=1)
-    losses = (per_epoch[:, 0] / per_epoch[:, 1]).tolist()
-    if batchnorm == "per-process":  # each rank tracked its own rows' statistics: average them
-        for bn in _batchnorms(student):
-            for buf in (bn.running_mean, bn.running_var):
-                if buf is not None:
-                    dist.all_reduce(buf)
-                    buf.div_(world)
-    student.eval()
-    metric = metric_on_test(student.cpu(), source, task) if rank == 0 else {"name": task.metric.name, "value": None}
-    accuracy = metric["value"] if metric["name"] == "accuracy" else None
-    return {"world_size": world, "backend": dist.get_backend(), "losses": losses, "train_seconds": train_seconds,
-            "batchnorm": batchnorm, "device": str(device), "torch": torch.__version__, "test_metric": metric,
-            "test_accuracy_pt": accuracy}, student
+    per_epoch = per_step.view(how.plan.epochs, -1, 2).sum(dim=1)
+    return (per_epoch[:, 0] / per_epoch[:, 1]).tolist(), seconds
+
+
+def _average_running_statistics(student: Any, world: int) -> None:
+    """BatchNorm's running mean and variance, averaged over the ranks (per-process BatchNorm)."""
+    import torch.distributed as dist
+
+    for bn in _batchnorms(student):
+        for buf in (bn.running_mean, bn.running_var):
+            if buf is not None:
+                dist.all_reduce(buf)
+                buf.div_(world)
 
 
 def _write_outputs(request: dict[str, Any], result: dict[str, Any], student: Any) -> None:

@@ -1,10 +1,52 @@
-"""What a distributed distillation run may train with: its validated settings and objective, and
-whether every global batch splits over the processes. Checked in the parent, before torchrun starts."""
+"""What a distributed distillation run is given (`DistributedRun`) and may train with: its validated
+settings and objective, its augmentations, and whether every global batch splits over the
+processes. Checked in the parent, before torchrun starts."""
 from __future__ import annotations
 
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from edgekd.config.models import DataConfig, TaskConfig
 from edgekd.errors import ConfigError
+
+SOURCE = "edgekd distill"
+
+
+@dataclass(frozen=True)
+class Factory:
+    """A model factory, "package.module:function" (None: the project has none, e.g. an ONNX teacher),
+    and its args."""
+
+    name: str | None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DistributedRun:
+    """One distributed distillation (edgekd.distill.ddp.distill_distributed).
+
+    `distill`: DistillConfig's fields; `data`: the project's [data] (factory or files, `augment`,
+    `shuffle_buffer`), files relative to `data_dir`; `task`: the project's [task] (its dims come from
+    the data, `args` override them); `logits_cache`: the teacher-logit cache folder (default
+    `workdir/teacher-logits`; a build's is `<cache root>/teacher-logits`); `metadata`: the weights'
+    safetensors header; `timeout_s`: torchrun and its workers are stopped past it."""
+
+    student: Factory
+    teacher: Factory
+    teacher_weights: Path
+    data: DataConfig
+    distill: dict[str, Any]
+    nproc: int
+    out_weights: Path
+    workdir: Path
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data_dir: Path = field(default_factory=Path.cwd)
+    logits_cache: Path | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
 
 
 def check_batches(rows: int, batch_size: int, nproc: int) -> None:
@@ -42,7 +84,46 @@ def objective_settings(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"distill config: distributed distillation runs logit losses only; losses {names} read the "
                           f"layers {', '.join(sorted(set(layers)))}", "drop the feature terms (fitnet, at), or distill in one process")
     settings = config.model_dump()
-    settings.pop("teacher_logit_cache", None)  # the frozen teacher's logits are always computed once here
-    settings.pop("teacher_feature_cache_mb", None)  # and feature losses were refused above
+    settings.pop("teacher_feature_cache_mb", None)  # feature losses were refused above
     return settings
 
+
+def check_run(run: DistributedRun) -> dict[str, Any]:
+    """Everything about `run` that can be checked before launch (the settings, the factories, the
+    teacher weights, the augmentations, the data and task, the batch split); returns the validated
+    distill settings. Raises ConfigError (or DataError) naming the key."""
+    from edgekd.common.factories import resolve
+    from edgekd.data.augment import build_augment
+    from edgekd.distill.ddp_data import open_data
+    from edgekd.distill.streaming import count_samples
+
+    if not isinstance(run.nproc, int) or isinstance(run.nproc, bool) or run.nproc < 1:
+        raise ConfigError(f"distill: --nproc {run.nproc!r} is not a positive integer", "give 1 or more processes")
+    settings = objective_settings(run.distill)
+    for key, factory in (("student.factory", run.student), ("teacher.factory", run.teacher)):
+        if not isinstance(factory.name, str):  # e.g. an ONNX/logits teacher or a student search: no torch factory
+            raise ConfigError(f"{SOURCE}: key '{key}' is {factory.name!r}; distributed distillation needs a torch factory",
+                              f"set {key} = 'package.module:function'")
+        resolve(factory.name, key, SOURCE)
+    if not Path(run.teacher_weights).is_file():
+        raise ConfigError(f"{SOURCE}: teacher weights {Path(run.teacher_weights).resolve()} not found",
+                          "give the teacher's safetensors file")
+    build_augment(run.data.augment)  # an unknown augmentation or bad params: data.augment[i], before launch
+    source, _ = open_data(run.data.model_dump(mode="json"), str(Path(run.data_dir).resolve()), run.task.model_dump(), SOURCE)
+    check_batches(count_samples(source), settings["batch_size"], run.nproc)
+    return settings
+
+
+def make_request(run: DistributedRun, settings: dict[str, Any]) -> dict[str, Any]:
+    """The request JSON the workers read: everything as plain values, paths absolute."""
+    workdir = Path(run.workdir).resolve()
+    cache = Path(run.logits_cache).resolve() if run.logits_cache is not None else workdir / "teacher-logits"
+    return {
+        "student": {"factory": run.student.name, "args": run.student.args},
+        "teacher": {"factory": run.teacher.name, "args": run.teacher.args, "weights": str(Path(run.teacher_weights).resolve())},
+        "data": run.data.model_dump(mode="json"), "data_dir": str(Path(run.data_dir).resolve()),
+        "task": run.task.model_dump(mode="json"), "logits_cache": str(cache), "distill": settings,
+        "out_weights": str(Path(run.out_weights).resolve()), "workdir": str(workdir), "metadata": run.metadata,
+        # the parent's import path, so that project factories importable here are importable there
+        "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
+    }

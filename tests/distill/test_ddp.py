@@ -9,90 +9,73 @@ without BatchNorm: weights max |diff| 9e-8 (float summation order only). See doc
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekd.common.toolchain import torch_threads  # noqa: E402
-from edgekd.config.models import DistillConfig, TrainConfig  # noqa: E402
-from edgekd.data.sources import SplitsSource  # noqa: E402
+from ddp_runs import (  # noqa: E402
+    CFG,
+    STUDENT_ARGS,
+    accuracy_pt,
+    distill,
+    in_process,
+    make_run,
+    max_abs_diff,
+    project,
+    teacher_weights,
+)
+
 from edgekd.distill import ddp  # noqa: E402
-from edgekd.distill.streaming import TrainData  # noqa: E402
-from edgekd.distill.teaching import Teaching  # noqa: E402
-from edgekd.distill.trainer import build_objective, train_supervised  # noqa: E402
-from edgekd.distill.trainer import distill as distill_in_process  # noqa: E402
+from edgekd.distill.ddp_settings import Factory, check_batches, objective_settings  # noqa: E402
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, ConfigError  # noqa: E402
 from edgekd.examples import digits  # noqa: E402
-from edgekd.tasks import get_task  # noqa: E402
 
-DIGITS = "edgekd.examples.digits"
-CFG = {"temperature": 4.0, "alpha": 0.9, "epochs": 4, "lr": 3e-3, "batch_size": 64, "seed": 0}
-TEACHER_ARGS = {"width": 8}
-STUDENT_ARGS = {"width": 4}
-TASK = get_task("image-classification", input_shape=(1, 8, 8), num_classes=10)
-# A user project's own module (what `"package.module:function"` names): the digits student without
-# BatchNorm, so that data parallelism has nothing left that differs from one process; and a factory
-# that crashes inside the workers.
-PROJECT_MODULE = '''
-from torch import nn
-from edgekd.examples import digits
-
-
-def student_no_bn(width: int = 4) -> nn.Module:
-    return nn.Sequential(*[nn.Identity() if isinstance(m, nn.BatchNorm2d) else m for m in digits.student(width)])
-
-
-def broken_student() -> nn.Module:
-    raise RuntimeError("boom: the student factory crashed")
-'''
-
+__all__ = ["project", "teacher_weights"]  # fixtures shared with test_ddp_project.py
 
 # ------------------------------------------------------------------------------------ fast
 
 
 def test_check_batches_rejects_a_global_batch_a_rank_would_get_nothing_of() -> None:
-    ddp.check_batches(1257, 64, 2)  # last batch 41 rows: fine
-    ddp.check_batches(12, 4, 4)
+    check_batches(1257, 64, 2)  # last batch 41 rows: fine
+    check_batches(12, 4, 4)
     with pytest.raises(ConfigError, match="batch of 2 rows cannot be split over 3"):
-        ddp.check_batches(10, 4, 3)
+        check_batches(10, 4, 3)
     with pytest.raises(ConfigError, match="batch of 2 rows cannot be split over 4"):
-        ddp.check_batches(100, 2, 4)
+        check_batches(100, 2, 4)
 
 
 def test_bad_inputs_are_user_errors_before_anything_is_launched(tmp_path: Path) -> None:
-    args = dict(student_factory=f"{DIGITS}:student", student_args=STUDENT_ARGS, teacher_factory=f"{DIGITS}:teacher",
-                teacher_args=TEACHER_ARGS, teacher_weights=tmp_path / "missing.safetensors", data_factory=f"{DIGITS}:load",
-                data_args={}, cfg=CFG, nproc=2, out_weights=tmp_path / "s.safetensors", workdir=tmp_path / "wd")
+    run = make_run(tmp_path / "missing.safetensors", tmp_path, 2, workdir=tmp_path / "wd")
     with pytest.raises(ConfigError, match="not a positive integer"):
-        ddp.distill_distributed(**{**args, "nproc": 0})
+        ddp.distill_distributed(dataclasses.replace(run, nproc=0))
     with pytest.raises(ConfigError, match="key 'epochs'"):
-        ddp.distill_distributed(**{**args, "cfg": {**CFG, "epochs": 0}})
+        ddp.distill_distributed(dataclasses.replace(run, distill={**CFG, "epochs": 0}))
     with pytest.raises(ConfigError, match="bogus"):
-        ddp.distill_distributed(**{**args, "cfg": {**CFG, "bogus": 1}})
+        ddp.distill_distributed(dataclasses.replace(run, distill={**CFG, "bogus": 1}))
     with pytest.raises(ConfigError, match="key 'teacher.factory' is None"):
-        ddp.distill_distributed(**{**args, "teacher_factory": None})
+        ddp.distill_distributed(dataclasses.replace(run, teacher=Factory(None)))
     with pytest.raises(ConfigError, match="cannot import module 'nope'"):
-        ddp.distill_distributed(**{**args, "student_factory": "nope:student"})
+        ddp.distill_distributed(dataclasses.replace(run, student=Factory("nope:student", {})))
     with pytest.raises(ConfigError, match="missing.safetensors"):
-        ddp.distill_distributed(**args)
+        ddp.distill_distributed(run)
     assert not (tmp_path / "wd").exists()
 
 
 def test_logit_losses_are_distributed_and_feature_losses_refused() -> None:
     hinton = [{"name": "hinton", "weight": 1.0, "params": {}}]
-    assert ddp.objective_settings(CFG) == {**CFG, "losses": hinton}
+    assert objective_settings(CFG) == {**CFG, "losses": hinton, "teacher_logit_cache": True}
     combined = [{"name": "ce", "weight": 1.0, "params": {}}, {"name": "dkd", "weight": 0.5, "params": {"beta": 2.0, "warmup_epochs": 1.0}}]
-    assert ddp.objective_settings({**CFG, "losses": combined})["losses"] == combined
+    assert objective_settings({**CFG, "losses": combined})["losses"] == combined
     # objectives the workers cannot run are refused before launch, never silently replaced
     with pytest.raises(ConfigError, match="logit losses only.*layers 3"):
-        ddp.objective_settings({**CFG, "losses": [{"name": "hinton"}, {"name": "fitnet", "params": {"student_layer": "3", "teacher_layer": "3"}}]})
+        objective_settings({**CFG, "losses": [{"name": "hinton"}, {"name": "fitnet", "params": {"student_layer": "3", "teacher_layer": "3"}}]})
     with pytest.raises(ConfigError, match="unknown loss 'dkdd'"):
-        ddp.objective_settings({**CFG, "losses": [{"name": "dkdd"}]})
+        objective_settings({**CFG, "losses": [{"name": "dkdd"}]})
 
 
 def test_torchrun_command_is_an_argument_list_on_loopback(tmp_path: Path) -> None:
@@ -108,7 +91,7 @@ def test_a_user_error_in_a_worker_keeps_its_exit_code_and_stderr(tmp_path: Path)
     rank_log.write_text("line 1\nedgekd distill rank 1: error: bad weights\n\n")
     (tmp_path / ddp.ERROR_FILE.format(rank=1)).write_text(json.dumps({"message": "bad weights", "hint": "retrain", "exit_code": EXIT_USER}))
     with pytest.raises(ddp.WorkersFailed) as info:
-        ddp._raise_failed(1, tmp_path, 2)
+        ddp.raise_failed(1, tmp_path, 2)
     assert info.value.exit_code == EXIT_USER and "rank 1: bad weights" in str(info.value) and info.value.hint == "retrain"
     assert info.value.stderr_tail[-1].endswith("bad weights")
 
@@ -117,66 +100,9 @@ def test_a_user_error_in_a_worker_keeps_its_exit_code_and_stderr(tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def teacher_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from safetensors.torch import save_file
-
-    splits = digits.load()
-    torch.manual_seed(0)
-    teacher = digits.teacher(**TEACHER_ARGS)
-    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
-        train_supervised(teacher, TrainData(SplitsSource(splits), TASK), TrainConfig(epochs=4, lr=3e-3, batch_size=64, seed=0))
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_file(teacher.state_dict(), str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("project")
-    (folder / "ddp_project.py").write_text(PROJECT_MODULE)
-    sys.path.insert(0, str(folder))
-    yield "ddp_project"
-    sys.path.remove(str(folder))
-
-
-def distill(teacher_weights: Path, out: Path, nproc: int, student: str = f"{DIGITS}:student",
-            student_args: dict | None = None) -> tuple[dict, dict]:
-    from safetensors.torch import load_file
-
-    result = ddp.distill_distributed(student, STUDENT_ARGS if student_args is None else student_args, f"{DIGITS}:teacher",
-                                     TEACHER_ARGS, teacher_weights, f"{DIGITS}:load", {}, CFG, nproc,
-                                     out / f"student{nproc}.safetensors", out / f"work{nproc}")
-    return result, load_file(result["weights"])
-
-
-@pytest.fixture(scope="module")
 def digits_runs(teacher_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[dict, dict]]:
     out = tmp_path_factory.mktemp("ddp")
-    return {n: distill(teacher_weights, out, n) for n in (1, 2)}
-
-
-def in_process(student: Any, teacher_weights: Path, cfg: dict) -> list[float]:
-    """The one-process trainer on the same data, teacher logits and settings (one intra-op thread, as the workers)."""
-    from safetensors.torch import load_file
-
-    splits = digits.load()
-    teacher = digits.teacher(**TEACHER_ARGS)
-    teacher.load_state_dict(load_file(str(teacher_weights)))
-    config = DistillConfig(**cfg)
-    with torch_threads(1):  # tiny convolutions: one thread is faster here, and the workers use one
-        logits = TASK.predict(teacher.eval(), {"input": splits.train.x})
-        return distill_in_process(student, TrainData(SplitsSource(splits), TASK), config, build_objective(config), Teaching(logits=logits))
-
-
-def accuracy_pt(model: Any) -> float:
-    splits = digits.load()
-    return float((TASK.predict(model, {"input": splits.test.x}).argmax(1) == splits.test.y).mean() * 100)
-
-
-def max_abs_diff(a: dict, b: dict, params_only: bool = False) -> float:
-    keys = [k for k in a if not params_only or not k.split(".")[-1].startswith(("running_", "num_batches"))]
-    assert set(a) == set(b)
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in keys)
+    return {n: distill(make_run(teacher_weights, out, n)) for n in (1, 2)}
 
 
 @pytest.mark.slow
@@ -217,7 +143,7 @@ def test_without_batchnorm_two_processes_reproduce_one(teacher_weights: Path, pr
     """With nothing per-process left, DDP's averaged gradient of the weighted shard losses is the
     one-process gradient of the global batch (the last batch, 41 rows, splits 21 + 20)."""
 
-    result, weights = distill(teacher_weights, tmp_path, 2, f"{project}:student_no_bn")
+    result, weights = distill(make_run(teacher_weights, tmp_path, 2, student=Factory(f"{project}:student_no_bn", STUDENT_ARGS)))
     assert result["batchnorm"] == "none"
     torch.manual_seed(CFG["seed"])
     student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
@@ -236,8 +162,8 @@ def test_a_combined_objective_with_warm_up_runs_distributed_as_in_one_process(te
     from safetensors.torch import load_file
 
     cfg = {**CFG, "losses": [{"name": "ce"}, {"name": "dkd", "params": {"alpha": 1.0, "beta": 2.0, "warmup_epochs": 1.0}}]}
-    result = ddp.distill_distributed(f"{project}:student_no_bn", STUDENT_ARGS, f"{DIGITS}:teacher", TEACHER_ARGS, teacher_weights,
-                                     f"{DIGITS}:load", {}, cfg, 2, tmp_path / "s.safetensors", tmp_path / "wd")
+    result = ddp.distill_distributed(make_run(teacher_weights, tmp_path, 2, student=Factory(f"{project}:student_no_bn", STUDENT_ARGS),
+                                              distill=cfg))
     torch.manual_seed(CFG["seed"])
     student = sys.modules[project].student_no_bn(**STUDENT_ARGS)
     losses = in_process(student, teacher_weights, cfg)
@@ -250,7 +176,7 @@ def test_a_combined_objective_with_warm_up_runs_distributed_as_in_one_process(te
 @pytest.mark.slow
 def test_a_crashing_worker_raises_with_its_last_stderr_lines(teacher_weights: Path, project: str, tmp_path: Path) -> None:
     with pytest.raises(ddp.WorkersFailed) as info:
-        distill(teacher_weights, tmp_path, 1, f"{project}:broken_student", {})
+        distill(make_run(teacher_weights, tmp_path, 1, student=Factory(f"{project}:broken_student")))
     err = info.value
     assert err.exit_code == EXIT_INTERNAL and err.returncode != 0
     assert any("RuntimeError: boom: the student factory crashed" in line for line in err.stderr_tail)
@@ -261,8 +187,7 @@ def test_a_crashing_worker_raises_with_its_last_stderr_lines(teacher_weights: Pa
 @pytest.mark.slow
 def test_a_run_past_its_timeout_is_stopped_with_its_workers(teacher_weights: Path, tmp_path: Path) -> None:
     with pytest.raises(ddp.WorkersFailed, match="ran past 2 s"):
-        ddp.distill_distributed(f"{DIGITS}:student", STUDENT_ARGS, f"{DIGITS}:teacher", TEACHER_ARGS, teacher_weights,
-                                f"{DIGITS}:load", {}, CFG, 2, tmp_path / "s.safetensors", tmp_path / "wd", timeout_s=2)
+        ddp.distill_distributed(make_run(teacher_weights, tmp_path, 2, workdir=tmp_path / "wd", timeout_s=2))
     request = str(tmp_path / "wd" / ddp.REQUEST_FILE)
     alive = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
