@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import Dataset
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -36,10 +37,11 @@ SMALL_SPLIT = 512  # calibration and test samples
 
 # ---------------------------------------------------------------- the data factory (run inside the build)
 
-class MemmapImages:
+class MemmapImages(Dataset):
     """A torch map-style Dataset over rows of `images.npy` / `labels.npy` (memory-mapped, never read whole)."""
 
     def __init__(self, folder: str, start: int, stop: int) -> None:
+        super().__init__()
         self.folder, self.start, self.stop = folder, start, stop
         self.images = np.load(Path(folder) / "images.npy", mmap_mode="r")
         self.labels = np.load(Path(folder) / "labels.npy", mmap_mode="r")
