@@ -120,9 +120,25 @@ calibration_samples = 256
 """
 
 
-# runs the build as its child and writes the child's peak RSS (getrusage of that one process tree)
-WRAPPER = ("import json, resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
-           "json.dump({'code': code, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, open(sys.argv[1], 'w'))")
+# runs the build as its child, polling the child's /proc status every 50 ms: the peak of its anonymous
+# resident memory (RssAnon: what it holds itself) and of its resident file pages (RssFile: mapped files,
+# the memory-mapped data included, reclaimable page cache), and getrusage's ru_maxrss (both together)
+WRAPPER = """
+import json, resource, subprocess, sys, time
+proc = subprocess.Popen(sys.argv[2:])
+peak = {"RssAnon": 0, "RssFile": 0}
+while proc.poll() is None:
+    try:
+        for line in open(f"/proc/{proc.pid}/status"):
+            key = line.split(":")[0]
+            if key in peak:
+                peak[key] = max(peak[key], int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.05)
+json.dump({"code": proc.returncode, "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+           "anon_kb": peak["RssAnon"], "file_kb": peak["RssFile"]}, open(sys.argv[1], "w"))
+"""
 
 
 def run_limited(argv: list[str], limit_bytes: int, env: dict[str, str], work: Path) -> dict[str, Any]:
@@ -139,9 +155,10 @@ def run_limited(argv: list[str], limit_bytes: int, env: dict[str, str], work: Pa
         proc = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" "$@"',
                                sys.executable, "-c", WRAPPER, str(result_file), *argv], env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
-        child = json.loads(result_file.read_text()) if result_file.is_file() else {"code": proc.returncode, "maxrss_kb": None}
-        return {"code": child["code"], "seconds": seconds,
-                "peak_rss_mb": None if child["maxrss_kb"] is None else child["maxrss_kb"] / 1024,
+        child = json.loads(result_file.read_text()) if result_file.is_file() else {"code": proc.returncode}
+        mb = {k: None if child.get(k) is None else child[k] / 1024 for k in ("maxrss_kb", "anon_kb", "file_kb")}
+        return {"code": child["code"], "seconds": seconds, "peak_rss_mb": mb["maxrss_kb"], "peak_anon_mb": mb["anon_kb"],
+                "peak_file_mapped_mb": mb["file_kb"],
                 "cgroup_peak_mb": int((group / "memory.max_usage_in_bytes").read_text()) / 2**20,
                 "cgroup_failcnt": int((group / "memory.failcnt").read_text()),
                 "stdout_tail": proc.stdout[-1500:], "stderr_tail": proc.stderr[-1500:]}
@@ -154,9 +171,16 @@ def run_limited(argv: list[str], limit_bytes: int, env: dict[str, str], work: Pa
                 time.sleep(0.1)
 
 
+def drop_page_cache() -> None:
+    """sync, then drop clean page cache (root), so no page of the freshly written data stays cached."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("1")
+
+
 def one_size(size_gb: float, limit_gb: float, work: Path) -> dict[str, Any]:
     folder = work / f"data-{size_gb:g}gb"
     samples = make_data(folder, size_gb * 2**30)
+    drop_page_cache()  # the data's pages must be read (and charged) inside the limited cgroup, not left cached by the writer
     project = work / f"project-{size_gb:g}gb.toml"
     project.write_text(PROJECT.format(folder=folder))
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -175,12 +199,12 @@ def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "distill_out_of_core.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Distillation out of core", "", __doc__.split("\n\n")[0].replace("\n", " "), "",
-             "| train data | samples | data / limit | build | peak RSS | cgroup peak (incl. page cache) | failcnt | wall |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| train data | samples | data / limit | build | peak anonymous RSS | peak mapped-file RSS | ru_maxrss | cgroup peak (incl. page cache) | failcnt | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        rss = "n/a" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} MB"
+        mbs = " | ".join("n/a" if r[k] is None else f"{r[k]:.0f} MB" for k in ("peak_anon_mb", "peak_file_mapped_mb", "peak_rss_mb"))
         lines.append(f"| {r['data_on_disk_mb'] / 1024:.2f} GB | {r['samples']:,} | {r['data_over_limit']:.1f}x | "
-                     f"{'pass' if r['code'] == 0 else 'exit ' + str(r['code'])} | {rss} | {r['cgroup_peak_mb']:.0f} MB | "
+                     f"{'pass' if r['code'] == 0 else 'exit ' + str(r['code'])} | {mbs} | {r['cgroup_peak_mb']:.0f} MB | "
                      f"{r['cgroup_failcnt']} | {r['seconds']:.0f} s |")
     lines += ["", f"How: {meta['how']}", ""]
     (RESULTS / "distill_out_of_core.md").write_text("\n".join(lines))
