@@ -1,5 +1,5 @@
 """Distillation on data larger than the memory it is allowed: `edgekd build` of a project whose data
-factory returns torch map-style Datasets that read rows of a memory-mapped `.npy` on disk, run in a
+factory returns torch IterableDatasets that read blocks of rows of a memory-mapped `.npy` on disk in order, run in a
 cgroup (v1) memory limit, at several data sizes. Records, per size: whether the build passed, its peak
 RSS (getrusage of the build process), the cgroup's peak usage (which counts page cache too) and
 failcnt, the wall time, and the on-disk teacher-logit cache. Writes
@@ -24,10 +24,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import IterableDataset
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -35,26 +35,31 @@ SHAPE = (3, 64, 64)
 CLASSES = 10
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 SMALL_SPLIT = 512  # calibration and test samples
+BLOCK = 256  # rows read from the memory-mapped files at a time
 
 
 # ---------------------------------------------------------------- the data factory (run inside the build)
 
-class MemmapImages(Dataset):
-    """A torch map-style Dataset over rows of `images.npy` / `labels.npy` (memory-mapped, never read whole)."""
+class MemmapImages(IterableDataset):
+    """A torch IterableDataset over rows start..stop of `images.npy` / `labels.npy`, read in order in
+    blocks of BLOCK rows from the memory-mapped files (never whole): sequential reads, as a streamed
+    data set on disk is read; edgekd shuffles it with its shuffle buffer."""
 
     def __init__(self, folder: str, start: int, stop: int) -> None:
         super().__init__()
         self.folder, self.start, self.stop = folder, start, stop
-        self.images = np.load(Path(folder) / "images.npy", mmap_mode="r")
-        self.labels = np.load(Path(folder) / "labels.npy", mmap_mode="r")
         self.num_classes = CLASSES
 
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.int64]:
-        row = self.start + i
-        return np.array(self.images[row]), np.int64(self.labels[row])
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.int64]]:
+        images = np.load(Path(self.folder) / "images.npy", mmap_mode="r")
+        labels = np.load(Path(self.folder) / "labels.npy", mmap_mode="r")
+        for first in range(self.start, self.stop, BLOCK):
+            block_x, block_y = np.array(images[first:min(self.stop, first + BLOCK)]), np.array(labels[first:min(self.stop, first + BLOCK)])
+            for x, y in zip(block_x, block_y):
+                yield x, np.int64(y)
 
 
 def pooled_mlp(input_shape: list[int], num_classes: int, hidden: int) -> Any:
