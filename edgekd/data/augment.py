@@ -17,22 +17,23 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekd.common.lazy import LazyModule
 from edgekd.config.models import AugmentSpec
 from edgekd.errors import ConfigError, DataError
 
-Batch = dict[str, torch.Tensor]
-AugmentFn = Callable[[Batch, torch.Generator], Batch]
+torch = LazyModule("torch")  # imported on first use: a cached rebuild keys on the augmentations without loading torch
+F = LazyModule("torch.nn.functional")
+Batch = dict[str, "torch.Tensor"]
+AugmentFn = Callable[[Batch, "torch.Generator"], Batch]
 INPUT = "input"
 LABELS = "labels"
 LABELS_MIX = "labels_mix"
 MIX_LAMBDA = "mix_lambda"
 
 P = TypeVar("P", bound=BaseModel)
-Apply = Callable[[Batch, torch.Generator, P], Batch]  # a built-in: (batch, generator, validated params)
+Apply = Callable[[Batch, "torch.Generator", P], Batch]  # a built-in: (batch, generator, validated params)
 
 
 class Params(BaseModel):

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
+from edgekd.common.lazy import LazyModule
 from edgekd.errors import ConfigError, DataError
 from edgekd.graph.feedgen import make_feeds
 from edgekd.graph.inputs import ModelInputs, ResolvedInput
@@ -38,7 +38,9 @@ from edgekd.tasks.specs import (  # noqa: F401  (re-exported: the seam's names)
     TensorSpec,
 )
 
-Batch = Mapping[str, np.ndarray | torch.Tensor]
+torch = LazyModule("torch")  # imported on first use: a cached rebuild makes tasks without loading torch
+
+Batch = Mapping[str, "np.ndarray | torch.Tensor"]
 """Named model inputs plus "labels" and optionally "index" (the samples' positions in their split).
 Keys that are not model inputs are ignored by `Task.forward`."""
 
@@ -195,13 +197,13 @@ class Task(ABC):
             kwargs["use_cache"] = False
         return model(**kwargs).logits
 
-    @torch.no_grad()
     def predict(self, model: torch.nn.Module, arrays: Batch, batch_size: int = 256) -> np.ndarray:
         """The model's logits on named arrays (eval mode), in chunks of `batch_size` rows, as numpy."""
         model.eval()
         rows = len(next(iter(arrays.values())))
-        outs = [self.forward(model, {n: a[i:i + batch_size] for n, a in arrays.items()}).float().cpu().numpy()
-                for i in range(0, rows, batch_size)]
+        with torch.no_grad():
+            outs = [self.forward(model, {n: a[i:i + batch_size] for n, a in arrays.items()}).float().cpu().numpy()
+                    for i in range(0, rows, batch_size)]
         return np.concatenate(outs)
 
     @abstractmethod

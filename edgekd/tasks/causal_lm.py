@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from edgekd.common.lazy import LazyModule
 from edgekd.errors import DataError
 from edgekd.tasks.base import (
     BATCH_AXIS,
@@ -47,6 +46,9 @@ from edgekd.tasks.text import (
     text_input_names,
     text_specs,
 )
+
+torch = LazyModule("torch")  # imported on first use: a cached rebuild makes tasks without loading torch
+F = LazyModule("torch.nn.functional")
 
 IGNORE_INDEX = -100  # a label that is not scored (transformers' and torch's convention)
 LOGITS = "logits"

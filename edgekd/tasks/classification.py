@@ -6,12 +6,14 @@ from abc import abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from edgekd.common.lazy import LazyModule
 from edgekd.errors import DataError
 from edgekd.tasks.base import BATCH_AXIS, LABELS, Batch, MetricState, Task, TensorSpec
 from edgekd.tasks.metrics import ACCURACY, AccuracyState
+
+torch = LazyModule("torch")  # imported on first use: a cached rebuild makes tasks without loading torch
+F = LazyModule("torch.nn.functional")
 
 LOGITS = "logits"
 LABELS_MIX = "labels_mix"  # what edgekd.data.augment's mixup adds: the second targets, weighted 1 - lambda,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
-
+from edgekd.common.lazy import LazyModule
 from edgekd.tasks.base import LABELS, Batch, MetricState
 from edgekd.tasks.specs import ACCURACY, PERPLEXITY  # noqa: F401  (re-exported)
 
-RowsAndTargets = Callable[[torch.Tensor, Batch], "tuple[torch.Tensor, torch.Tensor]"]
+torch = LazyModule("torch")  # imported on first use: a cached rebuild makes tasks without loading torch
+F = LazyModule("torch.nn.functional")
+
+RowsAndTargets = Callable[["torch.Tensor", Batch], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 class AccuracyState(MetricState):
