@@ -230,8 +230,10 @@ def main() -> int:
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("_tail")}), flush=True)
     meta = {"host": host_info(), "toolchain": versions(("torch", "onnxruntime", "numpy")), "limit_gb": args.limit_gb,
             "how": (f"each build in its own cgroup v1 memory cgroup limited to {args.limit_gb:g} GiB (memory.limit_in_bytes, and "
-                    "memsw where accounted); peak RSS = getrusage(RUSAGE_CHILDREN).ru_maxrss of the build process; the cgroup's "
-                    "peak counts page cache of the memory-mapped data too, which the kernel reclaims under the limit")}
+                    "memsw where accounted); page cache dropped after writing the data, so the build reads and is charged for it; "
+                    "peaks of the build process's RssAnon (memory it holds) and RssFile (mapped files: the data's pages, reclaimable) "
+                    "polled every 50 ms from /proc, and getrusage's ru_maxrss (both); the cgroup's peak counts page cache, which the "
+                    "kernel reclaims under the limit (failcnt: how often usage hit it)")}
     write_results(rows, meta)
     return 0 if all(r["code"] == 0 for r in rows) else 1
 
