@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from edgekd.common.tempdirs import temp_dir
 from edgekd.graph.inputs import ModelInputs, ShapeError
 
 if TYPE_CHECKING:
@@ -362,7 +363,6 @@ def onnxruntime_graph(model: "onnx.ModelProto | Path", level: str) -> "onnx.Mode
     optimizations at `level` (basic, extended, all): its fusions (FusedConv, BiasGelu,
     SkipLayerNormalization, QLinearConv, ...), what it left of the Q/DQ nodes, its layouts (NCHWc
     at "all"). Raises RuntimeError with ONNX Runtime's message when it cannot load the model."""
-    import tempfile
 
     import onnx
     import onnxruntime as ort
@@ -373,7 +373,7 @@ def onnxruntime_graph(model: "onnx.ModelProto | Path", level: str) -> "onnx.Mode
     opts.graph_optimization_level = levels[level]
     opts.log_severity_level = 3
     source = str(model) if not isinstance(model, onnx.ModelProto) else model.SerializeToString()
-    with tempfile.TemporaryDirectory() as tmp:
+    with temp_dir("ort-optimize") as tmp:
         opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         try:
             ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])

@@ -18,7 +18,6 @@ task-aware defaults), and every target sees the model at those shapes.
 """
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.analysis.support_types import NodeSupport, SupportReport
+from edgekd.common.tempdirs import temp_dir
 from edgekd.config.target import Target
 from edgekd.errors import EdgekdError
 from edgekd.graph.inputs import ModelInputs
@@ -176,7 +176,7 @@ def analyze(model_path: Path, target_name: str, target: Target, inputs: ModelInp
 
     model_path = Path(model_path)
     inputs = inputs if inputs is not None else load_inputs(model_path)
-    with tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
+    with temp_dir("check") as tmp:
         costed = model_path
         if target.runtime == "tensorrt":
             report = _tensorrt_support(model_path, target_name, target, inputs)

@@ -1,4 +1,5 @@
-"""Atomic file writes and content hashes: an interrupted build never leaves a half-written file."""
+"""Atomic file writes and content hashes: an interrupted build never leaves a half-written file.
+Files written here get the mode a plain open() would give them (edgekd.common.modes), not mkstemp's 0600."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from edgekd.common.modes import default_mode
+from edgekd.common.tempdirs import owner_tag, temp_dir
 
 
 def sha256_file(path: Path) -> str:
@@ -22,10 +26,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _temp_beside(path: Path) -> Path:
+def temp_file_beside(path: Path) -> Path:
+    """An empty temp file in `path`'s folder (created if missing), named after `path` and this
+    process (edgekd.common.tempdirs: a killed process's leftovers are swept), with default_mode()."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner_tag()}", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, default_mode())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 
@@ -33,7 +42,7 @@ def _temp_beside(path: Path) -> Path:
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """A binary file to write `path` through: a temp file in the same folder, renamed onto `path`
     when the block ends without an error (removed when it raises), so `path` is old or whole."""
-    tmp = _temp_beside(path)
+    tmp = temp_file_beside(path)
     try:
         with open(tmp, "wb") as fh:
             yield fh
@@ -57,7 +66,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy `src` to `dst` so that `dst` is either the old file or the whole new one."""
-    tmp = _temp_beside(dst)
+    tmp = temp_file_beside(dst)
     try:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
@@ -72,9 +81,9 @@ def scratch_cwd() -> Iterator[Path]:
     debug files into the current folder (onnxruntime's symbolic shape inference saves
     sym_shape_infer_temp.onnx there when it gives up)."""
     before = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="edgekd-cwd-") as tmp:
+    with temp_dir("cwd") as tmp:
         os.chdir(tmp)
         try:
-            yield Path(tmp)
+            yield tmp
         finally:
             os.chdir(before)

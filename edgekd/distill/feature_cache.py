@@ -12,20 +12,23 @@ teacher every step, and the note it gets says why. An entry is a folder `teacher
 holding `f<i>.npy` for the i-th layer, keyed like a logit-cache entry (the teacher's content
 identity, the data's fingerprint and train sample count, the runtimes) plus the layer names. It is
 written in a temp folder beside it (np.lib.format.open_memmap, row i = sample batch["index"] i) that is
-renamed into place, and opened with `mmap_mode="r"`; an unreadable entry is a miss and is replaced.
+renamed into place (the first of concurrent writers wins), and opened with `mmap_mode="r"`; an
+unreadable entry is a miss and is replaced.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from edgekd.common.tempdirs import make_temp_dir, temp_dir
 from edgekd.common.toolchain import versions
 from edgekd.config.models import DistillConfig
 from edgekd.data.sources import DataSource
@@ -75,8 +78,11 @@ def _read(folder: Path, layers: list[str], rows: int) -> dict[str, np.ndarray] |
 
 
 def _write(teacher: TorchTeacher, source: DataSource, layers: list[str], folder: Path, rows: int) -> None:
+    """Compute the entry in a temp folder beside `folder` and rename it into place. Builds sharing
+    the cache may write the same entry at once: the first rename wins, the others drop theirs; an
+    unreadable entry found here is first renamed aside (one rename, so no reader sees half of it)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = make_temp_dir("features", folder.parent, shared=True)
     try:
         targets = {layer_file(layers, layer): tmp / f"{layer_file(layers, layer)}.npy" for layer in layers}
 
@@ -84,9 +90,15 @@ def _write(teacher: TorchTeacher, source: DataSource, layers: list[str], folder:
             return {layer_file(layers, layer): value for layer, value in run_features(teacher, batch, layers).items()}
 
         write_rows(source, produce, targets, rows, teacher.batch_size)
-        if folder.exists():  # an unreadable entry: replaced
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        if folder.exists() and _read(folder, layers, rows) is None:  # an unreadable entry: replaced
+            with temp_dir("features-old", folder.parent) as aside, contextlib.suppress(FileNotFoundError):
+                os.replace(folder, aside / folder.name)  # FileNotFoundError: another build moved it first
+        try:
+            os.rename(tmp, folder)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # another build committed the same entry meanwhile: keep that one
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

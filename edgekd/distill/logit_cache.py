@@ -19,11 +19,12 @@ against the same targets.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from edgekd.common.fsutil import temp_file_beside
+from edgekd.common.tempdirs import temp_dir
 from edgekd.common.toolchain import versions
 from edgekd.data.sources import DataSource
 from edgekd.distill.logits_file import (
@@ -69,10 +70,7 @@ def stream_logits(teacher: TeacherSource, source: DataSource, path: Path, rows: 
                             "check the teacher and the inputs for NaN/inf")
         return {LOGITS: out}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temp_file_beside(path)
     try:
         write_rows(source, produce, {LOGITS: tmp}, rows, batch_size)
         os.replace(tmp, path)
@@ -103,8 +101,8 @@ def cached_teacher_logits(teacher: TeacherSource, source: DataSource, cache_dir:
             raise DataError(f"{path}: the teacher-logit cache entry just written cannot be read back", "check the cache folder's disk")
         return opened, False
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(cache_dir), prefix=".topk-") as tmp:
-        full = Path(tmp) / "logits.npy"
+    with temp_dir("topk", Path(cache_dir)) as tmp:
+        full = tmp / "logits.npy"
         stream_logits(teacher, source, full, rows, batch_size)
         logits = np.load(full, mmap_mode="r", allow_pickle=False)
         if logits.ndim != 2 or k > logits.shape[1]:

@@ -62,7 +62,6 @@ stage that uses it, so a fully cached build never loads torch.
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +80,7 @@ from torch.ao.quantization import (
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from edgekd.common.tempdirs import temp_dir
 from edgekd.config.target import TargetQuantize
 from edgekd.data.sources import INDEX
 from edgekd.distill.losses import hinton_kd
@@ -294,7 +294,7 @@ def export_qad_qdq(model: nn.Module, input_shape: tuple[int, ...], path: Path, r
         raise ValueError("the model still has fake-quant wrappers: pass the student qad_finetune returns")
     model.eval()
     cfg = QuantizeConfig(calibrate_method=calibrate_method, calibration_samples=len(calib_x))
-    with tempfile.TemporaryDirectory(prefix="edgekd-qad-") as tmp:
+    with temp_dir("qad") as tmp:
         fp32 = Path(tmp) / "student_qad.onnx"
         export_onnx(model, input_shape, fp32, opset)
         quantize_int8(fp32, Path(path), {INPUT_NAME: np.ascontiguousarray(calib_x, dtype=np.float32)}, cfg, recipe)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
+from edgekd.common.tempdirs import temp_dir
 from edgekd.common.toolchain import torch_threads
 from edgekd.config.models import BenchConfig, QuantizeConfig
 from edgekd.config.target import SessionConfig, TargetQuantize
@@ -347,7 +347,7 @@ def search_student(family: str, input_shape: tuple[int, ...], num_classes: int,
     cost_fn = cost_fn or _pick_cost_fn(target_runtime, device_model, measure_x86, session)
     with contextlib.ExitStack() as stack:
         if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-search-")))
+            workdir = stack.enter_context(temp_dir("search"))
         workdir.mkdir(parents=True, exist_ok=True)
         stack.enter_context(torch_threads(1))
         rows = _cost_all(family, input_shape, num_classes, pairs, latency_budget_ms, size_budget_mb, workdir, opset,

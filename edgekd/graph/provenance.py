@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from edgekd.common.fsutil import atomic_write_bytes, atomic_write_text
+from edgekd.common.tempdirs import temp_dir
 
 PREFIX = "edgekd."
 
@@ -50,7 +50,7 @@ def stamped_inputs(inputs: dict[str, Path], values: dict[str, str]) -> Iterator[
     """`inputs` with every .onnx file replaced by a copy of the same name stamped with `values`, for
     a backend to compile from: what it copies or derives carries the props, and the hashes it records
     (engine.json, bundle.json, a build script's check) are of the stamped files."""
-    with tempfile.TemporaryDirectory(prefix="edgekd-stamp-") as tmp:
+    with temp_dir("stamp") as tmp:
         stamped = dict(inputs)
         for name, path in inputs.items():
             if path.suffix == ".onnx":

@@ -1,5 +1,9 @@
 """Content-addressed stage store: `ROOT/<stage>/<key>/` holds a stage's output files and its
-`stage.json` (metrics, notes). An entry appears by one directory rename, so it is whole or absent."""
+`stage.json` (metrics, notes). An entry appears by one directory rename, so it is whole or absent.
+
+Staging folders (`ROOT/.staging/<stage>.<owner tag>.<hex>`) and the temp files of the teacher caches
+carry their process's owner tag (edgekd.common.tempdirs): opening the cache removes those of dead
+processes (a build killed with kill -9), and of edgekd's `/tmp/edgekd-*` folders, never a live one's."""
 from __future__ import annotations
 
 import json
@@ -12,6 +16,7 @@ from typing import Any, Iterator
 
 from edgekd.common.artefacts import MANIFEST  # noqa: F401  (re-exported: the cache entry file)
 from edgekd.common.fsutil import sha256_bytes
+from edgekd.common.tempdirs import owner_tag, sweep, sweep_temp_dirs
 
 
 def default_root() -> Path:
@@ -29,6 +34,20 @@ def make_key(parts: dict[str, Any]) -> str:
 class StageCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove what dead processes left: staging folders, temp files and folders in the cache's
+        own folders (`ROOT/<name>/`, e.g. the teacher caches), edgekd's folders in the system temp
+        folder. Returns what was removed."""
+        removed = sweep(self.root / ".staging")
+        try:
+            folders = [p for p in self.root.iterdir() if p.is_dir() and p.name != ".staging"]
+        except OSError:  # no cache yet, or unreadable: the build says so when it writes
+            folders = []
+        for folder in folders:
+            removed += sweep(folder, max_age_s=None)
+        return removed + sweep_temp_dirs()
 
     def entry(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -45,7 +64,7 @@ class StageCache:
     def staging(self, stage: str, key: str) -> Iterator[Path]:
         """A scratch folder for the stage; on normal exit it becomes the entry (the caller must
         have written the manifest), on error it is removed."""
-        scratch = self.root / ".staging" / f"{stage}-{uuid.uuid4().hex}"
+        scratch = self.root / ".staging" / f"{stage}{owner_tag()}{uuid.uuid4().hex}"
         scratch.mkdir(parents=True)
         try:
             yield scratch

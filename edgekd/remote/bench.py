@@ -6,11 +6,11 @@ import hashlib
 import json
 import math
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgekd.common.fsutil import atomic_write_text, sha256_file
+from edgekd.common.tempdirs import temp_dir
 from edgekd.deploy.run_on_device import (  # the standalone runner's own constants
     FORMATS,
     SCHEMA,
@@ -71,7 +71,7 @@ def bench_on_device(build_dir: Path, device_url: str, runs: int | None = None, *
     proc = transport.run(argv, cwd=workdir)
     if proc.returncode != 0:
         raise _run_failed(proc.returncode, proc.stderr or proc.stdout, transport, workdir)
-    with tempfile.TemporaryDirectory(prefix="edgekd-pull-") as tmp:
+    with temp_dir("pull") as tmp:
         pulled = Path(tmp) / "result.json"
         transport.pull(f"{workdir}/{out}", pulled)
         result = validate_result(pulled.read_text(encoding="utf-8"), bundle, runs, transport.describe())

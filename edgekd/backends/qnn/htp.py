@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekd.analysis.support_types import NodeSupport
 from edgekd.common.fsutil import atomic_write_bytes
+from edgekd.common.tempdirs import temp_dir
 from edgekd.common.toolchain import require
 from edgekd.config.qnn import QnnConfig
 from edgekd.errors import ConfigError, DataError, EdgekdError, ToolchainMissing
@@ -262,7 +263,7 @@ def placement(model: Path, cfg: QnnConfig) -> list[NodeSupport]:
         seen.add(node.name)
     # with fallback disabled the EP also takes the graph-I/O Q/DQ it would otherwise leave to the CPU
     probe_cfg = cfg if cfg.allow_cpu_fallback else cfg.model_copy(update={"offload_graph_io_quantization": False})
-    with tempfile.TemporaryDirectory(prefix="edgekd-qnn-placement-") as tmp:
+    with temp_dir("qnn-placement") as tmp:
         source = model
         if renamed:
             source = Path(tmp, "named.onnx")
