@@ -61,16 +61,9 @@ def build_model(spec: dict[str, Any], task: Task, key: str, source: str) -> Any:
 
 
 def load_teacher(teacher: Any, path: str) -> Any:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from edgekd.distill.weights import load_weights
 
-    try:
-        teacher.load_state_dict(load_file(path))
-    except (RuntimeError, OSError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{path}: cannot load the teacher weights ({first})",
-                          "give safetensors weights saved from the teacher factory's model") from None
-    return teacher.eval()
+    return load_weights(teacher, Path(path), "teacher")
 
 
 def worker_teaching(request: dict[str, Any], data: TrainData, objective: CombinedLoss, rank: int,

@@ -3,7 +3,9 @@
 A logits file lets a teacher's soft labels be produced somewhere else (another machine, another
 party, a teacher too big to run here) and used as the teacher of a build. It is written with
 `np.savez_compressed` and read with `np.load(allow_pickle=False)`; every array is a plain numeric or
-fixed-width unicode array, so nothing in it can execute code.
+fixed-width unicode array, so nothing in it can execute code, and every array's header is checked
+against its size before it is read (edgekd.common.npy_files: a doctored shape is a DataError, not a
+MemoryError).
 
 Arrays (format version 1), for N samples, C classes, top-k:
 
@@ -41,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.common.fsutil import atomic_write_bytes
+from edgekd.common.npy_files import check_npz
 from edgekd.errors import ConfigError, DataError
 
 MAGIC = "edgekd-logits"
@@ -133,6 +136,7 @@ def write_logits_file(logits: np.ndarray, path: Path, k: int, data_sha256: str, 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: logits file not found", "check the path")
+    check_npz(path)  # every array's header against its size, and all of them against this host's memory
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in _KEYS if key not in npz.files]

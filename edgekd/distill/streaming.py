@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekd.common.npy_files import check_npy
 from edgekd.data.sources import INDEX, LABELS, DataSource, SplitsSource, hash_batches
 from edgekd.errors import DataError
 
@@ -116,10 +117,11 @@ def write_rows(source: DataSource, produce: Produce, targets: Mapping[str, Path]
 
 def open_rows(path: Path, rows: int) -> np.ndarray | None:
     """A cache `.npy` memory-mapped read-only (np.memmap), or None when it is unusable: unreadable,
-    truncated, not float32, or not one row per sample."""
+    truncated or longer than its header says, not float32, or not one row per sample."""
     try:
+        check_npy(path)
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, DataError):
         return None
     if array.dtype != np.float32 or array.ndim < 2 or array.shape[0] != rows:
         return None

@@ -25,6 +25,7 @@ from edgekd.data.sources import INDEX
 from edgekd.distill.logits_file import LogitsFile, read_logits_file, write_logits_file
 from edgekd.distill.streaming import model_arrays, rows_of
 from edgekd.errors import ConfigError, DataError, EdgekdError
+from edgekd.graph.model_file import check_external_data
 
 if TYPE_CHECKING:
     import torch
@@ -156,18 +157,15 @@ class TorchTeacher:
 
 def _external_data_sha256(path: Path) -> dict[str, str]:
     """sha256 of each external-data file an ONNX model names (weights stored beside the .onnx), so
-    that the teacher's identity covers its weights too; {} when every weight is inside the file."""
+    that the teacher's identity covers its weights too; {} when every weight is inside the file. A
+    location outside the model's folder is refused (edgekd.graph.model_file.check_external_data)."""
     onnx = require("onnx", "reading an ONNX teacher")
-    from onnx.external_data_helper import uses_external_data
-
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
         raise ConfigError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})", "give a valid .onnx file") from None
-    locations = {entry.value for tensor in model.graph.initializer if uses_external_data(tensor)
-                 for entry in tensor.external_data if entry.key == "location"}
     hashes = {}
-    for location in sorted(locations):
+    for location in check_external_data(path, model):  # each inside the model's folder, or ConfigError
         data = path.parent / location
         if not data.is_file():
             raise ConfigError(f"{path}: external-data file {location} not found beside the model", "keep the model's data files beside it")

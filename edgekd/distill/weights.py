@@ -4,14 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgekd.common.safetensors_header import check_safetensors
 from edgekd.errors import ConfigError
 from edgekd.pipeline.results import Metric
 
 
 def load_weights(model: Any, path: Path, what: str) -> Any:
+    """`model` with the weights of the safetensors file `path` (header size-checked first), in eval
+    mode; ConfigError naming the file when they cannot be loaded into it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    check_safetensors(path, f"{what} factory")
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, OSError, SafetensorError) as exc:  # wrong keys/shapes, unreadable or not safetensors
@@ -33,9 +37,10 @@ def read_metadata(path: Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     try:
+        check_safetensors(path)
         with safe_open(str(path), framework="np") as fh:
             return dict(fh.metadata() or {})
-    except (OSError, SafetensorError, ValueError):
+    except (OSError, SafetensorError, ValueError, ConfigError):
         return {}
 
 

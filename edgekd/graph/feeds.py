@@ -11,7 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
-from edgekd.errors import ConfigError
+from edgekd.common.npy_files import check_npy, check_npz
+from edgekd.errors import ConfigError, DataError
 from edgekd.graph import feedgen
 from edgekd.graph.inputs import ModelInputs, ResolvedInput
 
@@ -84,13 +85,17 @@ def read_feed_arrays(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray | 
     for path in sorted(folder.iterdir()):
         try:
             if path.suffix == ".npy":
+                check_npy(path)  # the header against the file's size (edgekd.common.npy_files)
                 parts.setdefault(path.stem, []).append(np.load(path, allow_pickle=False))
             elif path.suffix == ".npz":
+                check_npz(path)
                 with np.load(path, allow_pickle=False) as archive:
                     for key in archive.files:
                         parts.setdefault(key, []).append(archive[key])
         except (ValueError, OSError) as exc:
             raise ConfigError(f"{path}: not a readable numpy file ({exc})", "save arrays with numpy.save / numpy.savez") from None
+        except DataError as exc:  # a header that does not match the file's size, or pickled objects
+            raise ConfigError(str(exc), exc.hint) from None
     try:
         arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     except ValueError as exc:
