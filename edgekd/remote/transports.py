@@ -1,5 +1,5 @@
 """How edgekd reaches a device: `parse_device(url)` gives a Transport for `ssh://user@host[:port]`,
-`adb://SERIAL` or `local://PATH` (a folder on this host standing in for a device).
+`adb://SERIAL` or `local://PATH` (an existing folder on this host standing in for a device).
 
 Every command is an argv list run without a shell on this host. ssh and `adb shell` are the
 exception we cannot avoid: both JOIN their remote-command arguments with spaces into ONE line that
@@ -207,7 +207,10 @@ def parse_device(url: str) -> Transport:
             raise ConfigError(f"device {url!r}: {rest!r} is not an adb serial", FORMS)
         return AdbTransport(rest)
     if scheme == "local":
-        return LocalTransport(Path(rest).expanduser().absolute())
+        root = Path(rest).expanduser().absolute()
+        if not root.is_dir():  # never created: a typo must not leave a folder behind
+            raise ConfigError(f"device {url!r}: folder {root} does not exist", "create it (mkdir -p) or give an existing folder")
+        return LocalTransport(root)
     raise ConfigError(f"device {url!r}: unknown scheme '{scheme}'", FORMS)
 
 

@@ -61,6 +61,7 @@ def test_bench_on_a_local_device_adds_to_the_report(cold_build, edgekd, tmp_path
     `--device ssh://...` with the network replaced by a folder."""
     build = tmp_path / "build"
     shutil.copytree(cold_build.out_dir, build)
+    (tmp_path / "device").mkdir()
     run = edgekd("bench", str(build), "--device", f"local://{tmp_path / 'device'}", "--runs", "50", "--json")
     assert run.code == 0, run.err
     result = json.loads(run.out)

@@ -40,9 +40,15 @@ def make_build(build_dir: Path, **fields: Any) -> Path:
     return build_dir
 
 
+def local_device(tmp_path: Path) -> Path:
+    """The folder a local:// device stands in (it must exist)."""
+    (tmp_path / "device").mkdir(exist_ok=True)
+    return tmp_path / "device"
+
+
 def test_end_to_end_on_a_local_device(tmp_path: Path) -> None:
     build = make_build(tmp_path / "build")
-    device = tmp_path / "device"
+    device = local_device(tmp_path)
     result = bench_on_device(build, f"local://{device}", runs=30)
     latency = result["latency"]
     assert len(latency["samples_ms"]) == latency["runs"] == 30
@@ -67,7 +73,7 @@ def test_multi_input_model_on_a_local_device(tmp_path: Path, zoo: Any) -> None:
     build = tmp_path / "build"
     write_ort_bundle(build / "bundle", "onnxruntime-cpu", [model], "x86-test", load_inputs(model),
                      session={"intra_op_num_threads": 1})
-    result = bench_on_device(build, f"local://{tmp_path}/device", runs=5)
+    result = bench_on_device(build, f"local://{local_device(tmp_path)}", runs=5)
     assert [i["name"] for i in result["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert result["latency"]["runs"] == 5 and result["latency"]["p50_ms"] > 0
     assert result["source"].startswith("measured on this host")
@@ -77,13 +83,13 @@ def test_multi_input_model_on_a_local_device(tmp_path: Path, zoo: Any) -> None:
 def test_bundle_of_an_older_edgekd_is_refused_before_copying(tmp_path: Path, old: str) -> None:
     build = make_build(tmp_path / "build", format=old)
     with pytest.raises(EdgekdError, match=rf"bundle format '{old}' is not one this edgekd's device runner reads") as info:
-        bench_on_device(build, f"local://{tmp_path}/device")
-    assert "rebuild it" in info.value.hint and not (tmp_path / "device").exists()
+        bench_on_device(build, f"local://{local_device(tmp_path)}")
+    assert "rebuild it" in info.value.hint and not any((tmp_path / "device").iterdir())
 
 
 def test_default_runs_is_the_runners(tmp_path: Path) -> None:
     build = make_build(tmp_path / "build")
-    assert bench_on_device(build, f"local://{tmp_path}/device")["latency"]["runs"] == 300
+    assert bench_on_device(build, f"local://{local_device(tmp_path)}")["latency"]["runs"] == 300
 
 
 def test_changed_bundle_gets_a_new_work_folder(tmp_path: Path) -> None:
@@ -96,7 +102,7 @@ def test_changed_bundle_gets_a_new_work_folder(tmp_path: Path) -> None:
 def test_build_without_bundle(tmp_path: Path) -> None:
     (tmp_path / "build").mkdir()
     with pytest.raises(EdgekdError, match="has no device bundle.*run edgekd build first") as info:
-        bench_on_device(tmp_path / "build", f"local://{tmp_path}/device")
+        bench_on_device(tmp_path / "build", f"local://{local_device(tmp_path)}")
     assert info.value.exit_code == 2 and "\n" not in info.value.one_line()
 
 
@@ -111,7 +117,7 @@ def test_runner_failure_names_the_device_and_keeps_the_old_result(tmp_path: Path
     (build / RESULT_FILE).write_text("{\"previous\": true}")
     (build / "bundle" / "model.onnx").unlink()
     with pytest.raises(DeviceError, match=r"run_on_device.py on this host .* exited 2: run_on_device: error: model 'model.onnx' not found"):
-        bench_on_device(build, f"local://{tmp_path}/device", runs=5)
+        bench_on_device(build, f"local://{local_device(tmp_path)}", runs=5)
     assert (build / RESULT_FILE).read_text() == "{\"previous\": true}"
 
 
@@ -122,7 +128,7 @@ def test_runtime_missing_on_the_device_is_toolchain_missing(tmp_path: Path, monk
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # the local "device" has no trtexec (nor has this host)
     with pytest.raises(ToolchainMissing, match="trtexec not found") as info:
-        bench_on_device(build, f"local://{tmp_path}/device")
+        bench_on_device(build, f"local://{local_device(tmp_path)}")
     assert info.value.exit_code == 3
 
 

@@ -71,8 +71,15 @@ def test_adb_urls(serial: str) -> None:
 
 
 def test_local_url(tmp_path: Path) -> None:
+    (tmp_path / "device").mkdir()
     t = parse_device(f"local://{tmp_path}/device")
     assert isinstance(t, LocalTransport) and t.root == tmp_path / "device"
+
+
+def test_local_url_of_a_missing_folder_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="folder .*nonexistent/dir does not exist") as raised:
+        parse_device(f"local://{tmp_path}/nonexistent/dir")
+    assert raised.value.exit_code == 2 and not (tmp_path / "nonexistent").exists()
 
 
 @pytest.mark.parametrize("url", [
@@ -181,6 +188,7 @@ def test_local_transport_round_trip(tmp_path: Path) -> None:
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "a.txt").write_text("a")
     (tmp_path / "tool.py").write_text("print('x')")
+    (tmp_path / "device").mkdir()
     t = parse_device(f"local://{tmp_path}/device")
     t.push(src, "/tmp/w")
     t.push(tmp_path / "tool.py", "/tmp/w")
