@@ -10,14 +10,23 @@ from edgekd.config.strict import Strict
 
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
+# Upper bounds of counts and sizes a user gives: far above any real use, low enough that a typo (an
+# extra zero or three) is refused at load time instead of running for days or allocating terabytes.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_SAMPLES = 100_000_000
+MAX_RUNS = 10_000_000
+MAX_TOKENS = 1 << 20
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take it
+
 
 class TrainConfig(Strict):
     """Supervised training of a teacher from the project's data."""
 
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
     lr: float = Field(2e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-    seed: int = 0
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class TeacherSpec(Strict):
@@ -69,7 +78,7 @@ class AssistantConfig(Strict):
 
     factory: str = Field(pattern=FACTORY_PATTERN)
     args: dict[str, Any] = Field(default_factory=dict)
-    epochs: int | None = Field(None, ge=1, description="default: the distill epochs")
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="default: the distill epochs")
     losses: list[LossSpec] | None = Field(None, min_length=1, description="this link's objective, as distill.losses; default Hinton KD")
 
 
@@ -141,8 +150,8 @@ class DataConfig(Strict):
     labels: list[str] | None = Field(None, min_length=1, description=(
         "files: string labels in class-id order (default: the train split's distinct labels, sorted)"))
     tokenizer: str | None = Field(None, description="files: a tokenizer folder (save_pretrained) or a tokenizer.json file")
-    max_length: int = Field(128, ge=1, description="files: tokens per sample (padded/truncated), or per language-modelling block")
-    shuffle_buffer: int = Field(1024, ge=1, description="streamed sources: samples held to shuffle the train split")
+    max_length: int = Field(128, ge=1, le=MAX_TOKENS, description="files: tokens per sample (padded/truncated), or per language-modelling block")
+    shuffle_buffer: int = Field(1024, ge=1, le=MAX_SAMPLES, description="streamed sources: samples held to shuffle the train split")
     augment: list[AugmentSpec] = Field(default_factory=list, description=(
         "augmentations of the train split; with any, the teacher runs on the same augmented view as the student "
         "every step (function matching) and the teacher-logit cache is bypassed"))
@@ -189,17 +198,17 @@ class DistillConfig(Strict):
     teacher_feature_cache_mb: float = Field(1024.0, ge=0, description=(
         "with teacher_logit_cache: also keep a torch teacher's features for feature losses (fitnet, at) when "
         "they take at most this many MB (0: never); over it the teacher runs every step"))
-    epochs: int = Field(40, ge=1)
+    epochs: int = Field(40, ge=1, le=MAX_EPOCHS)
     lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-    seed: int = 0
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class QuantizeConfig(Strict):
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     activation_bits: Literal[8, 16] = Field(8, description="16: uint16 activations, on targets that run them (QNN HTP)")
-    calibration_samples: int = Field(256, ge=1)
-    seed: int = 0
+    calibration_samples: int = Field(256, ge=1, le=MAX_SAMPLES)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class Project(Strict):
@@ -250,21 +259,21 @@ BENCH_SCENARIOS: tuple[str, ...] = ("SingleStream", "Offline", "TimeToFirstToken
 class BenchConfig(Strict):
     """How long the latency measurement runs: until p90 is stable, within these bounds."""
 
-    warmup_runs: int = Field(50, ge=0)
-    min_runs: int = Field(300, ge=10)
-    max_runs: int = Field(20000, ge=10)
+    warmup_runs: int = Field(50, ge=0, le=MAX_RUNS)
+    min_runs: int = Field(300, ge=10, le=MAX_RUNS)
+    max_runs: int = Field(20000, ge=10, le=MAX_RUNS)
     max_seconds: float = Field(10.0, gt=0)
     stable_rel_change: float = Field(0.02, gt=0, description="stop when p90 moves less than this between rounds")
     scenarios: list[BenchScenario] = Field(default_factory=lambda: list(BENCH_SCENARIOS), min_length=1,
                                            description="TimeToFirstToken and DecodeTokensPerSecond run for decoder models only")
-    offline_max_batch: int = Field(64, ge=1, description="Offline: batch sizes 1, 2, 4, ... up to this, while throughput grows")
+    offline_max_batch: int = Field(64, ge=1, le=1 << 16, description="Offline: batch sizes 1, 2, 4, ... up to this, while throughput grows")
     offline_seconds: float = Field(0.5, gt=0, description="Offline: timing per batch size (at least 5 runs)")
-    profile_runs: int = Field(50, ge=0, description="runs under ONNX Runtime's profiler for the per-op breakdown (0: none)")
+    profile_runs: int = Field(50, ge=0, le=MAX_RUNS, description="runs under ONNX Runtime's profiler for the per-op breakdown (0: none)")
     compare: bool = Field(True, description="also time the teacher (torch eager) and the fp32 student, for the Pareto view")
-    prompt_tokens: int = Field(128, ge=1, description="decoders: prompt length P of TimeToFirstToken and DecodeTokensPerSecond")
-    decode_tokens: int = Field(32, ge=1, description="DecodeTokensPerSecond: tokens generated one at a time after the prompt")
-    ttft_runs: int = Field(20, ge=1, description="TimeToFirstToken: timed prompt passes (after one warm-up pass)")
-    decode_runs: int = Field(3, ge=1, description="DecodeTokensPerSecond: timed generations (after one warm-up generation)")
+    prompt_tokens: int = Field(128, ge=1, le=MAX_TOKENS, description="decoders: prompt length P of TimeToFirstToken and DecodeTokensPerSecond")
+    decode_tokens: int = Field(32, ge=1, le=MAX_TOKENS, description="DecodeTokensPerSecond: tokens generated one at a time after the prompt")
+    ttft_runs: int = Field(20, ge=1, le=MAX_RUNS, description="TimeToFirstToken: timed prompt passes (after one warm-up pass)")
+    decode_runs: int = Field(3, ge=1, le=MAX_RUNS, description="DecodeTokensPerSecond: timed generations (after one warm-up generation)")
 
     @model_validator(mode="after")
     def _bounds(self) -> BenchConfig:
@@ -278,9 +287,9 @@ class TuneConfig(Strict):
     file) is measured, interleaved in rounds; the fastest that meets the budgets is kept."""
 
     enabled: bool = True
-    rounds: int = Field(5, ge=1, description="interleaved rounds over all candidates")
-    runs_per_round: int = Field(200, ge=5)
-    warmup_runs: int = Field(20, ge=0)
+    rounds: int = Field(5, ge=1, le=10_000, description="interleaved rounds over all candidates")
+    runs_per_round: int = Field(200, ge=5, le=MAX_RUNS)
+    warmup_runs: int = Field(20, ge=0, le=MAX_RUNS)
 
 
 class QadConfig(Strict):
@@ -288,7 +297,7 @@ class QadConfig(Strict):
     fine-tune the student with fake quantization under the teacher's soft labels, then quantize again."""
 
     enabled: bool = False
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
     lr: float = Field(3e-4, gt=0, description="about a tenth of the distillation lr: larger rates collapse under fake quant")
 
 

@@ -12,6 +12,7 @@ from edgekd.config.tensorrt import TensorRTConfig
 
 Runtime = Literal["onnxruntime-cpu", "qnn-htp", "tensorrt"]
 TENSORRT_OPSETS = (9, 20)  # onnx-tensorrt docs/operators.md
+MAX_THREADS = 4096  # a thread count above this is a typo whatever the host; the host's own cores bound it when a session opens
 
 
 class HostMatch(Strict):
@@ -22,8 +23,9 @@ class HostMatch(Strict):
 
 class SessionConfig(Strict):
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    intra_op_num_threads: int = Field(0, ge=0, description="0: every core this process may use")
-    inter_op_num_threads: int = Field(1, ge=0)
+    intra_op_num_threads: int = Field(0, ge=0, le=MAX_THREADS, description="0: every core this process may use (more than the "
+                                      "host's cores is refused where a session opens: edgekd.common.host)")
+    inter_op_num_threads: int = Field(1, ge=0, le=MAX_THREADS)
     execution_mode: Literal["sequential", "parallel"] = "sequential"
 
 
@@ -40,8 +42,8 @@ class TuneSpace(Strict):
     @field_validator("intra_op_num_threads")
     @classmethod
     def _threads(cls, value: list[int]) -> list[int]:
-        if any(v < 0 for v in value):
-            raise ValueError("thread counts are >= 0 (0: every usable core)")
+        if any(v < 0 or v > MAX_THREADS for v in value):
+            raise ValueError(f"thread counts are >= 0 and <= {MAX_THREADS} (0: every usable core)")
         return value
 
 

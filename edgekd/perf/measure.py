@@ -167,6 +167,9 @@ def measure(engine: Path, feeds: dict[str, np.ndarray], inputs: ModelInputs, ses
     config asks, in a child process. Returns the SingleStream summary + samples at the top level."""
     if not Path(engine).is_file():
         raise EdgekdError(f"engine {engine} not found", "give an .onnx model or a build folder made by `edgekd build`")
+    from edgekd.backends.ort.session import check_session_threads
+
+    check_session_threads(session)  # here, before a worker with thousands of threads starts
     request = {"engine": str(engine), "session": session.model_dump(), "bench": bench.model_dump(), "inputs": inputs.to_json()}
     return run_worker(request, feeds, workdir, Path(engine).name, progress)
 

@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from edgekd.common.host import check_threads
 from edgekd.common.toolchain import require, usable_cores
 from edgekd.config.target import SessionConfig
 
@@ -18,8 +19,17 @@ def resolved_threads(cfg: SessionConfig) -> int:
     return cfg.intra_op_num_threads or usable_cores()
 
 
+def check_session_threads(cfg: SessionConfig) -> SessionConfig:
+    """`cfg` if its thread counts fit this host's cores (edgekd.common.host.check_threads): checked
+    wherever a session is opened or measured here (--threads, [session], [tune] candidates)."""
+    check_threads(cfg.intra_op_num_threads, "intra-op threads (--threads / [session] intra_op_num_threads)")
+    check_threads(cfg.inter_op_num_threads, "[session] inter_op_num_threads")
+    return cfg
+
+
 def session_options(cfg: SessionConfig, optimized_model_path: Path | None = None) -> Any:
     ort = require("onnxruntime", "running ONNX models")
+    check_session_threads(cfg)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[cfg.graph_optimization_level])
     opts.intra_op_num_threads = resolved_threads(cfg)
