@@ -12,25 +12,30 @@ from edgekd.errors import ConfigError
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit; real headers are kilobytes
 
 
-def check_safetensors(path: Path, what: str = "weights") -> None:
-    """ConfigError unless `path` starts with a sane safetensors header (a JSON object of a length
-    that fits the file and MAX_HEADER)."""
-    path = Path(path)
-    hint = f"give a safetensors file saved from the {what}'s model (safetensors.torch.save_file), copied whole"
+def header_problem(path: Path) -> str | None:
+    """What is wrong with the start of the safetensors file `path`, or None."""
     try:
         with open(path, "rb") as fh:
-            size = path.stat().st_size
+            size = Path(path).stat().st_size
             head = fh.read(8)
             if len(head) < 8:
-                raise ConfigError(f"{path}: not a safetensors file ({size} bytes, shorter than its 8-byte header length)", hint)
+                return f"not a safetensors file: {size} bytes, shorter than the 8-byte header length"
             (length,) = struct.unpack("<Q", head)
             if length > MAX_HEADER or length > size - 8:
-                raise ConfigError(f"{path}: safetensors header length {length:,} bytes is more than the file's "
-                                  f"{size - 8:,} remaining bytes or the {MAX_HEADER:,}-byte limit", hint)
+                return (f"safetensors header length {length:,} bytes is more than the file's {size - 8:,} remaining bytes "
+                        f"or the {MAX_HEADER:,}-byte limit")
             header = json.loads(fh.read(length).decode("utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})", hint) from None
+        return f"cannot read it: {exc.strerror or exc}"
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ConfigError(f"{path}: safetensors header is not JSON", hint) from None
-    if not isinstance(header, dict):
-        raise ConfigError(f"{path}: safetensors header is not a JSON object", hint)
+        return "safetensors header is not JSON"
+    return None if isinstance(header, dict) else "safetensors header is not a JSON object"
+
+
+def check_safetensors(path: Path, what: str = "weights", hint: str | None = None) -> None:
+    """ConfigError `PATH: cannot load the WHAT (problem)` unless `path` starts with a sane
+    safetensors header (a JSON object whose length fits the file and MAX_HEADER)."""
+    problem = header_problem(Path(path))
+    if problem is not None:
+        raise ConfigError(f"{path}: cannot load the {what} ({problem})",
+                          hint or "give a safetensors file saved with safetensors.torch.save_file, copied whole")

@@ -15,12 +15,13 @@ def load_weights(model: Any, path: Path, what: str) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    check_safetensors(path, f"{what} factory")
+    hint = f"give safetensors weights saved from the {what} factory's model"
+    check_safetensors(path, f"{what} weights", hint)
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, OSError, SafetensorError) as exc:  # wrong keys/shapes, unreadable or not safetensors
         first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{path}: cannot load the {what} weights ({first})", f"give safetensors weights saved from the {what} factory's model") from None
+        raise ConfigError(f"{path}: cannot load the {what} weights ({first})", hint) from None
     return model.eval()
 
 

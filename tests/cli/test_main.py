@@ -118,7 +118,7 @@ def test_bad_teacher_checkpoint_loses_nothing(edgekd, tmp_path, cache_dir):
     assert run.code == 2
     assert "teacher.safetensors" in _one_line_error(run) and "cannot load the teacher weights" in run.err
     assert not list((tmp_path / "out").glob("*.safetensors"))
-    assert not list((cache_dir / ".staging").glob("teacher-*"))
+    assert not list((cache_dir / ".staging").glob("teacher*"))
 
 
 def test_missing_toolchain_exits_3(edgekd, tmp_path):

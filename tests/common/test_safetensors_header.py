@@ -46,6 +46,6 @@ def test_load_weights_refuses_a_doctored_header(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[:8] = struct.pack("<Q", len(data) * 1000)
     path.write_bytes(bytes(data))
-    with pytest.raises(ConfigError, match="w.safetensors: safetensors header length"):
+    with pytest.raises(ConfigError, match="w.safetensors: cannot load the student weights .safetensors header length"):
         load_weights(torch.nn.Linear(3, 2), path, "student")
     assert read_metadata(path) == {}
