@@ -11,13 +11,15 @@ import click
 
 from edgekd import __version__, api
 from edgekd.cli.bench import ProgressBar, bench_summary
+from edgekd.common.blame import blame, print_frames
 from edgekd.common.fsutil import atomic_write_text
 from edgekd.config.loading import ConfigSearch, load_project
 from edgekd.config.models import BENCH_SCENARIOS
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, EdgekdError
 from edgekd.graph.inputs import parse_shapes
 
-EXIT_CODES_HELP = "Exit codes: 0 ok, 1 budget violated, 2 bad input/usage, 3 toolchain missing, 70 internal error."
+EXIT_CODES_HELP = "Exit codes: 0 ok, 1 budget violated (check: unsupported nodes), 2 bad input/usage, 3 toolchain missing, 70 internal error."
+VERBOSE_FLAGS = ("--verbose", "-v")
 
 
 def _err(text: str) -> None:
@@ -42,7 +44,8 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.group(help=f"Distill, quantize, export and build edge engines under budgets. {EXIT_CODES_HELP}")
+@click.group(help=f"Distill, quantize, export and build edge engines under budgets. {EXIT_CODES_HELP} "
+             "--verbose (-v), anywhere on the line: when your code (a factory, a model, a data set) raised, show its traceback.")
 @click.version_option(__version__, prog_name="edgekd")
 def cli() -> None:
     pass
@@ -96,6 +99,10 @@ def build(target: str, profile: str, project: Path | None, out: Path | None, cac
             return
         for section in ("project", "target", "profile"):
             click.echo(f"[{section}]\n{json.dumps(plan[section], indent=2)}")
+        click.echo("[settings] (where each came from: project, profile, target or default)")
+        for name, row in plan["settings"].items():
+            where = f"{row['by']}; the project says {row['project_value']!r}" if "by" in row else row["from"]
+            click.echo(f"  {name} = {row['value']!r}  ({where})")
         click.echo("[plan]")
         for i, step in enumerate(plan["plan"], start=1):
             checks = ", ".join(step["budgets"]) or "no budgets"
@@ -147,15 +154,28 @@ def compile_(model: Path, target: str, profile: str, calib: Path | None, data_di
 @click.option("--target", "-t", required=True, help="Target name, alias or .toml path.")
 @click.option("--calib", type=click.Path(file_okay=False, path_type=Path),
               help="Calibration data for a float model on a quantized-only target (QNN HTP): a folder of .npy/.npz named by input.")
+@click.option("--fail-on", type=click.Choice(["unsupported", "fallback", "never"]), default="unsupported", show_default=True,
+              help="Exit 1 when a node is unsupported on the target (default), or also when one falls back off the accelerator.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @shape_option
 @search_options
-def check(model: Path, target: str, calib: Path | None, as_json: bool, shapes: tuple[str, ...], targets_dir: tuple[Path, ...],
-          profiles_dir: tuple[Path, ...]) -> None:
+def check(model: Path, target: str, calib: Path | None, fail_on: str, as_json: bool, shapes: tuple[str, ...],
+          targets_dir: tuple[Path, ...], profiles_dir: tuple[Path, ...]) -> None:
     report = api.check_model(model, target, ConfigSearch(targets_dir, profiles_dir), parse_shapes(shapes), calib)
     if as_json:
         _echo_json(report)
-        return
+    else:
+        _print_check(model, report)
+    counts = report["counts"]
+    failing = counts["unsupported"] + (counts["fallback"] if fail_on == "fallback" else 0) if fail_on != "never" else 0
+    if failing:
+        from edgekd.errors import BudgetViolated
+
+        raise BudgetViolated(f"check failed: {model} has {counts['unsupported']} unsupported and {counts['fallback']} fallback "
+                             f"node(s) on {report['target']} (--fail-on {fail_on})", "see the node list; --fail-on never only reports")
+
+
+def _print_check(model: Path, report: dict[str, Any]) -> None:
     click.echo(f"{model} on {report['target']}: accelerator {report['accelerator']}; fallback {report['fallback']}")
     for node in report["nodes"]:
         reason = f"  ({node['reason']})" if node["reason"] else ""
@@ -321,9 +341,12 @@ cli.add_command(_listing("profiles"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line (no traceback); bugs print a traceback and exit 70."""
+    """Entry point: user errors print one line (no traceback; under --verbose the user's own frames
+    when their code raised); bugs print a traceback and exit 70."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in VERBOSE_FLAGS for a in args)
     try:
-        cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
+        cli.main(args=[a for a in args if a not in VERBOSE_FLAGS], prog_name="edgekd", standalone_mode=False)
         return 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -334,12 +357,21 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return EXIT_USER
     except EdgekdError as exc:
-        _err(f"edgekd: error: {exc.one_line()}")
-        return exc.exit_code
-    except Exception:  # a bug: keep the traceback
+        return _user_error(exc, verbose)
+    except Exception as exc:
+        mapped = blame(exc)  # the user's code or paths raised it: a user error, not a bug
+        if mapped is not None:
+            return _user_error(mapped, verbose, exc)
         traceback.print_exc()
         _err(f"edgekd: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above")
         return EXIT_INTERNAL
+
+
+def _user_error(exc: EdgekdError, verbose: bool, raised: BaseException | None = None) -> int:
+    if verbose:
+        print_frames(raised or exc)
+    _err(f"edgekd: error: {exc.one_line()}")
+    return exc.exit_code
 
 
 def run() -> None:

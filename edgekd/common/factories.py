@@ -5,6 +5,7 @@ import importlib
 import inspect
 from typing import Any, Callable
 
+from edgekd.common.blame import user_code
 from edgekd.errors import ConfigError
 
 
@@ -26,7 +27,8 @@ def resolve(spec: str, key: str, source: str) -> Callable[..., Any]:
 
 def call(spec: str, args: dict[str, Any], key: str, source: str, defaults: dict[str, Any] | None = None) -> Any:
     """Call the factory with the config's args; args that do not fit its signature are a user
-    error, anything raised inside the factory keeps its traceback. `defaults` fill the factory's
+    error, and so is anything raised inside the factory (edgekd.common.blame: exit 2 naming the
+    factory, its own traceback frames under --verbose). `defaults` fill the factory's
     parameters of those names that the args leave out (e.g. a task's num_classes, vocab_size)."""
     func = resolve(spec, key, source)
     params = inspect.signature(func).parameters
@@ -35,4 +37,5 @@ def call(spec: str, args: dict[str, Any], key: str, source: str, defaults: dict[
         inspect.signature(func).bind(**args)
     except TypeError as exc:
         raise ConfigError(f"{source}: key '{key}' = '{spec}' rejected its args {args} ({exc})", f"fix [{key.rsplit('.', 1)[0]}.args]") from None
-    return func(**args)
+    with user_code(f"{source}: key '{key}' = '{spec}'"):
+        return func(**args)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.common.version import __version__
+from edgekd.config.provenance import settings
 from edgekd.distill import lineage
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ def report_sections(ctx: Context, out_dir: Path) -> dict[str, Any]:
     provenance = {"teacher": source, "assistants": [{**a.model_dump(), "generation": lin["teacher_generation"] + i}
                                                     for i, a in enumerate(ctx.project.teacher.assistants, start=1)],
                   "student": student, "data": data_facts(ctx), "distill": ctx.project.distill.model_dump()}
-    return {"provenance": provenance, "lineage": lin, "warnings": lineage.warnings(lin)}
+    return {"provenance": provenance, "lineage": lin, "warnings": lineage.warnings(lin),
+            "settings": settings(ctx.project_file, ctx.target_file, ctx.profile_file)}
 
 
 

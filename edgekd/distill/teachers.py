@@ -200,6 +200,7 @@ class OnnxTeacher:
             raise ConfigError(f"{self.path}: ONNX Runtime cannot load the teacher ({type(exc).__name__}: {exc})",
                               "give a valid .onnx file (with its external-data files beside it, if it has any)") from None
         self._inputs = self._session.get_inputs()
+        self.output_names = [o.name for o in self._session.get_outputs()]  # the first is taken as the logits
         static = {i.shape[0] for i in self._inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
         self.static_batch = min(static) if static else None
         self.batch_size = self.static_batch or batch_size

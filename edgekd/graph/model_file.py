@@ -26,6 +26,10 @@ def check_model_file(model: Path) -> Path:
     except Exception as exc:  # onnx raises several types for unreadable/invalid files
         raise ConfigError(f"{model}: not a valid ONNX model ({_first_line(exc)})", "give an .onnx file exported by torch.onnx or similar") from None
     check_external_data(model, proto)
+    initializers = {t.name for t in proto.graph.initializer}
+    if not [i for i in proto.graph.input if i.name not in initializers]:
+        raise ConfigError(f"{model}: the graph has no inputs (every value is a constant): there is nothing to feed, check or time",
+                          "export the model with its real inputs (torch.onnx.export(model, example_inputs, ...))")
     try:
         onnx.checker.check_model(str(model))
     except Exception as exc:  # noqa: BLE001 - the checker's ValidationError and protobuf's errors

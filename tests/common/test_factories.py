@@ -87,5 +87,12 @@ def test_call_with_wrong_args_is_config_error(factories_module: str, args: dict[
 
 
 def test_type_error_inside_factory_is_not_blamed_on_args(factories_module: str) -> None:
-    with pytest.raises(TypeError):
+    """A TypeError raised inside the factory is the factory's (a user error naming it and where it
+    raised, its frames kept for --verbose), not a complaint about the args."""
+    from edgekd.common.blame import UserCodeError
+
+    with pytest.raises(UserCodeError) as info:
         call(f"{factories_module}:buggy", {"width": 4}, "teacher.factory", SOURCE)
+    text = info.value.one_line()
+    assert f"key 'teacher.factory' = '{factories_module}:buggy' raised TypeError" in text and "rejected its args" not in text
+    assert "\n" not in text and info.value.exit_code == 2 and info.value.frames
