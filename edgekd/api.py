@@ -103,18 +103,21 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
 
 def _run(ctx: EngineContext, out_dir: Path, cache_dir: Path | None, force: bool, log: Callable[[str], None],
          stages: tuple[Any, ...]) -> BuildResult:
-    """Walk `stages` with the stage cache, write the report, raise BuildFailed on a broken budget."""
+    """Walk `stages` with the stage cache, write the report, raise BuildFailed on a broken budget.
+    The folder is locked and marked incomplete until its report is written (edgekd.pipeline.build_folder)."""
+    from edgekd.pipeline import build_folder
     from edgekd.pipeline import runner as pipeline
     from edgekd.report import build_report
     from edgekd.report.outputs import write_all
 
     ctx.cache_root = Path(cache_dir or default_root())
-    records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, force=force, log=log, stages=stages)
-    for stage, record in zip(stages, records):  # the folder shows this build only
-        if record.status == "not run":
-            pipeline.clear_outputs(stage, out_dir)
-    report = build_report.make(ctx, records, out_dir)
-    write_all(out_dir, report)
+    with build_folder.writing(out_dir, log):
+        records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, force=force, log=log, stages=stages)
+        for stage, record in zip(stages, records):  # the folder shows this build only
+            if record.status == "not run":
+                pipeline.clear_outputs(stage, out_dir)
+        report = build_report.make(ctx, records, out_dir)
+        write_all(out_dir, report)
     result = BuildResult(out_dir, report)
     if not result.passed:
         first = report["failed_budgets"][0]
@@ -223,16 +226,15 @@ def bench_here(path: Path, target: str | None, profile: str | None, search: Conf
 def bench_on_device(build_dir: Path, device: str, runs: int | None = None) -> dict[str, Any]:
     """Run the build's deploy bundle on a device (ssh://, adb://, local://) and add the result to
     the build's report.json / report.md as measured on that device."""
+    from edgekd.pipeline import build_folder
     from edgekd.remote.bench import bench_on_device as run_remote
     from edgekd.report.outputs import write_all
 
-    report_file = build_dir / "report.json"
-    if not report_file.is_file():
-        raise ConfigError(f"{build_dir} has no report.json", "give a build folder made by `edgekd build`")
+    build_folder.verify(Path(build_dir))  # a folder whose files do not match its report is refused before the device run
     result = run_remote(build_dir, device, runs)
-    report = json.loads(report_file.read_text())
-    report.setdefault("device_results", []).append(result)
-    write_all(build_dir, report)
+    with build_folder.updating(Path(build_dir)) as report:
+        report.setdefault("device_results", []).append(result)
+        write_all(Path(build_dir), report)
     return result
 
 

@@ -1,13 +1,19 @@
 """Reading the two builds the gate compares: a build folder or its report.json, checked enough that
-the gate never stumbles on a missing key (bad input is one line and exit 2, not a traceback)."""
+the gate never stumbles on a missing key (bad input is one line and exit 2, not a traceback), and
+checked against its folder (edgekd.pipeline.build_folder): a folder a build did not finish is
+refused, and so is one where any file the report lists differs from its recorded sha256. A report
+none of whose files is beside it (a baseline kept as a single file) is taken on its own."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.pipeline import build_folder
+from edgekd.pipeline.build_folder import BuildFolderError
 from edgekd.pipeline.results import Metric
 from edgekd.tasks.specs import ACCURACY, MetricSpec
 
@@ -75,7 +81,16 @@ def _stage_metrics(report: Report, stage: dict[str, Any]) -> dict[str, Metric]:
     return out
 
 
+def _consistent(role: str, check: Callable[[], None]) -> None:
+    """Run a build-folder check; its BuildFolderError becomes the gate's, naming the role."""
+    try:
+        check()
+    except BuildFolderError as exc:
+        raise GateInputError(f"{role} {exc}", exc.hint) from None
+
+
 def _resolve(path: Path, role: str) -> Path:
+    _consistent(role, lambda: build_folder.check_finished(path if path.is_dir() else path.parent))
     if path.is_dir():
         path = path / REPORT_FILE
         if not path.is_file():
@@ -104,4 +119,5 @@ def load_report(path: Path, role: str) -> Report:
         raise report.bad("'latency' must be a table or null")
     report.metrics()  # every metric parses
     _ = report.metric  # a malformed "task" is bad input here, not a traceback later
+    _consistent(role, lambda: build_folder.check_artefacts(path.parent, data, alone_ok=True))
     return report

@@ -4,16 +4,19 @@ the per-op profile of a build's engine (with the settings the build tuned) or of
 (with the target's [session] settings). Targets whose engine runs only on a device
 (TensorRT, QNN HTP) get the latency model's estimate, said plainly, unless --device is given.
 
-A build folder's report.json gets the new measurement as its latency (the bench stage's metrics
-and the latency budget's verdict are redone from it), and every view of the report is rewritten.
+A build folder is verified first (edgekd.pipeline.build_folder: a folder a build did not finish, or
+whose files do not match its report, is refused); its report.json gets the new measurement as its
+latency (the bench stage's metrics and the latency budget's verdict are redone from it, bench.json's
+recorded hash with it), under the folder's lock, and every view of the report is rewritten.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,12 +38,28 @@ def phases(bench: Any) -> int:
             + sum(s in bench.scenarios for s in DECODER_SCENARIOS) + (bench.profile_runs > 0))
 
 
-def _build_engine(build_dir: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    report_file, engine_file = build_dir / "report.json", build_dir / ENGINE_JSON
-    if not report_file.is_file() or not engine_file.is_file():
-        raise ConfigError(f"{build_dir} is not a build folder (no report.json / engine.json)",
+def _build_engine(build_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A finished build's report (verified: no marker, every artefact matches it) and engine.json."""
+    from edgekd.pipeline.build_folder import verify
+
+    report, engine_file = verify(build_dir), build_dir / ENGINE_JSON
+    try:
+        engine = json.loads(engine_file.read_text(encoding="utf-8")) if engine_file.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{engine_file}: not readable JSON ({exc})", "build again into this folder") from None
+    if not isinstance(engine, dict):
+        raise ConfigError(f"{build_dir} is not a build folder with an engine (no {ENGINE_JSON})",
                           "give a folder written by `edgekd build`, or an .onnx model with --target")
-    return report_file, json.loads(report_file.read_text()), json.loads(engine_file.read_text())
+    return report, engine
+
+
+def _built_for(report: dict[str, Any], section: str) -> str:
+    """report[section]["name" | "file"]: the target or profile the build used."""
+    value = report.get(section)
+    value = value.get("name" if section == "target" else "file") if isinstance(value, dict) else None
+    if not isinstance(value, str):
+        raise ConfigError(f"report.json has no {section} (not an edgekd build report)", "build again into this folder")
+    return value
 
 
 def _inputs(path: Path, model: Path, engine_meta: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None) -> ModelInputs:
@@ -74,9 +93,9 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
     path = Path(path)
     engine_meta: dict[str, Any] = {}
     if path.is_dir():
-        _, report, engine_meta = _build_engine(path)
-        target = target or report["target"]["name"]
-        profile = profile or (report["profile"]["file"] if Path(report["profile"]["file"]).is_file() else "default")
+        report, engine_meta = _build_engine(path)
+        target = target or _built_for(report, "target")
+        profile = profile or (_built_for(report, "profile") if Path(_built_for(report, "profile")).is_file() else "default")
         model = path / "engine" / engine_meta.get("engine_file", "engine.onnx") if engine_meta.get("built_here") else path / STUDENT_INT8
     else:
         if target is None:
@@ -118,25 +137,26 @@ def update_build_report(build_dir: Path, result: dict[str, Any]) -> dict[str, An
     from edgekd.backends.ort.backend import latency_metrics
     from edgekd.common.fsutil import atomic_write_text
     from edgekd.config.models import Budgets
-    from edgekd.pipeline import budgets
+    from edgekd.pipeline import budgets, build_folder
     from edgekd.pipeline.results import Metric
     from edgekd.report.outputs import write_all
 
-    report_file, report, _ = _build_engine(build_dir)
-    old = report.get("latency") or {}
-    if "compare" in old and result["method"] == old.get("method"):
-        result["compare"] = {**old["compare"], "engine": {"p90_ms": result["p90_ms"], "method": result["method"], "how": result["where"]}}
-    report["latency"] = result
-    stage = next(s for s in report["stages"] if s["name"] == "bench")
-    new_metrics = latency_metrics(result, result["method"], result["where"]) if result["method"] == "measured" else \
-        {f"latency.{k}": Metric(result[k], "ms", "estimated", result["where"]) for k in ("p50_ms", "p90_ms", "p99_ms")}
-    stage["metrics"] = {k: m.to_json() for k, m in new_metrics.items()}
-    stage["status"] = stage["status"] if stage["status"] != "not run" else "ran"
-    stage["notes"] = [*stage.get("notes", []), f"latency re-measured by `edgekd bench` at {result.get('measured_at', 'now')}"]
-    verdicts = budgets.check("bench", new_metrics, Budgets.model_validate(report["profile"]["budgets"]))
-    stage["verdicts"] = [v.to_json() for v in verdicts]
-    report["failed_budgets"] = [v for s in report["stages"] for v in s["verdicts"] if v["status"] == "fail"]
-    report["verdict"] = "fail" if report["failed_budgets"] else "pass"
-    atomic_write_text(build_dir / BENCH_JSON, json.dumps(result))
-    write_all(build_dir, report)
+    with build_folder.updating(build_dir) as report:
+        old = report.get("latency") or {}
+        if "compare" in old and result["method"] == old.get("method"):
+            result["compare"] = {**old["compare"], "engine": {"p90_ms": result["p90_ms"], "method": result["method"], "how": result["where"]}}
+        report["latency"] = result
+        stage = next(s for s in report["stages"] if s["name"] == "bench")
+        new_metrics = latency_metrics(result, result["method"], result["where"]) if result["method"] == "measured" else \
+            {f"latency.{k}": Metric(result[k], "ms", "estimated", result["where"]) for k in ("p50_ms", "p90_ms", "p99_ms")}
+        stage["metrics"] = {k: m.to_json() for k, m in new_metrics.items()}
+        stage["status"] = stage["status"] if stage["status"] != "not run" else "ran"
+        stage["notes"] = [*stage.get("notes", []), f"latency re-measured by `edgekd bench` at {result.get('measured_at', 'now')}"]
+        verdicts = budgets.check("bench", new_metrics, Budgets.model_validate(report["profile"]["budgets"]))
+        stage["verdicts"] = [v.to_json() for v in verdicts]
+        report["failed_budgets"] = [v for s in report["stages"] for v in s["verdicts"] if v["status"] == "fail"]
+        report["verdict"] = "fail" if report["failed_budgets"] else "pass"
+        atomic_write_text(build_dir / BENCH_JSON, json.dumps(result))
+        build_folder.record_file(report, "bench", build_dir, BENCH_JSON)  # the report's hash of bench.json stays true
+        write_all(build_dir, report)
     return report
