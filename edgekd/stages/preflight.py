@@ -2,6 +2,7 @@
 before the first stage runs, so that a mistake costs seconds instead of a trained teacher.
 
 - the output folder and the stage cache are writable and have room for the largest artefacts;
+- thread counts of a target that runs here fit this host's cores;
 - every split streams, with finite inputs and labels in range (edgekd.data.audit), with a warning
   for degenerate labels (one class, or classes the train split never shows);
 - the loss names, their parameters and the feature layers they name (edgekd.distill.trainer);
@@ -184,8 +185,28 @@ def _key(ctx: Context) -> str:
                      "edgekd": edgekd_fingerprint()})
 
 
+def check_host_settings(ctx: Context) -> None:
+    """Thread counts of a target that runs here ([session], [tune] candidates) fit this host's cores."""
+    if ctx.target.runtime != "onnxruntime-cpu":
+        return
+    from edgekd.backends.ort.session import check_session_threads
+    from edgekd.common.host import check_threads
+
+    _named_target(ctx, lambda: check_session_threads(ctx.target.session))
+    for n in ctx.target.tune.intra_op_num_threads:
+        _named_target(ctx, lambda: check_threads(n, "[tune] intra_op_num_threads"))
+
+
+def _named_target(ctx: Context, check: Callable[[], Any]) -> None:
+    try:
+        check()
+    except ConfigError as exc:
+        raise ConfigError(f"target {ctx.target_file.name} ({ctx.target_file.path}): {exc}", exc.hint) from None
+
+
 def preflight(ctx: Context, out_dir: Path, log: Callable[[str], None]) -> None:
     """Every check above, before any stage runs; the model and data checks once per key."""
+    check_host_settings(ctx)
     check_writable(out_dir, "output folder (--out)")
     check_writable(ctx.cache_root, "stage cache")
     marker = ctx.cache_root / "preflight" / f"{_key(ctx)}.json"

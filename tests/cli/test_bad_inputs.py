@@ -182,3 +182,13 @@ def _assert_user_error(run, words: list[str], code: int = 2) -> None:  # noqa: A
     for word in words:
         assert word in run.err, (word, run.err)
     assert line.startswith("edgekd: error:") and "(hint:" in line or line.startswith("Error:"), line
+
+
+def test_target_threads_beyond_this_hosts_cores_are_refused_before_training(edgekd, tmp_path: Path) -> None:
+    from edgekd.common.toolchain import usable_cores
+
+    target = write(tmp_path / "big.toml", (Path(__file__).parents[2] / "targets" / "x86-avx2.toml").read_text()
+                   .replace("intra_op_num_threads = [1, 0]", f"intra_op_num_threads = [1, {usable_cores() + 1}]"))
+    run = edgekd("build", "--target", str(target), "--profile", "ci", out_dir=tmp_path / "out")
+    _assert_user_error(run, [str(target), "[tune] intra_op_num_threads", f"{usable_cores()} core(s)"])
+    assert "[2/10] teacher: running" not in run.err and not (tmp_path / "out").exists()
