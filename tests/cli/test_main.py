@@ -129,12 +129,14 @@ def test_missing_toolchain_exits_3(edgekd, tmp_path):
 
 
 def test_a_bug_exits_70_with_traceback(edgekd, monkeypatch):
+    """A bug is an exception raised in edgekd's own code: simulated by a function whose code object
+    says it lives in edgekd's package (one defined here would be the user's code: exit 2)."""
     from edgekd import api
+    from edgekd.common.blame import PACKAGE_DIR
 
-    def broken(*_, **__):
-        raise RuntimeError("simulated bug")
-
-    monkeypatch.setattr(api, "build", broken)
+    scope: dict = {}
+    exec(compile("def broken(*_, **__):\n    raise RuntimeError('simulated bug')\n", str(PACKAGE_DIR / "api.py"), "exec"), scope)
+    monkeypatch.setattr(api, "build", scope["broken"])
     run = edgekd("build", "--profile", "ci")
     assert run.code == 70 and "Traceback" in run.err and "simulated bug" in run.err
 

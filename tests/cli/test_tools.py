@@ -13,8 +13,10 @@ pytestmark = pytest.mark.slow
 def test_check_on_the_dla_target(cold_build, edgekd):
     model = cold_build.out_dir / "student_int8.onnx"
     run = edgekd("check", str(model), "--target", "jetson-orin-agx-dla", "--json")
-    assert run.code == 0, run.err
     report = json.loads(run.out)
+    assert report["counts"]["unsupported"] > 0  # the x86 engine's asymmetric Q/DQ: see below
+    assert run.code == 1 and "check failed" in run.err and f"{report['counts']['unsupported']} unsupported" in run.err  # a CI step fails
+    assert edgekd("check", str(model), "--target", "jetson-orin-agx-dla", "--fail-on", "never").code == 0
     assert report["target"] == "jetson-orin-agx-dla" and report["macs_total"] > 0
     assert {n["runs_on"] for n in report["nodes"]} <= {"accelerator", "fallback", "unsupported"}
     # ORT's default (asymmetric) x86 quantization breaks TensorRT's symmetric Q/DQ rule: named per node
@@ -26,6 +28,7 @@ def test_check_on_the_dla_target(cold_build, edgekd):
 
 def test_check_on_x86_runs_every_node(cold_build, edgekd):
     run = edgekd("check", str(cold_build.out_dir / "student_int8.onnx"), "--target", "x86", "--json")
+    assert run.code == 0 and edgekd("check", str(cold_build.out_dir / "student_int8.onnx"), "--target", "x86", "--fail-on", "fallback").code == 0
     report = json.loads(run.out)
     assert report["counts"]["accelerator"] == len(report["nodes"]) and report["macs_share_off"] == 0
 
