@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from edgekd.common.artefacts import STUDENT_JSON, STUDENT_WEIGHTS, TEACHER_WEIGHTS
 from edgekd.common.factories import resolve
+from edgekd.common.locks import exclusive
 from edgekd.common.toolchain import version
 from edgekd.config.loading import (
     ConfigSearch,
@@ -18,9 +19,11 @@ from edgekd.config.loading import (
     load_target,
 )
 from edgekd.config.models import Profile
+from edgekd.config.provenance import describe_overrides, settings
 from edgekd.config.target import Target
 from edgekd.errors import BudgetViolated, ConfigError, EdgekdError, ToolchainMissing
 from edgekd.graph.model_file import check_model_file, has_external_data
+from edgekd.pipeline.build_folder import LOCK_FILE
 from edgekd.pipeline.cache import StageCache, default_root
 from edgekd.pipeline.context import EngineContext
 from edgekd.stages.compile_context import CompileData
@@ -79,6 +82,7 @@ def dry_run(ctx: Context) -> dict[str, Any]:
         "target": {"name": ctx.target_file.name, "file": str(ctx.target_file.path), "via": ctx.target_file.via, **ctx.target.model_dump()},
         "profile": {"name": ctx.profile_file.name, "file": str(ctx.profile_file.path), **ctx.profile.model_dump()},
         "plan": plan(STAGES, ctx.metric),
+        "settings": settings(ctx.project_file, ctx.target_file, ctx.profile_file),  # where each value came from
     }
 
 
@@ -93,10 +97,15 @@ def build(target: str = "x86", profile: str = "default", project: Path | None = 
     _check_toolchain(ctx.target_file)
     ctx.data_sha256  # load and check the data before anything is written
     out_dir = Path(out) if out else Path("build") / ctx.target_file.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx.cache_root = Path(cache_dir or default_root())
     log(f"project {ctx.project.name} ({ctx.project_file.via}); target {ctx.target_file.name} ({ctx.target_file.via}); "
         f"profile {ctx.profile_file.name}; output {out_dir}")
     from edgekd.stages import STAGES
+    from edgekd.stages.preflight import preflight
+
+    for line in describe_overrides(ctx.project_file, ctx.profile_file):
+        log(line)
+    preflight(ctx, out_dir, log)  # everything that can be checked without training, before the first stage
 
     return _run(ctx, out_dir, cache_dir, force, log, STAGES)
 
@@ -244,17 +253,24 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     the search and teacher stages run (or come from the cache) as in `build`, then the distill step
     runs data-parallel on the project's data, task and augmentations, reading the teacher's logits
     from the build's teacher-logit cache, and writes `student.safetensors` into `out`."""
+    ctx = resolve_inputs(target, profile, project, ConfigSearch())
+    ctx.data_sha256  # load and check the data before anything is written
+    out_dir = Path(out) if out else Path("build") / f"{ctx.target_file.name}-ddp"
+    ctx.cache_root = Path(cache_dir or default_root())
+    from edgekd.stages.preflight import preflight
+
+    preflight(ctx, out_dir, log)
+    with exclusive(out_dir / LOCK_FILE, f"build folder {out_dir}", log):  # one writer per folder, as for build
+        return _distill_locked(ctx, nproc, out_dir, log)
+
+
+def _distill_locked(ctx: Context, nproc: int, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from edgekd.distill.ddp import distill_distributed
     from edgekd.distill.ddp_settings import DistributedRun, Factory
     from edgekd.distill.provenance import weights_metadata
     from edgekd.pipeline import runner as pipeline
     from edgekd.stages import STAGES
 
-    ctx = resolve_inputs(target, profile, project, ConfigSearch())
-    ctx.data_sha256  # load and check the data before anything is written
-    out_dir = Path(out) if out else Path("build") / f"{ctx.target_file.name}-ddp"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ctx.cache_root = Path(cache_dir or default_root())
     records = pipeline.run(ctx, StageCache(ctx.cache_root), out_dir, log=log, until="teacher", stages=STAGES)
     teacher = next(r for r in records if r.name == "teacher")
     weights = ctx.cache_root / "teacher" / teacher.cache_key / TEACHER_WEIGHTS
