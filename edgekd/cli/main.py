@@ -192,7 +192,7 @@ def _print_check(model: Path, report: dict[str, Any]) -> None:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", "-t", required=True, help="Target name, alias or .toml path.")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1, max=65536), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @shape_option
 @search_options
@@ -226,7 +226,7 @@ def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool
                    "DecodeTokensPerSecond run for decoder models only.")
 @click.option("--threads", type=click.IntRange(min=0), help="Intra-op threads (default: the build's tuned or the target's).")
 @click.option("--device", help="Run the build's bundle on a device instead: ssh://user@host[:port], adb://SERIAL or local://DIR.")
-@click.option("--runs", type=click.IntRange(min=10), help="Timed runs on the device (--device only).")
+@click.option("--runs", type=click.IntRange(min=10, max=1_000_000), help="Timed runs on the device (--device only).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @shape_option
@@ -282,7 +282,7 @@ def gate(candidate: Path, baseline: Path, profile: str | None, max_latency_incre
 
 
 @cli.command(help=f"Distill the student on N processes with torchrun (DDP; gloo on CPU, nccl on GPU). {EXIT_CODES_HELP}")
-@click.option("--nproc", type=click.IntRange(min=1), required=True, help="Processes (torchrun --nproc-per-node).")
+@click.option("--nproc", type=click.IntRange(min=1, max=1024), required=True, help="Processes (torchrun --nproc-per-node).")
 @click.option("--target", "-t", default="x86", show_default=True, help="Target (for the student search).")
 @click.option("--profile", "-p", default="default", show_default=True, help="Profile name or .toml path.")
 @click.option("--project", type=click.Path(dir_okay=False, path_type=Path), help="Project file (default ./edgekd.toml, else the built-in example).")
@@ -296,7 +296,7 @@ def distill(nproc: int, target: str, profile: str, project: Path | None, out: Pa
 @cli.command(help=f"Write a logits file (top-k soft labels) for the project's training split from an ONNX teacher. {EXIT_CODES_HELP}")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .npz logits file to write.")
-@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes kept per sample.")
+@click.option("--k", type=click.IntRange(min=1, max=1_000_000), default=5, show_default=True, help="Classes kept per sample.")
 @click.option("--project", type=click.Path(dir_okay=False, path_type=Path), help="Project file (its data factory).")
 def logits(model: Path, out: Path, k: int, project: Path | None) -> None:
     _echo_json(api.write_teacher_logits(model, out, k, project))

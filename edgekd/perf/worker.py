@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgekd.common.artefacts import BENCH_JSON, ENGINE_JSON, STUDENT_INT8
+from edgekd.common.tempdirs import temp_dir
 from edgekd.config.loading import ConfigSearch, load_profile, load_target
 from edgekd.config.models import BENCH_SCENARIOS, BenchConfig
 from edgekd.errors import ConfigError
@@ -118,9 +118,9 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
     if threads is not None:
         session = session.model_copy(update={"intra_op_num_threads": threads})
     bench = prof.recipe.bench if scenarios is None else with_scenarios(prof.recipe.bench, scenarios)
-    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+    with temp_dir("bench") as tmp:  # named for this process: a killed bench's folder is swept by the next build
         total = phases(bench)
-        result = measure(model, make_feeds(inputs, rows=bench.offline_max_batch), inputs, session, bench, Path(tmp),
+        result = measure(model, make_feeds(inputs, rows=bench.offline_max_batch), inputs, session, bench, tmp,
                          (lambda label: progress(label, total)) if progress else None)
     from edgekd.backends.ort.session import runtime_description
 

@@ -159,6 +159,9 @@ def test_a_model_without_graph_inputs_is_refused_by_every_model_command(edgekd, 
     (["estimate", "{model}", "--target", "x86", "--batch", "0"], ["--batch"]),
     (["check", "{tmp}/missing.onnx", "--target", "x86"], ["missing.onnx"]),
     (["compile", "{model}", "--shape", "input=axb"], ["input=axb"]),
+    (["estimate", "{model}", "--target", "x86", "--batch", "10000000"], ["--batch"]),
+    (["distill", "--nproc", "100000"], ["--nproc"]),
+    (["bench", "{tmp}", "--device", "local://{tmp}", "--runs", "99999999"], ["--runs"]),
 ])
 def test_bad_arguments_are_one_line(edgekd, tmp_path: Path, argv: list[str], words: list[str]) -> None:
     model = write(tmp_path / "garbage.onnx", "not onnx")
