@@ -1,5 +1,5 @@
 """Fault injection: a changed rebuild (student width 8 -> 6) over an existing build folder, killed
-with SIGKILL at a random point, leaves a folder the gate refuses (never the old PASS report beside
+with SIGKILL or SIGINT (Ctrl-C) at a random point, leaves a folder the gate refuses (never the old PASS report beside
 new files); the next build clears it, and its artefacts are byte-identical to an uninterrupted
 build's, with the same verdict. The seed of the kill point is in every assertion message."""
 from __future__ import annotations
@@ -27,8 +27,8 @@ def tuned(report: dict) -> dict:
     return {"variant": row["variant"], "session": row["session"]}
 
 
-def kill_at_random(proc, seed: int) -> str:
-    """SIGKILL `proc` after a random number of its log lines (1..12) plus a random delay; returns its output."""
+def kill_at_random(proc, seed: int, sig: signal.Signals = signal.SIGKILL) -> str:
+    """Send `sig` to `proc` after a random number of its log lines (1..12) plus a random delay; returns its output."""
     rng = random.Random(seed)
     lines_before, delay = rng.randint(1, 12), rng.uniform(0.0, 1.0)
     seen = []
@@ -37,13 +37,17 @@ def kill_at_random(proc, seed: int) -> str:
         assert line, f"seed {seed}: the build ended after {len(seen)} lines: {''.join(seen)}"
         seen.append(line)
     time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"seed {seed}: the build finished before the kill"
-    return "".join(seen)
+    proc.send_signal(sig)
+    rest = proc.communicate()[0] or ""
+    expected = -signal.SIGKILL if sig == signal.SIGKILL else 130  # Ctrl-C: edgekd exits 130
+    assert proc.returncode == expected, f"seed {seed}: exit {proc.returncode} after {sig.name}:\n{''.join(seen)}{rest}"
+    if sig != signal.SIGKILL:
+        assert "Traceback" not in rest and "edgekd: aborted" in rest, f"seed {seed}:\n{rest}"
+    return "".join(seen) + rest
 
 
-def test_a_killed_changed_rebuild_leaves_no_stale_verdict(cold_build, cache_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_killed_changed_rebuild_leaves_no_stale_verdict(cold_build, cache_dir: Path, tmp_path: Path, sig: signal.Signals) -> None:
     assert cold_build.code == 0, cold_build.err
     seed = random.SystemRandom().randrange(1 << 30)
     width6 = project(tmp_path, 6)
@@ -52,7 +56,7 @@ def test_a_killed_changed_rebuild_leaves_no_stale_verdict(cold_build, cache_dir:
 
     proc = start(width6, folder, cache_dir)
     wait_for(folder / MARKER, proc)
-    log = kill_at_random(proc, seed)
+    log = kill_at_random(proc, seed, sig)
     assert not any((folder / name).exists() for name in REPORT_DOCUMENTS), f"seed {seed}: a report survived:\n{log}"
     code, _, err = run_cli(["gate", str(folder), "--baseline", str(cold_build.out_dir)], cache_dir)
     assert code == 2 and f"build incomplete: {folder / MARKER} present" in err and "did not finish" in err, f"seed {seed}: {err}"
