@@ -13,10 +13,12 @@ from edgekd import __version__, api
 from edgekd.cli.bench import ProgressBar, bench_summary
 from edgekd.common.blame import blame, print_frames
 from edgekd.common.fsutil import atomic_write_text
+from edgekd.common.process_env import contained
 from edgekd.config.loading import ConfigSearch, load_project
 from edgekd.config.models import BENCH_SCENARIOS
 from edgekd.errors import EXIT_INTERNAL, EXIT_USER, EdgekdError
 from edgekd.graph.inputs import parse_shapes
+from edgekd.pipeline.cache import default_root
 
 EXIT_CODES_HELP = "Exit codes: 0 ok, 1 budget violated (check: unsupported nodes), 2 bad input/usage, 3 toolchain missing, 70 internal error."
 VERBOSE_FLAGS = ("--verbose", "-v")
@@ -346,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in args)
     try:
-        cli.main(args=[a for a in args if a not in VERBOSE_FLAGS], prog_name="edgekd", standalone_mode=False)
+        with contained(_cache_root(args)):  # libraries write into the cache and a temp folder removed at exit
+            cli.main(args=[a for a in args if a not in VERBOSE_FLAGS], prog_name="edgekd", standalone_mode=False)
         return 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -365,6 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         _err(f"edgekd: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above")
         return EXIT_INTERNAL
+
+
+def _cache_root(args: list[str]) -> Path:
+    """The stage cache a command line names (--cache-dir), else $EDGEKD_CACHE_DIR or the default."""
+    for i, arg in enumerate(args):
+        if arg == "--cache-dir" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--cache-dir="):
+            return Path(arg.split("=", 1)[1])
+    return default_root()
 
 
 def _user_error(exc: EdgekdError, verbose: bool, raised: BaseException | None = None) -> int:
