@@ -85,3 +85,28 @@ def train_word_tokenizer(texts: list[str], path: Path) -> Path:
     tok.enable_padding(pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
     tok.save(str(path))
     return path
+
+
+def small_tmpfs(folder: Path, size: str = "1m"):  # noqa: ANN201 - a context manager of Path
+    """A context manager: a tmpfs of `size` mounted on `folder` for the block (needs root and
+    permission to mount: the test is skipped otherwise)."""
+    import shutil
+    import subprocess
+    from contextlib import contextmanager
+
+    import pytest
+
+    @contextmanager
+    def mounted():  # noqa: ANN202
+        folder.mkdir(parents=True, exist_ok=True)
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+        try:
+            yield folder
+        finally:
+            subprocess.run(["umount", str(folder)], check=False)
+
+    return mounted()

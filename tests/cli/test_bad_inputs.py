@@ -195,3 +195,24 @@ def test_target_threads_beyond_this_hosts_cores_are_refused_before_training(edge
     run = edgekd("build", "--target", str(target), "--profile", "ci", out_dir=tmp_path / "out")
     _assert_user_error(run, [str(target), "[tune] intra_op_num_threads", f"{usable_cores()} core(s)"])
     assert "[2/10] teacher: running" not in run.err and not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_a_visibly_incomplete_folder(edgekd, cache_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out on a tmpfs too small for the build: the preflight's space check says so; with that check
+    out of the way, the disk fills up mid-build: exit 2 naming the file, no report, the marker shows
+    the folder incomplete, and the stage cache (elsewhere) holds no half-written entry."""
+    from helpers import small_tmpfs
+
+    from edgekd.pipeline.build_folder import MARKER, REPORT_DOCUMENTS
+    from edgekd.stages import preflight
+
+    with small_tmpfs(tmp_path / "small", "96k") as out:
+        run = edgekd("build", "--profile", "ci", out_dir=out / "build")
+        _assert_user_error(run, [str(out / "build"), "MiB free"])
+        monkeypatch.setattr(preflight, "check_space", lambda *args: None)
+        run = edgekd("build", "--profile", "ci", out_dir=out / "build")
+        _assert_user_error(run, ["no space left on device"])
+        assert (out / "build" / MARKER).is_file() and not any((out / "build" / name).exists() for name in REPORT_DOCUMENTS)
+    staged = cache_dir / ".staging"
+    assert not staged.exists() or not any(staged.iterdir())
