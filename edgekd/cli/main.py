@@ -236,6 +236,10 @@ def estimate(model: Path, target: str, precision: str, batch: int, as_json: bool
 def bench(path: Path, target: str | None, profile: str | None, scenarios: tuple[str, ...], threads: int | None, device: str | None,
           runs: int | None, out: Path | None, as_json: bool, shapes: tuple[str, ...], targets_dir: tuple[Path, ...],
           profiles_dir: tuple[Path, ...]) -> None:
+    if threads is not None:
+        from edgekd.common.host import check_threads
+
+        check_threads(threads, "--threads")  # before anything is loaded
     if device:
         result = api.bench_on_device(path, device, runs)
     else:

@@ -161,6 +161,9 @@ def test_a_model_without_graph_inputs_is_refused_by_every_model_command(edgekd, 
     (["compile", "{model}", "--shape", "input=axb"], ["input=axb"]),
     (["estimate", "{model}", "--target", "x86", "--batch", "10000000"], ["--batch"]),
     (["distill", "--nproc", "100000"], ["--nproc"]),
+    (["targets", "show", "no-such-target"], ["no-such-target"]),
+    (["profiles", "show", "no-such-profile"], ["no-such-profile"]),
+    (["bench", "{model}", "--target", "x86", "--threads", "100000"], ["--threads", "core"]),
     (["bench", "{tmp}", "--device", "local://{tmp}", "--runs", "99999999"], ["--runs"]),
 ])
 def test_bad_arguments_are_one_line(edgekd, tmp_path: Path, argv: list[str], words: list[str]) -> None:
