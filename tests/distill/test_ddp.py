@@ -177,10 +177,10 @@ def test_a_combined_objective_with_warm_up_runs_distributed_as_in_one_process(te
 def test_a_crashing_worker_raises_with_its_last_stderr_lines(teacher_weights: Path, project: str, tmp_path: Path) -> None:
     with pytest.raises(ddp.WorkersFailed) as info:
         distill(make_run(teacher_weights, tmp_path, 1, student=Factory(f"{project}:broken_student")))
-    err = info.value
-    assert err.exit_code == EXIT_INTERNAL and err.returncode != 0
-    assert any("RuntimeError: boom: the student factory crashed" in line for line in err.stderr_tail)
-    assert "rank 0: [rank0]: RuntimeError: boom" in str(err) and "logs" in err.hint
+    err = info.value  # the student factory is the user's code: a user error (exit 2) naming it, as in a single-process build
+    assert err.exit_code == EXIT_USER and err.returncode != 0
+    assert any("raised RuntimeError: boom: the student factory crashed" in line for line in err.stderr_tail)
+    assert "rank 0: " in str(err) and "boom: the student factory crashed (at " in str(err) and "ddp_project.py:15 in broken_student" in str(err)
     assert not (tmp_path / "student1.safetensors").exists()
 
 
