@@ -42,6 +42,7 @@ SPLIT_NAMES = ("train", "calib", "test")
 MAX_CALIBRATION = 512  # calibration samples the project asks for (the full calib split has ~5,900)
 FRACTIONS = (0.80, 0.05, 0.15)  # train, calib, test: of each supersense's synsets
 TINY_PER_CLASS = 16
+MIN_PER_CLASS = 3  # a class of 3 synsets gives one to test, one to calib, one to train
 ADJECTIVE_MARKER = re.compile(r"\((a|p|ip)\)$")  # data.adj: a word's syntactic marker
 
 
@@ -113,7 +114,7 @@ def split(synsets: Iterable[Synset], seed: int = 0, max_per_class: int | None = 
 
 
 def _share(count: int, fraction: float) -> int:
-    return max(1, round(count * fraction)) if count >= 3 else 0
+    return max(1, round(count * fraction)) if count >= MIN_PER_CLASS else 0
 
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
@@ -225,6 +226,8 @@ def prepare(folder: Path, *, seed: int = 0, max_per_class: int | None = None, ti
     TINY_PER_CLASS synsets per class (unless `max_per_class` is smaller) and a small vocabulary, for
     seconds-long CI builds."""
     recipe = TINY if tiny else FULL
+    if max_per_class is not None and max_per_class < MIN_PER_CLASS:
+        raise DataError(f"max_per_class {max_per_class} leaves the calib and test splits empty", f"give at least {MIN_PER_CLASS}")
     if tiny:
         max_per_class = min(max_per_class or TINY_PER_CLASS, TINY_PER_CLASS)
     splits = split(read(source), seed=seed, max_per_class=max_per_class)
@@ -250,8 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd.add_argument("--tiny", action="store_true", help=f"at most {TINY_PER_CLASS} synsets per class: a CI build in seconds")
     cmd.add_argument("--wordnet", type=Path, default=WORDNET, help=f"the folder holding data.noun etc. (default {WORDNET})")
     args = parser.parse_args(argv)
-    if args.max_per_class is not None and args.max_per_class < 1:
-        parser.error("--max-per-class must be at least 1")
+    if args.max_per_class is not None and args.max_per_class < MIN_PER_CLASS:
+        parser.error(f"--max-per-class must be at least {MIN_PER_CLASS} (one synset a class for each split)")
+    if args.seed < 0:
+        parser.error("--seed must be 0 or more")
     try:
         paths = prepare(args.folder, seed=args.seed, max_per_class=args.max_per_class, tiny=args.tiny, source=args.wordnet)
     except DataError as exc:

@@ -136,6 +136,14 @@ def test_without_wordnet_the_error_names_the_folder_and_the_package(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path)) as caught:
         prepare(tmp_path / "out", source=tmp_path)
     assert "apt-get install wordnet-base" in (caught.value.hint or "")
+    assert wordnet.main(["prepare", str(tmp_path / "out"), "--wordnet", str(tmp_path)]) == 2
+
+
+def test_too_few_synsets_a_class_for_three_splits_is_refused(tmp_path):
+    with pytest.raises(DataError, match="max_per_class 2 leaves the calib and test splits empty"):
+        prepare(tmp_path, max_per_class=2)
+    with pytest.raises(SystemExit):
+        wordnet.main(["prepare", str(tmp_path), "--max-per-class", "2"])
 
 
 @pytest.mark.slow
