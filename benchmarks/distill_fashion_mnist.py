@@ -1,8 +1,9 @@
 """Distillation on real data: Fashion-MNIST (60k train / 10k test), the same student trained from
 scratch, with Hinton KD, with DKD, and with a feature loss (FitNet hint + KD), through the real
 `edgekd build` pipeline for the x86 target: each row's accuracy is the torch student on the 10k
-test images, `int8_accuracy` the INT8 engine (ONNX Runtime, x86) on the same images, and
-`x86_p90_ms` the engine's batch-1 p90 measured on this host. The teacher is trained once (the stage
+test images, `int8_accuracy` the INT8 model (ONNX Runtime, x86) on the same images,
+`engine_accuracy` the engine the x86 tuner chose (`engine_variant`: fp32 or int8, whichever measured
+faster within the budgets) and `x86_p90_ms` that engine's batch-1 p90 measured on this host. The teacher is trained once (the stage
 cache keeps it for every run). Writes benchmarks/results/distill_fashion_mnist.{json,md}.
 
     python benchmarks/distill_fashion_mnist.py            # default: 3 seeds x 4 methods, 8 teacher + 10 student epochs
@@ -60,7 +61,7 @@ FM_WHAT = ("Function matching on Fashion-MNIST (60k train / 10k test) through th
            "the same student trained from scratch (CE) and with Hinton KD, both on augmented batches ([data] augment: random crop "
            "with 2-pixel padding, horizontal flips; the teacher is trained with them too); the KD student's teacher runs on the same "
            "augmented view every step (Beyer et al. 2022), so no teacher-logit cache. Accuracy: the torch student on the test images; "
-           "INT8: the x86 engine on the same images; p90: the engine's batch-1 latency on this host. "
+           "INT8: the quantized model on the same images; engine: the variant the x86 tuner chose (fp32 or int8) and its batch-1 p90 on this host. "
            "Writes benchmarks/results/distill_fashion_mnist_fm.{json,md}.")
 AUGMENT = '[{ name = "random_crop", params = { padding = 2 } }, { name = "hflip" }]'  # --augment (fixed a priori)
 METHODS = {  # the same student, four objectives (edgekd.distill.losses), chosen on a validation split (see the docstring)
@@ -121,11 +122,19 @@ def run_one(work: Path, method: str, seed: int, args: argparse.Namespace, data_a
     start = time.perf_counter()
     result = edgekd.build(target="x86", profile=str(work / "bench-profile.toml"), project=project,
                           out=work / f"build-{method}-{seed}", cache_dir=work / "cache", log=lambda line: print(line, file=sys.stderr))
-    m = {k: v for s in result.report["stages"] for k, v in s["metrics"].items()}
-    return {"method": method, "seed": seed, "accuracy": m["student.accuracy"]["value"], "int8_accuracy": m["engine.accuracy"]["value"],
+    return {**row_of(result.report, method, seed), "seconds": time.perf_counter() - start}
+
+
+def row_of(report: dict, method: str, seed: int) -> dict:
+    """One build's numbers from its report.json."""
+    m = {k: v for s in report["stages"] for k, v in s["metrics"].items()}
+    tuning = report.get("tuning") or {}
+    variant = tuning["rows"][tuning["chosen"]]["variant"] if tuning.get("rows") else None
+    return {"method": method, "seed": seed, "accuracy": m["student.accuracy"]["value"], "int8_accuracy": m["int8.accuracy"]["value"],
+            "engine_accuracy": m["engine.accuracy"]["value"], "engine_variant": variant,
             "macs": m["student.macs"]["value"], "params": m["student.params"]["value"], "x86_p90_ms": m["latency.p90_ms"]["value"],
             "teacher_accuracy": m["teacher.accuracy"]["value"], "teacher_macs": m["teacher.macs"]["value"],
-            "teacher_params": m["teacher.params"]["value"], "seconds": time.perf_counter() - start}
+            "teacher_params": m["teacher.params"]["value"]}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -153,6 +162,14 @@ def goals(teacher: dict, summary: dict, student_macs: int) -> dict:
     }
 
 
+def _engine_cell(runs: list[dict]) -> str:
+    if "engine_accuracy" not in runs[0]:  # results written before the engine was told apart from the INT8 model
+        return "n/a"
+    acc = [r["engine_accuracy"] for r in runs]
+    spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+    return f"{statistics.mean(acc):.2f} ± {spread:.2f} % ({', '.join(sorted({str(r['engine_variant']) for r in runs}))})"
+
+
 def write(result: dict, final: bool = True) -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = result["stem"]
@@ -161,13 +178,14 @@ def write(result: dict, final: bool = True) -> None:
     lines = [f"# Distillation on Fashion-MNIST ({result['mode']})", "", result["what"], "",
              f"Teacher: {TEACHER['factory']}{TEACHER['args']}, {t['params']:,} params, {t['macs']:,} MACs, "
              f"test accuracy {t['accuracy']:.2f}% (torch, measured).", "",
-             "| method | seeds | accuracy (torch) | INT8 engine accuracy | params | MACs | x86 p90 (median over seeds) |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | seeds | accuracy (torch) | INT8 model accuracy | engine accuracy (variant chosen) | params | MACs | x86 engine p90 (median over seeds) |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, row in s.items():
         runs = [r for r in result["runs"] if r["method"] == method]
         p90 = statistics.median(r["x86_p90_ms"] for r in runs)
         lines.append(f"| {method} | {row['seeds']} | {row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f} % | "
-                     f"{row['int8_accuracy_mean']:.2f} ± {row['int8_accuracy_std']:.2f} % | {runs[0]['params']:,} | {runs[0]['macs']:,} | {p90:.4f} ms |")
+                     f"{row['int8_accuracy_mean']:.2f} ± {row['int8_accuracy_std']:.2f} % | {_engine_cell(runs)} | "
+                     f"{runs[0]['params']:,} | {runs[0]['macs']:,} | {p90:.4f} ms |")
     lines += ["", "Goals (issue 4): " + "; ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in g.items()), "",
               "How: " + result["how"]]
     atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
@@ -183,6 +201,8 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="default: all four; with --augment: scratch,kd")
     parser.add_argument("--augment", action="store_true", help="function matching: [data] augment (AUGMENT) for teacher and students")
     parser.add_argument("--workdir", type=Path, help="keep builds and the stage cache here (default: a temp dir)")
+    parser.add_argument("--reread", action="store_true", help="rewrite the results from the build folders in --workdir, running "
+                        "nothing: each build's report.json; build seconds and the How line kept from the results file")
     args = parser.parse_args()
     base = QUICK if args.quick else DEFAULT
     args.seeds, args.epochs, args.teacher_epochs = (getattr(args, k) or base[k] for k in ("seeds", "epochs", "teacher_epochs"))
@@ -190,6 +210,8 @@ def main() -> None:
     data_args = {"train_size": 6000, "test_size": 2000} if args.quick else {}
     args.methods = args.methods or ("scratch,kd" if args.augment else ",".join(METHODS))
     plan = [(method, seed) for seed in range(args.seeds) for method in args.methods.split(",")]
+    if args.reread:
+        return reread(args, plan, data_args)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgekd-fmnist-") as tmp:
         work = args.workdir or Path(tmp)
@@ -198,6 +220,21 @@ def main() -> None:
         for method, seed in plan:  # results written after every build: a run cut short keeps what it measured
             runs.append(run_one(work, method, seed, args, data_args))
             write(result_of(args, runs, len(plan), data_args, time.perf_counter() - wall_start, load_before), final=len(runs) == len(plan))
+
+
+def reread(args: argparse.Namespace, plan: list[tuple[str, int]], data_args: dict) -> None:
+    """The results again from the finished builds of `plan` in --workdir (their report.json files)."""
+    if args.workdir is None:
+        raise SystemExit("--reread needs --workdir (the folder the builds were written to)")
+    stem = "distill_fashion_mnist_fm" if args.augment else "distill_fashion_mnist"
+    old = json.loads((RESULTS / f"{stem}.json").read_text())
+    seconds = {(r["method"], r["seed"]): r.get("seconds") for r in old["runs"]}
+    runs = [{**row_of(json.loads((args.workdir / f"build-{m}-{s}" / "report.json").read_text()), m, s), "seconds": seconds.get((m, s))}
+            for m, s in plan]
+    result = result_of(args, runs, len(plan), data_args, old["wall_seconds"], 0.0)
+    result["how"] = old["how"] + (f"; numbers re-read from the {len(runs)} builds' report.json (--reread, "
+                                  f"{time.strftime('%Y-%m-%d')}), the INT8 model told apart from the engine the tuner chose")
+    write(result)
 
 
 def result_of(args: argparse.Namespace, runs: list[dict], planned: int, data_args: dict, wall: float, load_before: float) -> dict:
