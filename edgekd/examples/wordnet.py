@@ -41,7 +41,7 @@ LEXNAMES = (
 SPLIT_NAMES = ("train", "calib", "test")
 MAX_CALIBRATION = 512  # calibration samples the project asks for (the full calib split has ~5,900)
 FRACTIONS = (0.80, 0.05, 0.15)  # train, calib, test: of each supersense's synsets
-TINY_PER_CLASS = 16
+TINY_PER_CLASS = 48
 MIN_PER_CLASS = 3  # a class of 3 synsets gives one to test, one to calib, one to train
 ADJECTIVE_MARKER = re.compile(r"\((a|p|ip)\)$")  # data.adj: a word's syntactic marker
 
@@ -150,8 +150,9 @@ def train_tokenizer(texts: Iterable[str], path: Path, vocab_size: int = 8000) ->
 @dataclass(frozen=True)
 class Recipe:
     """What the written project trains; the full data and the tiny CI variant differ only here. The
-    tiny teacher is weak (a dozen glosses per class), so its soft labels are nearly flat at T=4: the
-    tiny student leans on the labels more (alpha 0.5, T=2)."""
+    tiny teacher is weak (~39 glosses per class: 25 % top-1 here), so its soft labels are nearly flat
+    at T=4: the tiny student leans on the labels more (alpha 0.5, T=2). At 13 glosses a class the
+    tiny build's distill step broke the ci profile's 8-pt budget on some runs (90 test samples)."""
 
     vocab_size: int = 8000
     max_length: int = 48
