@@ -56,7 +56,7 @@ def check_writable(folder: Path, what: str) -> None:
         probe.mkdir()
         probe.rmdir()
         if not folder.exists():
-            (existing / folder.relative_to(existing)).mkdir(parents=True)  # the whole path must be creatable
+            folder.mkdir(parents=True)  # the whole path must be creatable (names not too long, no file in the way)
             _remove_created(folder, existing)
     except OSError as exc:
         raise ConfigError(f"{what} {folder} is not writable: {exc.strerror or exc}",
@@ -79,12 +79,16 @@ def check_space(folder: Path, needed: int, what: str) -> None:
 
 def _named(ctx: Context, check: Callable[[], Any]) -> Any:
     """`check()`, its ConfigError prefixed with the project file when it does not name it."""
+    return _prefixed(ctx.source, check)
+
+
+def _prefixed(prefix: str, check: Callable[[], Any]) -> Any:
     try:
         return check()
     except ConfigError as exc:
-        if str(exc).startswith(ctx.source):
+        if str(exc).startswith(prefix):
             raise
-        raise ConfigError(f"{ctx.source}: {exc}", exc.hint) from None
+        raise ConfigError(f"{prefix}: {exc}", exc.hint) from None
 
 
 def _module(value: Any, role: str, ctx: Context) -> torch.nn.Module:
@@ -192,16 +196,10 @@ def check_host_settings(ctx: Context) -> None:
     from edgekd.backends.ort.session import check_session_threads
     from edgekd.common.host import check_threads
 
-    _named_target(ctx, lambda: check_session_threads(ctx.target.session))
+    where = f"target {ctx.target_file.name} ({ctx.target_file.path})"
+    _prefixed(where, lambda: check_session_threads(ctx.target.session))
     for n in ctx.target.tune.intra_op_num_threads:
-        _named_target(ctx, lambda: check_threads(n, "[tune] intra_op_num_threads"))
-
-
-def _named_target(ctx: Context, check: Callable[[], Any]) -> None:
-    try:
-        check()
-    except ConfigError as exc:
-        raise ConfigError(f"target {ctx.target_file.name} ({ctx.target_file.path}): {exc}", exc.hint) from None
+        _prefixed(where, lambda: check_threads(n, "[tune] intra_op_num_threads"))
 
 
 def preflight(ctx: Context, out_dir: Path, log: Callable[[str], None]) -> None:
