@@ -40,7 +40,10 @@ def test_bench_keeps_the_folder_consistent(edgekd, cold_build, tmp_path: Path) -
     assert report["stages"][-1]["artefacts"]["bench.json"]["bytes"] == (folder / "bench.json").stat().st_size
     assert json.loads((folder / "bench.json").read_text())["p90_ms"] == report["latency"]["p90_ms"]
     gate = edgekd("gate", str(folder), "--baseline", str(cold_build.out_dir))
-    assert gate.code in (0, 1) and "error" not in gate.err
+    # the gate trusts the folder: it compares (0 pass, 1 a measured regression: latency is timing noise
+    # between two runs on a shared host), it does not refuse it as damaged (2)
+    assert gate.code in (0, 1), gate.err
+    assert gate.code == 0 or gate.err.startswith("edgekd: error: gate failed:"), gate.err
 
 
 def test_bench_of_a_model_file_needs_no_build_folder(edgekd, cold_build, tmp_path: Path) -> None:
