@@ -33,9 +33,13 @@ class FeatureCapture:
             teacher(x)
         cap.features["features.2"]
 
+    A module that returns a tuple or list whose first element is a tensor (Hugging Face layers such
+    as BertLayer: (hidden_states, attentions, ...); an LSTM: (output, (h, c))) leaves that first
+    element, its main output.
+
     Raises ConfigError (at construction) when a path is not a submodule of `model`, naming the
-    path and the closest valid names, and (during a forward) when a named module's output is not
-    a tensor."""
+    path and the closest valid names, and (during a forward) when a named module's output is
+    neither a tensor nor a tuple/list starting with one."""
 
     def __init__(self, model: nn.Module, layers: Iterable[str], *, source: str = "model") -> None:
         self.model = model
@@ -69,10 +73,12 @@ class FeatureCapture:
         self.features.clear()
 
     def _store(self, path: str, module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+            output = output[0]  # a Hugging Face layer's (hidden_states, ...): its hidden state
         if not isinstance(output, torch.Tensor):
             raise ConfigError(f"{self.source} layer '{path}' ({type(module).__name__}) outputs a "
                               f"{type(output).__name__}, not a tensor",
-                              "name a submodule that returns a single tensor (e.g. a conv or activation inside it)")
+                              "name a submodule that returns a tensor or a tuple starting with one (e.g. a conv or activation inside it)")
         self.features[path] = output
 
 

@@ -43,6 +43,7 @@ class LossInputs:
     student_features: dict[str, torch.Tensor]        # module path -> activation (FeatureCapture)
     teacher_features: dict[str, torch.Tensor]
     epoch: float = 0.0                               # training progress in epochs (1.5: half-way through the second)
+    attention_mask: torch.Tensor | None = None       # [B, T] of the batch (1: token, 0: padding); None when it has none
 
 
 class NoParams(Strict):

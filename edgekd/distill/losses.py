@@ -1,4 +1,5 @@
-"""The built-in distillation losses (CE, KD, Hinton, FitNet, attention transfer; DKD in its own module),
+"""The built-in distillation losses (CE, KD, Hinton, FitNet, attention transfer; DKD and the transformer
+losses hidden_mse and attention_kl in their own modules),
 registered by name in edgekd.distill.loss_base's registry, which this module re-exports."""
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pydantic import Field
 from torch import nn
 
 from edgekd.config.strict import Strict
-from edgekd.distill import dkd  # noqa: F401  (registers 'dkd')
+from edgekd.distill import (
+    dkd,  # noqa: F401  (registers 'dkd')
+    transformer_losses,  # noqa: F401  (registers 'hidden_mse', 'attention_kl')
+)
 from edgekd.distill.loss_base import (  # noqa: F401  (the registry's public names, re-exported)
     LOSSES,
     CombinedLoss,

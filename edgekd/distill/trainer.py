@@ -169,8 +169,10 @@ def distill(student: nn.Module, data: TrainData, cfg: DistillConfig, objective: 
         t_logits, t_feats = teacher(batch)
         view = task.kd_view(logits, batch)
         t_view = None if t_logits is None else task.kd_view(t_logits.to(view.device, torch.float32), batch)
+        mask = batch.get("attention_mask")
         return LossInputs(view, t_view, task.kd_labels(batch).to(view.device), dict(s_cap.features),
-                          {layer: f.to(view.device) for layer, f in t_feats.items()}, progress)
+                          {layer: f.to(view.device) for layer, f in t_feats.items()}, progress,
+                          None if mask is None else torch.as_tensor(mask).to(view.device))
 
     student.eval()  # one batch, BatchNorm statistics untouched, so losses can size their parameters (FitNet's projector)
     with torch.no_grad():

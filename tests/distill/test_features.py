@@ -121,7 +121,23 @@ def test_missing_path_hint_is_bounded_for_large_models() -> None:
     assert "\n" not in info.value.one_line()
 
 
-def test_non_tensor_output_is_a_config_error() -> None:
-    model = nn.Sequential(nn.LSTM(3, 4, batch_first=True))
-    with FeatureCapture(model, ["0"], source="student") as _, pytest.raises(ConfigError, match="'0' \\(LSTM\\) outputs a tuple"):
-        model(torch.randn(1, 2, 3))
+def test_a_tuple_output_leaves_its_first_tensor() -> None:
+    model = nn.Sequential(nn.LSTM(3, 4, batch_first=True))  # (output, (h, c)), as Hugging Face layers (hidden, ...)
+    x = torch.randn(1, 2, 3)
+    with FeatureCapture(model, ["0"], source="student") as cap:
+        output, _ = model(x)
+    torch.testing.assert_close(cap.features["0"], output)
+
+
+class Named(nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"x": x}
+
+
+@pytest.mark.parametrize(("block", "kind"), [(Named(), "dict"), (nn.Identity(), "tuple")])
+def test_other_non_tensor_outputs_are_a_config_error(block: nn.Module, kind: str) -> None:
+    model = nn.Sequential(block)
+    x = torch.randn(1, 2) if kind == "dict" else (None, torch.randn(1, 2))  # a tuple that does not start with a tensor
+    name = type(block).__name__
+    with FeatureCapture(model, ["0"], source="student") as _, pytest.raises(ConfigError, match=f"'0' \\({name}\\) outputs a {kind}"):
+        model(x)

@@ -103,7 +103,7 @@ def test_gradient_reaches_student_logits(batch: tuple) -> None:
 # ---- registry -----------------------------------------------------------------------------------
 
 def test_registry_holds_the_documented_losses() -> None:
-    assert {"ce", "kd", "hinton", "dkd", "fitnet", "at"} <= set(LOSSES)
+    assert {"ce", "kd", "hinton", "dkd", "fitnet", "at", "hidden_mse", "attention_kl"} <= set(LOSSES)
     assert all(cls.name == name for name, cls in LOSSES.items())
 
 
@@ -129,7 +129,7 @@ def test_unknown_name_lists_known_and_nearest() -> None:
         build_loss("hintn", {}, key="edgekd.toml: distill.losses[0]")
     text = info.value.one_line()
     assert text.startswith("edgekd.toml: distill.losses[0]: unknown loss 'hintn'")
-    assert "known: at, ce, dkd, fitnet, hinton, kd" in text
+    assert "known: at, attention_kl, ce, dkd, fitnet, hidden_mse, hinton, kd" in text
     assert "did you mean hinton" in text
 
 
@@ -169,6 +169,8 @@ EXAMPLE_PARAMS = {
     "ce": {}, "kd": {}, "hinton": {}, "dkd": {},
     "fitnet": {"student_layer": "s1", "teacher_layer": "t1"},
     "at": {"pairs": [["s1", "t1"], ["s2", "t2"]]},
+    "hidden_mse": {"pairs": [["tok", "ttok"], ["pool", "tpool"]]},  # token states [B, T, H] and pooled [B, H]
+    "attention_kl": {"pairs": [["sa", "ta"]], "heads": 2},
 }
 
 
@@ -176,10 +178,16 @@ def tiny_inputs(requires_grad: bool = True) -> LossInputs:
     gen = torch.Generator().manual_seed(3)
     student = {"s1": torch.randn(4, 3, 6, 6, generator=gen), "s2": torch.randn(4, 5, 4, 4, generator=gen)}
     teacher = {"t1": torch.randn(4, 8, 6, 6, generator=gen), "t2": torch.randn(4, 16, 8, 8, generator=gen)}
+    logits = torch.randn(4, 10, generator=gen), torch.randn(4, 10, generator=gen) * 2
+    # transformer features: token states [B, T, H], query/key projections of attention modules "sa", "ta"
+    student |= {"tok": torch.randn(4, 5, 6, generator=gen), "sa.query": torch.randn(4, 5, 4, generator=gen),
+                "sa.key": torch.randn(4, 5, 4, generator=gen)}
+    teacher |= {"ttok": torch.randn(4, 5, 12, generator=gen), "ta.query": torch.randn(4, 5, 8, generator=gen),
+                "ta.key": torch.randn(4, 5, 8, generator=gen)}
+    student["pool"], teacher["tpool"] = torch.randn(4, 6, generator=gen), torch.randn(4, 12, generator=gen)  # pooled [B, H]
     for tensor in student.values():
         tensor.requires_grad_(requires_grad)
-    return LossInputs(torch.randn(4, 10, generator=gen).requires_grad_(requires_grad),
-                      torch.randn(4, 10, generator=gen) * 2, torch.tensor([0, 3, 9, 3]), student, teacher)
+    return LossInputs(logits[0].requires_grad_(requires_grad), logits[1], torch.tensor([0, 3, 9, 3]), student, teacher)
 
 
 def test_example_params_cover_every_registered_loss() -> None:
