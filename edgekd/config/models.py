@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.config.strict import Strict
 
@@ -27,6 +27,43 @@ class TrainConfig(Strict):
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps with a linear lr warm-up before the cosine decay")
+
+
+HfInit = Literal["random", "teacher"]
+
+
+class HfModelSpec(BaseModel):
+    """A Hugging Face transformers model (edgekd.distill.hf_models), from exactly one of: `path`, a
+    local model folder (save_pretrained; loaded with from_pretrained, never from the hub); `base =
+    "teacher"` (students: the teacher's config); `model_type` (a fresh config of that type, e.g.
+    "bert"). Every other key overrides a field of that config (num_hidden_layers = 4, hidden_size =
+    256, ...) and must be one the config has. `init = "teacher"` (students of `base = "teacher"`):
+    start from the teacher's weights as DistilBERT did: embeddings and head copied, and every k-th
+    of the teacher's layers for the student's layers."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    path: str | None = Field(None, description="a local model folder (config.json + weights), relative to the project file")
+    base: Literal["teacher"] | None = Field(None, description="students: the teacher's Hugging Face config, with these overrides")
+    model_type: str | None = Field(None, pattern=r"^[a-z][a-z0-9_-]*$", description="a fresh transformers config of this type")
+    init: HfInit = Field("random", description="students: 'teacher' starts from the teacher's weights (DistilBERT-style)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HfModelSpec:
+        given = [k for k in ("path", "base", "model_type") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of 'path', 'base' or 'model_type' (got {', '.join(given) or 'none'})")
+        if self.init == "teacher" and self.base != "teacher":
+            raise ValueError("init = 'teacher' needs base = 'teacher' (the student copies layers of the teacher's architecture)")
+        bad = [k for k, v in self.overrides().items() if not isinstance(v, (int, float, str, bool, list))]
+        if bad:
+            raise ValueError(f"config overrides must be numbers, strings, booleans or lists: {', '.join(bad)}")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The keys beyond path/base/model_type/init: fields of the transformers config to set."""
+        return dict(self.model_extra or {})
 
 
 class TeacherSpec(Strict):
@@ -37,6 +74,7 @@ class TeacherSpec(Strict):
     kind: Literal["torch", "onnx", "logits"] = "torch"
     factory: str | None = Field(None, pattern=FACTORY_PATTERN, description="'package.module:function' returning a torch.nn.Module")
     args: dict[str, Any] = Field(default_factory=dict)
+    hf: HfModelSpec | None = Field(None, description="a Hugging Face model instead of a factory ([teacher.hf])")
     checkpoint: str | None = Field(None, description="safetensors file with the trained weights")
     train: TrainConfig | None = None
     onnx: str | None = Field(None, description="kind = onnx: the teacher's ONNX file")
@@ -46,10 +84,17 @@ class TeacherSpec(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
         if self.kind == "torch":
-            if self.factory is None:
-                raise ValueError("a torch teacher needs 'factory'")
-            if (self.checkpoint is None) == (self.train is None):
+            if (self.factory is None) == (self.hf is None):
+                raise ValueError("a torch teacher needs exactly one of 'factory' or [teacher.hf]")
+            if self.hf is not None and self.hf.base is not None:
+                raise ValueError("[teacher.hf]: 'base' is for students; give the teacher a 'path' or a 'model_type'")
+            if self.hf is not None and self.hf.path is not None:  # the folder holds weights: train fine-tunes them
+                if self.checkpoint is not None and self.train is not None:
+                    raise ValueError("give at most one of 'checkpoint' or [teacher.train] with a model folder")
+            elif (self.checkpoint is None) == (self.train is None):
                 raise ValueError("give exactly one of 'checkpoint' (trained weights) or [teacher.train] (train it here)")
+        elif self.hf is not None:
+            raise ValueError(f"[teacher.hf] goes with kind = 'torch', not '{self.kind}'")
         elif self.kind == "onnx" and not self.onnx:
             raise ValueError("kind = 'onnx' needs 'onnx' (the teacher's .onnx file)")
         elif self.kind == "logits":
@@ -115,11 +160,13 @@ class StudentConfig(Strict):
     factory: str | None = Field(None, pattern=FACTORY_PATTERN)
     args: dict[str, Any] = Field(default_factory=dict)
     search: StudentSearch | None = None
+    hf: HfModelSpec | None = Field(None, description="a Hugging Face model ([student.hf]): a folder, the teacher's config, or a model_type")
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:
-        if (self.factory is None) == (self.search is None):
-            raise ValueError("give exactly one of 'factory' or [student.search]")
+        given = [k for k in ("factory", "search", "hf") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'factory', [student.search] or [student.hf]")
         return self
 
 
@@ -132,7 +179,7 @@ class AugmentSpec(Strict):
 
 
 DATA_SPLITS = ("train", "calib", "test")
-FILE_SETTINGS = ("format", "text_column", "label_column", "labels", "tokenizer", "max_length")
+FILE_SETTINGS = ("format", "text_column", "label_column", "labels", "tokenizer", "max_length", "teacher_text_column", "teacher_max_length")
 
 
 class DataConfig(Strict):
@@ -151,6 +198,10 @@ class DataConfig(Strict):
         "files: string labels in class-id order (default: the train split's distinct labels, sorted)"))
     tokenizer: str | None = Field(None, description="files: a tokenizer folder (save_pretrained) or a tokenizer.json file")
     max_length: int = Field(128, ge=1, le=MAX_TOKENS, description="files: tokens per sample (padded/truncated), or per language-modelling block")
+    teacher_text_column: str | None = Field(None, description=(
+        "files, text classification: cross-input distillation, the teacher reads this column of each sample (e.g. the whole "
+        "text) while the student reads text_column (e.g. a short part of it); soft labels come from the teacher's view"))
+    teacher_max_length: int | None = Field(None, ge=1, le=MAX_TOKENS, description="files: tokens of the teacher's view (default max_length)")
     shuffle_buffer: int = Field(1024, ge=1, le=MAX_SAMPLES, description="streamed sources: samples held to shuffle the train split")
     augment: list[AugmentSpec] = Field(default_factory=list, description=(
         "augmentations of the train split; with any, the teacher runs on the same augmented view as the student "
@@ -172,6 +223,10 @@ class DataConfig(Strict):
             raise ValueError("'files' needs 'tokenizer' (a tokenizer folder or a tokenizer.json file)")
         if self.args:
             raise ValueError("'args' goes with 'factory', not 'files'")
+        if self.teacher_max_length is not None and self.teacher_text_column is None:
+            raise ValueError("teacher_max_length goes with teacher_text_column (the teacher's view)")
+        if self.teacher_text_column is not None and self.label_column is None:
+            raise ValueError("teacher_text_column (cross-input distillation) needs label_column: it is for text classification")
         if self.format == "text" and self.label_column is not None:
             raise ValueError("format = 'text' has no label column: use json, csv or parquet for text classification")
         return self
@@ -202,6 +257,7 @@ class DistillConfig(Strict):
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps with a linear lr warm-up before the cosine decay")
 
 
 class QuantizeConfig(Strict):

@@ -43,6 +43,7 @@ from edgekd.data.sources import (
     check_split,
     chunks,
 )
+from edgekd.data.views import TEACHER_PREFIX
 from edgekd.errors import DataError
 
 FORMATS = ("json", "csv", "parquet", "text")
@@ -64,12 +65,15 @@ class FileSettings:
     labels: tuple[str, ...] | None = None
     max_length: int = 128
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    teacher_text_column: str | None = None  # cross-input: the teacher's view of each sample (edgekd.data.views)
+    teacher_max_length: int | None = None  # its tokens (default max_length)
 
     def key(self, file_format: str) -> str:
         """The settings that shape the batches, for the fingerprint (file names, not where they are)."""
         return json.dumps({
             "format": file_format, "text_column": self.text_column, "label_column": self.label_column,
             "labels": self.labels, "max_length": self.max_length, "tokenizer": self.tokenizer.name,
+            "teacher_text_column": self.teacher_text_column, "teacher_max_length": self.teacher_max_length,
             "files": {split: [path.name for path in self.files[split]] for split in SPLITS},
         }, sort_keys=True)
 
@@ -180,10 +184,11 @@ class HFFilesSource(DataSource):
         if first is None:
             raise DataError(f"{self.where(split)} has no rows", "every split needs samples")
         needed = [self.settings.text_column] + ([self.settings.label_column] if self.settings.label_column else [])
+        needed += [self.settings.teacher_text_column] if self.settings.teacher_text_column else []
         missing = [column for column in needed if column not in first]
         if missing:
             raise DataError(f"{self.where(split)} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(first)})",
-                            "set data.text_column / data.label_column to columns of the files")
+                            "set data.text_column / data.label_column / data.teacher_text_column to columns of the files")
 
     def labels_of(self) -> dict[Any, int]:
         """Label value -> class id; computed once (string labels without `labels`: one pass over train)."""
@@ -217,22 +222,27 @@ class HFFilesSource(DataSource):
             ids.append(int(label))
         return np.asarray(ids, dtype=np.int64)
 
-    def encode(self, texts: list[Any], indices: list[int], split: str) -> Batch:
+    def encode(self, texts: list[Any], indices: list[int], split: str, max_length: int | None = None) -> Batch:
         for text, index in zip(texts, indices):
             if not isinstance(text, str):
                 raise DataError(f"{self.where(split)} row {index}: text is {type(text).__name__}, not a string", "fill or drop the row")
-        encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.settings.max_length, return_tensors="np")
+        encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=max_length or self.settings.max_length,
+                                 return_tensors="np")
         return {name: np.asarray(values, dtype=np.int64) for name, values in encoded.items()}
 
     def classify_batches(self, split: str, batch_size: int, seed: int | None) -> Iterator[Batch]:
-        text_column, label_column = self.settings.text_column, str(self.settings.label_column)
-        rows: Iterator[tuple[int, dict[str, Any]]] = enumerate(self.rows(split, [text_column, label_column]))
+        text_column, label_column, teacher_column = self.settings.text_column, str(self.settings.label_column), self.settings.teacher_text_column
+        columns = [text_column, label_column] + ([teacher_column] if teacher_column and teacher_column != text_column else [])
+        rows: Iterator[tuple[int, dict[str, Any]]] = enumerate(self.rows(split, columns))
         if seed is not None:
             rows = buffer_shuffle(rows, self.settings.shuffle_buffer, seed)
         count = 0
         for chunk in chunks(rows, batch_size):
             indices = [index for index, _ in chunk]
             batch = self.encode([row[text_column] for _, row in chunk], indices, split)
+            if teacher_column:
+                teacher = self.encode([row[teacher_column] for _, row in chunk], indices, split, self.settings.teacher_max_length)
+                batch.update({TEACHER_PREFIX + name: values for name, values in teacher.items()})
             batch[LABELS] = self.label_ids([row[label_column] for _, row in chunk], indices, split)
             batch[INDEX] = np.asarray(indices, dtype=np.int64)
             count += len(chunk)
@@ -297,5 +307,9 @@ class HFFilesSource(DataSource):
     def describe(self) -> str:
         task = f"text classification ('{self.settings.text_column}' -> '{self.settings.label_column}')" if self.classifies else "language modelling"
         files = "/".join(str(len(self.settings.files[split])) for split in SPLITS)
+        teacher = ""
+        if self.settings.teacher_text_column:
+            teacher = (f"; the teacher reads '{self.settings.teacher_text_column}' "
+                       f"(max_length {self.settings.teacher_max_length or self.settings.max_length}), the student '{self.settings.text_column}'")
         return (f"{self.format} files (train/calib/test {files} files), {task}, tokenizer {self.settings.tokenizer.name}, "
-                f"max_length {self.settings.max_length}")
+                f"max_length {self.settings.max_length}{teacher}")

@@ -57,7 +57,7 @@ def open_files(cfg: DataConfig, base_dir: Path) -> DataSource:
     settings = FileSettings(
         files=files, tokenizer=resolve_path(cfg.tokenizer, base_dir), format=cfg.format, text_column=cfg.text_column,
         label_column=cfg.label_column, labels=tuple(cfg.labels) if cfg.labels else None, max_length=cfg.max_length,
-        shuffle_buffer=cfg.shuffle_buffer,
+        shuffle_buffer=cfg.shuffle_buffer, teacher_text_column=cfg.teacher_text_column, teacher_max_length=cfg.teacher_max_length,
     )
     return HFFilesSource(settings)
 

@@ -4,6 +4,7 @@ aggregated, federated-style; tied to the train split's content hash), or a weigh
 those. Paths are relative to the project file."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +37,23 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
             return teachers.LogitsFileTeacher(paths[0], train_sha)
         return teachers.EnsembleTeacher([(w, teachers.LogitsFileTeacher(p, train_sha))
                                          for w, p in zip(spec.logit_weights or [1.0] * len(paths), paths)])
-    module = ctx.build_model_from(spec.factory, spec.args, f"{key}.factory")
-    from edgekd.common.fsutil import sha256_file
+    factory, args, factory_key = ctx.factory_of(spec, key)
+    module = ctx.build_model_from(factory, args, factory_key)
+    from edgekd.common.fsutil import sha256_bytes, sha256_file
+    from edgekd.distill import hf_models
     from edgekd.distill.weights import load_weights
 
+    if weights is None and spec.checkpoint is None:  # a Hugging Face folder's own weights
+        if not hf_models.head_is_trained(args["spec"], ctx.task.name, getattr(ctx.task, "classes", None)):
+            raise ConfigError(f"{ctx.source}: key '{key}.hf.path': the model in {args['spec']['path']} has no trained "
+                              f"{ctx.task.name} head for this data's {getattr(ctx.task, 'classes', '?')} labels",
+                              f"add [{key}.train] to fine-tune it here, or give a folder saved from the fine-tuned model")
+        digest = sha256_bytes(json.dumps(args["spec"]["files"], sort_keys=True).encode())
+        return teachers.TorchTeacher(module.eval(), digest, hf_models.describe(args["spec"]), task=ctx.task)
     source = weights if weights is not None else project_file(ctx, spec.checkpoint, f"{key}.checkpoint")
     load_weights(module, source, "teacher")
-    return teachers.TorchTeacher(module, sha256_file(source), f"torch module {spec.factory}({spec.args})", task=ctx.task)
+    what = hf_models.describe(args["spec"]) if factory == hf_models.FACTORY else f"torch module {spec.factory}({spec.args})"
+    return teachers.TorchTeacher(module, sha256_file(source), what, task=ctx.task)
 
 
 def teacher_source(ctx: Context, trained_weights: Path | None) -> TeacherSource:
@@ -70,6 +81,8 @@ def teacher_files(ctx: Context) -> dict[str, Any]:
     specs = [(f"teacher.members[{i}]", m) for i, m in enumerate(cfg.members)] or [("teacher", cfg)]
     hashes = {}
     for key, spec in specs:
+        if getattr(spec, "hf", None) is not None and spec.hf.path is not None:
+            hashes[f"{key}.hf.path"] = ctx.factory_of(spec, key)[1]["spec"]["files"]
         for field, names in (("checkpoint", [spec.checkpoint] if spec.checkpoint else []),
                              ("onnx", [spec.onnx] if spec.onnx else []), ("logits", spec.logits)):
             for name in names:

@@ -22,6 +22,7 @@ import numpy as np
 from edgekd.common.fsutil import sha256_bytes, sha256_file
 from edgekd.common.toolchain import require
 from edgekd.data.sources import INDEX
+from edgekd.data.views import teacher_view
 from edgekd.distill.logits_file import LogitsFile, read_logits_file, write_logits_file
 from edgekd.distill.streaming import model_arrays, rows_of
 from edgekd.errors import ConfigError, DataError, EdgekdError
@@ -86,10 +87,12 @@ def state_dict_sha256(module: nn.Module) -> str:
 
 
 def forward_module(module: nn.Module, batch: Mapping[str, Any], task: Task | None) -> torch.Tensor:
-    """A module's outputs on a batch: through `task.forward` when given, else the batch's model
-    inputs positionally, in batch order (a plain single-input module gets its one array)."""
+    """A module's outputs on a batch (its teacher view: edgekd.data.views): through `task.forward`
+    when given, else the batch's model inputs positionally, in batch order (a plain single-input
+    module gets its one array)."""
     import torch
 
+    batch = teacher_view(batch)
     if task is not None:
         return task.forward(module, batch)
     inputs = [torch.as_tensor(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for v in model_arrays(batch).values()]
@@ -224,7 +227,7 @@ class OnnxTeacher:
 
     def feeds(self, batch: Feed) -> dict[str, np.ndarray]:
         """The session's inputs by name from the batch, each checked against the model's shape."""
-        given = model_arrays({"input": batch} if isinstance(batch, np.ndarray) else batch)
+        given = model_arrays({"input": batch} if isinstance(batch, np.ndarray) else teacher_view(batch))
         if len(self._inputs) == 1 and len(given) == 1:
             given = {self._inputs[0].name: next(iter(given.values()))}
         feeds = {}

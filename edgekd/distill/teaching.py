@@ -19,6 +19,7 @@ import torch
 
 from edgekd.config.models import DistillConfig
 from edgekd.data.sources import INDEX
+from edgekd.data.views import teacher_view
 from edgekd.distill.features import FeatureCapture
 from edgekd.distill.streaming import TrainData
 from edgekd.distill.teachers import TeacherSource, TorchTeacher
@@ -111,7 +112,7 @@ class TeacherStep:
             return t_logits, t_feats
         if self.module is not None and self.capture is not None:  # a torch teacher: its module, hooked, under the training task
             with torch.no_grad(), self.capture:
-                out = self.task.forward(self.module, batch)
+                out = self.task.forward(self.module, teacher_view(batch))
             t_feats = t_feats or dict(self.capture.features)
         else:  # a black box (ONNX, ensemble): numpy in, numpy out
             arrays = {n: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for n, v in batch.items()}

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from edgekd.config.models import DistillConfig, TrainConfig
 from edgekd.data.sources import INDEX
+from edgekd.data.views import teacher_view
 from edgekd.distill.losses import CombinedLoss, LossInputs
 from edgekd.distill.streaming import TRAIN, TrainData, count_samples, first_batch
 from edgekd.distill.teaching import TeacherStep, Teaching
@@ -43,10 +44,22 @@ class FitPlan:
     seed: int
     desc: str = "train"
     shard: tuple[int, int] = (0, 1)
+    warmup_ratio: float = 0.0
 
     @classmethod
     def of(cls, cfg: TrainConfig | DistillConfig, desc: str, shard: tuple[int, int] = (0, 1)) -> FitPlan:
-        return cls(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, desc, shard)
+        return cls(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, desc, shard, cfg.warmup_ratio)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay over `total_steps`; with `warmup_ratio` > 0, a linear warm-up from lr/100 over
+    that fraction of the steps first (what transformers trained from scratch need to stay stable)."""
+    warmup = int(round(total_steps * warmup_ratio))
+    if warmup == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
 
 @dataclass(frozen=True)
@@ -97,13 +110,13 @@ def epoch_batches(data: TrainData, plan: FitPlan, epoch: int) -> Iterator[tuple[
 
 def fit(model: nn.Module, data: TrainData, plan: FitPlan, loss_fn: LossFn,
         extra_params: list[nn.Parameter] | None = None) -> list[float]:
-    """AdamW + cosine schedule over the source's seeded, shuffled train batches; returns the mean loss
+    """AdamW + cosine schedule (after a linear warm-up, if the plan has one) over the source's seeded, shuffled train batches; returns the mean loss
     per epoch. `extra_params` are trained with the model (e.g. a FitNet projector)."""
     torch.manual_seed(plan.seed)
     params = [*model.parameters(), *(extra_params or [])]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = max(1, math.ceil(count_samples(data.source) / plan.batch_size))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=plan.epochs * steps_per_epoch)
+    schedule = lr_schedule(optimizer, plan.epochs * steps_per_epoch, plan.warmup_ratio)
     history, number = [], 0
     bar = tqdm(range(plan.epochs), desc=plan.desc, unit="epoch", leave=False, dynamic_ncols=True,
                disable=None if plan.shard[0] == 0 else True)
@@ -127,9 +140,11 @@ def fit(model: nn.Module, data: TrainData, plan: FitPlan, loss_fn: LossFn,
 
 
 def train_supervised(model: nn.Module, data: TrainData, cfg: TrainConfig) -> list[float]:
-    """The task's loss on the labels (with mixup: the task mixes its two targets)."""
+    """The task's loss on the labels (with mixup: the task mixes its two targets), on the batches'
+    teacher view (edgekd.data.views: the same batch unless the data gives the teacher its own)."""
     task = data.task
-    return fit(model, data, FitPlan.of(cfg, "teacher"), lambda batch, _: task.task_loss(task.forward(model, batch), batch))
+    return fit(model, data, FitPlan.of(cfg, "teacher"),
+               lambda batch, _: task.task_loss(task.forward(model, teacher_view(batch)), batch))
 
 
 def build_objective(cfg: DistillConfig, key: str = "distill.losses") -> CombinedLoss:

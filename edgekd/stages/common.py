@@ -26,11 +26,18 @@ def torch_where() -> str:
     return f"torch {version('torch')} eager, CPU"
 
 
+def describe_factory(factory: str, args: dict[str, Any]) -> str:
+    """How a model is made, for notes: `factory(args)`, or where a Hugging Face model comes from."""
+    from edgekd.distill import hf_models
+
+    return hf_models.describe(args["spec"]) if factory == hf_models.FACTORY else f"{factory}({args})"
+
+
 def build_student(ctx: Context, student_json: Path) -> tuple[Any, str]:
     """The (untrained) student module the search stage chose, and its description."""
     choice = json.loads(student_json.read_text())
-    key = "student.search" if "search" in choice else "student.factory"
-    return ctx.build_model_from(choice["factory"], choice["args"], key), f"{choice['factory']}({choice['args']})"
+    key = "student.search" if "search" in choice else "student.hf" if ctx.project.student.hf else "student.factory"
+    return ctx.build_model_from(choice["factory"], choice["args"], key), describe_factory(choice["factory"], choice["args"])
 
 
 def teacher_of_student(ctx: Context, inputs: dict[str, Path]) -> TeacherSource:

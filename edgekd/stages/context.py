@@ -12,7 +12,8 @@ from edgekd.config.loading import Resolved
 from edgekd.config.models import Profile, Project, QuantizeConfig, apply_recipe
 from edgekd.config.target import Target
 from edgekd.data.load import open_source
-from edgekd.data.sources import LABELS, DataSource, read_split
+from edgekd.data.sources import INDEX, LABELS, DataSource, read_split
+from edgekd.data.views import has_teacher_view, teacher_view
 from edgekd.distill import provenance as build_provenance
 from edgekd.errors import ConfigError
 from edgekd.graph.feeds import FeedSet
@@ -137,7 +138,23 @@ class Context(EngineContext):
         arrays = read_split(self.data_source, split, limit)
         labels = arrays.pop(LABELS, None)
         names = [s.name for s in self.task.inputs()]
+        if split == "test" and has_teacher_view(arrays):  # cross-input: the teacher is evaluated on its own view
+            self.__dict__["_teacher_eval"] = teacher_view({n: a for n, a in arrays.items() if n != INDEX})
         return FeedSet({n: arrays[n] for n in names if n in arrays}, labels, f"the {len(next(iter(arrays.values())))} {what}")
+
+    @property
+    def teacher_eval_arrays(self) -> dict[str, Any]:
+        """The test split as the teacher reads it (its own view in cross-input distillation)."""
+        feeds = self.eval_feeds  # reads the test split, and the teacher's view of it where the data has one
+        return self.__dict__.get("_teacher_eval", feeds.arrays)
+
+    @functools.cached_property
+    def teacher_task(self) -> Any:
+        """The task with the teacher's dims: its own sequence length when it reads its own view."""
+        import dataclasses
+
+        length = self.project.data.teacher_max_length
+        return dataclasses.replace(self.task, max_length=length) if length and hasattr(self.task, "max_length") else self.task
 
     @functools.cached_property
     def calib_feeds(self) -> FeedSet:
@@ -153,9 +170,20 @@ class Context(EngineContext):
         return build_provenance.props(self, stage, target)
 
     def build_model(self, role: str) -> Any:
-        """The teacher or student module from its factory (untrained weights)."""
-        cfg = getattr(self.project, role)
-        return self.build_model_from(cfg.factory, cfg.args, f"{role}.factory")
+        """The teacher or student module from its factory or [role.hf] (untrained weights; a
+        Hugging Face model folder's own weights)."""
+        return self.build_model_from(*self.factory_of(getattr(self.project, role), role))
+
+    def factory_of(self, spec: Any, key: str) -> tuple[str, dict[str, Any], str]:
+        """(factory, args, config key) that make the model of a teacher or student table `spec` at
+        config `key`: its own factory, or for [key.hf] edgekd's transformers builder with the table
+        resolved (edgekd.distill.hf_models: folders absolute and hashed, `base` expanded)."""
+        if getattr(spec, "hf", None) is None:
+            return spec.factory, spec.args, f"{key}.factory"
+        from edgekd.distill.hf_models import FACTORY, resolve
+
+        resolved = resolve(spec.hf, f"{key}.hf", self.project_file.path.parent, self.project.teacher.hf)
+        return FACTORY, {"spec": resolved, "task": self.task.name}, f"{key}.hf"
 
     def build_model_from(self, factory: str, args: dict[str, Any], key: str, seed: int = 0) -> Any:
         """A module from a factory, with torch seeded first so that its initial weights are the
@@ -167,7 +195,8 @@ class Context(EngineContext):
         import torch
 
         torch.manual_seed(seed)
-        dims = {f.name: getattr(self.task, f.name) for f in dataclasses.fields(self.task)}
+        task = self.teacher_task if key.split(".")[0] == "teacher" and not key.startswith("teacher.assistants") else self.task
+        dims = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
         return call(factory, args, key, self.source, defaults=dims)
 
     def report_project(self) -> dict[str, Any]:

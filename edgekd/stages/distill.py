@@ -29,6 +29,7 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     cfg = ctx.project.distill
     source = teacher_of_student(ctx, inputs)
     student, described = build_student(ctx, inputs["student.json"])
+    init_note = init_student(ctx, student, inputs)
     objective = build_objective(cfg)
     if objective.teacher_layers() and not source.has_features:
         raise ConfigError(f"{ctx.source}: key 'distill.losses': feature losses need a torch teacher, and the teacher is "
@@ -41,8 +42,25 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     terms = " + ".join(f"{s.weight:g}*{s.name}{s.params or ''}" for s in cfg.losses)
     notes = [f"student {described}; objective {terms} (T={cfg.temperature}, alpha={cfg.alpha} where unset)",
              f"{cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; final loss {losses[-1]:.4f}; {teaching.note}",
-             f"teacher: {source.describe()}", *lineage_notes(ctx)]
+             f"teacher: {source.describe()}", *init_note, *lineage_notes(ctx)]
     return Outcome(metrics, notes)
+
+
+def init_student(ctx: Context, student: Any, inputs: dict[str, Path]) -> list[str]:
+    """[student.hf] init = "teacher": the student starts from the teacher's weights (DistilBERT-style;
+    the teacher itself, not a teacher assistant); the note says what was copied."""
+    from edgekd.common.artefacts import TEACHER_WEIGHTS
+    from edgekd.distill.hf_models import init_from_teacher
+    from edgekd.distill.sources import teacher_source
+
+    hf = ctx.project.student.hf
+    if hf is None or hf.init != "teacher":
+        return []
+    module = getattr(teacher_source(ctx, inputs.get(TEACHER_WEIGHTS)), "module", None)
+    if module is None:
+        raise ConfigError(f"{ctx.source}: key 'student.hf.init': init = 'teacher' copies a torch teacher's weights, "
+                          f"and the teacher is {ctx.project.teacher.kind}", "leave init = 'random' for this teacher")
+    return [init_from_teacher(student, module)]
 
 
 def distill_key(ctx: Context) -> dict[str, Any]:

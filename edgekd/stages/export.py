@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd.backends.ort import session as ortb
 from edgekd.common.artefacts import STUDENT_JSON, STUDENT_ONNX, STUDENT_WEIGHTS
@@ -15,6 +15,16 @@ from edgekd.stages.common import build_student, data_key, metric_key, quality_me
 
 if TYPE_CHECKING:
     from edgekd.stages.context import Context
+
+
+def exporter_of(model: Any, task: Any) -> str:
+    """Which exporter the task's export used for `model`, for the notes."""
+    from edgekd.tasks.base import is_hf_model
+
+    if is_hf_model(model):
+        return (f"optimum-onnx ({type(model).__name__}, optimum task '{task.optimum_task}', its dummy inputs, "
+                "its ONNX Runtime vs torch validation passed)")
+    return f"torch.onnx (dynamo) ({type(model).__name__})"
 
 
 def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
@@ -32,7 +42,7 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
         "export.parity_max_abs_diff": Metric(check.max_abs_diff, "", "measured", f"max |logit difference| over {check.samples} test samples, {where} vs torch"),
         metric_key(ctx, "onnx_fp32"): quality_metric(ctx, onnx_logits, where),
         "onnx_fp32.size_mb": size_metric(path, "student.onnx"),
-    }, [f"exported by task {ctx.task.name} (torch.onnx dynamo; optimum-onnx for Hugging Face models), opset {ctx.target.opset}, "
+    }, [f"exported by task {ctx.task.name} with {exporter_of(student, ctx.task)}, opset {ctx.target.opset}, "
        f"inputs {ctx.model_inputs.describe()} with dynamic batch", f"parity: {check.describe()}"])
 
 

@@ -105,7 +105,7 @@ def _outputs(ctx: Context, role: str, run: Callable[[], Any], batch: dict[str, A
     """The width of the task's KD view of `run()`'s outputs (classes, or vocabulary)."""
     import torch
 
-    factory = getattr(ctx.project, role).factory or ctx.project.teacher.kind
+    factory = getattr(ctx.project, role).factory or ("hf" if getattr(ctx.project, role).hf else ctx.project.teacher.kind)
     what = f"{ctx.source}: the {role} ({factory}) on one batch of the train split"
     with torch.no_grad(), user_code(what):
         out = run()
@@ -138,12 +138,14 @@ def check_models(ctx: Context) -> tuple[int, list[str]]:
 
 
 def _check_models(ctx: Context) -> tuple[int, list[str]]:
+    from edgekd.data.views import teacher_view
     from edgekd.distill.features import FeatureCapture
     from edgekd.distill.sources import teacher_source
     from edgekd.distill.streaming import first_batch
     from edgekd.distill.trainer import build_objective, to_tensors
 
     objective = _named(ctx, lambda: build_objective(ctx.project.distill))
+    _named(ctx, lambda: _check_tokenizers(ctx))
     batch = to_tensors(first_batch(ctx.data_source, PROBE_ROWS))
     expected = getattr(ctx.task, "classes", None) or getattr(ctx.task, "vocab_size", None)
     cfg = ctx.project.teacher
@@ -151,7 +153,7 @@ def _check_models(ctx: Context) -> tuple[int, list[str]]:
     params, warnings = 0, []
     if cfg.kind == "torch" and cfg.train is not None:
         teacher = _module(ctx.build_model("teacher"), "teacher", ctx)
-        teacher_run: Callable[[], Any] = lambda: ctx.task.forward(teacher.eval(), batch)  # noqa: E731
+        teacher_run: Callable[[], Any] = lambda: ctx.task.forward(teacher.eval(), teacher_view(batch))  # noqa: E731
     else:
         source = teacher_source(ctx, None)
         teacher = getattr(source, "module", None)
@@ -165,7 +167,7 @@ def _check_models(ctx: Context) -> tuple[int, list[str]]:
         _named(ctx, lambda: FeatureCapture(teacher, objective.teacher_layers(), source="teacher"))
         params += sum(p.numel() for p in teacher.parameters())
     widths["teacher"] = _outputs(ctx, "teacher", teacher_run, batch)
-    if ctx.project.student.factory is not None:
+    if ctx.project.student.search is None:
         student = _module(ctx.build_model("student"), "student", ctx)
         _named(ctx, lambda: FeatureCapture(student, objective.student_layers(), source="student"))
         params += sum(p.numel() for p in student.parameters())
@@ -176,6 +178,17 @@ def _check_models(ctx: Context) -> tuple[int, list[str]]:
                               f"(from the data)", f"make the {role} output {expected}: set its args (e.g. num_classes) or [task] args")
     samples = ctx.data_source.num_samples("train") or 0
     return MIN_FREE_BYTES + BYTES_PER_PARAM * params + 4 * samples * widths["teacher"] * _rows_per_sample(ctx, batch), warnings
+
+
+def _check_tokenizers(ctx: Context) -> None:
+    """Hugging Face model folders with their own tokenizer read the data's token ids."""
+    from edgekd.distill import hf_models
+
+    tokenizer = getattr(ctx.data_source, "tokenizer", None)
+    for role in ("teacher", "student"):
+        spec = getattr(ctx.project, role)
+        if tokenizer is not None and spec.hf is not None and spec.hf.path is not None:
+            hf_models.check_tokenizer(ctx.factory_of(spec, role)[1]["spec"], tokenizer.get_vocab(), str(ctx.project.data.tokenizer))
 
 
 def _rows_per_sample(ctx: Context, batch: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Outcome, Stage
+from edgekd.stages.common import describe_factory
 
 if TYPE_CHECKING:
     from edgekd.stages.context import Context
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 def search_key(ctx: Context) -> dict[str, Any]:
     cfg = ctx.project.student
     key: dict[str, Any] = {"student": cfg.model_dump()}
+    if cfg.hf is not None:  # a model folder's content, resolved
+        key["model"] = ctx.factory_of(cfg, "student")[:2]
     if cfg.search is not None:  # the pick depends on the target, the budgets it must fit, and (x86) this host
         budgets = ctx.profile.budgets
         key |= {"target": ctx.target.model_dump(), "recipe": ctx.quant_recipe.model_dump(), "host": ctx.host_fingerprint(),
@@ -31,8 +34,9 @@ def run_search(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
 
     cfg = ctx.project.student
     if cfg.search is None:
-        (out / "student.json").write_text(json.dumps({"factory": cfg.factory, "args": cfg.args}))
-        return Outcome({}, [f"student from the project: {cfg.factory}({cfg.args})"])
+        factory, args, _ = ctx.factory_of(cfg, "student")
+        (out / "student.json").write_text(json.dumps({"factory": factory, "args": args}))
+        return Outcome({}, [f"student from the project: {describe_factory(factory, args)}"])
     import shutil
 
     from edgekd.distill.search import NoStudentFits, search_student

@@ -11,7 +11,7 @@ from edgekd.distill.sources import teacher_files, teacher_source
 from edgekd.distill.weights import save_weights, size_metrics
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Outcome, Stage
-from edgekd.stages.common import metric_key, quality_metric, torch_where
+from edgekd.stages.common import describe_factory, metric_key, quality_metric, torch_where
 
 if TYPE_CHECKING:
     from edgekd.stages.context import Context
@@ -41,7 +41,7 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         model = ctx.build_model("teacher")
         losses = train_supervised(model, ctx.train_data, cfg.train)
         save_weights(model, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
-        source = TorchTeacher(model, None, f"torch module {cfg.factory}({cfg.args}), trained here", task=ctx.task)
+        source = TorchTeacher(model, None, f"{describe_factory(*ctx.factory_of(cfg, 'teacher')[:2])}, trained here", task=ctx.task)
         augmented = f", augmented with {ctx.augment.describe()}" if ctx.augment is not None else ""
         samples = count_samples(ctx.data_source)
         notes = [f"teacher trained here: {cfg.train.epochs} epochs on {samples} streamed samples{augmented}, final loss {losses[-1]:.4f}"]
@@ -51,10 +51,14 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
             save_weights(source.module, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
         notes = [f"teacher: {source.describe()}"]
     if isinstance(source, TorchTeacher):
-        metrics.update(size_metrics(source.module, ctx.task, "teacher"))
+        metrics.update(size_metrics(source.module, ctx.teacher_task, "teacher"))
+    if ctx.project.data.teacher_text_column:
+        data = ctx.project.data
+        notes.append(f"cross-input: the teacher reads column '{data.teacher_text_column}' (max_length {data.teacher_max_length or data.max_length} "
+                     f"tokens), the student '{data.text_column}' (max_length {data.max_length}); soft labels come from the teacher's view")
     if _runs_on_test(ctx):
         where = torch_where() if isinstance(source, TorchTeacher) else source.describe()
-        metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, predict(source, ctx.eval_feeds.arrays), where)
+        metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, predict(source, ctx.teacher_eval_arrays), where)
     else:
         metrics[metric_key(ctx, "teacher")] = Metric(None, ctx.metric.unit, "not available", "logits files hold soft labels for the training data only")
     (out / "teacher.json").write_text(json.dumps({"kind": cfg.kind, "describe": source.describe(), "identity": source.identity()}, indent=1))

@@ -79,15 +79,17 @@ def optimum_config(model: Any, task: Task) -> Any:
 
 def export_hf(model: Any, task: Task, path: Path, opset: int) -> None:
     """optimum-onnx's `onnx_export_from_model` at the task's optimum task (decoders without past
-    key/values), with the task's input and output specs; `model.onnx` (and external weights, if
-    any) moved to `path`."""
+    key/values), with the task's input and output specs and optimum's own validation (ONNX Runtime
+    outputs against the torch model's on its dummy inputs, at its tolerance for the model type: a
+    mismatch fails the export); `model.onnx` (and external weights, if any) moved to `path`. The
+    build's parity budget is checked after this, on the evaluation data."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     config = optimum_config(model, task)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp, quiet() as log:
         try:
-            onnx_export_from_model(model.eval(), tmp, opset=opset, task=task.optimum_task, do_validation=False,
+            onnx_export_from_model(model.eval(), tmp, opset=opset, task=task.optimum_task, do_validation=True,
                                    custom_onnx_configs={"model": config})
         except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
             raise failed(f"optimum-onnx export of {type(model).__name__} for task '{task.name}'", exc, log) from exc

@@ -101,9 +101,12 @@ def test_prepare_writes_the_splits_labels_and_project(tiny, synsets):
     expected = split(synsets, seed=0, max_per_class=wordnet.TINY_PER_CLASS)
     assert {name: len(r) for name, r in rows.items()} == {name: len(part) for name, part in expected.items()}
     assert {name: {r["id"] for r in part} for name, part in rows.items()} == {name: {s.id for s in part} for name, part in expected.items()}
-    assert set(rows["train"][0]) == {"id", "lemmas", "text", "label"}
+    assert set(rows["train"][0]) == {"id", "lemmas", "text", "lemma_text", "full", "label"}
+    first = rows["train"][0]  # the two views of cross-input distillation: words alone, words and gloss
+    assert first["lemma_text"] == ", ".join(first["lemmas"]) and first["full"] == f"{first['lemma_text']}: {first['text']}"
     assert json.loads((tiny / "labels.json").read_text()) == list(LEXNAMES)
-    assert 'factory = "edgekd.examples.text:teacher"' in (tiny / "edgekd.toml").read_text()
+    project = (tiny / "edgekd.toml").read_text()
+    assert '[teacher.hf]' in project and 'model_type = "bert"' in project and 'base = "teacher"' in project
     again = prepare(tiny / "again", tiny=True)  # deterministic: the same files again
     assert all(again[name].read_text() == (tiny / f"{name}.jsonl").read_text() for name in ("train", "calib", "test"))
 
@@ -162,6 +165,9 @@ def test_the_tiny_project_builds_for_x86_under_the_ci_profile(tiny, cache_dir):
     for prefix in ("teacher", "student", "int8", "engine"):
         assert metrics[f"{prefix}.accuracy"]["method"] == "measured", prefix
         assert f"{tests} held-out test samples" in metrics[f"{prefix}.accuracy"]["how"], prefix
-    assert metrics["teacher.accuracy"]["value"] > 3 * 100 / 45  # well above chance (2.2 %) at ~39 glosses a class
+    # a BERT trained from scratch on ~39 glosses a class in 8 epochs learns little (9 % here), but more than chance (2.2 %)
+    assert metrics["teacher.accuracy"]["value"] > 2 * 100 / 45
+    notes = " ".join(n for s in report["stages"] for n in s.get("notes", []))
+    assert "Hugging Face bert config" in notes and "the teacher's Hugging Face config" in notes
     assert metrics["teacher.macs"]["value"] >= 10 * metrics["student.macs"]["value"]
     assert seconds < 120, f"the tiny build took {seconds:.0f} s"
