@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.common.fsutil import sha256_file
+from edgekd.common.toolchain import quiet
 from edgekd.config.models import HfModelSpec
 from edgekd.errors import ConfigError
 
@@ -129,8 +130,9 @@ def build(spec: dict[str, Any], task: str, vocab_size: int | None = None, num_la
     _set_task_dims(config, task, dims, fresh="path" not in spec)
     auto_model = _auto(HEADS[task][0])
     try:
-        if "path" in spec:
-            return auto_model.from_pretrained(spec["path"], config=config, local_files_only=True, ignore_mismatched_sizes=True)
+        if "path" in spec:  # quiet: transformers' advice to train a new head goes to stderr; the teacher stage says what it does
+            with quiet():
+                return auto_model.from_pretrained(spec["path"], config=config, local_files_only=True, ignore_mismatched_sizes=True)
         return auto_model.from_config(config)
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         raise ConfigError(f"key '{spec['key']}': transformers cannot build {type(config).__name__} for {task} "

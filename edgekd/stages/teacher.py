@@ -41,10 +41,11 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         model = ctx.build_model("teacher")
         losses = train_supervised(model, ctx.train_data, cfg.train)
         save_weights(model, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
-        source = TorchTeacher(model, None, f"{describe_factory(*ctx.factory_of(cfg, 'teacher')[:2])}, trained here", task=ctx.task)
+        described = describe_factory(*ctx.factory_of(cfg, "teacher")[:2])
+        source = TorchTeacher(model, None, f"{described}, trained here", task=ctx.task)
         augmented = f", augmented with {ctx.augment.describe()}" if ctx.augment is not None else ""
         samples = count_samples(ctx.data_source)
-        notes = [f"teacher trained here: {cfg.train.epochs} epochs on {samples} streamed samples{augmented}, final loss {losses[-1]:.4f}"]
+        notes = [f"teacher {described} trained here: {cfg.train.epochs} epochs on {samples} streamed samples{augmented}, final loss {losses[-1]:.4f}"]
     else:
         source = teacher_source(ctx, None)
         if isinstance(source, TorchTeacher):
