@@ -3,6 +3,10 @@ have its own conftest.py, and `conftest` would then name the wrong module)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ZOO_ARCHS = ("resnet", "mobilenet_v2", "efficientnet", "vit", "bert", "distilbert", "gpt2")
 ZOO_EXPORTERS = ("optimum", "torch")
@@ -110,3 +114,40 @@ def small_tmpfs(folder: Path, size: str = "1m"):  # noqa: ANN201 - a context man
             subprocess.run(["umount", str(folder)], check=False)
 
     return mounted()
+
+
+# ---------------------------------------------------------------- transformer attention masks
+
+
+def padded_masks(feeds: dict, seed: int = 3) -> dict:
+    """`feeds` with right-padded attention masks (a tokenizer's padding: 10 to 100 real tokens)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    mask = np.ones_like(feeds["attention_mask"])
+    for row in range(len(mask)):
+        mask[row, rng.integers(10, 100):] = 0
+    return {**feeds, "attention_mask": mask}
+
+
+def softmax_outputs(model_path: Path, feeds: dict) -> np.ndarray:
+    """Every Softmax output of `model_path` (after its Q/DQ pair where it has one), run on the CPU EP:
+    [softmax, batch, heads, query, key]."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(model_path))
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    names = []
+    for node in (n for n in model.graph.node if n.op_type == "Softmax"):
+        name = node.output[0]
+        if consumers.get(name) is not None and consumers[name].op_type == "QuantizeLinear":
+            name = consumers[consumers[name].output[0]].output[0]
+        names.append(name)
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows = len(feeds["input_ids"])
+    runs = [session.run(names, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(rows)]
+    return np.stack([np.concatenate([run[s] for run in runs]) for s in range(len(names))])

@@ -29,8 +29,9 @@ B = TypeVar("B")
 class Backend(Protocol):
     runtime: str
 
-    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
-        """`fp32_model`: the float graph, an engine candidate where the backend tunes here (x86)."""
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path, fused_fp32: Path | None = None) -> Outcome:
+        """`fp32_model`: the float graph, an engine candidate where the backend tunes here (x86);
+        `fused_fp32`: the quantize stage's fused fp32 graph of a transformer, where it wrote one (x86)."""
         ...
 
     def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome: ...

@@ -9,6 +9,7 @@ ASSISTANT_WEIGHTS = "assistant.safetensors"
 STUDENT_WEIGHTS = "student.safetensors"  # distill
 STUDENT_ONNX = "student.onnx"  # export (compile: the imported model)
 STUDENT_INT8 = "student_int8.onnx"  # quantize
+STUDENT_FUSED = "student_fused.onnx"  # quantize, x86 targets: the fused fp32 graph of a transformer
 STUDENT_QAD_ONNX = "student_qad.onnx"  # quantize, when QAD ran
 STUDENT_QAD_WEIGHTS = "student_qad.safetensors"
 SUPPORT_JSON = "support.json"  # check

@@ -9,6 +9,7 @@ Known Snapdragon SoCs (QNN `soc_model` id, HTP architecture), from the QNN EP's 
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,6 +42,9 @@ class QnnConfig(BaseModel):
     activation_type: Literal["uint8", "uint16"] = "uint8"
     weight_type: Literal["uint8"] = "uint8"
     per_channel: bool = Field(True, description="per-channel weight scales (Conv, Gemm, MatMul weights)")
+    uint16_activation_ops: tuple[str, ...] = Field(
+        (), description="with uint8 activations: these op types read and write uint16 activations (mixed precision, "
+                        "edgekd.backends.qnn.quantize); ignored with uint16 activations")
     htp_performance_mode: HtpPerformanceMode = "default"
     htp_graph_finalization_optimization_mode: int = Field(0, ge=0, le=3, description="0 default, 3 slowest prepare / best graph")
     vtcm_mb: int | None = Field(None, ge=1, description="VTCM size in MB; None leaves the backend's default")
@@ -52,6 +56,9 @@ class QnnConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> QnnConfig:
+        bad = [op for op in self.uint16_activation_ops if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", op)]
+        if bad:
+            raise ValueError(f"uint16_activation_ops names ONNX op types (e.g. 'LayerNormalization', 'Softmax'), not {bad}")
         if self.htp_arch not in HTP_ARCHS:
             raise ValueError(f"htp_arch '{self.htp_arch}' is not one the QNN EP knows ({', '.join(HTP_ARCHS)})")
         known = SOC_MODELS.get(self.soc_model)

@@ -34,7 +34,9 @@ class TuneSpace(Strict):
     one axis; every combination is a candidate. An empty [tune] keeps the [session] settings."""
 
     precisions: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["int8"])
-    quant_formats: list[Literal["qdq", "qoperator"]] = Field(default_factory=lambda: ["qdq"])
+    quant_formats: list[Literal["qdq", "qoperator", "dynamic"]] = Field(
+        default_factory=lambda: ["qdq"], description="int8 variants: static Q/DQ, static QOperator (QLinear* ops), and "
+        "'dynamic' (quantize_dynamic: int8 weights, activations quantized at run time; tried for transformer graphs only)")
     intra_op_num_threads: list[int] = Field(default_factory=list, description="0: every usable core; empty: [session]'s")
     graph_optimization_levels: list[Literal["disable", "basic", "extended", "all"]] = Field(default_factory=list)
     execution_modes: list[Literal["sequential", "parallel"]] = Field(default_factory=list)
@@ -59,6 +61,9 @@ class TargetQuantize(Strict):
     symmetric_weights: bool = Field(True, description="every weight zero point 0")
     quantize_bias: bool = Field(True, description="int32 bias Q/DQ (TensorRT rejects them: false keeps float biases)")
     static_batch: int | None = Field(None, ge=1, description="fix the batch dimension (HTP needs static shapes)")
+    transformer_fusion: bool = Field(False, description="onnxruntime-cpu: fuse transformer graphs (Attention, "
+                                     "SkipLayerNormalization, BiasGelu, EmbedLayerNormalization: onnxruntime.transformers) "
+                                     "before quantizing, when the fused graph matches the given one (edgekd.backends.ort.transformer)")
 
 
 class Target(Strict):
@@ -97,16 +102,17 @@ class Target(Strict):
 
     def _quantize_problems(self) -> list[str]:
         q = self.quantize
+        problems = []
+        if q.transformer_fusion and self.runtime != "onnxruntime-cpu":
+            problems.append(f"[quantize] transformer_fusion applies to runtime 'onnxruntime-cpu' only (its fused ops are ONNX "
+                            f"Runtime CPU contrib ops, which {self.runtime} does not run)")
         if self.runtime == "qnn-htp":
-            problems = []
             if q.activation_type != self.qnn.activation_type or q.weight_type != self.qnn.weight_type:
                 problems.append(f"[quantize] types ({q.activation_type}/{q.weight_type}) differ from [qnn] "
                                 f"({self.qnn.activation_type}/{self.qnn.weight_type})")
             if q.static_batch is None:
                 problems.append("QNN HTP needs static shapes: set [quantize] static_batch")
-            return problems
-        if self.runtime == "tensorrt":
-            problems = []
+        elif self.runtime == "tensorrt":
             if not (q.activation_type == q.weight_type == "int8" and q.symmetric_activations and q.symmetric_weights):
                 problems.append("TensorRT takes only symmetric INT8 Q/DQ: activation_type = weight_type = 'int8', "
                                 "symmetric_activations = symmetric_weights = true")
@@ -114,5 +120,4 @@ class Target(Strict):
                 problems.append("TensorRT rejects INT32 bias Q/DQ: set [quantize] quantize_bias = false")
             if not TENSORRT_OPSETS[0] <= self.opset <= TENSORRT_OPSETS[1]:
                 problems.append(f"TensorRT's ONNX parser takes opsets {TENSORRT_OPSETS[0]}-{TENSORRT_OPSETS[1]}, not {self.opset}")
-            return problems
-        return []
+        return problems

@@ -18,8 +18,10 @@ _NAMES = {np.dtype("int8"): "int8", np.dtype("uint8"): "uint8", np.dtype("int16"
           np.dtype("int32"): "int32"}
 
 
-def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize) -> list[str]:
+def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize, wide_activations: tuple[str, ...] = ()) -> list[str]:
     """Every Q/DQ node whose zero-point type or value breaks `recipe`, one line each (empty: ok).
+    `wide_activations`: activation types allowed besides the recipe's (the HTP's uint16 tensors of a
+    mixed-precision uint8 graph).
 
     A DequantizeLinear of an initializer that feeds a weight slot (Conv/ConvTranspose/Gemm/MatMul/LayerNorm's
     second input, or a bias) quantizes a weight (int32 ones are biases, zero point 0); every other
@@ -49,7 +51,7 @@ def qdq_violations(model: onnx.ModelProto, recipe: TargetQuantize) -> list[str]:
                 problems.append(f"{node.op_type} '{node.name}': int32 bias Q/DQ, the target takes float biases")
                 continue
             expected, symmetric = "int32", True
-        if dtype != expected:
+        if dtype != expected and (is_weight or dtype not in wide_activations):
             problems.append(f"{node.op_type} '{node.name}': {kind} type {dtype}, the target needs {expected}")
         if symmetric and np.any(zero_point != 0):
             problems.append(f"{node.op_type} '{node.name}': {kind} zero point {zero_point.ravel()[:4].tolist()} is not 0 (the target needs symmetric quantization)")

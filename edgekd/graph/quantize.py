@@ -62,8 +62,11 @@ def calibration_reader(calib: Calibration, float_inputs_as: str | None = None) -
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 # what onnxruntime.quantization logs on the root logger that says nothing to act on: per-channel
 # quantization falls back to per-tensor for rank-1 weights (LayerNorm scales), and the advice to
-# pre-process a model that has been (qnn_preprocess_model / quant_pre_process did it)
-_NOISE = ("is out-of-range for weight", "pre-processing before quantization")
+# pre-process a model that has been (qnn_preprocess_model / quant_pre_process did it), that an
+# absent optional input (name "", e.g. a fused Attention's past) has no type, and that 16-bit Q/DQ
+# raised the opset to 21 (the HTP rules check and the HTP run verify the result)
+_NOISE = ("is out-of-range for weight", "pre-processing before quantization", "failed to infer the type of tensor: . Skip",
+          "which does not support 16-bit integer quantization natively")
 
 
 @contextlib.contextmanager
@@ -103,11 +106,30 @@ def _pre_process(fp32_model: Path, prepared: Path) -> None:
                 raise
 
 
-def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration,
-                  cfg: QuantizeConfig, target: TargetQuantize, quant_format: str = "qdq") -> None:
+def _mask_path_nodes(prepared: Path, mask_inputs: tuple[str, ...]) -> list[str]:
+    """The nodes of `prepared`'s attention-mask path (edgekd.graph.transformer.mask_path) and the
+    MatMuls reading its Softmax outputs, named in the file, for nodes_to_exclude: probabilities in
+    int8 steps of 1/127 (or clipped to a calibrated range) would misweigh attention."""
+    import onnx
+
+    from edgekd.graph.transformer import mask_path, name_nodes
+
+    model = onnx.load(str(prepared))
+    name_nodes(model)
+    path = mask_path(model, list(mask_inputs))
+    readers = [n.name for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & set(path.probabilities)]
+    if path.nodes:
+        onnx.save(model, str(prepared))
+    return [*path.nodes, *readers]
+
+
+def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration, cfg: QuantizeConfig, target: TargetQuantize,
+                  quant_format: str = "qdq", mask_inputs: tuple[str, ...] = ()) -> list[str]:
     """quant_pre_process (shape inference + optimization), then quantize_static to QDQ (or, for
     engine tuning, QOperator: QLinearConv etc.) with the target's types, symmetry, per-channel
-    weights and the chosen calibration method, calibrated on every row of `calib`."""
+    weights and the chosen calibration method, calibrated on every row of `calib`. The
+    attention-mask path from the inputs `mask_inputs` and the MatMuls reading its probabilities stay
+    in float (edgekd.graph.transformer says why); returns the names of those nodes."""
     require("onnxruntime", "INT8 quantization")
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -116,12 +138,28 @@ def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration,
     # the calibrators print progress with print(); keep the build's output readable
     with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
         _pre_process(fp32_model, prepared)
+        excluded = _mask_path_nodes(prepared, mask_inputs) if mask_inputs else []
         quantize_static(
             str(prepared), str(out_model), calibration_reader(calib),
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator, per_channel=target.per_channel, reduce_range=target.reduce_range,
             activation_type=types[target.activation_type], weight_type=types[target.weight_type],
-            calibrate_method=calibrate_method(cfg.calibrate_method),
+            calibrate_method=calibrate_method(cfg.calibrate_method), nodes_to_exclude=excluded or None,
             extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,
                            "QuantizeBias": target.quantize_bias},
         )
     prepared.unlink(missing_ok=True)
+    return excluded
+
+
+def quantize_dynamic_int8(fp32_model: Path, out_model: Path, target: TargetQuantize) -> None:
+    """quantize_dynamic: int8 weights (per-channel and reduce_range as the target's recipe says),
+    activations quantized at run time (DynamicQuantizeLinear + MatMulInteger; QAttention and
+    QEmbedLayerNormalization on a fused transformer graph). No calibration."""
+    onnx = require("onnx", "INT8 quantization")
+    require("onnxruntime", "INT8 quantization")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # shape inference cannot type the outputs of ONNX Runtime's contrib ops (Attention, ...): say they are float
+    with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
+        quantize_dynamic(str(fp32_model), str(out_model), weight_type=QuantType.QInt8, per_channel=target.per_channel,
+                         reduce_range=target.reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})

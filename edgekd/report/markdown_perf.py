@@ -74,4 +74,6 @@ def tuning(t: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {mark}{i + 1}{mark} | {r['variant']} | {r['threads']} | {r['session']['graph_optimization_level']} | "
                      f"{r['session']['execution_mode']} | {fmt(r['p50_ms'], 'ms')} | {mark}{fmt(r['p90_ms'], 'ms')}{mark} | "
                      f"{fmt(r['accuracy'], '%')} | {fmt(r['size_mb'], 'MB')} | {cell('; '.join(r['problems']) or 'all hold')} |")
-    return lines + ["", f"How: {cell(t['how'])} (fp32 reference accuracy {fmt(t['fp32_accuracy'], '%')}).", ""]
+    made = [f"{name}: {how}" for name, how in t.get("variants", {}).items()] + list(t.get("left_out", []))
+    return lines + ["", f"How: {cell(t['how'])} (fp32 reference accuracy {fmt(t['fp32_accuracy'], '%')}).", "",
+                    *([f"Model variants: {cell('; '.join(made))}.", ""] if made else [])]

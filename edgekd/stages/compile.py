@@ -8,8 +8,10 @@ from edgekd.common.artefacts import (
     BUNDLE_DIR,
     ENGINE_DIR,
     ENGINE_JSON,
+    STUDENT_FUSED,
     STUDENT_INT8,
     STUDENT_ONNX,
+    optional,
 )
 from edgekd.graph import provenance
 from edgekd.pipeline.context import EngineContext
@@ -28,11 +30,11 @@ def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
 
 def _compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
-    return backends.get(ctx.target.runtime).compile(ctx, inputs[STUDENT_INT8], inputs[STUDENT_ONNX], out)
+    return backends.get(ctx.target.runtime).compile(ctx, inputs[STUDENT_INT8], inputs[STUDENT_ONNX], out, inputs.get(STUDENT_FUSED))
 
 
 COMPILE = Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
-                (STUDENT_INT8, STUDENT_ONNX), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
+                (STUDENT_INT8, STUDENT_ONNX, optional(STUDENT_FUSED)), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
                 lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
                            "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.quantize_config.model_dump(),
                            "budgets": c.profile.budgets.model_dump(), **data_key(c)}, run_compile)

@@ -27,9 +27,10 @@ ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histo
                 "(not settable through its API), so the KL search has one candidate and picks the same range as minmax")
 
 
-def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
-    """Quantize `fp32` for the target into `path` (after edgekd.graph.legalize's exact rewrites);
-    returns the rule violations of the result and a note per rewrite."""
+def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.ndarray]) -> tuple[list[str], list[str], dict[str, Metric]]:
+    """Quantize `fp32` for the target into `path` (after edgekd.graph.legalize's exact rewrites; on
+    x86, a transformer's fusions: edgekd.backends.ort.transformer); returns the rule violations of
+    the result, a note per rewrite or fusion step, and the fusion's parity metrics."""
     import tempfile
 
     import onnx
@@ -37,18 +38,41 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
     from edgekd.graph.legalize import legalize
     from edgekd.graph.quant_rules import qdq_violations
     from edgekd.graph.quantize import quantize_int8
+    from edgekd.graph.transformer import MASK_FLOOR
 
     cfg, tq = ctx.quantize_config, ctx.quant_recipe
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".legal-") as tmp:
         legal = Path(tmp) / fp32.name
         rewrites = legalize(fp32, legal, ctx.model_inputs)
         if ctx.target.runtime == "qnn-htp":
-            from edgekd.backends.qnn.htp import check_htp_rules, quantize_for_htp
+            from edgekd.backends.qnn.quantize import quantize_for_htp
+            from edgekd.backends.qnn.rules import check_htp_rules
 
-            quantize_for_htp(legal, path, calib, ctx.qnn_config, cfg.calibrate_method, ctx.model_inputs)
-            return qdq_violations(onnx.load(str(path)), tq) + check_htp_rules(onnx.load(str(path))), rewrites
-        quantize_int8(legal, path, calib, cfg, tq)
-    return qdq_violations(onnx.load(str(path)), tq), rewrites
+            qnn = ctx.qnn_config
+            floors = quantize_for_htp(legal, path, calib, qnn, cfg.calibrate_method, ctx.model_inputs)
+            wide = ("uint16",) if qnn.activation_type == "uint8" and qnn.uint16_activation_ops else ()
+            model = onnx.load(str(path))
+            floor = (f"attention masks: the mask and the masked scores of {floors} Softmax input(s) quantized on [-{MASK_FLOOR:g}, max] "
+                     "(a padded position stays masked whatever masks the calibration data had; edgekd.graph.transformer)")
+            notes = [floor] if floors else []
+            return qdq_violations(model, tq, wide) + check_htp_rules(model), [*rewrites, *notes], {}
+        fusion = None
+        if ctx.target.runtime == "onnxruntime-cpu":
+            from edgekd.backends.ort.transformer import fuse_for_cpu
+
+            fusion = fuse_for_cpu(ctx, legal, path.parent)
+        kept = quantize_int8(fusion.model if fusion else legal, path, calib, cfg, tq, mask_inputs=mask_inputs(ctx))
+    notes, metrics = (fusion.notes, fusion.metrics) if fusion else ([], {})
+    if kept:
+        notes = [*notes, (f"attention-mask path kept in float ({len(kept)} nodes: the mask arithmetic, each attention's score Add, "
+                          "Softmax and probabilities x values MatMul): quantized, a padded mask would not mask and probabilities "
+                          "would clip or round (edgekd.graph.transformer)")]
+    return qdq_violations(onnx.load(str(path)), tq), [*rewrites, *notes], metrics
+
+
+def mask_inputs(ctx: EngineContext) -> tuple[str, ...]:
+    """The model's attention-mask inputs (their path to each Softmax is not quantized like the rest)."""
+    return tuple(i.name for i in ctx.model_inputs.inputs if i.role == "attention_mask")
 
 
 def fp32_quality(ctx: EngineContext, model: Path) -> float | None:
@@ -75,7 +99,15 @@ def _quantize_notes(ctx: EngineContext, samples: int) -> list[str]:
     return [f"static QDQ: activations {tq.activation_type}, weights {tq.weight_type}, per-channel {tq.per_channel}, "
             f"reduce_range {tq.reduce_range}, symmetric activations {tq.symmetric_activations}, "
             f"{'static shapes ' + ctx.model_inputs.describe() + ', ' if tq.static_batch else ''}{cfg.calibrate_method} calibration "
-            f"on {samples} of {ctx.calib_feeds.description}", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else [])]
+            f"on {samples} of {ctx.calib_feeds.description}", *([ENTROPY_NOTE] if cfg.calibrate_method == "entropy" else []),
+            *_mixed_note(ctx)]
+
+
+def _mixed_note(ctx: EngineContext) -> list[str]:
+    if ctx.target.runtime != "qnn-htp" or ctx.qnn_config.activation_type != "uint8" or not ctx.qnn_config.uint16_activation_ops:
+        return []
+    return [(f"HTP mixed precision: uint16 activations in and out of {', '.join(ctx.qnn_config.uint16_activation_ops)} (and the "
+             "Add/Sub/Mul/Div feeding each), converted to uint8 for other consumers; uint8 elsewhere ([qnn] uint16_activation_ops)")]
 
 
 def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
@@ -83,16 +115,16 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
 
     calib = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
     path = out / "student_int8.onnx"
-    violations, rewrites = _quantize(ctx, inputs["student.onnx"], path, calib)
-    metrics = _int8_metrics(ctx, inputs["student.onnx"], path)
+    violations, rewrites, fusion = _quantize(ctx, inputs["student.onnx"], path, calib)
+    metrics = {**fusion, **_int8_metrics(ctx, inputs["student.onnx"], path)}
     notes = [*rewrites, *_quantize_notes(ctx, len(next(iter(calib.values()))))]
     qad, key, m = ctx.profile.recipe.qad, metric_key(ctx, "int8"), ctx.metric
     broke = _ptq_loss(ctx, fp32_quality(ctx, inputs["student.onnx"]), metrics[key]) if qad.enabled and isinstance(ctx, Context) else None
     if broke is not None:
         ptq = metrics[key]
         qad_model = run_qad(ctx, inputs, out)
-        violations, _ = _quantize(ctx, qad_model, path, calib)
-        metrics = {**_int8_metrics(ctx, qad_model, path, ", after QAD"),
+        violations, _, fusion = _quantize(ctx, qad_model, path, calib)
+        metrics = {**fusion, **_int8_metrics(ctx, qad_model, path, ", after QAD"),
                    f"qad.ptq_{m.name}": Metric(ptq.value, m.unit, "measured", f"PTQ of the distilled student: {ptq.how}")}
         notes.append(f"PTQ's {m.degradation_name} {broke[0]:.2f} > budget {broke[1]}: quantization-aware distillation ({qad.epochs} "
                      f"epochs, lr {qad.lr}) took INT8 {m.name} from {ptq.value:.2f} (PTQ) to {metrics[key].value:.2f} (QAD)")

@@ -30,26 +30,26 @@ ENGINE_FILE = "engine.onnx"
 @register("onnxruntime-cpu")
 class OrtCpuBackend:
 
-    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path, fused_fp32: Path | None = None) -> Outcome:
         from edgekd.backends.ort.tune import candidate_count, tune
         from edgekd.pipeline.stage import Outcome, size_metric
 
         (out / ENGINE_DIR).mkdir()
-        model, cfg, tuning, notes = int8_model, ctx.target.session, None, []
+        model, cfg, tuning, notes, precision = int8_model, ctx.target.session, None, [], "int8"
         engine = out / ENGINE_DIR / ENGINE_FILE
         # tuning's model variants and worker files live in a scratch folder that goes with this block
         with tempfile.TemporaryDirectory(dir=out, prefix="tune-") as work:
             if ctx.profile.recipe.tune.enabled and candidate_count(ctx) > 1:
-                tuning, model = tune(ctx, fp32_model, int8_model, Path(work))
+                tuning, model = tune(ctx, fp32_model, int8_model, Path(work), fused_fp32)
                 best = tuning["rows"][tuning["chosen"]]
-                cfg = SessionConfig.model_validate(best["session"])
+                cfg, precision = SessionConfig.model_validate(best["session"]), best["precision"]
                 notes.append(f"tuned: {best['variant']}, {best['threads']} thread(s), optimization '{cfg.graph_optimization_level}', "
                              f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
+                notes.extend([f"{best['variant']} is {tuning['variants'][best['variant']]}", *tuning["left_out"]])
             ortb.open_session(model, cfg, optimized_model_path=engine)
             # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
             write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, ctx.model_inputs,
                              session=cfg.model_dump())
-        precision = "fp32" if model == fp32_model else "int8"
         write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
                           precision=precision, source_model=model.name, tuning=tuning)
         notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Variant:
     precision: str  # fp32 | int8
-    quant_format: str | None  # qdq | qoperator for int8
+    quant_format: str | None  # qdq | qoperator | dynamic for int8
     model: Path
+    how: str = ""  # how the model file was made, for the record
 
     @property
     def name(self) -> str:
@@ -54,27 +55,53 @@ def candidate_count(ctx: Context) -> int:
     return max(1, len(_variant_kinds(ctx))) * len(_sessions(ctx))
 
 
-def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> list[Variant]:
-    """The model files to try: the quantize stage's Q/DQ graph, a QOperator graph quantized with the
-    same recipe and calibration samples (written into `out`), and the fp32 graph."""
-    from edgekd.graph.quantize import calibration_rows, quantize_int8
+def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path) -> Variant:
+    """An int8 variant the tuner quantizes itself: static QOperator (the quantize stage's recipe and
+    calibration rows) or dynamic, from `source` (the fused graph of a transformer, or the fp32 one)."""
+    from edgekd.graph.quantize import (
+        calibration_rows,
+        quantize_dynamic_int8,
+        quantize_int8,
+    )
 
-    variants = []
+    path, tq = out / f"student_int8_{fmt}.onnx", ctx.quant_recipe
+    logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
+    try:
+        if fmt == "dynamic":
+            quantize_dynamic_int8(source, path, tq)
+            how = (f"quantize_dynamic of {source.name}: int8 weights (per-channel {tq.per_channel}, reduce_range "
+                   f"{tq.reduce_range}), activations quantized at run time, no calibration")
+        else:
+            masks = tuple(i.name for i in ctx.model_inputs.inputs if i.role == "attention_mask")
+            quantize_int8(source, path, calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config),
+                          ctx.quantize_config, tq, quant_format=fmt, mask_inputs=masks)
+            how = f"quantize_static to {fmt} of {source.name}, the quantize stage's recipe and calibration rows"
+    finally:
+        logging.disable(logging.NOTSET)
+    return Variant("int8", fmt, path, how)
+
+
+def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None = None) -> tuple[list[Variant], list[str]]:
+    """The model files to try, and notes on variants left out: the quantize stage's Q/DQ graph, a
+    QOperator graph quantized with the same recipe and calibration samples (written into `out`), a
+    dynamically quantized graph (transformer graphs only), and the fp32 graph. `fused`: the quantize
+    stage's fused fp32 graph of a transformer (edgekd.backends.ort.transformer), the source of the
+    fp32 and dynamic variants when given."""
+    import onnx
+
+    from edgekd.graph.transformer import is_transformer
+
+    source, variants, notes = fused or fp32, [], []
     for precision, fmt in _variant_kinds(ctx):
         if precision == "fp32":
-            variants.append(Variant("fp32", None, fp32))
+            variants.append(Variant("fp32", None, source, f"the {'fused' if fused else 'given'} fp32 graph {source.name}"))
         elif fmt == "qdq":
-            variants.append(Variant("int8", "qdq", int8_qdq))
+            variants.append(Variant("int8", "qdq", int8_qdq, f"the quantize stage's static Q/DQ graph, from {source.name}"))
+        elif fmt == "dynamic" and not (fused or is_transformer(onnx.load(str(fp32), load_external_data=False))):
+            notes.append("int8-dynamic not tried: it is for transformer graphs (MatMul/Attention weights), and this is not one")
         else:
-            path = out / f"student_int8_{fmt}.onnx"
-            logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
-            try:
-                quantize_int8(fp32, path, calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config),
-                              ctx.quantize_config, ctx.quant_recipe, quant_format=fmt)
-            finally:
-                logging.disable(logging.NOTSET)
-            variants.append(Variant("int8", fmt, path))
-    return variants or [Variant("int8", "qdq", int8_qdq)]
+            variants.append(_quantized_variant(ctx, fmt, source, out))
+    return variants or [Variant("int8", "qdq", int8_qdq, "the quantize stage's static Q/DQ graph")], notes
 
 
 def _round_median_p90(times: list[float], rounds: int) -> float:
@@ -132,14 +159,16 @@ def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
     return chosen, reason
 
 
-def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> tuple[dict[str, Any], Path]:
-    """Try every candidate (`out`: a scratch folder for the variants and the worker's files). Returns the record (every row: settings, accuracy, size, p90, budget
-    problems; rows fastest first; the chosen row's index and why) and the chosen model file."""
+def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """Try every candidate (`out`: a scratch folder for the variants and the worker's files; `fused`:
+    see build_variants). Returns the record (every row: settings, accuracy, size, p90, budget
+    problems; rows fastest first; the chosen row's index and why; how each variant was made) and
+    the chosen model file. Accuracy is checked against the given fp32 graph `fp32`."""
     from edgekd.backends.ort.session import resolved_threads
     from edgekd.perf.measure import run_worker
 
     cfg = ctx.profile.recipe.tune
-    variants = build_variants(ctx, fp32, int8_qdq, out)
+    variants, left_out = build_variants(ctx, fp32, int8_qdq, out, fused)
     sessions = _sessions(ctx)
     levels = {s.graph_optimization_level: s for s in sessions}  # threads and mode do not change the numerics
     fp32_fidelity, fidelity, fidelity_how = _fidelity(ctx, fp32, variants, levels)
@@ -159,6 +188,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path) -> tuple[dict[str,
     rows.sort(key=lambda r: r["p90_ms"])
     chosen, reason = choose(rows)
     return {"chosen": chosen, "reason": reason, "fp32_accuracy": fp32_fidelity, "accuracy_is": fidelity_how, "rows": rows,
+            "variants": {v.name: v.how for v in variants}, "left_out": left_out,
             "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), batch 1 on this host, "
                     f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "

@@ -34,7 +34,7 @@ def _where(ctx: Context) -> str:
 @register("qnn-htp")
 class QnnBackend:
 
-    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path, fused_fp32: Path | None = None) -> Outcome:
         from edgekd.backends.qnn.htp import context_files, open_session
         from edgekd.pipeline.stage import Outcome
 

@@ -1,14 +1,14 @@
 """Qualcomm Hexagon HTP through ONNX Runtime's QNN execution provider (the `onnxruntime-qnn` plugin).
 
-Static shapes, HTP quantization (uint8/uint16 QDQ), sessions and context binaries, where every node
-really runs (the EP's own partitioning, read back from a generated context model and its verbose
-log), and the HTP's quantization rules. On x86 the HTP backend is Qualcomm's emulator: partitioning,
-fixed-point numerics and context binaries are real; its wall-clock time is not a phone's latency.
+Sessions and context binaries, and where every node really runs (the EP's own partitioning, read
+back from a generated context model and its verbose log). Static shapes and HTP quantization live in
+edgekd.backends.qnn.quantize, the HTP's quantization rules in edgekd.backends.qnn.rules (both
+re-exported here). On x86 the HTP backend is Qualcomm's emulator: partitioning, fixed-point numerics
+and context binaries are real; its wall-clock time is not a phone's latency.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import sys
@@ -18,20 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgekd.analysis.support_types import NodeSupport
-from edgekd.common.fsutil import atomic_write_bytes
+from edgekd.backends.qnn.quantize import fix_shapes, quantize_for_htp
+from edgekd.backends.qnn.rules import check_htp_rules
 from edgekd.common.tempdirs import temp_dir
 from edgekd.common.toolchain import require
 from edgekd.config.qnn import QnnConfig
-from edgekd.errors import ConfigError, DataError, EdgekdError, ToolchainMissing
-from edgekd.graph.inputs import ModelInputs
+from edgekd.errors import EdgekdError, ToolchainMissing
 
 if TYPE_CHECKING:
     import onnx
 
-    from edgekd.graph.quantize import Calibration
+__all__ = ["EP_NAME", "HtpUnsupported", "check_htp_rules", "context_files", "fix_shapes", "open_session", "placement",
+           "qnn_device", "quantize_for_htp"]
 
 EP_NAME = "QNNExecutionProvider"
 _PURPOSE = "the QNN HTP backend (mobile NPU targets)"
@@ -42,76 +41,6 @@ _registered = False
 
 class HtpUnsupported(EdgekdError):
     """The model has nodes the HTP cannot run and the target forbids running them on the CPU."""
-
-
-# ---------------------------------------------------------------- static shapes and quantization
-
-
-def fix_shapes(model_in: Path, model_out: Path, inputs: ModelInputs) -> None:
-    """Every input at its resolved shape and every output static (the HTP needs static shapes)."""
-    onnx = require("onnx", "fixing ONNX shapes")
-    from edgekd.graph.shapes import static_model
-
-    model = static_model(onnx.load(str(model_in)), inputs)
-    problems = _shape_problems(model)
-    empty = [v.name for v in model.graph.input if any(d.HasField("dim_value") and d.dim_value == 0
-                                                      for d in v.type.tensor_type.shape.dim)]
-    if empty:
-        raise ConfigError(f"{model_in}: input(s) {', '.join(empty)} are empty at inputs {inputs.describe()} (a 0 dim, "
-                          "such as an empty KV cache); the HTP runs no empty tensors",
-                          "give those inputs a non-empty shape with --shape (a decoder's past length > 0, e.g. "
-                          "--shape past_key_values.0.key=BxHEADSx16xHEAD_DIM for 16 cached tokens, for every past input)")
-    if problems:
-        raise ConfigError(f"{model_in}: still dynamic at inputs {inputs.describe()}: {'; '.join(problems)}",
-                          "give every input a fixed shape (--shape) or export with static shapes (HTP graphs need them)")
-    atomic_write_bytes(model_out, model.SerializeToString())
-
-
-def quantize_for_htp(fp32_model: Path, out_model: Path, calib: Calibration, cfg: QnnConfig, calibrate_method: str,
-                     inputs: ModelInputs) -> None:
-    """Shapes fixed to `inputs` (batch 1), `qnn_preprocess_model` (shape inference, ORT's basic
-    optimizations and QNN-friendly fusions such as Erf-GELU to Gelu), then `get_qnn_qdq_config` +
-    `quantize`: a QDQ model with uint8 weights, uint8 or uint16 activations and static shapes,
-    calibrated one sample per batch on every row of `calib` (named inputs)."""
-    onnx = require("onnx", "HTP quantization")
-    require("onnxruntime", "HTP quantization")
-    from onnxruntime.quantization import QuantType, quantize
-    from onnxruntime.quantization.execution_providers.qnn import (
-        get_qnn_qdq_config,
-        qnn_preprocess_model,
-    )
-
-    from edgekd.graph.quantize import (
-        CALIBRATE_METHODS,
-        calibration_reader,
-        quiet_quantizer_logs,
-    )
-    from edgekd.graph.quantize import calibrate_method as method
-
-    if calibrate_method not in CALIBRATE_METHODS:
-        raise ConfigError(f"calibrate_method '{calibrate_method}' is not one of {', '.join(CALIBRATE_METHODS)}")
-    if not calib or len(next(iter(calib.values()))) == 0:
-        raise DataError("HTP quantization got no calibration samples", "give the project a non-empty calibration split")
-    types = {"uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
-    out_model.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_model.parent, prefix=".htp-quant-") as tmp:
-        fixed, prepared, quantized = Path(tmp, "fixed.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "qdq.onnx")
-        fix_shapes(fp32_model, fixed, inputs)
-        model = onnx.load(str(fixed))
-        # onnxruntime 1.32's qnn_preprocess_model fails on any metadata_props (dict.update on protobuf entries)
-        del model.metadata_props[:]
-        # qnn_preprocess_model writes its (ORT-optimized) model only when it changed something; naming the
-        # (already fixed) input shapes counts as a change, so constant folding and Identity removal always apply
-        shapes = [(name, ",".join(map(str, shape))) for name, shape in inputs.shapes().items()]
-        with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():  # calibrators print progress
-            source = prepared if qnn_preprocess_model(model, str(prepared), dynamic_input_shapes=shapes) else fixed
-            qdq_config = get_qnn_qdq_config(
-                str(source), calibration_reader(calib, float_inputs_as="float32"), calibrate_method=method(calibrate_method),
-                activation_type=types[cfg.activation_type], weight_type=types[cfg.weight_type],
-                per_channel=cfg.per_channel,
-            )
-            quantize(str(source), str(quantized), qdq_config)
-        os.replace(quantized, out_model)
 
 
 # ---------------------------------------------------------------- sessions and context binaries
@@ -275,7 +204,7 @@ def placement(model: Path, cfg: QnnConfig) -> list[NodeSupport]:
                                 optimize=False)
         except EdgekdError:  # onnxruntime-qnn missing or unusable: not a verdict on the model
             raise
-        except Exception as exc:  # onnxruntime's Fail/EPFail: the QNN EP cannot run this model at all
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail/EPFail: the QNN EP cannot run this model at all
             return _no_session(proto, exc, _failure_reasons(log_file.read_text(encoding="utf-8", errors="replace")))
         log = log_file.read_text(encoding="utf-8", errors="replace")
         if context.exists():
@@ -319,84 +248,3 @@ def _no_session(proto: onnx.ModelProto, exc: Exception, reasons: dict[str, str])
         reason = f"the QNN EP rejected it ({own}), then {failure}" if own else failure
         result.append(NodeSupport(node.name, node.op_type, "unsupported", reason))
     return result
-
-
-# ---------------------------------------------------------------- HTP quantization rules
-
-_ACTIVATION_TYPES = ("uint8", "uint16")
-_MATMUL_PAIRS = {("uint8", "uint8"), ("uint8", "uint16"), ("uint16", "uint8")}
-_BIAS_SLOTS = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("LayerNormalization", 2)}  # ORT quantizes these as int32 biases
-
-
-def _shape_problems(model: onnx.ModelProto) -> list[str]:
-    initializers = {i.name for i in model.graph.initializer}
-    problems = []
-    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
-        for value in (v for v in values if v.name not in initializers):
-            if not value.type.tensor_type.HasField("shape"):
-                problems.append(f"graph {kind} '{value.name}' has no shape")
-                continue
-            for axis, dim in enumerate(value.type.tensor_type.shape.dim):
-                if dim.HasField("dim_value") and dim.dim_value == 0:
-                    problems.append(f"graph {kind} '{value.name}' axis {axis} is 0 (an empty tensor, such as an empty "
-                                    "KV cache); the HTP runs no empty tensors")
-                elif not (dim.HasField("dim_value") and dim.dim_value > 0):
-                    label = dim.dim_param or "unknown"
-                    problems.append(f"graph {kind} '{value.name}' axis {axis} is dynamic ('{label}'); the HTP needs static shapes")
-    return problems
-
-
-def check_htp_rules(model: onnx.ModelProto) -> list[str]:
-    """Violations of the HTP's rules (empty: none): every activation Q/DQ uint8 or uint16, every
-    weight uint8 (int32 only as a Conv/Gemm bias), quantized MatMul input pairs u8/u8, u8/u16 or
-    u16/u8, static graph input/output shapes, no Loop or If."""
-    from onnx import helper
-
-    graph = model.graph
-    constants = {i.name: i for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            value = _attribute(node, "value")
-            if value is not None:
-                constants[node.output[0]] = value
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[tuple[str, int]]] = {}
-    for node in graph.node:
-        for slot, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node.op_type, slot))
-
-    def dtype_name(tensor: Any) -> str:
-        return str(np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)))
-
-    def qdq_type(node: onnx.NodeProto) -> str:
-        if len(node.input) > 2 and node.input[2]:
-            zero_point = constants.get(node.input[2])
-            return dtype_name(zero_point) if zero_point is not None else "unknown"
-        if node.op_type == "QuantizeLinear":
-            output_dtype = _attribute(node, "output_dtype")
-            return str(np.dtype(helper.tensor_dtype_to_np_dtype(output_dtype))) if output_dtype else "uint8"
-        if node.input[0] in constants:
-            return dtype_name(constants[node.input[0]])
-        source = producers.get(node.input[0])
-        return qdq_type(source) if source is not None and source.op_type == "QuantizeLinear" else "unknown"
-
-    problems = [f"{n.op_type} '{n.name}': control flow ({n.op_type}) cannot run on the HTP"
-                for n in graph.node if n.op_type in ("Loop", "If")]
-    problems += _shape_problems(model)
-    for node in (n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")):
-        found = qdq_type(node)
-        if node.op_type == "DequantizeLinear" and node.input[0] in constants:
-            uses = consumers.get(node.output[0], [])
-            if found == "int32" and uses and all(use in _BIAS_SLOTS for use in uses):
-                continue  # a bias: int32, scale = input scale x weight scale
-            if found != "uint8":
-                problems.append(f"{node.op_type} '{node.name}': weight type {found}, the HTP needs uint8")
-        elif found not in _ACTIVATION_TYPES:
-            problems.append(f"{node.op_type} '{node.name}': activation type {found}, the HTP needs uint8 or uint16")
-    for node in (n for n in graph.node if n.op_type == "MatMul"):
-        sources = [producers.get(name) for name in node.input[:2]]
-        if all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
-            pair = tuple(qdq_type(s) for s in sources)
-            if pair not in _MATMUL_PAIRS:
-                problems.append(f"MatMul '{node.name}': input types {pair[0]}/{pair[1]}, the HTP runs u8/u8, u8/u16, u16/u8")
-    return problems

@@ -29,7 +29,7 @@ ENGINE_FILE = "model.plan"
 @register("tensorrt")
 class TensorRTBackend:
 
-    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path) -> Outcome:
+    def compile(self, ctx: Context, int8_model: Path, fp32_model: Path, out: Path, fused_fp32: Path | None = None) -> Outcome:
         from edgekd.backends.tensorrt import build as trt_backend
         from edgekd.deploy.tensorrt_bundle import write_bundle
         from edgekd.pipeline.stage import Outcome, size_metric
