@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill_fashion_mnist import _engine_cell, row_of
+from distill_fashion_mnist import PROFILE, _engine_cell, row_of  # the same no-budget profile, one row per build
 
 import edgekd
 from edgekd.common.fsutil import atomic_write_text
@@ -108,16 +108,6 @@ seed = {seed}
 [quantize]
 calibration_samples = 512
 """
-
-
-PROFILE = '''description = "benchmark: no budgets that could stop a run; a short latency measurement"
-[budgets]
-export_parity_max_abs_diff = 1e-3
-[recipe.bench]
-warmup_runs = 50
-min_runs = 300
-max_seconds = 5.0
-'''
 
 
 def summarize(runs: list[dict]) -> dict:

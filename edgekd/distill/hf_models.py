@@ -20,7 +20,7 @@ from typing import Any
 
 from edgekd.common.fsutil import sha256_file
 from edgekd.common.toolchain import quiet
-from edgekd.config.models import HfModelSpec
+from edgekd.config.hf import HfModelSpec
 from edgekd.errors import ConfigError
 
 FACTORY = "edgekd.distill.hf_models:build"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-from edgekd.config.models import HfModelSpec, StudentConfig, TeacherConfig
+from edgekd.config.hf import HfModelSpec
+from edgekd.config.models import StudentConfig, TeacherConfig
 from edgekd.distill import hf_models
 from edgekd.errors import ConfigError
 
