@@ -182,8 +182,10 @@ class Context(EngineContext):
             return spec.factory, spec.args, f"{key}.factory"
         from edgekd.distill.hf_models import FACTORY, resolve
 
-        resolved = resolve(spec.hf, f"{key}.hf", self.project_file.path.parent, self.project.teacher.hf)
-        return FACTORY, {"spec": resolved, "task": self.task.name}, f"{key}.hf"
+        resolved = self.__dict__.setdefault("_hf_resolved", {})  # once per build: resolving hashes a folder's weights
+        if key not in resolved:
+            resolved[key] = resolve(spec.hf, f"{key}.hf", self.project_file.path.parent, self.project.teacher.hf)
+        return FACTORY, {"spec": resolved[key], "task": self.task.name}, f"{key}.hf"
 
     def build_model_from(self, factory: str, args: dict[str, Any], key: str, seed: int = 0) -> Any:
         """A module from a factory, with torch seeded first so that its initial weights are the
