@@ -21,7 +21,7 @@ from typing import Any
 from edgekd.common.fsutil import sha256_file
 from edgekd.common.toolchain import quiet
 from edgekd.config.hf import HfModelSpec
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ToolchainMissing
 
 FACTORY = "edgekd.distill.hf_models:build"
 # task -> (transformers auto class, the architecture suffix of a folder whose head suits the task)
@@ -58,8 +58,10 @@ def resolve(spec: HfModelSpec, key: str, base_dir: Path, teacher: HfModelSpec | 
 
 
 def _auto(name: str) -> Any:
-    import transformers
-
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ToolchainMissing("[teacher.hf] / [student.hf] models need transformers", "pip install 'edgekd[hf]'") from exc
     return getattr(transformers, name)
 
 
