@@ -62,7 +62,7 @@ def check_batches(rows: int, batch_size: int, nproc: int) -> None:
 
 def objective_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """The DistillConfig `cfg`, validated, as the settings the workers use (losses, temperature, alpha,
-    epochs, lr, batch_size, seed). The objective is built here once, so a bad loss name or param is
+    epochs, lr, warmup_ratio, batch_size, seed). The objective is built here once, so a bad loss name or param is
     a ConfigError before launch; losses that read features (fitnet, at) are refused: the workers run
     logit losses only (ce, kd, hinton, dkd, combined with weights)."""
     from pydantic import ValidationError

@@ -68,7 +68,7 @@ def test_bad_inputs_are_user_errors_before_anything_is_launched(tmp_path: Path) 
 
 def test_logit_losses_are_distributed_and_feature_losses_refused() -> None:
     hinton = [{"name": "hinton", "weight": 1.0, "params": {}}]
-    assert objective_settings(CFG) == {**CFG, "losses": hinton, "teacher_logit_cache": True}
+    assert objective_settings(CFG) == {**CFG, "losses": hinton, "teacher_logit_cache": True, "warmup_ratio": 0.0}
     combined = [{"name": "ce", "weight": 1.0, "params": {}}, {"name": "dkd", "weight": 0.5, "params": {"beta": 2.0, "warmup_epochs": 1.0}}]
     assert objective_settings({**CFG, "losses": combined})["losses"] == combined
     # objectives the workers cannot run are refused before launch, never silently replaced
