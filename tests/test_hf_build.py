@@ -96,6 +96,13 @@ def test_a_folder_teacher_fine_tuned_here_teaches_a_distilbert_initialised_stude
     metrics = {k: m for s in json.loads((out / "report.json").read_text())["stages"] for k, m in s["metrics"].items()}
     assert metrics["export.parity_max_abs_diff"]["value"] <= 1e-4
     assert metrics["teacher.macs"]["value"] > metrics["student.macs"]["value"]
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(str(out / "tokenizer"))  # the data's tokenizer travels with the build
+    assert saved.get_vocab() == Tokenizer.from_file(str(topics / "tokenizer.json")).get_vocab()
+    assert "tokenizer/ (data.tokenizer tokenizer.json" in notes["export"]
+    assert AutoTokenizer.from_pretrained(str(out / "bundle" / "tokenizer")).get_vocab() == saved.get_vocab()  # and the deploy bundle
 
 
 def test_cross_input_the_teacher_reads_the_whole_text_the_student_its_first_words(topics, cache_dir):

@@ -8,6 +8,7 @@ ASSISTANT_JSON = "assistant.json"  # assistants: the chain's last link
 ASSISTANT_WEIGHTS = "assistant.safetensors"
 STUDENT_WEIGHTS = "student.safetensors"  # distill
 STUDENT_ONNX = "student.onnx"  # export (compile: the imported model)
+TOKENIZER_DIR = "tokenizer"  # export, text data: the data's tokenizer (save_pretrained), what the engine's token ids mean
 STUDENT_INT8 = "student_int8.onnx"  # quantize
 STUDENT_FUSED = "student_fused.onnx"  # quantize, x86 targets: the fused fp32 graph of a transformer
 STUDENT_QAD_ONNX = "student_qad.onnx"  # quantize, when QAD ran

@@ -70,3 +70,18 @@ def metric_key(ctx: EngineContext, prefix: str) -> str:
 
 def data_key(ctx: EngineContext) -> dict[str, Any]:
     return {"data": ctx.data_fingerprint, "inputs": ctx.model_inputs.key()}
+
+
+def save_tokenizer(ctx: EngineContext, out: Path, relative: str) -> list[str]:
+    """Text data: the data's tokenizer saved beside the model (save_pretrained: what the engine's token
+    ids mean, loadable with AutoTokenizer.from_pretrained) in the stage's folder `out` at `relative`; a
+    note saying so. Nothing for other data."""
+    from edgekd.common.toolchain import quiet
+
+    tokenizer = getattr(getattr(ctx, "data_source", None), "tokenizer", None)  # `edgekd compile` has no data source
+    if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
+        return []
+    with quiet():
+        tokenizer.save_pretrained(str(out / relative))
+    return [f"tokenizer saved with the build in {relative}/ (data.tokenizer {ctx.project.data.tokenizer}, "  # type: ignore[attr-defined]
+            f"{len(tokenizer)} tokens; transformers' AutoTokenizer.from_pretrained loads it)"]

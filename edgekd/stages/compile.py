@@ -11,12 +11,13 @@ from edgekd.common.artefacts import (
     STUDENT_FUSED,
     STUDENT_INT8,
     STUDENT_ONNX,
+    TOKENIZER_DIR,
     optional,
 )
 from edgekd.graph import provenance
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.stage import Files, Outcome, Stage
-from edgekd.stages.common import data_key
+from edgekd.stages.common import data_key, save_tokenizer
 
 
 def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
@@ -26,6 +27,8 @@ def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     with provenance.stamped_inputs(inputs, values) as stamped:
         outcome = _compile(ctx, stamped, out)
     provenance.restamp_outputs(out, values)
+    if (out / BUNDLE_DIR).is_dir():  # text data: the bundle carries what its token ids mean
+        outcome.notes.extend(save_tokenizer(ctx, out, f"{BUNDLE_DIR}/{TOKENIZER_DIR}"))
     return outcome
 
 

@@ -5,13 +5,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.backends.ort import session as ortb
-from edgekd.common.artefacts import STUDENT_JSON, STUDENT_ONNX, STUDENT_WEIGHTS
+from edgekd.common.artefacts import STUDENT_JSON, STUDENT_ONNX, STUDENT_WEIGHTS, TOKENIZER_DIR, folder
 from edgekd.distill import provenance as build_provenance
 from edgekd.distill.weights import load_weights
 from edgekd.graph import provenance
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
-from edgekd.stages.common import build_student, data_key, metric_key, quality_metric
+from edgekd.stages.common import build_student, data_key, metric_key, quality_metric, save_tokenizer
 
 if TYPE_CHECKING:
     from edgekd.stages.context import Context
@@ -43,10 +43,11 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
         metric_key(ctx, "onnx_fp32"): quality_metric(ctx, onnx_logits, where),
         "onnx_fp32.size_mb": size_metric(path, "student.onnx"),
     }, [f"exported by task {ctx.task.name} with {exporter_of(student, ctx.task)}, opset {ctx.target.opset}, "
-       f"inputs {ctx.model_inputs.describe()} with dynamic batch", f"parity: {check.describe()}"])
+       f"inputs {ctx.model_inputs.describe()} with dynamic batch", f"parity: {check.describe()}", *save_tokenizer(ctx, out, TOKENIZER_DIR)])
+
 
 
 
 EXPORT = Stage("export", "the task's export (torch.onnx; optimum-onnx for Hugging Face models) + ONNX Runtime vs torch parity check",
-               (STUDENT_JSON, STUDENT_WEIGHTS), (STUDENT_ONNX,), ("torch", "onnx", "onnxscript", "onnxruntime"),
+               (STUDENT_JSON, STUDENT_WEIGHTS), (STUDENT_ONNX, folder(TOKENIZER_DIR)), ("torch", "onnx", "onnxscript", "onnxruntime"),
                lambda c: {"opset": c.target.opset, "task": c.project.task.model_dump(), **data_key(c)}, run_export)
