@@ -135,7 +135,7 @@ def goals(teacher: dict, summary: dict) -> dict:
 
 def write(result: dict, final: bool) -> None:
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{STEM}.json", json.dumps(result, indent=1))
+    atomic_write_text(RESULTS / f"{result['stem']}.json", json.dumps(result, indent=1))
     t = result["teacher"]
     lines = [f"# Distillation on WordNet supersenses ({result['mode']})", "", result["what"], "",
              f"Teacher (gloss view): BERT {TEACHER}, {t['params']:,} params, {t['macs']:,} MACs, test accuracy {t['accuracy']:.2f}% "
@@ -149,7 +149,7 @@ def write(result: dict, final: bool) -> None:
                      f"{runs[0]['params']:,} | {runs[0]['macs']:,} | {statistics.median(r['x86_p90_ms'] for r in runs):.4f} ms |")
     lines += ["", "Goals (issue 14): " + "; ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in result["goals"].items()),
               "", "How: " + result["how"]]
-    atomic_write_text(RESULTS / f"{STEM}.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{result['stem']}.md", "\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stdout if final else sys.stderr)
 
 
@@ -160,7 +160,7 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, wall: fl
     mode = f"{args.seeds} seed(s), {args.teacher_epochs} teacher + {args.epochs} student epochs" + (
         f", at most {args.max_per_class} synsets a class" if args.max_per_class else ", all synsets")
     return {
-        "stem": STEM, "mode": mode if len(runs) == planned else f"{mode}; PARTIAL: {len(runs)} of {planned} builds done",
+        "stem": args.stem, "mode": mode if len(runs) == planned else f"{mode}; PARTIAL: {len(runs)} of {planned} builds done",
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
         "how": (f"measured on this host ({host_info()['cpu']}, {host_info()['cores']} cores); accuracy in percent on the test split "
                 f"({'all' if not args.max_per_class else 'capped'} synsets); lr {LR} (teacher {TEACHER_LR}), warm-up {WARMUP}, batch {BATCH}, "
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max-per-class", type=int, default=None, help="smaller data for a quick run")
     parser.add_argument("--workdir", type=Path, help="keep data, builds and the stage cache here (default: a temp dir)")
+    parser.add_argument("--stem", default=STEM, help=f"results file name (default {STEM}; e.g. a run of more seeds of some methods)")
     args = parser.parse_args()
     load_before, wall_start = os.getloadavg()[0], time.perf_counter()
     plan = [(method, seed) for seed in range(args.seeds) for method in args.methods.split(",")]
