@@ -270,8 +270,7 @@ def _distill(request: dict[str, Any], rank: int, world: int, device: Any) -> tup
     torch.manual_seed(cfg["seed"])  # the same initial student everywhere (DDP also broadcasts rank 0's)
     student = build_model(request["student"], data.task, "student.factory", request["request_path"])
     student, ddp, batchnorm = _wrap(student, device)
-    plan = FitPlan(cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["seed"], "distill", shard=(rank, world),
-                   warmup_ratio=cfg.get("warmup_ratio", 0.0))
+    plan = FitPlan(cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["seed"], "distill", (rank, world), cfg.get("warmup_ratio", 0.0))
     losses, train_seconds = _train(ddp, data, Training(objective, teaching, plan, device))
     if batchnorm == "per-process":  # each rank tracked its own rows' statistics: average them
         _average_running_statistics(student, world)
