@@ -1,5 +1,5 @@
 """The built-in distillation losses (CE, KD, Hinton, FitNet, attention transfer; DKD and the transformer
-losses hidden_mse and attention_kl in their own modules),
+losses hidden_mse and attention_kl, and the LM losses forward_kl, reverse_kl and gjsd in their own modules),
 registered by name in edgekd.distill.loss_base's registry, which this module re-exports."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 from edgekd.config.strict import Strict
 from edgekd.distill import (
     dkd,  # noqa: F401  (registers 'dkd')
+    lm_losses,  # noqa: F401  (registers 'forward_kl', 'reverse_kl', 'gjsd')
     transformer_losses,  # noqa: F401  (registers 'hidden_mse', 'attention_kl')
 )
 from edgekd.distill.loss_base import (  # noqa: F401  (the registry's public names, re-exported)
