@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgekd.config.hf import HfModelSpec
+from edgekd.config.on_policy import OnPolicyConfig
 from edgekd.config.strict import Strict
 
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -223,6 +224,11 @@ class DistillConfig(Strict):
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps with a linear lr warm-up before the cosine decay")
+    on_policy: OnPolicyConfig | None = Field(None, description=(
+        "causal-lm: GKD's on-policy distillation, the student samples and the teacher scores ([distill.on_policy])"))
+    vocab_alignment: Literal["none", "shared_tokens"] = Field("none", description=(
+        "causal-lm: a teacher folder whose tokenizer differs from the data's: 'shared_tokens' compares the distributions "
+        "on the token strings both vocabularies hold (edgekd.distill.vocab_align); 'none' refuses such a teacher"))
 
 
 class QuantizeConfig(Strict):
