@@ -13,12 +13,12 @@ def load_weights(model: Any, path: Path, what: str) -> Any:
     """`model` with the weights of the safetensors file `path` (header size-checked first), in eval
     mode; ConfigError naming the file when they cannot be loaded into it."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     hint = f"give safetensors weights saved from the {what} factory's model"
     check_safetensors(path, f"{what} weights", hint)
     try:
-        model.load_state_dict(load_file(str(path)))
+        load_model(model, str(path), strict=True)  # tied weights (saved once) are filled back in
     except (RuntimeError, OSError, SafetensorError) as exc:  # wrong keys/shapes, unreadable or not safetensors
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{path}: cannot load the {what} weights ({first})", hint) from None
@@ -26,10 +26,11 @@ def load_weights(model: Any, path: Path, what: str) -> Any:
 
 
 def save_weights(model: Any, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """The module's state dict as safetensors, with `metadata` in the header (provenance: edgekd.graph.provenance)."""
-    from safetensors.torch import save_file
+    """The module's state dict as safetensors, with `metadata` in the header (provenance: edgekd.graph.provenance).
+    Tensors shared by several names (tied input/output embeddings) are saved once (safetensors' save_model)."""
+    from safetensors.torch import save_model
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=metadata)
+    save_model(model, str(path), metadata=metadata, force_contiguous=True)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
