@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from edgekd.config.generate import GenerateConfig
 from edgekd.config.hf import HfModelSpec
 from edgekd.config.on_policy import OnPolicyConfig
 from edgekd.config.strict import Strict
@@ -37,7 +38,7 @@ class TeacherSpec(Strict):
     ONNX model run through ONNX Runtime (black box: logits only), or logits files made elsewhere
     (several files: federated-style aggregation of parties' soft labels on one shared data set)."""
 
-    kind: Literal["torch", "onnx", "logits"] = "torch"
+    kind: Literal["torch", "onnx", "logits", "api"] = "torch"
     factory: str | None = Field(None, pattern=FACTORY_PATTERN, description="'package.module:function' returning a torch.nn.Module")
     args: dict[str, Any] = Field(default_factory=dict)
     hf: HfModelSpec | None = Field(None, description="a Hugging Face model instead of a factory ([teacher.hf])")
@@ -46,6 +47,8 @@ class TeacherSpec(Strict):
     onnx: str | None = Field(None, description="kind = onnx: the teacher's ONNX file")
     logits: list[str] = Field(default_factory=list, description="kind = logits: logits files (edgekd.distill.logits_file)")
     logit_weights: list[float] | None = Field(None, description="weights of several logits files (default equal)")
+    responses: str | None = Field(None, description=(
+        "kind = api: a JSONL file of {prompt, response, top_logprobs?} from a remote model (edgekd.distill.api_teacher)"))
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
@@ -61,6 +64,8 @@ class TeacherSpec(Strict):
                 raise ValueError("give exactly one of 'checkpoint' (trained weights) or [teacher.train] (train it here)")
         elif self.hf is not None:
             raise ValueError(f"[teacher.hf] goes with kind = 'torch', not '{self.kind}'")
+        elif (self.kind == "api") != (self.responses is not None):
+            raise ValueError("kind = 'api' needs 'responses' (a JSONL file), and 'responses' goes with kind = 'api'")
         elif self.kind == "onnx" and not self.onnx:
             raise ValueError("kind = 'onnx' needs 'onnx' (the teacher's .onnx file)")
         elif self.kind == "logits":
@@ -97,7 +102,7 @@ class TeacherConfig(TeacherSpec):
     """The teacher, or (with [[teacher.members]]) several teachers whose soft targets are averaged
     with their weights; [[teacher.assistants]] put a chain of assistants between it and the student."""
 
-    kind: Literal["torch", "onnx", "logits", "ensemble"] = "torch"  # type: ignore[assignment]
+    kind: Literal["torch", "onnx", "logits", "api", "ensemble"] = "torch"  # type: ignore[assignment]
     members: list[TeacherMember] = Field(default_factory=list)
     assistants: list[AssistantConfig] = Field(default_factory=list)
 
@@ -224,6 +229,10 @@ class DistillConfig(Strict):
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps with a linear lr warm-up before the cosine decay")
+    data: Literal["real", "teacher_generations"] = Field("real", description=(
+        "what the student trains on: the real train split, or the teacher's generated sequences (sequence-level KD, "
+        "Kim & Rush 2016; an API teacher's responses), loss on the generated tokens only"))
+    generate: GenerateConfig = GenerateConfig()
     on_policy: OnPolicyConfig | None = Field(None, description=(
         "causal-lm: GKD's on-policy distillation, the student samples and the teacher scores ([distill.on_policy])"))
     vocab_alignment: Literal["none", "shared_tokens"] = Field("none", description=(
@@ -247,6 +256,12 @@ class Project(Strict):
     task: TaskConfig = TaskConfig()
     distill: DistillConfig = DistillConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+
+    @model_validator(mode="after")
+    def _api_teaches_on_its_responses(self) -> Project:
+        if self.teacher.kind == "api" and self.distill.data != "teacher_generations":
+            raise ValueError("an API teacher (kind = 'api') teaches on its responses only: set [distill] data = 'teacher_generations'")
+        return self
 
 
 # ---------------------------------------------------------------- profile (profiles/*.toml)

@@ -26,6 +26,7 @@ GENERATION = "edgekd.generation"  # the key in ONNX metadata_props and in the sa
 WEIGHTS_KEY = "edgekd.graph.provenance"  # the one safetensors header key: a header with several keys is not byte-stable
 TRAINED_HERE = "trained from labels in this build"
 LOGITS_UNKNOWN = "unknown, assumed 0: logits file format 1 carries no generation"
+API_UNKNOWN = "unknown, assumed 0: an API teacher's responses say nothing of how its model was trained"
 DECAY_FROM = 2  # the first generation the build warns about
 
 
@@ -97,6 +98,10 @@ def _spec(ctx: Context, spec: TeacherSpec, key: str) -> dict[str, Any]:
         path = project_file(ctx, spec.onnx, f"{key}.onnx")
         sha, declared = file_facts(path, "onnx")
         return _entry("onnx", f"ONNX model {spec.onnx}", path, sha, "the ONNX file", _generation(declared, "the ONNX metadata_props"))
+    if spec.kind == "api":
+        path = project_file(ctx, spec.responses, f"{key}.responses")
+        return _entry("api", f"API responses {spec.responses}", path, file_facts(path, "api")[0], "the responses file",
+                      (0, API_UNKNOWN))
     files = []
     for name, weight in zip(spec.logits, spec.logit_weights or [1.0] * len(spec.logits)):
         path = project_file(ctx, name, f"{key}.logits")

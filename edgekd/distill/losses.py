@@ -14,6 +14,7 @@ from edgekd.config.strict import Strict
 from edgekd.distill import (
     dkd,  # noqa: F401  (registers 'dkd')
     lm_losses,  # noqa: F401  (registers 'forward_kl', 'reverse_kl', 'gjsd')
+    topk_kd,  # noqa: F401  (registers 'topk_kd': sparse top-k targets, an API teacher's log-probabilities)
     transformer_losses,  # noqa: F401  (registers 'hidden_mse', 'attention_kl')
 )
 from edgekd.distill.loss_base import (  # noqa: F401  (the registry's public names, re-exported)

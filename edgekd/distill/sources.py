@@ -28,6 +28,8 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
 
     if spec.kind == "onnx":
         return teachers.OnnxTeacher(project_file(ctx, spec.onnx, f"{key}.onnx"))
+    if spec.kind == "api":
+        return api_teacher(ctx, spec, key)
     if spec.kind == "logits":
         from edgekd.distill.streaming import train_split_sha256
 
@@ -54,6 +56,23 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
     load_weights(module, source, "teacher")
     what = hf_models.describe(args["spec"]) if factory == hf_models.FACTORY else f"torch module {spec.factory}({spec.args})"
     return teachers.TorchTeacher(module, sha256_file(source), what, task=ctx.task)
+
+
+def api_teacher(ctx: Context, spec: TeacherSpec, key: str) -> TeacherSource:
+    """An API teacher's responses file, tokenized with the data's tokenizer (edgekd.distill.api_teacher)."""
+    from edgekd.distill.api_teacher import ApiTeacher
+    from edgekd.distill.sequence_kd import data_tokenizer, specials_of
+
+    if key != "teacher":
+        raise ConfigError(f"{ctx.source}: key '{key}': an API teacher gives responses, not soft labels to average",
+                          "use kind = 'api' as the one teacher, without [[teacher.members]]")
+    tokenizer = data_tokenizer(ctx)
+    task = ctx.task
+    if not hasattr(task, "vocab_size") or not hasattr(task, "max_length"):
+        raise ConfigError(f"{ctx.source}: key '{key}.kind': an API teacher teaches a causal-lm student, and the task is {task.name}",
+                          "set [task] kind = 'causal-lm'")
+    return ApiTeacher(project_file(ctx, spec.responses, f"{key}.responses"), tokenizer, task.max_length, task.vocab_size,
+                      specials_of(tokenizer).pad_id)
 
 
 def teacher_source(ctx: Context, trained_weights: Path | None) -> TeacherSource:
@@ -84,7 +103,8 @@ def teacher_files(ctx: Context) -> dict[str, Any]:
         if getattr(spec, "hf", None) is not None and spec.hf.path is not None:
             hashes[f"{key}.hf.path"] = ctx.factory_of(spec, key)[1]["spec"]["files"]
         for field, names in (("checkpoint", [spec.checkpoint] if spec.checkpoint else []),
-                             ("onnx", [spec.onnx] if spec.onnx else []), ("logits", spec.logits)):
+                             ("onnx", [spec.onnx] if spec.onnx else []), ("logits", spec.logits),
+                             ("responses", [spec.responses] if spec.responses else [])):
             for name in names:
                 hashes[f"{key}.{field}:{name}"] = sha256_file(project_file(ctx, name, f"{key}.{field}"))
     return hashes

@@ -10,7 +10,7 @@ logits file) cannot see an augmented view, so that combination is a ConfigError.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from edgekd.errors import ConfigError
 if TYPE_CHECKING:
     from edgekd.data.augment import Augment
     from edgekd.distill.losses import CombinedLoss
+    from edgekd.distill.on_policy import OnPolicy
     from edgekd.tasks.base import Task
 
 FUNCTION_MATCHING = "function matching, Beyer et al. 2022"
@@ -43,6 +44,7 @@ class Teaching:
     logits: np.ndarray | None = None
     features: dict[str, np.ndarray] | None = None
     note: str = "teacher run every step"
+    on_policy: OnPolicy | None = None  # GKD's on-policy steps (edgekd.distill.on_policy), with [distill.on_policy]
 
 
 def augmented_note(augment: Augment) -> str:
@@ -52,6 +54,17 @@ def augmented_note(augment: Augment) -> str:
 
 def plan_teaching(teacher: TeacherSource, data: TrainData, objective: CombinedLoss, cfg: DistillConfig,
                   cache_root: Path) -> Teaching:
+    """`plan_outputs`, plus the on-policy half where [distill.on_policy] asks for it (checked here,
+    before any teacher logits are cached)."""
+    from edgekd.distill.on_policy import plan_on_policy
+
+    on_policy = plan_on_policy(cfg, data.task, teacher, objective)
+    teaching = plan_outputs(teacher, data, objective, cfg, cache_root)
+    return teaching if on_policy is None else replace(teaching, on_policy=on_policy)
+
+
+def plan_outputs(teacher: TeacherSource, data: TrainData, objective: CombinedLoss, cfg: DistillConfig,
+                 cache_root: Path) -> Teaching:
     """What `distill` gets for `teacher` under `cfg`: with augmentation, the teacher every step; else
     the cached logits (memory-mapped; always for a teacher that is not a torch module, whose every
     step would be a runtime call) and cached features where `cfg` allows them and they fit."""
@@ -63,6 +76,8 @@ def plan_teaching(teacher: TeacherSource, data: TrainData, objective: CombinedLo
             raise ConfigError(f"[data] augment needs a teacher that runs on the augmented inputs; {teacher.describe()} answers "
                               "by sample position only", "remove [data] augment, or use a torch or ONNX teacher")
         return Teaching(teacher, note=augmented_note(data.augment))
+    if not getattr(teacher, "cacheable", True):  # answers from memory by row (an API teacher's sparse top-k)
+        return Teaching(teacher, note=f"teacher targets read by row from {teacher.describe()} every step")
     logits, how = None, "teacher run every step"
     if objective.needs_teacher_logits() and (cfg.teacher_logit_cache or not isinstance(teacher, TorchTeacher)):
         logits, hit = cached_teacher_logits(teacher, data.source, Path(cache_root) / "teacher-logits")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
+    from edgekd.distill.sequence_kd import student_data
     from edgekd.distill.teaching import plan_teaching
     from edgekd.distill.trainer import build_objective, distill
 
@@ -34,15 +35,18 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     if objective.teacher_layers() and not source.has_features:
         raise ConfigError(f"{ctx.source}: key 'distill.losses': feature losses need a torch teacher, and the teacher is "
                           f"{source.describe()}", "use logit losses (kd, hinton, dkd) with black-box teachers")
-    teaching = plan_teaching(source, ctx.train_data, objective, cfg, ctx.cache_root)
-    losses = distill(student, ctx.train_data, cfg, objective, teaching)
+    trained_on = student_data(ctx, source, objective)  # the real train split, or the teacher's sequences
+    teaching = plan_teaching(source, trained_on.data, objective, cfg, ctx.cache_root)
+    losses = distill(student, trained_on.data, cfg, objective, teaching)
     save_weights(student, out / "student.safetensors", weights_metadata(ctx, "distill"))
     metrics = {metric_key(ctx, "student"): quality_metric(ctx, ctx.task.predict(student, ctx.eval_feeds.arrays), torch_where()),
-               **size_metrics(student, ctx.task, "student")}
+               **size_metrics(student, ctx.task, "student"), **trained_on.metrics}
     terms = " + ".join(f"{s.weight:g}*{s.name}{s.params or ''}" for s in cfg.losses)
     notes = [f"student {described}; objective {terms} (T={cfg.temperature}, alpha={cfg.alpha} where unset)",
              f"{cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}; final loss {losses[-1]:.4f}; {teaching.note}",
-             f"teacher: {source.describe()}", *init_note, *lineage_notes(ctx)]
+             f"teacher: {source.describe()}", *trained_on.notes, *init_note, *lineage_notes(ctx)]
+    if teaching.on_policy is not None:
+        notes.insert(2, teaching.on_policy.note())
     return Outcome(metrics, notes)
 
 

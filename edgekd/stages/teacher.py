@@ -23,11 +23,15 @@ def teacher_key(ctx: Context) -> dict[str, Any]:
     return {"teacher": cfg.model_dump(), "files": teacher_files(ctx), "data": ctx.data_sha256, **(ctx.augment_key() if trains else {})}
 
 
-def _runs_on_test(ctx: Context) -> bool:
-    """Whether the teacher can be asked about the test split (logits files only cover training data)."""
+NO_TEST_RUN = {"logits": "logits files hold soft labels for the training data only",
+               "api": "an API teacher is a file of responses: there is no model to run on the test split"}
+
+
+def _no_test_run(ctx: Context) -> str | None:
+    """Why the teacher cannot be asked about the test split (None: it can)."""
     cfg = ctx.project.teacher
     kinds = [m.kind for m in cfg.members] if cfg.kind == "ensemble" else [cfg.kind]
-    return "logits" not in kinds
+    return next((NO_TEST_RUN[k] for k in kinds if k in NO_TEST_RUN), None)
 
 
 def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
@@ -57,11 +61,14 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         data = ctx.project.data
         notes.append(f"cross-input: the teacher reads column '{data.teacher_text_column}' (max_length {data.teacher_max_length or data.max_length} "
                      f"tokens), the student '{data.text_column}' (max_length {data.max_length}); soft labels come from the teacher's view")
-    if _runs_on_test(ctx):
+    why = _no_test_run(ctx)
+    if why is None:
         where = torch_where() if isinstance(source, TorchTeacher) else source.describe()
         metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, predict(source, ctx.teacher_eval_arrays), where)
     else:
-        metrics[metric_key(ctx, "teacher")] = Metric(None, ctx.metric.unit, "not available", "logits files hold soft labels for the training data only")
+        metrics[metric_key(ctx, "teacher")] = Metric(None, ctx.metric.unit, "not available", why)
+        notes.append(f"no teacher {ctx.metric.name}: {why}; the budgets measured against the teacher (distill_*, overall_*) "
+                     "are not measured in this build")
     (out / "teacher.json").write_text(json.dumps({"kind": cfg.kind, "describe": source.describe(), "identity": source.identity()}, indent=1))
     return Outcome(metrics, notes)
 
