@@ -30,6 +30,7 @@ INSTALL_HINT = "apt-get install python3.11-doc (it puts the reST sources in /usr
 SPLIT_NAMES = ("train", "calib", "test")
 FRACTIONS = {"test": 0.10, "calib": 0.05}  # of the documents; the rest is train
 END_OF_TEXT = "<|endoftext|>"
+END_OF_TEXT_ID = 0  # the tokenizer's only special token, so its first id: the models' bos, eos and pad
 MIN_PARAGRAPH_CHARS = 40  # shorter paragraphs are mostly headings, labels and list stubs
 UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
 ROLE = re.compile(r":[\w:.-]+:`~?!?([^`<]*?)\s*(?:<[^`]*>)?`")  # :func:`len` -> len, :ref:`text <label>` -> text
@@ -140,7 +141,8 @@ def train_tokenizer(texts: Iterable[str], folder: Path, vocab_size: int) -> Path
 @dataclass(frozen=True)
 class Llama:
     """A Llama decoder's size, as [teacher.hf] / [student.hf] config fields (tied input and output
-    embeddings: at these sizes the vocabulary matrix is most of the parameters)."""
+    embeddings: at these sizes the vocabulary matrix is most of the parameters; the tokenizer's
+    end-of-text token as the models' bos, eos and pad, which generation stops and pads on)."""
 
     hidden_size: int
     num_hidden_layers: int
@@ -152,7 +154,8 @@ class Llama:
         return (f"hidden_size = {self.hidden_size}\nnum_hidden_layers = {self.num_hidden_layers}\n"
                 f"num_attention_heads = {self.num_attention_heads}\nnum_key_value_heads = {self.num_key_value_heads}\n"
                 f"intermediate_size = {self.intermediate_size}\nmax_position_embeddings = {max_length}\n"
-                "tie_word_embeddings = true\n")
+                "tie_word_embeddings = true\n"
+                f"bos_token_id = {END_OF_TEXT_ID}\neos_token_id = {END_OF_TEXT_ID}\npad_token_id = {END_OF_TEXT_ID}\n")
 
 
 @dataclass(frozen=True)
