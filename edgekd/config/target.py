@@ -29,6 +29,23 @@ class SessionConfig(Strict):
     execution_mode: Literal["sequential", "parallel"] = "sequential"
 
 
+class WeightOnlySpec(Strict):
+    """One MatMulNBits weight-only candidate (edgekd.graph.weight_only): bits, block size along K,
+    symmetric blocks, and ORT's accuracy_level (None: its default; 4: int8 activations in the kernel)."""
+
+    bits: Literal[4, 8] = 4
+    block_size: int = Field(32, ge=16, le=256)
+    symmetric: bool = True
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("block_size is a power of two (16 ... 256)")
+        return value
+
+
 class TuneSpace(Strict):
     """Engine settings the compile stage may try on this target (ONNX Runtime CPU): each list is
     one axis; every combination is a candidate. An empty [tune] keeps the [session] settings."""
@@ -37,6 +54,8 @@ class TuneSpace(Strict):
     quant_formats: list[Literal["qdq", "qoperator", "dynamic"]] = Field(
         default_factory=lambda: ["qdq"], description="int8 variants: static Q/DQ, static QOperator (QLinear* ops), and "
         "'dynamic' (quantize_dynamic: int8 weights, activations quantized at run time; tried for transformer graphs only)")
+    weight_only: list[WeightOnlySpec] = Field(default_factory=list, description="MatMulNBits weight-only variants "
+                                              "(int4/int8 weights, float activations), tried for decoders with a KV cache")
     intra_op_num_threads: list[int] = Field(default_factory=list, description="0: every usable core; empty: [session]'s")
     graph_optimization_levels: list[Literal["disable", "basic", "extended", "all"]] = Field(default_factory=list)
     execution_modes: list[Literal["sequential", "parallel"]] = Field(default_factory=list)

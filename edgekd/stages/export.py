@@ -17,14 +17,45 @@ if TYPE_CHECKING:
     from edgekd.stages.context import Context
 
 
-def exporter_of(model: Any, task: Any) -> str:
-    """Which exporter the task's export used for `model`, for the notes."""
+# runtimes whose engines take a decoder with a KV cache (past key/values in, present out); the QNN HTP
+# takes static-shape prefill/decode graphs made from the plain export (edgekd.backends.qnn)
+KV_CACHE_RUNTIMES = ("onnxruntime-cpu", "tensorrt")
+
+
+def kv_cache_export(ctx: Context, model: Any) -> bool:
+    """Whether `model` exports with past key/values: a Hugging Face decoder for a runtime that runs them."""
     from edgekd.tasks.base import is_hf_model
 
+    return is_hf_model(model) and ctx.task.optimum_task == "text-generation" and ctx.target.runtime in KV_CACHE_RUNTIMES
+
+
+def exporter_of(model: Any, task: Any, with_past: bool = False) -> str:
+    """Which exporter the task's export used for `model`, for the notes."""
+    from edgekd.tasks.base import is_hf_model
+    from edgekd.tasks.export import optimum_task_of
+
     if is_hf_model(model):
-        return (f"optimum-onnx ({type(model).__name__}, optimum task '{task.optimum_task}', its dummy inputs, "
-                "its ONNX Runtime vs torch validation passed)")
+        past = (": one graph, past_key_values.N.key/value in, present.N.key/value out; at past length 0 the full-sequence "
+                "forward, which parity and evaluation run (empty past)") if with_past else ""
+        return (f"optimum-onnx ({type(model).__name__}, optimum task '{optimum_task_of(task, with_past)}'{past}, its dummy "
+                "inputs, its ONNX Runtime vs torch validation passed)")
     return f"torch.onnx (dynamo) ({type(model).__name__})"
+
+
+def export_student(ctx: Context, model: Any, path: Path) -> bool:
+    """The task's export of `model` to `path` (with a KV cache where `kv_cache_export`); whether it has one."""
+    from edgekd.tasks.export import export_hf
+
+    with_past = kv_cache_export(ctx, model)
+    if with_past:
+        training = model.training
+        try:
+            export_hf(model, ctx.task, path, ctx.target.opset, with_past=True)
+        finally:
+            model.train(training)
+    else:
+        ctx.task.export(model, path, ctx.target.opset)
+    return with_past
 
 
 def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
@@ -32,7 +63,7 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
     student = load_weights(build_student(ctx, inputs[STUDENT_JSON])[0], inputs[STUDENT_WEIGHTS], "student")
     path = out / STUDENT_ONNX
-    ctx.task.export(student, path, ctx.target.opset)
+    with_past = export_student(ctx, student, path)
     provenance.stamp_onnx(path, build_provenance.props(ctx, "export"))
     feeds = ctx.eval_feeds.arrays
     onnx_logits = ortb.predict(ortb.open_session(path), feeds)
@@ -42,10 +73,8 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
         "export.parity_max_abs_diff": Metric(check.max_abs_diff, "", "measured", f"max |logit difference| over {check.samples} test samples, {where} vs torch"),
         metric_key(ctx, "onnx_fp32"): quality_metric(ctx, onnx_logits, where),
         "onnx_fp32.size_mb": size_metric(path, "student.onnx"),
-    }, [f"exported by task {ctx.task.name} with {exporter_of(student, ctx.task)}, opset {ctx.target.opset}, "
+    }, [f"exported by task {ctx.task.name} with {exporter_of(student, ctx.task, with_past)}, opset {ctx.target.opset}, "
        f"inputs {ctx.model_inputs.describe()} with dynamic batch", f"parity: {check.describe()}", *save_tokenizer(ctx, out, TOKENIZER_DIR)])
-
-
 
 
 EXPORT = Stage("export", "the task's export (torch.onnx; optimum-onnx for Hugging Face models) + ONNX Runtime vs torch parity check",

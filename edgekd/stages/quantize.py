@@ -11,6 +11,7 @@ from edgekd.backends.ort import session as ortb
 from edgekd.backends.quality import quality_metrics
 from edgekd.distill.weights import save_weights
 from edgekd.graph import provenance
+from edgekd.graph.decoder import has_kv_cache
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
@@ -22,6 +23,7 @@ from edgekd.stages.common import (
     teacher_of_student,
 )
 from edgekd.stages.context import Context
+from edgekd.stages.export import export_student
 
 ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histogram bins and 128 quantized bins "
                 "(not settable through its API), so the KL search has one candidate and picks the same range as minmax")
@@ -57,6 +59,11 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
             notes = [floor] if floors else []
             return qdq_violations(model, tq, wide) + check_htp_rules(model), [*rewrites, *notes], {}
         fusion = None
+        if ctx.target.runtime == "onnxruntime-cpu" and has_kv_cache(legal):
+            from edgekd.graph.quantize import quantize_dynamic_int8
+
+            quantize_dynamic_int8(legal, path, tq)
+            return qdq_violations(onnx.load(str(path)), tq), [*rewrites, DECODER_NOTE], {}
         if ctx.target.runtime == "onnxruntime-cpu":
             from edgekd.backends.ort.transformer import fuse_for_cpu
 
@@ -68,6 +75,12 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
                           "Softmax and probabilities x values MatMul): quantized, a padded mask would not mask and probabilities "
                           "would clip or round (edgekd.graph.transformer)")]
     return qdq_violations(onnx.load(str(path)), tq), [*rewrites, *notes], metrics
+
+
+DECODER_NOTE = ("decoder with a KV cache on x86: dynamic INT8 (quantize_dynamic: int8 weights, activations quantized at run "
+                "time, no calibration) instead of static Q/DQ, whose calibration cannot see cached keys/values (the past "
+                "inputs are empty in a full-sequence forward); the compile stage's tuner also measures MatMulNBits "
+                "int4/int8 weight-only and fp32 and keeps the fastest within the perplexity budget")
 
 
 def mask_inputs(ctx: EngineContext) -> tuple[str, ...]:
@@ -117,7 +130,7 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     path = out / "student_int8.onnx"
     violations, rewrites, fusion = _quantize(ctx, inputs["student.onnx"], path, calib)
     metrics = {**fusion, **_int8_metrics(ctx, inputs["student.onnx"], path)}
-    notes = [*rewrites, *_quantize_notes(ctx, len(next(iter(calib.values()))))]
+    notes = [*rewrites, *([] if DECODER_NOTE in rewrites else _quantize_notes(ctx, len(next(iter(calib.values())))))]
     qad, key, m = ctx.profile.recipe.qad, metric_key(ctx, "int8"), ctx.metric
     broke = _ptq_loss(ctx, fp32_quality(ctx, inputs["student.onnx"]), metrics[key]) if qad.enabled and isinstance(ctx, Context) else None
     if broke is not None:
@@ -153,7 +166,7 @@ def run_qad(ctx: Context, inputs: dict[str, Path], out: Path) -> Path:
     tuned = qad_finetune(student, ctx.train_data, logits, ctx.quant_recipe, settings)
     save_weights(tuned, out / "student_qad.safetensors")
     path = out / "student_qad.onnx"
-    ctx.task.export(tuned, path, ctx.target.opset)
+    export_student(ctx, tuned, path)
     return path
 
 

@@ -46,24 +46,54 @@ def export_module(model: torch.nn.Module, task: Task, path: Path, opset: int) ->
                  dynamic_shapes(inputs, sizes), f"{type(model).__name__} for task '{task.name}'")
 
 
-def optimum_config(model: Any, task: Task) -> Any:
+WITH_PAST = "-with-past"
+
+
+def optimum_task_of(task: Task, with_past: bool) -> str:
+    """The optimum task `task` exports with: `text-generation-with-past` for a decoder with a KV cache."""
+    if not with_past:
+        return task.optimum_task
+    if task.optimum_task != "text-generation":
+        raise ConfigError(f"task '{task.name}' has no KV cache to export (optimum task '{task.optimum_task}')",
+                          "past key/values are for causal-lm decoders")
+    return task.optimum_task + WITH_PAST
+
+
+def _past_contract(base: Any, spec_inputs: dict[str, dict[int, str]], spec_outputs: dict[str, dict[int, str]]
+                   ) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]:
+    """The task's inputs plus optimum's past key/values (and its attention-mask axis over past + new
+    tokens); the task's logits plus optimum's present key/values."""
+    full = dict(base.inputs)
+    inputs = {n: full.get(n, axes) if n == "attention_mask" else axes for n, axes in spec_inputs.items()}
+    inputs.update({n: axes for n, axes in full.items() if n.startswith("past_key_values")})
+    outputs = {**spec_outputs, **{n: axes for n, axes in base.outputs.items() if n.startswith("present")}}
+    return inputs, outputs
+
+
+def optimum_config(model: Any, task: Task, with_past: bool = False) -> Any:
     """optimum-onnx's export config for `model` at the task's optimum task, narrowed to the task's
-    specs: its dummy inputs and the ONNX inputs are exactly the task's, with the task's axes."""
+    specs: its dummy inputs and the ONNX inputs are exactly the task's, with the task's axes (with
+    `with_past`: plus past key/values in, present key/values out)."""
     try:
         import optimum.exporters.onnx.model_configs  # noqa: F401  registers the model types
         from optimum.exporters.tasks import TasksManager
     except ImportError as exc:
         raise ToolchainMissing("exporting a Hugging Face model needs optimum-onnx",
                                "pip install optimum-onnx") from exc
+    name = optimum_task_of(task, with_past)
     try:
         constructor = TasksManager.get_exporter_config_constructor(
-            "onnx", model=model, task=task.optimum_task, library_name="transformers")
+            "onnx", model=model, task=name, library_name="transformers")
     except (KeyError, ValueError) as exc:
-        raise ConfigError(f"optimum-onnx cannot export {type(model).__name__} for {task.optimum_task}: {exc}",
+        raise ConfigError(f"optimum-onnx cannot export {type(model).__name__} for {name}: {exc}",
                           "export the model yourself and compile the ONNX file") from None
-    base = constructor(model.config, task=task.optimum_task).__class__
+    options = {"task": task.optimum_task, **({"use_past": True, "use_past_in_inputs": True} if with_past else {})}
+    made = constructor(model.config, **options)
+    base = made.__class__
     spec_inputs = {s.name: s.axes for s in task.inputs()}
     spec_outputs = {s.name: s.axes for s in task.outputs()}
+    if with_past:
+        spec_inputs, spec_outputs = _past_contract(made, spec_inputs, spec_outputs)
 
     class TaskContract(base):  # type: ignore[misc,valid-type]
         @property
@@ -74,22 +104,23 @@ def optimum_config(model: Any, task: Task) -> Any:
         def outputs(self) -> dict[str, dict[int, str]]:
             return spec_outputs
 
-    return TaskContract(model.config, task=task.optimum_task)
+    return TaskContract(model.config, **options)
 
 
-def export_hf(model: Any, task: Task, path: Path, opset: int) -> None:
-    """optimum-onnx's `onnx_export_from_model` at the task's optimum task (decoders without past
-    key/values), with the task's input and output specs and optimum's own validation (ONNX Runtime
+def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = False) -> None:
+    """optimum-onnx's `onnx_export_from_model` at the task's optimum task (decoders: without past
+    key/values, or with them: `with_past`, edgekd.graph.decoder), with the task's input and output
+    specs and optimum's own validation (ONNX Runtime
     outputs against the torch model's on its dummy inputs, at its tolerance for the model type: a
     mismatch fails the export); `model.onnx` (and external weights, if any) moved to `path`. The
     build's parity budget is checked after this, on the evaluation data."""
     from optimum.exporters.onnx import onnx_export_from_model
 
-    config = optimum_config(model, task)
+    config = optimum_config(model, task, with_past)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp, quiet() as log:
         try:
-            onnx_export_from_model(model.eval(), tmp, opset=opset, task=task.optimum_task, do_validation=True,
+            onnx_export_from_model(model.eval(), tmp, opset=opset, task=optimum_task_of(task, with_past), do_validation=True,
                                    custom_onnx_configs={"model": config})
         except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
             raise failed(f"optimum-onnx export of {type(model).__name__} for task '{task.name}'", exc, log) from exc

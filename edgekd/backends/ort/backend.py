@@ -18,6 +18,7 @@ from edgekd.backends.ort import session as ortb
 from edgekd.common.artefacts import BENCH_JSON, STUDENT_ONNX
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.ort_bundle import write_ort_bundle
+from edgekd.graph.decoder import complete_for, with_past
 from edgekd.pipeline.results import Metric
 
 if TYPE_CHECKING:
@@ -43,14 +44,17 @@ class OrtCpuBackend:
                 tuning, model = tune(ctx, fp32_model, int8_model, Path(work), fused_fp32)
                 best = tuning["rows"][tuning["chosen"]]
                 cfg, precision = SessionConfig.model_validate(best["session"]), best["precision"]
+                judged = (f"{ctx.metric.name} {best[ctx.metric.name]:.4g}, top-1 agreement with fp32 {best['accuracy']:.2f}%"
+                          if best.get(ctx.metric.name) is not None else f"accuracy {best['accuracy']:.2f}%")
                 notes.append(f"tuned: {best['variant']}, {best['threads']} thread(s), optimization '{cfg.graph_optimization_level}', "
-                             f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, accuracy {best['accuracy']:.2f}% ({tuning['reason']})")
+                             f"{cfg.execution_mode}: p90 {best['p90_ms']:.4g} ms, {judged} ({tuning['reason']})")
                 notes.extend([f"{best['variant']} is {tuning['variants'][best['variant']]}", *tuning["left_out"]])
             ortb.open_session(model, cfg, optimized_model_path=engine)
+            inputs = with_past(ctx.model_inputs, model)  # a decoder's past key/values (length 0) too
             # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
-            write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, ctx.model_inputs,
+            write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, inputs,
                              session=cfg.model_dump())
-        write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
+        write_engine_json(out, self.runtime, inputs=inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
                           precision=precision, source_model=model.name, tuning=tuning)
         notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")
         if cfg.graph_optimization_level == "all":
@@ -75,7 +79,9 @@ class OrtCpuBackend:
         engine_dir, engine = load_engine(inputs)
         cfg = engine_session(ctx, engine)
         bench = ctx.profile.recipe.bench
-        result = measure(engine_dir / engine["engine_file"], ctx.eval_feeds.first(bench.offline_max_batch), ctx.model_inputs, cfg, bench, out)
+        path = engine_dir / engine["engine_file"]
+        inputs = with_past(ctx.model_inputs, path)
+        result = measure(path, complete_for(inputs, ctx.eval_feeds.first(bench.offline_max_batch)), inputs, cfg, bench, out)
         where = (f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(cfg)}, "
                  f"{result['runs']} timed runs after warm-up, in a separate process")
         (out / BENCH_JSON).write_text(json.dumps({**result, "method": "measured", "where": where}))

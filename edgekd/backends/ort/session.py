@@ -56,14 +56,18 @@ def open_session(model: Path, cfg: SessionConfig | None = None, optimized_model_
 
 def predict(session: Any, feeds: Mapping[str, np.ndarray] | np.ndarray, batch_size: int = 256) -> np.ndarray:
     """The first output for every sample of `feeds` (named inputs, samples on axis 0; an array is the
-    first input's), run in batches (a graph with a static batch gets that many rows at a time)."""
+    first input's), run in batches (a graph with a static batch gets that many rows at a time); a
+    decoder's past key/values the feeds lack are fed empty (the full-sequence forward)."""
     first = session.get_inputs()[0]
     if isinstance(feeds, np.ndarray):
         feeds = {first.name: feeds}
     if isinstance(first.shape[0], int):  # a static batch (e.g. HTP-ready graphs): feed that many rows
         batch_size = first.shape[0]
+    from edgekd.graph.decoder import complete_feeds
+
     count = len(next(iter(feeds.values())))
-    outs = [session.run(None, {n: a[i:i + batch_size] for n, a in feeds.items()})[0] for i in range(0, count, batch_size)]
+    outs = [session.run(None, complete_feeds(session, {n: a[i:i + batch_size] for n, a in feeds.items()}))[0]
+            for i in range(0, count, batch_size)]
     return np.concatenate(outs)
 
 

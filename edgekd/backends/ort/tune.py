@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Variant:
-    precision: str  # fp32 | int8
-    quant_format: str | None  # qdq | qoperator | dynamic for int8
+    precision: str  # fp32 | int8 | int4
+    quant_format: str | None  # qdq | qoperator | dynamic for int8; weight-only-b<block> (MatMulNBits) for int4/int8
     model: Path
     how: str = ""  # how the model file was made, for the record
 
@@ -89,8 +89,11 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
     fp32 and dynamic variants when given."""
     import onnx
 
+    from edgekd.graph.decoder import has_kv_cache
     from edgekd.graph.transformer import is_transformer
 
+    if has_kv_cache(fp32):
+        return _decoder_variants(ctx, fp32, int8_qdq, out)
     source, variants, notes = fused or fp32, [], []
     for precision, fmt in _variant_kinds(ctx):
         if precision == "fp32":
@@ -104,16 +107,38 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
     return variants or [Variant("int8", "qdq", int8_qdq, "the quantize stage's static Q/DQ graph")], notes
 
 
+def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[list[Variant], list[str]]:
+    """A KV-cache decoder's variants (edgekd.backends.ort.decoder_tune): the quantize stage's dynamic
+    INT8 graph, the [tune] weight_only graphs, fp32."""
+    from edgekd.backends.ort.decoder_tune import weight_only_variants
+
+    kinds = _variant_kinds(ctx)
+    variants = [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations "
+                                                  "quantized at run time), from the fp32 graph")] if any(p == "int8" for p, _ in kinds) else []
+    weight_only, notes = weight_only_variants(ctx, fp32, out)
+    variants += weight_only
+    if ("fp32", None) in kinds:
+        variants.append(Variant("fp32", None, fp32, f"the given fp32 graph {fp32.name} (with its KV cache)"))
+    notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")
+    return variants or [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph")], notes
+
+
 def _round_median_p90(times: list[float], rounds: int) -> float:
     """The median over rounds of each round's p90: one round hit by a burst of load on a shared host
     does not decide the ranking (pooled percentiles are noisier than the gaps between candidates)."""
     return float(np.median([np.percentile(r, 90) for r in np.array_split(np.asarray(times), rounds)]))
 
 
-def _budget_problems(ctx: Context, row: dict[str, Any], fp32_fidelity: float) -> list[str]:
+def _budget_problems(ctx: Context, row: dict[str, Any], fp32_fidelity: float, fp32_metric: float | None = None) -> list[str]:
+    """Budgets broken by `row`: the quantize budget of the task's metric (accuracy: vs `fp32_fidelity`;
+    another metric, e.g. perplexity: `row[metric]` vs `fp32_metric`), size_mb, latency_p90_ms."""
+    from edgekd.backends.ort.decoder_tune import metric_problems
+
     b, problems = ctx.profile.budgets, []
     drop = fp32_fidelity - row["accuracy"]
-    if b.quantize_accuracy_drop_pt is not None and drop > b.quantize_accuracy_drop_pt:
+    if ctx.metric.name != "accuracy":
+        problems += metric_problems(ctx, row.get(ctx.metric.name), fp32_metric)
+    elif b.quantize_accuracy_drop_pt is not None and drop > b.quantize_accuracy_drop_pt:
         problems.append(f"accuracy {row['accuracy']:.2f}% is {drop:.2f} pt below fp32 > quantize_accuracy_drop_pt {b.quantize_accuracy_drop_pt}")
     if b.size_mb is not None and row["size_mb"] > b.size_mb:
         problems.append(f"size {row['size_mb']:.3f} MB > size_mb {b.size_mb}")
@@ -139,19 +164,19 @@ def _fidelity(ctx: Context, fp32: Path, variants: list[Variant], levels: dict[st
             f"no labels: top-1 agreement with the fp32 graph on {feeds.description} stands in for accuracy")
 
 
-def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
+def choose(rows: list[dict[str, Any]], metric: str = "accuracy") -> tuple[int, str]:
     """The chosen row of `rows` (sorted fastest first; each with "problems", a list of budget
-    problems) and why: the fastest meeting every budget; else the fastest holding the accuracy
-    budget; else the fastest."""
+    problems) and why: the fastest meeting every budget; else the fastest holding the budget of the
+    task's `metric`; else the fastest."""
     fits = [i for i, r in enumerate(rows) if not r["problems"]]
     if fits:
         chosen = fits[0]
         reason = (f"fastest of the {len(fits)} candidates meeting every budget"
                   + (f"; {chosen} faster candidate(s) broke a budget" if chosen else ""))
     else:
-        accurate = [i for i, r in enumerate(rows) if not any(p.startswith("accuracy") for p in r["problems"])]
+        accurate = [i for i, r in enumerate(rows) if not any(p.startswith(metric) for p in r["problems"])]
         chosen = accurate[0] if accurate else 0
-        reason = "no candidate meets every budget: kept the fastest " + ("that holds the accuracy budget" if accurate else "candidate")
+        reason = "no candidate meets every budget: kept the fastest " + (f"that holds the {metric} budget" if accurate else "candidate")
     runner_up = next((r for i, r in enumerate(rows) if i != chosen and not r["problems"]), None)
     if runner_up is not None:
         reason += (f"; next best {runner_up['variant']} at {runner_up['threads']} thread(s), "
@@ -159,38 +184,73 @@ def choose(rows: list[dict[str, Any]]) -> tuple[int, str]:
     return chosen, reason
 
 
+@dataclass(frozen=True)
+class Judged:
+    """What the budgets are checked on: fp32's values and each (variant, optimization level)'s
+    ({"accuracy": top-1 or agreement, and for a task with another metric its value, e.g. "perplexity"})."""
+
+    fp32: dict[str, Any]
+    rows: dict[tuple[str, str], dict[str, Any]]
+    how: str
+
+
+def _judge(ctx: Context, fp32: Path, variants: list[Variant], levels: dict[str, SessionConfig], decoder: bool) -> Judged:
+    if decoder:
+        from edgekd.backends.ort.decoder_tune import quality
+
+        ref, values, how = quality(ctx, fp32, variants, levels)
+        return Judged({**ref, "accuracy": 100.0},
+                      {k: {**v, "accuracy": v["agreement"]} for k, v in values.items()}, how)
+    fp32_fidelity, fidelity, how = _fidelity(ctx, fp32, variants, levels)
+    return Judged({"accuracy": fp32_fidelity}, {k: {"accuracy": v} for k, v in fidelity.items()}, how)
+
+
+def _timed_feed(ctx: Context, fp32: Path, decoder: bool) -> tuple[dict[str, np.ndarray], str]:
+    """The feed every candidate is timed on: a decoder's decode step with its KV cache, else the first evaluation sample."""
+    if decoder:
+        from edgekd.backends.ort.decoder_tune import decode_step
+
+        step = decode_step(fp32, ctx.eval_feeds.first())
+        return step.feed, step.how
+    return ctx.eval_feeds.first(), "the first evaluation sample at batch 1"
+
+
 def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None = None) -> tuple[dict[str, Any], Path]:
     """Try every candidate (`out`: a scratch folder for the variants and the worker's files; `fused`:
     see build_variants). Returns the record (every row: settings, accuracy, size, p90, budget
     problems; rows fastest first; the chosen row's index and why; how each variant was made) and
-    the chosen model file. Accuracy is checked against the given fp32 graph `fp32`."""
+    the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
     from edgekd.backends.ort.session import resolved_threads
+    from edgekd.graph.decoder import has_kv_cache
     from edgekd.perf.measure import run_worker
 
-    cfg = ctx.profile.recipe.tune
+    cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
     variants, left_out = build_variants(ctx, fp32, int8_qdq, out, fused)
     sessions = _sessions(ctx)
     levels = {s.graph_optimization_level: s for s in sessions}  # threads and mode do not change the numerics
-    fp32_fidelity, fidelity, fidelity_how = _fidelity(ctx, fp32, variants, levels)
+    judged = _judge(ctx, fp32, variants, levels, decoder)
     pairs = [(v, s) for v in variants for s in sessions]
     request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
                "candidates": [{"model": str(v.model), "session": s.model_dump()} for v, s in pairs]}
-    samples = run_worker(request, ctx.eval_feeds.first(), out, "engine tuning")["samples_ms"]
+    feed, timed = _timed_feed(ctx, fp32, decoder)
+    samples = run_worker(request, feed, out, "engine tuning")["samples_ms"]
     rows, models = [], {}
     for (v, s), times in zip(pairs, samples):
         models[v.name] = v.model
         row = {"variant": v.name, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
-               "session": s.model_dump(), "threads": resolved_threads(s), "accuracy": fidelity[(v.name, s.graph_optimization_level)],
+               "session": s.model_dump(), "threads": resolved_threads(s), **judged.rows[(v.name, s.graph_optimization_level)],
                "size_mb": v.model.stat().st_size / 1e6, "p90_ms": _round_median_p90(times, cfg.rounds),
                "p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
-        row["problems"] = _budget_problems(ctx, row, fp32_fidelity)
+        row["problems"] = _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
         rows.append(row)
     rows.sort(key=lambda r: r["p90_ms"])
-    chosen, reason = choose(rows)
-    return {"chosen": chosen, "reason": reason, "fp32_accuracy": fp32_fidelity, "accuracy_is": fidelity_how, "rows": rows,
+    chosen, reason = choose(rows, ctx.metric.name)
+    budget = f"quantize_{ctx.metric.degradation_name}"
+    return {"chosen": chosen, "reason": reason, "fp32_accuracy": judged.fp32["accuracy"], "accuracy_is": judged.how, "rows": rows,
+            **({f"fp32_{ctx.metric.name}": judged.fp32[ctx.metric.name]} if ctx.metric.name in judged.fp32 else {}),
             "variants": {v.name: v.how for v in variants}, "left_out": left_out,
-            "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), batch 1 on this host, "
+            "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), timed on {timed} on this host, "
                     f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "
-                    f"accuracy per variant and optimization level: {fidelity_how}; budgets: quantize_accuracy_drop_pt (vs fp32), size_mb, latency_p90_ms")}, \
+                    f"quality per variant and optimization level: {judged.how}; budgets: {budget} (vs fp32), size_mb, latency_p90_ms")}, \
         models[rows[chosen]["variant"]]

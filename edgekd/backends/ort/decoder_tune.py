@@ -1,0 +1,106 @@
+"""Engine tuning for decoders with a KV cache (x86): the variants, what is timed and what is judged.
+
+Variants: the quantize stage's dynamic INT8 graph, MatMulNBits weight-only graphs ([tune] weight_only:
+int4/int8 weights, float activations; edgekd.graph.weight_only) and fp32. Static Q/DQ is not a
+candidate: its calibration sees an empty past, so cached keys/values would get no range.
+
+Timed: one decode step (1 new token after P cached tokens, the cache made by the fp32 graph on the
+first evaluation row): what every generated token costs. Judged: the task's metric (perplexity) of
+each variant on the evaluation data (full-sequence forward, empty past) against the fp32 graph's,
+with the quantize budget of that metric; top-1 agreement with fp32 is kept beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.config.target import SessionConfig
+
+if TYPE_CHECKING:
+    from edgekd.pipeline.context import EngineContext as Context
+
+WEIGHT_ONLY = "weight-only"
+
+
+@dataclass(frozen=True)
+class DecodeStep:
+    """The feed of one decode step and how it was made."""
+
+    feed: dict[str, np.ndarray]
+    how: str
+
+
+def weight_only_variants(ctx: Context, source: Path, out: Path) -> tuple[list[Any], list[str]]:
+    """One variant per [tune] weight_only entry, quantized from `source` into `out`; notes on any left out."""
+    from edgekd.backends.ort.tune import Variant
+    from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
+
+    variants, notes = [], []
+    for spec in ctx.target.tune.weight_only:
+        setting = WeightOnly(spec.bits, spec.block_size, spec.symmetric, spec.accuracy_level)
+        level = "" if spec.accuracy_level is None else f"-acc{spec.accuracy_level}"
+        path = out / f"student_int{spec.bits}_b{spec.block_size}{'s' if spec.symmetric else 'a'}{level}.onnx"
+        if quantize_weight_only(source, path, setting) == 0:
+            notes.append(f"{setting.name} not tried: no constant MatMul weight in {source.name}")
+            continue
+        variants.append(Variant(f"int{spec.bits}", f"{WEIGHT_ONLY}-b{spec.block_size}{level}", path,
+                                f"{setting.describe()}, from {source.name}"))
+    return variants, notes
+
+
+def decode_step(fp32: Path, prompt: dict[str, np.ndarray]) -> DecodeStep:
+    """One decode step after `prompt` (batch 1): the prompt's presents (from the fp32 graph) as past,
+    its greedy next token as the new input, the mask over all tokens."""
+    from edgekd.backends.ort.session import open_session
+    from edgekd.graph.decoder import complete_feeds, past_inputs
+
+    session = open_session(fp32)
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, complete_feeds(session, prompt))))
+    pasts = past_inputs(session.get_inputs())
+    ids_name = next(n for n in prompt if "ids" in n and "position" not in n and "type" not in n)
+    length = prompt[ids_name].shape[1]
+    feed = {ids_name: np.argmax(outputs["logits"][:, -1:], axis=-1).astype(prompt[ids_name].dtype)}
+    for name, array in prompt.items():
+        if "mask" in name:
+            feed[name] = np.ones((1, length + 1), array.dtype)
+        elif "position" in name:
+            feed[name] = np.full((1, 1), length, array.dtype)
+    for p in pasts:
+        feed[p.name] = outputs[p.name.replace("past_key_values", "present")]
+    return DecodeStep(feed, f"one decode step at batch 1: 1 new token after {length} cached tokens (the first evaluation "
+                            "row's prompt, its key/values from the fp32 graph), logits and present key/values computed")
+
+
+def quality(ctx: Context, fp32: Path, variants: list[Any], levels: dict[str, SessionConfig]) -> tuple[dict[str, Any], dict, str]:
+    """(fp32's {metric, agreement}, {(variant, level): {metric, agreement}}, what they are): the
+    task's metric on the evaluation data and top-1 agreement with the fp32 graph."""
+    from edgekd.backends.ort.session import predict_file
+    from edgekd.pipeline.evaluation import agreement_pt, quality_metric
+
+    feeds, metric = ctx.eval_feeds, ctx.metric
+
+    def judged(outputs: np.ndarray) -> dict[str, Any]:
+        return {metric.name: quality_metric(metric, feeds, outputs, "", ctx.task).value, "agreement": agreement_pt(outputs, reference)}
+
+    reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
+    values = {(v.name, level): judged(predict_file(v.model, feeds.arrays, s)) for v in variants for level, s in levels.items()}
+    return (judged(reference), values,
+            f"{metric.name} on {feeds.description} (full-sequence forward, empty past); the rows' accuracy is top-1 "
+            "agreement with the fp32 graph")
+
+
+def metric_problems(ctx: Context, value: float | None, fp32_value: float | None) -> list[str]:
+    """The task metric's quantize budget (quantize_perplexity_increase_pct) broken by `value`, if so."""
+    metric = ctx.metric
+    budget_name = f"quantize_{metric.degradation_name}"
+    budget = getattr(ctx.profile.budgets, budget_name, None)
+    if value is None or fp32_value is None:
+        return [f"{metric.name} not available"]
+    worse = metric.degradation(fp32_value, value)
+    if budget is not None and worse > budget:
+        return [f"{metric.name} {value:.4g} is {worse:.2f}% above fp32's {fp32_value:.4g} > {budget_name} {budget}"]
+    return []

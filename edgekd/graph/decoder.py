@@ -1,0 +1,124 @@
+"""Decoder graphs with a KV cache (optimum-onnx's `text-generation-with-past`): one graph that takes
+`past_key_values.N.key/value` [batch, kv_heads, past_sequence_length, head_dim] and gives `logits`
+and `present.N.key/value`. At past length 0 it is the full-sequence forward (every prompt logit), so
+evaluation, calibration and parity feed the data's inputs plus an empty past; the bench's decode
+scenario feeds presents back as past (edgekd.perf.decoder).
+
+Here: which inputs of a graph are past key/values, their empty (or fixed-length) values, the data's
+feeds completed with them, and the model inputs of a build extended by them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgekd.graph.inputs import ModelInputs, ResolvedInput
+
+PAST_PREFIX = "past_key_values"
+PRESENT_PREFIX = "present"
+PAST_AXIS_NOTE = "decoder past key/values at past length {past} (batch 1)"
+
+
+@dataclass(frozen=True)
+class PastInput:
+    """One past key/value input of a graph: its dims as declared and which axis is the past length."""
+
+    name: str
+    dtype: str
+    dims: tuple[Any, ...]  # int, dim_param name or None per axis
+    past_axis: int
+
+    def shape(self, rows: int, past: int) -> tuple[int, ...]:
+        """The shape at `rows` samples (axis 0) and `past` cached tokens; other dynamic axes raise."""
+        shape = []
+        for axis, dim in enumerate(self.dims):
+            if axis == 0:
+                shape.append(rows)
+            elif axis == self.past_axis:
+                shape.append(past)
+            elif isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            else:
+                raise ValueError(f"past input '{self.name}': axis {axis} ({dim}) is neither the batch nor the past length")
+        return tuple(shape)
+
+
+def _past_axis(dims: tuple[Any, ...]) -> int:
+    named = [a for a, d in enumerate(dims) if isinstance(d, str) and "past" in d.lower() and "+" not in d]
+    return named[0] if named else len(dims) - 2
+
+
+def is_past(name: str) -> bool:
+    return name.startswith(PAST_PREFIX) or name.startswith("past.") or name.startswith("cache")
+
+
+def past_inputs(args: Any) -> list[PastInput]:
+    """The past key/value inputs among `args` (an ONNX Runtime session's `get_inputs()`)."""
+    found = []
+    for arg in args:
+        if not is_past(arg.name):
+            continue
+        dims = tuple(arg.shape or ())
+        dtype = "float16" if "float16" in arg.type else "float32"
+        found.append(PastInput(arg.name, dtype, dims, _past_axis(dims)))
+    return found
+
+
+def graph_past_inputs(model: Path) -> list[PastInput]:
+    """The past key/value inputs of the ONNX graph at `model` (read without its weights)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    found = []
+    for value in graph.input:
+        if not is_past(value.name):
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim)
+        dtype = "float16" if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else "float32"
+        found.append(PastInput(value.name, dtype, dims, _past_axis(dims)))
+    return found
+
+
+def has_kv_cache(model: Path) -> bool:
+    return bool(graph_past_inputs(model))
+
+
+def empty_past(pasts: list[PastInput], rows: int) -> dict[str, np.ndarray]:
+    """Zero-length past key/values for `rows` samples: the full-sequence forward."""
+    return {p.name: np.zeros(p.shape(rows, 0), p.dtype) for p in pasts}
+
+
+def complete_feeds(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`feeds` plus an empty past for every past key/value input of `session` they lack (the data's
+    token ids and mask evaluate a KV-cache graph as one full-sequence forward)."""
+    pasts = [p for p in past_inputs(session.get_inputs()) if p.name not in feeds]
+    if not pasts or not feeds:
+        return dict(feeds)
+    rows = len(next(iter(feeds.values())))
+    return {**feeds, **empty_past(pasts, rows)}
+
+
+def with_past(inputs: ModelInputs, model: Path, past: int = 0) -> ModelInputs:
+    """`inputs` (the task's) plus the graph's past key/value inputs at batch 1 and `past` cached
+    tokens; `inputs` unchanged for a graph without them."""
+    pasts = [p for p in graph_past_inputs(model) if p.name not in inputs.names()]
+    if not pasts:
+        return inputs
+    note = PAST_AXIS_NOTE.format(past=past)
+    extra = tuple(ResolvedInput(p.name, p.dtype, p.shape(1, past), "past_key_values",
+                                tuple("batch" if a == 0 else note if a == p.past_axis else "the graph" for a in range(len(p.dims))),
+                                0) for p in pasts)
+    return ModelInputs(inputs.inputs + extra, (*inputs.notes, note))
+
+
+def complete_for(inputs: ModelInputs, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`feeds` plus, for every past key/value input of `inputs` they lack, its value at the resolved
+    past length (zeros) with the feeds' rows."""
+    missing = [i for i in inputs.inputs if i.role == "past_key_values" and i.name not in feeds]
+    if not missing or not feeds:
+        return dict(feeds)
+    rows = len(next(iter(feeds.values())))
+    return {**feeds, **{i.name: np.zeros((rows, *i.shape[1:]), i.dtype) for i in missing}}
