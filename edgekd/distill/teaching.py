@@ -59,6 +59,9 @@ def plan_teaching(teacher: TeacherSource, data: TrainData, objective: CombinedLo
     from edgekd.distill.on_policy import plan_on_policy
 
     on_policy = plan_on_policy(cfg, data.task, teacher, objective)
+    if on_policy is not None and on_policy.cfg.lmbda == 1.0:  # every step on-policy: cached logits would go unread
+        return Teaching(teacher, note="teacher run on the student's text every step (lambda 1: no teacher-logit cache)",
+                        on_policy=on_policy)
     teaching = plan_outputs(teacher, data, objective, cfg, cache_root)
     return teaching if on_policy is None else replace(teaching, on_policy=on_policy)
 

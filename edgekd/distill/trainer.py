@@ -27,6 +27,7 @@ from edgekd.data.views import teacher_view
 from edgekd.distill.losses import CombinedLoss, LossInputs
 from edgekd.distill.streaming import TRAIN, TrainData, count_samples, first_batch
 from edgekd.distill.teaching import TeacherStep, Teaching
+from edgekd.errors import ConfigError
 
 Batch = dict[str, torch.Tensor]
 WEIGHT_DECAY = 1e-4
@@ -177,11 +178,18 @@ def distill(student: nn.Module, data: TrainData, cfg: DistillConfig, objective: 
     task = data.task
     teacher = TeacherStep(teaching, objective, task, augmented=data.augment is not None)
     s_cap = FeatureCapture(student, objective.student_layers(), source="student")  # layer names checked once, here
+    on_policy = teaching.on_policy
+    if cfg.on_policy is not None and on_policy is None:
+        raise ConfigError("key 'distill.on_policy': this run's teaching has no on-policy half (distributed runs do not "
+                          "generate)", "remove [distill.on_policy], or distill in one process (edgekd build)")
 
-    def inputs(batch: Batch, progress: float) -> LossInputs:
+    def inputs(batch: Batch, progress: float, number: int | None = None) -> LossInputs:
+        live = on_policy if on_policy is not None and number is not None and on_policy.takes(number) else None
+        if live is not None and number is not None:  # GKD's on-policy step: the student's own text (edgekd.distill.on_policy)
+            batch = live.rollout(student, batch, number)
         with s_cap:
             logits = task.forward(student, batch)
-        t_logits, t_feats = teacher(batch)
+        t_logits, t_feats = (live.teacher_logits(batch), {}) if live is not None else teacher(batch)
         view = task.kd_view(logits, batch)
         t_view = None if t_logits is None else task.kd_view(t_logits.to(view.device, torch.float32), batch)
         mask = batch.get("attention_mask")
@@ -193,7 +201,7 @@ def distill(student: nn.Module, data: TrainData, cfg: DistillConfig, objective: 
     with torch.no_grad():
         probe = inputs(to_tensors(first_batch(data.source, cfg.batch_size)), 0.0)
     objective.setup(probe.student_features, probe.teacher_features)
-    return fit(student, data, FitPlan.of(cfg, "distill", shard), lambda batch, step: objective(inputs(batch, step.progress))[0],
+    return fit(student, data, FitPlan.of(cfg, "distill", shard), lambda batch, step: objective(inputs(batch, step.progress, step.number))[0],
                extra_params=list(objective.parameters()))
 
 
