@@ -21,4 +21,5 @@ def quality_metrics(ctx: EngineContext, prefix: str, outputs: np.ndarray, fp32: 
         reference = ortb.predict_file(fp32, feeds.arrays)
         what = "the INT8 graph" if prefix == "int8" else f"the {prefix}"
         metrics[f"{prefix}.agreement_pct"] = evaluation.agreement_metric(feeds, outputs, reference, what, where)
+    metrics.update(evaluation.teacher_agreement(ctx, prefix, outputs, where))  # causal-lm: next-token agreement with the teacher
     return metrics

@@ -71,6 +71,8 @@ class Rule:
     measure: Callable[[Metrics], float | None]
     optional: bool = False  # checked only where the stage produced the metric (e.g. a student search)
     task_metric: str | None = None  # checked only for tasks measured by this metric (None: every task)
+    floor: bool = False  # the value must stay at or above the limit (higher is better: decode tokens/s)
+    shown_when_set: bool = False  # optional, but "not measured" where the profile sets it and the stage gave no value
 
 
 def _change_text(metric: MetricSpec, before: str, after: str) -> str:
@@ -89,6 +91,15 @@ def quality_rules(step: QualityStep) -> tuple[Rule, ...]:
 
 
 DISTILL, EXPORT, QUANTIZE, OVERALL = (quality_rules(s) for s in QUALITY_STEPS)
+# the bench stage's decoder scenarios and the worker's peak memory: metrics named in edgekd.pipeline.lm_metrics;
+# checked where the bench produced a value, "not measured" (the metric's how says why) where a set budget has none
+TTFT_MS, DECODE_TOKENS_PER_S, PEAK_MEMORY_MB = "latency.ttft_p90_ms", "latency.decode_tokens_per_s", "latency.peak_rss_mb"
+DECODER_RULES = (
+    Rule("ttft_ms", "bench", TTFT_MS, "ms", _value(TTFT_MS), optional=True, shown_when_set=True),
+    Rule("decode_tokens_per_s", "bench", DECODE_TOKENS_PER_S, "tokens/s", _value(DECODE_TOKENS_PER_S), optional=True,
+         floor=True, shown_when_set=True),
+    Rule("peak_memory_mb", "bench", PEAK_MEMORY_MB, "MiB", _value(PEAK_MEMORY_MB), optional=True, shown_when_set=True),
+)
 RULES: tuple[Rule, ...] = (
     Rule("latency_p90_ms", "search", "latency of the chosen student candidate", "ms", _value("search.latency_ms"), optional=True),
     Rule("size_mb", "search", "INT8 size of the chosen student candidate", "MB", _value("search.size_mb"), optional=True),
@@ -104,6 +115,7 @@ RULES: tuple[Rule, ...] = (
     Rule("size_mb", "compile", "engine.size_mb", "MB", _value("engine.size_mb")),
     *OVERALL,
     Rule("latency_p90_ms", "bench", "latency.p90_ms", "ms", _value("latency.p90_ms")),
+    *DECODER_RULES,
 )
 
 if {r.budget for r in RULES} != set(Budgets.model_fields):  # every budget is checked somewhere
@@ -124,9 +136,9 @@ def check(stage: str, metrics: Metrics, budgets: Budgets, metric: MetricSpec = A
     """Every rule of `stage` for a task measured by `metric`, measured against all metrics so far."""
     verdicts = []
     for rule in rules(stage, metric):
-        value = rule.measure(metrics)
-        if value is not None or not rule.optional:
-            verdicts.append(Verdict(rule.budget, stage, rule.metric, value, getattr(budgets, rule.budget), rule.unit))
+        value, limit = rule.measure(metrics), getattr(budgets, rule.budget)
+        if value is not None or not rule.optional or (rule.shown_when_set and limit is not None):
+            verdicts.append(Verdict(rule.budget, stage, rule.metric, value, limit, rule.unit, rule.floor))
     return verdicts
 
 

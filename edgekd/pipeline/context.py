@@ -38,6 +38,9 @@ class EngineContext(ABC):
     distills: bool = False  # a distillation build (it has a teacher, a student's weights, a project)
     task_name: str = "image-classification"  # the registered task (edgekd.tasks) the model is built for
     task: Any = None  # the Task instance, where the build has one (a distillation build); its metric otherwise accuracy
+    # causal-lm: the teacher's top-1 next tokens on the evaluation data (edgekd.pipeline.evaluation.TeacherTop1),
+    # set by the evaluate stage so that the backend's evaluation reports the engine's agreement with it
+    teacher_top1: Any = None
 
     @property
     def metric(self) -> MetricSpec:

@@ -4,6 +4,7 @@ quantization, said plainly not to be accuracy. Outputs are logits with the class
 axis: [N, C] (one label per sample) or [N, T, V] (one per token)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,3 +62,61 @@ def quality_metric(metric: MetricSpec, feeds: FeedSet, outputs: np.ndarray, wher
     if value is None:
         return Metric(None, metric.unit, "not available", f"no targets for {metric.name} in {feeds.description}")
     return Metric(value, metric.unit, "measured", f"{metric.name} over {state.count} targets of {feeds.description}, {where}")
+
+
+# ------------------------------------------------ next-token agreement with the teacher (causal-lm)
+
+AGREEMENT = "next_token_agreement_pct"  # metrics <model>.next_token_agreement_pct
+
+
+@dataclass(frozen=True)
+class TeacherTop1:
+    """The teacher's top-1 next token at every scored position of the evaluation data (`top1`), and
+    where it ran; or `top1` None and `how` saying why the teacher could not be asked."""
+
+    top1: np.ndarray | None
+    how: str
+
+
+def scored_top1(task: Any, feeds: FeedSet, outputs: np.ndarray) -> np.ndarray:
+    """The argmax of `outputs` [N, T, V] at the positions the task scores (task.rows_and_targets: for
+    causal-lm those that predict a real next token), flattened in order, in chunks."""
+    import torch
+
+    picked = []
+    for start in range(0, len(outputs), CHUNK):
+        batch = {name: array[start:start + CHUNK] for name, array in feeds.arrays.items()}
+        if feeds.labels is not None:
+            batch["labels"] = feeds.labels[start:start + CHUNK]
+        rows, _ = task.rows_and_targets(torch.from_numpy(np.ascontiguousarray(outputs[start:start + CHUNK])), batch)
+        picked.append(rows.argmax(dim=-1).numpy())
+    return np.concatenate(picked) if picked else np.zeros(0, np.int64)
+
+
+def scores_next_tokens(task: Any) -> bool:
+    """Whether next-token agreement is defined for `task` (it scores token positions: causal-lm)."""
+    return task is not None and hasattr(task, "rows_and_targets")
+
+
+def next_token_agreement(task: Any, feeds: FeedSet, outputs: np.ndarray, teacher: TeacherTop1, what: str, where: str) -> Metric:
+    """Share of scored positions where `what`'s top-1 next token is the teacher's, in points; "not
+    available" with the reason where the teacher's top-1 is not there or does not line up."""
+    if teacher.top1 is None:
+        return Metric(None, "%", "not available", teacher.how)
+    mine = scored_top1(task, feeds, outputs)
+    if mine.shape != teacher.top1.shape or not mine.size:
+        return Metric(None, "%", "not available", f"the teacher scored {teacher.top1.size} positions and {what} {mine.size} "
+                      "on the evaluation data: they do not line up (a teacher reading its own view or tokenizer)")
+    return Metric(float((mine == teacher.top1).mean() * 100.0), "%", "measured",
+                  f"top-1 next token of {what} equal to the teacher's at {mine.size} scored positions of {feeds.description}, "
+                  f"{where}; teacher {teacher.how}")
+
+
+def teacher_agreement(ctx: Any, prefix: str, outputs: np.ndarray, where: str) -> dict[str, Metric]:
+    """`<prefix>.next_token_agreement_pct` where the build's task scores next tokens and the stage put
+    the teacher's top-1 on the context (ctx.teacher_top1, set by the evaluate stage); else nothing."""
+    teacher = getattr(ctx, "teacher_top1", None)
+    if teacher is None or not scores_next_tokens(ctx.task):
+        return {}
+    what = "the INT8 graph" if prefix == "int8" else f"the {prefix}"
+    return {f"{prefix}.{AGREEMENT}": next_token_agreement(ctx.task, ctx.eval_feeds, outputs, teacher, what, where)}

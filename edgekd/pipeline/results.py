@@ -27,7 +27,8 @@ class Metric:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One budget checked after one stage. `limit is None` means the profile sets no budget."""
+    """One budget checked after one stage. `limit is None` means the profile sets no budget. A budget
+    is a ceiling (value <= limit), or with `floor` a floor (value >= limit: decode tokens/s)."""
 
     budget: str
     stage: str
@@ -35,6 +36,7 @@ class Verdict:
     value: float | None
     limit: float | None
     unit: str
+    floor: bool = False
 
     @property
     def status(self) -> Literal["pass", "fail", "no budget", "not measured"]:
@@ -42,10 +44,16 @@ class Verdict:
             return "not measured"
         if self.limit is None:
             return "no budget"
-        return "pass" if self.value <= self.limit else "fail"
+        return "pass" if (self.value >= self.limit if self.floor else self.value <= self.limit) else "fail"
+
+    @property
+    def relation(self) -> str:
+        """How the value must stand to the limit: `>=` for a floor, `<=` for a ceiling."""
+        return ">=" if self.floor else "<="
 
     def describe(self) -> str:
-        return f"{self.stage}: {self.budget} = {self.value:.4g} {self.unit} > limit {self.limit:.4g} {self.unit}"
+        broken = "<" if self.floor else ">"
+        return f"{self.stage}: {self.budget} = {self.value:.4g} {self.unit} {broken} limit {self.limit:.4g} {self.unit}"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from edgekd.backends import registry as backends
 from edgekd.common.artefacts import (
@@ -16,16 +17,32 @@ from edgekd.common.artefacts import (
     TEACHER_WEIGHTS,
     optional,
 )
+from edgekd.pipeline.budgets import PEAK_MEMORY_MB
 from edgekd.pipeline.context import EngineContext
+from edgekd.pipeline.lm_metrics import lm_bench_metrics
 from edgekd.pipeline.stage import Files, Outcome, Stage
+from edgekd.tasks.specs import TIME_TO_FIRST_TOKEN
+
+
+def wants_decoder_metrics(ctx: EngineContext, result: dict[str, Any]) -> bool:
+    """Whether the bench stage reports TTFT and decode tokens/s (measured, or why not): for a task with
+    the decoder scenarios, a result that has them, or a profile that budgets them."""
+    scenarios = ctx.task.latency_scenarios() if ctx.task is not None and hasattr(ctx.task, "latency_scenarios") else ()
+    budgets = ctx.profile.budgets
+    return (TIME_TO_FIRST_TOKEN in scenarios or "ttft" in result or "decode" in result
+            or budgets.ttft_ms is not None or budgets.decode_tokens_per_s is not None)
 
 
 def run_bench(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     outcome = backends.get(ctx.target.runtime).bench(ctx, inputs, out)
+    result = json.loads((out / BENCH_JSON).read_text())
+    lm = lm_bench_metrics(result)
+    outcome.metrics[PEAK_MEMORY_MB] = lm.pop(PEAK_MEMORY_MB)
+    if wants_decoder_metrics(ctx, result):
+        outcome.metrics.update(lm)
     if ctx.profile.recipe.bench.compare:
         from edgekd.perf.compare import compare
 
-        result = json.loads((out / BENCH_JSON).read_text())
         result["compare"] = compare(ctx, inputs, result, out)
         (out / BENCH_JSON).write_text(json.dumps(result))
         outcome.notes += [f"{who}: p90 {'n/a' if p['p90_ms'] is None else format(p['p90_ms'], '.4g') + ' ms'} ({p['method']}: {p['how']})"

@@ -214,7 +214,7 @@ def test_perplexity_from_zero_is_not_measured() -> None:
 def test_rules_of_a_stage_follow_the_metric() -> None:
     assert [r.budget for r in rules("quantize")] == ["quantize_accuracy_drop_pt", "quantize_rule_violations", "size_mb"]
     assert [r.budget for r in rules("quantize", PERPLEXITY)] == ["quantize_perplexity_increase_pct", "quantize_rule_violations", "size_mb"]
-    assert [r.budget for r in rules("bench", PERPLEXITY)] == ["latency_p90_ms"]
+    assert [r.budget for r in rules("bench", PERPLEXITY)] == ["latency_p90_ms", "ttft_ms", "decode_tokens_per_s", "peak_memory_mb"]
 
 
 def test_a_budget_for_the_other_metric_is_reported_not_applicable() -> None:
