@@ -290,6 +290,12 @@ class Budgets(Strict):
     overall_perplexity_increase_pct: float | None = Field(None, ge=0, description="engine over teacher, % of the teacher's")
     size_mb: float | None = Field(None, gt=0, description="deployed model file size")
     latency_p90_ms: float | None = Field(None, gt=0, description="engine p90 at batch 1")
+    # decoders (TimeToFirstToken / DecodeTokensPerSecond of the bench stage); checked where the bench measured them
+    ttft_ms: float | None = Field(None, gt=0, description="decoders: engine time to first token, p90 of the prompt pass at "
+                                  "recipe.bench.prompt_tokens (shortened to fit the model's positions; the report states the length)")
+    decode_tokens_per_s: float | None = Field(None, gt=0, description="decoders: a floor: engine greedy decode tokens/s at batch 1 "
+                                              "(recipe.bench.decode_tokens after the prompt)")
+    peak_memory_mb: float | None = Field(None, gt=0, description="peak resident memory (VmHWM, MiB) of the bench worker process")
 
 
 # latency scenarios a bench runs (edgekd.tasks.specs names them for the Task seam; the config layer
@@ -381,6 +387,9 @@ class GateConfig(Strict):
     max_accuracy_drop_pt: float = Field(0.5, ge=0, description="engine accuracy, percentage points")
     max_perplexity_increase_pct: float = Field(5.0, ge=0, description="engine perplexity, percent of the baseline's")
     max_size_increase_pct: float = Field(5.0, ge=0, description="engine (else INT8 model) file size")
+    max_ttft_increase_pct: float = Field(10.0, ge=0, description="decoders: TTFT p90 surely up by more than this fails")
+    max_decode_tokens_per_s_decrease_pct: float = Field(10.0, ge=0, description="decoders: decode tokens/s surely down by more fails")
+    max_peak_memory_increase_pct: float = Field(10.0, ge=0, description="bench worker peak RSS (one number a build: no interval)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="two-sided confidence of the latency interval")
     bootstrap_resamples: int = Field(2000, ge=200, le=100000)
     seed: int = Field(0, ge=0, description="of the bootstrap's random generator: the same reports give the same verdict")
