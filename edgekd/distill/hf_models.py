@@ -65,10 +65,20 @@ def _auto(name: str) -> Any:
     return getattr(transformers, name)
 
 
+def _head_dim_derived(config: Any) -> bool:
+    """Whether the config's head_dim is the one its __init__ derives (hidden_size // heads), so it
+    follows those two when they are overridden (Llama-family configs store it; an explicit one, as
+    Gemma's, is kept)."""
+    heads = getattr(config, "num_attention_heads", None)
+    dim = getattr(config, "head_dim", None)
+    return bool(heads) and dim is not None and dim == getattr(config, "hidden_size", 0) // heads
+
+
 def _override(config: Any, overrides: dict[str, Any], key: str) -> Any:
     """`config` with `overrides` set; a key the config does not have is refused (transformers would
-    keep it silently, so a typo would change nothing)."""
+    keep it silently, so a typo would change nothing). A derived head_dim is derived again."""
     known = config.to_dict()
+    derived = _head_dim_derived(config) and "head_dim" not in overrides
     for name, value in overrides.items():
         if name not in known:
             near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
@@ -76,6 +86,8 @@ def _override(config: Any, overrides: dict[str, Any], key: str) -> Any:
                               + (f" (closest: {', '.join(near)})" if near else ""),
                               f"override fields of the model's config: {', '.join(sorted(known)[:40])}, ...")
         setattr(config, name, value)
+    if derived:
+        config.head_dim = config.hidden_size // config.num_attention_heads
     return config
 
 

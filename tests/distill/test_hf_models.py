@@ -37,6 +37,23 @@ def test_a_student_from_the_teachers_config_keeps_what_it_does_not_override():
     assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.intermediate_size) == (2, 32, 64)
 
 
+def test_llama_head_dim_follows_overridden_widths_unless_given():
+    """LlamaConfig stores head_dim = hidden_size // heads at init (128 for its defaults): a narrower
+    config from overrides must not keep 128-wide heads (4x wider projections than the model's)."""
+    llama = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 16}
+    resolved = hf_models.resolve(HfModelSpec(**llama), "teacher.hf", Path("."), None)
+    teacher = hf_models.build(resolved, "causal-lm", vocab_size=50, max_length=16)
+    assert teacher.config.head_dim == 16 and teacher.model.layers[0].self_attn.q_proj.weight.shape == (64, 64)
+    assert teacher.model.layers[0].self_attn.k_proj.weight.shape == (32, 64)  # 2 grouped KV heads of 16
+    student = hf_models.build(hf_models.resolve(HfModelSpec(base="teacher", hidden_size=32, num_attention_heads=2), "student.hf",
+                                                Path("."), HfModelSpec(**llama)), "causal-lm", vocab_size=50, max_length=16)
+    assert student.config.head_dim == 16 and student.model.layers[0].self_attn.q_proj.weight.shape == (32, 32)
+    given = hf_models.build(hf_models.resolve(HfModelSpec(**llama, head_dim=8), "teacher.hf", Path("."), None), "causal-lm",
+                            vocab_size=50, max_length=16)
+    assert given.config.head_dim == 8 and given.model.layers[0].self_attn.q_proj.weight.shape == (32, 64)
+
+
 def test_an_unknown_override_is_refused_with_the_closest_field():
     with pytest.raises(ConfigError, match="no field 'num_hiden_layers' .closest: num_hidden_layers"):
         built({"model_type": "bert", "num_hiden_layers": 2})
