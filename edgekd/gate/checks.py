@@ -53,11 +53,11 @@ class Check:
         return data
 
 
-def _pct(new: float, old: float) -> float:
+def pct_change(new: float, old: float) -> float:
     return (new / old - 1.0) * 100.0
 
 
-def _missing(name: str, unit: str, threshold: float | None, text: str, why: str, status: Status = "not measured") -> Check:
+def not_checked(name: str, unit: str, threshold: float | None, text: str, why: str, status: Status = "not measured") -> Check:
     return Check(name, "regression", status, unit, threshold=threshold, threshold_text=text, detail=why)
 
 
@@ -83,16 +83,16 @@ def latency(base: Report, cand: Report, cfg: GateConfig) -> Check:
     lats = {r.role: r.latency for r in (base, cand)}
     if None in lats.values():
         missing = " and ".join(role for role, lat in lats.items() if lat is None)
-        return _missing(name, "ms", pct, text, f"no latency in the {missing} report: its bench stage did not run")
+        return not_checked(name, "ms", pct, text, f"no latency in the {missing} report: its bench stage did not run")
     b_lat, c_lat = lats["baseline"], lats["candidate"]
     assert b_lat is not None and c_lat is not None
     methods = (b_lat.get("method"), c_lat.get("method"))
     if "estimated" in methods:
         if methods != ("estimated", "estimated"):
-            return _missing(name, "ms", pct, text, f"baseline {methods[0]}, candidate {methods[1]}: a measurement and a "
+            return not_checked(name, "ms", pct, text, f"baseline {methods[0]}, candidate {methods[1]}: a measurement and a "
                             "model estimate are not compared", status="not comparable")
         b, c = _point_estimate(base, b_lat), _point_estimate(cand, c_lat)
-        return Check(name, "regression", "fail" if c / b > limit else "pass", "ms", b, c, _pct(c, b), "%", None, pct, text,
+        return Check(name, "regression", "fail" if c / b > limit else "pass", "ms", b, c, pct_change(c, b), "%", None, pct, text,
                      "ESTIMATED on both sides by the latency model, not measured: the point estimates are compared, "
                      "without a confidence interval (a change means the graph or the target's [device] figures changed)")
     b_s, c_s = _samples(base, b_lat), _samples(cand, c_lat)
@@ -100,8 +100,8 @@ def latency(base: Report, cand: Report, cfg: GateConfig) -> Check:
     detail = (f"p90 ratio {ci.ratio:.3f}, {ci.confidence:.0%} interval [{ci.low:.3f}, {ci.high:.3f}] by {ci.describe()}; "
               f"baseline measured on {b_lat.get('where', '?')}, candidate on {c_lat.get('where', '?')}")
     return Check(name, "regression", ci.decide(limit), "ms", float(np.percentile(b_s, QUANTILE)),
-                 float(np.percentile(c_s, QUANTILE)), _pct(ci.ratio, 1.0), "%",
-                 (_pct(ci.low, 1.0), _pct(ci.high, 1.0)), pct, text, detail)
+                 float(np.percentile(c_s, QUANTILE)), pct_change(ci.ratio, 1.0), "%",
+                 (pct_change(ci.low, 1.0), pct_change(ci.high, 1.0)), pct, text, detail)
 
 
 def quality_limit(cfg: GateConfig, metric: MetricSpec) -> float | None:
@@ -119,19 +119,19 @@ def quality(base: Report, cand: Report, cfg: GateConfig) -> Check:
     sign = (">= -", "<= +")[not metric.higher_is_better]
     text = "" if limit is None else f"{sign}{limit:g} {change_unit}"
     if base.metric != metric:
-        return _missing(name, unit, limit, text, f"the baseline's task is measured by {base.metric.name}, the candidate's by "
+        return not_checked(name, unit, limit, text, f"the baseline's task is measured by {base.metric.name}, the candidate's by "
                         f"{metric.name}", status="not comparable")
     b, c = base.quality(), cand.quality()
     if b is None or c is None:
         missing = " and ".join(r.role for r, a in ((base, b), (cand, c)) if a is None)
-        return _missing(name, unit, limit, text, f"no engine {metric.name} in the {missing} report: its evaluate stage did not "
+        return not_checked(name, unit, limit, text, f"no engine {metric.name} in the {missing} report: its evaluate stage did not "
                         "run, or it had no labelled data (edgekd compile without --data)")
     bv, cv = float(b["value"]), float(c["value"])
     try:
         worse = metric.degradation(bv, cv)
     except ValueError as exc:  # a relative change from 0
-        return _missing(name, unit, limit, text, str(exc))
-    change = cv - bv if metric.unit == "%" else _pct(cv, bv)  # signed as the value moved, in change_unit
+        return not_checked(name, unit, limit, text, str(exc))
+    change = cv - bv if metric.unit == "%" else pct_change(cv, bv)  # signed as the value moved, in change_unit
     detail = c.get("how", "")
     if b.get("how") != c.get("how"):
         detail = f"measured differently: baseline {b.get('how')!r}; candidate {c.get('how')!r}"
@@ -149,10 +149,10 @@ def size(base: Report, cand: Report, cfg: GateConfig) -> Check:
     for metric in SIZE_METRICS:
         b, c = b_metrics.get(metric), c_metrics.get(metric)
         if b is not None and c is not None and b.value and c.value is not None:
-            change = _pct(float(c.value), float(b.value))
+            change = pct_change(float(c.value), float(b.value))
             return Check(f"size ({metric})", "regression", "fail" if change > pct else "pass", "MB", float(b.value),
                          float(c.value), change, "%", None, pct, text, c.how)
-    return _missing("size", "MB", pct, text, f"neither {' nor '.join(SIZE_METRICS)} is in both reports")
+    return not_checked("size", "MB", pct, text, f"neither {' nor '.join(SIZE_METRICS)} is in both reports")
 
 
 def _not_applicable(stage: str, limits: Budgets, metric: MetricSpec) -> list[Check]:
@@ -172,7 +172,7 @@ def budgets(base: Report, cand: Report, limits: Budgets) -> list[Check]:
         for verdict in check(stage, c_metrics, limits, metric):
             estimated = [n for n, m in c_metrics.items() if n in verdict.metric and m.method == "estimated"]
             detail = verdict.metric + (f" (ESTIMATED, not measured: {', '.join(estimated)})" if estimated else "")
-            text = "no budget" if verdict.limit is None else f"<= {verdict.limit:g} {verdict.unit}".rstrip()
+            text = "no budget" if verdict.limit is None else f"{verdict.relation} {verdict.limit:g} {verdict.unit}".rstrip()
             out.append(Check(f"budget {verdict.budget} ({stage})", "budget", verdict.status, verdict.unit,
                              before.get(verdict.budget), verdict.value, threshold=verdict.limit, threshold_text=text,
                              detail=detail))

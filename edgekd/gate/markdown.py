@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from edgekd.gate.render import cells, headline
+
+DECODER_CHECKS = ("time to first token p90", "decode tokens/s")
 from edgekd.gate.run import GateResult
 
 COLUMNS = (("check", "check"), ("baseline", "baseline"), ("candidate", "candidate"), ("change", "change"),
@@ -37,4 +39,8 @@ def render(result: GateResult) -> str:
               "the threshold, passes when the whole interval is at or below it, and is *inconclusive* (not a failure) "
               "in between. The interval covers the noise within each bench run, not drift between runs or machines: "
               "the threshold's margin is for that (docs/ci.md).", ""]
+    if any(c.name in DECODER_CHECKS for c in result.checks):
+        lines += ["Decoders: time to first token is judged the same way on the prompt passes' samples (p90), decode "
+                  "tokens/s on the mean per-token time of the generations (tokens/s = 1000 / mean ms), and peak memory "
+                  "(the bench worker's peak RSS, one number per build) without an interval.", ""]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from edgekd.config.models import Budgets, GateConfig, Profile
 from edgekd.errors import ConfigError
 from edgekd.gate import checks
 from edgekd.gate.checks import Check
+from edgekd.gate.decoder_checks import lm_checks
 from edgekd.gate.reports import Report, load_report
 
 HOST_KEYS = ("cpu", "machine", "cores", "os")
@@ -128,5 +129,5 @@ def gate(candidate: Path, baseline: Path, profile: str | None = None, search: Co
     cand, base = load_report(candidate, "candidate"), load_report(baseline, "baseline")
     limits = thresholds(cand, profile, search or ConfigSearch(), overrides)
     found = [checks.latency(base, cand, limits.gate), checks.quality(base, cand, limits.gate),
-             checks.size(base, cand, limits.gate), *checks.budgets(base, cand, limits.budgets)]
+             checks.size(base, cand, limits.gate), *lm_checks(base, cand, limits.gate), *checks.budgets(base, cand, limits.budgets)]
     return GateResult(cand, base, limits, found, warnings(base, cand))

@@ -11,6 +11,7 @@ other): only the threshold's margin covers that (docs/ci.md; benchmarks/gate_noi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,9 +31,20 @@ def block_length(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
 
 
-def bootstrap_p90(samples: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """p90 of `resamples` circular block bootstrap resamples of the time-ordered `samples`:
-    each resample joins ceil(n / L) blocks of L consecutive runs (wrapping at the end), cut to n."""
+Statistic = Callable[[np.ndarray], np.ndarray]  # rows of resampled runs [R, n] -> one value per row [R]
+
+
+def p90_rows(rows: np.ndarray) -> np.ndarray:
+    return np.percentile(rows, QUANTILE, axis=-1)
+
+
+def mean_rows(rows: np.ndarray) -> np.ndarray:
+    return rows.mean(axis=-1)
+
+
+def bootstrap_p90(samples: np.ndarray, resamples: int, rng: np.random.Generator, statistic: Statistic = p90_rows) -> np.ndarray:
+    """p90 (or `statistic`) of `resamples` circular block bootstrap resamples of the time-ordered
+    `samples`: each resample joins ceil(n / L) blocks of L consecutive runs (wrapping at the end), cut to n."""
     n = samples.size
     block = block_length(n)
     blocks = math.ceil(n / block)
@@ -43,7 +55,7 @@ def bootstrap_p90(samples: np.ndarray, resamples: int, rng: np.random.Generator)
         rows = min(rows_per_chunk, resamples - first)
         starts = rng.integers(0, n, size=(rows, blocks, 1))
         index = ((starts + offsets) % n).reshape(rows, blocks * block)[:, :n]
-        out[first:first + rows] = np.percentile(samples[index], QUANTILE, axis=1)
+        out[first:first + rows] = statistic(samples[index])
     return out
 
 
@@ -89,15 +101,16 @@ def check_samples(samples: object) -> np.ndarray:
 
 
 def p90_ratio(baseline: np.ndarray, candidate: np.ndarray, confidence: float = 0.95, resamples: int = 2000,
-              seed: int = 0) -> RatioInterval:
-    """The ratio of the candidate's p90 to the baseline's, with its bootstrap interval. The two benches
-    are resampled independently; the same inputs and seed give the same interval."""
+              seed: int = 0, statistic: Statistic = p90_rows) -> RatioInterval:
+    """The ratio of the candidate's p90 (or `statistic`: mean_rows for decode time per token) to the
+    baseline's, with its bootstrap interval. The two benches are resampled independently; the same
+    inputs and seed give the same interval."""
     if not 0.5 < confidence < 1:
         raise ValueError(f"confidence must be between 0.5 and 1, not {confidence}")
     base, cand = check_samples(list(baseline)), check_samples(list(candidate))
     rng = np.random.default_rng(seed)
-    ratios = bootstrap_p90(cand, resamples, rng) / bootstrap_p90(base, resamples, rng)
+    ratios = bootstrap_p90(cand, resamples, rng, statistic) / bootstrap_p90(base, resamples, rng, statistic)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(ratios, [tail, 1.0 - tail])
-    ratio = float(np.percentile(cand, QUANTILE) / np.percentile(base, QUANTILE))
+    ratio = float(statistic(cand[None])[0] / statistic(base[None])[0])
     return RatioInterval(ratio, float(low), float(high), confidence, resamples, base.size, cand.size)
