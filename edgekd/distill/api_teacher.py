@@ -69,13 +69,23 @@ class Targets:
     logprobs: list[list[float]] = field(default_factory=list)
 
 
+def unknown_id(tokenizer: Any) -> int | None:
+    """The unknown token's id: the tokenizer's, or its `tokenizers` model's (a bare tokenizer.json
+    loaded into PreTrainedTokenizerFast does not name it)."""
+    if tokenizer.unk_token_id is not None:
+        return int(tokenizer.unk_token_id)
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    name = getattr(model, "unk_token", None)
+    return tokenizer.backend_tokenizer.token_to_id(name) if isinstance(name, str) else None
+
+
 class StudentTokens:
     """The data tokenizer as the mapping uses it: a text's ids and character offsets, and the first
     student id of a lone string (cached), None for nothing or the unknown token."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.unk = tokenizer.unk_token_id
+        self.unk = unknown_id(tokenizer)
         self.first_id = functools.lru_cache(maxsize=1 << 16)(self._first_id)
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
