@@ -213,18 +213,19 @@ def init_from_teacher(student: Any, teacher: Any) -> str:
             f"student layers {list(range(len(layer_map)))} <- teacher layers {layer_map}{left}")
 
 
-def check_tokenizer(spec: dict[str, Any], data_vocab: dict[str, int], data_tokenizer: str) -> None:
+def check_tokenizer(spec: dict[str, Any], data_vocab: dict[str, int], data_tokenizer: str, alignment: str = "none") -> None:
     """A model folder that brings its own tokenizer must use the data's: the same token ids for the
-    same pieces. (Teacher and student share the data's token ids; different vocabularies can only
-    be aligned through the logits, and edgekd tokenizes each sample once.)"""
+    same pieces, unless `alignment` ([distill] vocab_alignment, causal-lm teachers: the caller passes
+    it for a teacher only) is "shared_tokens": then edgekd.distill.vocab_align pairs the vocabularies."""
     folder = Path(spec["path"])
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer.model")):
         return
     from transformers import AutoTokenizer
 
     vocab = AutoTokenizer.from_pretrained(str(folder), local_files_only=True).get_vocab()
-    if vocab != data_vocab:
+    if vocab != data_vocab and alignment != "shared_tokens":
         differ = sum(1 for piece, i in vocab.items() if data_vocab.get(piece) != i)
         raise ConfigError(f"key '{spec['key']}.path': the tokenizer in {folder} differs from data.tokenizer {data_tokenizer} "
                           f"({len(vocab)} vs {len(data_vocab)} tokens, {differ} pieces with another id): the model would read other words",
-                          f"tokenize the data with the model's own tokenizer (data.tokenizer = \"{folder}\")")
+                          f"tokenize the data with the model's own tokenizer (data.tokenizer = \"{folder}\"), or, for a "
+                          "causal-lm teacher, set [distill] vocab_alignment = \"shared_tokens\"")

@@ -14,9 +14,10 @@ beta * KL(p_teacher || m) + (1 - beta) * KL(p_student || m); beta = 0 is taken a
 KL(p_teacher || p_student) and beta = 1 as reverse KL KL(p_student || p_teacher), exactly (and
 gjsd / beta -> forward KL as beta -> 0, gjsd / (1 - beta) -> reverse KL as beta -> 1).
 
-Teacher logits of -inf mark tokens the teacher cannot score (vocabulary alignment,
-edgekd.distill.vocab_align): both distributions are then compared over the other tokens only,
-each renormalised there.
+Teacher logits at or below UNSCORED_LOGIT (or -inf) mark tokens the teacher cannot score
+(vocabulary alignment, edgekd.distill.vocab_align; a finite mark, so that the teacher-logit cache,
+which refuses non-finite logits, keeps them): both distributions are then compared over the other
+tokens only, each renormalised there.
 
 Where TRL is used: tests/distill/test_lm_losses.py checks 'gjsd' against TRL's function (trl is in
 the `lm` and `dev` extras). It is not called here: it is a static method of GKDTrainer, whose module
@@ -36,18 +37,19 @@ from pydantic import Field
 from edgekd.config.strict import Strict
 from edgekd.distill.loss_base import DistillLoss, LossInputs, register
 
-LM_LOSSES = ("forward_kl", "reverse_kl", "gjsd")  # the losses that accept teacher logits with -inf (unscored tokens)
+LM_LOSSES = ("forward_kl", "reverse_kl", "gjsd")  # the losses that leave unscored tokens out
+UNSCORED_LOGIT = -1e30  # a teacher logit that marks a token the teacher cannot score (far below any real logit)
 
 
 def scored_columns(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both logits restricted to the tokens the teacher scores (finite teacher logits in every row):
-    all of them unless the teacher's were aligned from another vocabulary."""
+    """Both logits restricted to the tokens the teacher scores (logits above UNSCORED_LOGIT in every
+    row): all of them unless the teacher's were aligned from another vocabulary."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student rows {list(student_logits.shape)} and teacher rows {list(teacher_logits.shape)} differ")
-    finite = torch.isfinite(teacher_logits)
-    if bool(finite.all()):
+    scored = teacher_logits > UNSCORED_LOGIT / 2
+    if bool(scored.all()):
         return student_logits, teacher_logits
-    cols = finite.all(dim=0).nonzero().squeeze(-1)
+    cols = scored.all(dim=0).nonzero().squeeze(-1)
     return student_logits[:, cols], teacher_logits[:, cols]
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from edgekd.distill.provenance import lineage_notes, weights_metadata
 from edgekd.distill.weights import save_weights, size_metrics
 from edgekd.errors import ConfigError
+from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Outcome, Stage
 from edgekd.stages.common import (
     build_student,
@@ -28,7 +29,7 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.distill.trainer import build_objective, distill
 
     cfg = ctx.project.distill
-    source = teacher_of_student(ctx, inputs)
+    source = align_vocabularies(ctx, teacher_of_student(ctx, inputs))
     student, described = build_student(ctx, inputs["student.json"])
     init_note = init_student(ctx, student, inputs)
     objective = build_objective(cfg)
@@ -47,7 +48,45 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
              f"teacher: {source.describe()}", *trained_on.notes, *init_note, *lineage_notes(ctx)]
     if teaching.on_policy is not None:
         notes.insert(2, teaching.on_policy.note())
-    return Outcome(metrics, notes)
+    aligned_metrics, aligned_notes = alignment_report(ctx, source)
+    return Outcome(metrics | aligned_metrics, notes + aligned_notes)
+
+
+def align_vocabularies(ctx: Context, source: Any) -> Any:
+    """[distill] vocab_alignment = "shared_tokens": the teacher folder's tokenizer paired with the
+    data's (edgekd.distill.vocab_align); the teacher unchanged otherwise."""
+    from edgekd.distill.vocab_align import align_teacher
+
+    cfg, spec = ctx.project.distill, ctx.project.teacher.hf
+    if cfg.vocab_alignment != "shared_tokens":
+        return source
+    data_tokenizer = getattr(ctx.data_source, "tokenizer", None)
+    if spec is None or spec.path is None or data_tokenizer is None:
+        raise ConfigError(f"{ctx.source}: key 'distill.vocab_alignment': aligning vocabularies needs a teacher model folder "
+                          "with its own tokenizer ([teacher.hf] path) and data tokenized by edgekd (data.tokenizer)",
+                          "remove vocab_alignment, or give both")
+    from transformers import AutoTokenizer
+
+    folder = ctx.factory_of(ctx.project.teacher, "teacher")[1]["spec"]["path"]
+    teacher_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return align_teacher(source, teacher_tokenizer, data_tokenizer, [s.name for s in cfg.losses], ctx.task.name)
+
+
+def alignment_report(ctx: Context, source: Any) -> tuple[dict[str, Metric], list[str]]:
+    """The aligned teacher's dropped probability mass on the eval split, as a metric and a note."""
+    from edgekd.distill.vocab_align import AlignedTeacher, measure_dropped_mass
+
+    if not isinstance(source, AlignedTeacher):
+        return {}, []
+    tally = measure_dropped_mass(source, ctx.eval_feeds.batches(ctx.project.distill.batch_size))
+    how = (f"teacher probability on tokens without a counterpart in the data's vocabulary, mean over {tally.tokens} "
+           f"eval tokens ({source.alignment.describe()}; {tally.unk_inputs} input tokens fed as the teacher's unk)")
+    mean = tally.mean()
+    metric = Metric(mean, "", "measured", how) if mean is not None else Metric(None, "", "not available", "no eval tokens")
+    dropped = "not measured (no eval tokens)" if mean is None else f"{mean:.4f} per token (eval split)"
+    note = (f"vocabularies aligned on shared tokens: {source.alignment.describe()}; the teacher read the data's "
+            f"segmentation in its own ids; dropped teacher mass {dropped}")
+    return {"distill.teacher_dropped_mass": metric}, [note]
 
 
 def init_student(ctx: Context, student: Any, inputs: dict[str, Path]) -> list[str]:

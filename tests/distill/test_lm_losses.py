@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgekd.distill.lm_losses import forward_kl, generalized_jsd, reverse_kl
+from edgekd.distill.lm_losses import UNSCORED_LOGIT, forward_kl, generalized_jsd, reverse_kl
 from edgekd.distill.losses import LossInputs, build_loss
 
 
@@ -78,10 +78,11 @@ def test_no_rows_gives_zero_with_a_gradient_path() -> None:
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.4, 1.0])
-def test_minus_inf_teacher_columns_compare_over_the_scored_tokens_only(beta: float) -> None:
+@pytest.mark.parametrize("mark", [UNSCORED_LOGIT, float("-inf")])
+def test_unscored_teacher_columns_leave_the_comparison(beta: float, mark: float) -> None:
     s, t = rows(3, vocab=9)
     keep = torch.tensor([0, 2, 3, 5, 8])
-    aligned = torch.full_like(t, float("-inf"))
+    aligned = torch.full_like(t, mark)
     aligned[:, keep] = t[:, keep]
     student = s.clone().requires_grad_(True)
     value = generalized_jsd(student, aligned, beta=beta)
