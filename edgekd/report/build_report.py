@@ -11,6 +11,7 @@ from edgekd.common.toolchain import host_info, versions
 from edgekd.common.version import __version__
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import StageRecord
+from edgekd.report import collapse
 from edgekd.report.quality import QUALITY_ROWS, task_json
 from edgekd.tasks.specs import ACCURACY, MetricSpec
 
@@ -45,7 +46,7 @@ def make(ctx: EngineContext, records: list[StageRecord], out_dir: Path) -> dict[
     failed = [v.to_json() for r in records for v in r.failed]
     bench_file = out_dir / BENCH_JSON
     bench_ran = any(r.name == "bench" and r.status != "not run" for r in records)
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "edgekd_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -64,3 +65,7 @@ def make(ctx: EngineContext, records: list[StageRecord], out_dir: Path) -> dict[
         "inputs": ctx.model_inputs.to_json(),
         **ctx.report_sections(out_dir),  # provenance, lineage, warnings
     }
+    found = collapse.section(report)  # generation >= 2: the measured model-collapse curve, or why there is none
+    if found is not None:
+        report["collapse"] = found
+    return report

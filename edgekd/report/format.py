@@ -17,3 +17,9 @@ def fmt(value: Any, unit: str = "") -> str:
 def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
+
+
+def relation(verdict: dict[str, Any]) -> str:
+    """`>=` for a floor budget (decode_tokens_per_s), `<=` for a ceiling; a verdict of a report written
+    before floors has no "floor": a ceiling."""
+    return ">=" if verdict.get("floor") else "<="

@@ -7,9 +7,9 @@ import base64
 from html import escape
 from typing import Any
 
-from edgekd.report import plots, plots_latency
+from edgekd.report import lm, plots, plots_decoder, plots_latency
 from edgekd.report import quality as q
-from edgekd.report.format import fmt
+from edgekd.report.format import fmt, relation
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -80,6 +80,18 @@ def _quality(report: dict[str, Any]) -> str:
     return _table(["model", q.report_metric(report).name, "method", "how obtained"], rows)
 
 
+def _language_model(report: dict[str, Any]) -> str:
+    """The LM numbers (edgekd.report.lm) and the decoder figure; nothing for a report without them."""
+    rows = lm.lm_rows(report)
+    if not rows:
+        return ""
+    table = _table(["number", "value", "method", "how obtained"],
+                   [[_e(r.label), f'<td class="num" title="{_e(r.how)}">{_e(r.value)}</td>', _e(r.method), f'<td class="how">{_e(r.how)}</td>']
+                    for r in rows])
+    return (f"<h2>Language model</h2>{table}<p class=muted>{_e(lm.host_line(report))}</p>"
+            + _figure(plots_decoder.decoder(report)))
+
+
 def _figure(plot: plots.Plot) -> str:
     body = (f'<img alt="{_e(plot.title)}" src="data:image/png;base64,{base64.b64encode(plot.png).decode("ascii")}">'
             if plot.png is not None else f'<p class="missing">{_e(plot.missing)}</p>')
@@ -128,7 +140,8 @@ def _stage(stage: dict[str, Any]) -> str:
     if stage["verdicts"]:
         out += _table(["budget", "on", "value", "limit", "verdict"],
                       [[_e(v["budget"]), _e(v["metric"]), _num(v["value"], v["unit"]),
-                        _num(v["limit"], v["unit"]) if v["limit"] is not None else '<td class="muted">none set</td>', _status(v["status"])]
+                        (f'<td class="num">{_e(relation(v))} {_e(fmt(v["limit"], v["unit"]))}</td>' if v["limit"] is not None
+                         else '<td class="muted">none set</td>'), _status(v["status"])]
                        for v in stage["verdicts"]])
     notes = list(stage["notes"])
     if stage["status"] == "cached":
@@ -148,6 +161,7 @@ def render(report: dict[str, Any]) -> str:
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>", _banner(report), _summary(report),
         f"<h2>{_e(q.title(q.report_metric(report)))}</h2>", _quality(report), _figure(plots.pareto(report)),
+        _language_model(report),
         "<h2>Stages and budgets</h2>", _figure(plots.waterfall(report)),
         "<h2>Latency</h2>", _latency(report), _devices(report),
         _figure(plots_latency.cdf(report)), _figure(plots_latency.throughput(report)), _figure(plots_latency.ops(report)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.report import quality as q
-from edgekd.report.format import cell, fmt
+from edgekd.report.format import cell, fmt, relation
 
 _MARK = {"pass": "pass", "fail": "**FAIL**", "no budget": "no budget", "not measured": "not measured"}
 
@@ -18,7 +18,7 @@ def _stage_table(stage: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {fmt(m['value'], m['unit'])} | | | {cell(m['method'] + ': ' + m['how'])} |")
     for v in stage["verdicts"]:
         limit = fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
-        lines.append(f"| {v['budget']} ({cell(v['metric'])}) | {fmt(v['value'], v['unit'])} | <= {limit} | {_MARK[v['status']]} | computed from the metrics above |")
+        lines.append(f"| {v['budget']} ({cell(v['metric'])}) | {fmt(v['value'], v['unit'])} | {relation(v)} {limit} | {_MARK[v['status']]} | computed from the metrics above |")
     lines.append("")
     lines += [f"- {note}" for note in stage["notes"]]
     if stage["status"] == "cached":
@@ -32,6 +32,17 @@ def _estimated(lat: dict[str, Any]) -> list[str]:
     for op_type, row in sorted(lat["per_op_type"].items(), key=lambda kv: -kv[1]["ms"]):
         lines.append(f"| {op_type} | {fmt(row['ms'], 'ms')} | {row['nodes']} | {fmt(row['macs'])} | {row['bound']} |")
     return lines + ["", "Assumptions:", "", *(f"- {cell(a)}" for a in lat["assumptions"])]
+
+
+def language_model(report: dict[str, Any]) -> list[str]:
+    """The LM numbers (edgekd.report.lm), where the report has them."""
+    from edgekd.report import lm
+
+    rows = lm.lm_rows(report)
+    if not rows:
+        return []
+    return ["", "## Language model", "", "| number | value | how obtained |", "|---|---|---|",
+            *(f"| {cell(r.label)} | {cell(r.value)} | {cell(r.method + ': ' + r.how)} |" for r in rows), "", lm.host_line(report)]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -56,6 +67,7 @@ def render(report: dict[str, Any]) -> str:
     for key, label in q.QUALITY_ROWS:
         m = rows.get(key)
         lines.append(f"| {label} | {fmt(m['value'], m['unit'])} | {cell(m['method'] + ': ' + m['how'])} |" if m else f"| {label} | not run | |")
+    lines += language_model(report)
     lines += ["", "## Stages", ""]
     for stage in report["stages"]:
         lines += _stage_table(stage)

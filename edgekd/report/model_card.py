@@ -12,8 +12,9 @@ from edgekd.common.artefacts import (
     STUDENT_WEIGHTS,
     TEACHER_WEIGHTS,
 )
+from edgekd.report import collapse, lm
 from edgekd.report import quality as q
-from edgekd.report.format import cell, fmt
+from edgekd.report.format import cell, fmt, relation
 
 MISSING = "not recorded: this report.json was written by an edgekd without provenance; rebuild to get it"
 MODEL_FILES = (STUDENT_WEIGHTS, STUDENT_ONNX, STUDENT_INT8)
@@ -170,8 +171,17 @@ def _evaluation(report: dict[str, Any]) -> list[str]:
     for stage in report["stages"]:
         for v in stage["verdicts"]:
             limit = fmt(v["limit"], v["unit"]) if v["limit"] is not None else "none set"
-            lines.append(f"| {v['stage']} | {v['budget']} ({cell(v['metric'])}) | {fmt(v['value'], v['unit'])} | <= {limit} | {v['status']} |")
-    return lines + [""]
+            lines.append(f"| {v['stage']} | {v['budget']} ({cell(v['metric'])}) | {fmt(v['value'], v['unit'])} | {relation(v)} {limit} | {v['status']} |")
+    return lines + [""] + _language_model(report)
+
+
+def _language_model(report: dict[str, Any]) -> list[str]:
+    """Perplexity against the teacher, next-token agreement, TTFT, decode tokens/s, peak memory (LMs only)."""
+    rows = lm.lm_rows(report)
+    if not rows:
+        return []
+    return ["### Language model", "", "| number | value | how obtained |", "|---|---|---|",
+            *(f"| {cell(r.label)} | {cell(r.value)} | {cell(r.method + ': ' + r.how)} |" for r in rows), "", lm.host_line(report), ""]
 
 
 def _toolchain(report: dict[str, Any]) -> list[str]:
@@ -184,7 +194,7 @@ def render(report: dict[str, Any]) -> str:
     what = "model" if _compiled(report) else "student"
     title = f"# Model card: {report['project']['name']} {what} for {report['target']['name']}"
     lines = [title, "", *([report["project"]["description"], ""] if report["project"].get("description") else []),
-             *(f"> **Warning:** {w}\n" for w in report.get("warnings", [])), *_summary(report)]
+             *(f"> **Warning:** {w}\n" for w in report.get("warnings", [])), *collapse.card_lines(report), *_summary(report)]
     sections = (_source_model, _evaluation, _toolchain) if _compiled(report) else \
         (_model, _teacher, _data, _distill, _lineage, _evaluation, _toolchain)
     for section in sections:
