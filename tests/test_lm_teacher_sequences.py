@@ -117,7 +117,11 @@ def api_folder(tmp_path_factory) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from edgekd.data.hf_files import load_tokenizer
-    from edgekd.distill.api_export import ExportSettings, export_responses, module_logits
+    from edgekd.distill.api_export import (
+        ExportSettings,
+        export_responses,
+        module_logits,
+    )
 
     folder = grammar_folder(tmp_path_factory.mktemp("api"))
     tokenizer = load_tokenizer(folder / "tokenizer.json")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgekd.distill.teachers import TeacherSource
+    from edgekd.stages.context import Context
 
 GENERATE_BATCH = 64  # prompts per generation call (not part of any cache key: the results do not depend on it for greedy/beam)
 HF_ENGINE = "transformers model.generate"
@@ -43,7 +44,7 @@ class Generated:
 
     @property
     def count(self) -> int:
-        return int(len(self.sequences))
+        return len(self.sequences)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,21 @@ class Specials:
 
     pad_id: int
     eos_id: int | None
+
+
+def data_tokenizer(ctx: Context) -> Any:
+    """The data's tokenizer: teacher sequences (generations, API responses) are tokenized with it."""
+    tokenizer = getattr(ctx.data_source, "tokenizer", None)
+    if tokenizer is None:
+        raise ConfigError(f"{ctx.source}: key 'distill.data': teacher sequences are tokenized with the data's tokenizer, and "
+                          f"{ctx.data_source.describe()} has none", "give [data] files with a tokenizer")
+    return tokenizer
+
+
+def specials_of(tokenizer: Any) -> Specials:
+    """The tokenizer's padding id (0 without one) and end-of-sequence id."""
+    pad = tokenizer.pad_token_id
+    return Specials(int(pad) if pad is not None else 0, tokenizer.eos_token_id)
 
 
 def check_settings(cfg: GenerateConfig, max_length: int) -> None:

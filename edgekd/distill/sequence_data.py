@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekd.data.sources import INDEX, LABELS, Batch, DataSource, SourceSpec, check_split, sample_order
+from edgekd.data.sources import (
+    INDEX,
+    LABELS,
+    Batch,
+    DataSource,
+    SourceSpec,
+    check_split,
+    sample_order,
+)
 from edgekd.errors import DataError
 
 IGNORE_INDEX = -100
@@ -32,7 +40,7 @@ class Rows:
     labels: np.ndarray
 
     def __len__(self) -> int:
-        return int(len(self.input_ids))
+        return len(self.input_ids)
 
     def take(self, index: np.ndarray) -> Batch:
         return {INPUT_IDS: self.input_ids[index], ATTENTION_MASK: self.attention_mask[index], LABELS: self.labels[index]}

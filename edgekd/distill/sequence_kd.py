@@ -22,7 +22,6 @@ from edgekd.pipeline.results import Metric
 
 if TYPE_CHECKING:
     from edgekd.distill.api_teacher import ApiTeacher
-    from edgekd.distill.generation import Specials
     from edgekd.distill.loss_base import CombinedLoss
     from edgekd.distill.sequence_data import Rows
     from edgekd.distill.teachers import TeacherSource
@@ -42,25 +41,15 @@ class StudentData:
     metrics: dict[str, Metric] = field(default_factory=dict)
 
 
-def data_tokenizer(ctx: Context) -> Any:
-    tokenizer = getattr(ctx.data_source, "tokenizer", None)
-    if tokenizer is None:
-        raise ConfigError(f"{ctx.source}: key '{KEY}': teacher sequences are tokenized with the data's tokenizer, and "
-                          f"{ctx.data_source.describe()} has none", "give [data] files with a tokenizer")
-    return tokenizer
-
-
-def specials_of(tokenizer: Any) -> Specials:
-    from edgekd.distill.generation import Specials
-
-    pad = tokenizer.pad_token_id
-    return Specials(int(pad) if pad is not None else 0, tokenizer.eos_token_id)
-
-
 def student_data(ctx: Context, teacher: TeacherSource, objective: CombinedLoss) -> StudentData:
     """The student's training data under [distill] data (see the module docstring)."""
     from edgekd.distill.api_teacher import ApiTeacher
-    from edgekd.distill.sequence_data import SequenceSource, concatenate, real_count, real_rows
+    from edgekd.distill.sequence_data import (
+        SequenceSource,
+        concatenate,
+        real_count,
+        real_rows,
+    )
 
     cfg = ctx.project.distill
     if cfg.data == "real":
@@ -108,7 +97,12 @@ def file_prompts(path: Path, tokenizer: Any, tokens: int) -> tuple[np.ndarray, i
 
 def generated_part(ctx: Context, teacher: TeacherSource) -> tuple[Rows, list[str]]:
     """A local teacher's generations (from the cache, or made and cached) as training rows."""
-    from edgekd.distill.generation import check_settings, generate
+    from edgekd.distill.generation import (
+        check_settings,
+        data_tokenizer,
+        generate,
+        specials_of,
+    )
     from edgekd.distill.generation_cache import cached_generations
     from edgekd.distill.sequence_data import rows_of
     from edgekd.distill.sources import project_file

@@ -61,7 +61,7 @@ def _one(ctx: Context, spec: TeacherSpec, key: str, weights: Path | None) -> Tea
 def api_teacher(ctx: Context, spec: TeacherSpec, key: str) -> TeacherSource:
     """An API teacher's responses file, tokenized with the data's tokenizer (edgekd.distill.api_teacher)."""
     from edgekd.distill.api_teacher import ApiTeacher
-    from edgekd.distill.sequence_kd import data_tokenizer, specials_of
+    from edgekd.distill.generation import data_tokenizer, specials_of
 
     if key != "teacher":
         raise ConfigError(f"{ctx.source}: key '{key}': an API teacher gives responses, not soft labels to average",

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import train_word_tokenizer, write  # noqa: E402
+from helpers import train_word_tokenizer, write
 
-from edgekd.data.hf_files import load_tokenizer  # noqa: E402
-from edgekd.distill.api_export import ExportSettings, export_responses, module_logits  # noqa: E402
-from edgekd.distill.api_responses import read_responses  # noqa: E402
-from edgekd.distill.api_teacher import ApiTeacher  # noqa: E402
-from edgekd.distill.topk_kd import topk_kl  # noqa: E402
-from edgekd.errors import DataError  # noqa: E402
+from edgekd.data.hf_files import load_tokenizer
+from edgekd.distill.api_export import ExportSettings, export_responses, module_logits
+from edgekd.distill.api_responses import read_responses
+from edgekd.distill.api_teacher import ApiTeacher
+from edgekd.distill.topk_kd import topk_kl
+from edgekd.errors import DataError
 
 TEXTS = ["the cat sees the ball .", "a dog likes the river .", "my friend finds a red house ."]
 MAX_LENGTH = 12

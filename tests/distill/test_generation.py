@@ -11,7 +11,15 @@ import torch
 
 from edgekd.common.version import __version__
 from edgekd.config.generate import GenerateConfig
-from edgekd.distill.generation import LOOP_ENGINE, Specials, check_settings, generate, hf_kwargs, next_tokens, real_lengths
+from edgekd.distill.generation import (
+    LOOP_ENGINE,
+    Specials,
+    check_settings,
+    generate,
+    hf_kwargs,
+    next_tokens,
+    real_lengths,
+)
 from edgekd.distill.generation_cache import cached_generations
 from edgekd.distill.teachers import TorchTeacher
 from edgekd.errors import ConfigError
@@ -96,7 +104,7 @@ def test_the_loop_samples_reproducibly_by_seed():
 
 def test_top_k_and_top_p_keep_only_their_tokens():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    draws = lambda cfg: {int(next_tokens(logits, cfg, torch.Generator().manual_seed(s))) for s in range(200)}  # noqa: E731
+    draws = lambda cfg: {int(next_tokens(logits, cfg, torch.Generator().manual_seed(s))) for s in range(200)}
     assert draws(GenerateConfig(strategy="sample", top_k=2)) == {0, 1}
     assert draws(GenerateConfig(strategy="sample", top_p=0.7)) == {0, 1}  # 0.5 < 0.7 <= 0.8: the first two
     assert draws(GenerateConfig(strategy="sample", top_p=0.4)) == {0}
@@ -142,7 +150,7 @@ def test_the_cache_hits_on_the_same_settings_and_misses_on_others(tmp_path):
 def test_an_unreadable_entry_is_a_miss_and_is_replaced(tmp_path):
     teacher, _ = plain_teacher()
     cfg = GenerateConfig(max_new_tokens=3)
-    made = lambda: generate(teacher, prompts(), cfg, Specials(0, None))  # noqa: E731
+    made = lambda: generate(teacher, prompts(), cfg, Specials(0, None))
     first = cached_generations(teacher, cfg, "p", tmp_path, made)
     first.path.write_bytes(first.path.read_bytes()[:20])
     again = cached_generations(teacher, cfg, "p", tmp_path, made)
