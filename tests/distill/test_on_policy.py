@@ -179,6 +179,15 @@ def test_settings_that_cannot_work_are_config_errors(case: str, match: str, tmp_
 
 
 def test_the_settings_enter_the_distill_stage_key() -> None:
-    base = DistillConfig(losses=GJSD).model_dump()
-    assert on_policy_cfg().model_dump()["on_policy"] != base["on_policy"]
-    assert on_policy_cfg(lmbda=0.5).model_dump() != on_policy_cfg().model_dump()
+    from types import SimpleNamespace
+
+    from edgekd.stages.distill import distill_key
+
+    def key(cfg: DistillConfig) -> dict:
+        project = SimpleNamespace(teacher=DistillConfig(), distill=cfg)  # any model with model_dump() stands for the teacher
+        return distill_key(SimpleNamespace(project=project, data_fingerprint="d", model_inputs=SimpleNamespace(key=lambda: "i"),
+                                           augment_key=lambda: {}))  # type: ignore[arg-type]
+
+    off = key(DistillConfig(losses=GJSD))
+    assert len({str(k) for k in (off, key(on_policy_cfg()), key(on_policy_cfg(lmbda=0.5)), key(on_policy_cfg(seed=4)),
+                                 key(DistillConfig(losses=GJSD, vocab_alignment="shared_tokens")))}) == 5
