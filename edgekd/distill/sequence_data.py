@@ -86,7 +86,7 @@ def real_count(teacher_rows: int, fraction: float, available: int) -> int:
     """Real blocks so that they are `fraction` of all rows (at most the `available` ones)."""
     if fraction <= 0:
         return 0
-    return min(available, int(round(teacher_rows * fraction / (1.0 - fraction))))
+    return min(available, round(teacher_rows * fraction / (1.0 - fraction)))
 
 
 def concatenate(first: Rows, second: Rows) -> Rows:

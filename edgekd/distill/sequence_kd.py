@@ -124,10 +124,10 @@ def generated_part(ctx: Context, teacher: TeacherSource) -> tuple[Rows, list[str
     rows = rows_of(g.sequences, g.lengths, prompt_ends, max_length, specials.pad_id)
     how = "from the cache (made in an earlier build)" if cached.hit else "made now and cached"
     settings = ", ".join(f"{k} {v}" for k, v in cached.provenance["settings"].items() if v is not None)
-    notes = [f"teacher generations: {g.count} sequences from {len(prompts)} prompts ({where}), by {g.engine}; {how}: "
-             f"{cached.path.name} (provenance beside it: teacher sha256 {cached.provenance['teacher_sha256'][:12]}…, seed {gen.seed}); "
-             f"settings {settings}; mean length {float(g.lengths.mean()):.1f} tokens"]
-    return rows, notes
+    note = (f"teacher generations: {g.count} sequences from {len(prompts)} prompts ({where}), by {g.engine}; {how}: "
+            f"{cached.path.name} (provenance beside it: teacher sha256 {cached.provenance['teacher_sha256'][:12]}…, seed {gen.seed}); "
+            f"settings {settings}; mean length {float(g.lengths.mean()):.1f} tokens")
+    return rows, [note]
 
 
 def check_api_losses(ctx: Context, teacher: ApiTeacher, objective: CombinedLoss) -> None:
@@ -145,8 +145,8 @@ def api_part(ctx: Context, teacher: ApiTeacher, objective: CombinedLoss) -> tupl
     """An API teacher's responses as rows; the mapping's dropped mass as metrics."""
     check_api_losses(ctx, teacher, objective)
     data, stats = teacher.data, teacher.data.stats
-    notes = [f"API teacher: {teacher.describe()}; {len(data.rows)} responses as training rows ({stats.truncated} cut at "
-             f"max_length {ctx.task.max_length}, {stats.skipped} with no response token left)"]
+    notes = [(f"API teacher: {teacher.describe()}; {len(data.rows)} responses as training rows ({stats.truncated} cut at "
+              f"max_length {ctx.task.max_length}, {stats.skipped} with no response token left)")]
     metrics: dict[str, Metric] = {}
     values = stats.metrics()
     if values["dropped_mass_mean"] is None:

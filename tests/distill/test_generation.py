@@ -156,3 +156,15 @@ def test_an_unreadable_entry_is_a_miss_and_is_replaced(tmp_path):
     again = cached_generations(teacher, cfg, "p", tmp_path, made)
     assert not again.hit and cached_generations(teacher, cfg, "p", tmp_path, made).hit
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_onnx_teacher_generates_through_onnx_runtime_as_its_torch_module_does(tmp_path):
+    from edgekd.distill.teachers import OnnxTeacher
+
+    teacher, task = plain_teacher()
+    path = tmp_path / "teacher.onnx"
+    task.export(teacher.module, path, opset=17)
+    cfg = GenerateConfig(max_new_tokens=4)
+    via_ort = generate(OnnxTeacher(path), prompts(), cfg, Specials(0, None))
+    assert via_ort.engine == LOOP_ENGINE
+    np.testing.assert_array_equal(via_ort.sequences, generate(teacher, prompts(), cfg, Specials(0, None)).sequences)
