@@ -30,6 +30,8 @@ on-policy half is edgekd.distill.on_policy.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -110,28 +112,32 @@ class _TokenLoss(DistillLoss):
         return True
 
 
+class _KL(_TokenLoss):
+    """KL in one direction (`reverse`) at a temperature."""
+
+    Params = _KLParams
+    cfg: _KLParams
+    reverse: ClassVar[bool]
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        kl = reverse_kl if self.reverse else forward_kl
+        return kl(inputs.student_logits, self._teacher_logits(inputs), self.cfg.temperature)
+
+
 @register
-class ForwardKL(_TokenLoss):
+class ForwardKL(_KL):
     """Token-level forward KL(p_teacher || p_student), mean over the scored tokens."""
 
     name = "forward_kl"
-    Params = _KLParams
-    cfg: _KLParams
-
-    def forward(self, inputs: LossInputs) -> torch.Tensor:
-        return forward_kl(inputs.student_logits, self._teacher_logits(inputs), self.cfg.temperature)
+    reverse = False
 
 
 @register
-class ReverseKL(_TokenLoss):
+class ReverseKL(_KL):
     """Token-level reverse KL(p_student || p_teacher), mean over the scored tokens."""
 
     name = "reverse_kl"
-    Params = _KLParams
-    cfg: _KLParams
-
-    def forward(self, inputs: LossInputs) -> torch.Tensor:
-        return reverse_kl(inputs.student_logits, self._teacher_logits(inputs), self.cfg.temperature)
+    reverse = True
 
 
 @register

@@ -24,8 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -105,10 +105,10 @@ def build_alignment(student_vocab: dict[str, int], teacher_vocab: dict[str, int]
     for piece, s_id in sorted(student_vocab.items(), key=lambda kv: kv[1]):
         if s_id in special_s or s_id in pairs:
             continue
-        t_id = by_string.get(normalise(piece), teacher_vocab.get(piece))
-        if t_id is not None and t_id not in special_t and t_id not in used:
-            pairs[s_id] = t_id
-            used.add(t_id)
+        match = by_string.get(normalise(piece), teacher_vocab.get(piece))
+        if match is not None and match not in special_t and match not in used:
+            pairs[s_id] = match
+            used.add(match)
     pairs = {s: t for s, t in pairs.items() if s < s_size and t < t_size}
     if not pairs:
         raise ConfigError(f"key '{KEY}': the teacher's and the data's tokenizers share no token", "use a teacher whose "

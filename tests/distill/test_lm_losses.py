@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgekd.distill.lm_losses import UNSCORED_LOGIT, forward_kl, generalized_jsd, reverse_kl
+from edgekd.distill.lm_losses import (
+    UNSCORED_LOGIT,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+)
 from edgekd.distill.losses import LossInputs, build_loss
 
 

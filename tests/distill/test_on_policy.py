@@ -55,7 +55,7 @@ class SpyTeacher(TorchTeacher):
         super().__init__(module, None, "spy teacher", task=task)  # type: ignore[arg-type]
         self.seen: list[torch.Tensor] = []
 
-    def forward(self, batch):  # noqa: ANN001, ANN201 - TorchTeacher.forward
+    def forward(self, batch):
         self.seen.append(torch.as_tensor(batch["input_ids"]).clone())
         return super().forward(batch)
 
@@ -67,7 +67,7 @@ class Recorded(OnPolicy):
         super().__init__(*args)  # type: ignore[arg-type]
         self.rollouts: list[torch.Tensor] = []
 
-    def rollout(self, student, batch, step):  # noqa: ANN001, ANN201 - OnPolicy.rollout
+    def rollout(self, student, batch, step):
         out = super().rollout(student, batch, step)
         self.rollouts.append(out["input_ids"].clone())
         return out
@@ -136,7 +136,7 @@ def test_the_teacher_scores_only_the_students_text_and_the_student_learns(tmp_pa
 
 def test_lambda_picks_that_fraction_of_steps_reproducibly() -> None:
     data = token_data()
-    make = lambda: OnPolicy(on_policy_cfg(lmbda=0.3).on_policy, data.task, TorchTeacher(TinyLM(), None, "t", task=data.task))  # noqa: E731
+    make = lambda: OnPolicy(on_policy_cfg(lmbda=0.3).on_policy, data.task, TorchTeacher(TinyLM(), None, "t", task=data.task))
     a, b = make(), make()
     picks = [a.takes(step) for step in range(400)]
     assert picks == [b.takes(step) for step in range(400)]
@@ -186,7 +186,7 @@ def test_the_settings_enter_the_distill_stage_key() -> None:
     def key(cfg: DistillConfig) -> dict:
         project = SimpleNamespace(teacher=DistillConfig(), distill=cfg)  # any model with model_dump() stands for the teacher
         return distill_key(SimpleNamespace(project=project, data_fingerprint="d", model_inputs=SimpleNamespace(key=lambda: "i"),
-                                           augment_key=lambda: {}))  # type: ignore[arg-type]
+                                           augment_key=dict))  # type: ignore[arg-type]
 
     off = key(DistillConfig(losses=GJSD))
     assert len({str(k) for k in (off, key(on_policy_cfg()), key(on_policy_cfg(lmbda=0.5)), key(on_policy_cfg(seed=4)),

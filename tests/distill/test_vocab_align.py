@@ -13,10 +13,10 @@ from helpers import train_word_tokenizer
 
 from edgekd.config.models import DistillConfig
 from edgekd.data.load import as_source
+from edgekd.distill.lm_losses import UNSCORED_LOGIT
 from edgekd.distill.streaming import TrainData
 from edgekd.distill.teachers import TorchTeacher
 from edgekd.distill.teaching import plan_teaching
-from edgekd.distill.lm_losses import UNSCORED_LOGIT
 from edgekd.distill.trainer import build_objective, distill
 from edgekd.distill.vocab_align import (
     AlignedTeacher,
@@ -32,7 +32,7 @@ STUDENT_TEXT = ["the cat sat on the mat", "a dog ran to the park", "the bird san
 TEACHER_TEXT = ["the cat ran home", "a bird flew over the park", "one fish swam", "the dog slept"]
 
 
-def tokenizer(path: Path, texts: list[str], specials: tuple[str, str]):  # noqa: ANN201 - a PreTrainedTokenizerFast
+def tokenizer(path: Path, texts: list[str], specials: tuple[str, str]):
     """A word-level tokenizer trained here on `texts`, with its own (pad, unk) spellings."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -49,7 +49,7 @@ def tokenizer(path: Path, texts: list[str], specials: tuple[str, str]):  # noqa:
 
 
 @pytest.fixture
-def tokenizers(tmp_path):  # noqa: ANN201
+def tokenizers(tmp_path):
     return (tokenizer(tmp_path / "student.json", STUDENT_TEXT, ("[PAD]", "[UNK]")),
             tokenizer(tmp_path / "teacher.json", TEACHER_TEXT, ("<pad>", "<unk>")))
 
