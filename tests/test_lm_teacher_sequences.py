@@ -153,3 +153,16 @@ def test_a_malformed_api_line_is_exit_2_naming_file_and_line(api_folder, tmp_pat
     write(folder / "responses.jsonl", "\n".join([lines[0], '{"prompt": "the cat"}', *lines[2:]]) + "\n")
     code, out, err, _ = build(folder, API, cache_dir)
     assert code == 2 and f"{folder / 'responses.jsonl'}:2: 'response' is missing" in out + err
+
+
+@pytest.mark.parametrize(("losses", "logprobs", "says"), [
+    ('[{ name = "kd" }]', True, "kd need the teacher's full logits"),
+    ('[{ name = "ce" }, { name = "topk_kd" }]', False, "topk_kd needs top_logprobs"),
+], ids=["dense-kd", "no-logprobs"])
+def test_losses_an_api_teacher_cannot_serve_are_exit_2(api_folder, tmp_path, cache_dir, losses, logprobs, says):
+    folder = Path(shutil.copytree(api_folder, tmp_path / "losses", ignore=shutil.ignore_patterns("build")))
+    if not logprobs:  # the same responses as an API without logprobs returns them
+        lines = [json.loads(line) for line in (folder / "responses.jsonl").read_text().splitlines()]
+        write(folder / "responses.jsonl", "\n".join(json.dumps({"prompt": r["prompt"], "response": r["response"]}) for r in lines) + "\n")
+    code, out, err, _ = build(folder, API.replace('[{ name = "ce" }, { name = "topk_kd" }]', losses), cache_dir)
+    assert code == 2 and says in out + err

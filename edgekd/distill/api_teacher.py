@@ -234,9 +234,8 @@ class ApiTeacher:
         index = np.asarray(batch["index"], dtype=np.int64)
         length = np.asarray(batch["input_ids"]).shape[1]
         out = np.full((len(index), length, self.vocab_size), -np.inf, dtype=np.float32)
-        for b, row in enumerate(index):
-            hits = np.flatnonzero(self._rows == row)
-            for n in hits:
+        for b, row in enumerate(index):  # targets are stored in row order: each row's are one slice
+            for n in range(np.searchsorted(self._rows, row, "left"), np.searchsorted(self._rows, row, "right")):
                 keep = np.isfinite(self._logp[n])
                 out[b, self._positions[n], self._ids[n][keep]] = self._logp[n][keep]
         return out

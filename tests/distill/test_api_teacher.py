@@ -150,3 +150,28 @@ def test_the_export_writes_a_file_the_api_teacher_reads_with_the_models_logprobs
     alone = ApiTeacher(tmp_path / "one" / "responses.jsonl", tokenizer, MAX_LENGTH, len(tokenizer), 0).data.stats
     assert len(first) == 1 and alone.targeted == targeted and alone.dropped_mass == pytest.approx(sum(dropped), abs=1e-6)
     assert teacher.has_logprobs == (teacher.data.stats.targeted > 0)
+
+
+def test_the_export_command_writes_the_file_from_a_model_folder(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from edgekd.distill.api_export import main
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(tmp_path / "model")
+    tokenizer_file = train_word_tokenizer(TEXTS, tmp_path / "tokenizer.json")
+    prompts = write(tmp_path / "prompts.txt", "the cat\n\na dog likes\n")
+    out = tmp_path / "r.jsonl"
+    assert main(["export", "--model", str(tmp_path / "model"), "--tokenizer", str(tokenizer_file), "--prompts", str(prompts),
+                 "--out", str(out), "--max-new-tokens", "3", "--no-logprobs"]) == 0
+    records = read_responses(out)
+    assert [r.prompt for r in records] == ["the cat", "a dog likes"] and all(r.tokens is None and r.response for r in records)
+
+
+def test_prompts_from_a_file_are_cut_to_prompt_tokens_and_short_lines_skipped(tmp_path, tokenizer):
+    from edgekd.distill.sequence_kd import file_prompts
+
+    prompts, short = file_prompts(write(tmp_path / "p.txt", "the cat sees the ball\na dog\n\nmy friend finds a red house\n"), tokenizer, 3)
+    assert short == 1 and prompts.tolist() == [tokenizer("the cat sees")["input_ids"], tokenizer("my friend finds")["input_ids"]]
+    with pytest.raises(DataError, match="no prompt line has 9 tokens"):
+        file_prompts(tmp_path / "p.txt", tokenizer, 9)
