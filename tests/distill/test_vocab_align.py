@@ -171,3 +171,29 @@ def test_check_tokenizer_allows_a_teacher_tokenizer_only_with_the_setting(tmp_pa
         check_tokenizer(spec, student.get_vocab(), "student.json")
     assert 'set [distill] vocab_alignment = "shared_tokens"' in info.value.one_line()  # the hint names the setting
     check_tokenizer(spec, student.get_vocab(), "student.json", alignment="shared_tokens")
+
+
+def test_the_distill_stage_aligns_the_teacher_and_reports_the_dropped_mass(tmp_path, tokenizers) -> None:
+    from types import SimpleNamespace
+
+    from edgekd.graph.feeds import FeedSet
+    from edgekd.stages.distill import align_vocabularies, alignment_report
+
+    student, teacher = tokenizers
+    folder = tmp_path / "teacher"
+    teacher.save_pretrained(str(folder))
+    ids = np.array(student(["the cat sat on the mat", "a dog ran to the park"])["input_ids"])
+    feeds = FeedSet({"input_ids": ids, "attention_mask": np.ones_like(ids)}, None, "eval")
+    cfg = DistillConfig(losses=[{"name": "gjsd"}], vocab_alignment="shared_tokens", batch_size=1)
+    ctx = SimpleNamespace(project=SimpleNamespace(distill=cfg, teacher=SimpleNamespace(hf=SimpleNamespace(path="teacher"))),
+                          data_source=SimpleNamespace(tokenizer=student), task=SimpleNamespace(name="causal-lm"),
+                          factory_of=lambda spec, key: ("f", {"spec": {"path": str(folder)}}, key), eval_feeds=feeds, source="p.toml")
+    inner = FixedTeacher(len(teacher))
+    aligned = align_vocabularies(ctx, inner)  # type: ignore[arg-type]
+    assert isinstance(aligned, AlignedTeacher) and aligned.inner is inner
+    metrics, notes = alignment_report(ctx, aligned)  # type: ignore[arg-type]
+    dropped = metrics["distill.teacher_dropped_mass"]
+    assert dropped.method == "measured" and 0 < dropped.value < 1 and "over 12 eval tokens" in dropped.how
+    assert "dropped teacher mass" in notes[0] and "4 input tokens fed as the teacher's unk" in dropped.how  # sat, on, mat, to
+    ctx.project.distill = DistillConfig(losses=[{"name": "gjsd"}])
+    assert align_vocabularies(ctx, inner) is inner and alignment_report(ctx, inner) == ({}, [])  # type: ignore[arg-type]
