@@ -114,7 +114,7 @@ def test_greedy_rollout_is_the_students_argmax_continuation() -> None:
 
 def test_the_teacher_scores_only_the_students_text_and_the_student_learns(tmp_path) -> None:
     data = token_data(16)
-    cfg = on_policy_cfg(epochs=6)
+    cfg = on_policy_cfg(epochs=4)
     objective = build_objective(cfg)
     teacher = SpyTeacher(llama(1), data.task)
     teaching = plan_teaching(teacher, data, objective, cfg, tmp_path)
@@ -125,13 +125,13 @@ def test_the_teacher_scores_only_the_students_text_and_the_student_learns(tmp_pa
     student = gpt2(2)
     losses = distill(student, data, cfg, objective, teaching)
     live = teacher.seen  # (the probe batch that sizes the losses goes through TeacherStep, off-policy)
-    assert len(live) == 6 * 4 and len(rollouts) == len(live)
+    assert len(live) == 4 * 4 and len(rollouts) == len(live)
     assert all(torch.equal(s, r) for s, r in zip(live, rollouts))  # the teacher scored exactly the student's sequences
     real = {tuple(row) for row in TokenBlocks(16).ids[:, PROMPT:PROMPT + NEW].tolist()}
     generated = {tuple(row.tolist()) for seq in live for row in seq[:, PROMPT:]}
     assert generated - real  # the scored positions hold the student's tokens, not the data's
     assert losses[-1] < losses[0] * 0.8
-    assert "lambda 1, 24 of 24 steps on the student's own text" in recorded.note()
+    assert "lambda 1, 16 of 16 steps on the student's own text" in recorded.note()
 
 
 def test_lambda_picks_that_fraction_of_steps_reproducibly() -> None:
