@@ -138,6 +138,8 @@ def update_build_report(build_dir: Path, result: dict[str, Any]) -> dict[str, An
     from edgekd.common.fsutil import atomic_write_text
     from edgekd.config.models import Budgets
     from edgekd.pipeline import budgets, build_folder
+    from edgekd.pipeline.budgets import TTFT_MS
+    from edgekd.pipeline.lm_metrics import bench_stage_metrics
     from edgekd.pipeline.results import Metric
     from edgekd.report.outputs import write_all
 
@@ -149,6 +151,8 @@ def update_build_report(build_dir: Path, result: dict[str, Any]) -> dict[str, An
         stage = next(s for s in report["stages"] if s["name"] == "bench")
         new_metrics = latency_metrics(result, result["method"], result["where"]) if result["method"] == "measured" else \
             {f"latency.{k}": Metric(result[k], "ms", "estimated", result["where"]) for k in ("p50_ms", "p90_ms", "p99_ms")}
+        had_decoder = TTFT_MS in stage.get("metrics", {})
+        new_metrics.update(bench_stage_metrics(result, had_decoder))  # TTFT, decode tokens/s, peak memory: what their budgets read
         stage["metrics"] = {k: m.to_json() for k, m in new_metrics.items()}
         stage["status"] = stage["status"] if stage["status"] != "not run" else "ran"
         stage["notes"] = [*stage.get("notes", []), f"latency re-measured by `edgekd bench` at {result.get('measured_at', 'now')}"]

@@ -74,3 +74,12 @@ def peak_memory_metric(lat: dict[str, Any] | None) -> Metric:
 def lm_bench_metrics(lat: dict[str, Any] | None) -> dict[str, Metric]:
     """Every metric the decoder and memory budgets read, from a bench result."""
     return {**decoder_metrics(lat), PEAK_MEMORY_MB: peak_memory_metric(lat)}
+
+
+def bench_stage_metrics(lat: dict[str, Any] | None, decoder: bool) -> dict[str, Metric]:
+    """What the bench stage adds to the backend's latency metrics: peak memory always; TTFT and decode
+    tokens/s for a decoder (`decoder`: the task has the decoder scenarios or the profile budgets them)
+    or a result that has them. `edgekd bench` re-measuring a build calls it too."""
+    found = lm_bench_metrics(lat)
+    peak = {PEAK_MEMORY_MB: found.pop(PEAK_MEMORY_MB)}
+    return {**peak, **found} if decoder or any(k in (lat or {}) for k in ("ttft", "decode")) else peak

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from edgekd.backends import registry as backends
 from edgekd.common.artefacts import (
@@ -17,29 +16,24 @@ from edgekd.common.artefacts import (
     TEACHER_WEIGHTS,
     optional,
 )
-from edgekd.pipeline.budgets import PEAK_MEMORY_MB
 from edgekd.pipeline.context import EngineContext
-from edgekd.pipeline.lm_metrics import lm_bench_metrics
+from edgekd.pipeline.lm_metrics import bench_stage_metrics
 from edgekd.pipeline.stage import Files, Outcome, Stage
 from edgekd.tasks.specs import TIME_TO_FIRST_TOKEN
 
 
-def wants_decoder_metrics(ctx: EngineContext, result: dict[str, Any]) -> bool:
-    """Whether the bench stage reports TTFT and decode tokens/s (measured, or why not): for a task with
-    the decoder scenarios, a result that has them, or a profile that budgets them."""
+def wants_decoder_metrics(ctx: EngineContext) -> bool:
+    """Whether the bench stage reports TTFT and decode tokens/s (measured, or why not) even where the
+    result has none: for a task with the decoder scenarios, or a profile that budgets them."""
     scenarios = ctx.task.latency_scenarios() if ctx.task is not None and hasattr(ctx.task, "latency_scenarios") else ()
     budgets = ctx.profile.budgets
-    return (TIME_TO_FIRST_TOKEN in scenarios or "ttft" in result or "decode" in result
-            or budgets.ttft_ms is not None or budgets.decode_tokens_per_s is not None)
+    return TIME_TO_FIRST_TOKEN in scenarios or budgets.ttft_ms is not None or budgets.decode_tokens_per_s is not None
 
 
 def run_bench(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     outcome = backends.get(ctx.target.runtime).bench(ctx, inputs, out)
     result = json.loads((out / BENCH_JSON).read_text())
-    lm = lm_bench_metrics(result)
-    outcome.metrics[PEAK_MEMORY_MB] = lm.pop(PEAK_MEMORY_MB)
-    if wants_decoder_metrics(ctx, result):
-        outcome.metrics.update(lm)
+    outcome.metrics.update(bench_stage_metrics(result, wants_decoder_metrics(ctx)))
     if ctx.profile.recipe.bench.compare:
         from edgekd.perf.compare import compare
 

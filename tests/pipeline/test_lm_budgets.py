@@ -84,3 +84,12 @@ def test_estimated_and_missing_benches_say_why() -> None:
     assert "VmHWM" in peak_memory_metric({"method": "measured", "peak_rss_mb": None}).how
     failed = {"method": "not available", "scenario": "DecodeTokensPerSecond", "how": "DecodeTokensPerSecond failed in ONNX Runtime: x"}
     assert decoder_metrics({"method": "measured", "decode": failed})[DECODE_TOKENS_PER_S].how == failed["how"]
+
+
+def test_bench_stage_adds_decoder_metrics_to_decoders_only() -> None:
+    from edgekd.pipeline.lm_metrics import bench_stage_metrics
+
+    plain = {"method": "measured", "where": WHERE, "p90_ms": 1.0, "peak_rss_mb": 80.0}
+    assert set(bench_stage_metrics(plain, decoder=False)) == {PEAK_MEMORY_MB}
+    assert set(bench_stage_metrics(plain, decoder=True)) == {PEAK_MEMORY_MB, TTFT_MS, DECODE_TOKENS_PER_S}
+    assert set(bench_stage_metrics(bench_result(), decoder=False)) == {PEAK_MEMORY_MB, TTFT_MS, DECODE_TOKENS_PER_S}
