@@ -81,6 +81,19 @@ def _combined(kind: str, what: str, members: list[dict[str, Any]]) -> dict[str, 
                      (oldest, "the highest generation among the members")), "members": members}
 
 
+def _folder(ctx: Context, relative: str, key: str) -> dict[str, Any]:
+    """A Hugging Face model folder used as it is: its files' hashes, and the generation its
+    model.safetensors declares (edgekd writes it there when it saves a student as a folder)."""
+    from edgekd.distill.hf_models import folder_digest
+
+    folder = ctx.resolve_path(relative)
+    weights = folder / "model.safetensors"
+    declared = file_facts(weights, "torch")[1] if weights.is_file() else None
+    return _entry("torch", f"Hugging Face model folder {relative}", folder, sha256_bytes(canonical(folder_digest(folder))),
+                  "the folder's config, weight and tokenizer files (canonical JSON of their sha256)",
+                  _generation(declared, f"{key}.hf.path's model.safetensors metadata"))
+
+
 def _spec(ctx: Context, spec: TeacherSpec, key: str) -> dict[str, Any]:
     from edgekd.distill.sources import project_file
 
@@ -89,6 +102,8 @@ def _spec(ctx: Context, spec: TeacherSpec, key: str) -> dict[str, Any]:
         return _entry("torch", f"torch module {spec.factory}({spec.args}), {TRAINED_HERE}", None, sha256_bytes(canonical(recipe)),
                       "factory, args, [teacher.train] settings and data sha256 (canonical JSON): the teacher is trained in the build",
                       (0, TRAINED_HERE))
+    if spec.kind == "torch" and spec.checkpoint is None and spec.hf is not None and spec.hf.path is not None:
+        return _folder(ctx, spec.hf.path, key)
     if spec.kind == "torch":
         path = project_file(ctx, spec.checkpoint, f"{key}.checkpoint")
         sha, declared = file_facts(path, "torch")
