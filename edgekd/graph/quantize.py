@@ -151,10 +151,11 @@ def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration, cfg: Qu
     return excluded
 
 
-def quantize_dynamic_int8(fp32_model: Path, out_model: Path, target: TargetQuantize) -> None:
+def quantize_dynamic_int8(fp32_model: Path, out_model: Path, target: TargetQuantize, op_types: tuple[str, ...] | None = None) -> None:
     """quantize_dynamic: int8 weights (per-channel and reduce_range as the target's recipe says),
     activations quantized at run time (DynamicQuantizeLinear + MatMulInteger; QAttention and
-    QEmbedLayerNormalization on a fused transformer graph). No calibration."""
+    QEmbedLayerNormalization on a fused transformer graph). No calibration. `op_types`: only these
+    (e.g. MatMul and Gemm, so a decoder's embedding Gather stays float)."""
     onnx = require("onnx", "INT8 quantization")
     require("onnxruntime", "INT8 quantization")
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -162,4 +163,5 @@ def quantize_dynamic_int8(fp32_model: Path, out_model: Path, target: TargetQuant
     # shape inference cannot type the outputs of ONNX Runtime's contrib ops (Attention, ...): say they are float
     with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
         quantize_dynamic(str(fp32_model), str(out_model), weight_type=QuantType.QInt8, per_channel=target.per_channel,
-                         reduce_range=target.reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         reduce_range=target.reduce_range, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                         op_types_to_quantize=list(op_types) if op_types else None)

@@ -15,6 +15,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgekd.common.toolchain import require
 
@@ -55,7 +56,7 @@ def quantize_weight_only(fp32_model: Path, out_model: Path, setting: WeightOnly)
     require("onnxruntime", "weight-only quantization")
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    model = onnx.load(str(fp32_model))
+    model = matmul_weights(onnx.load(str(fp32_model)))
     quantizer = MatMulNBitsQuantizer(model, bits=setting.bits, block_size=setting.block_size, is_symmetric=setting.symmetric,
                                      accuracy_level=setting.accuracy_level)
     logging.disable(logging.INFO)  # the quantizer logs every MatMul it visits
@@ -68,3 +69,37 @@ def quantize_weight_only(fp32_model: Path, out_model: Path, setting: WeightOnly)
     quantized = quantizer.model.model
     onnx.save(quantized, str(out_model))
     return sum(1 for n in quantized.graph.node if n.op_type == "MatMulNBits")
+
+
+def matmul_weights(model: Any) -> Any:
+    """`model` with every constant weight a MatMul reads as an initializer the quantizer can see (exact
+    rewrites): a Constant node feeding MatMul's second input becomes an initializer, and a Gemm with a
+    constant B (alpha 1, beta 1, no transA; GPT-2's Conv1D projections) becomes MatMul (+ Add of C)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    weights = {n.input[1] for n in graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1}
+    for name in weights & set(constants):
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(constants[name].attribute[0].t), name))
+        graph.node.remove(constants[name])
+    inits = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or node.input[1] not in inits or not plain:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            weight = f"{node.input[1]}_t"
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[1]]).T.copy(), weight))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

@@ -47,8 +47,11 @@ def _ort_fp32(ctx: EngineContext, model: Path, out: Path, what: str) -> dict[str
     from edgekd.backends.ort.session import runtime_description
     from edgekd.perf.measure import measure
 
+    from edgekd.graph.decoder import complete_for, with_past
+
     bench = ctx.profile.recipe.bench.model_copy(update={"scenarios": ["SingleStream"], "profile_runs": 0})
-    s = measure(model, ctx.eval_feeds.first(), ctx.model_inputs, ctx.target.session, bench, out)
+    inputs = with_past(ctx.model_inputs, model)  # a decoder's past key/values, empty: the prompt's forward
+    s = measure(model, complete_for(inputs, ctx.eval_feeds.first()), inputs, ctx.target.session, bench, out)
     return _point(s["p90_ms"], "measured", f"{what} in {runtime_description(ctx.target.session)}, batch 1, "
                   f"{s['runs']} timed runs after warm-up, in a separate process", p50_ms=s["p50_ms"])
 

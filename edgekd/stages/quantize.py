@@ -62,7 +62,7 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
         if ctx.target.runtime == "onnxruntime-cpu" and has_kv_cache(legal):
             from edgekd.graph.quantize import quantize_dynamic_int8
 
-            quantize_dynamic_int8(legal, path, tq)
+            quantize_dynamic_int8(legal, path, tq, op_types=("MatMul", "Gemm"))
             return qdq_violations(onnx.load(str(path)), tq), [*rewrites, DECODER_NOTE], {}
         if ctx.target.runtime == "onnxruntime-cpu":
             from edgekd.backends.ort.transformer import fuse_for_cpu
@@ -77,8 +77,8 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
     return qdq_violations(onnx.load(str(path)), tq), [*rewrites, *notes], metrics
 
 
-DECODER_NOTE = ("decoder with a KV cache on x86: dynamic INT8 (quantize_dynamic: int8 weights, activations quantized at run "
-                "time, no calibration) instead of static Q/DQ, whose calibration cannot see cached keys/values (the past "
+DECODER_NOTE = ("decoder with a KV cache on x86: dynamic INT8 of the MatMul/Gemm weights (quantize_dynamic: int8 weights, "
+                "activations quantized at run time, no calibration; the embedding stays float) instead of static Q/DQ, whose calibration cannot see cached keys/values (the past "
                 "inputs are empty in a full-sequence forward); the compile stage's tuner also measures MatMulNBits "
                 "int4/int8 weight-only and fp32 and keeps the fastest within the perplexity budget")
 

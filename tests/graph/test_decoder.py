@@ -1,0 +1,107 @@
+"""edgekd.graph.decoder, edgekd.graph.weight_only and the with-past export (edgekd.tasks.export) on tiny
+random Hugging Face Llama and GPT-2 decoders: the KV-cache graph's full-sequence forward (empty past)
+and a decode step match torch; MatMulNBits int4/int8 graphs run and their perplexity is computed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.backends.ort.session import open_session, predict
+from edgekd.graph.decoder import complete_feeds, empty_past, graph_past_inputs, has_kv_cache, past_inputs, with_past
+from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
+from edgekd.tasks import CausalLM
+from edgekd.tasks.export import export_hf
+
+VOCAB, LENGTH, OPSET = 120, 12, 17
+
+
+def tiny(kind: str) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)).eval()
+    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32)).eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    model, path = tiny(request.param), tmp_path_factory.mktemp(request.param) / "model.onnx"
+    export_hf(model, CausalLM(vocab_size=VOCAB, max_length=LENGTH), path, OPSET, with_past=True)
+    return model, path
+
+
+def batch() -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(1).integers(0, VOCAB, (3, LENGTH))
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def torch_logits(model: torch.nn.Module, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, use_cache=False).logits.numpy()
+
+
+def test_the_graph_takes_past_and_gives_present(exported) -> None:
+    _, path = exported
+    session = open_session(path)
+    pasts = past_inputs(session.get_inputs())
+    outputs = [o.name for o in session.get_outputs()]
+    assert has_kv_cache(path) and len(pasts) == 4 and [p.name for p in pasts] == [p.name for p in graph_past_inputs(path)]
+    assert outputs == ["logits", *(p.name.replace("past_key_values", "present") for p in pasts)]
+    assert all(empty.shape[2] == 0 and empty.shape[0] == 2 for empty in empty_past(pasts, 2).values())
+
+
+def test_empty_past_is_the_full_sequence_forward(exported) -> None:
+    model, path = exported
+    feeds = batch()
+    assert np.abs(predict(open_session(path), feeds) - torch_logits(model, feeds)).max() < 1e-4
+
+
+def test_a_decode_step_with_the_cache_matches_the_full_sequence(exported) -> None:
+    model, path = exported
+    session, feeds = open_session(path), batch()
+    reference = torch_logits(model, feeds)[:, -1]
+    prompt = {k: v[:, :-1] for k, v in feeds.items()}
+    outputs = session.run(None, complete_feeds(session, prompt))
+    names = [p.name for p in past_inputs(session.get_inputs())]
+    step = session.run(None, {"input_ids": feeds["input_ids"][:, -1:], "attention_mask": feeds["attention_mask"],
+                              **dict(zip(names, outputs[1:]))})
+    assert step[0].shape == (3, 1, VOCAB) and np.abs(step[0][:, 0] - reference).max() < 1e-4
+
+
+def test_the_build_inputs_gain_the_past_at_length_zero(exported) -> None:
+    _, path = exported
+    task_inputs = CausalLM(vocab_size=VOCAB, max_length=LENGTH).model_inputs(batch=1)
+    extended = with_past(task_inputs, path)
+    past = [i for i in extended.inputs if i.role == "past_key_values"]
+    assert extended.names()[:2] == ["input_ids", "attention_mask"] and len(past) == 4
+    assert all(i.shape[0] == 1 and i.shape[2] == 0 and i.batch_axis == 0 for i in past)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_weight_only_graphs_run_and_their_perplexity_is_computed(exported, tmp_path: Path, bits: int) -> None:
+    from edgekd.pipeline.evaluation import quality_metric
+    from edgekd.graph.feeds import FeedSet
+
+    _, path = exported
+    out = tmp_path / f"int{bits}.onnx"
+    nodes = quantize_weight_only(path, out, WeightOnly(bits=bits, block_size=32))
+    assert nodes >= 2 * 4 and out.stat().st_size < path.stat().st_size  # every projection (and the head)
+    task, feeds = CausalLM(vocab_size=VOCAB, max_length=LENGTH), batch()
+    fp32, quantized = predict(open_session(path), feeds), predict(open_session(out), feeds)
+    assert 0 < np.abs(quantized - fp32).max() < (0.5 if bits == 4 else 0.05)
+    feedset = FeedSet(feeds, None, "3 random rows")
+    ppl = [quality_metric(task.metric, feedset, o, "here", task) for o in (fp32, quantized)]
+    assert all(m.method == "measured" and 1.0 < m.value for m in ppl)
+    assert abs(ppl[1].value - ppl[0].value) / ppl[0].value < (0.05 if bits == 4 else 0.005)
+
+
+def test_a_bad_weight_only_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="bits"):
+        WeightOnly(bits=3)
+    with pytest.raises(ValueError, match="power of two"):
+        WeightOnly(block_size=48)
