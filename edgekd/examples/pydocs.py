@@ -209,7 +209,8 @@ max_length = {recipe.max_length}
 [task]
 kind = "causal-lm"
 
-[distill]
+[distill]  # Hinton KD on every next-token distribution, at T = 1 (LM distillation softens nothing)
+temperature = 1.0
 epochs = {recipe.distill_epochs}
 lr = {recipe.lr}
 warmup_ratio = {recipe.warmup_ratio}
