@@ -12,7 +12,7 @@ import numpy as np
 from edgekd.config.models import GateConfig
 from edgekd.gate.checks import Check, not_checked, pct_change
 from edgekd.gate.reports import Report
-from edgekd.gate.stats import RatioInterval, mean_rows, p90_ratio, p90_rows
+from edgekd.gate.stats import Decision, RatioInterval, mean_rows, p90_ratio, p90_rows
 
 DECODER_KEYS = ("ttft", "decode")  # report["latency"] keys of the decoder scenarios (edgekd.perf.decoder)
 
@@ -78,10 +78,8 @@ def decode(base: Report, cand: Report, cfg: GateConfig) -> Check:
     ci = _interval(base, cand, "decode", cfg, mean_rows)
     if isinstance(ci, str):
         return not_checked(name, "tokens/s", pct, text, ci)
-    if pct >= 100:
-        status = "pass"  # any slowdown is within a 100 % decrease
-    else:
-        status = ci.decide(1.0 / (1.0 - pct / 100.0))  # on time per token: up by 1/(1 - pct) or more is tokens/s down by pct
+    # on time per token: up by 1/(1 - pct) or more is tokens/s down by pct; any slowdown is within a 100 % decrease
+    status: Decision = "pass" if pct >= 100 else ci.decide(1.0 / (1.0 - pct / 100.0))
     b, c = (1000.0 / float(np.mean((r.latency or {})["decode"]["samples_ms"])) for r in (base, cand))
     detail = (f"tokens/s = 1000 / mean per-token ms; per-token time ratio {ci.ratio:.3f}, {ci.confidence:.0%} interval "
               f"[{ci.low:.3f}, {ci.high:.3f}] by {ci.describe()}; {_where(base, cand, 'decode')}")

@@ -40,7 +40,7 @@ def render(result: GateResult) -> str:
               "in between. The interval covers the noise within each bench run, not drift between runs or machines: "
               "the threshold's margin is for that (docs/ci.md).", ""]
     if any(c.name in DECODER_CHECKS for c in result.checks):
-        lines += ["Decoders: time to first token is judged the same way on the prompt passes' samples (p90), decode "
-                  "tokens/s on the mean per-token time of the generations (tokens/s = 1000 / mean ms), and peak memory "
-                  "(the bench worker's peak RSS, one number per build) without an interval.", ""]
+        lines += [("Decoders: time to first token is judged the same way on the prompt passes' samples (p90), decode "
+                   "tokens/s on the mean per-token time of the generations (tokens/s = 1000 / mean ms), and peak memory "
+                   "(the bench worker's peak RSS, one number per build) without an interval."), ""]
     return "\n".join(lines)

@@ -80,10 +80,10 @@ def card_lines(report: dict[str, Any]) -> list[str]:
         return ["**Model collapse, measured:** no measurement in this report (written by an edgekd without it; rebuild).", ""]
     if "generations" not in found:
         return [f"**Model collapse, measured:** {found['why']}.", ""]
-    lines = [f"**Model collapse, measured** (`{found['file']}`, sha256 `{found['sha256'][:12]}…`, host: {found['host']}): perplexity "
-             "on real held-out text and output diversity (distinct-2) per generation of students trained on the previous "
-             "generation's text, with a share of real text mixed in as the mitigation. This student is generation "
-             f"{lineage['generation']}.", "", "| generation | real text fraction | perplexity | distinct-2 |", "|---|---|---|---|"]
+    lines = [(f"**Model collapse, measured** (`{found['file']}`, sha256 `{found['sha256'][:12]}…`, host: {found['host']}): perplexity "
+              "on real held-out text and output diversity (distinct-2) per generation of students trained on the previous "
+              "generation's text, with a share of real text mixed in as the mitigation. This student is generation "
+              f"{lineage['generation']}."), "", "| generation | real text fraction | perplexity | distinct-2 |", "|---|---|---|---|"]
     lines += [f"| {r['generation']}{' (this one)' if r['generation'] == lineage['generation'] else ''} | {r['real_fraction']:g} "
               f"| {r['perplexity']:.4g} | {r['distinct_2']:.4g} |" for r in found["generations"]]
     return lines + [""]

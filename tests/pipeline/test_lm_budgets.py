@@ -7,7 +7,11 @@ import pytest
 
 from edgekd.config.models import Budgets
 from edgekd.pipeline.budgets import DECODE_TOKENS_PER_S, PEAK_MEMORY_MB, TTFT_MS, check
-from edgekd.pipeline.lm_metrics import decoder_metrics, lm_bench_metrics, peak_memory_metric
+from edgekd.pipeline.lm_metrics import (
+    decoder_metrics,
+    lm_bench_metrics,
+    peak_memory_metric,
+)
 from edgekd.pipeline.results import Metric, Verdict
 from edgekd.tasks.specs import PERPLEXITY
 

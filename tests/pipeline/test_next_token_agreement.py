@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from edgekd.graph.feeds import FeedSet
-from edgekd.pipeline.evaluation import TeacherTop1, next_token_agreement, scored_top1, scores_next_tokens
+from edgekd.pipeline.evaluation import (
+    TeacherTop1,
+    next_token_agreement,
+    scored_top1,
+    scores_next_tokens,
+)
 from edgekd.stages.evaluate import NO_TEST_LOGITS, why_no_teacher
 from edgekd.tasks.causal_lm import CausalLM
 
