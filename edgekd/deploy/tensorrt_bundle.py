@@ -65,6 +65,7 @@ from edgekd.deploy.ort_bundle import (
     copy_runner,
 )
 from edgekd.errors import EdgekdError
+from edgekd.graph.decoder import DecoderShapes
 from edgekd.graph.feeds import make_feeds
 from edgekd.graph.inputs import ModelInputs
 
@@ -121,13 +122,13 @@ def _check_model(qdq_onnx: Path, inputs: ModelInputs, trt_major: int) -> list[st
     return dynamic
 
 
-def input_file_name(index: int, name: str) -> str:
-    """`inputs/00_input_ids.bin`: the index keeps names apart that differ only in characters a
-    file name (and trtexec's --loadInputs) cannot hold."""
-    return f"{INPUTS_DIR}/{index:02d}_{_UNSAFE.sub('_', name)}.bin"
+def input_file_name(index: int, name: str, phase: str = "") -> str:
+    """`inputs/00_input_ids.bin` (a decoder's prefill: `inputs/prefill/...`): the index keeps names
+    apart that differ only in characters a file name (and trtexec's --loadInputs) cannot hold."""
+    return f"{INPUTS_DIR}/{phase + '/' if phase else ''}{index:02d}_{_UNSAFE.sub('_', name)}.bin"
 
 
-def write_input_files(inputs: ModelInputs, folder: Path) -> dict[str, str]:
+def write_input_files(inputs: ModelInputs, folder: Path, phase: str = "") -> dict[str, str]:
     """What edgekd.graph.feedgen makes for every input with at least one element, as raw
     little-endian files under `folder` (the layout trtexec --loadInputs reads on x86 and aarch64);
     returns {input name: path relative to `folder`}."""
@@ -137,7 +138,7 @@ def write_input_files(inputs: ModelInputs, folder: Path) -> dict[str, str]:
         array = feeds[spec.name]
         if array.size == 0:
             continue
-        relative = input_file_name(index, spec.name)
+        relative = input_file_name(index, spec.name, phase)
         atomic_write_bytes(folder / relative, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
         files[spec.name] = relative
     return files
@@ -256,10 +257,11 @@ def _check_arguments(qdq_onnx: Path, target_name: str, inputs: ModelInputs) -> N
 
 
 def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name: str,
-                 inputs: ModelInputs) -> list[Path]:
+                 inputs: ModelInputs, decoder: DecoderShapes | None = None) -> list[Path]:
     """Write model.onnx, build_engine.sh, trtexec.py, feedgen.py, run_on_device.py,
     device_runtimes.py, the input files and bundle.json into `out_dir` for the model's `inputs`
-    (every input, resolved to one shape); returns the files written."""
+    (every input, resolved to one shape; a KV-cache decoder: `decoder`'s prefill-to-decode range,
+    edgekd.deploy.tensorrt_decoder); returns the files written."""
     _check_arguments(qdq_onnx, target_name, inputs)
     dynamic = _check_model(qdq_onnx, inputs, cfg.trt_major)
     shapes = {name: inputs.shapes()[name] for name in dynamic} or None  # trtexec rejects --shapes for static models
@@ -270,10 +272,19 @@ def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name
         raise EdgekdError(f"{qdq_onnx}: {exc}", "rename the model's inputs (ONNX graph input names)") from None
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    input_files = write_input_files(inputs, out_dir)
-    build_argv = trtexec.build_command(MODEL, ENGINE, cfg.model_dump(), input_shapes=shapes, timing_cache=TIMING_CACHE)
-    measure_argv = trtexec.bench_command(ENGINE, cfg.model_dump(), input_shapes=shapes, export_times=TIMES,
-                                         input_files=input_files)
+    plan = None
+    if decoder is not None:
+        from edgekd.deploy.tensorrt_decoder import decoder_plan
+
+        plan = decoder_plan(cfg.model_dump(), decoder, inputs, out_dir, TIMES, write_input_files)
+        input_files = {**plan.decode_files, **{f"{n} (prefill)": f for n, f in plan.prefill_files.items()}}
+        build_argv = trtexec.build_command(MODEL, ENGINE, cfg.model_dump(), shape_ranges=plan.ranges, timing_cache=TIMING_CACHE)
+        measure_argv = plan.decode_argv
+    else:
+        input_files = write_input_files(inputs, out_dir)
+        build_argv = trtexec.build_command(MODEL, ENGINE, cfg.model_dump(), input_shapes=shapes, timing_cache=TIMING_CACHE)
+        measure_argv = trtexec.bench_command(ENGINE, cfg.model_dump(), input_shapes=shapes, export_times=TIMES,
+                                             input_files=input_files)
     atomic_copy(qdq_onnx, out_dir / MODEL)
     sha = {MODEL: sha256_file(out_dir / MODEL)}
     atomic_write_text(out_dir / SCRIPT, render_build_script(build_argv, cfg, target_name, sha[MODEL]))
@@ -283,6 +294,9 @@ def write_bundle(qdq_onnx: Path, out_dir: Path, cfg: TensorRTConfig, target_name
     copy_runner(out_dir)
     names = [SCRIPT, HELPER, FEEDGEN.name, RUNNER.name, RUNTIMES.name, *input_files.values()]
     sha.update({name: sha256_file(out_dir / name) for name in names})
-    manifest = _manifest(cfg, target_name, inputs, dynamic, {"build": build_argv, "measure": measure_argv}, input_files, sha)
+    manifest = _manifest(cfg, target_name, inputs, dynamic, {"build": build_argv, "measure": measure_argv},
+                         plan.decode_files if plan else input_files, sha)
+    if plan is not None:
+        manifest["decoder"] = plan.manifest()
     atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return [out_dir / name for name in (MODEL, *names, MANIFEST)]

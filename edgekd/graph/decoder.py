@@ -122,3 +122,61 @@ def complete_for(inputs: ModelInputs, feeds: Mapping[str, np.ndarray]) -> dict[s
         return dict(feeds)
     rows = len(next(iter(feeds.values())))
     return {**feeds, **{i.name: np.zeros((rows, *i.shape[1:]), i.dtype) for i in missing}}
+
+
+@dataclass(frozen=True)
+class DecoderShapes:
+    """Static shapes of a KV-cache decoder at batch 1 for a fixed context: the prefill (P prompt
+    tokens, empty past), one decode step (1 token after C - 1 cached ones, the mask over C), and the
+    range covering both (for one TensorRT optimization profile)."""
+
+    prompt: int
+    context: int
+    prefill: dict[str, tuple[int, ...]]
+    decode: dict[str, tuple[int, ...]]
+    minimum: dict[str, tuple[int, ...]]
+    maximum: dict[str, tuple[int, ...]]
+
+
+def _phase_shapes(spec: ResolvedInput, prompt: int, context: int) -> tuple[tuple[int, ...], ...]:
+    """(prefill, decode, min, max) of one input."""
+    if spec.role == "past_key_values":
+        axis = spec.shape.index(0) if 0 in spec.shape else len(spec.shape) - 2
+        at = [tuple(context - 1 if a == axis else d for a, d in enumerate(spec.shape)),
+              tuple(0 if a == axis else d for a, d in enumerate(spec.shape))]
+        return at[1], at[0], at[1], at[0]
+    if spec.role == "attention_mask":
+        return (1, prompt), (1, context), (1, 1), (1, context)
+    if spec.role in ("token_ids", "position_ids", "token_type_ids"):
+        return (1, prompt), (1, 1), (1, 1), (1, prompt)
+    return (spec.shape,) * 4
+
+
+def decoder_shapes(inputs: ModelInputs, prompt: int, context: int) -> DecoderShapes | None:
+    """The prefill/decode shapes of `inputs` (with past key/values) for `prompt` <= `context` - 1
+    tokens; None without past key/values."""
+    if not any(i.role == "past_key_values" for i in inputs.inputs):
+        return None
+    if not 1 <= prompt < context:
+        raise ValueError(f"a decoder's prompt ({prompt}) must be at least 1 and shorter than its context ({context})")
+    table = {i.name: _phase_shapes(i, prompt, context) for i in inputs.inputs}
+    return DecoderShapes(prompt, context, *({n: s[k] for n, s in table.items()} for k in range(4)))
+
+
+def split_calibration(model: Path, calib: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Calibration feeds for a KV-cache graph: each row's first half as the prompt, run by `model`
+    (fp32) for its present key/values, and its second half as new tokens with that cache as past, so
+    a static quantizer sees real ranges for the cached keys/values (an empty past has none)."""
+    from edgekd.common.toolchain import require
+
+    ort = require("onnxruntime", "calibrating a decoder")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    length = next(a.shape[1] for n, a in calib.items() if a.ndim == 2)
+    cut = max(1, length // 2)
+    prompt = {n: a[:, :cut] if a.ndim == 2 else a for n, a in calib.items()}
+    outputs = dict(zip(names, session.run(None, complete_feeds(session, prompt))))
+    feeds = {n: (a if "mask" in n else a[:, cut:]) if a.ndim == 2 else a for n, a in calib.items()}
+    for p in past_inputs(session.get_inputs()):
+        feeds[p.name] = outputs[p.name.replace(PAST_PREFIX, PRESENT_PREFIX)]
+    return feeds

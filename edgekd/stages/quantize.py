@@ -11,7 +11,7 @@ from edgekd.backends.ort import session as ortb
 from edgekd.backends.quality import quality_metrics
 from edgekd.distill.weights import save_weights
 from edgekd.graph import provenance
-from edgekd.graph.decoder import has_kv_cache
+from edgekd.graph.decoder import has_kv_cache, split_calibration
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import Metric
 from edgekd.pipeline.stage import Files, Outcome, Stage, size_metric
@@ -68,8 +68,13 @@ def _quantize(ctx: EngineContext, fp32: Path, path: Path, calib: dict[str, np.nd
             from edgekd.backends.ort.transformer import fuse_for_cpu
 
             fusion = fuse_for_cpu(ctx, legal, path.parent)
+        cached = has_kv_cache(legal)
+        if cached:  # calibrate on decode steps with a real cache (an empty past gives its Q/DQ no range)
+            calib = split_calibration(legal, calib)
         kept = quantize_int8(fusion.model if fusion else legal, path, calib, cfg, tq, mask_inputs=mask_inputs(ctx))
     notes, metrics = (fusion.notes, fusion.metrics) if fusion else ([], {})
+    if cached:
+        notes = [*notes, CACHE_CALIBRATION_NOTE]
     if kept:
         notes = [*notes, (f"attention-mask path kept in float ({len(kept)} nodes: the mask arithmetic, each attention's score Add, "
                           "Softmax and probabilities x values MatMul): quantized, a padded mask would not mask and probabilities "
@@ -81,6 +86,10 @@ DECODER_NOTE = ("decoder with a KV cache on x86: dynamic INT8 of the MatMul/Gemm
                 "activations quantized at run time, no calibration; the embedding stays float) instead of static Q/DQ, whose calibration cannot see cached keys/values (the past "
                 "inputs are empty in a full-sequence forward); the compile stage's tuner also measures MatMulNBits "
                 "int4/int8 weight-only and fp32 and keeps the fastest within the perplexity budget")
+
+
+CACHE_CALIBRATION_NOTE = ("decoder with a KV cache: calibrated on decode steps, each calibration row's first half run by the fp32 "
+                          "graph for its key/values, its second half fed with that cache as past (cached keys/values get real ranges)")
 
 
 def mask_inputs(ctx: EngineContext) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd.backends.base import (
     BUNDLE_DIR,
@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 ENGINE_FILE = "model.plan"
 
 
+def decoder_inputs(ctx: Context, model: Path) -> tuple[Any, Any]:
+    """The model's inputs (a KV-cache decoder's past key/values too) and, for such a decoder, its
+    prefill/decode shapes: P = recipe.bench.prompt_tokens, context P + recipe.bench.decode_tokens."""
+    from edgekd.graph.decoder import decoder_shapes, with_past
+
+    inputs = with_past(ctx.model_inputs, model)
+    bench = ctx.profile.recipe.bench
+    return inputs, decoder_shapes(inputs, bench.prompt_tokens, bench.prompt_tokens + bench.decode_tokens)
+
+
 @register("tensorrt")
 class TensorRTBackend:
 
@@ -35,15 +45,16 @@ class TensorRTBackend:
         from edgekd.pipeline.stage import Outcome, size_metric
 
         cfg = ctx.target.tensorrt
-        write_bundle(int8_model, out / BUNDLE_DIR, cfg, ctx.target_file.name, ctx.model_inputs)
+        inputs, decoder = decoder_inputs(ctx, int8_model)
+        write_bundle(int8_model, out / BUNDLE_DIR, cfg, ctx.target_file.name, inputs, decoder)
         (out / ENGINE_DIR).mkdir()
         if trt_backend.available():  # runs only on a device with TensorRT and CUDA
             engine = out / ENGINE_DIR / ENGINE_FILE
-            trt_backend.build_engine(int8_model, engine, cfg, out / ENGINE_DIR / "timing.cache", inputs=ctx.model_inputs)
-            write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=True, engine_file=ENGINE_FILE)
+            trt_backend.build_engine(int8_model, engine, cfg, out / ENGINE_DIR / "timing.cache", inputs=inputs)
+            write_engine_json(out, self.runtime, inputs=inputs.to_json(), built_here=True, engine_file=ENGINE_FILE)
             return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")},
                            [f"TensorRT engine built here for {cfg.device_description}"])
-        write_engine_json(out, self.runtime, inputs=ctx.model_inputs.to_json(), built_here=False, engine_file=None)
+        write_engine_json(out, self.runtime, inputs=inputs.to_json(), built_here=False, engine_file=None)
         bundle_size = size_metric(out / BUNDLE_DIR / "model.onnx", f"{BUNDLE_DIR}/model.onnx (the Q/DQ ONNX the engine is built from)")
         return Outcome({"engine.size_mb": bundle_size}, [
             "engine NOT built here: TensorRT and a CUDA device are absent on this host; "

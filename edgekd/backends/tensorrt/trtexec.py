@@ -135,8 +135,16 @@ def _inference_flags(cfg: Mapping[str, Any], export_times: str | None, export_pr
     return flags
 
 
+def shape_range_flags(ranges: Sequence[Mapping[str, Sequence[int]]]) -> list[str]:
+    """`--minShapes= --optShapes= --maxShapes=` for one optimization profile from (min, opt, max)."""
+    if len(ranges) != 3 or not all(set(r) == set(ranges[0]) for r in ranges):
+        raise ValueError("shape ranges are (min, opt, max), each naming the same inputs")
+    return [f"--{kind}Shapes=" + shapes_spec(r) for kind, r in zip(("min", "opt", "max"), ranges)]
+
+
 def build_command(onnx: str, engine: str, cfg: Mapping[str, Any], *,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
+                  shape_ranges: Sequence[Mapping[str, Sequence[int]]] | None = None,
                   timing_cache: str | None = None, build_only: bool = True,
                   export_times: str | None = None, export_profile: str | None = None,
                   input_files: Mapping[str, str] | None = None, trtexec: str = "trtexec") -> list[str]:
@@ -145,7 +153,8 @@ def build_command(onnx: str, engine: str, cfg: Mapping[str, Any], *,
     `cfg` is a TensorRT target table as a dict (edgekd's `TensorRTConfig.model_dump()`).
     `input_shapes` pins dynamic inputs to one shape (min = opt = max, which DLA needs); give it
     only for inputs the ONNX leaves dynamic (trtexec rejects --shapes for static models).
-    `build_only=False` also benchmarks the new engine (see `bench_command` for the flags and
+    `shape_ranges` (instead): one optimization profile (min, opt, max), e.g. a KV-cache decoder's
+    prefill-to-decode range tuned at the decode step. `build_only=False` also benchmarks the new engine (see `bench_command` for the flags and
     `input_files`)."""
     _check_cfg(cfg)
     cmd = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}"]
@@ -156,8 +165,12 @@ def build_command(onnx: str, engine: str, cfg: Mapping[str, Any], *,
         cmd.append(f"--builderOptimizationLevel={int(cfg['builder_optimization_level'])}")
     if timing_cache:
         cmd.append(f"--timingCacheFile={timing_cache}")
+    if input_shapes and shape_ranges:
+        raise ValueError("give input_shapes (min = opt = max) or shape_ranges, not both")
     if input_shapes:
         cmd.append("--shapes=" + shapes_spec(input_shapes))
+    if shape_ranges:
+        cmd += shape_range_flags(shape_ranges)
     if build_only:
         cmd.append("--skipInference")
     else:
