@@ -103,6 +103,11 @@ DECODER_RULES = (
 RULES: tuple[Rule, ...] = (
     Rule("latency_p90_ms", "search", "latency of the chosen student candidate", "ms", _value("search.latency_ms"), optional=True),
     Rule("size_mb", "search", "INT8 size of the chosen student candidate", "MB", _value("search.size_mb"), optional=True),
+    Rule("decode_tokens_per_s", "search", "decode tokens/s of the chosen decoder candidate (INT4, untrained)", "tokens/s",
+         _value("search.decode_tokens_per_s"), optional=True, floor=True),
+    Rule("ttft_ms", "search", "time to first token of the chosen decoder candidate", "ms", _value("search.ttft_p90_ms"), optional=True),
+    Rule("peak_memory_mb", "search", "bench worker peak memory with the chosen decoder candidate", "MiB", _value("search.peak_rss_mb"),
+         optional=True),
     *DISTILL,
     Rule("export_parity_max_abs_diff", "export", "max |onnx - torch| logits", "", _value("export.parity_max_abs_diff")),
     *EXPORT,

@@ -23,6 +23,9 @@ def search_key(ctx: Context) -> dict[str, Any]:
         budgets = ctx.profile.budgets
         key |= {"target": ctx.target.model_dump(), "recipe": ctx.quant_recipe.model_dump(), "host": ctx.host_fingerprint(),
                 "latency_p90_ms": budgets.latency_p90_ms, "size_mb": budgets.size_mb, "data": ctx.data_sha256}
+        if cfg.search.family == "decoder":  # measured on the decoder scenarios against the decoder budgets
+            key |= {"teacher": ctx.factory_of(ctx.project.teacher, "teacher")[:2], "bench": ctx.profile.recipe.bench.model_dump(),
+                    "decoder_budgets": [budgets.decode_tokens_per_s, budgets.ttft_ms, budgets.peak_memory_mb]}
     return key
 
 
@@ -37,6 +40,10 @@ def run_search(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         factory, args, _ = ctx.factory_of(cfg, "student")
         (out / "student.json").write_text(json.dumps({"factory": factory, "args": args}))
         return Outcome({}, [f"student from the project: {describe_factory(factory, args)}"])
+    if cfg.search.family == "decoder":
+        from edgekd.stages.search_decoder import run_decoder_search
+
+        return run_decoder_search(ctx, out)
     import shutil
 
     from edgekd.distill.search import NoStudentFits, search_student
