@@ -105,3 +105,32 @@ def test_a_bad_weight_only_setting_is_refused() -> None:
         WeightOnly(bits=3)
     with pytest.raises(ValueError, match="power of two"):
         WeightOnly(block_size=48)
+
+
+def test_static_qdq_calibrated_on_decode_steps_keeps_the_cache_in_range(exported, tmp_path: Path) -> None:
+    """A random tiny model's int8 logits are coarse either way; what the cache calibration must give is a
+    decode step no worse than the same graph's full-sequence forward (the cached keys/values in range)."""
+    from edgekd.config.models import QuantizeConfig
+    from edgekd.config.target import TargetQuantize
+    from edgekd.graph.decoder import split_calibration
+    from edgekd.graph.quantize import quantize_int8
+
+    _, path = exported
+    ids = np.random.default_rng(2).integers(0, VOCAB, (16, LENGTH))
+    calib = split_calibration(path, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    assert calib["input_ids"].shape == (16, LENGTH // 2) and calib["attention_mask"].shape == (16, LENGTH)
+    assert all(calib[p.name].shape[2] == LENGTH // 2 for p in graph_past_inputs(path))
+    out = tmp_path / "qdq.onnx"
+    quantize_int8(path, out, calib, QuantizeConfig(), TargetQuantize(symmetric_activations=True, per_channel=True))
+    fp32, qdq = open_session(path), open_session(out)
+    feeds = batch()
+    prompt = {k: v[:, :-1] for k, v in feeds.items()}
+    names = [p.name for p in past_inputs(fp32.get_inputs())]
+    steps, full = [], []
+    for session in (fp32, qdq):
+        cache = session.run(None, complete_feeds(session, prompt))[1:]
+        steps.append(session.run(None, {"input_ids": feeds["input_ids"][:, -1:], "attention_mask": feeds["attention_mask"],
+                                        **dict(zip(names, cache))})[0][:, 0])
+        full.append(predict(session, feeds))
+    step_error, full_error = np.abs(steps[1] - steps[0]).max(), np.abs(full[1] - full[0]).max()
+    assert np.isfinite(steps[1]).all() and 0 < step_error <= 1.25 * full_error
