@@ -52,7 +52,12 @@ def teacher_top1(ctx: Any, inputs: Files) -> TeacherTop1:
         return TeacherTop1(None, "the teacher reads its own view of the evaluation data (cross-input): its positions are not the student's")
     source = teacher_source(ctx, inputs.get(TEACHER_WEIGHTS))
     where = torch_where() if isinstance(source, TorchTeacher) else "run through its runtime"
-    top1 = evaluation.scored_top1(ctx.task, ctx.eval_feeds, predict(source, ctx.teacher_eval_arrays))
+    logits = predict(source, ctx.teacher_eval_arrays)
+    vocab = getattr(ctx.task, "vocab_size", None)
+    if vocab is not None and logits.shape[-1] != vocab:
+        return TeacherTop1(None, f"the teacher's vocabulary ({logits.shape[-1]} tokens) is not the student's ({vocab}): "
+                           "their top-1 token ids do not name the same tokens")
+    top1 = evaluation.scored_top1(ctx.task, ctx.eval_feeds, logits)
     return TeacherTop1(top1, f"{source.describe()}, {where}, run on the evaluation data in the evaluate stage")
 
 

@@ -53,7 +53,9 @@ def test_slower_candidate_exits_1_and_writes_markdown_and_junit(edgekd, build_di
     assert any(isinstance(r, Failure) for r in cases["latency p90"].result)
     assert cases["engine accuracy"].is_passed and cases["size (engine.size_mb)"].is_passed
     no_budget = [name for name, case in cases.items() if any(isinstance(r, Skipped) for r in case.result)]
-    assert no_budget == ["budget fallback_nodes_pct (check)", "budget fallback_macs_pct (check)"]  # ci sets none
+    assert no_budget == ["budget fallback_nodes_pct (check)", "budget fallback_macs_pct (check)",
+                         "budget peak_memory_mb (bench)"]  # ci sets none; a classifier's bench measures peak memory too
+    assert cases["peak memory"].is_passed and "time to first token p90" not in cases  # no decoder checks for a classifier
 
 
 def test_not_measured_latency_is_skipped_not_passed(edgekd, build_dir, real_report, tmp_path):
