@@ -17,16 +17,19 @@ if TYPE_CHECKING:
     from edgekd.stages.context import Context
 
 
-# runtimes whose engines take a decoder with a KV cache (past key/values in, present out); the QNN HTP
-# takes static-shape prefill/decode graphs made from the plain export (edgekd.backends.qnn)
+# runtimes whose engines take a decoder with a KV cache (past key/values in, present out; dynamic
+# shapes); the QNN HTP (static shapes, no empty tensors) gets the prefill graph: P tokens in, logits
+# and present key/values out
 KV_CACHE_RUNTIMES = ("onnxruntime-cpu", "tensorrt")
+PREFILL_RUNTIMES = ("qnn-htp",)
 
 
 def kv_cache_export(ctx: Context, model: Any) -> bool:
-    """Whether `model` exports with past key/values: a Hugging Face decoder for a runtime that runs them."""
+    """Whether `model` exports with a KV cache: a Hugging Face decoder for a runtime that runs one."""
     from edgekd.tasks.base import is_hf_model
 
-    return is_hf_model(model) and ctx.task.optimum_task == "text-generation" and ctx.target.runtime in KV_CACHE_RUNTIMES
+    runtimes = KV_CACHE_RUNTIMES + PREFILL_RUNTIMES
+    return is_hf_model(model) and ctx.task.optimum_task == "text-generation" and ctx.target.runtime in runtimes
 
 
 def exporter_of(model: Any, task: Any, with_past: bool = False) -> str:
@@ -36,7 +39,8 @@ def exporter_of(model: Any, task: Any, with_past: bool = False) -> str:
 
     if is_hf_model(model):
         past = (": one graph, past_key_values.N.key/value in, present.N.key/value out; at past length 0 the full-sequence "
-                "forward, which parity and evaluation run (empty past)") if with_past else ""
+                "forward, which parity and evaluation run (empty past); for the QNN HTP the prefill graph: no past inputs, "
+                "logits and present.N.key/value out") if with_past else ""
         return (f"optimum-onnx ({type(model).__name__}, optimum task '{optimum_task_of(task, with_past)}'{past}, its dummy "
                 "inputs, its ONNX Runtime vs torch validation passed)")
     return f"torch.onnx (dynamo) ({type(model).__name__})"
@@ -50,7 +54,8 @@ def export_student(ctx: Context, model: Any, path: Path) -> bool:
     if with_past:
         training = model.training
         try:
-            export_hf(model, ctx.task, path, ctx.target.opset, with_past=True)
+            export_hf(model, ctx.task, path, ctx.target.opset, with_past=True,
+                      past_inputs=ctx.target.runtime not in PREFILL_RUNTIMES)
         finally:
             model.train(training)
     else:

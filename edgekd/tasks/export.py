@@ -62,18 +62,22 @@ def optimum_task_of(task: Task, with_past: bool) -> str:
 def _past_contract(base: Any, spec_inputs: dict[str, dict[int, str]], spec_outputs: dict[str, dict[int, str]]
                    ) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]:
     """The task's inputs plus optimum's past key/values (and its attention-mask axis over past + new
-    tokens); the task's logits plus optimum's present key/values."""
+    tokens); the task's logits plus optimum's present key/values. A prefill graph (no past inputs):
+    the task's inputs, the logits and the present key/values."""
+    outputs = {**spec_outputs, **{n: axes for n, axes in base.outputs.items() if n.startswith("present")}}
+    if not base.use_past_in_inputs:
+        return spec_inputs, outputs
     full = dict(base.inputs)
     inputs = {n: full.get(n, axes) if n == "attention_mask" else axes for n, axes in spec_inputs.items()}
     inputs.update({n: axes for n, axes in full.items() if n.startswith("past_key_values")})
-    outputs = {**spec_outputs, **{n: axes for n, axes in base.outputs.items() if n.startswith("present")}}
     return inputs, outputs
 
 
-def optimum_config(model: Any, task: Task, with_past: bool = False) -> Any:
+def optimum_config(model: Any, task: Task, with_past: bool = False, past_inputs: bool = True) -> Any:
     """optimum-onnx's export config for `model` at the task's optimum task, narrowed to the task's
     specs: its dummy inputs and the ONNX inputs are exactly the task's, with the task's axes (with
-    `with_past`: plus past key/values in, present key/values out)."""
+    `with_past`: plus past key/values in, present key/values out; `past_inputs=False`: a prefill
+    graph, present key/values out only)."""
     try:
         import optimum.exporters.onnx.model_configs  # noqa: F401  registers the model types
         from optimum.exporters.tasks import TasksManager
@@ -87,7 +91,7 @@ def optimum_config(model: Any, task: Task, with_past: bool = False) -> Any:
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"optimum-onnx cannot export {type(model).__name__} for {name}: {exc}",
                           "export the model yourself and compile the ONNX file") from None
-    options = {"task": task.optimum_task, **({"use_past": True, "use_past_in_inputs": True} if with_past else {})}
+    options = {"task": task.optimum_task, **({"use_past": True, "use_past_in_inputs": past_inputs} if with_past else {})}
     made = constructor(model.config, **options)
     base = made.__class__
     spec_inputs = {s.name: s.axes for s in task.inputs()}
@@ -107,7 +111,7 @@ def optimum_config(model: Any, task: Task, with_past: bool = False) -> Any:
     return TaskContract(model.config, **options)
 
 
-def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = False) -> None:
+def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = False, past_inputs: bool = True) -> None:
     """optimum-onnx's `onnx_export_from_model` at the task's optimum task (decoders: without past
     key/values, or with them: `with_past`, edgekd.graph.decoder), with the task's input and output
     specs and optimum's own validation (ONNX Runtime
@@ -116,7 +120,7 @@ def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = 
     build's parity budget is checked after this, on the evaluation data."""
     from optimum.exporters.onnx import onnx_export_from_model
 
-    config = optimum_config(model, task, with_past)
+    config = optimum_config(model, task, with_past, past_inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp, quiet() as log:
         try:
