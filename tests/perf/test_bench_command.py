@@ -31,7 +31,8 @@ def test_bench_build_folder_replaces_the_latency_in_its_report(edgekd, build_cop
     assert lat["intra_op_threads"] == before["tuning"]["rows"][before["tuning"]["chosen"]]["threads"]  # the tuned settings
     bench_stage = next(s for s in report["stages"] if s["name"] == "bench")
     assert bench_stage["metrics"]["latency.p90_ms"]["value"] == lat["p90_ms"]
-    assert [v["budget"] for v in bench_stage["verdicts"]] == ["latency_p90_ms"]
+    assert [v["budget"] for v in bench_stage["verdicts"]] == ["latency_p90_ms", "peak_memory_mb"]  # peak memory: measured here too
+    assert bench_stage["metrics"]["latency.peak_rss_mb"]["value"] == lat["peak_rss_mb"]
     assert lat["compare"]["engine"]["p90_ms"] == lat["p90_ms"]
     assert "SingleStream" in run.out and "Offline" in run.out
     assert "`latency.samples_ms`" in (build_copy / "report.md").read_text()
