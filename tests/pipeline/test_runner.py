@@ -65,7 +65,7 @@ def test_budgets_are_not_part_of_any_key(ctx, onnx_input):
 def test_plan_lists_every_stage_and_its_budgets():
     plan = pipeline.plan(STAGES)
     assert [p["stage"] for p in plan] == [s.name for s in STAGES]
-    assert next(p for p in plan if p["stage"] == "bench")["budgets"] == ["latency_p90_ms"]
+    assert next(p for p in plan if p["stage"] == "bench")["budgets"] == ["decode_tokens_per_s", "latency_p90_ms", "peak_memory_mb", "ttft_ms"]
 
 
 def test_plan_lists_the_quality_budgets_of_the_tasks_metric():
