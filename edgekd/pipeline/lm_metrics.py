@@ -66,7 +66,9 @@ def peak_memory_metric(lat: dict[str, Any] | None) -> Metric:
         return _missing("MiB", "the bench stage did not run")
     if lat.get("method") == "estimated":
         return _missing("MiB", "peak memory: the engine runs only on the device; `edgekd bench --device` measures it there")
-    if lat.get("peak_rss_mb") is None:
+    if "peak_rss_mb" not in lat:
+        return _missing("MiB", f"the bench that measured this build records no peak memory ({lat.get('where', 'where not recorded')})")
+    if lat["peak_rss_mb"] is None:
         return _missing("MiB", "this OS does not expose /proc/self/status VmHWM")
     return Metric(float(lat["peak_rss_mb"]), "MiB", "measured", f"{PEAK_HOW}; {lat.get('where', 'this host')}")
 

@@ -86,6 +86,7 @@ def test_estimated_and_missing_benches_say_why() -> None:
     assert "edgekd bench --device" in estimated[TTFT_MS].how
     assert "did not run" in lm_bench_metrics(None)[DECODE_TOKENS_PER_S].how
     assert "VmHWM" in peak_memory_metric({"method": "measured", "peak_rss_mb": None}).how
+    assert "records no peak memory (trtexec" in peak_memory_metric({"method": "measured", "where": "trtexec on the Jetson"}).how
     failed = {"method": "not available", "scenario": "DecodeTokensPerSecond", "how": "DecodeTokensPerSecond failed in ONNX Runtime: x"}
     assert decoder_metrics({"method": "measured", "decode": failed})[DECODE_TOKENS_PER_S].how == failed["how"]
 
