@@ -137,3 +137,16 @@ def test_first_generation_students_get_no_collapse_section(tmp_path: Path) -> No
     data = lm_report(generation=1)
     data["project"]["file"] = str(write_generations(tmp_path / "p", curve()))
     assert collapse.section(data) is None and "Model collapse" not in model_card.render(data)
+
+
+def test_an_estimated_target_says_what_is_not_estimated() -> None:
+    """A causal LM built for a device-only target: TTFT, decode and peak memory are not estimated, and every view says so."""
+    data = lm_report()
+    data["latency"] = report("estimated")["latency"]
+    bench = next(s for s in data["stages"] if s["name"] == "bench")
+    bench["metrics"] = {k: m.to_json() for k, m in lm_bench_metrics(data["latency"]).items()}
+    rows = {r.label: r for r in lm.lm_rows(data)}
+    assert rows["time to first token (p90)"].method == "not available" and "edgekd bench --device" in rows["time to first token (p90)"].how
+    for text in (markdown.render(data), model_card.render(data)):
+        assert "estimated by the roofline latency model" in text and "are not estimated" in text
+    assert "estimated" in plots_decoder.decoder(data).missing and "Language model" in html.render(data)
