@@ -131,7 +131,7 @@ def _run(ctx: EngineContext, out_dir: Path, cache_dir: Path | None, force: bool,
     if not result.passed:
         first = report["failed_budgets"][0]
         raise BuildFailed(f"budget violated after stage '{first['stage']}': {first['budget']} = {first['value']:.4g} {first['unit']}"
-                          f" > {first['limit']:.4g} {first['unit']} (profile {ctx.profile_file.path})",
+                          f" {'<' if first.get('floor') else '>'} {first['limit']:.4g} {first['unit']} (profile {ctx.profile_file.path})",
                           f"see {out_dir / 'report.md'}", result)
     return result
 

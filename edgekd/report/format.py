@@ -23,3 +23,8 @@ def relation(verdict: dict[str, Any]) -> str:
     """`>=` for a floor budget (decode_tokens_per_s), `<=` for a ceiling; a verdict of a report written
     before floors has no "floor": a ceiling."""
     return ">=" if verdict.get("floor") else "<="
+
+
+def broken(verdict: dict[str, Any]) -> str:
+    """How a failed verdict's value stands to its limit: `<` under a floor, `>` over a ceiling."""
+    return "<" if verdict.get("floor") else ">"

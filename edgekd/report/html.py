@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekd.report import lm, plots, plots_decoder, plots_latency
 from edgekd.report import quality as q
-from edgekd.report.format import fmt, relation
+from edgekd.report.format import broken, fmt, relation
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -54,7 +54,7 @@ def _status(status: str) -> str:
 def _banner(report: dict[str, Any]) -> str:
     if report["verdict"] == "pass":
         return '<div class="banner pass">PASS: every budget holds</div>'
-    failed = "; ".join(f"{v['stage']}: {v['budget']} = {fmt(v['value'], v['unit'])} > {fmt(v['limit'], v['unit'])}"
+    failed = "; ".join(f"{v['stage']}: {v['budget']} = {fmt(v['value'], v['unit'])} {broken(v)} {fmt(v['limit'], v['unit'])}"
                        for v in report["failed_budgets"])
     return f'<div class="banner fail">FAIL: {_e(failed)}</div>'
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.report import quality as q
-from edgekd.report.format import cell, fmt, relation
+from edgekd.report.format import broken, cell, fmt, relation
 
 _MARK = {"pass": "pass", "fail": "**FAIL**", "no budget": "no budget", "not measured": "not measured"}
 
@@ -49,7 +49,7 @@ def render(report: dict[str, Any]) -> str:
     from edgekd.report.markdown_perf import measured_latency, tuning
 
     verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
-        f"{v['stage']}: {v['budget']} = {fmt(v['value'], v['unit'])} > {fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
+        f"{v['stage']}: {v['budget']} = {fmt(v['value'], v['unit'])} {broken(v)} {fmt(v['limit'], v['unit'])}" for v in report["failed_budgets"])
     host, metric = report["host"], q.report_metric(report)
     lines = [
         f"# edgekd build: {report['project']['name']} -> {report['target']['name']}", "",

@@ -150,3 +150,11 @@ def test_an_estimated_target_says_what_is_not_estimated() -> None:
     for text in (markdown.render(data), model_card.render(data)):
         assert "estimated by the roofline latency model" in text and "are not estimated" in text
     assert "estimated" in plots_decoder.decoder(data).missing and "Language model" in html.render(data)
+
+
+def test_a_broken_floor_reads_below_its_limit() -> None:
+    data = lm_report(Budgets(decode_tokens_per_s=1e6))
+    data["failed_budgets"] = [v for s in data["stages"] for v in s["verdicts"] if v["status"] == "fail"]
+    data["verdict"] = "fail"
+    assert [v["budget"] for v in data["failed_budgets"]] == ["decode_tokens_per_s"]
+    assert "tokens/s < 1e+06 tokens/s" in markdown.render(data) and "tokens/s &lt; 1e+06 tokens/s" in html.render(data)
