@@ -33,9 +33,9 @@ class DecodeStep:
     how: str
 
 
-def weight_only_variants(ctx: Context, source: Path, out: Path) -> tuple[list[Any], list[str]]:
-    """One variant per [tune] weight_only entry, quantized from `source` into `out`; notes on any left out."""
-    from edgekd.backends.ort.tune import Variant
+def weight_only_variants(ctx: Context, source: Path, out: Path) -> tuple[list[tuple[str, str, Path, str]], list[str]]:
+    """(precision, quant format, model file, how) per [tune] weight_only entry, quantized from `source`
+    into `out` (edgekd.backends.ort.tune makes them variants); notes on any left out."""
     from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
 
     variants, notes = [], []
@@ -46,8 +46,7 @@ def weight_only_variants(ctx: Context, source: Path, out: Path) -> tuple[list[An
         if quantize_weight_only(source, path, setting) == 0:
             notes.append(f"{setting.name} not tried: no constant MatMul weight in {source.name}")
             continue
-        variants.append(Variant(f"int{spec.bits}", f"{WEIGHT_ONLY}-b{spec.block_size}{level}", path,
-                                f"{setting.describe()}, from {source.name}"))
+        variants.append((f"int{spec.bits}", f"{WEIGHT_ONLY}-b{spec.block_size}{level}", path, f"{setting.describe()}, from {source.name}"))
     return variants, notes
 
 

@@ -116,7 +116,7 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     variants = [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations "
                                                   "quantized at run time), from the fp32 graph")] if any(p == "int8" for p, _ in kinds) else []
     weight_only, notes = weight_only_variants(ctx, fp32, out)
-    variants += weight_only
+    variants += [Variant(*row) for row in weight_only]
     if ("fp32", None) in kinds:
         variants.append(Variant("fp32", None, fp32, f"the given fp32 graph {fp32.name} (with its KV cache)"))
     notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")
