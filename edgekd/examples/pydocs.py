@@ -178,7 +178,7 @@ class Recipe:
 
 
 FULL = Recipe(Llama(256, 4, 8, 8, 704), Llama(128, 2, 4, 2, 352))
-TINY = Recipe(Llama(64, 2, 4, 4, 176), Llama(32, 1, 2, 1, 88), vocab_size=512, max_length=32, max_chars=60_000,
+TINY = Recipe(Llama(64, 2, 4, 4, 176), Llama(32, 1, 2, 1, 88), vocab_size=512, max_length=32, max_chars=30_000,
               teacher_epochs=1, distill_epochs=1, lr=0.003, calibration_samples=8)
 
 
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd.add_argument("folder", type=Path, metavar="DIR")
     cmd.add_argument("--seed", type=int, default=0, help="of the split and of the project's training (default 0)")
     cmd.add_argument("--tiny", action="store_true", help="a small slice, vocabulary and models: a CI build in seconds")
-    cmd.add_argument("--max-chars", type=int, default=None, help="characters of train text to keep (default: all; tiny: 60000)")
+    cmd.add_argument("--max-chars", type=int, default=None, help="characters of train text to keep (default: all; tiny: 30000)")
     cmd.add_argument("--sources", type=Path, default=SOURCES, help=f"the reST sources folder (default {SOURCES})")
     args = parser.parse_args(argv)
     if args.seed < 0:
