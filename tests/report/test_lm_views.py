@@ -108,9 +108,11 @@ def test_gate_on_real_lm_reports(lm_build, tmp_path: Path) -> None:
     for name in ("time to first token p90", "decode tokens/s"):  # the same samples: never a failure; few noisy runs may be inconclusive
         assert checks[name].status in ("pass", "inconclusive") and checks[name].change == 0
     worse = gate(save(slower_decoder(report, 2.0), tmp_path / "c" / "report.json"), tmp_path / "a" / "report.json")
-    failed = {c.name for c in worse.failed}
-    assert {"time to first token p90", "decode tokens/s", "peak memory"} <= failed
-    assert {c.name: c for c in worse.checks}["decode tokens/s"].change == pytest.approx(-50.0, abs=0.1)
+    found = {c.name: c for c in worse.checks}
+    assert found["peak memory"].failed and worse.verdict == "fail"
+    assert found["time to first token p90"].change == pytest.approx(100.0) and found["decode tokens/s"].change == pytest.approx(-50.0)
+    # twice as slow is surely worse unless a few huge outliers (a loaded CI machine) widen the interval: never a pass
+    assert found["time to first token p90"].status in ("fail", "inconclusive") and found["decode tokens/s"].status in ("fail", "inconclusive")
     xml, md = junit.render(worse), gate_markdown.render(worse)
     for name in ("time to first token p90", "decode tokens/s", "peak memory", "engine perplexity"):
         assert f'name="{name}"' in xml and f"| {name} |" in md.replace("**", "")
