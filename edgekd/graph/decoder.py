@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgekd.errors import ConfigError
 from edgekd.graph.inputs import ModelInputs, ResolvedInput
 
 PAST_PREFIX = "past_key_values"
@@ -42,7 +43,8 @@ class PastInput:
             elif isinstance(dim, int) and dim > 0:
                 shape.append(dim)
             else:
-                raise ValueError(f"past input '{self.name}': axis {axis} ({dim}) is neither the batch nor the past length")
+                raise ConfigError(f"past input '{self.name}': axis {axis} ({dim}) is neither the batch nor the past length, "
+                                  "so edgekd cannot make its empty past", "export the decoder with its head dims fixed")
         return tuple(shape)
 
 

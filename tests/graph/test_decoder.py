@@ -134,3 +134,23 @@ def test_static_qdq_calibrated_on_decode_steps_keeps_the_cache_in_range(exported
         full.append(predict(session, feeds))
     step_error, full_error = np.abs(steps[1] - steps[0]).max(), np.abs(full[1] - full[0]).max()
     assert np.isfinite(steps[1]).all() and 0 < step_error <= 1.25 * full_error
+
+
+def test_a_past_with_an_unknown_head_dim_is_a_config_error(tmp_path: Path) -> None:
+    """onnxruntime-genai's builder names the head dim 'kv_cache_dim': no empty past can be made for it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekd.errors import ConfigError
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    past = helper.make_tensor_value_info("past_key_values.0.key", TensorProto.FLOAT, ["batch", 2, "past", "kv_cache_dim"])
+    out = helper.make_tensor_value_info("present.0.key", TensorProto.FLOAT, ["batch", 2, "past", "kv_cache_dim"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.INT64, ["batch", "sequence"])
+    graph = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"]),
+                               helper.make_node("Identity", ["past_key_values.0.key"], ["present.0.key"])],
+                              "g", [ids, past], [logits, out])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ConfigError, match="axis 3 \\(kv_cache_dim\\) is neither the batch nor the past length"):
+        predict(open_session(path), {"input_ids": np.zeros((1, 3), np.int64)})

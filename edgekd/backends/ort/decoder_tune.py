@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekd.config.target import SessionConfig
+from edgekd.graph.inputs import ModelInputs
 
 if TYPE_CHECKING:
     from edgekd.pipeline.context import EngineContext as Context
@@ -50,26 +51,27 @@ def weight_only_variants(ctx: Context, source: Path, out: Path) -> tuple[list[tu
     return variants, notes
 
 
-def decode_step(fp32: Path, prompt: dict[str, np.ndarray]) -> DecodeStep:
+def decode_step(fp32: Path, prompt: dict[str, np.ndarray], inputs: ModelInputs) -> DecodeStep:
     """One decode step after `prompt` (batch 1): the prompt's presents (from the fp32 graph) as past,
-    its greedy next token as the new input, the mask over all tokens."""
+    its greedy next token as the new input, the mask over all tokens, positions counting on; which
+    input is which from `inputs`' roles."""
     from edgekd.backends.ort.session import open_session
-    from edgekd.graph.decoder import complete_feeds, past_inputs
+    from edgekd.graph.decoder import PAST_PREFIX, PRESENT_PREFIX, complete_feeds, past_inputs
 
     session = open_session(fp32)
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(None, complete_feeds(session, prompt))))
-    pasts = past_inputs(session.get_inputs())
-    ids_name = next(n for n in prompt if "ids" in n and "position" not in n and "type" not in n)
+    roles = {i.name: i.role for i in inputs.inputs}
+    ids_name = next(n for n, role in roles.items() if role == "token_ids")
     length = prompt[ids_name].shape[1]
-    feed = {ids_name: np.argmax(outputs["logits"][:, -1:], axis=-1).astype(prompt[ids_name].dtype)}
+    feed = {ids_name: np.argmax(outputs[names[0]][:, -1:], axis=-1).astype(prompt[ids_name].dtype)}
     for name, array in prompt.items():
-        if "mask" in name:
+        if roles.get(name) == "attention_mask":
             feed[name] = np.ones((1, length + 1), array.dtype)
-        elif "position" in name:
-            feed[name] = np.full((1, 1), length, array.dtype)
-    for p in pasts:
-        feed[p.name] = outputs[p.name.replace("past_key_values", "present")]
+        elif roles.get(name) in ("position_ids", "token_type_ids"):
+            feed[name] = np.full((1, 1), length if roles[name] == "position_ids" else 0, array.dtype)
+    for p in past_inputs(session.get_inputs()):
+        feed[p.name] = outputs[p.name.replace(PAST_PREFIX, PRESENT_PREFIX)]
     return DecodeStep(feed, f"one decode step at batch 1: 1 new token after {length} cached tokens (the first evaluation "
                             "row's prompt, its key/values from the fp32 graph), logits and present key/values computed")
 

@@ -210,7 +210,7 @@ def _timed_feed(ctx: Context, fp32: Path, decoder: bool) -> tuple[dict[str, np.n
     if decoder:
         from edgekd.backends.ort.decoder_tune import decode_step
 
-        step = decode_step(fp32, ctx.eval_feeds.first())
+        step = decode_step(fp32, ctx.eval_feeds.first(), ctx.model_inputs)
         return step.feed, step.how
     return ctx.eval_feeds.first(), "the first evaluation sample at batch 1"
 
