@@ -166,7 +166,7 @@ def test_build_loss_applies_params() -> None:
 # ---- every registered loss on tiny inputs ----------------------------------------------------------
 
 EXAMPLE_PARAMS = {
-    "ce": {}, "kd": {}, "hinton": {}, "dkd": {}, "forward_kl": {}, "reverse_kl": {}, "gjsd": {"beta": 0.5},
+    "ce": {}, "kd": {}, "hinton": {}, "dkd": {}, "forward_kl": {}, "reverse_kl": {}, "gjsd": {"beta": 0.5}, "topk_kd": {},
     "fitnet": {"student_layer": "s1", "teacher_layer": "t1"},
     "at": {"pairs": [["s1", "t1"], ["s2", "t2"]]},
     "hidden_mse": {"pairs": [["tok", "ttok"], ["pool", "tpool"]]},  # token states [B, T, H] and pooled [B, H]
