@@ -14,6 +14,7 @@ exporter (see the .md).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-CONFIG = dict(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-              num_key_value_heads=4, max_position_embeddings=256)
+CONFIG = {"vocab_size": 2048, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 8,
+          "num_key_value_heads": 4, "max_position_embeddings": 256}
 PAST, PROMPT = 127, 64
 GENAI_SHIM = """import runpy, sys, transformers
 for name in ("Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration"):
@@ -79,7 +80,7 @@ def genai_variants(folder: Path, work: Path) -> tuple[dict[str, Path], dict[str,
     for precision in ("fp32", "int4"):
         out = work / f"genai_{precision}"
         run = subprocess.run([sys.executable, str(shim), "-i", str(folder), "-o", str(out), "-p", precision, "-e", "cpu"],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         if run.returncode or not (out / "model.onnx").exists():
             failures[f"genai {precision}"] = (run.stderr.strip().splitlines() or ["no output"])[-1]
         else:
@@ -119,13 +120,14 @@ def measure(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, dict[st
     rng = np.random.default_rng(0)
     cases = {n: {"decode": feeds(s, 1, PAST, rng), "prefill": feeds(s, PROMPT, 0, rng)} for n, s in sessions.items()}
     samples = {n: {"decode": [], "prefill": []} for n in sessions}
-    order = list(sessions)
+    order, shuffler = list(sessions), random.Random(0)
     for _ in range(rounds):
-        random.Random(len(samples)).shuffle(order)
+        shuffler.shuffle(order)
         for name in order:
             for case, feed in cases[name].items():
-                sessions[name].run(None, feed)
-                samples[name][case].append(float(np.percentile(time_runs(lambda: sessions[name].run(None, feed), runs), 50)))
+                run = functools.partial(sessions[name].run, None, feed)
+                run()
+                samples[name][case].append(float(np.percentile(time_runs(run, runs), 50)))
     return {n: {f"{case}_p50_ms": float(np.median(v)) for case, v in s.items()} for n, s in samples.items()}
 
 

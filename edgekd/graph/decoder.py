@@ -9,9 +9,10 @@ feeds completed with them, and the model inputs of a build extended by them.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def _past_axis(dims: tuple[Any, ...]) -> int:
 
 
 def is_past(name: str) -> bool:
-    return name.startswith(PAST_PREFIX) or name.startswith("past.") or name.startswith("cache")
+    return name.startswith((PAST_PREFIX, "past.", "cache"))
 
 
 def past_inputs(args: Any) -> list[PastInput]:

@@ -45,9 +45,8 @@ def _torch_eager(ctx: Context, module: Any, first: dict[str, np.ndarray], thread
 
 def _ort_fp32(ctx: EngineContext, model: Path, out: Path, what: str) -> dict[str, Any]:
     from edgekd.backends.ort.session import runtime_description
-    from edgekd.perf.measure import measure
-
     from edgekd.graph.decoder import complete_for, with_past
+    from edgekd.perf.measure import measure
 
     bench = ctx.profile.recipe.bench.model_copy(update={"scenarios": ["SingleStream"], "profile_runs": 0})
     inputs = with_past(ctx.model_inputs, model)  # a decoder's past key/values, empty: the prompt's forward

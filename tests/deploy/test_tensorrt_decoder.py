@@ -56,7 +56,7 @@ def test_the_build_has_one_profile_from_a_step_to_the_prompt_tuned_at_the_decode
     script = (tmp_path / tb.SCRIPT).read_text()
     assert f"--optShapes=input_ids:1x1,attention_mask:1x{CONTEXT}," in script and "--int8" in script
     if shutil.which("bash"):
-        assert subprocess.run(["bash", "-n", str(tmp_path / tb.SCRIPT)]).returncode == 0
+        assert subprocess.run(["bash", "-n", str(tmp_path / tb.SCRIPT)], check=False).returncode == 0
 
 
 def test_the_decode_step_and_the_prefill_are_measured_apart(decoder, tmp_path: Path) -> None:

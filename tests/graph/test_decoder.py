@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from edgekd.backends.ort.session import open_session, predict
-from edgekd.graph.decoder import complete_feeds, empty_past, graph_past_inputs, has_kv_cache, past_inputs, with_past
+from edgekd.graph.decoder import (
+    complete_feeds,
+    empty_past,
+    graph_past_inputs,
+    has_kv_cache,
+    past_inputs,
+    with_past,
+)
 from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
 from edgekd.tasks import CausalLM
 from edgekd.tasks.export import export_hf
@@ -84,8 +91,8 @@ def test_the_build_inputs_gain_the_past_at_length_zero(exported) -> None:
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_weight_only_graphs_run_and_their_perplexity_is_computed(exported, tmp_path: Path, bits: int) -> None:
-    from edgekd.pipeline.evaluation import quality_metric
     from edgekd.graph.feeds import FeedSet
+    from edgekd.pipeline.evaluation import quality_metric
 
     _, path = exported
     out = tmp_path / f"int{bits}.onnx"

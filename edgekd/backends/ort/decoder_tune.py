@@ -56,7 +56,12 @@ def decode_step(fp32: Path, prompt: dict[str, np.ndarray], inputs: ModelInputs) 
     its greedy next token as the new input, the mask over all tokens, positions counting on; which
     input is which from `inputs`' roles."""
     from edgekd.backends.ort.session import open_session
-    from edgekd.graph.decoder import PAST_PREFIX, PRESENT_PREFIX, complete_feeds, past_inputs
+    from edgekd.graph.decoder import (
+        PAST_PREFIX,
+        PRESENT_PREFIX,
+        complete_feeds,
+        past_inputs,
+    )
 
     session = open_session(fp32)
     names = [o.name for o in session.get_outputs()]
@@ -89,9 +94,9 @@ def quality(ctx: Context, fp32: Path, variants: list[Any], levels: dict[str, Ses
 
     reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
     values = {(v.name, level): judged(predict_file(v.model, feeds.arrays, s)) for v in variants for level, s in levels.items()}
-    return (judged(reference), values,
-            f"{metric.name} on {feeds.description} (full-sequence forward, empty past); the rows' accuracy is top-1 "
-            "agreement with the fp32 graph")
+    how = (f"{metric.name} on {feeds.description} (full-sequence forward, empty past); the rows' accuracy is top-1 "
+           "agreement with the fp32 graph")
+    return judged(reference), values, how
 
 
 def metric_problems(ctx: Context, value: float | None, fp32_value: float | None) -> list[str]:

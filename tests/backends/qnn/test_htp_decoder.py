@@ -39,7 +39,7 @@ def prefill(tmp_path_factory: pytest.TempPathFactory):
 def test_the_prefill_graph_gives_logits_and_the_cache_without_past_inputs(prefill) -> None:
     import onnx
 
-    fp32, qdq, _ = prefill
+    _, qdq, _ = prefill
     graph = onnx.load(str(qdq)).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
     outputs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
