@@ -179,28 +179,20 @@ def main() -> None:
         work = (args.workdir or Path(tmp)).resolve()
         data = lm_common.prepare_data(work, args.max_chars)
         teacher = lm_common.train_teacher(work, args.teacher_epochs)
-        first = next((v for k, v in _teacher_metrics(work).items() if k == "teacher.perplexity"), None)
-        rows = [row(0, 0.0, first, teacher, data)]
+        rows: list[dict] = []
         for fraction in (float(f) for f in args.real_fractions.split(",")):
             parent = teacher
             for generation in range(1, args.generations + 1):
                 project = data / f"gen{generation}-real{fraction:g}.toml"
                 project.write_text(project_toml(parent, fraction, generation, args.epochs))
                 out = work / f"build-gen{generation}-real{fraction:g}"
-                report = build(work, project, out)
+                metrics = metrics_of(build(work, project, out))
+                if not rows:  # generation 0: the teacher, as the first build's teacher stage measured it on the real test pages
+                    rows.append(row(0, 0.0, metrics["teacher.perplexity"]["value"], teacher, data))
                 parent = student_folder(out, work / f"gen{generation}-real{fraction:g}")
-                rows.append(row(generation, fraction, metrics_of(report)["student.perplexity"]["value"], parent, data))
+                rows.append(row(generation, fraction, metrics["student.perplexity"]["value"], parent, data))
                 write(_result(args, rows, start, load_before), final=False)
     write(_result(args, rows, start, load_before), final=True)
-
-
-def _teacher_metrics(work: Path) -> dict:
-    import json
-
-    report = work / "build-teacher-phase" / "report.json"
-    if not report.is_file():
-        return {}
-    return {k: v["value"] for k, v in metrics_of(json.loads(report.read_text())).items()}
 
 
 def _result(args: argparse.Namespace, rows: list[dict], start: float, load_before: float) -> dict:

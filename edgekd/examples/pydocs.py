@@ -122,7 +122,8 @@ def split(documents: Iterable[Document], seed: int = 0) -> dict[str, list[Docume
 
 def train_tokenizer(texts: Iterable[str], folder: Path, vocab_size: int) -> Path:
     """A GPT-2-style byte-level BPE tokenizer (no unknown tokens; `<|endoftext|>` ends texts and
-    pads) trained on `texts` with `tokenizers`, saved as a transformers tokenizer folder."""
+    pads; no token_type_ids, which decoders do not take) trained on `texts` with `tokenizers`, saved as a
+    transformers tokenizer folder."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -133,7 +134,7 @@ def train_tokenizer(texts: Iterable[str], folder: Path, vocab_size: int) -> Path
         vocab_size=vocab_size, special_tokens=[END_OF_TEXT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT,
-                                   pad_token=END_OF_TEXT, unk_token=None)
+                                   pad_token=END_OF_TEXT, unk_token=None, model_input_names=["input_ids", "attention_mask"])
     fast.save_pretrained(str(folder))
     return folder
 
