@@ -183,3 +183,33 @@ def split_calibration(model: Path, calib: Mapping[str, np.ndarray]) -> dict[str,
     for p in past_inputs(session.get_inputs()):
         feeds[p.name] = outputs[p.name.replace(PAST_PREFIX, PRESENT_PREFIX)]
     return feeds
+
+
+def static_decode_calibration(model: Path, calib: Mapping[str, np.ndarray], context: int) -> dict[str, np.ndarray]:
+    """Calibration feeds for a static decode graph (1 token after a past of `context` - 1 slots, mask
+    over `context`, explicit position_ids): each row's tokens but the last run by `model` (fp32, empty
+    past) for its key/values, placed in the first slots of the fixed past (the rest zeros, masked off),
+    its last token the new one at its position. Rows must be shorter than `context`."""
+    from edgekd.common.toolchain import require
+
+    ort = require("onnxruntime", "calibrating a decoder")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    ids_name = next(n for n, a in calib.items() if a.ndim == 2 and "mask" not in n and "position" not in n)
+    rows, length = calib[ids_name].shape
+    if length >= context:
+        raise ConfigError(f"calibration rows of {length} tokens do not fit a decode graph over {context} tokens")
+    prompt = {n: a[:, :-1] for n, a in calib.items() if "position" not in n}
+    if "position_ids" in {i.name for i in session.get_inputs()}:
+        prompt["position_ids"] = np.broadcast_to(np.arange(length - 1), (rows, length - 1)).astype(np.int64)
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, complete_feeds(session, prompt))))
+    feeds = {ids_name: calib[ids_name][:, -1:], "position_ids": np.full((rows, 1), length - 1, np.int64)}
+    for name in (n for n in calib if "mask" in n):
+        mask = np.zeros((rows, context), calib[name].dtype)
+        mask[:, :length - 1], mask[:, -1] = calib[name][:, :-1], 1  # the row's own mask over its cached tokens
+        feeds[name] = mask
+    for p in past_inputs(session.get_inputs()):
+        present = outputs[p.name.replace(PAST_PREFIX, PRESENT_PREFIX)]
+        pad = [(0, 0)] * present.ndim
+        pad[p.past_axis] = (0, context - 1 - present.shape[p.past_axis])
+        feeds[p.name] = np.pad(present, pad)
+    return feeds

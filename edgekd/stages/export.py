@@ -46,21 +46,28 @@ def exporter_of(model: Any, task: Any, with_past: bool = False) -> str:
     return f"torch.onnx (dynamo) ({type(model).__name__})"
 
 
-def export_student(ctx: Context, model: Any, path: Path) -> bool:
-    """The task's export of `model` to `path` (with a KV cache where `kv_cache_export`); whether it has one."""
+DECODE_ONNX = "student_decode.onnx"  # the QNN HTP's decode graph source (edgekd.backends.qnn.decoder)
+
+
+def export_student(ctx: Context, model: Any, path: Path, decode: Path | None = None) -> bool:
+    """The task's export of `model` to `path` (with a KV cache where `kv_cache_export`); whether it has
+    one. For the QNN HTP `path` is the prefill graph and, given `decode`, the with-past graph (with
+    position_ids) the decode graph is made from goes there."""
     from edgekd.tasks.export import export_hf
 
     with_past = kv_cache_export(ctx, model)
-    if with_past:
-        training = model.training
-        try:
-            export_hf(model, ctx.task, path, ctx.target.opset, with_past=True,
-                      past_inputs=ctx.target.runtime not in PREFILL_RUNTIMES)
-        finally:
-            model.train(training)
-    else:
+    if not with_past:
         ctx.task.export(model, path, ctx.target.opset)
-    return with_past
+        return False
+    prefill = ctx.target.runtime in PREFILL_RUNTIMES
+    training = model.training
+    try:
+        export_hf(model, ctx.task, path, ctx.target.opset, with_past=True, past_inputs=not prefill)
+        if prefill and decode is not None:
+            export_hf(model, ctx.task, decode, ctx.target.opset, with_past=True, positions=True)
+    finally:
+        model.train(training)
+    return True
 
 
 def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
@@ -68,7 +75,7 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
     student = load_weights(build_student(ctx, inputs[STUDENT_JSON])[0], inputs[STUDENT_WEIGHTS], "student")
     path = out / STUDENT_ONNX
-    with_past = export_student(ctx, student, path)
+    with_past = export_student(ctx, student, path, out / DECODE_ONNX)
     provenance.stamp_onnx(path, build_provenance.props(ctx, "export"))
     feeds = ctx.eval_feeds.arrays
     onnx_logits = ortb.predict(ortb.open_session(path), feeds)

@@ -59,8 +59,8 @@ def optimum_task_of(task: Task, with_past: bool) -> str:
     return task.optimum_task + WITH_PAST
 
 
-def _past_contract(base: Any, spec_inputs: dict[str, dict[int, str]], spec_outputs: dict[str, dict[int, str]]
-                   ) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]:
+def _past_contract(base: Any, spec_inputs: dict[str, dict[int, str]], spec_outputs: dict[str, dict[int, str]],
+                   positions: bool = False) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]:
     """The task's inputs plus optimum's past key/values (and its attention-mask axis over past + new
     tokens); the task's logits plus optimum's present key/values. A prefill graph (no past inputs):
     the task's inputs, the logits and the present key/values."""
@@ -69,15 +69,17 @@ def _past_contract(base: Any, spec_inputs: dict[str, dict[int, str]], spec_outpu
         return spec_inputs, outputs
     full = dict(base.inputs)
     inputs = {n: full.get(n, axes) if n == "attention_mask" else axes for n, axes in spec_inputs.items()}
+    if positions and "position_ids" in full:  # a fixed-length cache with unfilled slots: positions are not its length
+        inputs["position_ids"] = full["position_ids"]
     inputs.update({n: axes for n, axes in full.items() if n.startswith("past_key_values")})
     return inputs, outputs
 
 
-def optimum_config(model: Any, task: Task, with_past: bool = False, past_inputs: bool = True) -> Any:
+def optimum_config(model: Any, task: Task, with_past: bool = False, past_inputs: bool = True, positions: bool = False) -> Any:
     """optimum-onnx's export config for `model` at the task's optimum task, narrowed to the task's
     specs: its dummy inputs and the ONNX inputs are exactly the task's, with the task's axes (with
     `with_past`: plus past key/values in, present key/values out; `past_inputs=False`: a prefill
-    graph, present key/values out only)."""
+    graph, present key/values out only; `positions`: position_ids in as well, for a static decode graph)."""
     try:
         import optimum.exporters.onnx.model_configs  # noqa: F401  registers the model types
         from optimum.exporters.tasks import TasksManager
@@ -97,7 +99,7 @@ def optimum_config(model: Any, task: Task, with_past: bool = False, past_inputs:
     spec_inputs = {s.name: s.axes for s in task.inputs()}
     spec_outputs = {s.name: s.axes for s in task.outputs()}
     if with_past:
-        spec_inputs, spec_outputs = _past_contract(made, spec_inputs, spec_outputs)
+        spec_inputs, spec_outputs = _past_contract(made, spec_inputs, spec_outputs, positions)
 
     class TaskContract(base):  # type: ignore[misc,valid-type]
         @property
@@ -111,7 +113,8 @@ def optimum_config(model: Any, task: Task, with_past: bool = False, past_inputs:
     return TaskContract(model.config, **options)
 
 
-def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = False, past_inputs: bool = True) -> None:
+def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = False, past_inputs: bool = True,
+              positions: bool = False) -> None:
     """optimum-onnx's `onnx_export_from_model` at the task's optimum task (decoders: without past
     key/values, or with them: `with_past`, edgekd.graph.decoder), with the task's input and output
     specs and optimum's own validation (ONNX Runtime
@@ -120,7 +123,7 @@ def export_hf(model: Any, task: Task, path: Path, opset: int, with_past: bool = 
     build's parity budget is checked after this, on the evaluation data."""
     from optimum.exporters.onnx import onnx_export_from_model
 
-    config = optimum_config(model, task, with_past, past_inputs)
+    config = optimum_config(model, task, with_past, past_inputs, positions)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp, quiet() as log:
         try:
