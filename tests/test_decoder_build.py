@@ -2,7 +2,8 @@
 start, trained briefly on a generated grammar) for x86: the student exports with a KV cache
 (optimum text-generation-with-past), the tuner measures dynamic INT8, MatMulNBits int4/int8 weight-only
 and fp32 on a decode step with the cache and judges each by perplexity against
-quantize_perplexity_increase_pct, and the bench decodes with the cache. Proves the pipeline, not a model."""
+quantize_perplexity_increase_pct, and the bench decodes with the cache; for mobile-npu the prefill and a static decode graph become HTP
+context binaries. Proves the pipeline, not a model."""
 from __future__ import annotations
 
 import json
@@ -69,15 +70,24 @@ runs_per_round = 20
 
 
 @pytest.fixture(scope="module")
-def llama_build(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[int, str, Path]:
+def llama_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder, rng = tmp_path_factory.mktemp("llama"), random.Random(0)
     for split, count in (("train", 200), ("calib", 20), ("test", 40)):
         write(folder / f"{split}.txt", sentences(count, rng))
     train_word_tokenizer((folder / "train.txt").read_text().splitlines(), folder / "tokenizer.json")
-    project, profile, out = write(folder / "edgekd.toml", PROJECT), write(folder / "decoder.toml", PROFILE), folder / "build"
-    code, stdout, stderr = run_cli(["build", "--project", str(project), "--target", "x86", "--profile", str(profile),
+    return write(folder / "edgekd.toml", PROJECT), write(folder / "decoder.toml", PROFILE)
+
+
+def build(project: tuple[Path, Path], target: str, cache_dir: Path) -> tuple[int, str, Path]:
+    out = project[0].parent / f"build-{target}"
+    code, stdout, stderr = run_cli(["build", "--project", str(project[0]), "--target", target, "--profile", str(project[1]),
                                     "--out", str(out)], cache_dir)
     return code, stdout + stderr, out
+
+
+@pytest.fixture(scope="module")
+def llama_build(llama_project: tuple[Path, Path], cache_dir: Path) -> tuple[int, str, Path]:
+    return build(llama_project, "x86", cache_dir)
 
 
 def test_the_student_exports_with_a_kv_cache(llama_build) -> None:
@@ -114,3 +124,19 @@ def test_the_engine_is_evaluated_and_decodes_with_its_cache(llama_build) -> None
     bench = json.loads((out / "bench.json").read_text())
     assert bench["decode"]["method"] == "measured" and bench["decode"]["kv_cache"] is True
     assert bench["decode"]["tokens_per_s"] > 0 and "present key/values as past" in bench["decode"]["how"]
+
+
+@pytest.mark.qnn
+def test_the_htp_gets_a_prefill_and_a_static_decode_context_binary(llama_project: tuple[Path, Path], cache_dir: Path) -> None:
+    pytest.importorskip("onnxruntime_qnn")
+    code, log, out = build(llama_project, "mobile-npu", cache_dir)
+    assert code == 0, log
+    engine = sorted(p.name for p in (out / "engine").iterdir())
+    assert engine == ["decode_ctx.onnx", "decode_ctx_qnn.bin", "student_ctx.onnx", "student_ctx_qnn.bin"]
+    report = json.loads((out / "report.json").read_text())
+    compile_stage = next(s for s in report["stages"] if s["name"] == "compile")
+    agreement = compile_stage["metrics"]["engine.decode_step_agreement_pct"]
+    assert agreement["method"] == "measured" and 0 <= agreement["value"] <= 100
+    assert any(n.startswith("decode graph partition:") for n in compile_stage["notes"])
+    metrics = {k: m for s in report["stages"] for k, m in s["metrics"].items()}
+    assert metrics["engine.perplexity"]["method"] == "measured" and metrics["latency.p90_ms"]["method"] == "estimated"

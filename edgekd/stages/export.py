@@ -32,6 +32,13 @@ def kv_cache_export(ctx: Context, model: Any) -> bool:
     return is_hf_model(model) and ctx.task.optimum_task == "text-generation" and ctx.target.runtime in runtimes
 
 
+def kv_cache_mode(ctx: Context) -> str:
+    """What a Hugging Face decoder exports as for this target's runtime (part of the stage's cache key):
+    "past" (KV cache in and out), "prefill" (+ the decode graph's source) or "none"."""
+    runtime = ctx.target.runtime
+    return "past" if runtime in KV_CACHE_RUNTIMES else "prefill" if runtime in PREFILL_RUNTIMES else "none"
+
+
 def exporter_of(model: Any, task: Any, with_past: bool = False) -> str:
     """Which exporter the task's export used for `model`, for the notes."""
     from edgekd.tasks.base import is_hf_model
@@ -91,4 +98,5 @@ def run_export(ctx: Context, inputs: Files, out: Path) -> Outcome:
 
 EXPORT = Stage("export", "the task's export (torch.onnx; optimum-onnx for Hugging Face models) + ONNX Runtime vs torch parity check",
                (STUDENT_JSON, STUDENT_WEIGHTS), (STUDENT_ONNX, folder(TOKENIZER_DIR)), ("torch", "onnx", "onnxscript", "onnxruntime"),
-               lambda c: {"opset": c.target.opset, "task": c.project.task.model_dump(), **data_key(c)}, run_export)
+               lambda c: {"opset": c.target.opset, "task": c.project.task.model_dump(), "kv_cache": kv_cache_mode(c), **data_key(c)},
+               run_export)
