@@ -10,9 +10,10 @@ grouped KV heads: ~4.8x fewer parameters) is the same config for every method:
   PROMPT tokens (Kim & Rush 2016; [distill] data = "teacher_generations");
 - `on_policy`: GKD (Agarwal et al. 2024): generalized JSD (beta 0.5) on the real text, and on half of
   the batches (lambda 0.5) on the student's own samples scored by the teacher;
-- `api` / `api_logprobs`: an API teacher: a JSONL of API_PROMPTS prompts and the teacher's responses,
-  written by `python -m edgekd.distill.api_teacher export` from the teacher folder (what a remote
-  model's API returns), without and with per-token top-5 log-probabilities.
+- `api` / `api_logprobs`: an API teacher: a JSONL of API_PROMPTS prompts and the teacher's greedy
+  responses, written by `python -m edgekd.distill.api_teacher export` from the teacher folder (what
+  a remote model's API returns), without and with per-token top-5 log-probabilities (the same
+  responses). The student sees only those responses (fewer tokens than the train split).
 
 Each row: the torch student's perplexity on the test pages, the INT4 (MatMulNBits, weight-only)
 model's perplexity, decode tokens/s of the fp32 and INT4 engines with a KV cache and the time to
@@ -97,16 +98,20 @@ seed = {seed}
 
 
 def api_files(work: Path) -> None:
-    """api.jsonl and api_logprobs.jsonl: the teacher's greedy responses to the first words of the
-    first API_PROMPTS train paragraphs, as an API would give them."""
+    """api_logprobs.jsonl: the teacher's greedy responses to the first six words of the first
+    API_PROMPTS train paragraphs with per-token top-5 log-probabilities, as an API gives them;
+    api.jsonl: the same responses without the log-probabilities (an API that returns text only)."""
     prompts = work / "api_prompts.txt"
     lines = (work / "data" / "train.txt").read_text(encoding="utf-8").splitlines()
     prompts.write_text("".join(" ".join(line.split()[:6]) + "\n" for line in lines[:API_PROMPTS]), encoding="utf-8")
-    for name, flag in (("api_logprobs.jsonl", []), ("api.jsonl", ["--no-logprobs"])):
-        if not (work / name).is_file():
-            subprocess.run([sys.executable, "-m", "edgekd.distill.api_teacher", "export", "--model", str(work / "teacher"),
-                            "--tokenizer", str(work / "data" / "tokenizer"), "--prompts", str(prompts), "--out", str(work / name),
-                            "--max-new-tokens", str(API_NEW_TOKENS), "--top-logprobs", "5", *flag], check=True)
+    full, bare = work / "api_logprobs.jsonl", work / "api.jsonl"
+    if not full.is_file():
+        subprocess.run([sys.executable, "-m", "edgekd.distill.api_teacher", "export", "--model", str(work / "teacher"),
+                        "--tokenizer", str(work / "data" / "tokenizer"), "--prompts", str(prompts), "--out", str(full),
+                        "--max-new-tokens", str(API_NEW_TOKENS), "--top-logprobs", "5"], check=True)
+    records = [json.loads(line) for line in full.read_text(encoding="utf-8").splitlines()]
+    bare.write_text("".join(json.dumps({"prompt": r["prompt"], "response": r["response"]}, ensure_ascii=False) + "\n"
+                            for r in records), encoding="utf-8")
 
 
 def _value(m: dict, name: str) -> float | None:

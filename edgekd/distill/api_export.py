@@ -40,12 +40,24 @@ class ExportSettings:
 
 
 def module_logits(module: Any) -> LogitsFn:
-    """Next-token logits of a torch causal LM (a transformers model, or a module returning [1, T, V])."""
+    """Next-token logits of a torch causal LM (a transformers model, or a module returning [1, T, V]).
+    A transformers model keeps its KV cache between calls that extend the last sequence by one token
+    (a response is generated token by token), so each step runs one token, not the whole sequence."""
     import torch
+
+    state: dict[str, Any] = {"ids": None, "past": None}
+    cached = hasattr(module, "config") and getattr(module.config, "use_cache", False)
 
     def logits(ids: list[int]) -> np.ndarray:
         with torch.no_grad():
-            out = module(torch.as_tensor([ids], dtype=torch.int64))
+            if not cached:
+                out = module(torch.as_tensor([ids], dtype=torch.int64))
+            else:
+                step = state["past"] is not None and len(ids) == len(state["ids"]) + 1 and ids[:-1] == state["ids"]
+                feed = ids[-1:] if step else ids
+                out = module(torch.as_tensor([feed], dtype=torch.int64), past_key_values=state["past"] if step else None,
+                             use_cache=True)
+                state["ids"], state["past"] = list(ids), out.past_key_values
         out = getattr(out, "logits", out)
         return out[0, -1].float().numpy()
 

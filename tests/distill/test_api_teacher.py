@@ -123,6 +123,25 @@ def test_topk_kl_is_kl_on_targeted_rows_and_skips_the_others():
     assert none.item() == 0.0 and s.grad is not None
 
 
+def test_export_logits_of_a_transformers_model_reuse_its_kv_cache_and_match_the_full_forward():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32)).eval()
+    logits_of, ids, calls = module_logits(model), [3, 4, 5], []
+    original = model.forward
+    model.forward = lambda input_ids, **kw: calls.append(input_ids.shape[1]) or original(input_ids, **kw)
+    for token in (7, 8, 9):
+        got = logits_of(ids)
+        with torch.no_grad():
+            full = original(torch.tensor([ids])).logits[0, -1].numpy()
+        assert np.allclose(got, full, atol=1e-5)
+        ids = [*ids, token]
+    logits_of([1, 2])  # not an extension of the last sequence: the whole of it again
+    assert calls == [3, 1, 1, 2]
+
+
 def test_the_export_writes_a_file_the_api_teacher_reads_with_the_models_logprobs(tmp_path, tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
