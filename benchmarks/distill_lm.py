@@ -27,6 +27,7 @@ Needs `apt-get install python3.11-doc`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
