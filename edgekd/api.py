@@ -254,6 +254,7 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     runs data-parallel on the project's data, task and augmentations, reading the teacher's logits
     from the build's teacher-logit cache, and writes `student.safetensors` into `out`."""
     ctx = resolve_inputs(target, profile, project, ConfigSearch())
+    _check_ddp_recipe(ctx)
     ctx.data_sha256  # load and check the data before anything is written
     out_dir = Path(out) if out else Path("build") / f"{ctx.target_file.name}-ddp"
     ctx.cache_root = Path(cache_dir or default_root())
@@ -262,6 +263,17 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
     preflight(ctx, out_dir, log)
     with exclusive(out_dir / LOCK_FILE, f"build folder {out_dir}", log):  # one writer per folder, as for build
         return _distill_locked(ctx, nproc, out_dir, log)
+
+
+def _check_ddp_recipe(ctx: Context) -> None:
+    """What the distributed workers do not run is refused, not silently replaced by plain KD on real text."""
+    d = ctx.project.distill
+    unsupported = [name for name, used in (("data = 'teacher_generations' (sequence-level KD)", d.data != "real"),
+                                           ("[distill.on_policy]", d.on_policy is not None),
+                                           ("vocab_alignment", d.vocab_alignment != "none")) if used]
+    if unsupported:
+        raise ConfigError(f"{ctx.source}: distributed distillation does not run {', '.join(unsupported)}",
+                          "use `edgekd build` (single process) for these language-model recipes")
 
 
 def _distill_locked(ctx: Context, nproc: int, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
