@@ -139,6 +139,8 @@ def build(spec: dict[str, Any], task: str, vocab_size: int | None = None, num_la
         raise ConfigError(f"key '{spec['key']}': Hugging Face models are supported for tasks {', '.join(HEADS)}, not {task}",
                           "give a factory returning a torch module for this task")
     config = base_config(spec)
+    if spec.get("own_vocabulary"):  # a teacher aligned to the data's vocabulary ([distill] vocab_alignment) keeps its own
+        vocab_size = None
     dims = {"vocab_size": vocab_size, "num_labels": num_labels, "num_classes": num_classes, "max_length": max_length,
             "input_shape": input_shape, "_key": spec["key"], "_overrides": spec["overrides"]}
     _set_task_dims(config, task, dims, fresh="path" not in spec)
@@ -157,8 +159,8 @@ def head_is_trained(spec: dict[str, Any], task: str, classes: int | None) -> boo
     """Whether a model folder already holds a trained head for the task: its architecture has the
     task's head and (classifiers) as many labels as the data."""
     config = json.loads((Path(spec["path"]) / "config.json").read_text())
-    suffix = HEADS.get(task, ("", ""))[1]
-    if not any(a.endswith(suffix) for a in config.get("architectures") or []):
+    suffixes = (HEADS.get(task, ("", ""))[1], *(("LMHeadModel",) if task == "causal-lm" else ()))  # GPT2LMHeadModel too
+    if not any(a.endswith(suffixes) for a in config.get("architectures") or []):
         return False
     labels = len(config.get("id2label") or {}) or config.get("num_labels")
     return task == "causal-lm" or labels == classes

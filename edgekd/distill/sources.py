@@ -80,9 +80,11 @@ def teacher_source(ctx: Context, trained_weights: Path | None) -> TeacherSource:
     teacher trained here."""
     from edgekd.distill.teachers import EnsembleTeacher
 
+    from edgekd.distill.vocab_align import aligned_source
+
     cfg = ctx.project.teacher
     if cfg.kind != "ensemble":
-        return _one(ctx, cfg, "teacher", trained_weights)
+        return aligned_source(ctx, _one(ctx, cfg, "teacher", trained_weights))
     members = []
     for i, member in enumerate(cfg.members):
         if member.kind == "torch" and member.train is not None:

@@ -175,6 +175,11 @@ class AlignedTeacher:
         return False
 
     @property
+    def module(self) -> Any:
+        """The wrapped teacher's torch module (None for an ONNX teacher): its size and timing are its own."""
+        return getattr(self.inner, "module", None)
+
+    @property
     def reads_inputs(self) -> bool:
         return True
 
@@ -225,3 +230,21 @@ def measure_dropped_mass(teacher: AlignedTeacher, batches: Iterable[dict[str, np
     for batch in batches:
         measuring.logits(batch)
     return measuring.tally
+
+
+def aligned_source(ctx: Any, source: TeacherSource) -> TeacherSource:
+    """[distill] vocab_alignment = "shared_tokens": the configured teacher (a [teacher.hf] folder
+    with its own tokenizer) aligned to the data's tokenizer; the teacher unchanged otherwise."""
+    cfg, spec = ctx.project.distill, ctx.project.teacher.hf
+    if cfg.vocab_alignment != "shared_tokens":
+        return source
+    data_tokenizer = getattr(ctx.data_source, "tokenizer", None)
+    if spec is None or spec.path is None or data_tokenizer is None:
+        raise ConfigError(f"{ctx.source}: key '{KEY}': aligning vocabularies needs a teacher model folder with its own "
+                          "tokenizer ([teacher.hf] path) and data tokenized by edgekd (data.tokenizer)",
+                          "remove vocab_alignment, or give both")
+    from transformers import AutoTokenizer
+
+    folder = ctx.factory_of(ctx.project.teacher, "teacher")[1]["spec"]["path"]
+    teacher_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return align_teacher(source, teacher_tokenizer, data_tokenizer, [s.name for s in cfg.losses], ctx.task.name)

@@ -185,6 +185,8 @@ class Context(EngineContext):
         resolved = self.__dict__.setdefault("_hf_resolved", {})  # once per build: resolving hashes a folder's weights
         if key not in resolved:
             resolved[key] = resolve(spec.hf, f"{key}.hf", self.project_file.path.parent, self.project.teacher.hf)
+            if key == "teacher" and self.project.distill.vocab_alignment != "none":  # it reads its own vocabulary, not the data's
+                resolved[key]["own_vocabulary"] = True
         return FACTORY, {"spec": resolved[key], "task": self.task.name}, f"{key}.hf"
 
     def build_model_from(self, factory: str, args: dict[str, Any], key: str, seed: int = 0) -> Any:

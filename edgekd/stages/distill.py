@@ -29,7 +29,7 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     from edgekd.distill.trainer import build_objective, distill
 
     cfg = ctx.project.distill
-    source = align_vocabularies(ctx, teacher_of_student(ctx, inputs))
+    source = teacher_of_student(ctx, inputs)  # aligned to the data's vocabulary where [distill] vocab_alignment asks
     student, described = build_student(ctx, inputs["student.json"])
     init_note = init_student(ctx, student, inputs)
     objective = build_objective(cfg)
@@ -50,26 +50,6 @@ def run_distill(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         notes.insert(2, teaching.on_policy.note())
     aligned_metrics, aligned_notes = alignment_report(ctx, source)
     return Outcome(metrics | aligned_metrics, notes + aligned_notes)
-
-
-def align_vocabularies(ctx: Context, source: Any) -> Any:
-    """[distill] vocab_alignment = "shared_tokens": the teacher folder's tokenizer paired with the
-    data's (edgekd.distill.vocab_align); the teacher unchanged otherwise."""
-    from edgekd.distill.vocab_align import align_teacher
-
-    cfg, spec = ctx.project.distill, ctx.project.teacher.hf
-    if cfg.vocab_alignment != "shared_tokens":
-        return source
-    data_tokenizer = getattr(ctx.data_source, "tokenizer", None)
-    if spec is None or spec.path is None or data_tokenizer is None:
-        raise ConfigError(f"{ctx.source}: key 'distill.vocab_alignment': aligning vocabularies needs a teacher model folder "
-                          "with its own tokenizer ([teacher.hf] path) and data tokenized by edgekd (data.tokenizer)",
-                          "remove vocab_alignment, or give both")
-    from transformers import AutoTokenizer
-
-    folder = ctx.factory_of(ctx.project.teacher, "teacher")[1]["spec"]["path"]
-    teacher_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return align_teacher(source, teacher_tokenizer, data_tokenizer, [s.name for s in cfg.losses], ctx.task.name)
 
 
 def alignment_report(ctx: Context, source: Any) -> tuple[dict[str, Metric], list[str]]:

@@ -188,7 +188,9 @@ def _check_tokenizers(ctx: Context) -> None:
     for role in ("teacher", "student"):
         spec = getattr(ctx.project, role)
         if tokenizer is not None and spec.hf is not None and spec.hf.path is not None:
-            hf_models.check_tokenizer(ctx.factory_of(spec, role)[1]["spec"], tokenizer.get_vocab(), str(ctx.project.data.tokenizer))
+            alignment = ctx.project.distill.vocab_alignment if role == "teacher" else "none"
+            hf_models.check_tokenizer(ctx.factory_of(spec, role)[1]["spec"], tokenizer.get_vocab(), str(ctx.project.data.tokenizer),
+                                      alignment)
 
 
 def _rows_per_sample(ctx: Context, batch: dict[str, Any]) -> int:

@@ -52,11 +52,11 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
         notes = [f"teacher {described} trained here: {cfg.train.epochs} epochs on {samples} streamed samples{augmented}, final loss {losses[-1]:.4f}"]
     else:
         source = teacher_source(ctx, None)
-        if isinstance(source, TorchTeacher):
+        if isinstance(getattr(source, "inner", source), TorchTeacher):  # (aligned to the data's vocabulary or not)
             save_weights(source.module, out / TEACHER_WEIGHTS, teacher_weights_metadata(ctx))
         notes = [f"teacher: {source.describe()}"]
-    if isinstance(source, TorchTeacher):
-        metrics.update(size_metrics(source.module, ctx.teacher_task, "teacher"))
+    if isinstance(getattr(source, "inner", source), TorchTeacher):
+        metrics.update(size_metrics(source.module, _own_task(ctx, source), "teacher"))
     if ctx.project.data.teacher_text_column:
         data = ctx.project.data
         notes.append(f"cross-input: the teacher reads column '{data.teacher_text_column}' (max_length {data.teacher_max_length or data.max_length} "
@@ -64,7 +64,7 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     why = _no_test_run(ctx)
     if why is None:
         where = torch_where() if isinstance(source, TorchTeacher) else source.describe()
-        metrics[metric_key(ctx, "teacher")] = quality_metric(ctx, predict(source, ctx.teacher_eval_arrays), where)
+        metrics[metric_key(ctx, "teacher")] = finite_or_why(quality_metric(ctx, predict(source, ctx.teacher_eval_arrays), where), source)
     else:
         metrics[metric_key(ctx, "teacher")] = Metric(None, ctx.metric.unit, "not available", why)
         notes.append(f"no teacher {ctx.metric.name}: {why}; the budgets measured against the teacher (distill_*, overall_*) "
@@ -72,6 +72,25 @@ def run_teacher(ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
     (out / "teacher.json").write_text(json.dumps({"kind": cfg.kind, "describe": source.describe(), "identity": source.identity()}, indent=1))
     return Outcome(metrics, notes)
 
+
+
+def _own_task(ctx: Context, source: Any) -> Any:
+    """The task the teacher's module is sized on: its own vocabulary when it is aligned to the data's."""
+    import dataclasses
+
+    alignment = getattr(source, "alignment", None)
+    return ctx.teacher_task if alignment is None else dataclasses.replace(ctx.teacher_task, vocab_size=alignment.teacher_size)
+
+
+def finite_or_why(metric: Metric, source: Any) -> Metric:
+    """A teacher aligned to another vocabulary gives no probability to the data's tokens it lacks: a
+    test set with such a next token has an infinite perplexity, which is said, not reported as a number."""
+    import math
+
+    if metric.value is None or math.isfinite(metric.value) or not hasattr(source, "alignment"):
+        return metric
+    return Metric(None, metric.unit, "not available", "the teacher reads another vocabulary (vocab_alignment = 'shared_tokens') "
+                  "and has no counterpart for some of the test split's next tokens: its perplexity on the data's tokens is infinite")
 
 
 TEACHER = Stage("teacher", "train the teacher on the train split (or load its checkpoint)",

@@ -11,6 +11,7 @@ from edgekd.tasks.specs import ACCURACY, PERPLEXITY  # noqa: F401  (re-exported)
 
 torch = LazyModule("torch")  # imported on first use: a cached rebuild makes tasks without loading torch
 F = LazyModule("torch.nn.functional")
+MAX_LOG_FLOAT = math.log(1.7976931348623157e308)  # exp() of more overflows float64
 
 RowsAndTargets = Callable[["torch.Tensor", Batch], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -56,7 +57,12 @@ class PerplexityState(MetricState):
             self.tokens += int(rows.shape[0])
 
     def value(self) -> float | None:
-        return math.exp(self.nll_sum / self.tokens) if self.tokens else None
+        """exp(mean NLL); infinite where a scored token had (next to) no probability (a mean NLL past
+        float64's exp range)."""
+        if not self.tokens:
+            return None
+        mean = self.nll_sum / self.tokens
+        return math.exp(mean) if mean < MAX_LOG_FLOAT else math.inf
 
     @property
     def count(self) -> int:

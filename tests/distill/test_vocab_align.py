@@ -173,11 +173,12 @@ def test_check_tokenizer_allows_a_teacher_tokenizer_only_with_the_setting(tmp_pa
     check_tokenizer(spec, student.get_vocab(), "student.json", alignment="shared_tokens")
 
 
-def test_the_distill_stage_aligns_the_teacher_and_reports_the_dropped_mass(tmp_path, tokenizers) -> None:
+def test_the_teacher_source_is_aligned_and_the_distill_stage_reports_the_dropped_mass(tmp_path, tokenizers) -> None:
     from types import SimpleNamespace
 
+    from edgekd.distill.vocab_align import aligned_source as align_vocabularies
     from edgekd.graph.feeds import FeedSet
-    from edgekd.stages.distill import align_vocabularies, alignment_report
+    from edgekd.stages.distill import alignment_report
 
     student, teacher = tokenizers
     folder = tmp_path / "teacher"
