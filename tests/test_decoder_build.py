@@ -102,7 +102,12 @@ def test_the_student_exports_with_a_kv_cache(llama_build) -> None:
 
 
 def test_the_tuner_judges_weight_only_variants_by_perplexity_on_a_decode_step(llama_build) -> None:
+    import jsonschema
+
+    from edgekd.report.build_report import SCHEMA_FILE
+
     out = llama_build[2]
+    jsonschema.validate(json.loads((out / "report.json").read_text()), json.loads(SCHEMA_FILE.read_text()))  # int4 rows included
     tuning = json.loads((out / "engine.json").read_text())["tuning"]
     variants = {r["variant"] for r in tuning["rows"]}
     assert {"fp32", "int8-dynamic", "int4-weight-only-b32", "int8-weight-only-b32"} <= variants
