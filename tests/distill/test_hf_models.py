@@ -152,3 +152,18 @@ def test_a_folders_own_tokenizer_must_be_the_datas(tmp_path):
     hf_models.check_tokenizer(spec, tokenizer(["cat", "dog"]).get_vocab(), "tok.json")
     with pytest.raises(ConfigError, match="differs from data.tokenizer tok.json .4 vs 4 tokens, 2 pieces with another id"):
         hf_models.check_tokenizer(spec, tokenizer(["dog", "cat"]).get_vocab(), "tok.json")
+
+
+def test_a_llama_student_with_tied_embeddings_starts_from_every_other_teacher_layer():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def llama(layers: int) -> LlamaForCausalLM:
+        return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                            num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True))
+
+    torch.manual_seed(0)
+    teacher, student = llama(4), llama(2)
+    note = hf_models.init_from_teacher(student, teacher)
+    assert "student layers [0, 1] <- teacher layers [0, 2]" in note and "kept random" not in note
+    assert torch.equal(student.model.layers[1].self_attn.k_proj.weight, teacher.model.layers[2].self_attn.k_proj.weight)
+    assert torch.equal(student.lm_head.weight, teacher.lm_head.weight) and student.lm_head.weight is student.model.embed_tokens.weight
