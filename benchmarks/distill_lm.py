@@ -15,9 +15,11 @@ grouped KV heads: ~4.8x fewer parameters) is the same config for every method:
   a remote model's API returns), without and with per-token top-5 log-probabilities (the same
   responses). The student sees only those responses (fewer tokens than the train split).
 
-Each row: the torch student's perplexity on the test pages, the INT4 (MatMulNBits, weight-only)
-model's perplexity, decode tokens/s of the fp32 and INT4 engines with a KV cache and the time to
-first token at the profile's prompt length, measured on this host by each build. Writes
+Each row: the torch student's perplexity on the test pages; from the x86 tuner's rows, the INT4
+(MatMulNBits, weight-only) model's perplexity and the decode-step rate (1000 / p50 ms of one decode
+step with 128 cached tokens, graph only, interleaved with the other variants) of the fp32 and INT4
+variants; from the bench, the chosen engine's greedy decode tokens/s (the whole loop: feeds, argmax)
+and its time to first token at the profile's prompt length; all measured on this host by each build. Writes
 benchmarks/results/distill_lm.{json,md}. Hyperparameters were fixed before any run.
 
     python benchmarks/distill_lm.py [--seeds N] [--methods a,b] [--workdir DIR] [--max-chars N]
@@ -119,16 +121,30 @@ def _value(m: dict, name: str) -> float | None:
     return m[name]["value"] if name in m and m[name].get("value") is not None else None
 
 
-def row_of(report: dict, method: str, seed: int) -> dict:
-    """One build's numbers from its report.json (None where the build did not measure one)."""
-    m = metrics_of(report)
+def _tuned(build_dir: Path) -> dict:
+    """From the x86 tuner's rows (engine.json): per precision the variant with the fastest decode step
+    (p50 over its session settings) and its perplexity; tokens/s = 1000 / that p50."""
+    engine = json.loads((build_dir / "engine.json").read_text()) if (build_dir / "engine.json").is_file() else {}
+    best: dict[str, dict] = {}
+    for row in (engine.get("tuning") or {}).get("rows", []):
+        if row.get("perplexity") is not None and (row["precision"] not in best or row["p50_ms"] < best[row["precision"]]["p50_ms"]):
+            best[row["precision"]] = row
+    return {p: {"variant": r["variant"], "perplexity": r["perplexity"], "decode_tokens_per_s": 1000.0 / r["p50_ms"]}
+            for p, r in best.items()}
+
+
+def row_of(report: dict, method: str, seed: int, build_dir: Path) -> dict:
+    """One build's numbers from its report.json and engine.json (None where the build did not measure one)."""
+    m, tuned = metrics_of(report), _tuned(build_dir)
+    fp32, int4 = tuned.get("fp32", {}), tuned.get("int4", {})
     return {"method": method, "seed": seed, "perplexity": _value(m, "student.perplexity"),
-            "int4_perplexity": _value(m, "int4.perplexity"), "engine_perplexity": _value(m, "engine.perplexity"),
-            "params": _value(m, "student.params"), "teacher_perplexity": _value(m, "teacher.perplexity"),
-            "teacher_params": _value(m, "teacher.params"), "agreement_pct": _value(m, "student.agreement_pct"),
-            "decode_tokens_per_s_fp32": _value(m, "tuning.fp32.decode_tokens_per_s"),
-            "decode_tokens_per_s_int4": _value(m, "tuning.int4.decode_tokens_per_s"),
-            "decode_tokens_per_s": _value(m, "decode.tokens_per_s"), "ttft_ms": _value(m, "ttft.p90_ms")}
+            "int4_perplexity": int4.get("perplexity"), "int4_variant": int4.get("variant"),
+            "engine_perplexity": _value(m, "engine.perplexity"), "params": _value(m, "student.params"),
+            "teacher_perplexity": _value(m, "teacher.perplexity"), "teacher_params": _value(m, "teacher.params"),
+            "agreement_pct": _value(m, "student.next_token_agreement_pct"),
+            "decode_tokens_per_s_fp32": fp32.get("decode_tokens_per_s"), "decode_tokens_per_s_int4": int4.get("decode_tokens_per_s"),
+            "decode_tokens_per_s": _value(m, "latency.decode_tokens_per_s"), "ttft_ms": _value(m, "latency.ttft_p90_ms"),
+            "peak_memory_mb": _value(m, "latency.peak_rss_mb")}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -171,7 +187,7 @@ def write(result: dict, final: bool) -> None:
              (f"Teacher: Llama {vars(lm_common.TEACHER)}, {_cell(t['params'], ',')} params, test perplexity "
              f"{_cell(t['perplexity'], '.2f')} (torch, measured)."), "",
              ("| method | seed | perplexity (torch) | INT4 perplexity | engine perplexity | agreement with teacher | params | "
-             "decode tok/s fp32 | decode tok/s INT4 | engine decode tok/s | TTFT p90 |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "decode-step tok/s fp32 | decode-step tok/s INT4 | engine decode tok/s (bench) | TTFT p90 |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {r['method']} | {r['seed']} | {_cell(r['perplexity'], '.2f')} | {_cell(r['int4_perplexity'], '.2f')} | "
                      f"{_cell(r['engine_perplexity'], '.2f')} | {_cell(r['agreement_pct'], '.1f')} % | {_cell(r['params'], ',')} | "
@@ -214,6 +230,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", type=Path, help="keep data, teacher, builds and the stage cache here (default: a temp dir)")
     parser.add_argument("--stem", default=STEM)
+    parser.add_argument("--collect", action="store_true", help="build nothing: re-read the builds already in --workdir")
     args = parser.parse_args()
     load_before, start = os.getloadavg()[0], time.perf_counter()
     plan = [(m, s) for s in range(args.seeds) for m in args.methods.split(",")]
@@ -221,17 +238,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekd-lm-") as tmp:
         work = (args.workdir or Path(tmp)).resolve()
         lm_common.prepare_data(work, args.max_chars)
-        lm_common.train_teacher(work, args.teacher_epochs)
-        if any(m.startswith("api") for m, _ in plan):
+        if not args.collect:
+            lm_common.train_teacher(work, args.teacher_epochs)
+        if any(m.startswith("api") for m, _ in plan) and not args.collect:
             api_files(work)
         for method, seed in plan:
             project = work / "data" / f"{method}-{seed}.toml"
             project.write_text(project_toml(method, seed, work, args.epochs))
             began = time.perf_counter()
-            report = build(work, project, work / f"build-{method}-{seed}")
-            runs.append({**row_of(report, method, seed), "seconds": time.perf_counter() - began})
+            out = work / f"build-{method}-{seed}"
+            if args.collect:  # the numbers of builds made before (this script's earlier run), re-read
+                if not (out / "report.json").is_file():
+                    continue
+                report = json.loads((out / "report.json").read_text())
+                seconds = sum(stage.get("seconds") or 0.0 for stage in report["stages"])  # the stages' own times
+            else:
+                report, seconds = build(work, project, out), time.perf_counter() - began
+            runs.append({**row_of(report, method, seed, out), "seconds": seconds})
             write(result_of(args, runs, len(plan), time.perf_counter() - start, load_before), final=False)
-    write(result_of(args, runs, len(plan), time.perf_counter() - start, load_before), final=True)
+    wall = sum(r["seconds"] for r in runs) if args.collect else time.perf_counter() - start
+    write(result_of(args, runs, len(plan), wall, load_before), final=True)
 
 
 if __name__ == "__main__":
