@@ -3,8 +3,9 @@
 Generation 0 is the Llama teacher of benchmarks/distill_lm.py (trained on the real train pages by an
 edgekd build). Generation g >= 1 is a student (the same small Llama config every generation, random
 init) trained by `edgekd build` with sequence-level KD ([distill] data = "teacher_generations")
-on text sampled from generation g - 1 only (`real_fraction` 0), or, as the mitigation, with a share
-of the real train blocks mixed in (`real_fraction` > 0). Each student is saved as a transformers
+on TRAIN_PROMPTS continuations sampled from generation g - 1 (temperature 1, the same prompts every
+generation) only (`real_fraction` 0), or, as the mitigation, with a share of real train blocks
+mixed in (`real_fraction` > 0). Each student is saved as a transformers
 folder whose model.safetensors keeps the build's provenance (so the next build's lineage reads its
 generation) and teaches the next generation.
 
@@ -48,10 +49,20 @@ from lm_common import (
 
 STEM = "lm_generations"
 PROMPT, NEW_TOKENS, SAMPLES = 16, 48, 200
+TRAIN_PROMPTS = 800  # each generation trains on this many sampled continuations (+ real blocks with real_fraction)
 DEFAULT = {"generations": 3, "real_fractions": "0,0.25", "epochs": 2, "teacher_epochs": 2, "max_chars": 1_500_000}
 
 
-def project_toml(parent: Path, real_fraction: float, generation: int, epochs: int) -> str:
+def prompts_file(work: Path) -> Path:
+    """The first TRAIN_PROMPTS train paragraphs of at least 24 words, one a line: each generation's
+    prompts (their first PROMPT tokens), the same for every generation."""
+    path = work / "gen_prompts.txt"
+    lines = [line for line in (work / "data" / "train.txt").read_text(encoding="utf-8").splitlines() if len(line.split()) >= 24]
+    path.write_text("".join(line + "\n" for line in lines[:TRAIN_PROMPTS]), encoding="utf-8")
+    return path
+
+
+def project_toml(parent: Path, prompts: Path, real_fraction: float, generation: int, epochs: int) -> str:
     return f'''name = "pydocs-gen{generation}-real{real_fraction:g}"
 [teacher.hf]
 path = "{parent}"
@@ -67,6 +78,7 @@ batch_size = {BATCH}
 seed = 0
 [distill.generate]
 prompt_tokens = {PROMPT}
+prompts = "{prompts}"
 max_new_tokens = {lm_common.MAX_LENGTH - PROMPT}
 strategy = "sample"
 temperature = 1.0
@@ -179,12 +191,13 @@ def main() -> None:
         work = (args.workdir or Path(tmp)).resolve()
         data = lm_common.prepare_data(work, args.max_chars)
         teacher = lm_common.train_teacher(work, args.teacher_epochs)
+        prompts = prompts_file(work)
         rows: list[dict] = []
         for fraction in (float(f) for f in args.real_fractions.split(",")):
             parent = teacher
             for generation in range(1, args.generations + 1):
                 project = data / f"gen{generation}-real{fraction:g}.toml"
-                project.write_text(project_toml(parent, fraction, generation, args.epochs))
+                project.write_text(project_toml(parent, prompts, fraction, generation, args.epochs))
                 out = work / f"build-gen{generation}-real{fraction:g}"
                 metrics = metrics_of(build(work, project, out))
                 if not rows:  # generation 0: the teacher, as the first build's teacher stage measured it on the real test pages
