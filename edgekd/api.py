@@ -266,14 +266,10 @@ def distill_ddp(nproc: int, target: str = "x86", profile: str = "default", proje
 
 
 def _check_ddp_recipe(ctx: Context) -> None:
-    """What the distributed workers do not run is refused, not silently replaced by plain KD on real text."""
-    d = ctx.project.distill
-    unsupported = [name for name, used in (("data = 'teacher_generations' (sequence-level KD)", d.data != "real"),
-                                           ("[distill.on_policy]", d.on_policy is not None),
-                                           ("vocab_alignment", d.vocab_alignment != "none")) if used]
-    if unsupported:
-        raise ConfigError(f"{ctx.source}: distributed distillation does not run {', '.join(unsupported)}",
-                          "use `edgekd build` (single process) for these language-model recipes")
+    """What the distributed workers do not run is refused before the teacher stage, not silently replaced."""
+    from edgekd.distill.ddp_settings import refuse_lm_recipes
+
+    refuse_lm_recipes(ctx.project.distill.model_dump(), ctx.source)
 
 
 def _distill_locked(ctx: Context, nproc: int, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:

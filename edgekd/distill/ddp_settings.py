@@ -84,8 +84,23 @@ def objective_settings(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"distill config: distributed distillation runs logit losses only; losses {names} read the "
                           f"layers {', '.join(sorted(set(layers)))}", "drop the feature terms (fitnet, at), or distill in one process")
     settings = config.model_dump()
-    settings.pop("teacher_feature_cache_mb", None)  # feature losses were refused above
+    refuse_lm_recipes(settings)
+    for key in ("teacher_feature_cache_mb", *LM_RECIPES, "generate"):  # refused above, or not used by the workers
+        settings.pop(key, None)
     return settings
+
+
+LM_RECIPES = {"data": ("real", "data = 'teacher_generations' (sequence-level KD)"), "on_policy": (None, "[distill.on_policy]"),
+              "vocab_alignment": ("none", "vocab_alignment")}  # key: (the value the workers run, what else is named)
+
+
+def refuse_lm_recipes(distill: dict[str, Any], where: str = "distill config") -> None:
+    """ConfigError for the language-model recipes the workers do not run (they would train on the
+    real text with plain KD instead)."""
+    used = [what for key, (default, what) in LM_RECIPES.items() if distill.get(key, default) != default]
+    if used:
+        raise ConfigError(f"{where}: distributed distillation does not run {', '.join(used)}",
+                          "use `edgekd build` (single process) for these language-model recipes")
 
 
 def check_run(run: DistributedRun) -> dict[str, Any]:

@@ -169,13 +169,18 @@ def decoder_shapes(inputs: ModelInputs, prompt: int, context: int) -> DecoderSha
 def split_calibration(model: Path, calib: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Calibration feeds for a KV-cache graph: each row's first half as the prompt, run by `model`
     (fp32) for its present key/values, and its second half as new tokens with that cache as past, so
-    a static quantizer sees real ranges for the cached keys/values (an empty past has none)."""
+    a static quantizer sees real ranges for the cached keys/values (an empty past has none). Feeds
+    that already carry a past (decode-step shapes) or a single token are used as they are."""
     from edgekd.common.toolchain import require
 
+    if any(is_past(n) and a.size for n, a in calib.items()):  # already decode steps with a cache (static decode-step shapes)
+        return dict(calib)
     ort = require("onnxruntime", "calibrating a decoder")
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     length = next(a.shape[1] for n, a in calib.items() if a.ndim == 2)
+    if length < 2:  # nothing to split into a prompt and new tokens
+        return dict(calib)
     cut = max(1, length // 2)
     prompt = {n: a[:, :cut] if a.ndim == 2 else a for n, a in calib.items()}
     outputs = dict(zip(names, session.run(None, complete_feeds(session, prompt))))

@@ -23,3 +23,11 @@ def test_lm_recipes_are_refused_before_anything_runs(tmp_path: Path, extra: str,
     with pytest.raises(ConfigError, match=f"distributed distillation does not run .*{named}"):
         api.distill_ddp(2, project=project, out=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_workers_settings_refuse_them_too() -> None:
+    from edgekd.distill.ddp_settings import objective_settings
+
+    with pytest.raises(ConfigError, match="does not run vocab_alignment"):
+        objective_settings({"losses": [{"name": "gjsd"}], "vocab_alignment": "shared_tokens"})
+    assert "generate" not in objective_settings({"losses": [{"name": "kd"}]})  # what the workers do not use is not sent
