@@ -73,7 +73,7 @@ METHODS = {
     "api": ('[{ name = "ce" }]', 'data = "teacher_generations"\n'),
     "api_logprobs": ('[{ name = "topk_kd" }]', 'data = "teacher_generations"\n'),
 }
-DEFAULT = {"seeds": 1, "epochs": 2, "teacher_epochs": 2, "max_chars": 1_500_000}
+DEFAULT = {"seeds": 1, "epochs": 2, "teacher_epochs": 2, "max_chars": 1_500_000, "student_chars": None}
 
 
 def teacher_table(method: str, work: Path) -> str:
@@ -100,12 +100,12 @@ seed = {seed}
             f"{llama_table(STUDENT)}{data_table()}{distill}{head}{'[' + tail if tail else ''}")
 
 
-def api_files(work: Path) -> None:
+def api_files(work: Path, data: Path) -> None:
     """api_logprobs.jsonl: the teacher's greedy responses to the first six words of the first
     API_PROMPTS train paragraphs with per-token top-5 log-probabilities, as an API gives them;
     api.jsonl: the same responses without the log-probabilities (an API that returns text only)."""
     prompts = work / "api_prompts.txt"
-    lines = (work / "data" / "train.txt").read_text(encoding="utf-8").splitlines()
+    lines = (data / "train.txt").read_text(encoding="utf-8").splitlines()
     prompts.write_text("".join(" ".join(line.split()[:6]) + "\n" for line in lines[:API_PROMPTS]), encoding="utf-8")
     full, bare = work / "api_logprobs.jsonl", work / "api.jsonl"
     if not full.is_file():
@@ -206,7 +206,9 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, wall: fl
     teacher = {"perplexity": next((r["teacher_perplexity"] for r in runs if r["teacher_perplexity"]), None),
                "params": base.get("teacher_params")}
     summary = summarize(runs)
-    mode = f"{args.seeds} seed(s), {args.teacher_epochs} teacher + {args.epochs} student epochs, {args.max_chars:,} characters of train text"
+    students = "the same text" if args.student_chars is None else f"its first {args.student_chars:,} characters"
+    mode = (f"{args.seeds} seed(s), {args.teacher_epochs} teacher + {args.epochs} student epochs, teacher on {args.max_chars:,} "
+            f"characters of train text, students on {students}")
     host = host_info()
     return {
         "stem": args.stem, "mode": mode if len(runs) == planned else f"{mode}; PARTIAL: {len(runs)} of {planned} builds done",
@@ -216,7 +218,8 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, wall: fl
                 f"time {wall / 60:.1f} min for {len(runs)} builds, 1-minute load average {load_before:.1f} at the start and "
                 f"{os.getloadavg()[0]:.1f} at the end"),
         "wall_seconds": wall, "settings": {"seeds": args.seeds, "epochs": args.epochs, "teacher_epochs": args.teacher_epochs,
-                                           "max_chars": args.max_chars, "student": vars(STUDENT), "methods": METHODS},
+                                           "max_chars": args.max_chars, "student_chars": args.student_chars, "student": vars(STUDENT),
+                                           "methods": METHODS},
         "teacher": teacher, "runs": runs, "summary": summary, "goals": goals(runs, summary),
     }
 
@@ -227,6 +230,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULT["epochs"], help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=DEFAULT["teacher_epochs"])
     parser.add_argument("--max-chars", type=int, default=DEFAULT["max_chars"], help="characters of train text")
+    parser.add_argument("--student-chars", type=int, default=DEFAULT["student_chars"],
+                        help="students train on only the first N characters of the teacher's train text (default: all of it)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", type=Path, help="keep data, teacher, builds and the stage cache here (default: a temp dir)")
     parser.add_argument("--stem", default=STEM)
@@ -240,13 +245,14 @@ def main() -> None:
         lm_common.prepare_data(work, args.max_chars)
         if not args.collect:
             lm_common.train_teacher(work, args.teacher_epochs)
+        data = lm_common.student_data(work, args.student_chars)
         if any(m.startswith("api") for m, _ in plan) and not args.collect:
-            api_files(work)
+            api_files(work, data)
         for method, seed in plan:
-            project = work / "data" / f"{method}-{seed}.toml"
+            project = data / f"{method}-{seed}.toml"
             project.write_text(project_toml(method, seed, work, args.epochs))
             began = time.perf_counter()
-            out = work / f"build-{method}-{seed}"
+            out = work / f"build-{method}-{seed}" if args.student_chars is None else work / f"build-{args.student_chars}-{method}-{seed}"
             if args.collect:  # the numbers of builds made before (this script's earlier run), re-read
                 if not (out / "report.json").is_file():
                     continue

@@ -39,6 +39,30 @@ def prepare_data(work: Path, max_chars: int) -> Path:
     return data
 
 
+def student_data(work: Path, chars: int | None) -> Path:
+    """The folder the students' projects live in: work/data itself, or (with `chars`) a copy of it whose
+    train.txt keeps only its first paragraphs up to `chars` characters (the data-limited setting: the
+    teacher saw all of work/data's train text, the students see a prefix of it; same tokenizer, calib
+    and test text)."""
+    data = work / "data"
+    if chars is None:
+        return data
+    folder = work / f"data-{chars}"
+    if not (folder / "train.txt").is_file():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(data, tmp)
+        kept, total = [], 0
+        for line in (data / "train.txt").read_text(encoding="utf-8").splitlines():
+            if total >= chars:
+                break
+            kept.append(line + "\n")
+            total += len(line)
+        (tmp / "train.txt").write_text("".join(kept), encoding="utf-8")
+        tmp.rename(folder)
+    return folder
+
+
 def llama_table(size: pydocs.Llama) -> str:
     return size.toml(MAX_LENGTH)
 
