@@ -35,21 +35,21 @@ runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_
 """
 
 
-def make_llama(folder: Path) -> None:
+def make_llama(folder: Path, config: dict = CONFIG) -> None:
     """A random Llama (seed 0) with a word-level tokenizer, saved as a transformers folder."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
-    config = LlamaConfig(**CONFIG, rope_scaling={"rope_type": "default", "rope_theta": 10000.0})
-    LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(CONFIG["vocab_size"])}, unk_token="w0"))
+    llama = LlamaConfig(**config, rope_scaling={"rope_type": "default", "rope_theta": 10000.0})
+    LlamaForCausalLM(llama).eval().save_pretrained(folder)
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(config["vocab_size"])}, unk_token="w0"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0").save_pretrained(folder)
 
 
-def edgekd_variants(folder: Path, work: Path) -> dict[str, Path]:
+def edgekd_variants(folder: Path, work: Path, config: dict = CONFIG) -> dict[str, Path]:
     """optimum's with-past export (edgekd.tasks.export) and edgekd's quantized variants of it."""
     from transformers import AutoModelForCausalLM
 
@@ -60,7 +60,7 @@ def edgekd_variants(folder: Path, work: Path) -> dict[str, Path]:
     from edgekd.tasks.export import export_hf
 
     fp32 = work / "optimum" / "model.onnx"
-    export_hf(AutoModelForCausalLM.from_pretrained(folder).eval(), CausalLM(vocab_size=CONFIG["vocab_size"], max_length=PROMPT),
+    export_hf(AutoModelForCausalLM.from_pretrained(folder).eval(), CausalLM(vocab_size=config["vocab_size"], max_length=PROMPT),
               fp32, 17, with_past=True)
     paths = {"optimum fp32": fp32}
     for name, setting in (("int4 b32", WeightOnly(4, 32)), ("int4 b32 acc4", WeightOnly(4, 32, accuracy_level=4)),
@@ -88,25 +88,25 @@ def genai_variants(folder: Path, work: Path) -> tuple[dict[str, Path], dict[str,
     return paths, failures
 
 
-def feeds(session, length: int, past: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def feeds(session, length: int, past: int, rng: np.random.Generator, config: dict = CONFIG) -> dict[str, np.ndarray]:
     """input_ids [1, length], a mask over past + length, past key/values [1, kv_heads, past, head_dim]."""
-    head_dim = CONFIG["hidden_size"] // CONFIG["num_attention_heads"]
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
     feed = {}
     for arg in session.get_inputs():
         if arg.name == "input_ids":
-            feed[arg.name] = rng.integers(0, CONFIG["vocab_size"], (1, length))
+            feed[arg.name] = rng.integers(0, config["vocab_size"], (1, length))
         elif arg.name == "attention_mask":
             feed[arg.name] = np.ones((1, past + length), np.int64)
         elif arg.name == "position_ids":
             feed[arg.name] = np.arange(past, past + length)[None]
         elif arg.name.startswith("past_key_values"):
-            feed[arg.name] = rng.standard_normal((1, CONFIG["num_key_value_heads"], past, head_dim)).astype(np.float32)
+            feed[arg.name] = rng.standard_normal((1, config["num_key_value_heads"], past, head_dim)).astype(np.float32)
         else:
             raise ValueError(f"unexpected input {arg.name}")
     return feed
 
 
-def measure(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, dict[str, float]]:
+def measure(paths: dict[str, Path], rounds: int, runs: int, config: dict = CONFIG, threads: int = 1) -> dict[str, dict[str, float]]:
     """Median over rounds of each round's p50 (ms), decode step and prefill, candidates shuffled per round."""
     import random
 
@@ -115,10 +115,10 @@ def measure(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, dict[st
     from edgekd.perf.timing import time_runs
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    opts.intra_op_num_threads, opts.log_severity_level = threads, 3
     sessions = {n: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for n, p in paths.items()}
     rng = np.random.default_rng(0)
-    cases = {n: {"decode": feeds(s, 1, PAST, rng), "prefill": feeds(s, PROMPT, 0, rng)} for n, s in sessions.items()}
+    cases = {n: {"decode": feeds(s, 1, PAST, rng, config), "prefill": feeds(s, PROMPT, 0, rng, config)} for n, s in sessions.items()}
     samples = {n: {"decode": [], "prefill": []} for n in sessions}
     order, shuffler = list(sessions), random.Random(0)
     for _ in range(rounds):
