@@ -59,6 +59,10 @@ class TuneSpace(Strict):
     intra_op_num_threads: list[int] = Field(default_factory=list, description="0: every usable core; empty: [session]'s")
     graph_optimization_levels: list[Literal["disable", "basic", "extended", "all"]] = Field(default_factory=list)
     execution_modes: list[Literal["sequential", "parallel"]] = Field(default_factory=list)
+    runtimes: list[Literal["onnxruntime", "openvino"]] = Field(
+        default_factory=lambda: ["onnxruntime"], min_length=1, description="whose engines are candidates: ONNX Runtime's "
+        "CPU provider and/or OpenVINO's CPU plugin (fp32 and NNCF INT8, edgekd.backends.openvino; KV-cache decoders stay on "
+        "ONNX Runtime)")
 
     @field_validator("intra_op_num_threads")
     @classmethod

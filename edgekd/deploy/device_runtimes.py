@@ -172,6 +172,52 @@ def measure_qnn_htp(job: JobLike) -> Measured:
     return latency, f"onnxruntime {ort.__version__} + onnxruntime-qnn {qnn.__version__}", details
 
 
+# ------------------------------------------------------------------ OpenVINO (CPU plugin)
+
+
+def openvino_properties(job: JobLike) -> Dict[str, Any]:
+    """bundle.json "openvino" (edgekd.backends.openvino.settings.OpenVinoSettings) as CPU plugin properties."""
+    cfg = job.bundle.get("openvino", {})
+    return {"PERFORMANCE_HINT": str(cfg.get("performance_hint", "LATENCY")), "NUM_STREAMS": str(cfg.get("num_streams", 1)),
+            "INFERENCE_NUM_THREADS": int(cfg.get("inference_num_threads", 0)) or job.usable_cores(),  # 0: every usable core
+            "INFERENCE_PRECISION_HINT": str(cfg.get("inference_precision_hint", "f32"))}
+
+
+def measure_openvino(job: JobLike) -> Measured:
+    """The bundle's OpenVINO IR (an engine the x86 tuner chose) on the CPU plugin, reshaped to the
+    feeds' static shapes and compiled with the bundle's properties, as edgekd timed it on the host."""
+    ov = _import(job, "openvino", "install it with: pip install openvino")
+    model = job.file(job.bundle["model"], "OpenVINO IR")
+    job.file(Path(job.bundle["model"]).with_suffix(".bin").name, "OpenVINO IR weights")
+    feeds = job.feeds()
+    properties = openvino_properties(job)
+    before_mb = job.memory_mb("VmRSS")
+    try:
+        core = ov.Core()
+        graph = core.read_model(str(model))
+        names = {p.get_any_name() for p in graph.inputs}
+        if names != set(feeds):
+            raise job.error(f"bundle.json records inputs {', '.join(sorted(feeds))}, but {model.name} has inputs "
+                            f"{', '.join(sorted(names)) or 'none'}; rebuild the bundle")
+        graph.reshape({name: list(array.shape) for name, array in feeds.items()})
+        request = core.compile_model(graph, "CPU", properties).create_infer_request()
+    except RuntimeError as exc:  # OpenVINO's load and compile errors
+        raise job.error(f"OpenVINO could not load {model.name}", job.EXIT_RUNTIME, exc) from exc
+
+    def run_once() -> object:
+        request.infer(feeds)
+        return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
+
+    try:
+        samples = job.time_runs(run_once)
+    except RuntimeError as exc:
+        raise job.error(f"OpenVINO failed running {model.name}", job.EXIT_RUNTIME, exc) from exc
+    after_mb = job.memory_mb("VmRSS")
+    latency = job.latency(samples, intra_op_threads=properties["INFERENCE_NUM_THREADS"], peak_rss_mb=job.memory_mb("VmHWM"),
+                          engine_rss_mb=None if after_mb is None or before_mb is None else after_mb - before_mb)
+    return latency, f"OpenVINO {ov.__version__}", {"device": "CPU", "properties": properties}
+
+
 # ------------------------------------------------------------------ TensorRT (trtexec)
 
 
@@ -258,4 +304,4 @@ def measure_tensorrt(job: JobLike) -> Measured:
 
 
 MEASURE: Dict[str, Callable[[JobLike], Measured]] = {
-    "onnxruntime-cpu": measure_onnxruntime_cpu, "qnn-htp": measure_qnn_htp, "tensorrt": measure_tensorrt}
+    "onnxruntime-cpu": measure_onnxruntime_cpu, "qnn-htp": measure_qnn_htp, "tensorrt": measure_tensorrt, "openvino": measure_openvino}

@@ -39,7 +39,7 @@ import numpy as np
 SCHEMA = "edgekd-device-result/2"
 # format -> runtimes. /3: the bundle carries device_runtimes.py, which this runner measures with
 # (a /2 bundle has none); the Job interface it is handed belongs to the format too.
-FORMATS = {"edgekd-ort-bundle/3": ("onnxruntime-cpu", "qnn-htp"), "edgekd-tensorrt-bundle/3": ("tensorrt",)}
+FORMATS = {"edgekd-ort-bundle/3": ("onnxruntime-cpu", "qnn-htp", "openvino"), "edgekd-tensorrt-bundle/3": ("tensorrt",)}
 SESSION_KEYS = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "execution_mode", "config_entries")
 RUNTIMES = "device_runtimes.py"  # bundle.json "runtimes" when unset
 EXIT_USER, EXIT_MISSING, EXIT_RUNTIME = 2, 3, 4
@@ -186,7 +186,7 @@ def load_bundle(bundle_dir: Path) -> Dict[str, Any]:
     if not isinstance(bundle.get("model"), str) or not bundle["model"]:
         raise RunnerError(f"{path}: 'model' must name a file in the bundle")
     check_inputs(path, bundle.get("inputs"))
-    for key in ("session", "qnn"):
+    for key in ("session", "qnn", "openvino"):
         if not isinstance(bundle.get(key, {}), dict):
             raise RunnerError(f"{path}: '{key}' must be a JSON object")
     unknown = sorted(set(bundle.get("session", {})) - set(SESSION_KEYS))

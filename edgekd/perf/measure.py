@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from edgekd.deploy.run_on_device import (
 from edgekd.errors import EdgekdError
 from edgekd.graph.inputs import ModelInputs
 from edgekd.perf.timing import time_runs
+
+if TYPE_CHECKING:
+    from edgekd.backends.openvino.settings import OpenVinoSettings
 
 ROUND = 100  # runs between stability checks
 PROGRESS = "@@edgekd-progress "
@@ -120,6 +123,10 @@ def _worker(request_path: Path) -> dict[str, Any]:
         from edgekd.perf.interleaved import measure_candidates
 
         return measure_candidates(request, _report_progress)
+    if request.get("runtime") == "openvino":
+        from edgekd.perf.openvino_bench import bench_openvino
+
+        return bench_openvino(request, _report_progress, lambda run, bench: single_stream(sample(run, bench)))
     return _bench_worker(request)
 
 
@@ -158,19 +165,23 @@ def run_worker(request: dict[str, Any], feeds: dict[str, np.ndarray], workdir: P
     return result
 
 
-def measure(engine: Path, feeds: dict[str, np.ndarray], inputs: ModelInputs, session: SessionConfig, bench: BenchConfig,
+def measure(engine: Path, feeds: dict[str, np.ndarray], inputs: ModelInputs, session: SessionConfig | OpenVinoSettings, bench: BenchConfig,
             workdir: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Measure `engine`: SingleStream at batch 1 (the graph's batch if static) on the first sample
     of `feeds` (named inputs, samples on axis 0), the Offline scenario over `feeds` (tiled along
     each input's batch axis to each batch size), for a decoder TimeToFirstToken ("ttft") and
     DecodeTokensPerSecond ("decode", edgekd.perf.decoder) and the per-op profile, as the bench
-    config asks, in a child process. Returns the SingleStream summary + samples at the top level."""
+    config asks, in a child process. Returns the SingleStream summary + samples at the top level.
+    OpenVINO settings (an OpenVINO engine the x86 tuner chose) measure with edgekd.perf.openvino_bench."""
     if not Path(engine).is_file():
         raise EdgekdError(f"engine {engine} not found", "give an .onnx model or a build folder made by `edgekd build`")
     from edgekd.backends.ort.session import check_session_threads
 
-    check_session_threads(session)  # here, before a worker with thousands of threads starts
     request = {"engine": str(engine), "session": session.model_dump(), "bench": bench.model_dump(), "inputs": inputs.to_json()}
+    if isinstance(session, SessionConfig):
+        check_session_threads(session)  # here, before a worker with thousands of threads starts
+    else:
+        request["runtime"] = "openvino"
     return run_worker(request, feeds, workdir, Path(engine).name, progress)
 
 

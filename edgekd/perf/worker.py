@@ -112,20 +112,19 @@ def bench_local(path: Path, target: str | None, profile: str | None, search: Con
                 "p99_ms": est["latency_ms"], "mean_ms": est["latency_ms"], "batch": 1,
                 "where": f"estimated, not measured: {resolved.name}'s engine runs only on the device (use --device to measure there); "
                          f"roofline model with the target's [device] figures", **est}
-    from edgekd.config.target import SessionConfig
+    from edgekd.backends.runners import ONNXRUNTIME, OPENVINO, describe, settings_from
 
-    session = SessionConfig.model_validate(engine_meta["session"]) if "session" in engine_meta else cfg.session
+    runtime = OPENVINO if engine_meta.get("runtime") == OPENVINO else ONNXRUNTIME  # an OpenVINO engine the x86 tuner chose
+    session = settings_from(runtime, engine_meta["session"]) if "session" in engine_meta else cfg.session
     if threads is not None:
-        session = session.model_copy(update={"intra_op_num_threads": threads})
+        session = session.model_copy(update={"inference_num_threads" if runtime == OPENVINO else "intra_op_num_threads": threads})
     bench = prof.recipe.bench if scenarios is None else with_scenarios(prof.recipe.bench, scenarios)
     with temp_dir("bench") as tmp:  # named for this process: a killed bench's folder is swept by the next build
         total = phases(bench)
         result = measure(model, make_feeds(inputs, rows=bench.offline_max_batch), inputs, session, bench, tmp,
                          (lambda label: progress(label, total)) if progress else None)
-    from edgekd.backends.ort.session import runtime_description
-
     result.update({"method": "measured", "target": resolved.name, "model": str(model),
-                   "where": f"this host ({cpu_model()}), {runtime_description(session)}, `edgekd bench` with generated inputs "
+                   "where": f"this host ({cpu_model()}), {describe(runtime, session)}, `edgekd bench` with generated inputs "
                             f"({inputs.describe()})",
                    "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     return result

@@ -71,8 +71,10 @@ def tuning(t: dict[str, Any] | None) -> list[str]:
              "| # | model | threads | optimization | mode | p50 | p90 | accuracy | size | budgets |", "|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(t["rows"]):
         mark = "**" if i == t["chosen"] else ""
-        lines.append(f"| {mark}{i + 1}{mark} | {r['variant']} | {r['threads']} | {r['session']['graph_optimization_level']} | "
-                     f"{r['session']['execution_mode']} | {fmt(r['p50_ms'], 'ms')} | {mark}{fmt(r['p90_ms'], 'ms')}{mark} | "
+        session = r["session"]  # ONNX Runtime's, or an OpenVINO candidate's properties (no optimization level or mode)
+        optimization = session.get("graph_optimization_level", f"OpenVINO {session.get('inference_precision_hint', '')}")
+        lines.append(f"| {mark}{i + 1}{mark} | {r['variant']} | {r['threads']} | {optimization} | "
+                     f"{session.get('execution_mode', '-')} | {fmt(r['p50_ms'], 'ms')} | {mark}{fmt(r['p90_ms'], 'ms')}{mark} | "
                      f"{fmt(r['accuracy'], '%')} | {fmt(r['size_mb'], 'MB')} | {cell('; '.join(r['problems']) or 'all hold')} |")
     made = [f"{name}: {how}" for name, how in t.get("variants", {}).items()] + list(t.get("left_out", []))
     return lines + ["", f"How: {cell(t['how'])} (fp32 reference accuracy {fmt(t['fp32_accuracy'], '%')}).", "",

@@ -56,7 +56,7 @@ def _with_decode_graph(ctx: EngineContext, decode: Path, out: Path, outcome: Out
 
 
 COMPILE = Stage("compile", "build the engine for the target's runtime and the deploy bundle (x86: tune the engine settings by measuring each)",
-                (STUDENT_INT8, STUDENT_ONNX, optional(STUDENT_FUSED), optional(DECODE_ONNX)), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn"),
+                (STUDENT_INT8, STUDENT_ONNX, optional(STUDENT_FUSED), optional(DECODE_ONNX)), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn", "openvino", "nncf"),
                 lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
                            "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.quantize_config.model_dump(),
                            "budgets": c.profile.budgets.model_dump(), **data_key(c)}, run_compile)

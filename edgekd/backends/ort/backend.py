@@ -15,6 +15,7 @@ from edgekd.backends.base import (
     write_engine_json,
 )
 from edgekd.backends.ort import session as ortb
+from edgekd.backends.runners import ONNXRUNTIME, OPENVINO, Settings, describe, predict, settings_from
 from edgekd.common.artefacts import BENCH_JSON, STUDENT_ONNX
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.ort_bundle import write_ort_bundle
@@ -43,6 +44,8 @@ class OrtCpuBackend:
             if ctx.profile.recipe.tune.enabled and candidate_count(ctx) > 1:
                 tuning, model = tune(ctx, fp32_model, int8_model, Path(work), fused_fp32)
                 best = tuning["rows"][tuning["chosen"]]
+                if best.get("runtime") == OPENVINO:
+                    return self._compile_openvino(ctx, model, tuning, out)
                 cfg, precision = SessionConfig.model_validate(best["session"]), best["precision"]
                 judged = (f"{ctx.metric.name} {best[ctx.metric.name]:.4g}, top-1 agreement with fp32 {best['accuracy']:.2f}%"
                           if best.get(ctx.metric.name) is not None else f"accuracy {best['accuracy']:.2f}%")
@@ -61,14 +64,35 @@ class OrtCpuBackend:
             notes.append("level 'all' adds layout/hardware-specific kernels: the engine is for CPUs like this host's")
         return Outcome({"engine.size_mb": size_metric(engine, f"{ENGINE_DIR}/{ENGINE_FILE}")}, notes)
 
+    def _compile_openvino(self, ctx: Context, model: Path, tuning: dict[str, Any], out: Path) -> Outcome:
+        """The tuner chose an OpenVINO candidate: its IR is the engine (edgekd.backends.openvino.engine),
+        the bundle carries it with the settings it was timed with."""
+        from edgekd.backends.openvino.engine import write_engine
+        from edgekd.backends.openvino.engine import size_mb as ir_size_mb
+        from edgekd.backends.openvino.settings import OpenVinoSettings
+        from edgekd.pipeline.stage import Outcome
+
+        best = tuning["rows"][tuning["chosen"]]
+        settings = OpenVinoSettings.model_validate(best["session"])
+        files, how = write_engine(model, out / ENGINE_DIR)
+        inputs = ctx.model_inputs
+        write_ort_bundle(out / BUNDLE_DIR, OPENVINO, files, ctx.target_file.name, inputs, openvino=settings.model_dump())
+        write_engine_json(out, OPENVINO, inputs=inputs.to_json(), built_here=True, engine_file=files[0].name,
+                          session=settings.model_dump(), precision=best["precision"], source_model=model.name, tuning=tuning)
+        notes = [f"tuned: {best['variant']} on {describe(OPENVINO, settings)}: p90 {best['p90_ms']:.4g} ms, accuracy "
+                 f"{best['accuracy']:.2f}% ({tuning['reason']})", f"{best['variant']} is {tuning['variants'][best['variant']]}",
+                 *tuning["left_out"], f"engine = {how}; it runs on OpenVINO's CPU plugin, not ONNX Runtime (engine.json runtime 'openvino')"]
+        size = Metric(ir_size_mb(files), "MB", "measured", f"file size of {ENGINE_DIR}/{files[0].name} + {files[1].name} (MB = 10^6 bytes)")
+        return Outcome({"engine.size_mb": size}, notes)
+
     def evaluate(self, ctx: Context, inputs: dict[str, Path]) -> Outcome:
         from edgekd.backends.quality import quality_metrics
         from edgekd.pipeline.stage import Outcome
 
         engine_dir, engine = load_engine(inputs)
-        cfg = engine_session(ctx, engine)
-        outputs = ortb.predict_file(engine_dir / engine["engine_file"], ctx.eval_feeds.arrays, cfg)
-        where = f"{engine.get('precision', 'int8')} engine, {ortb.runtime_description(cfg)}"
+        runtime, cfg = engine_runtime(ctx, engine)
+        outputs = predict(runtime, engine_dir / engine["engine_file"], ctx.eval_feeds.arrays, cfg)
+        where = f"{engine.get('precision', 'int8')} engine, {describe(runtime, cfg)}"
         return Outcome(quality_metrics(ctx, "engine", outputs, inputs[STUDENT_ONNX], where))
 
     def bench(self, ctx: Context, inputs: dict[str, Path], out: Path) -> Outcome:
@@ -77,12 +101,12 @@ class OrtCpuBackend:
         from edgekd.pipeline.stage import Outcome
 
         engine_dir, engine = load_engine(inputs)
-        cfg = engine_session(ctx, engine)
+        runtime, cfg = engine_runtime(ctx, engine)
         bench = ctx.profile.recipe.bench
         path = engine_dir / engine["engine_file"]
-        inputs = with_past(ctx.model_inputs, path)
+        inputs = with_past(ctx.model_inputs, path) if runtime == ONNXRUNTIME else ctx.model_inputs
         result = measure(path, complete_for(inputs, ctx.eval_feeds.first(bench.offline_max_batch)), inputs, cfg, bench, out)
-        where = (f"batch 1 on this host ({cpu_model()}), {ortb.runtime_description(cfg)}, "
+        where = (f"batch 1 on this host ({cpu_model()}), {describe(runtime, cfg)}, "
                  f"{result['runs']} timed runs after warm-up, in a separate process")
         (out / BENCH_JSON).write_text(json.dumps({**result, "method": "measured", "where": where}))
         return Outcome(latency_metrics(result, "measured", where))
@@ -91,6 +115,14 @@ class OrtCpuBackend:
 def engine_session(ctx: Context, engine: dict[str, Any]) -> SessionConfig:
     """The session settings the engine was built for: the tuned ones, else the target's [session]."""
     return SessionConfig.model_validate(engine["session"]) if "session" in engine else ctx.target.session
+
+
+def engine_runtime(ctx: Context, engine: dict[str, Any]) -> tuple[str, Settings]:
+    """Which runtime runs the engine (edgekd.backends.runners: OpenVINO where engine.json says so) and
+    the settings it was built for."""
+    if engine.get("runtime") == OPENVINO:
+        return OPENVINO, settings_from(OPENVINO, engine["session"])
+    return ONNXRUNTIME, engine_session(ctx, engine)
 
 
 def latency_metrics(result: dict[str, Any], method: str, where: str) -> dict[str, Metric]:

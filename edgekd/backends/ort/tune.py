@@ -28,10 +28,18 @@ class Variant:
     quant_format: str | None  # qdq | qoperator | dynamic for int8; weight-only-b<block> (MatMulNBits) for int4/int8
     model: Path
     how: str = ""  # how the model file was made, for the record
+    runtime: str = "onnxruntime"  # edgekd.backends.runners: onnxruntime | openvino
 
     @property
     def name(self) -> str:
-        return self.precision if self.quant_format is None else f"{self.precision}-{self.quant_format}"
+        name = self.precision if self.quant_format is None else f"{self.precision}-{self.quant_format}"
+        return name if self.runtime == "onnxruntime" else f"{self.runtime}-{name}"
+
+    @property
+    def size_mb(self) -> float:
+        """The model's file size (MB = 10^6 bytes); an OpenVINO IR counts its .bin too."""
+        files = [self.model, *([self.model.with_suffix(".bin")] if self.model.suffix == ".xml" else [])]
+        return sum(f.stat().st_size for f in files) / 1e6
 
 
 def _sessions(ctx: Context) -> list[SessionConfig]:
@@ -43,6 +51,23 @@ def _sessions(ctx: Context) -> list[SessionConfig]:
             for t, g, m in itertools.product(*axes)]
 
 
+def _candidate_settings(ctx: Context, variant: Variant) -> list[Any]:
+    """The session settings `variant` is timed with: ONNX Runtime's [tune] axes, or for an OpenVINO
+    variant its CPU properties per thread count of [tune] (edgekd.backends.openvino.settings)."""
+    if variant.runtime == "openvino":
+        from edgekd.backends.openvino.settings import settings_space
+
+        space, base = ctx.target.tune, ctx.target.session
+        return settings_space(space.intra_op_num_threads or [base.intra_op_num_threads], variant.precision == "fp32")
+    return _sessions(ctx)
+
+
+def _settings_axes(variants: list[Variant], ort_sessions: int) -> str:
+    """What each runtime's variants are timed with, for the record's "how"."""
+    axes = [f"{ort_sessions} ONNX Runtime session settings"] if any(v.runtime == "onnxruntime" for v in variants) else []
+    return ", ".join(axes + (["OpenVINO: one per thread count and inference precision"] if any(v.runtime == "openvino" for v in variants) else []))
+
+
 def _variant_kinds(ctx: Context) -> list[tuple[str, str | None]]:
     """(precision, quant format) of each model variant the target's [tune] allows."""
     space = ctx.target.tune
@@ -51,8 +76,10 @@ def _variant_kinds(ctx: Context) -> list[tuple[str, str | None]]:
 
 
 def candidate_count(ctx: Context) -> int:
-    """How many engines tuning would time: model variants x session settings."""
-    return max(1, len(_variant_kinds(ctx))) * len(_sessions(ctx))
+    """How many engines tuning would time: model variants x session settings (per runtime [tune] lists)."""
+    space, kinds = ctx.target.tune, len(_variant_kinds(ctx))
+    openvino = kinds * len(space.intra_op_num_threads or [ctx.target.session.intra_op_num_threads]) if "openvino" in space.runtimes else 0
+    return (max(1, kinds) * len(_sessions(ctx)) if "onnxruntime" in space.runtimes else 0) + openvino
 
 
 def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path) -> Variant:
@@ -93,9 +120,12 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
     from edgekd.graph.transformer import is_transformer
 
     if has_kv_cache(fp32):
-        return _decoder_variants(ctx, fp32, int8_qdq, out)
+        variants, notes = _decoder_variants(ctx, fp32, int8_qdq, out)
+        if "openvino" in ctx.target.tune.runtimes:
+            notes.append("OpenVINO candidates not tried: decoders with a KV cache stay on ONNX Runtime for now")
+        return variants, notes
     source, variants, notes = fused or fp32, [], []
-    for precision, fmt in _variant_kinds(ctx):
+    for precision, fmt in _variant_kinds(ctx) if "onnxruntime" in ctx.target.tune.runtimes else []:
         if precision == "fp32":
             variants.append(Variant("fp32", None, source, f"the {'fused' if fused else 'given'} fp32 graph {source.name}"))
         elif fmt == "qdq":
@@ -104,6 +134,11 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
             notes.append("int8-dynamic not tried: it is for transformer graphs (MatMul/Attention weights), and this is not one")
         else:
             variants.append(_quantized_variant(ctx, fmt, source, out))
+    if "openvino" in ctx.target.tune.runtimes:
+        from edgekd.backends.openvino.variants import openvino_variants
+
+        rows, ov_notes = openvino_variants(ctx, fp32, out)
+        variants, notes = variants + [Variant(*row, runtime="openvino") for row in rows], notes + ov_notes
     return variants or [Variant("int8", "qdq", int8_qdq, "the quantize stage's static Q/DQ graph")], notes
 
 
@@ -147,16 +182,19 @@ def _budget_problems(ctx: Context, row: dict[str, Any], fp32_fidelity: float, fp
     return problems
 
 
-def _fidelity(ctx: Context, fp32: Path, variants: list[Variant], levels: dict[str, SessionConfig]) -> tuple[float, dict, str]:
-    """The number the accuracy budget is checked on, per (variant, optimization level): top-1
-    accuracy on the labelled evaluation data; without labels, top-1 agreement with the fp32 graph
-    (a proxy, said so). Returns (fp32's value, per candidate, what it is)."""
+def _fidelity(ctx: Context, fp32: Path, pairs: list[tuple[Variant, Any]]) -> tuple[float, dict, str]:
+    """The number the accuracy budget is checked on, per (variant, numerics key: edgekd.backends.runners
+    numerics_key, e.g. the optimization level): top-1 accuracy on the labelled evaluation data; without
+    labels, top-1 agreement with the fp32 graph (a proxy, said so). Each variant runs in its own
+    runtime. Returns (fp32's value, per candidate, what it is)."""
+    from edgekd.backends.runners import numerics_key, predict
     from edgekd.backends.ort.session import predict_file
     from edgekd.pipeline.evaluation import agreement_pt, top1_pt
 
     feeds = ctx.eval_feeds
     reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
-    outputs = {(v.name, level): predict_file(v.model, feeds.arrays, s) for v in variants for level, s in levels.items()}
+    judged = {(v.name, numerics_key(s)): (v, s) for v, s in pairs}
+    outputs = {k: predict(v.runtime, v.model, feeds.arrays, s) for k, (v, s) in judged.items()}
     if feeds.labels is not None:
         return (top1_pt(reference, feeds.labels), {k: top1_pt(o, feeds.labels) for k, o in outputs.items()},
                 f"accuracy on {feeds.description}")
@@ -179,8 +217,10 @@ def choose(rows: list[dict[str, Any]], metric: str = "accuracy") -> tuple[int, s
         reason = "no candidate meets every budget: kept the fastest " + (f"that holds the {metric} budget" if accurate else "candidate")
     runner_up = next((r for i, r in enumerate(rows) if i != chosen and not r["problems"]), None)
     if runner_up is not None:
+        settings = runner_up["session"]
+        numerics = settings.get("graph_optimization_level", settings.get("inference_precision_hint"))
         reason += (f"; next best {runner_up['variant']} at {runner_up['threads']} thread(s), "
-                   f"'{runner_up['session']['graph_optimization_level']}': p90 {runner_up['p90_ms'] / rows[chosen]['p90_ms']:.2f}x the chosen one's")
+                   f"'{numerics}': p90 {runner_up['p90_ms'] / rows[chosen]['p90_ms']:.2f}x the chosen one's")
     return chosen, reason
 
 
@@ -194,14 +234,16 @@ class Judged:
     how: str
 
 
-def _judge(ctx: Context, fp32: Path, variants: list[Variant], levels: dict[str, SessionConfig], decoder: bool) -> Judged:
-    if decoder:
+def _judge(ctx: Context, fp32: Path, pairs: list[tuple[Variant, Any]], decoder: bool) -> Judged:
+    if decoder:  # ONNX Runtime candidates only
         from edgekd.backends.ort.decoder_tune import quality
 
+        variants = list({v.name: v for v, _ in pairs}.values())
+        levels = {s.graph_optimization_level: s for _, s in pairs}  # threads and mode do not change the numerics
         ref, values, how = quality(ctx, fp32, variants, levels)
         return Judged({**ref, "accuracy": 100.0},
                       {k: {**v, "accuracy": v["agreement"]} for k, v in values.items()}, how)
-    fp32_fidelity, fidelity, how = _fidelity(ctx, fp32, variants, levels)
+    fp32_fidelity, fidelity, how = _fidelity(ctx, fp32, pairs)
     return Judged({"accuracy": fp32_fidelity}, {k: {"accuracy": v} for k, v in fidelity.items()}, how)
 
 
@@ -220,26 +262,25 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     see build_variants). Returns the record (every row: settings, accuracy, size, p90, budget
     problems; rows fastest first; the chosen row's index and why; how each variant was made) and
     the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
-    from edgekd.backends.ort.session import resolved_threads
+    from edgekd.backends.runners import numerics_key, threads
     from edgekd.graph.decoder import has_kv_cache
     from edgekd.perf.measure import run_worker
 
     cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
     variants, left_out = build_variants(ctx, fp32, int8_qdq, out, fused)
     sessions = _sessions(ctx)
-    levels = {s.graph_optimization_level: s for s in sessions}  # threads and mode do not change the numerics
-    judged = _judge(ctx, fp32, variants, levels, decoder)
-    pairs = [(v, s) for v in variants for s in sessions]
+    pairs = [(v, s) for v in variants for s in _candidate_settings(ctx, v)]
+    judged = _judge(ctx, fp32, pairs, decoder)
     request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
-               "candidates": [{"model": str(v.model), "session": s.model_dump()} for v, s in pairs]}
+               "candidates": [{"model": str(v.model), "session": s.model_dump(), "runtime": v.runtime} for v, s in pairs]}
     feed, timed = _timed_feed(ctx, fp32, decoder)
     samples = run_worker(request, feed, out, "engine tuning")["samples_ms"]
     rows, models = [], {}
     for (v, s), times in zip(pairs, samples):
         models[v.name] = v.model
-        row = {"variant": v.name, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
-               "session": s.model_dump(), "threads": resolved_threads(s), **judged.rows[(v.name, s.graph_optimization_level)],
-               "size_mb": v.model.stat().st_size / 1e6, "p90_ms": _round_median_p90(times, cfg.rounds),
+        row = {"variant": v.name, "runtime": v.runtime, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
+               "session": s.model_dump(), "threads": threads(s), **judged.rows[(v.name, numerics_key(s))],
+               "size_mb": v.size_mb, "p90_ms": _round_median_p90(times, cfg.rounds),
                "p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
         row["problems"] = _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
         rows.append(row)
@@ -249,7 +290,8 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     return {"chosen": chosen, "reason": reason, "fp32_accuracy": judged.fp32["accuracy"], "accuracy_is": judged.how, "rows": rows,
             **({f"fp32_{ctx.metric.name}": judged.fp32[ctx.metric.name]} if ctx.metric.name in judged.fp32 else {}),
             "variants": {v.name: v.how for v in variants}, "left_out": left_out,
-            "how": (f"{len(rows)} candidates ({len(variants)} model variants x {len(sessions)} session settings), timed on {timed} on this host, "
+            "how": (f"{len(rows)} candidates ({len(variants)} model variants x their runtime's settings: {_settings_axes(variants, len(sessions))}), "
+                    f"timed on {timed} on this host, "
                     f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "
                     f"quality per variant and optimization level: {judged.how}; budgets: {budget} (vs fp32), size_mb, latency_p90_ms")}, \

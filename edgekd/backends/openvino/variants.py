@@ -1,0 +1,55 @@
+"""The OpenVINO candidates of the x86 tuner: the fp32 graph as OpenVINO reads it, and NNCF INT8 from
+the quantize stage's calibration rows. Either may be left out, with a note saying why."""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgekd.backends.openvino import runtime
+from edgekd.backends.openvino.quantize import NncfRecipe, quantize_nncf
+
+if TYPE_CHECKING:
+    from edgekd.pipeline.context import EngineContext as Context
+
+NNCF_FORMAT = "nncf"  # the quant_format of NNCF INT8 rows
+VariantRow = tuple[str, "str | None", Path, str]  # precision, quant format, model file, how it was made
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _nncf_variant(ctx: Context, fp32: Path, out: Path) -> VariantRow:
+    import onnx
+
+    from edgekd.graph.quantize import calibration_rows
+    from edgekd.graph.transformer import is_transformer
+
+    recipe = NncfRecipe(transformer=is_transformer(onnx.load(str(fp32), load_external_data=False)))
+    rows = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # NNCF's progress bars
+        files, how = quantize_nncf(fp32, rows, out / "openvino_int8_nncf.xml", recipe)
+    return "int8", NNCF_FORMAT, files[0], how + ", the quantize stage's calibration rows"
+
+
+def openvino_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[VariantRow], list[str]]:
+    """The OpenVINO model variants the target's [tune] precisions allow, from the given fp32 ONNX graph
+    (never the fused one: its ONNX Runtime contrib ops are not ONNX), and notes on those left out."""
+    reason = runtime.missing()
+    if reason is not None:
+        return [], [reason]
+    try:
+        runtime.read(fp32)
+    except Exception as exc:  # OpenVINO's frontend raises its own error types; the reason is kept in the note
+        return [], [f"OpenVINO candidates left out: OpenVINO cannot read {fp32.name} ({_first_line(exc)})"]
+    precisions, variants, notes = ctx.target.tune.precisions, [], []
+    if "int8" in precisions:
+        try:
+            variants.append(_nncf_variant(ctx, fp32, out))
+        except Exception as exc:  # NNCF raises many types; the failure is reported in the tuning record
+            notes.append(f"openvino-int8-nncf left out: nncf.quantize failed ({_first_line(exc)})")
+    if "fp32" in precisions:
+        variants.append(("fp32", None, fp32, f"the given fp32 graph {fp32.name}, read by OpenVINO's ONNX frontend"))
+    return variants, notes
