@@ -308,6 +308,18 @@ class TuneConfig(Strict):
     rounds: int = Field(5, ge=1, le=10_000, description="interleaved rounds over all candidates")
     runs_per_round: int = Field(200, ge=5, le=MAX_RUNS)
     warmup_runs: int = Field(20, ge=0, le=MAX_RUNS)
+    prune: bool = Field(True, description="rule candidates out before their full timing (edgekd.backends.ort.prune): "
+                        "accuracy, latency estimate, then a short screening round; false: every candidate timed in full")
+    estimate_factor: float = Field(3.0, ge=1.0, description="drop a variant estimated more than this many times slower than "
+                                   "the best estimate (a safety margin over the estimate's error; fp32 is never dropped)")
+    screen_runs: int = Field(20, ge=0, le=MAX_RUNS, description="runs per candidate in the screening round (0: no screening)")
+    screen_factor: float = Field(1.5, ge=1.0, description="full rounds only for candidates whose screened p90 is within "
+                                 "this factor of the best screened p90")
+    mixed_precision: bool = Field(True, description="when every INT8 candidate breaks the quantize accuracy budget, keep the most "
+                                  "sensitive ops in float until it holds (edgekd.backends.ort.mixed_search) before settling on fp32")
+    mixed_precision_max_ops: int = Field(48, ge=1, le=10_000, description="sensitivity is measured per op up to this many quantizable "
+                                         "ops, else per group of consecutive ops (this many groups): one evaluation each")
+    mixed_precision_max_float: float = Field(0.5, gt=0, le=1, description="the largest share of the ops (groups) kept in float before the search gives up")
 
 
 class QadConfig(Strict):

@@ -123,6 +123,26 @@ def _mask_path_nodes(prepared: Path, mask_inputs: tuple[str, ...]) -> list[str]:
     return [*path.nodes, *readers]
 
 
+def static_options(cfg: QuantizeConfig, target: TargetQuantize) -> dict[str, Any]:
+    """quantize_static's keyword arguments for the target's recipe and the calibration method: types,
+    per-channel weights, reduce_range, symmetry, bias (the quant format and the nodes are the caller's)."""
+    from onnxruntime.quantization import QuantType
+
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
+    return {"per_channel": target.per_channel, "reduce_range": target.reduce_range,
+            "activation_type": types[target.activation_type], "weight_type": types[target.weight_type],
+            "calibrate_method": calibrate_method(cfg.calibrate_method),
+            "extra_options": {"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,
+                              "QuantizeBias": target.quantize_bias}}
+
+
+def prepare(fp32_model: Path, prepared: Path, mask_inputs: tuple[str, ...] = ()) -> list[str]:
+    """quant_pre_process `fp32_model` into `prepared`; returns the nodes of its attention-mask path
+    from the inputs `mask_inputs` (and the MatMuls reading its probabilities), to keep in float."""
+    _pre_process(fp32_model, prepared)
+    return _mask_path_nodes(prepared, mask_inputs) if mask_inputs else []
+
+
 def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration, cfg: QuantizeConfig, target: TargetQuantize,
                   quant_format: str = "qdq", mask_inputs: tuple[str, ...] = ()) -> list[str]:
     """quant_pre_process (shape inference + optimization), then quantize_static to QDQ (or, for
@@ -131,21 +151,16 @@ def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration, cfg: Qu
     attention-mask path from the inputs `mask_inputs` and the MatMuls reading its probabilities stay
     in float (edgekd.graph.transformer says why); returns the names of those nodes."""
     require("onnxruntime", "INT8 quantization")
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, quantize_static
 
-    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "uint16": QuantType.QUInt16}
     prepared = out_model.with_name(out_model.stem + ".pre.onnx")
     # the calibrators print progress with print(); keep the build's output readable
     with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
-        _pre_process(fp32_model, prepared)
-        excluded = _mask_path_nodes(prepared, mask_inputs) if mask_inputs else []
+        excluded = prepare(fp32_model, prepared, mask_inputs)
         quantize_static(
             str(prepared), str(out_model), calibration_reader(calib),
-            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator, per_channel=target.per_channel, reduce_range=target.reduce_range,
-            activation_type=types[target.activation_type], weight_type=types[target.weight_type],
-            calibrate_method=calibrate_method(cfg.calibrate_method), nodes_to_exclude=excluded or None,
-            extra_options={"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": target.symmetric_weights,
-                           "QuantizeBias": target.quantize_bias},
+            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+            nodes_to_exclude=excluded or None, **static_options(cfg, target),
         )
     prepared.unlink(missing_ok=True)
     return excluded
