@@ -1,0 +1,177 @@
+"""OpenVINO candidates of the x86 tuner (edgekd.backends.openvino): the runner against ONNX Runtime,
+NNCF INT8 against fp32, and compiles whose [tune] lists OpenVINO: its rows in the tuning record, an
+OpenVINO engine through evaluate, bench, `edgekd bench` and the device runner, and the candidates left
+out with a note where openvino is not importable."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from helpers import write
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+ROOT = Path(__file__).resolve().parents[3]
+SCHEMA = json.loads((ROOT / "edgekd" / "report" / "report.schema.json").read_text())
+FAST = """
+[recipe.bench]
+warmup_runs = 3
+min_runs = 10
+max_runs = 40
+max_seconds = 0.5
+offline_max_batch = 2
+offline_seconds = 0.05
+profile_runs = 2
+compare = false
+
+[recipe.tune]
+rounds = 1
+runs_per_round = 5
+warmup_runs = 2
+"""
+
+
+def _target(folder: Path, name: str, runtimes: list[str]) -> Path:
+    """targets/x86-avx2.toml with [tune] runtimes = `runtimes` (no alias: `x86` keeps picking the shipped ones)."""
+    text = (ROOT / "targets" / "x86-avx2.toml").read_text().replace('aliases = ["x86"]', "aliases = []")
+    return write(folder / f"{name}.toml", text.replace("[tune]\n", f"[tune]\nruntimes = {json.dumps(runtimes)}\n", 1))
+
+
+@pytest.fixture(scope="module")
+def cnn(zoo) -> Path:
+    return zoo("resnet", "torch")
+
+
+def _feeds(model: Path, rows: int = 32) -> dict[str, np.ndarray]:
+    from edgekd.graph.feeds import make_feeds
+    from edgekd.graph.resolve import load_inputs
+
+    return make_feeds(load_inputs(model, None), rows=rows)
+
+
+def test_runner_matches_onnxruntime(cnn) -> None:
+    from edgekd.backends.openvino.runtime import OpenVinoRunner, predict_file
+    from edgekd.backends.openvino.settings import OpenVinoSettings
+    from edgekd.backends.ort.session import predict_file as ort_predict
+
+    feeds = _feeds(cnn, 8)
+    settings = OpenVinoSettings(inference_num_threads=1)
+    got, want = predict_file(cnn, feeds, settings), ort_predict(cnn, feeds)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    runner = OpenVinoRunner(cnn, settings)  # one sample: reshaped to static batch-1 shapes
+    np.testing.assert_allclose(runner.run({n: a[:1] for n, a in feeds.items()})[0], want[:1], rtol=1e-3, atol=1e-4)
+
+
+def test_settings_are_openvino_properties(monkeypatch) -> None:
+    from edgekd.backends.openvino import settings as ov_settings
+
+    props = ov_settings.OpenVinoSettings(inference_num_threads=1).properties()
+    assert props == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+    monkeypatch.setattr(ov_settings, "host_has_bf16", lambda: False)
+    assert [s.inference_precision_hint for s in ov_settings.settings_space([1, 0], fp32_graph=True)] == ["f32", "f32"]
+    monkeypatch.setattr(ov_settings, "host_has_bf16", lambda: True)
+    space = ov_settings.settings_space([1], fp32_graph=True)
+    assert [s.inference_precision_hint for s in space] == ["f32", "bf16"]
+    assert [s.inference_precision_hint for s in ov_settings.settings_space([1], fp32_graph=False)] == ["f32"]  # INT8 IR: f32 hint only
+
+
+def test_nncf_int8_is_close_to_fp32_on_the_calibration_data(cnn, tmp_path) -> None:
+    import openvino as ov
+
+    from edgekd.backends.openvino.quantize import NncfRecipe, quantize_nncf
+    from edgekd.backends.openvino.runtime import predict_file
+    from edgekd.backends.openvino.settings import OpenVinoSettings
+
+    rows = _feeds(cnn, 32)
+    files, how = quantize_nncf(cnn, rows, tmp_path / "int8.xml", NncfRecipe())
+    assert all(f.is_file() for f in files) and "nncf.quantize" in how and "32 calibration rows" in how
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(files[0])).get_ops()}
+    assert "FakeQuantize" in ops  # NNCF's INT8 marks, which the CPU plugin runs as int8 kernels
+    settings = OpenVinoSettings(inference_num_threads=1)
+    fp32, int8 = predict_file(cnn, rows, settings), predict_file(files[0], rows, settings)
+    spread = float(fp32.max() - fp32.min())
+    assert float(np.abs(int8 - fp32).max()) < 0.1 * spread
+    assert float((int8.argmax(-1) == fp32.argmax(-1)).mean()) >= 0.9
+
+
+def _tuning_rows(tuning: dict) -> list[dict]:
+    """Every candidate of the record: rows timed in full and those the pruner cut after screening."""
+    return tuning["rows"] + tuning.get("pruned", [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet", "bert"])
+def test_openvino_only_target_builds_an_openvino_engine(edgekd, zoo, tmp_path, arch) -> None:
+    """A target whose [tune] lists only openvino: the engine is an OpenVINO IR, evaluated and benched
+    with OpenVINO; `edgekd bench` and the bundle's device runner measure it too."""
+    model = zoo(arch, "torch")
+    target, profile = _target(tmp_path, "ov-only", ["openvino"]), write(tmp_path / "fast.toml", FAST)
+    run = edgekd("compile", str(model), "--target", str(target), "--profile", str(profile), out_dir=tmp_path / "b")
+    assert run.code == 0, run.err
+    report, out = run.report, run.out_dir
+    jsonschema.validate(report, SCHEMA)
+    tuning, engine = report["tuning"], json.loads((out / "engine.json").read_text())
+    assert set(tuning["variants"]) == {"openvino-fp32", "openvino-int8-nncf"}
+    assert "model_type TRANSFORMER" in tuning["variants"]["openvino-int8-nncf"] if arch == "bert" else "PERFORMANCE" in tuning["variants"]["openvino-int8-nncf"]
+    for row in tuning["rows"]:
+        assert row["runtime"] == "openvino" and 0 <= row["accuracy"] <= 100 and row["p90_ms"] > 0
+        assert row["session"]["performance_hint"] == "LATENCY" and row["session"]["num_streams"] == 1
+    assert "OpenVINO" in tuning["how"] and "ONNX Runtime session settings" not in tuning["how"]
+    best = tuning["rows"][tuning["chosen"]]
+    assert engine["runtime"] == "openvino" and engine["engine_file"] == "engine.xml" and engine["session"] == best["session"]
+    assert (out / "engine" / "engine.xml").is_file() and (out / "engine" / "engine.bin").is_file()
+    metrics = {k: m for s in report["stages"] for k, m in s["metrics"].items()}
+    assert "OpenVINO" in metrics["engine.agreement_pct"]["how"] and 0 <= metrics["engine.agreement_pct"]["value"] <= 100
+    assert report["latency"]["method"] == "measured" and "OpenVINO" in report["latency"]["where"] and report["latency"]["runs"] >= 10
+    assert report["latency"]["runtime"] == "openvino" and "Offline" in report["latency"]["scenarios"]
+    bundle = json.loads((out / "bundle" / "bundle.json").read_text())
+    assert bundle["runtime"] == "openvino" and bundle["model"] == "engine.xml" and bundle["openvino"] == best["session"]
+    if arch == "resnet":
+        again = edgekd("bench", str(out), "--target", str(target))
+        assert again.code == 0, again.err
+        assert "OpenVINO" in json.loads((out / "bench.json").read_text())["where"]
+        result = tmp_path / "device.json"
+        proc = subprocess.run([sys.executable, str(out / "bundle" / "run_on_device.py"), "--bundle", str(out / "bundle"),
+                               "--out", str(result), "--runs", "20", "--warmup", "2"], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        device = json.loads(result.read_text())
+        assert device["runtime"] == "openvino" and device["latency"]["runs"] == 20
+        assert device["runtime_details"]["properties"]["PERFORMANCE_HINT"] == "LATENCY"
+
+
+@pytest.mark.slow
+def test_both_runtimes_are_judged_and_timed_in_one_run(edgekd, cnn, tmp_path) -> None:
+    target, profile = _target(tmp_path, "both", ["onnxruntime", "openvino"]), write(tmp_path / "fast.toml", FAST)
+    run = edgekd("compile", str(cnn), "--target", str(target), "--profile", str(profile), out_dir=tmp_path / "b")
+    assert run.code == 0, run.err
+    jsonschema.validate(run.report, SCHEMA)
+    tuning = run.report["tuning"]
+    assert {"int8-qdq", "fp32", "openvino-fp32", "openvino-int8-nncf"} <= set(tuning["variants"])
+    candidates = _tuning_rows(tuning)
+    assert {r["runtime"] for r in candidates} == {"onnxruntime", "openvino"}
+    assert len([r for r in candidates if r["runtime"] == "openvino"]) == 2 * 2  # 2 variants x threads {1, all}, f32 on this host or not
+    for row in tuning["rows"]:
+        assert "accuracy" in row and row["p90_ms"] > 0
+    assert "ONNX Runtime session settings" in tuning["how"] and "OpenVINO" in tuning["how"]
+    engine = json.loads((run.out_dir / "engine.json").read_text())
+    assert engine["runtime"] == ("openvino" if tuning["rows"][tuning["chosen"]]["runtime"] == "openvino" else "onnxruntime-cpu")
+
+
+@pytest.mark.slow
+def test_without_openvino_the_candidates_are_left_out_with_a_note(edgekd, cnn, tmp_path, monkeypatch) -> None:
+    from edgekd.backends.openvino import runtime
+
+    monkeypatch.setattr(runtime, "missing", lambda: "OpenVINO candidates left out: the Python package 'openvino' is not importable (test)")
+    target, profile = _target(tmp_path, "no-ov", ["onnxruntime", "openvino"]), write(tmp_path / "fast.toml", FAST)
+    run = edgekd("compile", str(cnn), "--target", str(target), "--profile", str(profile), out_dir=tmp_path / "b")
+    assert run.code == 0, run.err
+    tuning = run.report["tuning"]
+    assert not any(r["runtime"] == "openvino" for r in _tuning_rows(tuning))
+    assert any(note.startswith("OpenVINO candidates left out") for note in tuning["left_out"])
+    assert json.loads((run.out_dir / "engine.json").read_text())["runtime"] == "onnxruntime-cpu"
