@@ -12,6 +12,7 @@ from edgekd.common.version import __version__
 from edgekd.pipeline.context import EngineContext
 from edgekd.pipeline.results import StageRecord
 from edgekd.report import collapse
+from edgekd.report.mixed_precision import with_quantize_record
 from edgekd.report.quality import QUALITY_ROWS, task_json
 from edgekd.tasks.specs import ACCURACY, MetricSpec
 
@@ -29,7 +30,7 @@ def _tuning(records: list[StageRecord], out_dir: Path) -> dict[str, Any] | None:
     engine_file = out_dir / ENGINE_JSON
     if not any(r.name == "compile" and r.status != "not run" for r in records) or not engine_file.is_file():
         return None
-    return json.loads(engine_file.read_text()).get("tuning")
+    return with_quantize_record(json.loads(engine_file.read_text()).get("tuning"), out_dir)
 
 
 def quality_tables(metrics: dict[str, Any], metric: MetricSpec) -> dict[str, dict[str, Any]]:

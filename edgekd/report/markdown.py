@@ -46,6 +46,7 @@ def language_model(report: dict[str, Any]) -> list[str]:
 
 
 def render(report: dict[str, Any]) -> str:
+    from edgekd.report import mixed_precision
     from edgekd.report.markdown_perf import measured_latency, tuning
 
     verdict = "PASS: every budget holds" if report["verdict"] == "pass" else "FAIL: " + "; ".join(
@@ -79,7 +80,7 @@ def render(report: dict[str, Any]) -> str:
         lines += _estimated(lat)
     else:
         lines += measured_latency(lat, host["cpu"])
-    lines += ["", *tuning(report.get("tuning"))]
+    lines += ["", *tuning(report.get("tuning")), *mixed_precision.markdown(report.get("tuning"))]
     for result in report.get("device_results", []):
         dev = result["latency"]
         lines += ["", f"### Measured on a device: {result['source']}", "",

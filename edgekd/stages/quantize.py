@@ -24,6 +24,7 @@ from edgekd.stages.common import (
 )
 from edgekd.stages.context import Context
 from edgekd.stages.export import export_student
+from edgekd.stages.mixed_quantize import mixed_fallback, mixed_key
 
 ENTROPY_NOTE = ("entropy: quantize_static gives its entropy calibrator 128 histogram bins and 128 quantized bins "
                 "(not settable through its API), so the KL search has one candidate and picks the same range as minmax")
@@ -140,6 +141,8 @@ def run_quantize(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     violations, rewrites, fusion = _quantize(ctx, inputs["student.onnx"], path, calib)
     metrics = {**fusion, **_int8_metrics(ctx, inputs["student.onnx"], path)}
     notes = [*rewrites, *([] if DECODER_NOTE in rewrites else _quantize_notes(ctx, len(next(iter(calib.values())))))]
+    metrics, mixed = mixed_fallback(ctx, inputs["student.onnx"], out, metrics)  # x86: ops kept in float until the budget holds, before QAD
+    notes += mixed
     qad, key, m = ctx.profile.recipe.qad, metric_key(ctx, "int8"), ctx.metric
     broke = _ptq_loss(ctx, fp32_quality(ctx, inputs["student.onnx"]), metrics[key]) if qad.enabled and isinstance(ctx, Context) else None
     if broke is not None:
@@ -183,7 +186,7 @@ def run_qad(ctx: Context, inputs: dict[str, Path], out: Path) -> Path:
 def _quantize_key(c: EngineContext) -> dict[str, Any]:
     key = {"quantize": c.quantize_config.model_dump(), "target": c.quant_recipe.model_dump(),
            "qad": c.profile.recipe.qad.model_dump(), "qad_trigger": c.profile.budgets.quantize_accuracy_drop_pt,
-           "qnn": c.qnn_config.model_dump() if c.target.qnn else None, **data_key(c)}
+           "qnn": c.qnn_config.model_dump() if c.target.qnn else None, "mixed_precision": mixed_key(c), **data_key(c)}
     if isinstance(c, Context):  # QAD fine-tunes with the distillation settings
         key["distill"] = c.project.distill.model_dump()
     return key

@@ -11,7 +11,12 @@ from mixed_model import digits_data, fragile_cnn
 
 from edgekd.config.models import QuantizeConfig
 from edgekd.config.target import TargetQuantize
-from edgekd.graph.mixed_precision import PartialQuantizer, PartialSettings, QuantOp, grouped
+from edgekd.graph.mixed_precision import (
+    PartialQuantizer,
+    PartialSettings,
+    QuantOp,
+    grouped,
+)
 
 X86 = TargetQuantize(activation_type="int8", weight_type="int8", per_channel=True, reduce_range=True)  # targets/x86-avx2.toml
 

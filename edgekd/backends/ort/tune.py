@@ -264,6 +264,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
     from edgekd.backends.runners import numerics_key, threads
     from edgekd.graph.decoder import has_kv_cache
+    from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
     from edgekd.perf.measure import run_worker
 
     cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
@@ -271,6 +272,12 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     sessions = _sessions(ctx)
     pairs = [(v, s) for v in variants for s in _candidate_settings(ctx, v)]
     judged = _judge(ctx, fp32, pairs, decoder)
+    mixed = mixed_precision(ctx, MixedInputs(fp32, fused or fp32, out), variants, judged)  # runs when every INT8 candidate breaks the budget
+    if mixed is not None and mixed.variants:
+        added = [Variant(*row) for row in mixed.variants]
+        extra = [(v, s) for v in added for s in _candidate_settings(ctx, v)]
+        variants, pairs = variants + added, pairs + extra
+        judged.rows.update(_judge(ctx, fp32, extra, decoder).rows)
     request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
                "candidates": [{"model": str(v.model), "session": s.model_dump(), "runtime": v.runtime} for v, s in pairs]}
     feed, timed = _timed_feed(ctx, fp32, decoder)
@@ -289,7 +296,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     budget = f"quantize_{ctx.metric.degradation_name}"
     return {"chosen": chosen, "reason": reason, "fp32_accuracy": judged.fp32["accuracy"], "accuracy_is": judged.how, "rows": rows,
             **({f"fp32_{ctx.metric.name}": judged.fp32[ctx.metric.name]} if ctx.metric.name in judged.fp32 else {}),
-            "variants": {v.name: v.how for v in variants}, "left_out": left_out,
+            "variants": {v.name: v.how for v in variants}, "left_out": left_out, **finish(mixed, rows, chosen),
             "how": (f"{len(rows)} candidates ({len(variants)} model variants x their runtime's settings: {_settings_axes(variants, len(sessions))}), "
                     f"timed on {timed} on this host, "
                     f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
