@@ -262,25 +262,25 @@ def bench(path: Path, target: str | None, profile: str | None, scenarios: tuple[
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--baseline", required=True, type=click.Path(path_type=Path), help="The build to compare against.")
 @click.option("--profile", "-p", help="Profile name or .toml path for budgets and [gate] (default: the candidate's own).")
-@click.option("--max-latency-increase-pct", type=float, help="Override [gate] max_latency_p90_increase_pct.")
+@click.option("--max-latency-increase-pct", "max_latency_p90_increase_pct", type=float, help="Override [gate] max_latency_p90_increase_pct.")
 @click.option("--max-accuracy-drop-pt", type=float, help="Override [gate] max_accuracy_drop_pt (tasks measured by accuracy).")
 @click.option("--max-perplexity-increase-pct", type=float, help="Override [gate] max_perplexity_increase_pct (tasks measured by perplexity).")
 @click.option("--max-size-increase-pct", type=float, help="Override [gate] max_size_increase_pct.")
+@click.option("--max-ttft-increase-pct", type=float, help="Override [gate] max_ttft_increase_pct (decoders).")
+@click.option("--max-decode-tokens-per-s-decrease-pct", type=float, help="Override [gate] max_decode_tokens_per_s_decrease_pct (decoders).")
+@click.option("--max-peak-memory-increase-pct", type=float, help="Override [gate] max_peak_memory_increase_pct.")
 @click.option("--confidence", type=float, help="Override [gate] confidence (two-sided, e.g. 0.95).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table here (PR comment).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gate(candidate: Path, baseline: Path, profile: str | None, max_latency_increase_pct: float | None,
-         max_accuracy_drop_pt: float | None, max_perplexity_increase_pct: float | None, max_size_increase_pct: float | None,
-         confidence: float | None, junit: Path | None, markdown: Path | None, as_json: bool) -> None:
+def gate(candidate: Path, baseline: Path, profile: str | None, junit: Path | None, markdown: Path | None, as_json: bool,
+         **thresholds: float | None) -> None:
+    """`thresholds`: the [gate] fields given on the command line (None: the profile's)."""
     from edgekd.errors import BudgetViolated
     from edgekd.gate import run_gate, write_outputs
     from edgekd.gate.render import summary
 
-    result = run_gate(candidate, baseline, profile, max_latency_p90_increase_pct=max_latency_increase_pct,
-                      max_accuracy_drop_pt=max_accuracy_drop_pt, max_perplexity_increase_pct=max_perplexity_increase_pct,
-                      max_size_increase_pct=max_size_increase_pct,
-                      confidence=confidence)
+    result = run_gate(candidate, baseline, profile, **thresholds)
     write_outputs(result, markdown, junit)
     click.echo(json.dumps(result.to_json(), indent=1) if as_json else summary(result))
     if result.failed:

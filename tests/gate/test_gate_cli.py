@@ -68,6 +68,16 @@ def test_not_measured_latency_is_skipped_not_passed(edgekd, build_dir, real_repo
     assert case.is_skipped and "bench stage did not run" in case.result[0].message
 
 
+def test_decoder_thresholds_from_the_command_line(edgekd, build_dir, tmp_path):
+    run = edgekd("gate", str(build_dir), "--baseline", str(build_dir), "--json", "--max-ttft-increase-pct", "33",
+                 "--max-decode-tokens-per-s-decrease-pct", "44", "--max-peak-memory-increase-pct", "55")
+    assert run.code == 0, run.err
+    gate = json.loads(run.out)["thresholds"]["gate"]
+    assert (gate["max_ttft_increase_pct"], gate["max_decode_tokens_per_s_decrease_pct"], gate["max_peak_memory_increase_pct"]) == (33, 44, 55)
+    bad = edgekd("gate", str(build_dir), "--baseline", str(build_dir), "--max-ttft-increase-pct", "-1")
+    assert bad.code == 2 and "Traceback" not in bad.err and "max_ttft_increase_pct" in bad.err
+
+
 def test_json_output_and_overrides(edgekd, build_dir, real_report, tmp_path):
     cand = save(slower(real_report, SLOW), tmp_path / "cand.json")
     run = edgekd("gate", str(cand), "--baseline", str(build_dir), "--json", "--max-latency-increase-pct", "900")
