@@ -11,6 +11,23 @@ if TYPE_CHECKING:
 ZOO_ARCHS = ("resnet", "mobilenet_v2", "efficientnet", "vit", "bert", "distilbert", "gpt2")
 ZOO_EXPORTERS = ("optimum", "torch")
 ZOO = [(arch, exporter) for arch in ZOO_ARCHS for exporter in ZOO_EXPORTERS]
+# a profile's short bench and tuning, for builds whose latency no test asserts
+FAST_PROFILE = """
+[recipe.bench]
+warmup_runs = 3
+min_runs = 10
+max_runs = 40
+max_seconds = 0.5
+offline_max_batch = 2
+offline_seconds = 0.05
+profile_runs = 2
+compare = false
+
+[recipe.tune]
+rounds = 1
+runs_per_round = 5
+warmup_runs = 2
+"""
 
 
 def write(path: Path, text: str) -> Path:

@@ -10,28 +10,13 @@ import jsonschema
 import numpy as np
 import onnx
 import pytest
-from helpers import ZOO, write
+from helpers import FAST_PROFILE, ZOO, write
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).parent.parent / "edgekd" / "report" / "report.schema.json").read_text())
 COMPILE_STAGES = ["import", "quantize", "check", "compile", "evaluate", "bench"]
 TARGETS = ("x86", "snapdragon-8gen3", "jetson-orin")  # the x86 alias, mobile-npu, jetson-orin (aliases of the shipped targets)
-FAST = """
-[recipe.bench]
-warmup_runs = 3
-min_runs = 10
-max_runs = 40
-max_seconds = 0.5
-offline_max_batch = 2
-offline_seconds = 0.05
-profile_runs = 2
-compare = false
-
-[recipe.tune]
-rounds = 1
-runs_per_round = 5
-warmup_runs = 2
-"""
+FAST = FAST_PROFILE
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,14 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from helpers import write
+from helpers import FAST_PROFILE, write
 from mixed_model import digits_data, fragile_cnn
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((Path(__file__).parents[2] / "edgekd" / "report" / "report.schema.json").read_text())
-FAST = """
+BUDGET = """
 [budgets]
 quantize_accuracy_drop_pt = {budget}
-
-[recipe.bench]
-warmup_runs = 3
-min_runs = 10
-max_runs = 40
-max_seconds = 0.5
-offline_max_batch = 2
-offline_seconds = 0.05
-profile_runs = 2
-compare = false
-
-[recipe.tune]
-rounds = 1
-runs_per_round = 5
-warmup_runs = 2
-{extra}
 """
 
 
@@ -49,7 +33,7 @@ def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _compile(edgekd, fragile, tmp_path, data: str, budget: float = 2.0, extra: str = ""):
-    profile = write(tmp_path / "p.toml", FAST.format(budget=budget, extra=extra))
+    profile = write(tmp_path / "p.toml", BUDGET.format(budget=budget) + FAST_PROFILE + extra + "\n")  # extra: [recipe.tune] keys
     return edgekd("compile", str(fragile["model"]), "--target", "x86", "--profile", str(profile), "--calib", str(fragile["root"] / "calib"),
                   "--data", str(fragile["root"] / data), "--force", out_dir=tmp_path / "b")
 
