@@ -315,6 +315,12 @@ class TuneConfig(Strict):
     screen_runs: int = Field(20, ge=0, le=MAX_RUNS, description="runs per candidate in the screening round (0: no screening)")
     screen_factor: float = Field(1.5, ge=1.0, description="full rounds only for candidates whose screened p90 is within "
                                  "this factor of the best screened p90")
+    full_seconds_per_candidate: float | None = Field(8.0, gt=0, description="after screening: fewer runs per round (at least "
+                                                     "min_runs_per_round) so that each candidate's full rounds take about this long at "
+                                                     "the slowest survivor's screened median; None: always runs_per_round")
+    min_runs_per_round: int = Field(20, ge=5, le=MAX_RUNS, description="the floor of that cut")
+    screen_min_full_s: float = Field(20.0, ge=0, description="screening cuts only when timing every candidate left in full "
+                                     "would take longer than this at their screened medians (small models: all are timed)")
     mixed_precision: bool = Field(True, description="when every INT8 candidate breaks the quantize accuracy budget, keep the most "
                                   "sensitive ops in float until it holds (edgekd.backends.ort.mixed_search) before settling on fp32")
     mixed_precision_max_ops: int = Field(48, ge=1, le=10_000, description="sensitivity is measured per op up to this many quantizable "

@@ -46,6 +46,14 @@ class WeightOnlySpec(Strict):
         return value
 
 
+class QdqRecipe(Strict):
+    """A static Q/DQ recipe the tuner quantizes and times beside [quantize]'s (edgekd.backends.ort.recipes):
+    the activation type and reduce_range (7-bit weights); weights stay int8 as [quantize] says."""
+
+    activation_type: Literal["int8", "uint8"] = "int8"
+    reduce_range: bool = False
+
+
 class TuneSpace(Strict):
     """Engine settings the compile stage may try on this target (ONNX Runtime CPU): each list is
     one axis; every combination is a candidate. An empty [tune] keeps the [session] settings."""
@@ -63,6 +71,8 @@ class TuneSpace(Strict):
         default_factory=lambda: ["onnxruntime"], min_length=1, description="whose engines are candidates: ONNX Runtime's "
         "CPU provider and/or OpenVINO's CPU plugin (fp32 and NNCF INT8, edgekd.backends.openvino; KV-cache decoders stay on "
         "ONNX Runtime)")
+    qdq_recipes: list[QdqRecipe] = Field(default_factory=list, description="more static Q/DQ recipes to quantize and time "
+                                         "(activation type, reduce_range) beside [quantize]'s: which is fastest differs by CPU class")
 
     @field_validator("intra_op_num_threads")
     @classmethod

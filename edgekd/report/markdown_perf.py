@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.report.format import cell, fmt
+from edgekd.report.markdown_tuning_cost import tuning_cost
 
 
 def measured_latency(lat: dict[str, Any], host_cpu: str) -> list[str]:
@@ -78,4 +79,4 @@ def tuning(t: dict[str, Any] | None) -> list[str]:
                      f"{fmt(r['accuracy'], '%')} | {fmt(r['size_mb'], 'MB')} | {cell('; '.join(r['problems']) or 'all hold')} |")
     made = [f"{name}: {how}" for name, how in t.get("variants", {}).items()] + list(t.get("left_out", []))
     return lines + ["", f"How: {cell(t['how'])} (fp32 reference accuracy {fmt(t['fp32_accuracy'], '%')}).", "",
-                    *([f"Model variants: {cell('; '.join(made))}.", ""] if made else [])]
+                    *([f"Model variants: {cell('; '.join(made))}.", ""] if made else []), *tuning_cost(t)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ class Variant:
     model: Path
     how: str = ""  # how the model file was made, for the record
     runtime: str = "onnxruntime"  # edgekd.backends.runners: onnxruntime | openvino
+    build_s: float | None = None  # seconds the tuner spent making the file (None: an earlier stage made it, or given)
 
     @property
     def name(self) -> str:
@@ -91,7 +93,7 @@ def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path) -> Varia
         quantize_int8,
     )
 
-    path, tq = out / f"student_int8_{fmt}.onnx", ctx.quant_recipe
+    path, tq, start = out / f"student_int8_{fmt}.onnx", ctx.quant_recipe, time.perf_counter()
     logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
     try:
         if fmt == "dynamic":
@@ -105,7 +107,7 @@ def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path) -> Varia
             how = f"quantize_static to {fmt} of {source.name}, the quantize stage's recipe and calibration rows"
     finally:
         logging.disable(logging.NOTSET)
-    return Variant("int8", fmt, path, how)
+    return Variant("int8", fmt, path, how, build_s=time.perf_counter() - start)
 
 
 def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None = None) -> tuple[list[Variant], list[str]]:
@@ -116,6 +118,7 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
     fp32 and dynamic variants when given."""
     import onnx
 
+    from edgekd.backends.ort.recipes import recipe_variants
     from edgekd.graph.decoder import has_kv_cache
     from edgekd.graph.transformer import is_transformer
 
@@ -130,6 +133,8 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
             variants.append(Variant("fp32", None, source, f"the {'fused' if fused else 'given'} fp32 graph {source.name}"))
         elif fmt == "qdq":
             variants.append(Variant("int8", "qdq", int8_qdq, f"the quantize stage's static Q/DQ graph, from {source.name}"))
+            made, recipe_notes = recipe_variants(ctx, source, out)  # [tune] qdq_recipes (edgekd.backends.ort.recipes)
+            variants, notes = variants + [Variant(**kw) for kw in made], notes + recipe_notes
         elif fmt == "dynamic" and not (fused or is_transformer(onnx.load(str(fp32), load_external_data=False))):
             notes.append("int8-dynamic not tried: it is for transformer graphs (MatMul/Attention weights), and this is not one")
         else:
@@ -265,30 +270,36 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     from edgekd.backends.runners import numerics_key, threads
     from edgekd.graph.decoder import has_kv_cache
     from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
-    from edgekd.perf.measure import run_worker
+    from edgekd.backends.ort import prune
 
     cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
+    clock = prune.Clock()
     variants, left_out = build_variants(ctx, fp32, int8_qdq, out, fused)
+    clock.lap("variants_s")
     sessions = _sessions(ctx)
     pairs = [(v, s) for v in variants for s in _candidate_settings(ctx, v)]
     judged = _judge(ctx, fp32, pairs, decoder)
+    clock.lap("judge_s")
     mixed = mixed_precision(ctx, MixedInputs(fp32, fused or fp32, out), variants, judged)  # runs when every INT8 candidate breaks the budget
     if mixed is not None and mixed.variants:
         added = [Variant(*row) for row in mixed.variants]
         extra = [(v, s) for v in added for s in _candidate_settings(ctx, v)]
         variants, pairs = variants + added, pairs + extra
         judged.rows.update(_judge(ctx, fp32, extra, decoder).rows)
-    request = {"mode": "tune", "rounds": cfg.rounds, "runs_per_round": cfg.runs_per_round, "warmup_runs": cfg.warmup_runs,
-               "candidates": [{"model": str(v.model), "session": s.model_dump(), "runtime": v.runtime} for v, s in pairs]}
+    clock.lap("mixed_precision_s")
     feed, timed = _timed_feed(ctx, fp32, decoder)
-    samples = run_worker(request, feed, out, "engine tuning")["samples_ms"]
+
+    def known(v: Variant, s: Any) -> list[str]:  # budget problems known before timing (quality, size)
+        row = {**judged.rows[(v.name, numerics_key(s))], "size_mb": v.size_mb, "p90_ms": 0.0}
+        return _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
+    measured = prune.measure(ctx, prune.candidates(pairs, known), feed, out)  # estimate, screen, then full rounds
     rows, models = [], {}
-    for (v, s), times in zip(pairs, samples):
-        models[v.name] = v.model
+    for k, times in zip(measured.timed, measured.samples):
+        (v, s), models[pairs[k][0].name] = pairs[k], pairs[k][0].model
         row = {"variant": v.name, "runtime": v.runtime, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
                "session": s.model_dump(), "threads": threads(s), **judged.rows[(v.name, numerics_key(s))],
                "size_mb": v.size_mb, "p90_ms": _round_median_p90(times, cfg.rounds),
-               "p50_ms": float(np.percentile(times, 50)), "runs": len(times)}
+               "p50_ms": float(np.percentile(times, 50)), "runs": len(times), "timing_s": measured.timing_s[k]}
         row["problems"] = _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
         rows.append(row)
     rows.sort(key=lambda r: r["p90_ms"])
@@ -297,9 +308,10 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     return {"chosen": chosen, "reason": reason, "fp32_accuracy": judged.fp32["accuracy"], "accuracy_is": judged.how, "rows": rows,
             **({f"fp32_{ctx.metric.name}": judged.fp32[ctx.metric.name]} if ctx.metric.name in judged.fp32 else {}),
             "variants": {v.name: v.how for v in variants}, "left_out": left_out, **finish(mixed, rows, chosen),
-            "how": (f"{len(rows)} candidates ({len(variants)} model variants x their runtime's settings: {_settings_axes(variants, len(sessions))}), "
-                    f"timed on {timed} on this host, "
-                    f"{cfg.rounds} interleaved rounds of {cfg.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
+            **measured.record(clock, variants),
+            "how": (f"{len(pairs)} candidates ({len(variants)} model variants x their runtime's settings: {_settings_axes(variants, len(sessions))}), "
+                    f"{measured.describe(len(pairs))}, timed on {timed} on this host, "
+                    f"{cfg.rounds} interleaved rounds of {measured.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "
                     f"quality per variant and optimization level: {judged.how}; budgets: {budget} (vs fp32), size_mb, latency_p90_ms")}, \
         models[rows[chosen]["variant"]]
