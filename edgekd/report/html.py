@@ -7,7 +7,7 @@ import base64
 from html import escape
 from typing import Any
 
-from edgekd.report import lm, plots, plots_decoder, plots_latency
+from edgekd.report import lm, mixed_precision, plots, plots_decoder, plots_latency
 from edgekd.report import quality as q
 from edgekd.report.format import broken, fmt, relation
 
@@ -128,6 +128,20 @@ def _devices(report: dict[str, Any]) -> str:
         ["device", "p50", "p90", "p99", "mean", "runs", "runtime", "measured at"], rows)
 
 
+def _mixed_precision(report: dict[str, Any]) -> str:
+    """The x86 tuner's accuracy-aware mixed precision (edgekd.report.mixed_precision.view)."""
+    v = mixed_precision.view(report.get("tuning"))
+    if v is None:
+        return ""
+    out = f"<h3>Mixed precision (ops kept in float)</h3><p>{_e(v['trigger'])}</p>"
+    if not v["ran"]:
+        return out + f"<p class=muted>{_e(v['how'])}</p>"
+    return (out + f"<p>Kept in float in the chosen engine: <b>{_e(v['kept'])}</b></p>"
+            + _table(mixed_precision.STEP_HEAD, [[_e(c) for c in r] for r in v["steps"]])
+            + f"<p>{_e(v['sensitivity_title'])}</p>" + _table(mixed_precision.SENSITIVITY_HEAD, [[_e(c) for c in r] for r in v["sensitivity"]])
+            + f"<p class=muted>{_e(v['how'])}</p>")
+
+
 def _stage(stage: dict[str, Any]) -> str:
     seconds = f", {stage['seconds']:.1f} s" if stage["status"] != "not run" and stage.get("seconds") is not None else ""
     out = f'<h3 id="stage-{_e(stage["name"])}">{_e(stage["name"])} <span class=muted>({_e(stage["status"])}{seconds})</span></h3>'
@@ -163,7 +177,7 @@ def render(report: dict[str, Any]) -> str:
         f"<h2>{_e(q.title(q.report_metric(report)))}</h2>", _quality(report), _figure(plots.pareto(report)),
         _language_model(report),
         "<h2>Stages and budgets</h2>", _figure(plots.waterfall(report)),
-        "<h2>Latency</h2>", _latency(report), _devices(report),
+        "<h2>Latency</h2>", _latency(report), _devices(report), _mixed_precision(report),
         _figure(plots_latency.cdf(report)), _figure(plots_latency.throughput(report)), _figure(plots_latency.ops(report)),
         "<h2>Stages</h2>", *(_stage(s) for s in report["stages"]),
         f"<footer>A view of report.json (schema version {_e(report['schema_version'])}); "

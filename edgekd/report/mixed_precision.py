@@ -30,24 +30,40 @@ def with_quantize_record(tuning: dict[str, Any] | None, out_dir: Path) -> dict[s
     return {**tuning, "mixed_precision": record}
 
 
-def markdown(tuning: dict[str, Any] | None) -> list[str]:
-    """The mixed-precision subsection of the engine tuning section; [] when no search ran."""
+STEP_HEAD = ["step", "ops kept in float", "accuracy", "drop", "holds", "p90"]
+SENSITIVITY_HEAD = ["op", "type", "drop"]
+TOP = 10  # sensitivity rows shown (report.json has them all)
+
+
+def view(tuning: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The record as text for the Markdown and HTML reports: trigger, kept, step and sensitivity rows
+    (cells as plain text), how; None when no search ran."""
     m = (tuning or {}).get("mixed_precision")
     if not m:
-        return []
-    lines = ["### Mixed precision (ops kept in float)", "", cell(m.get("trigger", "")) + ("." if m.get("trigger") else ""), ""]
+        return None
     if not m.get("ran"):
-        return lines + [cell(m["how"]) + ".", ""]
+        return {"trigger": m.get("trigger", ""), "ran": False, "how": m["how"]}
     kept = m.get("kept_in_float") or []
-    lines += [f"Kept in float in the chosen engine: **{cell(', '.join(kept)) if kept else 'none'}**"
-              + ("" if kept else " (the chosen engine is not a mixed-precision graph)") + ".", "",
-              "| step | ops kept in float | accuracy | drop | holds | p90 |", "|---|---|---|---|---|---|"]
-    for s in m["steps"]:
-        ops = ", ".join(s["float_ops"]) or "none (full INT8)"
-        timed = fmt(s["p90_ms"], "ms") if s.get("p90_ms") is not None else "not timed"
-        lines.append(f"| k={s['k']} | {cell(ops)} | {fmt(s['accuracy'], '%')} | {fmt(s['drop_pt'], 'pt')} | "
-                     f"{'yes' if s['holds'] else 'no'} | {timed} |")
-    top = m["sensitivity"][:10]
-    lines += ["", f"Sensitivity (accuracy drop with only that op quantized; {len(top)} most sensitive of {len(m['sensitivity'])}):", "",
-              "| op | type | drop |", "|---|---|---|", *(f"| {cell(r['op'])} | {r['op_type']} | {fmt(r['drop_pt'], 'pt')} |" for r in top)]
-    return lines + ["", f"How: {cell(m['how'])}; {cell(m['accuracy_is'])}.", ""]
+    steps = [[f"k={s['k']}", ", ".join(s["float_ops"]) or "none (full INT8)", fmt(s["accuracy"], "%"), fmt(s["drop_pt"], "pt"),
+              "yes" if s["holds"] else "no", fmt(s["p90_ms"], "ms") if s.get("p90_ms") is not None else "not timed"] for s in m["steps"]]
+    sensitivity = [[r["op"], r["op_type"], fmt(r["drop_pt"], "pt")] for r in m["sensitivity"][:TOP]]
+    return {"trigger": m.get("trigger", ""), "ran": True, "steps": steps, "sensitivity": sensitivity,
+            "kept": ", ".join(kept) if kept else "none (the chosen engine is not a mixed-precision graph)",
+            "sensitivity_title": f"Sensitivity (accuracy drop with only that op quantized; {len(sensitivity)} most sensitive of {len(m['sensitivity'])})",
+            "how": f"{m['how']}; {m['accuracy_is']}"}
+
+
+def markdown(tuning: dict[str, Any] | None) -> list[str]:
+    """The mixed-precision subsection of the engine tuning section; [] when no search ran."""
+    v = view(tuning)
+    if v is None:
+        return []
+    lines = ["### Mixed precision (ops kept in float)", "", cell(v["trigger"]) + ("." if v["trigger"] else ""), ""]
+    if not v["ran"]:
+        return lines + [cell(v["how"]) + ".", ""]
+
+    def table(head: list[str], rows: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(map(cell, r)) + " |" for r in rows)]
+
+    return [*lines, f"Kept in float in the chosen engine: **{cell(v['kept'])}**.", "", *table(STEP_HEAD, v["steps"]), "",
+            f"{v['sensitivity_title']}:", "", *table(SENSITIVITY_HEAD, v["sensitivity"]), "", f"How: {cell(v['how'])}.", ""]

@@ -60,6 +60,8 @@ def test_quantize_stage_keeps_the_fragile_conv_in_float(edgekd, fragile, tmp_pat
     assert mixed["steps"][1]["holds"]
     md = (run.out_dir / "report.md").read_text()
     assert "### Mixed precision (ops kept in float)" in md and "| k=1 | /2/Conv |" in md
+    html = (run.out_dir / "report.html").read_text()
+    assert "Mixed precision (ops kept in float)" in html and "<td>/2/Conv</td>" in html
 
 
 def test_switch_off_no_search(edgekd, fragile, tmp_path) -> None:
