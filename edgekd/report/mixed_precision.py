@@ -50,7 +50,8 @@ def view(tuning: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"trigger": m.get("trigger", ""), "ran": True, "steps": steps, "sensitivity": sensitivity,
             "kept": ", ".join(kept) if kept else "none (the chosen engine is not a mixed-precision graph)",
             "sensitivity_title": f"Sensitivity (accuracy drop with only that op quantized; {len(sensitivity)} most sensitive of {len(m['sensitivity'])})",
-            "how": f"{m['how']}; {m['accuracy_is']}"}
+            "how": f"{m['how']}; {m['accuracy_is']}" + (f"; {m['evaluations']} graphs quantized and scored in {m['seconds']:.1f} s "
+                                                         "(wall clock in the build process)" if "seconds" in m else "")}
 
 
 def markdown(tuning: dict[str, Any] | None) -> list[str]:

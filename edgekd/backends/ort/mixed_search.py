@@ -9,6 +9,7 @@ recipe); accuracy is measured as the tuner measures it (top-1 on labelled evalua
 top-1 agreement with the fp32 graph)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,7 @@ def search(ctx: Context, inputs: MixedInputs, fp32_value: float | None = None) -
     from edgekd.graph.mixed_precision import PartialQuantizer, PartialSettings, grouped
     from edgekd.graph.quantize import calibration_rows
 
-    cfg, budget = ctx.profile.recipe.tune, ctx.profile.budgets.quantize_accuracy_drop_pt
+    cfg, budget, start = ctx.profile.recipe.tune, ctx.profile.budgets.quantize_accuracy_drop_pt, time.perf_counter()
     work = inputs.work / "mixed"
     work.mkdir(exist_ok=True)
     calib = calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config)
@@ -119,6 +120,7 @@ def search(ctx: Context, inputs: MixedInputs, fp32_value: float | None = None) -
         "ran": True, "budget": f"quantize_accuracy_drop_pt {budget}", "fp32_accuracy": fp32_value, "accuracy_is": what,
         "sensitivity": table["rows"], "steps": steps, "kept_in_float": [],
         "evaluations": len(ops) + len(steps),
+        "seconds": time.perf_counter() - start,  # wall clock of the whole search in the build process (time.perf_counter)
         "how": (f"{grouping} (those onnxruntime's quantize_static "
                 f"quantizes, less any attention-mask path); calibrated once ({ctx.quantize_config.calibrate_method} on {len(next(iter(calib.values())))} "
                 f"rows of {ctx.calib_feeds.description}, the quantize stage's recipe), ranges reused by every graph; sensitivity = "
