@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,8 @@ def _compile(model: Path, workdir: Path, mode: str, target: str) -> dict[str, An
     profile = workdir / f"profile_{mode}.toml"
     profile.write_text(PROFILE.read_text() + f"\n[recipe.tune]\nprune = {'true' if mode == 'pruned' else 'false'}\n")
     cache, out = workdir / f"cache_{mode}", workdir / f"out_{mode}"
+    for folder in (cache, out):  # cold: an empty stage cache, a fresh build folder
+        shutil.rmtree(folder, ignore_errors=True)
     cmd = [sys.executable, "-m", "edgekd.cli.main", "compile", str(model), "--target", target, "--profile", str(profile),
            "--out", str(out), "--cache-dir", str(cache), "--json"]
     load_before, start = os.getloadavg()[0], time.perf_counter()
@@ -104,9 +107,15 @@ def main() -> None:
         for mode in args.modes.split(","):
             runs.append(_compile(model, workdir, mode, args.target))
             print(f"{mode}: {runs[-1]['wall_s']:.1f} s", file=sys.stderr)
+            _write(args, runs)  # after each mode: a later mode that does not finish leaves the earlier ones recorded
+
+
+def _write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
+    from edgekd.examples import zoo
+
     result = {
         "what": (f"wall-clock of `edgekd compile` of a full-size {zoo.ARCHS[args.arch].description} (random weights, optimum "
-                f"export) for --target {args.target}, cold (empty stage cache), tuner pruning on vs off"),
+                 f"export) for --target {args.target}, cold (empty stage cache), tuner pruning on vs off"),
         "how": ("measured: time.perf_counter around each whole CLI process; stage seconds from the report; profile "
                 f"{PROFILE.relative_to(ROOT.parent)} + [recipe.tune] prune; evaluation on generated feeds (no labels: "
                 "the tuner judges INT8 by top-1 agreement with fp32)"),

@@ -193,8 +193,8 @@ def run_rounds(entries: list[dict[str, Any]], schedule: tuple[int, int, int], fe
 def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict[str, np.ndarray], out: Path,
            m: Measured) -> list[int]:
     """One short round of every candidate left; the promising ones go on to the full rounds."""
-    samples, wall = run_rounds([cands[i].entry for i in alive], (1, cfg.screen_runs, cfg.warmup_runs), feed, out,
-                               "engine tuning (screening)")
+    warmup = min(cfg.warmup_runs, max(1, cfg.screen_runs // 4))  # a short look: the full rounds warm up again
+    samples, wall = run_rounds([cands[i].entry for i in alive], (1, cfg.screen_runs, warmup), feed, out, "engine tuning (screening)")
     m.seconds["screening_s"] = wall
     p90 = {i: float(np.percentile(s, 90)) for i, s in zip(alive, samples)}
     for i, s in zip(alive, samples):
@@ -212,7 +212,7 @@ def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict
     for i in alive:
         if i not in keep:
             _cut(m, cands, i, SCREENING, f"screened p90 {p90[i]:.4g} ms > {cfg.screen_factor:g} x the best screened p90 "
-                 f"({best:.4g} ms, {cfg.screen_runs} runs each)", screen_p90_ms=p90[i])
+                 f"({best:.4g} ms, {cfg.screen_runs} runs each after {warmup} warm-up runs)", screen_p90_ms=p90[i])
     return [i for i in alive if i in keep]
 
 
