@@ -159,6 +159,15 @@ def test_times_are_in_the_record_and_the_report(monkeypatch, worker) -> None:
     assert "### Tuning cost" in md and "int8-qoperator 3.25 s" in md
     assert md.count("| timed in full |") == len(rows) and md.count("cut: estimate") == 2 and "cut: screening" in md
     assert "Latency estimates per variant: int8-qdq " in md
+    import json
+
+    import jsonschema
+
+    from edgekd.report.build_report import SCHEMA_FILE
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    rows_ok = [{**r, "size_mb": 1.0, "p50_ms": 1.0, "runs": 10} for r in rows]
+    jsonschema.validate({**t, "rows": rows_ok}, {**schema["$defs"]["tuning"], "$defs": schema["$defs"]})
 
 
 def test_full_rounds_are_cut_to_the_time_per_candidate_and_say_so(monkeypatch, worker) -> None:
