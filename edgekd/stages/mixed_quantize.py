@@ -20,17 +20,23 @@ MIXED_JSON = "mixed_precision.json"
 FUSED = "student_fused.onnx"
 
 
-def applies(ctx: EngineContext) -> bool:
-    """Whether the quantize stage may search: x86 (onnxruntime-cpu) static Q/DQ, the switch on, an
-    accuracy budget, a task measured by accuracy."""
+def configured(ctx: EngineContext) -> bool:
+    """Whether the build is one the quantize stage may search for (from the configuration alone): x86
+    (onnxruntime-cpu), tuning and the switch on, a task measured by accuracy, an accuracy budget."""
     tune = ctx.profile.recipe.tune
     return (ctx.target.runtime == "onnxruntime-cpu" and tune.enabled and tune.mixed_precision and ctx.metric.name == "accuracy"
-            and ctx.profile.budgets.quantize_accuracy_drop_pt is not None and ctx.eval_feeds.labels is not None)
+            and ctx.profile.budgets.quantize_accuracy_drop_pt is not None)
+
+
+def applies(ctx: EngineContext) -> bool:
+    """`configured`, and the evaluation data has labels (without them the tuner judges agreement, and searches itself)."""
+    return configured(ctx) and ctx.eval_feeds.labels is not None
 
 
 def mixed_key(ctx: EngineContext) -> dict[str, Any] | None:
-    """What the quantize stage's search depends on, for its cache key (None where it cannot run)."""
-    if not applies(ctx):
+    """What the quantize stage's search depends on, for its cache key (None where it cannot run; the
+    data, labels included, is in the key already)."""
+    if not configured(ctx):
         return None
     tune = ctx.profile.recipe.tune
     return {"max_ops": tune.mixed_precision_max_ops, "max_float": tune.mixed_precision_max_float,
