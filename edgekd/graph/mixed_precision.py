@@ -56,6 +56,7 @@ class PartialQuantizer:
         self.cache = work / CALIBRATION_CACHE
         with contextlib.redirect_stdout(io.StringIO()), quiet_quantizer_logs():
             self.always_float = tuple(prepare(fp32_model, self.prepared, settings.mask_inputs))
+        _name_every_node(self.prepared)
         self.full_model = self.quantize(work / "mixed_full.onnx")  # computes and caches the ranges
 
     def quantizable(self) -> list[QuantOp]:
@@ -67,7 +68,7 @@ class PartialQuantizer:
         types = set(QDQRegistry) | set(QLinearOpsRegistry)
         graph = onnx.load(str(self.prepared), load_external_data=False).graph
         return [QuantOp(n.name, n.op_type, (n.name,)) for n in graph.node
-                if n.op_type in types and n.name and n.name not in self.always_float]
+                if n.op_type in types and n.name not in self.always_float]
 
     def quantize(self, out: Path, keep_float: Sequence[str] = (), only: Sequence[str] = ()) -> Path:
         """A Q/DQ graph at `out` with the nodes `keep_float` (and the mask path) in float; `only`:
@@ -81,6 +82,20 @@ class PartialQuantizer:
                             nodes_to_quantize=list(only) or None, nodes_to_exclude=exclude or None,
                             calibration_cache_path=str(self.cache), **static_options(s.config, s.recipe))
         return out
+
+
+def _name_every_node(model_path: Path) -> None:
+    """Unique names for every node of the prepared graph (edgekd.graph.transformer.name_nodes): the
+    partial quantizations address nodes by name."""
+    import onnx
+
+    from edgekd.graph.transformer import name_nodes
+
+    model = onnx.load(str(model_path))
+    before = [n.name for n in model.graph.node]
+    name_nodes(model)
+    if [n.name for n in model.graph.node] != before:
+        onnx.save(model, str(model_path))
 
 
 def grouped(ops: list[QuantOp], limit: int) -> list[QuantOp]:

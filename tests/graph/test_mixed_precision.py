@@ -72,3 +72,29 @@ def test_large_graphs_are_grouped_in_order() -> None:
     assert [n for g in groups for n in g.nodes] == [f"n{i}" for i in range(7)]
     assert groups[0].name == "n0 .. n2 (3 ops)" and groups[0].op_type == "group"
     assert np.all([g.op_type == "group" for g in groups])
+
+
+def test_a_transformers_mask_path_stays_float(zoo, tmp_path) -> None:
+    """A BERT (optimum export, tiny config): the attention-mask path the quantize stage keeps in float
+    (edgekd.graph.quantize) is never a candidate and is excluded from every partial graph; an op kept
+    in float keeps its float weights."""
+    from edgekd.graph.quantize import quantize_int8
+
+    model = zoo("bert", "optimum")
+    rng = np.random.default_rng(0)
+    mask = np.ones((8, 16), dtype=np.int64)
+    mask[:, 12:] = 0
+    feeds = {"input_ids": rng.integers(0, 100, (8, 16)).astype(np.int64), "attention_mask": mask,
+             "token_type_ids": np.zeros((8, 16), dtype=np.int64)}
+    pq = PartialQuantizer(model, tmp_path, PartialSettings(feeds, QuantizeConfig(), X86, ("attention_mask",)))
+    stage = quantize_int8(model, tmp_path / "stage.onnx", feeds, QuantizeConfig(), X86, mask_inputs=("attention_mask",))
+    assert set(pq.always_float) == set(stage) and stage
+    ops = pq.quantizable()
+    assert not {o.name for o in ops} & set(pq.always_float)
+    graph = onnx.load(str(pq.prepared)).graph
+    weights = {t.name for t in graph.initializer}
+    matmul = next(o for o in ops if o.op_type == "MatMul" and next(n for n in graph.node if n.name == o.name).input[1] in weights)
+    kept = onnx.load(str(pq.quantize(tmp_path / "kept.onnx", keep_float=matmul.nodes))).graph
+    node = next(n for n in kept.node if n.name == matmul.name)
+    assert node.input[1] in {t.name for t in kept.initializer}  # its weight: the float initializer, no DequantizeLinear
+    assert sum(n.op_type == "MatMul" and any(i.endswith("DequantizeLinear_Output") for i in n.input) for n in kept.node) > 0
