@@ -36,6 +36,11 @@ GOAL_S = 180.0  # issue 16: a ResNet-18 compile finishes within 3 minutes cold o
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
+def _numerics(session: dict[str, Any]) -> str:
+    """ONNX Runtime's graph optimization level, or OpenVINO's inference precision."""
+    return str(session.get("graph_optimization_level", session.get("inference_precision_hint", "")))
+
+
 def _compile(model: Path, workdir: Path, mode: str, target: str) -> dict[str, Any]:
     profile = workdir / f"profile_{mode}.toml"
     profile.write_text(PROFILE.read_text() + f"\n[recipe.tune]\nprune = {'true' if mode == 'pruned' else 'false'}\n")
@@ -57,7 +62,8 @@ def _compile(model: Path, workdir: Path, mode: str, target: str) -> dict[str, An
             "tuning_times_s": {k: v for k, v in tuning.get("times", {}).items() if k != "how"},
             "candidates": len(tuning.get("rows", [])) + len(tuning.get("pruned", [])),
             "timed_in_full": len(tuning.get("rows", [])),
-            "pruned": [{k: p[k] for k in ("variant", "threads", "stage", "why")} for p in tuning.get("pruned", [])],
+            "pruned": [{**{k: p[k] for k in ("variant", "threads", "stage", "why")}, "numerics": _numerics(p["session"])}
+                       for p in tuning.get("pruned", [])],
             "chosen": {k: chosen.get(k) for k in ("variant", "threads", "p90_ms", "accuracy")},
             "chosen_session": chosen.get("session"), "tuning_how": tuning.get("how", "")}
 
@@ -85,7 +91,7 @@ def _markdown(result: dict[str, Any]) -> str:
     for r in runs:
         if r["pruned"]:
             md += ["", f"Cut before full timing ({r['mode']}):", ""]
-            md += [f"- {p['variant']}, {p['threads']} thread(s): {p['stage']}: {p['why']}" for p in r["pruned"]]
+            md += [f"- {p['variant']}, {p['threads']} thread(s), {p.get('numerics', '?')}: {p['stage']}: {p['why']}" for p in r["pruned"]]
     return "\n".join(md) + "\n"
 
 
