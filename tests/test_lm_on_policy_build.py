@@ -69,3 +69,18 @@ def test_a_gkd_build_notes_its_on_policy_steps_and_caches(tmp_path: Path, cache_
     code, out, err = run_cli(argv, cache_dir)
     again = json.loads((tmp_path / "build" / "report.json").read_text())
     assert code == 0 and next(s for s in again["stages"] if s["name"] == "distill")["status"] == "cached", out + err
+
+
+def test_impossible_on_policy_settings_stop_the_build_before_the_teacher_trains(tmp_path: Path, cache_dir: Path) -> None:
+    """The preflight runs the on-policy checks: the build stops with exit 2 naming the key, before any stage (no teacher
+    trained, no build folder)."""
+    rng = random.Random(0)
+    for split, count in (("train", 40), ("calib", 8), ("test", 8)):
+        write(tmp_path / f"{split}.txt", sentences(count, rng))
+    train_word_tokenizer((tmp_path / "train.txt").read_text().splitlines(), tmp_path / "tokenizer.json")
+    project = write(tmp_path / "edgekd.toml", PROJECT.replace("max_new_tokens = 6", "max_new_tokens = 20"))
+    argv = ["build", "--project", str(project), "--target", "x86", "--profile", "ci", "--out", str(tmp_path / "build")]
+    code, out, err = run_cli(argv, cache_dir)
+    assert code == 2, out + err
+    assert "key 'distill.on_policy': prompt_tokens + max_new_tokens = 24 exceeds the data's max_length 12" in err
+    assert "Traceback" not in err and "[2/" not in out + err and not (tmp_path / "build" / "report.json").exists()

@@ -44,6 +44,14 @@ Batch = dict[str, torch.Tensor]
 
 def check_on_policy(cfg: OnPolicyConfig, task: Task, teacher: TeacherSource, objective: CombinedLoss) -> None:
     """Settings that cannot work, as ConfigErrors naming the key."""
+    check_on_policy_settings(cfg, task, objective)
+    if not teacher.reads_inputs:
+        raise ConfigError(f"key '{KEY}': the teacher scores the student's own sequences, and {teacher.describe()} answers "
+                          "by sample position only", "use a torch, Hugging Face or ONNX teacher, or remove [distill.on_policy]")
+
+
+def check_on_policy_settings(cfg: OnPolicyConfig, task: Task, objective: CombinedLoss) -> None:
+    """The checks that need no teacher (the build's preflight runs them before any training)."""
     if task.name != CAUSAL_LM:
         raise ConfigError(f"key '{KEY}': on-policy distillation is for task causal-lm, not {task.name}",
                           "remove [distill.on_policy]")
@@ -51,9 +59,6 @@ def check_on_policy(cfg: OnPolicyConfig, task: Task, teacher: TeacherSource, obj
     if max_length is not None and total > max_length:
         raise ConfigError(f"key '{KEY}': prompt_tokens + max_new_tokens = {total} exceeds the data's max_length {max_length}",
                           "the student's sequences must fit its positions: shorten them")
-    if not teacher.reads_inputs:
-        raise ConfigError(f"key '{KEY}': the teacher scores the student's own sequences, and {teacher.describe()} answers "
-                          "by sample position only", "use a torch, Hugging Face or ONNX teacher, or remove [distill.on_policy]")
     if not objective.needs_teacher_logits():
         raise ConfigError(f"key '{KEY}': no loss reads the teacher's logits, so the teacher would score nothing",
                           "add a teacher loss, e.g. losses = [{name = \"gjsd\", params = {beta = 0.5}}]")

@@ -163,6 +163,7 @@ def _check_models(ctx: Context) -> tuple[int, list[str]]:
                             f"edgekd takes the first, '{outputs[0]}', as its logits")
         numpy_batch = {k: v.numpy() for k, v in batch.items()}
         teacher_run = lambda: source.logits(numpy_batch)  # noqa: E731
+    _named(ctx, lambda: _check_on_policy(ctx, objective, None if cfg.kind == "torch" and cfg.train is not None else source))
     if teacher is not None:
         _named(ctx, lambda: FeatureCapture(teacher, objective.teacher_layers(), source="teacher"))
         params += sum(p.numel() for p in teacher.parameters())
@@ -178,6 +179,20 @@ def _check_models(ctx: Context) -> tuple[int, list[str]]:
                               f"(from the data)", f"make the {role} output {expected}: set its args (e.g. num_classes) or [task] args")
     samples = ctx.data_source.num_samples("train") or 0
     return MIN_FREE_BYTES + BYTES_PER_PARAM * params + 4 * samples * widths["teacher"] * _rows_per_sample(ctx, batch), warnings
+
+
+def _check_on_policy(ctx: Context, objective: Any, source: Any) -> None:
+    """[distill.on_policy] settings that cannot work (edgekd.distill.on_policy), before any training; with the
+    teacher's source also whether that teacher can score the student's text (a trained torch teacher can)."""
+    from edgekd.distill.on_policy import check_on_policy, check_on_policy_settings
+
+    cfg = ctx.project.distill.on_policy
+    if cfg is None:
+        return
+    if source is None:
+        check_on_policy_settings(cfg, ctx.task, objective)
+    else:
+        check_on_policy(cfg, ctx.task, source, objective)
 
 
 def _check_tokenizers(ctx: Context) -> None:
