@@ -61,7 +61,7 @@ def mixed_fallback(ctx: EngineContext, fp32: Path, out: Path, metrics: dict[str,
     work = out / ".mixed"
     work.mkdir()
     try:
-        mixed = search(ctx, MixedInputs(fp32, source, work), fp32_value)
+        mixed = search(ctx, MixedInputs(fp32, source, work))  # fp32 scored there, in the same session settings as every step
         record = {**mixed.record, "trigger": (f"quantize: the static INT8 graph's accuracy {int8:.2f}% is {fp32_value - int8:.2f} pt below "
                                               f"fp32 > quantize_accuracy_drop_pt {budget}")}
         if mixed.variants:
