@@ -76,45 +76,65 @@ def _report_progress(label: str) -> None:
 
 
 def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
-    from edgekd.backends.ort.session import (
-        open_session,
-        resolved_threads,
-        runtime_description,
-    )
-    from edgekd.common.toolchain import cpu_model
-    from edgekd.perf.decoder import Subject, decoder_scenarios
-    from edgekd.perf.scenarios import batch_feed, offline, profile_ops, static_batch
+    """SingleStream and Offline through the engine's runner (edgekd.backends.runners: ONNX Runtime, or
+    OpenVINO for an OpenVINO engine the x86 tuner chose); ONNX Runtime engines also get the decoder
+    scenarios and the per-op profile (ONNX Runtime's profiler), said "not measured" for OpenVINO."""
+    from types import SimpleNamespace
 
-    cfg = SessionConfig.model_validate(request["session"])
+    from edgekd.backends.runners import ONNXRUNTIME, OrtRunner, open_runner, settings_from, threads
+    from edgekd.perf.scenarios import batch_feed, offline, static_batch
+
+    runtime = request.get("runtime", ONNXRUNTIME)
+    cfg = settings_from(runtime, request["session"])
     bench = BenchConfig.model_validate(request["bench"])
     engine, inputs = Path(request["engine"]), ModelInputs.from_json(request["inputs"])
     with np.load(request["feeds"], allow_pickle=False) as archive:
         rows = {name: archive[name] for name in archive.files}
     before_mb = _memory_mb("VmRSS")
-    session = open_session(engine, cfg)
+    runner = open_runner(runtime, engine, cfg)
     batch = static_batch(inputs) or 1
     feed = batch_feed(rows, inputs, batch)
     _report_progress("SingleStream")
-    result = single_stream(sample(lambda: session.run(None, feed), bench))
+    result = single_stream(sample(lambda: runner.run(feed), bench))
     after_mb = _memory_mb("VmRSS")
-    result.update({"batch": batch, "inputs": inputs.describe(), "intra_op_threads": resolved_threads(cfg),
-                   "inter_op_threads": cfg.inter_op_num_threads, "graph_optimization_level": cfg.graph_optimization_level,
-                   "execution_mode": cfg.execution_mode,
+    result.update({"batch": batch, "inputs": inputs.describe(), "intra_op_threads": threads(cfg),
+                   **({"runtime": runtime, runtime: cfg.model_dump()} if runtime != ONNXRUNTIME else {}),
                    "engine_rss_mb": None if after_mb is None or before_mb is None else after_mb - before_mb})
+    if isinstance(runner, OrtRunner):
+        result.update({"inter_op_threads": cfg.inter_op_num_threads, "graph_optimization_level": cfg.graph_optimization_level,
+                       "execution_mode": cfg.execution_mode})
     result["scenarios"] = {"SingleStream": {k: v for k, v in result.items() if k != "samples_ms"}}  # samples once, at the top
-    if "Offline" in bench.scenarios:
-        result["scenarios"]["Offline"] = offline(session, rows, inputs, bench.offline_max_batch, bench.offline_seconds, _report_progress)
-    # decoders: "ttft" and "decode" next to the scenarios (report.schema.json closes latency.scenarios)
-    where = f"this host ({cpu_model()}), {runtime_description(cfg)}, batch 1, in the bench worker process"
-    result.update(decoder_scenarios(Subject(session, engine, inputs, rows, where), bench, _report_progress))
-    if bench.profile_runs:
-        _report_progress("per-op profile")
-        result["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed,
-                                        bench.profile_runs, Path(request["workdir"]))
-        result["top_ops_how"] = (f"ONNX Runtime profiler (SessionOptions.enable_profiling), {bench.profile_runs} runs at batch {batch} "
-                                 "in a separate profiled session: median kernel time per node per run, summed per op type (profiling adds overhead; the shares are the point)")
+    if "Offline" in bench.scenarios:  # offline() calls session.run(None, feed): any runner behind it
+        calls = SimpleNamespace(run=lambda _outputs, f: runner.run(f))
+        result["scenarios"]["Offline"] = offline(calls, rows, inputs, bench.offline_max_batch, bench.offline_seconds, _report_progress)
+    if isinstance(runner, OrtRunner):
+        result.update(_onnxruntime_extras(runner, request, rows, feed, batch))
+    elif bench.profile_runs:
+        result["top_ops_how"] = f"not measured: the per-op profile is ONNX Runtime's profiler, and this engine runs on {runtime}"
     result["peak_rss_mb"] = _memory_mb("VmHWM")
     return result
+
+
+def _onnxruntime_extras(runner: Any, request: dict[str, Any], rows: dict[str, np.ndarray], feed: dict[str, np.ndarray],
+                        batch: int) -> dict[str, Any]:
+    """An ONNX Runtime engine's decoder scenarios ("ttft", "decode") and per-op profile, as the bench config asks."""
+    from edgekd.backends.ort.session import open_session, runtime_description
+    from edgekd.common.toolchain import cpu_model
+    from edgekd.perf.decoder import Subject, decoder_scenarios
+    from edgekd.perf.scenarios import profile_ops
+
+    cfg, bench = SessionConfig.model_validate(request["session"]), BenchConfig.model_validate(request["bench"])
+    engine, inputs = Path(request["engine"]), ModelInputs.from_json(request["inputs"])
+    # decoders: "ttft" and "decode" next to the scenarios (report.schema.json closes latency.scenarios)
+    where = f"this host ({cpu_model()}), {runtime_description(cfg)}, batch 1, in the bench worker process"
+    extras: dict[str, Any] = dict(decoder_scenarios(Subject(runner.session, engine, inputs, rows, where), bench, _report_progress))
+    if bench.profile_runs:
+        _report_progress("per-op profile")
+        extras["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed,
+                                        bench.profile_runs, Path(request["workdir"]))
+        extras["top_ops_how"] = (f"ONNX Runtime profiler (SessionOptions.enable_profiling), {bench.profile_runs} runs at batch {batch} "
+                                 "in a separate profiled session: median kernel time per node per run, summed per op type (profiling adds overhead; the shares are the point)")
+    return extras
 
 
 def _worker(request_path: Path) -> dict[str, Any]:
@@ -123,10 +143,6 @@ def _worker(request_path: Path) -> dict[str, Any]:
         from edgekd.perf.interleaved import measure_candidates
 
         return measure_candidates(request, _report_progress)
-    if request.get("runtime") == "openvino":
-        from edgekd.perf.openvino_bench import bench_openvino
-
-        return bench_openvino(request, _report_progress, lambda run, bench: single_stream(sample(run, bench)))
     return _bench_worker(request)
 
 
@@ -172,7 +188,7 @@ def measure(engine: Path, feeds: dict[str, np.ndarray], inputs: ModelInputs, ses
     each input's batch axis to each batch size), for a decoder TimeToFirstToken ("ttft") and
     DecodeTokensPerSecond ("decode", edgekd.perf.decoder) and the per-op profile, as the bench
     config asks, in a child process. Returns the SingleStream summary + samples at the top level.
-    OpenVINO settings (an OpenVINO engine the x86 tuner chose) measure with edgekd.perf.openvino_bench."""
+    OpenVINO settings (an OpenVINO engine the x86 tuner chose) run it on OpenVINO (edgekd.backends.runners)."""
     if not Path(engine).is_file():
         raise EdgekdError(f"engine {engine} not found", "give an .onnx model or a build folder made by `edgekd build`")
     from edgekd.backends.ort.session import check_session_threads

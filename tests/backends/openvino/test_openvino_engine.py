@@ -5,6 +5,7 @@ out with a note where openvino is not importable."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,35 +13,21 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from helpers import write
+from helpers import FAST_PROFILE, write
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((ROOT / "edgekd" / "report" / "report.schema.json").read_text())
-FAST = """
-[recipe.bench]
-warmup_runs = 3
-min_runs = 10
-max_runs = 40
-max_seconds = 0.5
-offline_max_batch = 2
-offline_seconds = 0.05
-profile_runs = 2
-compare = false
-
-[recipe.tune]
-rounds = 1
-runs_per_round = 5
-warmup_runs = 2
-"""
 
 
 def _target(folder: Path, name: str, runtimes: list[str]) -> Path:
     """targets/x86-avx2.toml with [tune] runtimes = `runtimes` (no alias: `x86` keeps picking the shipped ones)."""
     text = (ROOT / "targets" / "x86-avx2.toml").read_text().replace('aliases = ["x86"]', "aliases = []")
-    return write(folder / f"{name}.toml", text.replace("[tune]\n", f"[tune]\nruntimes = {json.dumps(runtimes)}\n", 1))
+    text = re.sub(r"(?m)^runtimes = .*$", f"runtimes = {json.dumps(runtimes)}", text)
+    assert f"runtimes = {json.dumps(runtimes)}" in text
+    return write(folder / f"{name}.toml", text)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +98,7 @@ def test_openvino_only_target_builds_an_openvino_engine(edgekd, zoo, tmp_path, a
     """A target whose [tune] lists only openvino: the engine is an OpenVINO IR, evaluated and benched
     with OpenVINO; `edgekd bench` and the bundle's device runner measure it too."""
     model = zoo(arch, "torch")
-    target, profile = _target(tmp_path, "ov-only", ["openvino"]), write(tmp_path / "fast.toml", FAST)
+    target, profile = _target(tmp_path, "ov-only", ["openvino"]), write(tmp_path / "fast.toml", FAST_PROFILE)
     run = edgekd("compile", str(model), "--target", str(target), "--profile", str(profile), out_dir=tmp_path / "b")
     assert run.code == 0, run.err
     report, out = run.report, run.out_dir
@@ -147,7 +134,7 @@ def test_openvino_only_target_builds_an_openvino_engine(edgekd, zoo, tmp_path, a
 
 @pytest.mark.slow
 def test_both_runtimes_are_judged_and_timed_in_one_run(edgekd, cnn, tmp_path) -> None:
-    target, profile = _target(tmp_path, "both", ["onnxruntime", "openvino"]), write(tmp_path / "fast.toml", FAST)
+    target, profile = _target(tmp_path, "both", ["onnxruntime", "openvino"]), write(tmp_path / "fast.toml", FAST_PROFILE)
     run = edgekd("compile", str(cnn), "--target", str(target), "--profile", str(profile), out_dir=tmp_path / "b")
     assert run.code == 0, run.err
     jsonschema.validate(run.report, SCHEMA)
@@ -168,7 +155,7 @@ def test_without_openvino_the_candidates_are_left_out_with_a_note(edgekd, cnn, t
     from edgekd.backends.openvino import runtime
 
     monkeypatch.setattr(runtime, "missing", lambda: "OpenVINO candidates left out: the Python package 'openvino' is not importable (test)")
-    target, profile = _target(tmp_path, "no-ov", ["onnxruntime", "openvino"]), write(tmp_path / "fast.toml", FAST)
+    target, profile = _target(tmp_path, "no-ov", ["onnxruntime", "openvino"]), write(tmp_path / "fast.toml", FAST_PROFILE)
     run = edgekd("compile", str(cnn), "--target", str(target), "--profile", str(profile), out_dir=tmp_path / "b")
     assert run.code == 0, run.err
     tuning = run.report["tuning"]
