@@ -157,7 +157,7 @@ class Criterion:
 
 def _steps(pq: PartialQuantizer, ranked: list[QuantOp], limit: int, crit: Criterion,
            score: Callable[[Path], float], steps: list[dict[str, Any]]) -> int | None:
-    """Keep the top k of `ranked` in float for k = 1, 2, 4, ... (at most `limit`), then bisect between
+    """Keep the top k of `ranked` in float for k = 1, 2, 4, ... and `limit` (the last), then bisect between
     the last failing and the first holding k; each step appended to `steps` (its model written).
     Returns the smallest holding k found, or None."""
     def step(k: int) -> bool:
@@ -168,10 +168,10 @@ def _steps(pq: PartialQuantizer, ranked: list[QuantOp], limit: int, crit: Criter
                       "holds": crit.holds(acc), "variant": None, "p90_ms": None, "model": str(path)})
         return steps[-1]["holds"]
 
-    low, k = 0, 1
-    while k <= limit and not step(k):
-        low, k = k, k * 2
-    if k > limit:
+    low, k = 0, min(1, limit)
+    while k > low and not step(k):  # k = 1, 2, 4, ..., and limit itself last
+        low, k = k, min(k * 2, limit)
+    if k == low:  # limit reached (or 0) without a step that holds
         return None
     high = k
     while high - low > 1:
