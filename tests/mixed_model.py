@@ -20,9 +20,10 @@ def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return s.train.x, s.train.y, s.test.x, s.test.y
 
 
-def fragile_cnn(path: Path, seed: int = 0, epochs: int = 12) -> Path:
+def fragile_cnn(path: Path, seed: int = 0, epochs: int = 12, fragile_linear: bool = False) -> Path:
     """Train conv(1->8) - ReLU - conv(8->16) - ReLU - pool - linear on digits, make conv1's last
-    channel dead and give conv2 the outlier weights on it, export to ONNX at `path`."""
+    channel dead and give conv2 the outlier weights on it (`fragile_linear`: conv2's last channel
+    dead too and the linear layer's weights on its features outliers), export to ONNX at `path`."""
     import torch
     from torch import nn
 
@@ -42,6 +43,10 @@ def fragile_cnn(path: Path, seed: int = 0, epochs: int = 12) -> Path:
         conv1.weight[-1].zero_()
         conv1.bias[-1] = -1.0  # ReLU(-1) = 0 everywhere: a dead channel
         conv2.weight[:, -1] = OUTLIER
+        if fragile_linear:  # conv2's last output channel dead, its 16 pooled features weigh OUTLIER in every logit
+            conv2.weight[-1].zero_()
+            conv2.bias[-1] = -1.0
+            model[6].weight[:, -16:] = OUTLIER
     model.eval()
     torch.onnx.export(model, (xs[:1],), str(path), input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)

@@ -64,6 +64,18 @@ def test_quantize_stage_keeps_the_fragile_conv_in_float(edgekd, fragile, tmp_pat
     assert "Mixed precision (ops kept in float)" in html and "<td>/2/Conv</td>" in html
 
 
+def test_two_fragile_layers_need_two_steps(edgekd, fragile, tmp_path) -> None:
+    """The conv and the linear layer both INT8-fragile: k = 1 keeps one of them float and still
+    breaks the budget, k = 2 holds; the engine's INT8 graph keeps both in float."""
+    model = fragile_cnn(tmp_path / "two.onnx", epochs=4, fragile_linear=True)
+    run = _compile(edgekd, {**fragile, "model": model}, tmp_path, "data")
+    assert run.code == 0, run.err
+    record = json.loads((run.out_dir / "mixed_precision.json").read_text())
+    assert {r["op"] for r in record["sensitivity"][:2]} == {"/2/Conv", "/6/Gemm"}
+    assert [(s["k"], s["holds"]) for s in record["steps"]] == [(0, False), (1, False), (2, True)]
+    assert set(record["kept_in_float"]) == {"/2/Conv", "/6/Gemm"}
+
+
 def test_switch_off_no_search(edgekd, fragile, tmp_path) -> None:
     run = _compile(edgekd, fragile, tmp_path, "data", extra="mixed_precision = false")
     assert run.code == 1 and "quantize_accuracy_drop_pt" in run.err  # today's behaviour: PTQ breaks the budget, the build stops
