@@ -186,3 +186,28 @@ def test_screening_cuts_nothing_when_timing_everything_is_cheap(monkeypatch, wor
     m = prune.measure(_ctx(screen_runs=10, screen_min_full_s=1000.0), _cands(SPACE), {}, Path("."))
     assert len(worker) == 2 and len(worker[-1]["entries"]) == 6 and not m.pruned  # screened, then all timed in full
     assert any(n.startswith("screening cut nothing: timing all 6 in full takes ~248 s") for n in m.notes)
+
+
+def test_estimate_ms_costs_onnxruntime_variants_and_says_why_not_otherwise(tmp_path: Path) -> None:
+    """The real estimator on a small Gemm net with the AVX2 target's [device] figures."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.config.loading import builtin_dir, load_model
+    from edgekd.config.target import Target
+
+    w = numpy_helper.from_array(np.ones((64, 32), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], [w])
+    model = tmp_path / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(model))
+    target, _ = load_model(builtin_dir("targets") / "x86-avx2.toml", Target, "target")
+    ctx = SimpleNamespace(target=target, target_file=SimpleNamespace(name="x86-avx2"), model_inputs=None)
+    ms, how = prune.estimate_ms(ctx, FakeVariant("fp32", "fp32", model))
+    assert ms is not None and ms > 0 and "x86-avx2's [device]" in how
+    ms, how = prune.estimate_ms(ctx, FakeVariant("int4-weight-only-b32", "int4", model))
+    assert ms is None and "no int4 peak" in how
+    ms, how = prune.estimate_ms(ctx, FakeVariant("openvino-fp32", "fp32", model, runtime="openvino"))
+    assert ms is None and "not openvino's" in how
