@@ -4,8 +4,9 @@ judge, its timing worker and the bench worker treat every candidate alike. Polyg
 the model (backend/base/runner.py: infer_impl runs one feed dict)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class OrtRunner:
         self.session = open_session(Path(model), cfg)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feed)  # type: ignore[arg-type]  (a dict: what every caller passes)
+        return self.session.run(None, feed)  # a dict: what every caller passes
 
 
 def settings_from(runtime: str, data: Mapping[str, Any]) -> Settings:

@@ -81,7 +81,13 @@ def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
     scenarios and the per-op profile (ONNX Runtime's profiler), said "not measured" for OpenVINO."""
     from types import SimpleNamespace
 
-    from edgekd.backends.runners import ONNXRUNTIME, OrtRunner, open_runner, settings_from, threads
+    from edgekd.backends.runners import (
+        ONNXRUNTIME,
+        OrtRunner,
+        open_runner,
+        settings_from,
+        threads,
+    )
     from edgekd.perf.scenarios import batch_feed, offline, static_batch
 
     runtime = request.get("runtime", ONNXRUNTIME)

@@ -3,8 +3,9 @@ name -> array feeds (the Runner seam the tuner, the bench worker and evaluation 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

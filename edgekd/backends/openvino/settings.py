@@ -45,5 +45,5 @@ def host_has_bf16() -> bool:
 
 def settings_space(threads: list[int], fp32_graph: bool) -> list[OpenVinoSettings]:
     """One candidate per thread count; a float graph also gets the bf16 hint where the host runs bf16."""
-    hints = ["f32", "bf16"] if fp32_graph and host_has_bf16() else ["f32"]
-    return [OpenVinoSettings(inference_num_threads=t, inference_precision_hint=h) for t in threads for h in hints]
+    hints: list[Literal["f32", "bf16"]] = ["f32", "bf16"] if fp32_graph and host_has_bf16() else ["f32"]
+    return [OpenVinoSettings(inference_num_threads=t, inference_precision_hint=h, num_streams=1) for t in threads for h in hints]

@@ -42,13 +42,13 @@ def openvino_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[Variant
         return [], [reason]
     try:
         runtime.read(fp32)
-    except Exception as exc:  # OpenVINO's frontend raises its own error types; the reason is kept in the note
+    except Exception as exc:  # noqa: BLE001  (OpenVINO's frontend raises its own error types; the reason is kept in the note)
         return [], [f"OpenVINO candidates left out: OpenVINO cannot read {fp32.name} ({_first_line(exc)})"]
     precisions, variants, notes = ctx.target.tune.precisions, [], []
     if "int8" in precisions:
         try:
             variants.append(_nncf_variant(ctx, fp32, out))
-        except Exception as exc:  # NNCF raises many types; the failure is reported in the tuning record
+        except Exception as exc:  # noqa: BLE001  (NNCF raises many types; the failure is reported in the tuning record)
             notes.append(f"openvino-int8-nncf left out: nncf.quantize failed ({_first_line(exc)})")
     if "fp32" in precisions:
         variants.append(("fp32", None, fp32, f"the given fp32 graph {fp32.name}, read by OpenVINO's ONNX frontend"))

@@ -15,7 +15,14 @@ from edgekd.backends.base import (
     write_engine_json,
 )
 from edgekd.backends.ort import session as ortb
-from edgekd.backends.runners import ONNXRUNTIME, OPENVINO, Settings, describe, predict, settings_from
+from edgekd.backends.runners import (
+    ONNXRUNTIME,
+    OPENVINO,
+    Settings,
+    describe,
+    predict,
+    settings_from,
+)
 from edgekd.common.artefacts import BENCH_JSON, STUDENT_ONNX
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.ort_bundle import write_ort_bundle
@@ -67,8 +74,8 @@ class OrtCpuBackend:
     def _compile_openvino(self, ctx: Context, model: Path, tuning: dict[str, Any], out: Path) -> Outcome:
         """The tuner chose an OpenVINO candidate: its IR is the engine (edgekd.backends.openvino.engine),
         the bundle carries it with the settings it was timed with."""
-        from edgekd.backends.openvino.engine import write_engine
         from edgekd.backends.openvino.engine import size_mb as ir_size_mb
+        from edgekd.backends.openvino.engine import write_engine
         from edgekd.backends.openvino.settings import OpenVinoSettings
         from edgekd.pipeline.stage import Outcome
 
@@ -79,8 +86,8 @@ class OrtCpuBackend:
         write_ort_bundle(out / BUNDLE_DIR, OPENVINO, files, ctx.target_file.name, inputs, openvino=settings.model_dump())
         write_engine_json(out, OPENVINO, inputs=inputs.to_json(), built_here=True, engine_file=files[0].name,
                           session=settings.model_dump(), precision=best["precision"], source_model=model.name, tuning=tuning)
-        notes = [f"tuned: {best['variant']} on {describe(OPENVINO, settings)}: p90 {best['p90_ms']:.4g} ms, accuracy "
-                 f"{best['accuracy']:.2f}% ({tuning['reason']})", f"{best['variant']} is {tuning['variants'][best['variant']]}",
+        notes = [(f"tuned: {best['variant']} on {describe(OPENVINO, settings)}: p90 {best['p90_ms']:.4g} ms, accuracy "
+                  f"{best['accuracy']:.2f}% ({tuning['reason']})"), f"{best['variant']} is {tuning['variants'][best['variant']]}",
                  *tuning["left_out"], f"engine = {how}; it runs on OpenVINO's CPU plugin, not ONNX Runtime (engine.json runtime 'openvino')"]
         size = Metric(ir_size_mb(files), "MB", "measured", f"file size of {ENGINE_DIR}/{files[0].name} + {files[1].name} (MB = 10^6 bytes)")
         return Outcome({"engine.size_mb": size}, notes)

@@ -192,8 +192,8 @@ def _fidelity(ctx: Context, fp32: Path, pairs: list[tuple[Variant, Any]]) -> tup
     numerics_key, e.g. the optimization level): top-1 accuracy on the labelled evaluation data; without
     labels, top-1 agreement with the fp32 graph (a proxy, said so). Each variant runs in its own
     runtime. Returns (fp32's value, per candidate, what it is)."""
-    from edgekd.backends.runners import numerics_key, predict
     from edgekd.backends.ort.session import predict_file
+    from edgekd.backends.runners import numerics_key, predict
     from edgekd.pipeline.evaluation import agreement_pt, top1_pt
 
     feeds = ctx.eval_feeds
@@ -267,10 +267,10 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     see build_variants). Returns the record (every row: settings, accuracy, size, p90, budget
     problems; rows fastest first; the chosen row's index and why; how each variant was made) and
     the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
+    from edgekd.backends.ort import prune
+    from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
     from edgekd.backends.runners import numerics_key, threads
     from edgekd.graph.decoder import has_kv_cache
-    from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
-    from edgekd.backends.ort import prune
 
     cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
     clock = prune.Clock()
