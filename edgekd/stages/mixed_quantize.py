@@ -64,6 +64,8 @@ def mixed_fallback(ctx: EngineContext, fp32: Path, out: Path, metrics: dict[str,
         mixed = search(ctx, MixedInputs(fp32, source, work))  # fp32 scored there, in the same session settings as every step
         record = {**mixed.record, "trigger": (f"quantize: the static INT8 graph's accuracy {int8:.2f}% is {fp32_value - int8:.2f} pt below "
                                               f"fp32 > quantize_accuracy_drop_pt {budget}")}
+        if not mixed.variants:
+            record["how"] += ": student_int8.onnx stays the full INT8 graph (QAD next where the profile enables it, else the budget stops the build)"
         if mixed.variants:
             _, _, model, _ = mixed.variants[0]
             shutil.copyfile(model, path)

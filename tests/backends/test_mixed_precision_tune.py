@@ -76,6 +76,18 @@ def test_two_fragile_layers_need_two_steps(edgekd, fragile, tmp_path) -> None:
     assert set(record["kept_in_float"]) == {"/2/Conv", "/6/Gemm"}
 
 
+def test_nothing_helps_in_the_quantize_stage_the_budget_still_stops_the_build(edgekd, fragile, tmp_path) -> None:
+    """Labelled data, no op may stay float (mixed_precision_max_float 0.1 of 7): the full INT8 graph
+    stays, the quantize budget stops the build as without the search, and the record says what ran."""
+    run = _compile(edgekd, fragile, tmp_path, "data", extra="mixed_precision_max_float = 0.1")
+    assert run.code == 1 and "quantize_accuracy_drop_pt" in run.err
+    record = json.loads((run.out_dir / "mixed_precision.json").read_text())
+    assert [s["k"] for s in record["steps"]] == [0] and record["kept_in_float"] == []
+    assert "stays the full INT8 graph" in record["how"] and record["sensitivity"][0]["op"] == "/2/Conv"
+    quantize = next(s for s in run.report["stages"] if s["name"] == "quantize")
+    assert any("no step held the budget" in n for n in quantize["notes"])
+
+
 def test_switch_off_no_search(edgekd, fragile, tmp_path) -> None:
     run = _compile(edgekd, fragile, tmp_path, "data", extra="mixed_precision = false")
     assert run.code == 1 and "quantize_accuracy_drop_pt" in run.err  # today's behaviour: PTQ breaks the budget, the build stops

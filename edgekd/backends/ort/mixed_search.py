@@ -62,6 +62,8 @@ def mixed_precision(ctx: Context, inputs: MixedInputs, variants: list[Variant], 
     if "qdq" not in ctx.target.tune.quant_formats:
         return Mixed({"ran": False, "how": "not run: the target's [tune] quant_formats has no static Q/DQ ('qdq') to keep ops of in float"})
     mixed = search(ctx, inputs, judged.fp32["accuracy"])
+    if not mixed.variants:
+        mixed.record["how"] += ": fp32 stands"
     mixed.record["trigger"] = (f"compile: every INT8 candidate of the tuner ({len(int8)} variant x numerics settings) broke the quantize "
                                f"budget, {judged.how}")
     return mixed
@@ -128,7 +130,7 @@ def search(ctx: Context, inputs: MixedInputs, fp32_value: float | None = None) -
                 f"sensitive kept in float, k = 1, 2, 4, ... up to {limit} (mixed_precision_max_float {cfg.mixed_precision_max_float} of "
                 f"{len(ops)}), bisecting to the smallest k that holds; "
                 + (f"the smallest holding step (k = {found}) is timed with the other candidates" if found is not None
-                   else "no step held the budget within that limit: fp32 stands")),
+                   else "no step held the budget within that limit")),
     }
     return Mixed(record, variants)
 
