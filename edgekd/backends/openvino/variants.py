@@ -18,7 +18,13 @@ VariantRow = tuple[str, "str | None", Path, str]  # precision, quant format, mod
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The informative part of an OpenVINO/NNCF error: its first line that is not an "Exception from
+    <source file>" location, and its last line (OpenVINO's own reason) where that differs, <= 400 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("Exception from")]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _nncf_variant(ctx: Context, fp32: Path, out: Path) -> VariantRow:
@@ -34,6 +40,18 @@ def _nncf_variant(ctx: Context, fp32: Path, out: Path) -> VariantRow:
     return "int8", NNCF_FORMAT, files[0], how + ", the quantize stage's calibration rows"
 
 
+def trial_run(ctx: Context, model: Path) -> str | None:
+    """Why OpenVINO cannot run `model` on the first evaluation sample (its CPU plugin refuses some graphs
+    ONNX Runtime runs, e.g. an AveragePool whose kernel exceeds its input, ceil_mode), or None."""
+    from edgekd.backends.openvino.settings import OpenVinoSettings
+
+    try:
+        runtime.OpenVinoRunner(model, OpenVinoSettings()).run(ctx.eval_feeds.first())
+    except RuntimeError as exc:  # OpenVINO's shape-inference, compile and infer errors
+        return _first_line(exc)
+    return None
+
+
 def openvino_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[VariantRow], list[str]]:
     """The OpenVINO model variants the target's [tune] precisions allow, from the given fp32 ONNX graph
     (never the fused one: its ONNX Runtime contrib ops are not ONNX), and notes on those left out."""
@@ -44,12 +62,19 @@ def openvino_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[Variant
         runtime.read(fp32)
     except Exception as exc:  # noqa: BLE001  (OpenVINO's frontend raises its own error types; the reason is kept in the note)
         return [], [f"OpenVINO candidates left out: OpenVINO cannot read {fp32.name} ({_first_line(exc)})"]
+    refused = trial_run(ctx, fp32)
+    if refused is not None:
+        return [], [f"OpenVINO candidates left out: OpenVINO's CPU plugin cannot run {fp32.name} ({refused})"]
     precisions, variants, notes = ctx.target.tune.precisions, [], []
     if "int8" in precisions:
         try:
-            variants.append(_nncf_variant(ctx, fp32, out))
+            int8 = _nncf_variant(ctx, fp32, out)
         except Exception as exc:  # noqa: BLE001  (NNCF raises many types; the failure is reported in the tuning record)
             notes.append(f"openvino-int8-nncf left out: nncf.quantize failed ({_first_line(exc)})")
+        else:
+            refused = trial_run(ctx, int8[2])
+            variants, notes = (variants + [int8], notes) if refused is None else \
+                (variants, notes + [f"openvino-int8-nncf left out: OpenVINO's CPU plugin cannot run NNCF's IR ({refused})"])
     if "fp32" in precisions:
         variants.append(("fp32", None, fp32, f"the given fp32 graph {fp32.name}, read by OpenVINO's ONNX frontend"))
     return variants, notes

@@ -162,3 +162,24 @@ def test_without_openvino_the_candidates_are_left_out_with_a_note(edgekd, cnn, t
     assert not any(r["runtime"] == "openvino" for r in _tuning_rows(tuning))
     assert any(note.startswith("OpenVINO candidates left out") for note in tuning["left_out"])
     assert json.loads((run.out_dir / "engine.json").read_text())["runtime"] == "onnxruntime-cpu"
+
+
+def test_a_graph_openvino_refuses_is_said_not_raised(cnn, tmp_path) -> None:
+    """An AveragePool whose kernel exceeds its input (ceil_mode; HF EfficientNet's pooler is one) runs on
+    ONNX Runtime, not on OpenVINO: the tuner's trial run returns why, and the candidates are left out."""
+    from types import SimpleNamespace
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekd.backends.openvino.variants import trial_run
+
+    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[8, 8], strides=[8, 8], ceil_mode=1)
+    graph = helper.make_graph([pool], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "pool.onnx"))
+    ctx = SimpleNamespace(eval_feeds=SimpleNamespace(first=lambda: {"x": np.ones((1, 4, 2, 2), np.float32)}))
+    reason = trial_run(ctx, tmp_path / "pool.onnx")
+    assert reason and "AveragePool" in reason and not reason.startswith("Exception from")
+    good = SimpleNamespace(eval_feeds=SimpleNamespace(first=lambda: {n: a[:1] for n, a in _feeds(cnn, 1).items()}))
+    assert trial_run(good, cnn) is None
