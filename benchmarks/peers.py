@@ -160,15 +160,24 @@ def row_bench(bench: dict[str, Any], probe_ms: float) -> dict[str, Any]:
 
 
 def measure(specs: list[dict[str, Any]], workdir: Path, rounds: int, bench: dict[str, Any], profile_runs: int,
-            profile_names: set[str]) -> list[dict[str, Any]]:
-    """Start one worker per spec, time them in `rounds` interleaved rounds, profile the named ORT rows."""
+            profile_names: set[str], failed: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Start one worker per spec, time them in `rounds` interleaved rounds, profile the named rows
+    (ORT rows, and rows whose spec says "profile": true). With `failed`, a row whose worker does not
+    start is left out and its error recorded there; without it, such a row stops the run."""
     workers: list[Worker] = []
     try:
         print(f"  starting {len(specs)} workers", file=sys.stderr)
         for spec in specs:
             workers.append(Worker(spec, workdir))
-        for w in workers:
-            w.wait_ready()
+        for w in list(workers):
+            try:
+                w.wait_ready()
+            except RuntimeError as exc:
+                if failed is None:
+                    raise
+                failed[w.spec["name"]] = str(exc)
+                workers.remove(w)
+                w.close()
         benches = [row_bench(bench, w.ready["probe_ms"]) for w in workers]
         samples: list[list[list[float]]] = [[] for _ in workers]
         order = list(range(len(workers)))
@@ -186,7 +195,7 @@ def measure(specs: list[dict[str, Any]], workdir: Path, rounds: int, bench: dict
                    "accuracy": w.ready["accuracy"], **summarize(pooled), "samples": len(pooled), "rounds": len(per_round),
                    "round_p90_ms": round_p90, "p90_round_median_ms": statistics.median(round_p90), "bench": row_cfg,
                    "threads": w.ready["threads"], "graph_ops": w.ready["graph_ops"]}
-            if w.spec["name"] in profile_names and w.spec["kind"] == "ort":
+            if w.spec["name"] in profile_names and w.spec.get("profile", w.spec["kind"] == "ort"):
                 print(f"  profile {w.spec['name']}", file=sys.stderr)
                 row["top_ops"] = w.ask({"cmd": "profile", "runs": profile_runs, "dir": str(workdir)})["top_ops"]
             results.append(row)

@@ -4,7 +4,7 @@ stdin, one JSON object a line, with one JSON line on stdout each:
 
     first line, unasked                              -> {"ready", "accuracy", "threads", "graph_ops", "probe_ms"}
     {"cmd": "round", "bench": {...BenchConfig...}}  -> {"samples_ms": [...]}   (edgekd.perf.measure.sample)
-    {"cmd": "profile", "runs": N, "dir": "..."}     -> {"top_ops": [...]}      (ORT rows only)
+    {"cmd": "profile", "runs": N, "dir": "..."}     -> {"top_ops": [...]}      (ORT rows; OpenVINO rows of peers_real)
     {"cmd": "quit"}
 
 Every row runs in a process of its own so that thread pools (torch's OpenMP, ONNX Runtime's) never
@@ -147,10 +147,17 @@ def main(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     out = os.fdopen(os.dup(1), "w")  # replies only; anything a library prints goes to stderr
     os.dup2(2, 1)
-    x, y = np.load(spec["x_test"]), np.load(spec["y_test"])
-    row = TorchRow(spec) if spec["kind"] == "torch" else OrtRow(spec)
-    accuracy = float((row.logits(x).argmax(axis=1) == y).mean() * 100.0) if spec.get("accuracy", True) else None
-    run_once = row.runner(x[:1])
+    if spec["kind"] in ("torch", "ort"):
+        x, y = np.load(spec["x_test"]), np.load(spec["y_test"])
+        row = TorchRow(spec) if spec["kind"] == "torch" else OrtRow(spec)
+        accuracy = float((row.logits(x).argmax(axis=1) == y).mean() * 100.0) if spec.get("accuracy", True) else None
+        run_once = row.runner(x[:1])
+        profile = (lambda runs, d: row.profile(x[:1], runs, d) if isinstance(row, OrtRow) else None)  # noqa: E731
+    else:  # benchmarks/peers_real.py's kinds: a named-input feed, no labels (random-weight models)
+        from peers_real_rows import open_row
+
+        row = open_row(spec)
+        accuracy, run_once, profile = None, row.runner(), row.profile
     probe = []
     for _ in range(PROBE_RUNS):  # a first idea of the run time, for the coordinator to size the rounds
         start = time.perf_counter_ns()
@@ -164,7 +171,7 @@ def main(spec_path: Path) -> None:
         if cmd["cmd"] == "round":
             reply: dict[str, Any] = {"samples_ms": sample(run_once, BenchConfig.model_validate(cmd["bench"]))}
         elif cmd["cmd"] == "profile":
-            reply = {"top_ops": row.profile(x[:1], int(cmd["runs"]), Path(cmd["dir"])) if isinstance(row, OrtRow) else None}
+            reply = {"top_ops": profile(int(cmd["runs"]), Path(cmd["dir"]))}
         else:
             break
         out.write(json.dumps(reply) + "\n")

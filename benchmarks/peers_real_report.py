@@ -1,0 +1,146 @@
+"""benchmarks/peers_real.py's results: per model the measured rows, the host floor and the issue-16
+goal verdicts, written as OUT/NAME.json and OUT/NAME.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.common.fsutil import atomic_write_text
+from edgekd.common.toolchain import cpu_flags, host_info, versions
+
+if TYPE_CHECKING:
+    from peers_real import RunSettings
+    from peers_real_prep import Prepared
+
+RESULTS = Path(__file__).parent / "results"
+TOOLS = ("torch", "transformers", "onnxruntime", "onnx", "optimum", "optimum-onnx", "openvino", "nncf", "onnxruntime-genai", "numpy")
+GOAL_PEER, GOAL_FLOOR, FLOOR_MIN_MACS = 0.8, 2.0, 100_000_000
+ROW_KEYS = ("name", "kind", "precision", "what", "model", "accuracy", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "samples", "rounds",
+            "round_p90_ms", "p90_round_median_ms", "threads", "graph_ops", "top_ops", "bench")
+
+
+def host_floor(target: str, precision: str, macs: int) -> dict[str, Any]:
+    """MACs / the peak rate of `precision` on this host's cores, as the target's [device] gives it
+    (peak ops per cycle per core x cores x clock; 2 ops per MAC), with the assumptions stated."""
+    from edgekd.analysis.device import resolve
+    from edgekd.config.loading import ConfigSearch, load_target
+
+    resolved = load_target(target, ConfigSearch())
+    device = resolved.config.device
+    if device is None:
+        return {"ms": None, "how": f"not available: target {resolved.name} has no [device] figures"}
+    figures = resolve(device)
+    used = precision if precision in figures.peak_tops else "int8"
+    notes = [a for a in figures.assumptions if a.startswith(("cores", "clock", f"[device] peak_ops_per_cycle_per_core.{used}"))]
+    if used != precision:
+        notes.append(f"the engine's precision {precision} has no peak in [device]; the int8 peak is used")
+    ms = 2.0 * macs / (figures.peak_tops[used] * 1e12) * 1e3
+    return {"ms": ms, "precision": used, "peak_tops": figures.peak_tops[used], "target": resolved.name,
+            "how": (f"estimated: 2 x {macs:,} MACs / {figures.peak_tops[used]:.3g} TOPS ({used} peak of {resolved.name}'s [device] on "
+                    f"this host: {'; '.join(notes)}); assumes every MAC at peak, no memory or dispatch time")}
+
+
+def verdicts(rows: list[dict[str, Any]], macs: Any, floor: dict[str, Any] | None) -> dict[str, Any]:
+    """edgekd p90 / best peer p90 (<= 0.8) and edgekd p90 / floor (<= 2 at >= 100 M MACs)."""
+    by = {r["name"]: r for r in rows}
+    edgekd, peers = by.get("edgekd"), [r for r in rows if r["name"] != "edgekd"]
+    if edgekd is None or not peers:
+        return {"how": "not available: " + ("edgekd's row was not measured" if edgekd is None else "no peer was measured")}
+    best = min(peers, key=lambda r: r["p90_ms"])
+    out: dict[str, Any] = {"best_peer": best["name"], "edgekd_over_best_peer_p90": edgekd["p90_ms"] / best["p90_ms"],
+                           "goal_peer": f"<= {GOAL_PEER}x the best peer's p90"}
+    out["peer_goal_met"] = out["edgekd_over_best_peer_p90"] <= GOAL_PEER
+    if floor and floor.get("ms"):
+        out["edgekd_over_floor_p90"] = edgekd["p90_ms"] / floor["ms"]
+        applies = isinstance(macs, int) and macs >= FLOOR_MIN_MACS
+        out["floor_goal_met"] = out["edgekd_over_floor_p90"] <= GOAL_FLOOR if applies else None
+        out["goal_floor"] = f"<= {GOAL_FLOOR}x the floor" + ("" if applies else " (does not apply: under 100 M MACs)")
+    out["accuracy"] = "not compared: random weights, no labelled data (latency only); 'equal accuracy' is not verified here"
+    return out
+
+
+def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]], failures: dict[str, str],
+                 load: dict[str, float], art: dict[str, Any]) -> dict[str, Any]:
+    macs = p.macs.get(case)
+    edgekd = art.get("edgekd") or {}
+    engine = edgekd.get("engine", {})
+    floor = None
+    if isinstance(macs, int) and edgekd:
+        floor = host_floor(edgekd["target"], engine.get("precision", "int8"), macs)
+    kept = [{k: r.get(k) for k in ROW_KEYS} for r in rows]
+    return {"name": label, "case": case, "description": p.description, "macs": macs, "rows": kept, "failures": failures,
+            "load_average_1min": load, "floor": floor, "verdicts": verdicts(kept, macs, floor),
+            "edgekd_engine": {k: engine.get(k) for k in ("runtime", "precision", "source_model", "session", "engine_file")} | {
+                "target": edgekd.get("target"), "build": edgekd.get("note")} if edgekd else None,
+            "optimum_recipe": art["optimum"][1] if art.get("optimum") else None}
+
+
+def write(out: Path, name: str, models: list[dict[str, Any]], s: RunSettings) -> None:
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")))
+    result = {"what": "edgekd's x86 engine vs its peers on real architectures (random weights: latency only), batch 1, this host",
+              "how": ("measured: every row in its own process (benchmarks/peers_worker.py; row kinds in peers_real_rows.py), timed with "
+                      f"edgekd.perf.measure.sample at batch 1, {s.rounds} rounds, rows in an order shuffled per round (seed 0); each round "
+                      f"{s.bench['warmup_runs']} warm-up runs then at least {s.bench['min_runs']} timed runs (fewer, down to 100, where they "
+                      f"would take over {s.bench['max_seconds']} s); p50/p90 over all rounds' samples pooled. Threads: each runtime's own "
+                      "default, stated per row."),
+              "quick": s.prep.quick, "host": {**host_info(), "flags": flags}, "toolchain": versions(TOOLS),
+              "settings": {"rounds": s.rounds, "bench": s.bench, "profile_runs": s.profile_runs, "calibration_rows": s.prep.calib_rows,
+                           "sequence": s.prep.sequence, "target": s.target},
+              "models": models}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
+
+
+def _threads(r: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (r.get("threads") or {}).items())
+
+
+def _model_md(m: dict[str, Any]) -> list[str]:
+    macs = m["macs"] if isinstance(m["macs"], int) else None
+    md = [f"## {m['name']}", "", f"{m['description']}; MACs: {f'{macs / 1e6:,.1f} M' if macs else m['macs']} "
+          "(edgekd.analysis.graph.graph_costs at the timed shapes).", ""]
+    load = m.get("load_average_1min")
+    if load:
+        md += [f"1-minute load average {load['before']:.1f} before this model's rounds, {load['after']:.1f} after.", ""]
+    md += ["| row | precision | p50 ms | p90 ms | accuracy | threads |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['name']} | {r['precision']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {'-' if r['accuracy'] is None else r['accuracy']} | "
+           f"{_threads(r)} |" for r in sorted(m["rows"], key=lambda r: r["p90_ms"])]
+    md += ["", *(f"- `{r['name']}`: {r['what']}" for r in m["rows"])]
+    md += [f"- `{n}`: **not measured**: {why}" for n, why in m.get("failures", {}).items()]
+    v, floor = m["verdicts"], m.get("floor")
+    md.append("")
+    if "best_peer" in v:
+        md.append(f"- edgekd p90 / best peer ({v['best_peer']}) p90 = **{v['edgekd_over_best_peer_p90']:.2f}** "
+                  f"(goal {v['goal_peer']}: {'met' if v['peer_goal_met'] else 'NOT met'})")
+        if "edgekd_over_floor_p90" in v:
+            met = {True: "met", False: "NOT met", None: "n/a"}[v["floor_goal_met"]]
+            md.append(f"- floor {floor['ms']:.3f} ms; edgekd p90 / floor = **{v['edgekd_over_floor_p90']:.2f}** (goal {v['goal_floor']}: {met})")
+        md.append(f"- accuracy: {v['accuracy']}")
+    else:
+        md.append(f"- verdicts: {v['how']}")
+    if floor:
+        md.append(f"- floor: {floor['how']}")
+    if m.get("edgekd_engine"):
+        md.append(f"- edgekd's engine: {json.dumps(m['edgekd_engine'])}")
+    for r in m["rows"]:
+        if r.get("top_ops"):
+            md.append(f"- per-op `{r['name']}`: " + ", ".join(f"{o['op_type']} {o['ms']:.3f} ms ({o['pct']:.0f} %)" for o in r["top_ops"]))
+    return [*md, ""]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    h = result["host"]
+    md = [f"# edgekd vs peers on real architectures{' (QUICK: tiny sizes, a smoke test, not a result)' if result['quick'] else ''}", "",
+          result["how"], "", f"Host: {h['cpu']}, {h['cores']} usable cores, flags {' '.join(h['flags'])}.",
+          "Toolchain: " + ", ".join(f"{k} {v}" for k, v in result["toolchain"].items()) + ".", "",
+          "Random weights: every row reports latency only (no labelled data for these models).", ""]
+    for m in result["models"]:
+        md += _model_md(m)
+    return "\n".join(md)
+
+
+def render(out: Path, name: str) -> None:
+    result = json.loads((out / f"{name}.json").read_text())
+    atomic_write_text(out / f"{name}.md", markdown(result) + "\n")
+    print(markdown(result))
