@@ -227,6 +227,7 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, wall: fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=DEFAULT["seeds"])
+    parser.add_argument("--first-seed", type=int, default=0, help="build seeds FIRST_SEED .. SEEDS-1 only (another run makes the others)")
     parser.add_argument("--epochs", type=int, default=DEFAULT["epochs"], help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=DEFAULT["teacher_epochs"])
     parser.add_argument("--max-chars", type=int, default=DEFAULT["max_chars"], help="characters of train text")
@@ -238,7 +239,7 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true", help="build nothing: re-read the builds already in --workdir")
     args = parser.parse_args()
     load_before, start = os.getloadavg()[0], time.perf_counter()
-    plan = [(m, s) for s in range(args.seeds) for m in args.methods.split(",")]
+    plan = [(m, s) for s in range(args.first_seed, args.seeds) for m in args.methods.split(",")]
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgekd-lm-") as tmp:
         work = (args.workdir or Path(tmp)).resolve()
