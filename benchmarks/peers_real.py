@@ -34,16 +34,25 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from peers import measure  # noqa: E402
-from peers_real_prep import MODELS, PrepSettings, Prepared, genai_models, openvino_int8, optimum_quantized  # noqa: E402
-from peers_real_prep import prepare_decoder, prepare_zoo  # noqa: E402
-from peers_real_report import RESULTS, model_result, render, write  # noqa: E402
+from peers import measure
+from peers_real_prep import (
+    MODELS,
+    Prepared,
+    PrepSettings,
+    genai_models,
+    openvino_int8,
+    optimum_quantized,
+    prepare_decoder,
+    prepare_zoo,
+)
+from peers_real_report import RESULTS, model_result, render, write
 
 OV_DEFAULT = {"PERFORMANCE_HINT": "LATENCY"}  # OpenVINO's documented latency setting
 PROMPT, PAST = 128, 127  # decoder: prefill tokens, cached tokens before the decode step
@@ -74,7 +83,7 @@ def compile_edgekd(p: Prepared, s: RunSettings, out: Path) -> dict[str, Any]:
     """edgekd compile of the same fp32 ONNX (generated calibration data, as the peers), engine.json read back."""
     from edgekd.api import BuildFailed, compile_model
 
-    shapes = None
+    shapes: dict[str, tuple[int, ...]] | None = None
     if p.kind == "text":
         shapes = {"input_ids": (1, s.prep.sequence), "attention_mask": (1, s.prep.sequence)}
     note = "every budget met"
@@ -106,13 +115,12 @@ def row_specs(p: Prepared, case: str, art: dict[str, Any]) -> list[dict[str, Any
         path, recipe = art["optimum"]
         specs.append(_spec("optimum-int8", "ort-feed", "int8", f"optimum-onnx ORTQuantizer, {recipe['preset']}, ORT default SessionOptions()",
                            feed, model=str(path), session={"ort_default": {}}))
-    static = p.kind != "decoder"  # decoders stay dynamic in OpenVINO (prefill and decode shapes differ)
     specs.append(_spec("openvino-fp32", "openvino", "fp32", f"fp32 ONNX, OpenVINO compile_model CPU {OV_DEFAULT}", feed,
-                       model=str(p.onnx), config=OV_DEFAULT, static=static))
+                       model=str(p.onnx), config=OV_DEFAULT))
     if art.get("openvino_int8"):
         xml, how = art["openvino_int8"]
         specs.append(_spec("openvino-int8-nncf", "openvino", "int8", f"{how}; OpenVINO compile_model CPU {OV_DEFAULT}", feed,
-                           model=str(xml), config=OV_DEFAULT, static=static))
+                           model=str(xml), config=OV_DEFAULT))
     for label, model_dir in (art.get("genai") or {}).items():
         precision = label.rsplit(" ", 1)[-1]
         specs.append(_spec(f"genai-{precision}", "genai", precision, f"{label}, og.Generator (genai_config.json defaults)",

@@ -98,7 +98,7 @@ def prepare_zoo(name: str, s: PrepSettings) -> Prepared:
     onnx_path = zoo.export(arch_name, s.workdir / "zoo", size=s.size, exporter="optimum")
     p = Prepared(name, kind, s.workdir / "zoo" / f"{arch_name}-{s.size}-hf", arch.model_class, onnx_path,
                  description=f"{arch.description or arch_name} ({s.size} zoo size), random weights, optimum-onnx export")
-    shapes = {"input_ids": (1, s.sequence), "attention_mask": (1, s.sequence)} if kind == "text" else {}
+    shapes: dict[str, tuple[int, ...]] = {"input_ids": (1, s.sequence), "attention_mask": (1, s.sequence)} if kind == "text" else {}
     feed = _generated(onnx_path, shapes, None, 0)
     p.cases["single"] = s.workdir / f"{name}_feed.npz"
     np.savez(p.cases["single"], **feed)

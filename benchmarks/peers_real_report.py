@@ -98,8 +98,8 @@ def _threads(r: dict[str, Any]) -> str:
 
 def _model_md(m: dict[str, Any]) -> list[str]:
     macs = m["macs"] if isinstance(m["macs"], int) else None
-    md = [f"## {m['name']}", "", f"{m['description']}; MACs: {f'{macs / 1e6:,.1f} M' if macs else m['macs']} "
-          "(edgekd.analysis.graph.graph_costs at the timed shapes).", ""]
+    macs_text = f"{macs / 1e6:,.1f} M" if macs else m["macs"]
+    md = [f"## {m['name']}", "", f"{m['description']}; MACs: {macs_text} (edgekd.analysis.graph.graph_costs at the timed shapes).", ""]
     load = m.get("load_average_1min")
     if load:
         md += [f"1-minute load average {load['before']:.1f} before this model's rounds, {load['after']:.1f} after.", ""]
@@ -113,7 +113,7 @@ def _model_md(m: dict[str, Any]) -> list[str]:
     if "best_peer" in v:
         md.append(f"- edgekd p90 / best peer ({v['best_peer']}) p90 = **{v['edgekd_over_best_peer_p90']:.2f}** "
                   f"(goal {v['goal_peer']}: {'met' if v['peer_goal_met'] else 'NOT met'})")
-        if "edgekd_over_floor_p90" in v:
+        if floor and "edgekd_over_floor_p90" in v:
             met = {True: "met", False: "NOT met", None: "n/a"}[v["floor_goal_met"]]
             md.append(f"- floor {floor['ms']:.3f} ms; edgekd p90 / floor = **{v['edgekd_over_floor_p90']:.2f}** (goal {v['goal_floor']}: {met})")
         md.append(f"- accuracy: {v['accuracy']}")

@@ -152,7 +152,7 @@ def main(spec_path: Path) -> None:
         row = TorchRow(spec) if spec["kind"] == "torch" else OrtRow(spec)
         accuracy = float((row.logits(x).argmax(axis=1) == y).mean() * 100.0) if spec.get("accuracy", True) else None
         run_once = row.runner(x[:1])
-        profile = (lambda runs, d: row.profile(x[:1], runs, d) if isinstance(row, OrtRow) else None)  # noqa: E731
+        profile = (lambda runs, d: row.profile(x[:1], runs, d) if isinstance(row, OrtRow) else None)
     else:  # benchmarks/peers_real.py's kinds: a named-input feed, no labels (random-weight models)
         from peers_real_rows import open_row
 

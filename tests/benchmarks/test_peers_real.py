@@ -1,0 +1,125 @@
+"""benchmarks/peers_real.py: its worker row kinds (through benchmarks/peers.py's measure, one process a
+row), the floor and goal verdicts, the Markdown, and its command-line errors. Timings are not judged."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import peers
+from peers_real_report import host_floor, markdown, verdicts
+
+BENCH = {"warmup_runs": 2, "min_runs": 100, "max_runs": 100, "max_seconds": 0.2, "stable_rel_change": 0.02}
+
+
+def tiny_onnx(path: Path) -> Path:
+    """x [1, 8] -> Relu(x @ W): enough for every runtime to run and profile."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="relu")],
+                              "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_row_kinds_measure_and_profile_and_a_broken_row_is_recorded(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    feed = tmp_path / "feed.npz"
+    np.savez(feed, x=np.ones((1, 8), np.float32))
+    common = {"feed": str(feed), "precision": "fp32", "what": "test", "profile": True}
+    specs = [{**common, "name": "ort", "kind": "ort-feed", "model": str(model), "session": {"ort_default": {}}},
+             {**common, "name": "ov", "kind": "openvino", "model": str(model), "config": {"PERFORMANCE_HINT": "LATENCY"}},
+             {**common, "name": "engine", "kind": "edgekd", "model": str(model), "runtime": "onnxruntime-cpu",
+              "settings": {"intra_op_num_threads": 1}},
+             {**common, "name": "broken", "kind": "ort-feed", "model": str(tmp_path / "absent.onnx"), "session": {"ort_default": {}}}]
+    failed: dict[str, str] = {}
+    rows = peers.measure(specs, tmp_path, 2, BENCH, 5, {"ort", "ov", "engine"}, failed)
+    assert [r["name"] for r in rows] == ["ort", "ov", "engine"]
+    assert set(failed) == {"broken"} and "absent.onnx" in failed["broken"]
+    for row in rows:
+        assert row["samples"] == 200 and row["rounds"] == 2 and row["accuracy"] is None
+        assert 0 < row["p50_ms"] <= row["p90_ms"]
+        assert row["top_ops"], row["name"]
+    ops = {r["name"]: {o["op_type"] for o in r["top_ops"]} for r in rows}
+    assert "MatMul" in ops["ort"] and "MatMul" in ops["engine"]  # ORT's profiler names ONNX op types
+    assert rows[1]["threads"]["openvino.NUM_STREAMS"] == "1"  # the LATENCY hint's one stream
+
+
+def test_decoder_torch_row_keeps_the_same_cache_every_step(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from decoder_exporters import make_llama
+    from peers_real_prep import DECODER_TINY
+    from peers_real_rows import open_row
+
+    make_llama(tmp_path / "llama", DECODER_TINY)
+    past, heads, dim = 5, DECODER_TINY["num_key_value_heads"], DECODER_TINY["hidden_size"] // DECODER_TINY["num_attention_heads"]
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": np.array([[3]]), "attention_mask": np.ones((1, past + 1), np.int64), "position_ids": np.array([[past]])}
+    for layer in range(DECODER_TINY["num_hidden_layers"]):
+        for part in ("key", "value"):
+            feed[f"past_key_values.{layer}.{part}"] = rng.standard_normal((1, heads, past, dim)).astype(np.float32)
+    np.savez(tmp_path / "decode.npz", **feed)
+    row = open_row({"kind": "hf-torch", "hf_dir": str(tmp_path / "llama"), "model_class": "LlamaForCausalLM", "case": "decode",
+                    "feed": str(tmp_path / "decode.npz")})
+    step = row.runner()
+    first, second = step(), step()
+    assert first.logits.shape == (1, 1, DECODER_TINY["vocab_size"])
+    assert np.allclose(first.logits.numpy(), second.logits.numpy())  # the second step saw the same PAST tokens
+
+
+def test_floor_is_macs_over_the_targets_peak_on_this_host() -> None:
+    from edgekd.analysis.device import resolve
+    from edgekd.config.loading import ConfigSearch, load_target
+
+    peak = resolve(load_target("x86-avx2", ConfigSearch()).config.device).peak_tops
+    floor = host_floor("x86-avx2", "fp32", 1_000_000_000)
+    assert floor["ms"] == pytest.approx(2e9 / (peak["fp32"] * 1e12) * 1e3)
+    assert "cores" in floor["how"] and "clock" in floor["how"]
+    int4 = host_floor("x86-avx2", "int4", 1_000_000_000)  # no int4 peak: the int8 one, said so
+    assert int4["precision"] == "int8" and "int4 has no peak" in int4["how"]
+
+
+def _row(name: str, p90: float) -> dict:
+    return {"name": name, "precision": "fp32", "p50_ms": p90 / 2, "p90_ms": p90, "accuracy": None, "what": name, "threads": {}}
+
+
+def test_verdicts_against_the_best_peer_and_the_floor() -> None:
+    rows = [_row("edgekd", 7.0), _row("ort-fp32-default", 10.0), _row("openvino-fp32", 20.0)]
+    v = verdicts(rows, 500_000_000, {"ms": 5.0})
+    assert v["best_peer"] == "ort-fp32-default" and v["edgekd_over_best_peer_p90"] == pytest.approx(0.7)
+    assert v["peer_goal_met"] is True and v["edgekd_over_floor_p90"] == pytest.approx(1.4) and v["floor_goal_met"] is True
+    small = verdicts(rows, 50_000_000, {"ms": 1.0})
+    assert small["floor_goal_met"] is None  # the floor goal is for >= 100 M MACs
+    assert verdicts(rows[1:], 1, None)["how"].startswith("not available")
+
+
+def test_markdown_says_which_goal_is_not_met_and_why_a_row_is_missing() -> None:
+    rows = [_row("edgekd", 12.0), _row("ort-fp32-default", 10.0)]
+    model = {"name": "resnet18", "description": "ResNet-18", "macs": 1_800_000_000, "rows": rows, "failures": {"genai": "no builder"},
+             "load_average_1min": {"before": 1.0, "after": 2.0}, "floor": {"ms": 10.0, "how": "estimated: test"},
+             "verdicts": verdicts(rows, 1_800_000_000, {"ms": 10.0}), "edgekd_engine": None}
+    result = {"quick": True, "how": "measured: test", "host": {"cpu": "cpu", "cores": 2, "flags": ["avx2"]}, "toolchain": {}, "models": [model]}
+    md = markdown(json.loads(json.dumps(result)))
+    assert "QUICK" in md and "| ort-fp32-default | fp32 | 5.000 | 10.000 |" in md
+    assert "= **1.20** (goal <= 0.8x the best peer's p90: NOT met)" in md and "= **1.20** (goal <= 2.0x the floor: met)" in md
+    assert "`genai`: **not measured**: no builder" in md
+
+
+def test_unknown_model_is_a_one_line_error() -> None:
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "peers_real.py"), "--models", "resnet18,alexnet"], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "unknown model(s) alexnet" in run.stderr
