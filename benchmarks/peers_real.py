@@ -10,8 +10,9 @@ decoder's prefill and decode step, random weights (latency only). Rows per model
     openvino-int8-nncf      NNCF INT8 (nncf.quantize; model_type TRANSFORMER for transformers; decoders:
                             nncf.compress_weights), same compile settings
     genai-fp32, genai-int4  onnxruntime-genai's builder and Generator (decoder only)
-    edgekd                  `edgekd.api.compile_model(MODEL.onnx, target="x86")`'s engine, run with the runtime
-                            and settings engine.json names
+    edgekd                  `edgekd.api.compile_model(MODEL.onnx, target="x86", profile=...)`'s engine (profile
+                            benchmarks/projects/peers_real_profile.toml: no size/latency budget), run with the
+                            runtime and settings engine.json names
 
 Every row is its own process (benchmarks/peers_worker.py, row kinds in peers_real_rows.py), timed with
 edgekd.perf.measure.sample at batch 1 in interleaved rounds (benchmarks/peers.py's measure); p50/p90 over
@@ -57,6 +58,7 @@ from peers_real_report import RESULTS, model_result, render, write
 OV_DEFAULT = {"PERFORMANCE_HINT": "LATENCY"}  # OpenVINO's documented latency setting
 PROMPT, PAST = 128, 127  # decoder: prefill tokens, cached tokens before the decode step
 QUICK_PROMPT, QUICK_PAST = 16, 15
+PROFILE = Path(__file__).parent / "projects" / "peers_real_profile.toml"  # no size or latency budget (it says why)
 PROFILED = {"ort-fp32-default", "optimum-int8", "openvino-fp32", "openvino-int8-nncf", "edgekd"}
 
 
@@ -67,6 +69,7 @@ class RunSettings:
     bench: dict[str, Any]
     profile_runs: int  # 0: no per-op profiles
     target: str
+    profile: str  # edgekd's profile (a name or a file)
 
 
 def _step(failures: dict[str, str], name: str, fn: Callable[[], Any]) -> Any:
@@ -88,7 +91,7 @@ def compile_edgekd(p: Prepared, s: RunSettings, out: Path) -> dict[str, Any]:
         shapes = {"input_ids": (1, s.prep.sequence), "attention_mask": (1, s.prep.sequence)}
     note = "every budget met"
     try:
-        compile_model(p.onnx, target=s.target, out=out, shapes=shapes, cache_dir=out.parent / "edgekd-cache",
+        compile_model(p.onnx, target=s.target, profile=s.profile, out=out, shapes=shapes, cache_dir=out.parent / "edgekd-cache",
                       log=lambda m: print(f"  edgekd: {m}", file=sys.stderr))
     except BuildFailed as exc:
         if not (out / "engine.json").is_file():
@@ -179,6 +182,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=2.0, help="per row per round: fewer runs (down to 100) past this")
     parser.add_argument("--profile-runs", type=int, help="runs under each per-op profiler (default 200; --quick 20; 0: none)")
     parser.add_argument("--target", default="x86", help="edgekd's target (default: the x86 alias, the file for this host)")
+    parser.add_argument("--profile", default=str(PROFILE), help="edgekd's profile for the compile (default: %(default)s)")
     parser.add_argument("--name", default="peers_real")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     parser.add_argument("--workdir", type=Path, help="keep the models here (default: a temporary folder)")
@@ -198,7 +202,7 @@ def main() -> None:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         s = RunSettings(PrepSettings(args.quick, workdir, 4 if args.quick else 128), args.rounds or (2 if args.quick else 10), bench,
-                        args.profile_runs if args.profile_runs is not None else (20 if args.quick else 200), args.target)
+                        args.profile_runs if args.profile_runs is not None else (20 if args.quick else 200), args.target, args.profile)
         models = []
         for name in names:
             print(f"{name}:", file=sys.stderr)

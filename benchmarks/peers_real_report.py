@@ -86,7 +86,7 @@ def write(out: Path, name: str, models: list[dict[str, Any]], s: RunSettings) ->
                       "default, stated per row."),
               "quick": s.prep.quick, "host": {**host_info(), "flags": flags}, "toolchain": versions(TOOLS),
               "settings": {"rounds": s.rounds, "bench": s.bench, "profile_runs": s.profile_runs, "calibration_rows": s.prep.calib_rows,
-                           "sequence": s.prep.sequence, "target": s.target},
+                           "sequence": s.prep.sequence, "target": s.target, "edgekd_profile": s.profile},
               "models": models}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
