@@ -68,6 +68,10 @@ def _compile(model: Path, workdir: Path, mode: str, target: str) -> dict[str, An
             "chosen_session": chosen.get("session"), "tuning_how": tuning.get("how", "")}
 
 
+def _cell_s(value: float | None) -> str:
+    return "not run" if value is None else f"{value:.1f}"
+
+
 def _markdown(result: dict[str, Any]) -> str:
     runs = result["runs"]
     stages = list(runs[0]["stage_s"])
@@ -87,7 +91,11 @@ def _markdown(result: dict[str, Any]) -> str:
     md += [f"| {r['mode']} | " + " | ".join(f"{r['stage_s'].get(s, 0):.1f}" for s in stages) + " |" for r in runs]
     md += ["", "Inside the compile stage, the tuner's steps (seconds, the tuning record's `times`):", "",
            "| mode | " + " | ".join(steps) + " |", "|---" * (len(steps) + 1) + "|"]
-    md += [f"| {r['mode']} | " + " | ".join(f"{r['tuning_times_s'].get(s, 0.0):.1f}" for s in steps) + " |" for r in runs]
+    md += [f"| {r['mode']} | " + " | ".join(_cell_s(r["tuning_times_s"].get(s)) for s in steps) + " |" for r in runs]
+    chosen = {(r["chosen"]["variant"], r["chosen"]["threads"], _numerics(r["chosen_session"] or {})) for r in runs}
+    if len(runs) > 1:
+        md += ["", "Same engine chosen in every mode: " + ("yes, " + ", ".join(map(str, chosen.pop())) if len(chosen) == 1 else
+                                                          f"no ({'; '.join(map(str, chosen))})") + "."]
     for r in runs:
         if r["pruned"]:
             md += ["", f"Cut before full timing ({r['mode']}):", ""]
