@@ -35,7 +35,9 @@ def load_feed(path: str) -> dict[str, np.ndarray]:
 
 def ov_top_ops(compiled: Any, feed: dict[str, np.ndarray], runs: int, top: int = 10) -> list[dict[str, Any]]:
     """OpenVINO's per-node counters (compiled with PERF_COUNT: YES): each node's median real time over
-    `runs` inferences, summed per node type (the shape of edgekd.perf.scenarios.top_ops)."""
+    `runs` inferences, summed per node type (edgekd.perf.scenarios.per_op_type, as for ONNX Runtime)."""
+    from edgekd.perf.scenarios import per_op_type
+
     request = compiled.create_infer_request()
     request.infer(feed)  # first run: allocations
     per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -44,14 +46,7 @@ def ov_top_ops(compiled: Any, feed: dict[str, np.ndarray], runs: int, top: int =
         for info in request.profiling_info:
             if str(info.status).endswith("EXECUTED"):
                 per_node[(info.node_type, info.node_name)].append(info.real_time.total_seconds() * 1e3)
-    total_ms: dict[str, float] = defaultdict(float)
-    nodes: dict[str, int] = defaultdict(int)
-    for (op, _), times in per_node.items():
-        total_ms[op] += float(np.median(times))
-        nodes[op] += 1
-    all_ms = sum(total_ms.values()) or 1.0
-    rows: list[dict[str, Any]] = [{"op_type": op, "ms": ms, "pct": 100.0 * ms / all_ms, "nodes": nodes[op]} for op, ms in total_ms.items()]
-    return sorted(rows, key=lambda r: -r["ms"])[:top]
+    return per_op_type(per_node, top)
 
 
 class HfTorchRow:

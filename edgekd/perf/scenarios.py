@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -90,14 +91,20 @@ def top_ops(profile_file: Path, top: int = 10) -> list[dict[str, Any]]:
     per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
     for ev in events:
         if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith("_kernel_time"):
-            per_node[(ev.get("args", {}).get("op_name", "?"), ev["name"][: -len("_kernel_time")])].append(float(ev.get("dur", 0)))
-    total_us: dict[str, float] = defaultdict(float)
+            per_node[(ev.get("args", {}).get("op_name", "?"), ev["name"][: -len("_kernel_time")])].append(float(ev.get("dur", 0)) / 1000.0)
+    return per_op_type(per_node, top)
+
+
+def per_op_type(per_node_ms: Mapping[tuple[str, str], list[float]], top: int = 10) -> list[dict[str, Any]]:
+    """{(op type, node name): times in ms over the profiled runs} -> the `top` op types by the sum of
+    their nodes' median times: {"op_type", "ms", "pct", "nodes"} (any runtime's per-node profile)."""
+    total_ms: dict[str, float] = defaultdict(float)
     nodes: dict[str, int] = defaultdict(int)
-    for (op, _), durations in per_node.items():
-        total_us[op] += float(np.median(durations))
+    for (op, _), durations in per_node_ms.items():
+        total_ms[op] += float(np.median(durations))
         nodes[op] += 1
-    all_us = sum(total_us.values()) or 1.0
-    rows = [{"op_type": op, "ms": us / 1000.0, "pct": 100.0 * us / all_us, "nodes": nodes[op]} for op, us in total_us.items()]
+    all_ms = sum(total_ms.values()) or 1.0
+    rows = [{"op_type": op, "ms": ms, "pct": 100.0 * ms / all_ms, "nodes": nodes[op]} for op, ms in total_ms.items()]
     return sorted(rows, key=lambda r: -r["ms"])[:top]
 
 
