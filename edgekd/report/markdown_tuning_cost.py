@@ -44,8 +44,9 @@ def tuning_cost(t: dict[str, Any]) -> list[str]:
     if built:
         rest = times.get("variants_s", 0.0) - sum(s for s in times["build_s"].values() if s is not None)
         untimed = f"; {rest:.3g} s of making the variants went to makers without their own timer" if rest > 0.5 else ""
-        lines += [f"Variants the tuner made, timed one by one: {cell('; '.join(built))} (the others were made by an earlier "
-                  f"stage, given, or made without a timer of their own{untimed}).", ""]
+        made = (f"Variants the tuner made, timed one by one: {cell('; '.join(built))} (the others were made by an earlier "
+                f"stage, given, or made without a timer of their own{untimed}).")
+        lines += [made, ""]
     if estimates:
         lines += [f"Latency estimates per variant: {cell('; '.join(estimates))}.", ""]
     lines += _timings(t)
