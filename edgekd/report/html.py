@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from edgekd.report import lm, mixed_precision, plots, plots_decoder, plots_latency
+from edgekd.report import markdown_tuning_cost as tuning_cost
 from edgekd.report import quality as q
 from edgekd.report.format import broken, fmt, relation
 
@@ -142,6 +143,15 @@ def _mixed_precision(report: dict[str, Any]) -> str:
             + f"<p class=muted>{_e(v['how'])}</p>")
 
 
+def _tuning_cost(report: dict[str, Any]) -> str:
+    """What engine tuning cost: steps, variants, each candidate's timing, what pruning cut (edgekd.report.markdown_tuning_cost.view)."""
+    v = tuning_cost.view(report.get("tuning"))
+    if v is None:
+        return ""
+    return ("<h3>Engine tuning cost</h3>" + "".join(f"<p>{_e(line)}</p>" for line in v["lines"])
+            + _table(tuning_cost.HEAD, [[_e(c) for c in row] for row in v["rows"]]) + f"<p class=muted>{_e(v['how'])}</p>")
+
+
 def _stage(stage: dict[str, Any]) -> str:
     seconds = f", {stage['seconds']:.1f} s" if stage["status"] != "not run" and stage.get("seconds") is not None else ""
     out = f'<h3 id="stage-{_e(stage["name"])}">{_e(stage["name"])} <span class=muted>({_e(stage["status"])}{seconds})</span></h3>'
@@ -177,7 +187,7 @@ def render(report: dict[str, Any]) -> str:
         f"<h2>{_e(q.title(q.report_metric(report)))}</h2>", _quality(report), _figure(plots.pareto(report)),
         _language_model(report),
         "<h2>Stages and budgets</h2>", _figure(plots.waterfall(report)),
-        "<h2>Latency</h2>", _latency(report), _devices(report), _mixed_precision(report),
+        "<h2>Latency</h2>", _latency(report), _devices(report), _mixed_precision(report), _tuning_cost(report),
         _figure(plots_latency.cdf(report)), _figure(plots_latency.throughput(report)), _figure(plots_latency.ops(report)),
         "<h2>Stages</h2>", *(_stage(s) for s in report["stages"]),
         f"<footer>A view of report.json (schema version {_e(report['schema_version'])}); "

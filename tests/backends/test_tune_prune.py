@@ -159,6 +159,10 @@ def test_times_are_in_the_record_and_the_report(monkeypatch, worker) -> None:
     assert "### Tuning cost" in md and "int8-qoperator 3.25 s" in md
     assert md.count("| timed in full |") == len(rows) and md.count("cut: estimate") == 2 and "cut: screening" in md
     assert "Latency estimates per variant: int8-qdq " in md
+    from edgekd.report.markdown_tuning_cost import HEAD, view
+
+    v = view(t)  # the one text view report.md and report.html both render
+    assert len(v["rows"]) == len(rows) + len(m.pruned) and all(len(r) == len(HEAD) for r in v["rows"])
     import json
 
     import jsonschema
