@@ -45,7 +45,7 @@ ARCHS: dict[str, Arch] = {
                    {"embedding_size": 16, "hidden_sizes": [16, 32], "depths": [1, 1], "layer_type": "basic",
                     "num_labels": 10, "image_size": 64},
                    {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2],
-                    "layer_type": "basic", "num_labels": 1000},
+                    "layer_type": "basic", "num_labels": 1000, "image_size": 224},  # ResNetConfig has no image_size: the torch export's input size
                    description="ResNet-18 (full): basic blocks, depths 2-2-2-2"),
     "mobilenet_v2": Arch("MobileNetV2Config", "MobileNetV2ForImageClassification", "image-classification",
                          {"depth_multiplier": 0.35, "image_size": 64, "num_labels": 10},
