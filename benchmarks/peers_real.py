@@ -5,7 +5,7 @@ decoder's prefill and decode step, random weights (latency only). Rows per model
     torch-eager-fp32        transformers model, PyTorch eager fp32, torch.inference_mode
     ort-fp32-default        the fp32 ONNX, onnxruntime.SessionOptions() defaults
     optimum-int8            optimum-onnx ORTQuantizer, AutoQuantizationConfig preset for this CPU's flags
-                            (static, minmax calibration, for CNNs/ViT; dynamic for DistilBERT and the decoder)
+                            (static, minmax calibration, for CNNs; dynamic for ViT, DistilBERT and the decoder)
     openvino-fp32           the fp32 ONNX, ov.Core().compile_model(..., "CPU", {"PERFORMANCE_HINT": "LATENCY"})
     openvino-int8-nncf      NNCF INT8 (nncf.quantize; model_type TRANSFORMER for transformers; decoders:
                             nncf.compress_weights), same compile settings
@@ -102,7 +102,7 @@ def compile_edgekd(p: Prepared, s: RunSettings, out: Path) -> dict[str, Any]:
     return {"engine": engine, "dir": str(out / "engine"), "target": report["target"]["name"], "note": note}
 
 
-def _spec(name: str, kind: str, precision: str, what: str, feed: Path, **extra: Any) -> dict[str, Any]:
+def _spec(name: str, kind: str, precision: str, what: str, feed: Path | None, **extra: Any) -> dict[str, Any]:
     return {"name": name, "kind": kind, "precision": precision, "what": what, "feed": str(feed),
             "profile": kind in ("ort-feed", "openvino", "edgekd"), **extra}
 
@@ -127,7 +127,7 @@ def row_specs(p: Prepared, case: str, art: dict[str, Any]) -> list[dict[str, Any
     for label, model_dir in (art.get("genai") or {}).items():
         precision = label.rsplit(" ", 1)[-1]
         specs.append(_spec(f"genai-{precision}", "genai", precision, f"{label}, og.Generator (genai_config.json defaults)",
-                           Path(str(feed).replace(f"_{case}_feed", "_genai_feed")), model_dir=str(model_dir), case=case,
+                           p.genai_feed, model_dir=str(model_dir), case=case,
                            max_length=PAST + 8 if case == "decode" else PROMPT + 8))
     if art.get("edgekd"):
         e = art["edgekd"]["engine"]
@@ -144,8 +144,7 @@ def prepare(name: str, s: RunSettings, failures: dict[str, str]) -> tuple[Prepar
     if p is None:
         return None, {}
     work = s.prep.workdir / name
-    static = p.kind == "image"
-    art = {"optimum": _step(failures, "optimum-int8", lambda: optimum_quantized(p, work / "optimum", static)),
+    art = {"optimum": _step(failures, "optimum-int8", lambda: optimum_quantized(p, work / "optimum", not p.transformer)),
            "openvino_int8": _step(failures, "openvino-int8-nncf", lambda: openvino_int8(p, work / "openvino")),
            "edgekd": _step(failures, "edgekd", lambda: compile_edgekd(p, s, work / "edgekd"))}
     if p.kind == "decoder":

@@ -58,6 +58,12 @@ class Prepared:
     macs: dict[str, int | str] = field(default_factory=dict)
     calib: dict[str, np.ndarray] = field(default_factory=dict)
     description: str = ""
+    genai_feed: Path | None = None  # decoder: token ids for onnxruntime-genai (prompt, step, prefill)
+
+    @property
+    def transformer(self) -> bool:
+        """ViT, DistilBERT and the decoder: optimum's dynamic preset, NNCF's model_type TRANSFORMER."""
+        return self.kind in ("text", "decoder") or self.name.startswith("vit")
 
 
 def _shapes(feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
@@ -135,7 +141,8 @@ def prepare_decoder(s: PrepSettings, prompt: int, past: int) -> Prepared:
         np.savez(p.cases[case], **feed)
         p.macs[case] = case_macs(onnx_path, feed)
     ids = rng.integers(0, cfg["vocab_size"], (1, past + 1))
-    np.savez(s.workdir / "decoder_genai_feed.npz", prompt=ids[:, :past], step=ids[:, past:], prefill=ids[:, :prompt])
+    p.genai_feed = s.workdir / "decoder_genai_feed.npz"
+    np.savez(p.genai_feed, prompt=ids[:, :past], step=ids[:, past:], prefill=ids[:, :prompt])
     return p
 
 
@@ -153,7 +160,7 @@ def optimum_preset(static: bool) -> tuple[Any, str]:
 
 def optimum_quantized(p: Prepared, out: Path, static: bool) -> tuple[Path, dict[str, Any]]:
     """ORTQuantizer on the fp32 ONNX: static (AutoCalibrationConfig.minmax over the calibration rows,
-    ORTQuantizer.fit) for CNNs and ViT, dynamic for the BERT-family and the decoder."""
+    ORTQuantizer.fit) for CNNs, dynamic for transformers (ViT, DistilBERT, the decoder; issue 16)."""
     from datasets import Dataset
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoCalibrationConfig
@@ -191,8 +198,7 @@ def openvino_int8(p: Prepared, out: Path) -> tuple[Path, str]:
 
         ov.save_model(nncf.compress_weights(ov.Core().read_model(str(p.onnx))), str(xml))
         return xml, "nncf.compress_weights defaults (INT8_ASYM weights, float activations), saved with ov.save_model"
-    transformer = p.kind == "text" or p.name.startswith("vit")
-    _, how = quantize_nncf(p.onnx, p.calib, xml, NncfRecipe(transformer=transformer))
+    _, how = quantize_nncf(p.onnx, p.calib, xml, NncfRecipe(transformer=p.transformer))
     return xml, how
 
 

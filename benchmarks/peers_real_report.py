@@ -60,6 +60,12 @@ def verdicts(rows: list[dict[str, Any]], macs: Any, floor: dict[str, Any] | None
     return out
 
 
+def short_error(text: str) -> str:
+    """A failure in one line: a worker's "exited N:" with the last line of its traceback."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}"
+
+
 def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]], failures: dict[str, str],
                  load: dict[str, float], art: dict[str, Any]) -> dict[str, Any]:
     macs = p.macs.get(case)
@@ -69,7 +75,8 @@ def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]],
     if isinstance(macs, int) and edgekd:
         floor = host_floor(edgekd["target"], engine.get("precision", "int8"), macs)
     kept = [{k: r.get(k) for k in ROW_KEYS} for r in rows]
-    return {"name": label, "case": case, "description": p.description, "macs": macs, "rows": kept, "failures": failures,
+    return {"name": label, "case": case, "description": p.description, "macs": macs, "rows": kept,
+            "failures": {name: short_error(why) for name, why in failures.items()},
             "load_average_1min": load, "floor": floor, "verdicts": verdicts(kept, macs, floor),
             "edgekd_engine": {k: engine.get(k) for k in ("runtime", "precision", "source_model", "session", "engine_file")} | {
                 "target": edgekd.get("target"), "build": edgekd.get("note")} if edgekd else None,

@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import peers
-from peers_real_report import host_floor, markdown, verdicts
+from peers_real_report import host_floor, markdown, short_error, verdicts
 
 BENCH = {"warmup_runs": 2, "min_runs": 100, "max_runs": 100, "max_seconds": 0.2, "stable_rel_change": 0.02}
 
@@ -123,3 +123,9 @@ def test_unknown_model_is_a_one_line_error() -> None:
                          check=False)
     assert run.returncode != 0
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "unknown model(s) alexnet" in run.stderr
+
+
+def test_a_worker_traceback_is_reported_in_one_line() -> None:
+    text = "worker ov exited 1:\nTraceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: AvgPool kernel too large\n"
+    assert short_error(text) == "worker ov exited 1: RuntimeError: AvgPool kernel too large"
+    assert short_error("ValueError: bad") == "ValueError: bad"
