@@ -159,7 +159,8 @@ def run_model(name: str, s: RunSettings) -> list[dict[str, Any]]:
     failures: dict[str, str] = {}
     p, art = prepare(name, s, failures)
     if p is None:
-        return [{"name": name, "macs": None, "rows": [], "failures": failures}]
+        return [{"name": name, "description": "not prepared", "macs": "not available: preparation failed", "rows": [], "failures": failures,
+                 "verdicts": {"how": "not available: the model could not be prepared (see failures)"}}]
     results = []
     for case in p.cases:
         specs = row_specs(p, case, art)
