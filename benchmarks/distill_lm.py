@@ -215,8 +215,9 @@ def result_of(args: argparse.Namespace, runs: list[dict], planned: int, wall: fl
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
         "how": (f"measured on this host ({host['cpu']}, {host['cores']} cores); perplexity on the test pages' blocks of {lm_common.MAX_LENGTH} "
                 f"tokens; lr {LR}, warm-up {WARMUP}, batch {BATCH}; toolchain {versions(('torch', 'transformers', 'onnxruntime'))}; wall "
-                f"time {wall / 60:.1f} min for {len(runs)} builds, 1-minute load average {load_before:.1f} at the start and "
-                f"{os.getloadavg()[0]:.1f} at the end"),
+                f"time {wall / 60:.1f} min for {len(runs)} builds, " + (
+                    "the sum of their stages' own times (re-read by --collect: the host load while they ran is not recorded here)"
+                    if args.collect else f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end")),
         "wall_seconds": wall, "settings": {"seeds": args.seeds, "epochs": args.epochs, "teacher_epochs": args.teacher_epochs,
                                            "max_chars": args.max_chars, "student_chars": args.student_chars, "student": vars(STUDENT),
                                            "methods": METHODS},
