@@ -11,12 +11,16 @@ that predict a generated token. The other steps are the off-policy ones, unchang
 logits where the run has them). Which steps go on-policy and every draw follow (seed, step number),
 so a run is reproducible and the probe batch that sizes the losses draws nothing.
 
-Generation is edgekd's token loop over the student's full-sequence forward (the task's `forward`,
-so plain torch modules work too): no KV cache, a cost that is small at edge-student sizes. A row
-whose prompt holds padding generates too, but its new tokens are masked out (not scored).
+Generation is edgekd's token loop: with the student's KV cache where its forward takes one (Hugging Face
+causal LMs: one prompt pass, then one token a step), else over the full sequence each step (the task's
+`forward`, so plain torch modules work too; on the Python-docs benchmark the full-sequence loop made the
+on-policy distill stage 3.6x token KD's). A row whose prompt holds padding generates too, but its new
+tokens are masked out (not scored).
 """
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +71,26 @@ def check_on_policy_settings(cfg: OnPolicyConfig, task: Task, objective: Combine
                           "on the student's sequences, which on-policy steps do not capture", "use logit losses (gjsd, forward_kl, reverse_kl)")
 
 
+def takes_kv_cache(model: nn.Module) -> bool:
+    """A Hugging Face causal LM whose forward takes past_key_values and use_cache."""
+    accepted = inspect.signature(model.forward).parameters
+    return {"past_key_values", "use_cache"} <= set(accepted)
+
+
+def continue_cached(student: nn.Module, sequences: torch.Tensor, seen: torch.Tensor, new: int,
+                    pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`new` tokens after `sequences` from one prompt pass and then one token a step with the model's KV cache
+    (the same positions and mask as the full-sequence forward, at a fraction of its cost)."""
+    out = student(input_ids=sequences, attention_mask=seen, use_cache=True)
+    for i in range(new):
+        chosen = pick(out.logits[:, -1])
+        sequences = torch.cat([sequences, chosen[:, None]], dim=1)
+        seen = torch.cat([seen, torch.ones_like(chosen[:, None])], dim=1)
+        if i + 1 < new:
+            out = student(input_ids=chosen[:, None], attention_mask=seen, past_key_values=out.past_key_values, use_cache=True)
+    return sequences
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     state = np.random.SeedSequence((seed, step)).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
@@ -97,6 +121,15 @@ class OnPolicy:
         probs = torch.softmax(logits.float() / self.cfg.temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
+    def continue_full(self, student: nn.Module, sequences: torch.Tensor, seen: torch.Tensor, new: int,
+                      pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`new` tokens after `sequences`, each from a full-sequence forward (the task's: any torch module)."""
+        for _ in range(new):
+            chosen = pick(self.task.forward(student, {INPUT_IDS: sequences, ATTENTION_MASK: seen})[:, -1])
+            sequences = torch.cat([sequences, chosen[:, None]], dim=1)
+            seen = torch.cat([seen, torch.ones_like(chosen[:, None])], dim=1)
+        return sequences
+
     def rollout(self, student: nn.Module, batch: Batch, step: int) -> Batch:
         """The batch's prompts continued by the student: input_ids [B, P + N], attention_mask, labels
         (-100 on the prompt and on masked positions) and the batch's index."""
@@ -109,11 +142,8 @@ class OnPolicy:
         student.eval()
         try:
             with torch.no_grad():
-                for _ in range(new):
-                    logits = self.task.forward(student, {INPUT_IDS: sequences, ATTENTION_MASK: seen})
-                    chosen = self.next_tokens(logits[:, -1].cpu(), generator)
-                    sequences = torch.cat([sequences, chosen[:, None]], dim=1)
-                    seen = torch.cat([seen, torch.ones_like(chosen[:, None])], dim=1)
+                continued = continue_cached if takes_kv_cache(student) else self.continue_full
+                sequences = continued(student, sequences, seen, new, lambda logits: self.next_tokens(logits.cpu(), generator))
         finally:
             student.train(was_training)
         whole_prompt = mask[:, :prompt].all(dim=1, keepdim=True).to(torch.int64)

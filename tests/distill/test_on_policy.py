@@ -12,7 +12,7 @@ from distill_data import LENGTH, VOCAB, TinyLM, TokenBlocks, image_data, tiny_ne
 
 from edgekd.config.models import DistillConfig
 from edgekd.data.load import as_source
-from edgekd.distill.on_policy import OnPolicy
+from edgekd.distill.on_policy import OnPolicy, step_generator
 from edgekd.distill.streaming import TrainData
 from edgekd.distill.teachers import TorchTeacher
 from edgekd.distill.teaching import plan_teaching
@@ -191,3 +191,23 @@ def test_the_settings_enter_the_distill_stage_key() -> None:
     off = key(DistillConfig(losses=GJSD))
     assert len({str(k) for k in (off, key(on_policy_cfg()), key(on_policy_cfg(lmbda=0.5)), key(on_policy_cfg(seed=4)),
                                  key(DistillConfig(losses=GJSD, vocab_alignment="shared_tokens")))}) == 5
+
+
+def test_the_kv_cache_rollout_equals_the_full_sequence_one() -> None:
+    """Hugging Face students continue with their KV cache: the same tokens (greedy and sampled) as the
+    full-sequence loop every plain torch module gets."""
+    from edgekd.distill.on_policy import continue_cached, takes_kv_cache
+
+    data = token_data()
+    batch = to_tensors(next(data.source.batches("train", 2, seed=0)))
+    ids, mask = batch["input_ids"][:, :PROMPT].long(), batch["attention_mask"][:, :PROMPT].long()
+    for temperature in (0.0, 1.0):
+        policy = OnPolicy(on_policy_cfg(temperature=temperature).on_policy, data.task, TorchTeacher(TinyLM(seed=1), None, "t", task=data.task))
+        for student in (gpt2(0).eval(), llama(3)):
+            assert takes_kv_cache(student) and not takes_kv_cache(TinyLM(seed=1))
+            runs = []
+            for continued in (continue_cached, policy.continue_full):
+                generator = step_generator(0, 7)
+                with torch.no_grad():
+                    runs.append(continued(student, ids, mask, 4, lambda logits, g=generator, p=policy: p.next_tokens(logits, g)))
+            assert runs[0].shape == (2, PROMPT + 4) and torch.equal(runs[0], runs[1])
