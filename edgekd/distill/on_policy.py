@@ -13,8 +13,8 @@ so a run is reproducible and the probe batch that sizes the losses draws nothing
 
 Generation is edgekd's token loop: with the student's KV cache where its forward takes one (Hugging Face
 causal LMs: one prompt pass, then one token a step), else over the full sequence each step (the task's
-`forward`, so plain torch modules work too; on the Python-docs benchmark the full-sequence loop made the
-on-policy distill stage 3.6x token KD's). A row whose prompt holds padding generates too, but its new
+`forward`, so plain torch modules work too; measured here on the Python-docs student, 16 rows of 48 tokens
+after 16: 0.12 s a rollout with the cache, 0.62 s without). A row whose prompt holds padding generates too, but its new
 tokens are masked out (not scored).
 """
 from __future__ import annotations
