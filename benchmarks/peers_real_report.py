@@ -20,9 +20,12 @@ ROW_KEYS = ("name", "kind", "precision", "what", "model", "accuracy", "p50_ms", 
             "round_p90_ms", "p90_round_median_ms", "threads", "graph_ops", "top_ops", "bench")
 
 
-def host_floor(target: str, precision: str, macs: int) -> dict[str, Any]:
-    """MACs / the peak rate of `precision` on this host's cores, as the target's [device] gives it
-    (peak ops per cycle per core x cores x clock; 2 ops per MAC), with the assumptions stated."""
+def host_floor(target: str, precision: str, macs: int, weight_bytes: int = 0, cache_bytes: int = 0) -> dict[str, Any]:
+    """The roofline floor of one inference on this host's cores, from the target's [device]: the larger
+    of the compute time (MACs / the peak rate of `precision`: peak ops per cycle per core x cores x
+    clock, 2 ops per MAC) and, where the engine's weights (`weight_bytes`) exceed the last-level cache,
+    the time to read them and the KV cache (`cache_bytes`) once from DRAM at the [device]'s DRAM rate
+    (before its bandwidth_efficiency: the rate itself). Assumptions stated."""
     from edgekd.analysis.device import resolve
     from edgekd.config.loading import ConfigSearch, load_target
 
@@ -35,10 +38,22 @@ def host_floor(target: str, precision: str, macs: int) -> dict[str, Any]:
     notes = [a for a in figures.assumptions if a.startswith(("cores", "clock", f"[device] peak_ops_per_cycle_per_core.{used}"))]
     if used != precision:
         notes.append(f"the engine's precision {precision} has no peak in [device]; the int8 peak is used")
-    ms = 2.0 * macs / (figures.peak_tops[used] * 1e12) * 1e3
-    return {"ms": ms, "precision": used, "peak_tops": figures.peak_tops[used], "target": resolved.name,
-            "how": (f"estimated: 2 x {macs:,} MACs / {figures.peak_tops[used]:.3g} TOPS ({used} peak of {resolved.name}'s [device] on "
-                    f"this host: {'; '.join(notes)}); assumes every MAC at peak, no memory or dispatch time")}
+    compute_ms = 2.0 * macs / (figures.peak_tops[used] * 1e12) * 1e3
+    out = {"ms": compute_ms, "compute_ms": compute_ms, "precision": used, "peak_tops": figures.peak_tops[used], "target": resolved.name,
+           "how": (f"estimated: 2 x {macs:,} MACs / {figures.peak_tops[used]:.3g} TOPS ({used} peak of {resolved.name}'s [device] on "
+                   f"this host: {'; '.join(notes)}); assumes every MAC at peak")}
+    cache_mb, dram = figures.cache_mb, figures.dram_bandwidth_gbs
+    if weight_bytes and cache_mb is not None and dram and weight_bytes > cache_mb * 1e6:
+        memory_ms = (weight_bytes + cache_bytes) / (dram * 1e9) * 1e3
+        out |= {"memory_ms": memory_ms, "dram_gbs": dram, "ms": max(compute_ms, memory_ms),
+                "bound": "memory" if memory_ms > compute_ms else "compute"}
+        out["how"] += (f"; memory: the engine's {weight_bytes / 1e6:,.1f} MB of weights (over the {cache_mb:g} MB cache) plus "
+                       f"{cache_bytes / 1e6:,.1f} MB of KV cache read once from DRAM at {dram:.3g} GB/s ([device] DRAM rate, "
+                       f"before its bandwidth_efficiency) = {memory_ms:.3f} ms; the floor is the larger (roofline)")
+    else:
+        out["how"] += ("; memory time not counted: the engine's weights fit the last-level cache" if weight_bytes
+                       else "; memory time not counted")
+    return out
 
 
 def verdicts(rows: list[dict[str, Any]], macs: Any, floor: dict[str, Any] | None) -> dict[str, Any]:
@@ -66,6 +81,17 @@ def short_error(text: str) -> str:
     return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}"
 
 
+def _bytes_read(edgekd: dict[str, Any], feed: Path) -> tuple[int, int]:
+    """(the engine's files in bytes: its weights; the feed's past key/values in bytes: the KV cache a decode step reads)."""
+    import numpy as np
+
+    engine_dir = Path(edgekd["dir"])
+    weights = sum(f.stat().st_size for f in engine_dir.rglob("*") if f.is_file()) if engine_dir.is_dir() else 0
+    with np.load(feed) as arrays:
+        cache = sum(arrays[k].nbytes for k in arrays.files if k.startswith(("past", "cache")))
+    return weights, int(cache)
+
+
 def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]], failures: dict[str, str],
                  load: dict[str, float], art: dict[str, Any]) -> dict[str, Any]:
     macs = p.macs.get(case)
@@ -73,7 +99,7 @@ def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]],
     engine = edgekd.get("engine", {})
     floor = None
     if isinstance(macs, int) and edgekd:
-        floor = host_floor(edgekd["target"], engine.get("precision", "int8"), macs)
+        floor = host_floor(edgekd["target"], engine.get("precision", "int8"), macs, *_bytes_read(edgekd, p.cases[case]))
     kept = [{k: r.get(k) for k in ROW_KEYS} for r in rows]
     return {"name": label, "case": case, "description": p.description, "macs": macs, "rows": kept,
             "failures": {name: short_error(why) for name, why in failures.items()},

@@ -5,7 +5,9 @@ which also writes the model's config.json beside model.onnx) and `torch.onnx.exp
 
 Two sizes per architecture: "tiny" (a few layers, narrow: for tests) and "full" (the published
 architecture's real size: for benchmarks). Random weights are fine for latency and op support; the
-numbers they produce mean nothing for accuracy.
+numbers they produce mean nothing for accuracy. BatchNorm statistics are set from generated images
+(as training would set them) so that activations keep their scale through the network and quantized
+graphs can be compared with float ones at all.
 
     from edgekd.examples import zoo
     path = zoo.export("bert", tmp_dir, size="tiny", exporter="optimum")   # -> tmp_dir/bert-optimum/model.onnx
@@ -21,6 +23,7 @@ from typing import Any
 from edgekd.common.toolchain import quiet, require
 
 SEED = 0
+NORM_BATCHES = 4  # batches of 2 generated images that set BatchNorm statistics (_settle_batch_norms)
 OPSET = 18
 EXPORTERS = ("optimum", "torch")
 
@@ -84,7 +87,33 @@ def build(name: str, size: str = "tiny") -> Any:
     args = arch.tiny if size == "tiny" else arch.full
     config = getattr(transformers, arch.config_class)(**args)
     torch.manual_seed(SEED)
-    return getattr(transformers, arch.model_class)(config).eval()
+    model = getattr(transformers, arch.model_class)(config)
+    _settle_batch_norms(name, model)
+    return model.eval()
+
+
+def _settle_batch_norms(name: str, model: Any) -> None:
+    """Give every BatchNorm torch's initial scale and shift, and set its running statistics from
+    generated images (train-mode forwards of NORM_BATCHES batches, cumulative average), as training
+    leaves them. With transformers' initial statistics (mean 0, variance 1), small random conv
+    weights (and, in EfficientNet, scales drawn from N(0, 0.02)) activations shrink layer after layer:
+    a random MobileNetV2's logits were ~1e-22 and EfficientNet-B0's ~1e-35, which no INT8 grid holds
+    (NNCF's INT8 MobileNetV2 gave all zeros) and no float comparison means anything. Weights stay random."""
+    torch = require("torch", "building reference architectures")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_parameters()  # torch's init: scale 1, shift 0 (transformers' EfficientNet draws the scale from N(0, 0.02))
+        norm.momentum = None  # cumulative moving average over the batches
+    generator = torch.Generator().manual_seed(SEED)
+    model.train()
+    with torch.no_grad():
+        for _ in range(NORM_BATCHES):
+            inputs, _ = _dummy(name, model)
+            model(**{k: torch.randn(v.shape, generator=generator) for k, v in inputs.items()})
+    for norm in norms:
+        norm.momentum = 0.1  # the torch default, as a trained model's config has it
 
 
 def save(name: str, folder: Path, size: str = "tiny") -> Path:

@@ -7,6 +7,11 @@ from the model (and --shape), and its data comes from, in this order:
 - evaluation: `--data DIR` (with labels.npy), else the project's test split, else generated feeds
   (no accuracy then: the INT8 graph and the engine are compared with the fp32 model instead).
 
+A decoder with a KV cache (a token `input_ids` input, past key/values, [batch, sequence, vocab]
+logits) is a causal language model: it is measured by perplexity (task causal-lm, budgets
+`*_perplexity_increase_pct`), on the data's token ids where --data gives them, else on text the fp32
+graph samples itself (edgekd.stages.sampled_text).
+
 Where data is given and --shape is not, the data's own shapes fix the model's dims.
 """
 from __future__ import annotations
@@ -34,6 +39,7 @@ from edgekd.graph.feeds import (
 from edgekd.graph.inputs import ModelInputs
 from edgekd.graph.resolve import load_inputs
 from edgekd.pipeline.context import EngineContext
+from edgekd.tasks.specs import ACCURACY, MetricSpec
 
 EVAL_SEED = 1  # generated evaluation feeds differ from the generated calibration feeds (seed 0)
 GENERATED_EVAL_ROWS = 16
@@ -60,6 +66,11 @@ class CompileContext(EngineContext):
     quantize_config: QuantizeConfig
     model_sha256: str
     cache_root: Path = Path(".")
+
+    @property
+    def metric(self) -> MetricSpec:
+        """Perplexity for a compiled language model (its task), else accuracy."""
+        return self.task.metric if self.task is not None else ACCURACY
 
     @property
     def name(self) -> str:
@@ -150,5 +161,35 @@ def compile_context(model: Path, target: Resolved[Target], profile: Resolved[Pro
         calib = FeedSet(evaluation.arrays, None, f"{evaluation.description} (the evaluation data: give --calib DIR for a "
                         "separate calibration set)")
     calib = calib or _generated_calibration(model, overrides, inputs, min(quantize.calibration_samples, GENERATED_CALIB_ROWS))
+    task = language_model(model, inputs)
+    if evaluation is None and task is not None:
+        from edgekd.stages.sampled_text import sampled_feedset
+
+        evaluation = sampled_feedset(model, inputs, GENERATED_EVAL_ROWS, EVAL_SEED)
     evaluation = evaluation or random_feedset(inputs, GENERATED_EVAL_ROWS, seed=EVAL_SEED)
-    return CompileContext(model, target, profile, inputs, calib, evaluation, quantize, sha256_file(model))
+    ctx = CompileContext(model, target, profile, inputs, calib, evaluation, quantize, sha256_file(model))
+    if task is not None:
+        ctx.task, ctx.task_name = task, "causal-lm"
+    return ctx
+
+
+def language_model(model: Path, inputs: ModelInputs) -> Any:
+    """The causal-lm task (edgekd.tasks.CausalLM) of a decoder graph with a KV cache whose token input
+    is `input_ids` and whose logits are [batch, sequence, vocab]; None for any other model, and for a
+    decoder resolved at one decode step (a static-shape target: no sequence to score)."""
+    import onnx
+
+    from edgekd.graph.decoder import has_kv_cache
+    from edgekd.tasks.text import INPUT_IDS
+
+    tokens = [i for i in inputs.inputs if i.role == "token_ids"]
+    if len(tokens) != 1 or tokens[0].name != INPUT_IDS or len(tokens[0].shape) != 2 or tokens[0].shape[1] < 2 or not has_kv_cache(model):
+        return None
+    outputs = onnx.load(str(model), load_external_data=False).graph.output
+    dims = [d.dim_value for d in outputs[0].type.tensor_type.shape.dim] if outputs else []
+    if len(dims) != 3 or dims[2] <= 0:
+        return None
+    from edgekd.tasks.causal_lm import CausalLM
+
+    names = tuple(i.name for i in inputs.inputs if i.role != "past_key_values")
+    return CausalLM(vocab_size=dims[2], max_length=tokens[0].shape[1], input_names=names)

@@ -92,6 +92,22 @@ def test_floor_is_macs_over_the_targets_peak_on_this_host() -> None:
     assert int4["precision"] == "int8" and "int4 has no peak" in int4["how"]
 
 
+def test_a_decode_step_whose_weights_exceed_the_cache_is_floored_by_dram_reads() -> None:
+    """Roofline: 1 M MACs is microseconds of compute, but 500 MB of weights past the cache must come from DRAM."""
+    from edgekd.analysis.device import resolve
+    from edgekd.config.loading import ConfigSearch, load_target
+
+    figures = resolve(load_target("x86-avx2", ConfigSearch()).config.device)
+    if figures.cache_mb is None or figures.dram_bandwidth_gbs is None:
+        pytest.skip("this host's last-level cache size is not known (sysfs)")
+    floor = host_floor("x86-avx2", "fp32", 1_000_000, weight_bytes=500_000_000, cache_bytes=10_000_000)
+    assert floor["bound"] == "memory" and floor["ms"] == floor["memory_ms"] > floor["compute_ms"]
+    assert floor["memory_ms"] == pytest.approx(510e6 / (figures.dram_bandwidth_gbs * 1e9) * 1e3)
+    assert "DRAM" in floor["how"] and "roofline" in floor["how"]
+    small = host_floor("x86-avx2", "fp32", 1_000_000, weight_bytes=1_000, cache_bytes=0)  # fits the cache: compute only
+    assert small["ms"] == small["compute_ms"] and "fit the last-level cache" in small["how"]
+
+
 def _row(name: str, p90: float) -> dict:
     return {"name": name, "precision": "fp32", "p50_ms": p90 / 2, "p90_ms": p90, "accuracy": None, "what": name, "threads": {}}
 

@@ -33,6 +33,9 @@ def test_a_decoder_with_an_empty_past_is_calibrated_at_one_decode_step(zoo) -> N
     assert "one decode step" in ctx.calib_feeds.description
     htp = _ctx(zoo("gpt2", "optimum"), "snapdragon-8gen3")  # a static-shape target builds at the decode step
     assert htp.model_inputs.shapes()["input_ids"] == (1, 1)
+    # a causal LM at a token sequence: perplexity, on text the fp32 graph sampled; at the decode step: accuracy (agreement)
+    assert ctx.task_name == "causal-lm" and ctx.metric.name == "perplexity" and "sampled itself" in ctx.eval_feeds.description
+    assert htp.task is None and htp.metric.name == "accuracy"
 
 
 def test_data_folders_fix_the_shapes_and_calibrate_when_alone(zoo, tmp_path: Path) -> None:
