@@ -33,22 +33,6 @@ def load_feed(path: str) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def ov_top_ops(compiled: Any, feed: dict[str, np.ndarray], runs: int, top: int = 10) -> list[dict[str, Any]]:
-    """OpenVINO's per-node counters (compiled with PERF_COUNT: YES): each node's median real time over
-    `runs` inferences, summed per node type (edgekd.perf.scenarios.per_op_type, as for ONNX Runtime)."""
-    from edgekd.perf.scenarios import per_op_type
-
-    request = compiled.create_infer_request()
-    request.infer(feed)  # first run: allocations
-    per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for _ in range(runs):
-        request.infer(feed)
-        for info in request.profiling_info:
-            if str(info.status).endswith("EXECUTED"):
-                per_node[(info.node_type, info.node_name)].append(info.real_time.total_seconds() * 1e3)
-    return per_op_type(per_node, top)
-
-
 class HfTorchRow:
     def __init__(self, spec: dict[str, Any]) -> None:
         import torch
@@ -131,8 +115,10 @@ class OpenVinoRow:
         return lambda: infer(feed)
 
     def profile(self, runs: int, workdir: Path) -> list[dict[str, Any]]:
+        from edgekd.backends.openvino.profile import compiled_top_ops
+
         compiled = self.core.compile_model(self.model, OV_DEVICE, {**self.config, "PERF_COUNT": "YES"})
-        return ov_top_ops(compiled, self.feed, runs)
+        return compiled_top_ops(compiled, self.feed, runs)
 
 
 def _count(items: Any) -> dict[str, int]:
@@ -198,12 +184,9 @@ class EdgekdRow:
         from edgekd.backends.runners import OPENVINO
 
         if self.spec["runtime"] == OPENVINO:
-            from edgekd.backends.openvino.runtime import core, read
+            from edgekd.backends.openvino.profile import top_ops
 
-            model = read(Path(self.spec["model"]))
-            model.reshape({name: list(array.shape) for name, array in self.feed.items()})
-            compiled = core().compile_model(model, OV_DEVICE, {**self.settings.properties(), "PERF_COUNT": "YES"})  # type: ignore[union-attr]
-            return ov_top_ops(compiled, self.feed, runs)
+            return top_ops(Path(self.spec["model"]), self.settings, self.feed, runs)  # type: ignore[arg-type]  # the bench stage's profile
         from edgekd.backends.ort.session import open_session
         from edgekd.perf.scenarios import profile_ops
 

@@ -29,6 +29,28 @@ def agreement_pt(outputs: np.ndarray, reference: np.ndarray) -> float:
     return float((np.asarray(outputs).argmax(axis=-1) == np.asarray(reference).argmax(axis=-1)).mean() * 100.0)
 
 
+def _label_distribution(reference: np.ndarray) -> np.ndarray:
+    """The reference's class probabilities: its outputs where they already are (non-negative, summing
+    to 1 on the last axis), else their softmax (logits)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.min() >= 0 and np.allclose(ref.sum(axis=-1), 1.0, atol=1e-3):
+        return ref
+    z = np.exp(ref - ref.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def expected_top1_pt(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """The top-1 accuracy (points) `outputs` would score if every position's label were drawn from the
+    reference's predicted distribution: the mean of p_reference(argmax outputs). For the reference
+    itself it is its mean top probability. Unlike top-1 agreement, a flip between two near-tied
+    classes costs what it would cost in expectation (little), and one between a confident top class
+    and another costs nearly a full miss: without labels it is the expected accuracy drop, at any
+    number of samples, not one sample in N."""
+    probs = _label_distribution(reference)
+    chosen = np.asarray(outputs).argmax(axis=-1)
+    return float(np.take_along_axis(probs, chosen[..., None], axis=-1).mean() * 100.0)
+
+
 def accuracy_metric(feeds: FeedSet, outputs: np.ndarray, where: str) -> Metric:
     """Top-1 accuracy on `feeds` (its labels), or "not available" when it has none."""
     if feeds.labels is None:

@@ -6,7 +6,7 @@ in the same interleaved run as the others), so fp32 is kept only when it is fast
 
 The graphs come from edgekd.graph.mixed_precision (one preparation, one calibration, the target's
 recipe); accuracy is measured as the tuner measures it (top-1 on labelled evaluation data, else
-top-1 agreement with the fp32 graph)."""
+the expected top-1 accuracy with the fp32 graph's softmax as the label distribution)."""
 from __future__ import annotations
 
 import time
@@ -82,15 +82,15 @@ def _breaks(ctx: Context, judged: Judged, row: dict[str, Any]) -> bool:
 def _scorer(ctx: Context, inputs: MixedInputs) -> tuple[Callable[[Path], float], str]:
     """accuracy(model) as the tuner measures it (in the target's [session]), and what it is."""
     from edgekd.backends.ort.session import predict_file
-    from edgekd.pipeline.evaluation import agreement_pt, top1_pt
+    from edgekd.pipeline.evaluation import expected_top1_pt, top1_pt
 
     feeds, session = ctx.eval_feeds, ctx.target.session
     if feeds.labels is not None:
         return (lambda m: top1_pt(predict_file(m, feeds.arrays, session), feeds.labels),
                 f"top-1 accuracy on {feeds.description}")
     reference = predict_file(inputs.fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
-    return (lambda m: agreement_pt(predict_file(m, feeds.arrays, session), reference),
-            f"no labels: top-1 agreement with the fp32 graph on {feeds.description}")
+    return (lambda m: expected_top1_pt(predict_file(m, feeds.arrays, session), reference),
+            f"no labels: the expected top-1 accuracy with the fp32 graph's softmax as the label distribution, on {feeds.description}")
 
 
 def search(ctx: Context, inputs: MixedInputs, fp32_value: float | None = None) -> Mixed:

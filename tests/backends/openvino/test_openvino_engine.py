@@ -117,6 +117,8 @@ def test_openvino_only_target_builds_an_openvino_engine(edgekd, zoo, tmp_path, a
     assert "OpenVINO" in metrics["engine.agreement_pct"]["how"] and 0 <= metrics["engine.agreement_pct"]["value"] <= 100
     assert report["latency"]["method"] == "measured" and "OpenVINO" in report["latency"]["where"] and report["latency"]["runs"] >= 10
     assert report["latency"]["runtime"] == "openvino" and "Offline" in report["latency"]["scenarios"]
+    ops = {op["op_type"] for op in report["latency"]["top_ops"]}  # OpenVINO's per-node counters, by its node types
+    assert "PERF_COUNT" in report["latency"]["top_ops_how"] and ("Convolution" in ops if arch == "resnet" else ops)
     bundle = json.loads((out / "bundle" / "bundle.json").read_text())
     assert bundle["runtime"] == "openvino" and bundle["model"] == "engine.xml" and bundle["openvino"] == best["session"]
     if arch == "resnet":
