@@ -87,10 +87,11 @@ def test_x86_tuner_measures_dynamic_and_static_int8_and_records_the_choice(compi
     tuning = report["tuning"]
     rows = tuning["rows"]
     considered = rows + tuning["pruned"]  # pruning times only the promising candidates in full (edgekd.backends.ort.prune)
-    assert {"int8-qdq", "int8-dynamic", "fp32"} <= {r["variant"] for r in considered}
+    assert {"int8-qdq", "int8-dynamic", "int8-dynamic-unfused", "fp32"} <= {r["variant"] for r in considered}  # fusion measured too
     assert all(isinstance(r["accuracy"], float) and 0 <= r["accuracy"] <= 100 and r["p90_ms"] > 0 for r in rows)
     assert {"student_int8.onnx", "student_int8_dynamic.onnx", "student_fused.onnx"} <= {r["model"] for r in considered}
     assert "quantize_dynamic" in tuning["variants"]["int8-dynamic"] and "fused" in tuning["variants"]["fp32"]
+    assert "student.onnx" in tuning["variants"]["int8-dynamic-unfused"]  # quantized from the given, unfused graph
     assert tuning["chosen"] == choose(rows)[0] and tuning["reason"] == choose(rows)[1]
     best = rows[tuning["chosen"]]
     engine = json.loads((out / "engine.json").read_text())

@@ -84,16 +84,17 @@ def candidate_count(ctx: Context) -> int:
     return (max(1, kinds) * len(_sessions(ctx)) if "onnxruntime" in space.runtimes else 0) + openvino
 
 
-def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path) -> Variant:
+def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path, label: str | None = None) -> Variant:
     """An int8 variant the tuner quantizes itself: static QOperator (the quantize stage's recipe and
-    calibration rows) or dynamic, from `source` (the fused graph of a transformer, or the fp32 one)."""
+    calibration rows) or dynamic, from `source` (the fused graph of a transformer, or the fp32 one);
+    `label`: its quant_format in the record when not `fmt` (e.g. dynamic-unfused)."""
     from edgekd.graph.quantize import (
         calibration_rows,
         quantize_dynamic_int8,
         quantize_int8,
     )
 
-    path, tq, start = out / f"student_int8_{fmt}.onnx", ctx.quant_recipe, time.perf_counter()
+    path, tq, start = out / f"student_int8_{label or fmt}.onnx", ctx.quant_recipe, time.perf_counter()
     logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
     try:
         if fmt == "dynamic":
@@ -107,7 +108,7 @@ def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path) -> Varia
             how = f"quantize_static to {fmt} of {source.name}, the quantize stage's recipe and calibration rows"
     finally:
         logging.disable(logging.NOTSET)
-    return Variant("int8", fmt, path, how, build_s=time.perf_counter() - start)
+    return Variant("int8", label or fmt, path, how, build_s=time.perf_counter() - start)
 
 
 def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None = None) -> tuple[list[Variant], list[str]]:
@@ -115,7 +116,8 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
     QOperator graph quantized with the same recipe and calibration samples (written into `out`), a
     dynamically quantized graph (transformer graphs only), and the fp32 graph. `fused`: the quantize
     stage's fused fp32 graph of a transformer (edgekd.backends.ort.transformer), the source of the
-    fp32 and dynamic variants when given."""
+    fp32 and dynamic variants when given; the dynamic one is also made from the unfused graph
+    ("dynamic-unfused": ONNX Runtime's own session fusions only), so the fusion is measured, not assumed."""
     import onnx
 
     from edgekd.backends.ort.recipes import recipe_variants
@@ -139,6 +141,8 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
             notes.append("int8-dynamic not tried: it is for transformer graphs (MatMul/Attention weights), and this is not one")
         else:
             variants.append(_quantized_variant(ctx, fmt, source, out))
+            if fmt == "dynamic" and fused is not None:  # fusion is measured too: ViT-Tiny's SkipLayerNormalization cost 13 %
+                variants.append(_quantized_variant(ctx, fmt, fp32, out, label="dynamic-unfused"))
     if "openvino" in ctx.target.tune.runtimes:
         from edgekd.backends.openvino.variants import openvino_variants
 
