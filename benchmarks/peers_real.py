@@ -25,6 +25,7 @@ OUT/NAME.* with --out.
     python benchmarks/peers_real.py --models resnet18,distilbert
     python benchmarks/peers_real.py --quick --models resnet18 --out /tmp --name peers_real_smoke
     python benchmarks/peers_real.py --render                      # rewrite NAME.md from NAME.json
+    python benchmarks/peers_real.py --refloor --workdir DIR       # recompute floors/verdicts from the kept models
 
 Needs the [hf] and [openvino] extras (optimum-onnx, datasets, openvino, nncf) and onnxruntime-genai.
 """
@@ -53,7 +54,7 @@ from peers_real_prep import (
     prepare_decoder,
     prepare_zoo,
 )
-from peers_real_report import RESULTS, model_result, render, write
+from peers_real_report import RESULTS, model_result, refloor, render, write
 
 OV_DEFAULT = {"PERFORMANCE_HINT": "LATENCY"}  # OpenVINO's documented latency setting
 PROMPT, PAST = 128, 127  # decoder: prefill tokens, cached tokens before the decode step
@@ -187,8 +188,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     parser.add_argument("--workdir", type=Path, help="keep the models here (default: a temporary folder)")
     parser.add_argument("--render", action="store_true", help="only rewrite NAME.md from NAME.json")
+    parser.add_argument("--refloor", action="store_true", help="only recompute the floors and verdicts of NAME.json from --workdir's models")
     args = parser.parse_args()
-    if args.render:
+    if args.render or args.refloor:
+        if args.refloor:
+            if args.workdir is None:
+                raise SystemExit("peers_real: error: --refloor needs the --workdir the run kept its models in")
+            refloor(args.out, args.name, args.workdir)
         render(args.out, args.name)
         return
     names = [n.strip() for n in args.models.split(",") if n.strip()]

@@ -47,7 +47,8 @@ def host_floor(target: str, precision: str, macs: int, weight_bytes: int = 0, ca
         memory_ms = (weight_bytes + cache_bytes) / (dram * 1e9) * 1e3
         out |= {"memory_ms": memory_ms, "dram_gbs": dram, "ms": max(compute_ms, memory_ms),
                 "bound": "memory" if memory_ms > compute_ms else "compute"}
-        out["how"] += (f"; memory: the engine's {weight_bytes / 1e6:,.1f} MB of weights (over the {cache_mb:g} MB cache) plus "
+        out["how"] += (f"; memory: the engine's {weight_bytes / 1e6:,.1f} MB of weights (its files less embedding tables only "
+                       f"gathered from; over the {cache_mb:g} MB cache) plus "
                        f"{cache_bytes / 1e6:,.1f} MB of KV cache read once from DRAM at {dram:.3g} GB/s ([device] DRAM rate, "
                        f"before its bandwidth_efficiency) = {memory_ms:.3f} ms; the floor is the larger (roofline)")
     else:
@@ -81,12 +82,30 @@ def short_error(text: str) -> str:
     return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}"
 
 
+def _gathered_bytes(engine: Path) -> int:
+    """Bytes of an ONNX engine's initializers that only Gather nodes read (embedding tables: one row
+    per token, not the whole table, per inference); 0 for other engines (an OpenVINO IR)."""
+    if engine.suffix != ".onnx" or not engine.is_file():
+        return 0
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(engine)).graph
+    readers: dict[str, set[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer if readers.get(t.name) == {"Gather"})
+
+
 def _bytes_read(edgekd: dict[str, Any], feed: Path) -> tuple[int, int]:
-    """(the engine's files in bytes: its weights; the feed's past key/values in bytes: the KV cache a decode step reads)."""
+    """(the engine's weights in bytes: its files less the embedding tables only gathered from; the
+    feed's past key/values in bytes: the KV cache a decode step reads)."""
     import numpy as np
 
     engine_dir = Path(edgekd["dir"])
-    weights = sum(f.stat().st_size for f in engine_dir.rglob("*") if f.is_file()) if engine_dir.is_dir() else 0
+    files = sum(f.stat().st_size for f in engine_dir.rglob("*") if f.is_file()) if engine_dir.is_dir() else 0
+    weights = files - _gathered_bytes(engine_dir / edgekd["engine"]["engine_file"])
     with np.load(feed) as arrays:
         cache = sum(arrays[k].nbytes for k in arrays.files if k.startswith(("past", "cache")))
     return weights, int(cache)
@@ -171,6 +190,21 @@ def markdown(result: dict[str, Any]) -> str:
     for m in result["models"]:
         md += _model_md(m)
     return "\n".join(md)
+
+
+def refloor(out: Path, name: str, workdir: Path) -> None:
+    """Recompute every model's floor and verdicts in OUT/NAME.json from the models a run kept in
+    `workdir` (--workdir): for a change to how the floor is estimated, without re-measuring."""
+    result = json.loads((out / f"{name}.json").read_text())
+    for m in result["models"]:
+        engine, base = m.get("edgekd_engine"), m["name"].split("-")[0]
+        if not engine or not isinstance(m["macs"], int):
+            continue
+        feed = workdir / (f"decoder_{m['case']}_feed.npz" if m["case"] != "single" else f"{base}_feed.npz")
+        edgekd = {"dir": str(workdir / base / "edgekd" / "engine"), "engine": engine}
+        m["floor"] = host_floor(engine["target"], engine.get("precision", "int8"), m["macs"], *_bytes_read(edgekd, feed))
+        m["verdicts"] = verdicts(m["rows"], m["macs"], m["floor"])
+    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
 
 
 def render(out: Path, name: str) -> None:

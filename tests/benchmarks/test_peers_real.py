@@ -145,3 +145,20 @@ def test_a_worker_traceback_is_reported_in_one_line() -> None:
     text = "worker ov exited 1:\nTraceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: AvgPool kernel too large\n"
     assert short_error(text) == "worker ov exited 1: RuntimeError: AvgPool kernel too large"
     assert short_error("ValueError: bad") == "ValueError: bad"
+
+
+def test_an_embedding_table_only_gathered_from_is_not_counted_as_read(tmp_path: Path) -> None:
+    """A decode step reads one row of the embedding table, but every byte of the MatMul weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from peers_real_report import _gathered_bytes
+
+    table = numpy_helper.from_array(np.zeros((100, 8), np.float32), "table")
+    weight = numpy_helper.from_array(np.zeros((8, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["y"])],
+                              "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4])], [table, weight])
+    path = tmp_path / "engine.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert _gathered_bytes(path) == 100 * 8 * 4
+    assert _gathered_bytes(tmp_path / "engine.xml") == 0  # an OpenVINO IR: its files are counted whole
