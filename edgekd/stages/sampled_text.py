@@ -38,7 +38,8 @@ def _softmax_sample(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def sample_tokens(model: Path, inputs: ModelInputs, rows: int, length: int, seed: int) -> np.ndarray | None:
     """[rows, length] token ids sampled from the decoder graph at `model` (see the module docstring);
-    None when the graph is not a decoder with a KV cache that edgekd.perf.decoder can drive."""
+    None when the graph is not a decoder with a KV cache that edgekd.perf.decoder can drive, or its
+    logits' vocabulary axis is symbolic."""
     from edgekd.backends.ort.session import open_session
     from edgekd.graph.decoder import empty_past, past_inputs
     from edgekd.perf.decoder import DecoderError, decoder_io
@@ -50,10 +51,12 @@ def sample_tokens(model: Path, inputs: ModelInputs, rows: int, length: int, seed
         return None
     if io is None or not io.kv_cache:
         return None
+    vocab = next(o.shape[-1] for o in session.get_outputs() if o.name == io.logits)
+    if not isinstance(vocab, int):  # a symbolic vocabulary axis: no range to draw the first tokens from
+        return None
     rng = np.random.default_rng(seed)
     pasts = past_inputs(session.get_inputs())
-    vocab = session.get_outputs()[[o.name for o in session.get_outputs()].index(io.logits)].shape[-1]
-    tokens = [rng.integers(0, vocab if isinstance(vocab, int) else 2, (rows, 1))]
+    tokens = [rng.integers(0, vocab, (rows, 1))]
     presents: list[np.ndarray] | None = None
     for total in range(1, length):
         feed = {io.token_ids: tokens[-1].astype(io.ids_dtype)}
