@@ -1,7 +1,10 @@
 """Engine tuning for decoders with a KV cache (x86): the variants, what is timed and what is judged.
 
 Variants: the quantize stage's dynamic INT8 graph, MatMulNBits weight-only graphs ([tune] weight_only:
-int4/int8 weights, float activations; edgekd.graph.weight_only) and fp32. Static Q/DQ is not a
+int4/int8 weights, float activations; edgekd.graph.weight_only) and fp32. When the attention fuses
+into GroupQueryAttention (edgekd.graph.gqa_fusion; outputs checked against fp32's), the fused fp32
+graph and its dynamic INT8 are variants beside the unfused ones (the fusion is measured), and the
+weight-only graphs are made from the fused graph. Static Q/DQ is not a
 candidate: its calibration sees an empty past, so cached keys/values would get no range.
 
 Timed: one decode step (1 new token after P cached tokens, the cache made by the fp32 graph on the
@@ -11,6 +14,7 @@ with the quantize budget of that metric; top-1 agreement with fp32 is kept besid
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from edgekd.pipeline.context import EngineContext as Context
 
 WEIGHT_ONLY = "weight-only"
+GQA = "gqa"  # the quant_format suffix of variants made from the GroupQueryAttention-fused graph
 
 
 @dataclass(frozen=True)
@@ -34,21 +39,48 @@ class DecodeStep:
     how: str
 
 
-def weight_only_variants(ctx: Context, source: Path, out: Path) -> tuple[list[tuple[str, str, Path, str]], list[str]]:
-    """(precision, quant format, model file, how) per [tune] weight_only entry, quantized from `source`
-    into `out` (edgekd.backends.ort.tune makes them variants); notes on any left out."""
+def weight_only_variants(ctx: Context, source: Path, out: Path, tag: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+    """Variant fields (precision, quant_format, model, how, build_s) per [tune] weight_only entry,
+    quantized from `source` into `out` (`tag`: a suffix of their names, e.g. gqa for the fused
+    graph's); notes on any left out."""
     from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
 
-    variants, notes = [], []
+    variants, notes, suffix = [], [], f"-{tag}" if tag else ""
     for spec in ctx.target.tune.weight_only:
-        setting = WeightOnly(spec.bits, spec.block_size, spec.symmetric, spec.accuracy_level)
+        setting, start = WeightOnly(spec.bits, spec.block_size, spec.symmetric, spec.accuracy_level), time.perf_counter()
         level = "" if spec.accuracy_level is None else f"-acc{spec.accuracy_level}"
-        path = out / f"student_int{spec.bits}_b{spec.block_size}{'s' if spec.symmetric else 'a'}{level}.onnx"
+        path = out / f"student_int{spec.bits}_b{spec.block_size}{'s' if spec.symmetric else 'a'}{level}{suffix}.onnx"
         if quantize_weight_only(source, path, setting) == 0:
             notes.append(f"{setting.name} not tried: no constant MatMul weight in {source.name}")
             continue
-        variants.append((f"int{spec.bits}", f"{WEIGHT_ONLY}-b{spec.block_size}{level}", path, f"{setting.describe()}, from {source.name}"))
+        variants.append({"precision": f"int{spec.bits}", "quant_format": f"{WEIGHT_ONLY}-b{spec.block_size}{level}{suffix}", "model": path,
+                         "how": f"{setting.describe()}, from {source.name}", "build_s": time.perf_counter() - start})
     return variants, notes
+
+
+def fused_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The fp32 graph with its attention fused into GroupQueryAttention (edgekd.graph.gqa_fusion),
+    used only when its outputs match `fp32`'s on the first evaluation row's prompt and one decode step,
+    and its dynamic INT8 (MatMul/Gemm weights, as the quantize stage's); nothing, with a note, else."""
+    from edgekd.graph.gqa_fusion import NotFusable, fuse_gqa, verify
+    from edgekd.graph.quantize import quantize_dynamic_int8
+
+    path, start = out / f"student_fp32_{GQA}.onnx", time.perf_counter()
+    try:
+        fusion = fuse_gqa(fp32, path)
+        prompt = ctx.eval_feeds.first()
+        worst = verify(fp32, path, [prompt, decode_step(fp32, prompt, ctx.model_inputs).feed])
+    except NotFusable as e:
+        path.unlink(missing_ok=True)
+        return [], [f"GroupQueryAttention fusion not used: {e}"]
+    fused = {"precision": "fp32", "quant_format": GQA, "model": path, "build_s": time.perf_counter() - start,
+             "how": f"{fusion.describe()}; outputs within {worst:.1e} (relative) of {fp32.name}'s on the first evaluation "
+                    "row's prompt and one decode step"}
+    dynamic, start = out / f"student_int8_dynamic_{GQA}.onnx", time.perf_counter()
+    quantize_dynamic_int8(path, dynamic, ctx.quant_recipe, op_types=("MatMul", "Gemm"))
+    return [fused, {"precision": "int8", "quant_format": f"dynamic-{GQA}", "model": dynamic, "build_s": time.perf_counter() - start,
+                    "how": f"quantize_dynamic of {path.name}'s MatMul/Gemm weights (int8, per-channel {ctx.quant_recipe.per_channel}, "
+                           f"reduce_range {ctx.quant_recipe.reduce_range}), activations quantized at run time"}], []
 
 
 def decode_step(fp32: Path, prompt: dict[str, np.ndarray], inputs: ModelInputs) -> DecodeStep:

@@ -153,14 +153,19 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
 
 def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[list[Variant], list[str]]:
     """A KV-cache decoder's variants (edgekd.backends.ort.decoder_tune): the quantize stage's dynamic
-    INT8 graph, the [tune] weight_only graphs, fp32."""
-    from edgekd.backends.ort.decoder_tune import weight_only_variants
+    INT8 graph, the GroupQueryAttention-fused fp32 graph and its dynamic INT8 (where it fuses), the
+    [tune] weight_only graphs (from the fused graph where it fused), fp32."""
+    from edgekd.backends.ort.decoder_tune import GQA, fused_variants, weight_only_variants
 
     kinds = _variant_kinds(ctx)
+    int8_kind = any(p == "int8" for p, _ in kinds)
     variants = [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations "
-                                                  "quantized at run time), from the fp32 graph")] if any(p == "int8" for p, _ in kinds) else []
-    weight_only, notes = weight_only_variants(ctx, fp32, out)
-    variants += [Variant(*row) for row in weight_only]
+                                                  "quantized at run time), from the fp32 graph")] if int8_kind else []
+    fused, notes = fused_variants(ctx, fp32, out)
+    wanted = {"fp32": ("fp32", None) in kinds, "int8": int8_kind}
+    variants += [Variant(**row) for row in fused if wanted[row["precision"]]]
+    weight_only, wo_notes = weight_only_variants(ctx, fused[0]["model"] if fused else fp32, out, GQA if fused else "")
+    variants, notes = variants + [Variant(**row) for row in weight_only], notes + wo_notes
     if ("fp32", None) in kinds:
         variants.append(Variant("fp32", None, fp32, f"the given fp32 graph {fp32.name} (with its KV cache)"))
     notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")

@@ -1,0 +1,295 @@
+"""Fusing an exported KV-cache decoder's attention into ONNX Runtime's `com.microsoft.GroupQueryAttention`.
+
+A Llama-family decoder exported by optimum-onnx (torch.onnx, SDPA) spends its decode step in the
+small ops around attention, not in its weights: per layer the past Concat, repeat_kv's
+Unsqueeze/Expand/Reshape, the causal mask's Slice/Where, Softmax's IsNaN/Where and the shape
+arithmetic feeding them (measured on a SmolLM-shaped Llama, INT4: MatMulNBits was 27 % of the step).
+onnxruntime-genai's builder writes one GroupQueryAttention node per layer instead; this module
+rewrites the exported graph into the same form:
+
+1. ONNX Runtime's transformers optimizer (`onnxruntime.transformers.optimizer`, the decoder fusion
+   set it uses for Qwen3: RoPE, RMSNorm, no attention mask format) fuses RotaryEmbedding and
+   (Skip)SimplifiedLayerNormalization.
+2. Here, per layer, anchored on the graph outputs `present.N.key/value`: their Concat nodes' new
+   keys/values lead back (RotaryEmbedding / Transpose / Reshape) to the K and V projections, the
+   third projection of the same hidden state is Q, and the probabilities·V MatMul's Transpose +
+   Reshape is the attention output the O projection reads. One GroupQueryAttention (do_rotary with
+   the RotaryEmbedding's cos/sin caches, the sequence lengths from `attention_mask`) replaces them;
+   what no longer feeds an output is removed.
+
+Nothing here is trusted: `verify` runs both graphs on a prompt and a decode step and the fused one
+is used only when logits and presents agree (edgekd.backends.ort.decoder_tune). GroupQueryAttention
+takes each row's length from the mask's sum (right-padded rows); batch-1 generation is what is checked.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.common.toolchain import require
+
+MS = "com.microsoft"
+SEQLENS = "edgekd_gqa_seqlens_k"
+TOTAL = "edgekd_gqa_total_sequence_length"
+PROJECTIONS = ("MatMul", "MatMulNBits")
+TOLERANCE = 1e-3  # max |difference| of logits/presents, relative to their largest magnitude
+
+
+class NotFusable(Exception):
+    """The graph is not the attention form this module rewrites; the message says what differs."""
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """What `fuse_gqa` wrote: layers fused, heads, and the ORT fusions that preceded it."""
+
+    layers: int
+    num_heads: int
+    kv_heads: int
+    head_size: int
+    ort_fusions: dict[str, int]
+
+    def describe(self) -> str:
+        ort = ", ".join(f"{k} {v}" for k, v in self.ort_fusions.items() if v)
+        return (f"attention of {self.layers} layers fused into com.microsoft.GroupQueryAttention ({self.num_heads} query heads, "
+                f"{self.kv_heads} key/value heads, head size {self.head_size}, rotary inside); ORT transformers optimizer: {ort}")
+
+
+class _Graph:
+    """Producer/consumer lookups over an onnx GraphProto."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for n in graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.inits = {i.name: i for i in graph.initializer}
+
+    def parent(self, name: str, op: str | tuple[str, ...]) -> Any:
+        node = self.producer.get(name)
+        ops = (op,) if isinstance(op, str) else op
+        if node is None or node.op_type not in ops:
+            raise NotFusable(f"'{name}' is not made by {'/'.join(ops)}")
+        return node
+
+
+def _weight_n(g: _Graph, proj: Any) -> int:
+    from onnx import helper
+
+    if proj.op_type == "MatMulNBits":
+        return int(next(helper.get_attribute_value(a) for a in proj.attribute if a.name == "N"))
+    init = g.inits.get(proj.input[1])
+    if init is None:
+        raise NotFusable(f"projection {proj.name} has no constant weight")
+    return int(init.dims[-1])
+
+
+def _kv_source(g: _Graph, name: str, rotary: bool) -> tuple[Any, Any]:
+    """(projection node, RotaryEmbedding or None) behind a present's new key/value."""
+    rot = g.parent(name, "RotaryEmbedding") if rotary else None
+    transposed = rot.input[0] if rot is not None else name
+    reshape = g.parent(g.parent(transposed, "Transpose").input[0], "Reshape")
+    return g.parent(reshape.input[0], PROJECTIONS), rot
+
+
+def _attention_output(g: _Graph, present_value: str) -> Any:
+    """The Reshape after probabilities·V (its output is what the O projection reads)."""
+    seen, frontier = set(), [present_value]
+    while frontier:
+        name = frontier.pop()
+        for node in g.consumers.get(name, []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "MatMul":
+                transpose = next((c for c in g.consumers.get(node.output[0], []) if c.op_type == "Transpose"), None)
+                reshape = transpose and next((c for c in g.consumers.get(transpose.output[0], []) if c.op_type == "Reshape"), None)
+                if reshape is None:
+                    raise NotFusable(f"{node.name} (probabilities·V) is not followed by Transpose + Reshape")
+                return reshape
+            if node.op_type in ("Unsqueeze", "Expand", "Reshape", "Identity"):
+                frontier.extend(node.output)
+    raise NotFusable(f"no probabilities·V MatMul reads '{present_value}'")
+
+
+def _mask_lengths(graph: Any, mask: str, opset: int) -> None:
+    """Prepend the nodes GroupQueryAttention's lengths come from: seqlens_k = sum(mask) - 1 (int32,
+    per row) and total_sequence_length = mask.shape[1] (int32 scalar)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, f"edgekd_gqa_{name}"))
+        return f"edgekd_gqa_{name}"
+
+    one, axis = const("one", np.array(1, np.int64)), const("axis", np.array([1], np.int64))
+    if opset >= 13:
+        total_mask = helper.make_node("ReduceSum", [mask, axis], ["edgekd_gqa_mask_sum"], keepdims=0)
+    else:
+        total_mask = helper.make_node("ReduceSum", [mask], ["edgekd_gqa_mask_sum"], axes=[1], keepdims=0)
+    nodes = [
+        helper.make_node("Cast", [mask], ["edgekd_gqa_mask64"], to=TensorProto.INT64),
+        total_mask,
+        helper.make_node("Sub", ["edgekd_gqa_mask_sum", one], ["edgekd_gqa_seqlens64"]),
+        helper.make_node("Cast", ["edgekd_gqa_seqlens64"], [SEQLENS], to=TensorProto.INT32),
+        helper.make_node("Shape", [mask], ["edgekd_gqa_mask_shape"]),
+        helper.make_node("Gather", ["edgekd_gqa_mask_shape", one], ["edgekd_gqa_total64"], axis=0),
+        helper.make_node("Cast", ["edgekd_gqa_total64"], [TOTAL], to=TensorProto.INT32),
+    ]
+    total_mask.input[0] = "edgekd_gqa_mask64"
+    for i, node in enumerate(nodes):
+        node.name = f"edgekd_gqa_lengths_{i}"
+        graph.node.insert(i, node)
+
+
+def _layer_node(g: _Graph, key: str, value: str, head_size: int) -> tuple[Any, list[Any], tuple[int, int]]:
+    """(GroupQueryAttention node, the nodes it replaces, (query heads, key/value heads)) for one layer."""
+    from onnx import helper
+
+    key_concat, value_concat = g.parent(key, "Concat"), g.parent(value, "Concat")
+    k_proj, rotary = _kv_source(g, key_concat.input[1], rotary=True)
+    v_proj, _ = _kv_source(g, value_concat.input[1], rotary=False)
+    hidden = k_proj.input[0]
+    queries = [n for n in g.consumers.get(hidden, []) if n.op_type in PROJECTIONS and n.name not in (k_proj.name, v_proj.name)]
+    if len(queries) != 1 or v_proj.input[0] != hidden:
+        raise NotFusable(f"the Q, K and V projections of '{key}' do not read one hidden state")
+    rot = {a.name: helper.get_attribute_value(a) for a in rotary.attribute}
+    if rot.get("rotary_embedding_dim", 0) not in (0, head_size):
+        raise NotFusable(f"partial rotary ({rot['rotary_embedding_dim']} of {head_size}) at '{key}'")
+    output = _attention_output(g, value)
+    heads = (_weight_n(g, queries[0]) // head_size, _weight_n(g, k_proj) // head_size)
+    qkv = _packed_qkv(g, queries[0], k_proj, v_proj, key)
+    node = helper.make_node(
+        "GroupQueryAttention",
+        [*qkv, key_concat.input[0], value_concat.input[0], SEQLENS, TOTAL, rotary.input[2], rotary.input[3]],
+        [output.output[0], key, value], name=f"edgekd_gqa_{key}", domain=MS,
+        num_heads=heads[0], kv_num_heads=heads[1], do_rotary=1, rotary_interleaved=int(rot.get("interleaved", 0)))
+    return node, [key_concat, value_concat, output], heads
+
+
+def _packed_qkv(g: _Graph, q: Any, k: Any, v: Any, key: str) -> list[str]:
+    """GroupQueryAttention's query/key/value inputs: one MatMul with the three constant fp32 weights
+    side by side (one kernel call instead of three: what onnxruntime-genai's builder writes), or the
+    three projections' outputs as they are when their weights are not plain initializers."""
+    from onnx import helper, numpy_helper
+
+    weights = [g.inits.get(p.input[1]) for p in (q, k, v)]
+    if any(p.op_type != "MatMul" for p in (q, k, v)) or any(w is None or len(w.dims) != 2 for w in weights):
+        return [q.output[0], k.output[0], v.output[0]]
+    packed = np.concatenate([numpy_helper.to_array(w) for w in weights], axis=1)
+    name = f"edgekd_gqa_qkv_weight_{key}"
+    g.graph.initializer.append(numpy_helper.from_array(packed, name))
+    matmul = helper.make_node("MatMul", [q.input[0], name], [f"edgekd_gqa_qkv_{key}"], name=f"edgekd_gqa_qkv_{key}")
+    g.graph.node.insert(list(g.graph.node).index(q), matmul)
+    return [matmul.output[0], "", ""]
+
+
+def _prune(graph: Any) -> None:
+    """Drop nodes (graph in topological order) and initializers no graph output depends on."""
+    live = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in live for o in node.output):
+            keep.append(node)
+            live.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [i for i in graph.initializer if i.name in live]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    infos = [v for v in graph.value_info if v.name in live]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+
+
+def _ort_fusions(source: Path) -> tuple[Any, dict[str, int]]:
+    require("onnxruntime", "decoder attention fusion")
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    logging.disable(logging.WARNING)  # the optimizer logs every fusion it tries
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            optimized = optimizer.optimize_model(str(source), model_type="qwen3", num_heads=0, hidden_size=0, opt_level=0,
+                                                 optimization_options=FusionOptions("qwen3"))
+    finally:
+        logging.disable(logging.NOTSET)
+    return optimized.model, dict(optimized.get_fused_operator_statistics())
+
+
+def fuse_gqa(source: Path, out: Path) -> Fusion:
+    """Write `source` (a KV-cache decoder, fp32 weights) with every layer's attention as one
+    GroupQueryAttention to `out`; raises NotFusable (nothing written) when its graph is not that form."""
+    from onnx import helper
+
+    from edgekd.graph.decoder import PAST_PREFIX, PRESENT_PREFIX
+
+    model, ort = _ort_fusions(source)
+    graph = model.graph
+    if "attention_mask" not in {i.name for i in graph.input}:
+        raise NotFusable("no 'attention_mask' input to take sequence lengths from")
+    presents = sorted((o.name for o in graph.output if o.name.startswith(PRESENT_PREFIX) and o.name.endswith(".key")),
+                      key=lambda n: int(n.split(".")[1]) if n.split(".")[1].isdigit() else n)
+    pasts = {i.name: i for i in graph.input if i.name.startswith(PAST_PREFIX)}
+    if not presents or not ort.get("RotaryEmbedding"):
+        raise NotFusable("no present key outputs with rotary embeddings (ORT fused no RotaryEmbedding)")
+    dims = pasts[presents[0].replace(PRESENT_PREFIX, PAST_PREFIX, 1)].type.tensor_type.shape.dim
+    head_size = dims[-1].dim_value
+    g = _Graph(graph)
+    fused, heads = [], set()
+    for key in presents:
+        node, replaced, layer_heads = _layer_node(g, key, key[: -len("key")] + "value", head_size)
+        fused.append((node, replaced))
+        heads.add(layer_heads)
+    if len(heads) != 1:
+        raise NotFusable(f"layers disagree on their head counts {sorted(heads)}")
+    for node, replaced in fused:
+        index = list(graph.node).index(replaced[-1])
+        graph.node.insert(index, node)
+        for old in replaced:
+            graph.node.remove(old)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 14)
+    _mask_lengths(graph, "attention_mask", opset)
+    if not any(o.domain == MS for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS, 1))
+    _prune(graph)
+    _save(model, out)
+    (num_heads, kv_heads), = heads
+    return Fusion(len(presents), num_heads, kv_heads, head_size, ort)
+
+
+def _save(model: Any, out: Path) -> None:
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save(model, str(out), save_as_external_data=large, location=f"{out.name}.data" if large else None)
+
+
+def verify(reference: Path, fused: Path, feeds: list[dict[str, np.ndarray]]) -> float:
+    """The largest |difference| of any output between the two graphs over `feeds` (an absent past:
+    empty), relative to that
+    output's largest magnitude; raises NotFusable above TOLERANCE."""
+    from edgekd.backends.ort.session import open_session
+    from edgekd.graph.decoder import complete_feeds
+
+    worst = 0.0
+    ref_session, fused_session = open_session(reference), open_session(fused)
+    names = [o.name for o in ref_session.get_outputs()]
+    for feed in feeds:
+        feed = complete_feeds(ref_session, feed)
+        expected = dict(zip(names, ref_session.run(None, feed)))
+        got = dict(zip([o.name for o in fused_session.get_outputs()], fused_session.run(None, feed)))
+        for name, value in expected.items():
+            scale = max(float(np.abs(value).max(initial=0.0)), 1e-6)
+            worst = max(worst, float(np.abs(got[name] - value).max(initial=0.0)) / scale)
+    if worst > TOLERANCE:
+        raise NotFusable(f"the fused graph's outputs differ by {worst:.2e} (relative) from the exported graph's")
+    return worst
