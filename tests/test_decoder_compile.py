@@ -70,3 +70,19 @@ def test_the_tuner_judges_quantized_variants_by_perplexity(compiled) -> None:
     # while some agree with fp32's top-1 on far fewer positions (INT4 here: ~78 %) than a 1-point budget would take
     assert all(not any(p.startswith("perplexity") for p in r["problems"]) for r in quantized), quantized
     assert min(r["accuracy"] for r in quantized) < 99.0
+
+
+def test_the_tuner_ranks_a_decoder_by_its_generation_and_measures_the_fusion(compiled) -> None:
+    out = compiled[2]
+    tuning = json.loads((out / "engine.json").read_text())["tuning"]
+    rows = tuning["rows"]
+    assert all(r["ttft_p90_ms"] > 0 for r in rows)
+    for r in rows:  # the bench's prompt, then recipe.bench.decode_tokens (32 by default) steps
+        assert r["generation_ms"] == pytest.approx(r["ttft_p90_ms"] + 32 * r["p90_ms"])
+    assert [r["generation_ms"] for r in rows] == sorted(r["generation_ms"] for r in rows)
+    assert "ranked by generation_ms" in tuning["how"] and tuning["times"]["prompt_pass_s"] > 0
+    variants = tuning["variants"]  # the GroupQueryAttention graph beside the exported one, checked against it
+    assert "GroupQueryAttention" in variants["fp32-gqa"] and "outputs within" in variants["fp32-gqa"]
+    assert {"fp32", "int8-dynamic", "int8-dynamic-gqa"} <= set(variants)
+    assert all(name.endswith("-gqa") for name in variants if "weight-only" in name)
+    assert "TTFT p90" in (out / "report.md").read_text()

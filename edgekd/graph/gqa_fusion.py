@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,17 +209,16 @@ def _prune(graph: Any) -> None:
 
 
 def _ort_fusions(source: Path) -> tuple[Any, dict[str, int]]:
+    from edgekd.graph.transformer import optimizer_on_path, quiet_optimizer
+
     require("onnxruntime", "decoder attention fusion")
+    optimizer_on_path()
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
-    logging.disable(logging.WARNING)  # the optimizer logs every fusion it tries
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            optimized = optimizer.optimize_model(str(source), model_type="qwen3", num_heads=0, hidden_size=0, opt_level=0,
-                                                 optimization_options=FusionOptions("qwen3"))
-    finally:
-        logging.disable(logging.NOTSET)
+    with quiet_optimizer(), contextlib.redirect_stdout(io.StringIO()):
+        optimized = optimizer.optimize_model(str(source), model_type="qwen3", num_heads=0, hidden_size=0, opt_level=0,
+                                             optimization_options=FusionOptions("qwen3"), use_gpu=False)
     return optimized.model, dict(optimized.get_fused_operator_statistics())
 
 
@@ -242,6 +240,8 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
         raise NotFusable("no present key outputs with rotary embeddings (ORT fused no RotaryEmbedding)")
     dims = pasts[presents[0].replace(PRESENT_PREFIX, PAST_PREFIX, 1)].type.tensor_type.shape.dim
     head_size = dims[-1].dim_value
+    if head_size % 16:
+        raise NotFusable(f"head size {head_size} is not a multiple of 16 (ONNX Runtime's GroupQueryAttention needs one)")
     g = _Graph(graph)
     fused, heads = [], set()
     for key in presents:
@@ -275,21 +275,29 @@ def _save(model: Any, out: Path) -> None:
 
 def verify(reference: Path, fused: Path, feeds: list[dict[str, np.ndarray]]) -> float:
     """The largest |difference| of any output between the two graphs over `feeds` (an absent past:
-    empty), relative to that
-    output's largest magnitude; raises NotFusable above TOLERANCE."""
+    empty), relative to that output's largest magnitude; raises NotFusable above TOLERANCE or when
+    ONNX Runtime cannot run the fused graph."""
     from edgekd.backends.ort.session import open_session
     from edgekd.graph.decoder import complete_feeds
 
     worst = 0.0
-    ref_session, fused_session = open_session(reference), open_session(fused)
-    names = [o.name for o in ref_session.get_outputs()]
+    ref_session, fused_session = open_session(reference), _on_ort(lambda: open_session(fused))
+    names, fused_names = [o.name for o in ref_session.get_outputs()], [o.name for o in fused_session.get_outputs()]
     for feed in feeds:
         feed = complete_feeds(ref_session, feed)
         expected = dict(zip(names, ref_session.run(None, feed)))
-        got = dict(zip([o.name for o in fused_session.get_outputs()], fused_session.run(None, feed)))
+        got = dict(zip(fused_names, _on_ort(lambda: fused_session.run(None, feed))))  # noqa: B023 (called at once)
         for name, value in expected.items():
             scale = max(float(np.abs(value).max(initial=0.0)), 1e-6)
             worst = max(worst, float(np.abs(got[name] - value).max(initial=0.0)) / scale)
     if worst > TOLERANCE:
         raise NotFusable(f"the fused graph's outputs differ by {worst:.2e} (relative) from the exported graph's")
     return worst
+
+
+def _on_ort(call: Any) -> Any:
+    """`call()`; ONNX Runtime refusing to load or run the fused graph is NotFusable."""
+    try:
+        return call()
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument/... types for a graph it cannot run
+        raise NotFusable(f"ONNX Runtime cannot run the fused graph: {str(e).splitlines()[0][:300]}") from e

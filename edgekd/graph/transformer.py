@@ -93,7 +93,7 @@ def is_decoder_step(model: onnx.ModelProto) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_optimizer() -> Iterator[None]:
+def quiet_optimizer() -> Iterator[None]:
     """onnxruntime.transformers logs every fusion pass (and that ViT wants num_heads) at INFO/WARNING."""
     logger = logging.getLogger("onnxruntime.transformers")
     level = logger.level
@@ -104,7 +104,7 @@ def _quiet_optimizer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _optimizer_on_path() -> None:
+def optimizer_on_path() -> None:
     """onnxruntime.transformers' modules import each other by bare name (`from fusion_options import
     ...`): its __init__ appends its folder to sys.path once per process. Put it back where something
     restored sys.path since (a test's monkeypatch)."""
@@ -123,7 +123,7 @@ def fuse_transformer(model_path: Path, out_path: Path) -> dict[str, int]:
     ones; empty: nothing fused, nothing written)."""
     onnx = require("onnx", "transformer fusion")
     require("onnxruntime", "transformer fusion")
-    _optimizer_on_path()
+    optimizer_on_path()
     from onnxruntime.transformers.fusion_options import (
         AttentionMaskFormat,
         FusionOptions,
@@ -132,7 +132,7 @@ def fuse_transformer(model_path: Path, out_path: Path) -> dict[str, int]:
 
     options = FusionOptions(MODEL_TYPE)
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
-    with _quiet_optimizer():
+    with quiet_optimizer():
         optimized = optimize_model(str(model_path), model_type=MODEL_TYPE, num_heads=0, hidden_size=0, opt_level=0,
                                    optimization_options=options, use_gpu=False)
         applied = {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}

@@ -68,14 +68,18 @@ def comparison(lat: dict[str, Any]) -> list[str]:
 def tuning(t: dict[str, Any] | None) -> list[str]:
     if not t:
         return []
+    generation = any("generation_ms" in r for r in t["rows"])  # a decoder: ranked by prompt pass + N decode steps
+    extra = " TTFT p90 | generation |" if generation else ""
     lines = ["## Engine tuning", "", f"Chosen: **row {t['chosen'] + 1}** — {cell(t['reason'])}.", "",
-             "| # | model | threads | optimization | mode | p50 | p90 | accuracy | size | budgets |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| # | model | threads | optimization | mode | p50 | p90 |{extra} accuracy | size | budgets |",
+             "|---|---|---|---|---|---|---|" + ("---|---|" if generation else "") + "---|---|---|"]
     for i, r in enumerate(t["rows"]):
         mark = "**" if i == t["chosen"] else ""
         session = r["session"]  # ONNX Runtime's, or an OpenVINO candidate's properties (no optimization level or mode)
         optimization = session.get("graph_optimization_level", f"OpenVINO {session.get('inference_precision_hint', '')}")
+        cells = f" {fmt(r.get('ttft_p90_ms'), 'ms')} | {mark}{fmt(r.get('generation_ms'), 'ms')}{mark} |" if generation else ""
         lines.append(f"| {mark}{i + 1}{mark} | {r['variant']} | {r['threads']} | {optimization} | "
-                     f"{session.get('execution_mode', '-')} | {fmt(r['p50_ms'], 'ms')} | {mark}{fmt(r['p90_ms'], 'ms')}{mark} | "
+                     f"{session.get('execution_mode', '-')} | {fmt(r['p50_ms'], 'ms')} | {mark}{fmt(r['p90_ms'], 'ms')}{mark} |{cells} "
                      f"{fmt(r['accuracy'], '%')} | {fmt(r['size_mb'], 'MB')} | {cell('; '.join(r['problems']) or 'all hold')} |")
     made = [f"{name}: {how}" for name, how in t.get("variants", {}).items()] + list(t.get("left_out", []))
     return lines + ["", f"How: {cell(t['how'])} (fp32 reference accuracy {fmt(t['fp32_accuracy'], '%')}).", "",

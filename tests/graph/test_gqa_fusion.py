@@ -18,12 +18,12 @@ from edgekd.tasks.export import export_hf
 VOCAB, LAYERS = 128, 2
 
 
-def export(tmp: Path, kind: str, kv_heads: int = 2) -> tuple[torch.nn.Module, Path]:
+def export(tmp: Path, kind: str, kv_heads: int = 2, hidden: int = 64) -> tuple[torch.nn.Module, Path]:
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     if kind == "llama":
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS,
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=LAYERS,
                                              num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64))
     else:
         model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=LAYERS, n_head=4, n_positions=64))
@@ -91,3 +91,23 @@ def test_a_fused_graph_that_computes_something_else_fails_verification(tmp_path:
     prompt = np.arange(1, 8, dtype=np.int64)[None]
     with pytest.raises(NotFusable, match="differ"):
         verify(path, tmp_path / "wrong.onnx", [{"input_ids": prompt, "attention_mask": np.ones_like(prompt)}])
+
+
+def test_a_head_size_gqa_cannot_run_is_refused(tmp_path: Path) -> None:
+    _, path = export(tmp_path, "llama", hidden=32)  # 4 heads of 8
+    with pytest.raises(NotFusable, match="multiple of 16"):
+        fuse_gqa(path, tmp_path / "fused.onnx")
+
+
+def test_a_fused_graph_onnx_runtime_cannot_run_is_not_used(tmp_path: Path) -> None:
+    import onnx
+
+    _, path = export(tmp_path, "llama")
+    fuse_gqa(path, tmp_path / "fused.onnx")
+    model = onnx.load(str(tmp_path / "fused.onnx"))
+    node = next(n for n in model.graph.node if n.op_type == "GroupQueryAttention")
+    next(a for a in node.attribute if a.name == "kv_num_heads").i = 3  # 4 query heads do not group into 3
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    prompt = np.arange(1, 8, dtype=np.int64)[None]
+    with pytest.raises(NotFusable, match="cannot run"):
+        verify(path, tmp_path / "broken.onnx", [{"input_ids": prompt, "attention_mask": np.ones_like(prompt)}])

@@ -142,3 +142,40 @@ def metric_problems(ctx: Context, value: float | None, fp32_value: float | None)
     if budget is not None and worse > budget:
         return [f"{metric.name} {value:.4g} is {worse:.2f}% above fp32's {fp32_value:.4g} > {budget_name} {budget}"]
     return []
+
+
+def prompt_pass(ctx: Context, fp32: Path) -> tuple[dict[str, np.ndarray], str]:
+    """The bench's TimeToFirstToken feed (edgekd.perf.decoder: recipe.bench.prompt_tokens from the
+    first evaluation row, empty past) and what it is."""
+    from edgekd.backends.ort.session import open_session
+    from edgekd.graph.decoder import complete_feeds
+    from edgekd.perf.decoder import Subject, decoder_io, make_prompt, step_feed
+
+    session = open_session(fp32)
+    io = decoder_io(session, ctx.model_inputs)
+    if io is None:
+        raise ValueError(f"{fp32.name} has a KV cache but is not a decoder the bench can drive")
+    prompt = make_prompt(Subject(session, fp32, ctx.model_inputs, ctx.eval_feeds.arrays, "the tuner"), io, ctx.profile.recipe.bench)
+    return complete_feeds(session, step_feed(io, prompt.ids, None, prompt.ids.shape[1])), prompt.note
+
+
+def generation(ctx: Context, fp32: Path, rows: list[dict[str, Any]], entries: list[dict[str, Any]], out: Path,
+               seconds: dict[str, float]) -> str:
+    """Time the prompt pass of each timed candidate (`entries`, in `rows`' order) and add to its row
+    ttft_p90_ms, generation_ms = ttft_p90_ms + recipe.bench.decode_tokens x the decode step's p90 (the
+    bench's prompt-then-N-tokens generation: what the tuner ranks a decoder by) and a broken ttft_ms
+    budget; the worker's wall seconds go to `seconds`. Returns how."""
+    from edgekd.backends.ort.prune import run_rounds
+
+    cfg, bench, budget = ctx.profile.recipe.tune, ctx.profile.recipe.bench, ctx.profile.budgets.ttft_ms
+    feed, note = prompt_pass(ctx, fp32)
+    runs = max(1, bench.ttft_runs // cfg.rounds)
+    samples, seconds["prompt_pass_s"] = run_rounds(entries, (cfg.rounds, runs, 1), feed, out, "engine tuning (prompt pass)")
+    for row, times in zip(rows, samples):
+        row["ttft_p90_ms"] = float(np.percentile(times, 90))
+        row["generation_ms"] = row["ttft_p90_ms"] + bench.decode_tokens * row["p90_ms"]
+        if budget is not None and row["ttft_p90_ms"] > budget:
+            row["problems"].append(f"ttft p90 {row['ttft_p90_ms']:.4g} ms > ttft_ms {budget}")
+    return (f"the prompt pass (time to first token) of each: {note}, empty past, {cfg.rounds} interleaved rounds of {runs} "
+            f"runs after 1 warm-up run, ttft_p90_ms pooled; rows ranked by generation_ms = ttft_p90_ms + "
+            f"{bench.decode_tokens} (recipe.bench.decode_tokens) x the decode step's p90")

@@ -155,7 +155,11 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     """A KV-cache decoder's variants (edgekd.backends.ort.decoder_tune): the quantize stage's dynamic
     INT8 graph, the GroupQueryAttention-fused fp32 graph and its dynamic INT8 (where it fuses), the
     [tune] weight_only graphs (from the fused graph where it fused), fp32."""
-    from edgekd.backends.ort.decoder_tune import GQA, fused_variants, weight_only_variants
+    from edgekd.backends.ort.decoder_tune import (
+        GQA,
+        fused_variants,
+        weight_only_variants,
+    )
 
     kinds = _variant_kinds(ctx)
     int8_kind = any(p == "int8" for p, _ in kinds)
@@ -170,6 +174,27 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
         variants.append(Variant("fp32", None, fp32, f"the given fp32 graph {fp32.name} (with its KV cache)"))
     notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")
     return variants or [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph")], notes
+
+
+def _rows(ctx: Context, pairs: list[tuple[Variant, Any]], measured: Any, judged: Judged) -> list[dict[str, Any]]:
+    """One record row per candidate timed in full: its settings, judged quality, size, p90/p50 and budget problems."""
+    from edgekd.backends.runners import numerics_key, threads
+
+    rows = []
+    for k, times in zip(measured.timed, measured.samples):
+        v, s = pairs[k]
+        row = {"variant": v.name, "runtime": v.runtime, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
+               "session": s.model_dump(), "threads": threads(s), **judged.rows[(v.name, numerics_key(s))],
+               "size_mb": v.size_mb, "p90_ms": _round_median_p90(times, ctx.profile.recipe.tune.rounds),
+               "p50_ms": float(np.percentile(times, 50)), "runs": len(times), "timing_s": measured.timing_s[k]}
+        row["problems"] = _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
+        rows.append(row)
+    return rows
+
+
+def rank_ms(row: dict[str, Any]) -> float:
+    """What rows are ranked by: a decoder's generation time (edgekd.backends.ort.decoder_tune.generation), else p90."""
+    return float(row.get("generation_ms", row["p90_ms"]))
 
 
 def _round_median_p90(times: list[float], rounds: int) -> float:
@@ -221,7 +246,7 @@ def _fidelity(ctx: Context, fp32: Path, pairs: list[tuple[Variant, Any]]) -> tup
 
 
 def choose(rows: list[dict[str, Any]], metric: str = "accuracy") -> tuple[int, str]:
-    """The chosen row of `rows` (sorted fastest first; each with "problems", a list of budget
+    """The chosen row of `rows` (sorted fastest first by rank_ms; each with "problems", a list of budget
     problems) and why: the fastest meeting every budget; else the fastest holding the budget of the
     task's `metric`; else the fastest."""
     fits = [i for i, r in enumerate(rows) if not r["problems"]]
@@ -237,8 +262,9 @@ def choose(rows: list[dict[str, Any]], metric: str = "accuracy") -> tuple[int, s
     if runner_up is not None:
         settings = runner_up["session"]
         numerics = settings.get("graph_optimization_level", settings.get("inference_precision_hint"))
+        what = "generation time" if "generation_ms" in runner_up else "p90"
         reason += (f"; next best {runner_up['variant']} at {runner_up['threads']} thread(s), "
-                   f"'{numerics}': p90 {runner_up['p90_ms'] / rows[chosen]['p90_ms']:.2f}x the chosen one's")
+                   f"'{numerics}': {what} {rank_ms(runner_up) / rank_ms(rows[chosen]):.2f}x the chosen one's")
     return chosen, reason
 
 
@@ -282,7 +308,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
     from edgekd.backends.ort import prune
     from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
-    from edgekd.backends.runners import numerics_key, threads
+    from edgekd.backends.runners import numerics_key
     from edgekd.graph.decoder import has_kv_cache
 
     cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
@@ -305,17 +331,15 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     def known(v: Variant, s: Any) -> list[str]:  # budget problems known before timing (quality, size)
         row = {**judged.rows[(v.name, numerics_key(s))], "size_mb": v.size_mb, "p90_ms": 0.0}
         return _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
-    measured = prune.measure(ctx, prune.candidates(pairs, known), feed, out)  # estimate, screen, then full rounds
-    rows, models = [], {}
-    for k, times in zip(measured.timed, measured.samples):
-        (v, s), models[pairs[k][0].name] = pairs[k], pairs[k][0].model
-        row = {"variant": v.name, "runtime": v.runtime, "precision": v.precision, "quant_format": v.quant_format, "model": v.model.name,
-               "session": s.model_dump(), "threads": threads(s), **judged.rows[(v.name, numerics_key(s))],
-               "size_mb": v.size_mb, "p90_ms": _round_median_p90(times, cfg.rounds),
-               "p50_ms": float(np.percentile(times, 50)), "runs": len(times), "timing_s": measured.timing_s[k]}
-        row["problems"] = _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
-        rows.append(row)
-    rows.sort(key=lambda r: r["p90_ms"])
+    cands = prune.candidates(pairs, known)
+    measured = prune.measure(ctx, cands, feed, out)  # estimate, screen, then full rounds
+    rows, ranked = _rows(ctx, pairs, measured, judged), ""
+    if decoder:  # the prompt pass too: rows ranked by the bench's generation (prompt, then decode_tokens steps)
+        from edgekd.backends.ort.decoder_tune import generation
+
+        ranked = "; then " + generation(ctx, fp32, rows, [cands[k].entry for k in measured.timed], out, measured.seconds)
+    models = {v.name: v.model for v in variants}
+    rows.sort(key=rank_ms)
     chosen, reason = choose(rows, ctx.metric.name)
     budget = f"quantize_{ctx.metric.degradation_name}"
     return {"chosen": chosen, "reason": reason, "fp32_accuracy": judged.fp32["accuracy"], "accuracy_is": judged.how, "rows": rows,
@@ -326,5 +350,6 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
                     f"{measured.describe(len(pairs))}, timed on {timed} on this host, "
                     f"{cfg.rounds} interleaved rounds of {measured.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "
-                    f"quality per variant and optimization level: {judged.how}; budgets: {budget} (vs fp32), size_mb, latency_p90_ms")}, \
+                    f"quality per variant and optimization level: {judged.how}; budgets: {budget} (vs fp32), size_mb, latency_p90_ms"
+                    + ranked)}, \
         models[rows[chosen]["variant"]]
