@@ -215,3 +215,30 @@ def test_estimate_ms_costs_onnxruntime_variants_and_says_why_not_otherwise(tmp_p
     assert ms is None and "no int4 peak" in how
     ms, how = prune.estimate_ms(ctx, FakeVariant("openvino-fp32", "fp32", model, runtime="openvino"))
     assert ms is None and "not openvino's" in how
+
+
+def test_a_decoder_is_screened_on_its_generation_not_its_decode_step(monkeypatch) -> None:
+    """Decode step: INT4 5 ms, dynamic INT8 7 ms, fp32 25 ms; prompt pass: 230, 118, 235 ms. For a
+    prompt then 32 tokens INT8 (342 ms) beats INT4 (390 ms): screening at 1.1x keeps INT8 (and the
+    fp32 baseline) and cuts INT4, the fastest decode step; the latency model (full-sequence costs) cuts nothing."""
+    step = {"int4": 5.0, "int8-dyn": 7.0, "fp32": 25.0}
+    ttft = {"int4": 230.0, "int8-dyn": 118.0, "fp32": 235.0}
+    prompt_feed: dict[str, Any] = {"prompt": True}
+
+    def fake(entries, schedule, feed, out, what):
+        rounds, runs, _ = schedule
+        ms = ttft if feed is prompt_feed else step
+        return [[ms[e["model"]]] * (rounds * runs) for e in entries], 1.0
+
+    def no_estimate(ctx, v):
+        raise AssertionError("a decoder is not cut on the full-sequence estimate")
+    monkeypatch.setattr(prune, "run_rounds", fake)
+    monkeypatch.setattr(prune, "estimate_ms", no_estimate)
+    cands = _cands([("int4", "int4", 2, []), ("int8-dyn", "int8", 2, []), ("fp32", "fp32", 2, [])])
+    ctx = _ctx(screen_runs=10, screen_factor=1.1, screen_min_full_s=0)
+    m = prune.measure(ctx, cands, {"step": True}, Path("."), prune.Prompt(prompt_feed, 32))
+    assert m.timed == [1, 2]
+    (cut,) = m.pruned
+    assert cut["variant"] == "int4" and cut["screen_p90_ms"] == pytest.approx(230.0 + 32 * 5.0)
+    assert "generation" in cut["why"] and "1.1 x the best screened generation (342 ms" in cut["why"]
+    assert any("no estimate cut for a decoder" in n for n in m.notes) and m.seconds["screening_s"] == 2.0

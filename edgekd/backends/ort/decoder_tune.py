@@ -159,17 +159,17 @@ def prompt_pass(ctx: Context, fp32: Path) -> tuple[dict[str, np.ndarray], str]:
     return complete_feeds(session, step_feed(io, prompt.ids, None, prompt.ids.shape[1])), prompt.note
 
 
-def generation(ctx: Context, fp32: Path, rows: list[dict[str, Any]], entries: list[dict[str, Any]], out: Path,
-               seconds: dict[str, float]) -> str:
-    """Time the prompt pass of each timed candidate (`entries`, in `rows`' order) and add to its row
-    ttft_p90_ms, generation_ms = ttft_p90_ms + recipe.bench.decode_tokens x the decode step's p90 (the
-    bench's prompt-then-N-tokens generation: what the tuner ranks a decoder by) and a broken ttft_ms
-    budget; the worker's wall seconds go to `seconds`. Returns how."""
+def generation(ctx: Context, prompt: tuple[dict[str, np.ndarray], str], rows: list[dict[str, Any]], entries: list[dict[str, Any]],
+               out: Path, seconds: dict[str, float]) -> str:
+    """Time the prompt pass (`prompt`: prompt_pass's feed and note) of each timed candidate
+    (`entries`, in `rows`' order) and add to its row ttft_p90_ms, generation_ms = ttft_p90_ms +
+    recipe.bench.decode_tokens x the decode step's p90 (the bench's prompt-then-N-tokens generation:
+    what the tuner ranks a decoder by) and a broken ttft_ms budget; the worker's wall seconds go to
+    `seconds`. Returns how."""
     from edgekd.backends.ort.prune import run_rounds
 
     cfg, bench, budget = ctx.profile.recipe.tune, ctx.profile.recipe.bench, ctx.profile.budgets.ttft_ms
-    feed, note = prompt_pass(ctx, fp32)
-    runs = max(1, bench.ttft_runs // cfg.rounds)
+    (feed, note), runs = prompt, max(1, bench.ttft_runs // cfg.rounds)
     samples, seconds["prompt_pass_s"] = run_rounds(entries, (cfg.rounds, runs, 1), feed, out, "engine tuning (prompt pass)")
     for row, times in zip(rows, samples):
         row["ttft_p90_ms"] = float(np.percentile(times, 90))

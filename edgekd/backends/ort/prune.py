@@ -14,7 +14,9 @@ Between building the model variants and timing them, the tuner (edgekd.backends.
 3. screening: one short round (`screen_runs` per candidate, after the warm-up) of everything left;
    the full interleaved rounds then time only the candidates within `screen_factor` of the best
    screened p90, plus the fastest screened candidate with no known budget problem and the fastest
-   fp32 one (the baseline).
+   fp32 one (the baseline). A decoder (timed on its decode step) is screened on its generation time
+   instead: two prompt passes each, + recipe.bench.decode_tokens x the decode step's p90; it gets no
+   estimate cut (the latency model costs the full-sequence forward, not those two).
 
 fp32 (the baseline) is never cut by 1 or 2, nor the only variant holding the metric budget. Every cut
 candidate stays in the record ("pruned") with the stage that cut it and the number it was cut on.
@@ -190,8 +192,29 @@ def run_rounds(entries: list[dict[str, Any]], schedule: tuple[int, int, int], fe
     return samples, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A decoder's prompt pass, timed beside its decode step: candidates rank by generation time,
+    the prompt pass's p90 + `tokens` x the decode step's p90 (`feed`: the prompt pass's feed)."""
+
+    feed: dict[str, np.ndarray]
+    tokens: int
+
+
+def _screen_scores(cands: list[Candidate], alive: list[int], p90: dict[int, float], prompt: Prompt | None, out: Path,
+                   m: Measured) -> tuple[dict[int, float], str]:
+    """What screening compares: the decode step's (or only input's) p90, or with a `prompt` the
+    generation time from a short look at each candidate's prompt pass too; and its name."""
+    if prompt is None:
+        return p90, "p90"
+    samples, wall = run_rounds([cands[i].entry for i in alive], (1, 2, 1), prompt.feed, out, "engine tuning (screening, prompt pass)")
+    m.seconds["screening_s"] += wall
+    return ({i: float(np.max(s)) + prompt.tokens * p90[i] for i, s in zip(alive, samples)},
+            f"generation (the slower of 2 prompt passes + {prompt.tokens} x the decode step's p90)")
+
+
 def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict[str, np.ndarray], out: Path,
-           m: Measured) -> list[int]:
+           m: Measured, prompt: Prompt | None = None) -> list[int]:
     """One short round of every candidate left; the promising ones go on to the full rounds."""
     warmup = min(cfg.warmup_runs, max(1, cfg.screen_runs // 4))  # a short look: the full rounds warm up again
     samples, wall = run_rounds([cands[i].entry for i in alive], (1, cfg.screen_runs, warmup), feed, out, "engine tuning (screening)")
@@ -199,6 +222,7 @@ def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict
     p90 = {i: float(np.percentile(s, 90)) for i, s in zip(alive, samples)}
     for i, s in zip(alive, samples):
         m.timing_s[i], m.screened_median_ms[i] = {"screening": float(sum(s)) / 1e3}, float(np.median(s))
+    p90, what = _screen_scores(cands, alive, p90, prompt, out, m)
     best = min(p90.values())
     full_s = sum(m.screened_median_ms.values()) * cfg.rounds * cfg.runs_per_round / 1e3
     if full_s <= cfg.screen_min_full_s:
@@ -211,8 +235,8 @@ def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict
             keep.add(min(group, key=p90.__getitem__))  # the fastest without known problems; the fp32 baseline
     for i in alive:
         if i not in keep:
-            _cut(m, cands, i, SCREENING, f"screened p90 {p90[i]:.4g} ms > {cfg.screen_factor:g} x the best screened p90 "
-                 f"({best:.4g} ms, {cfg.screen_runs} runs each after {warmup} warm-up runs)", screen_p90_ms=p90[i])
+            _cut(m, cands, i, SCREENING, f"screened {what} {p90[i]:.4g} ms > {cfg.screen_factor:g} x the best screened "
+                 f"{what.split(' ')[0]} ({best:.4g} ms, {cfg.screen_runs} runs each after {warmup} warm-up runs)", screen_p90_ms=p90[i])
     return [i for i in alive if i in keep]
 
 
@@ -231,17 +255,22 @@ def full_runs_per_round(cfg: TuneConfig, screened_ms: list[float], m: Measured) 
     return runs
 
 
-def measure(ctx: Context, cands: list[Candidate], feed: dict[str, np.ndarray], out: Path) -> Measured:
+def measure(ctx: Context, cands: list[Candidate], feed: dict[str, np.ndarray], out: Path, prompt: Prompt | None = None) -> Measured:
     """Cut what can be ruled out (see the module docstring), then time the rest in the profile's
-    interleaved rounds. With [recipe.tune] prune = false every candidate gets the full rounds."""
+    interleaved rounds. With [recipe.tune] prune = false every candidate gets the full rounds.
+    `prompt` (a decoder): no estimate cut, and screening compares generation times."""
     cfg = ctx.profile.recipe.tune
     alive = list(range(len(cands)))
     m = Measured([], [])
     if cfg.prune:
         alive = cut_on_accuracy(cands, alive, ctx.metric.name, m)
-        alive = cut_on_estimate(ctx, cands, alive, cfg, m)
+        if prompt is None:
+            alive = cut_on_estimate(ctx, cands, alive, cfg, m)
+        else:
+            m.notes.append("no estimate cut for a decoder: the latency model costs the full-sequence forward at the default "
+                           "shapes, not the decode step and prompt pass timed here (and has no int4 peak)")
         if cfg.screen_runs and len(alive) > 1:
-            alive = screen(cands, alive, cfg, feed, out, m)
+            alive = screen(cands, alive, cfg, feed, out, m, prompt)
     else:
         m.notes.append("pruning off ([recipe.tune] prune = false): every candidate timed in full")
     m.runs_per_round = full_runs_per_round(cfg, [m.screened_median_ms[i] for i in alive if i in m.screened_median_ms], m)

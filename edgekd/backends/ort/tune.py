@@ -307,6 +307,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     problems; rows fastest first; the chosen row's index and why; how each variant was made) and
     the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
     from edgekd.backends.ort import prune
+    from edgekd.backends.ort.decoder_tune import generation, prompt_pass
     from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
     from edgekd.backends.runners import numerics_key
     from edgekd.graph.decoder import has_kv_cache
@@ -331,13 +332,11 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     def known(v: Variant, s: Any) -> list[str]:  # budget problems known before timing (quality, size)
         row = {**judged.rows[(v.name, numerics_key(s))], "size_mb": v.size_mb, "p90_ms": 0.0}
         return _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
-    cands = prune.candidates(pairs, known)
-    measured = prune.measure(ctx, cands, feed, out)  # estimate, screen, then full rounds
+    cands, prompt = prune.candidates(pairs, known), prompt_pass(ctx, fp32) if decoder else None
+    measured = prune.measure(ctx, cands, feed, out, prompt and prune.Prompt(prompt[0], ctx.profile.recipe.bench.decode_tokens))
     rows, ranked = _rows(ctx, pairs, measured, judged), ""
-    if decoder:  # the prompt pass too: rows ranked by the bench's generation (prompt, then decode_tokens steps)
-        from edgekd.backends.ort.decoder_tune import generation
-
-        ranked = "; then " + generation(ctx, fp32, rows, [cands[k].entry for k in measured.timed], out, measured.seconds)
+    if prompt is not None:  # the prompt pass too: rows ranked by the bench's generation (prompt, then decode_tokens steps)
+        ranked = "; then " + generation(ctx, prompt, rows, [cands[k].entry for k in measured.timed], out, measured.seconds)
     models = {v.name: v.model for v in variants}
     rows.sort(key=rank_ms)
     chosen, reason = choose(rows, ctx.metric.name)
