@@ -57,7 +57,8 @@ class Fusion:
     def describe(self) -> str:
         ort = ", ".join(f"{k} {v}" for k, v in self.ort_fusions.items() if v)
         return (f"attention of {self.layers} layers fused into com.microsoft.GroupQueryAttention ({self.num_heads} query heads, "
-                f"{self.kv_heads} key/value heads, head size {self.head_size}, rotary inside); ORT transformers optimizer: {ort}")
+                f"{self.kv_heads} key/value heads, head size {self.head_size}, rotary inside; each row's length is the sum of its "
+                f"attention_mask, so a padded batch must be right-padded); ORT transformers optimizer: {ort}")
 
 
 class _Graph:

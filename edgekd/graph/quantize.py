@@ -166,6 +166,16 @@ def quantize_int8(fp32_model: Path, out_model: Path, calib: Calibration, cfg: Qu
     return excluded
 
 
+def dynamic_op_types() -> tuple[str, ...]:
+    """The op types the tuner's dynamic INT8 variants quantize: ONNX Runtime's integer-op registry
+    less Conv. ConvInteger (im2col + MatMulInteger) ran ViT-Tiny's patch embedding at 1.22 ms against
+    0.66 ms for the fp32 Conv (peers_real per-op profiles, AVX2 host); the whole engine with that conv
+    in fp32 was 16.9 vs 18.0 ms p50 (benchmarks/results/peers_real_findings.md)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    return tuple(op for op in IntegerOpsRegistry if op != "Conv")
+
+
 def quantize_dynamic_int8(fp32_model: Path, out_model: Path, target: TargetQuantize, op_types: tuple[str, ...] | None = None) -> None:
     """quantize_dynamic: int8 weights (per-channel and reduce_range as the target's recipe says),
     activations quantized at run time (DynamicQuantizeLinear + MatMulInteger; QAttention and

@@ -90,6 +90,7 @@ def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path, label: s
     `label`: its quant_format in the record when not `fmt` (e.g. dynamic-unfused)."""
     from edgekd.graph.quantize import (
         calibration_rows,
+        dynamic_op_types,
         quantize_dynamic_int8,
         quantize_int8,
     )
@@ -98,9 +99,10 @@ def _quantized_variant(ctx: Context, fmt: str, source: Path, out: Path, label: s
     logging.disable(logging.WARNING)  # "use QDQ for S8S8 on x64": the measurement says whether it matters
     try:
         if fmt == "dynamic":
-            quantize_dynamic_int8(source, path, tq)
+            quantize_dynamic_int8(source, path, tq, dynamic_op_types())
             how = (f"quantize_dynamic of {source.name}: int8 weights (per-channel {tq.per_channel}, reduce_range "
-                   f"{tq.reduce_range}), activations quantized at run time, no calibration")
+                   f"{tq.reduce_range}) of {', '.join(dynamic_op_types())} (Conv stays fp32: ConvInteger measured slower), "
+                   "activations quantized at run time, no calibration")
         else:
             masks = tuple(i.name for i in ctx.model_inputs.inputs if i.role == "attention_mask")
             quantize_int8(source, path, calibration_rows(ctx.calib_feeds.arrays, ctx.quantize_config),
