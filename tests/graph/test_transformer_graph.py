@@ -146,3 +146,17 @@ def test_static_int8_keeps_padding_masked(zoo, tmp_path, calibration) -> None:
     padding = feeds["attention_mask"] == 0  # [batch, key]
     assert probs[:, padding.nonzero()[0], :, :, padding.nonzero()[1]].max() < 1e-6
     assert np.allclose(probs.sum(axis=-1), 1.0, atol=0.05)
+
+
+def test_the_tuners_dynamic_int8_of_a_vit_keeps_its_patch_conv_in_fp32(zoo, tmp_path) -> None:
+    """dynamic_op_types: ORT's integer ops less Conv (ConvInteger ran ViT-Tiny's patch embedding slower
+    than fp32 Conv); every MatMul weight is still int8."""
+    from edgekd.config.target import TargetQuantize
+    from edgekd.graph.quantize import dynamic_op_types, quantize_dynamic_int8
+
+    assert "Conv" not in dynamic_op_types() and "MatMul" in dynamic_op_types()
+    source = zoo("vit")
+    quantize_dynamic_int8(source, tmp_path / "dynamic.onnx", TargetQuantize(reduce_range=True), dynamic_op_types())
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node]
+    assert "Conv" in ops and "ConvInteger" not in ops
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
