@@ -58,10 +58,10 @@ def weight_only_variants(ctx: Context, source: Path, out: Path, tag: str = "") -
     return variants, notes
 
 
-def fused_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def fused_variants(ctx: Context, fp32: Path, out: Path, int8: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
     """The fp32 graph with its attention fused into GroupQueryAttention (edgekd.graph.gqa_fusion),
     used only when its outputs match `fp32`'s on the first evaluation row's prompt and one decode step,
-    and its dynamic INT8 (MatMul/Gemm weights, as the quantize stage's); nothing, with a note, else."""
+    and (`int8`) its dynamic INT8 (MatMul/Gemm weights, as the quantize stage's); nothing, with a note, else."""
     from edgekd.graph.gqa_fusion import NotFusable, fuse_gqa, verify
     from edgekd.graph.quantize import quantize_dynamic_int8
 
@@ -76,6 +76,8 @@ def fused_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[dict[str, 
     fused = {"precision": "fp32", "quant_format": GQA, "model": path, "build_s": time.perf_counter() - start,
              "how": f"{fusion.describe()}; outputs within {worst:.1e} (relative) of {fp32.name}'s on the first evaluation "
                     "row's prompt and one decode step"}
+    if not int8:
+        return [fused], []
     dynamic, start = out / f"student_int8_dynamic_{GQA}.onnx", time.perf_counter()
     quantize_dynamic_int8(path, dynamic, ctx.quant_recipe, op_types=("MatMul", "Gemm"))
     return [fused, {"precision": "int8", "quant_format": f"dynamic-{GQA}", "model": dynamic, "build_s": time.perf_counter() - start,
@@ -144,18 +146,28 @@ def metric_problems(ctx: Context, value: float | None, fp32_value: float | None)
     return []
 
 
-def prompt_pass(ctx: Context, fp32: Path) -> tuple[dict[str, np.ndarray], str]:
+def prompt_pass(ctx: Context, fp32: Path) -> tuple[dict[str, np.ndarray], str] | None:
     """The bench's TimeToFirstToken feed (edgekd.perf.decoder: recipe.bench.prompt_tokens from the
-    first evaluation row, empty past) and what it is."""
+    first evaluation row, empty past) and what it is; None where the bench's decoder scenarios cannot
+    drive the graph (the tuner then ranks by the decode step alone)."""
     from edgekd.backends.ort.session import open_session
     from edgekd.graph.decoder import complete_feeds
-    from edgekd.perf.decoder import Subject, decoder_io, make_prompt, step_feed
+    from edgekd.perf.decoder import (
+        DecoderError,
+        Subject,
+        decoder_io,
+        make_prompt,
+        step_feed,
+    )
 
     session = open_session(fp32)
-    io = decoder_io(session, ctx.model_inputs)
-    if io is None:
-        raise ValueError(f"{fp32.name} has a KV cache but is not a decoder the bench can drive")
-    prompt = make_prompt(Subject(session, fp32, ctx.model_inputs, ctx.eval_feeds.arrays, "the tuner"), io, ctx.profile.recipe.bench)
+    try:
+        io = decoder_io(session, ctx.model_inputs)
+        if io is None:
+            return None
+        prompt = make_prompt(Subject(session, fp32, ctx.model_inputs, ctx.eval_feeds.arrays, "the tuner"), io, ctx.profile.recipe.bench)
+    except DecoderError:
+        return None
     return complete_feeds(session, step_feed(io, prompt.ids, None, prompt.ids.shape[1])), prompt.note
 
 

@@ -167,7 +167,7 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     int8_kind = any(p == "int8" for p, _ in kinds)
     variants = [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations "
                                                   "quantized at run time), from the fp32 graph")] if int8_kind else []
-    fused, notes = fused_variants(ctx, fp32, out)
+    fused, notes = fused_variants(ctx, fp32, out, int8_kind)
     wanted = {"fp32": ("fp32", None) in kinds, "int8": int8_kind}
     variants += [Variant(**row) for row in fused if wanted[row["precision"]]]
     weight_only, wo_notes = weight_only_variants(ctx, fused[0]["model"] if fused else fp32, out, GQA if fused else "")
