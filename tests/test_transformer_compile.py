@@ -92,6 +92,7 @@ def test_x86_tuner_measures_dynamic_and_static_int8_and_records_the_choice(compi
     assert {"student_int8.onnx", "student_int8_dynamic.onnx", "student_fused.onnx"} <= {r["model"] for r in considered}
     assert "quantize_dynamic" in tuning["variants"]["int8-dynamic"] and "fused" in tuning["variants"]["fp32"]
     assert "student.onnx" in tuning["variants"]["int8-dynamic-unfused"]  # quantized from the given, unfused graph
+    assert any(n.startswith("MultiHeadAttention fusion not used") and "masked scores" in n for n in tuning["left_out"])
     assert tuning["chosen"] == choose(rows)[0] and tuning["reason"] == choose(rows)[1]
     best = rows[tuning["chosen"]]
     engine = json.loads((out / "engine.json").read_text())

@@ -32,16 +32,12 @@ from typing import Any
 import numpy as np
 
 from edgekd.common.toolchain import require
+from edgekd.graph.graph_edit import Graph, NotFusable, prune, save, verify
 
 MS = "com.microsoft"
 SEQLENS = "edgekd_gqa_seqlens_k"
 TOTAL = "edgekd_gqa_total_sequence_length"
 PROJECTIONS = ("MatMul", "MatMulNBits")
-TOLERANCE = 1e-3  # max |difference| of logits/presents, relative to their largest magnitude
-
-
-class NotFusable(Exception):
-    """The graph is not the attention form this module rewrites; the message says what differs."""
 
 
 @dataclass(frozen=True)
@@ -61,27 +57,7 @@ class Fusion:
                 f"attention_mask, so a padded batch must be right-padded); ORT transformers optimizer: {ort}")
 
 
-class _Graph:
-    """Producer/consumer lookups over an onnx GraphProto."""
-
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[Any]] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.inits = {i.name: i for i in graph.initializer}
-
-    def parent(self, name: str, op: str | tuple[str, ...]) -> Any:
-        node = self.producer.get(name)
-        ops = (op,) if isinstance(op, str) else op
-        if node is None or node.op_type not in ops:
-            raise NotFusable(f"'{name}' is not made by {'/'.join(ops)}")
-        return node
-
-
-def _weight_n(g: _Graph, proj: Any) -> int:
+def _weight_n(g: Graph, proj: Any) -> int:
     from onnx import helper
 
     if proj.op_type == "MatMulNBits":
@@ -92,7 +68,7 @@ def _weight_n(g: _Graph, proj: Any) -> int:
     return int(init.dims[-1])
 
 
-def _kv_source(g: _Graph, name: str, rotary: bool) -> tuple[Any, Any]:
+def _kv_source(g: Graph, name: str, rotary: bool) -> tuple[Any, Any]:
     """(projection node, RotaryEmbedding or None) behind a present's new key/value."""
     rot = g.parent(name, "RotaryEmbedding") if rotary else None
     transposed = rot.input[0] if rot is not None else name
@@ -100,7 +76,7 @@ def _kv_source(g: _Graph, name: str, rotary: bool) -> tuple[Any, Any]:
     return g.parent(reshape.input[0], PROJECTIONS), rot
 
 
-def _attention_output(g: _Graph, present_value: str) -> Any:
+def _attention_output(g: Graph, present_value: str) -> Any:
     """The Reshape after probabilities·V (its output is what the O projection reads)."""
     seen, frontier = set(), [present_value]
     while frontier:
@@ -149,7 +125,7 @@ def _mask_lengths(graph: Any, mask: str, opset: int) -> None:
         graph.node.insert(i, node)
 
 
-def _layer_node(g: _Graph, key: str, value: str, head_size: int) -> tuple[Any, list[Any], tuple[int, int]]:
+def _layer_node(g: Graph, key: str, value: str, head_size: int) -> tuple[Any, list[Any], tuple[int, int]]:
     """(GroupQueryAttention node, the nodes it replaces, (query heads, key/value heads)) for one layer."""
     from onnx import helper
 
@@ -174,7 +150,7 @@ def _layer_node(g: _Graph, key: str, value: str, head_size: int) -> tuple[Any, l
     return node, [key_concat, value_concat, output], heads
 
 
-def _packed_qkv(g: _Graph, q: Any, k: Any, v: Any, key: str) -> list[str]:
+def _packed_qkv(g: Graph, q: Any, k: Any, v: Any, key: str) -> list[str]:
     """GroupQueryAttention's query/key/value inputs: one MatMul with the three constant fp32 weights
     side by side (one kernel call instead of three: what onnxruntime-genai's builder writes), or the
     three projections' outputs as they are when their weights are not plain initializers."""
@@ -189,24 +165,6 @@ def _packed_qkv(g: _Graph, q: Any, k: Any, v: Any, key: str) -> list[str]:
     matmul = helper.make_node("MatMul", [q.input[0], name], [f"edgekd_gqa_qkv_{key}"], name=f"edgekd_gqa_qkv_{key}")
     g.graph.node.insert(list(g.graph.node).index(q), matmul)
     return [matmul.output[0], "", ""]
-
-
-def _prune(graph: Any) -> None:
-    """Drop nodes (graph in topological order) and initializers no graph output depends on."""
-    live = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(o in live for o in node.output):
-            keep.append(node)
-            live.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    inits = [i for i in graph.initializer if i.name in live]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    infos = [v for v in graph.value_info if v.name in live]
-    del graph.value_info[:]
-    graph.value_info.extend(infos)
 
 
 def _ort_fusions(source: Path) -> tuple[Any, dict[str, int]]:
@@ -243,7 +201,7 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
     head_size = dims[-1].dim_value
     if head_size % 16:
         raise NotFusable(f"head size {head_size} is not a multiple of 16 (ONNX Runtime's GroupQueryAttention needs one)")
-    g = _Graph(graph)
+    g = Graph(graph)
     fused, heads = [], set()
     for key in presents:
         node, replaced, layer_heads = _layer_node(g, key, key[: -len("key")] + "value", head_size)
@@ -260,52 +218,9 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
     _mask_lengths(graph, "attention_mask", opset)
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
-    _prune(graph)
-    _save(model, out)
+    prune(graph)
+    save(model, out)
     (num_heads, kv_heads), = heads
     return Fusion(len(presents), num_heads, kv_heads, head_size, ort)
 
 
-def _save(model: Any, out: Path) -> None:
-    import onnx
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    large = model.ByteSize() > 1_800_000_000
-    onnx.save(model, str(out), save_as_external_data=large, location=f"{out.name}.data" if large else None)
-
-
-def verify(reference: Path, fused: Path, feeds: list[dict[str, np.ndarray]]) -> float:
-    """The largest |difference| of any output between the two graphs over `feeds` (an absent past:
-    empty), relative to that output's largest magnitude; raises NotFusable above TOLERANCE or when
-    ONNX Runtime cannot run the fused graph."""
-    from edgekd.graph.decoder import complete_feeds
-
-    worst = 0.0
-    ref_session, fused_session = _session(reference), _on_ort(lambda: _session(fused))
-    names, fused_names = [o.name for o in ref_session.get_outputs()], [o.name for o in fused_session.get_outputs()]
-    for feed in feeds:
-        feed = complete_feeds(ref_session, feed)
-        expected = dict(zip(names, ref_session.run(None, feed)))
-        got = dict(zip(fused_names, _on_ort(lambda: fused_session.run(None, feed))))  # noqa: B023 (called at once)
-        for name, value in expected.items():
-            scale = max(float(np.abs(value).max(initial=0.0)), 1e-6)
-            worst = max(worst, float(np.abs(got[name] - value).max(initial=0.0)) / scale)
-    if worst > TOLERANCE:
-        raise NotFusable(f"the fused graph's outputs differ by {worst:.2e} (relative) from the exported graph's")
-    return worst
-
-
-def _session(model: Path) -> Any:
-    """An ONNX Runtime CPU session with basic optimizations: each graph as written."""
-    ort = require("onnxruntime", "checking a fused decoder")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
-def _on_ort(call: Any) -> Any:
-    """`call()`; ONNX Runtime refusing to load or run the fused graph is NotFusable."""
-    try:
-        return call()
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument/... types for a graph it cannot run
-        raise NotFusable(f"ONNX Runtime cannot run the fused graph: {str(e).splitlines()[0][:300]}") from e

@@ -50,7 +50,9 @@ def test_quantize_stage_keeps_the_fragile_conv_in_float(edgekd, fragile, tmp_pat
     m = _metrics(report)
     assert m["onnx_fp32.accuracy"]["value"] - m["int8.accuracy"]["value"] <= 2.0
     record = json.loads((run.out_dir / "mixed_precision.json").read_text())
-    assert record["sensitivity"][0]["op"] == "/2/Conv" and record["sensitivity"][0]["drop_pt"] > 30
+    # the most sensitive op, alone past the 2-point budget (how far depends on the host's recipe: > 30 points
+    # with AVX2's 7-bit weights, 15 with AVX-512 VNNI's full-range ones)
+    assert record["sensitivity"][0]["op"] == "/2/Conv" and record["sensitivity"][0]["drop_pt"] > 2.0
     assert record["steps"][0]["k"] == 0 and not record["steps"][0]["holds"]  # full INT8 breaks the budget
     assert [s["k"] for s in record["steps"]] == [0, 1] and record["steps"][1]["float_ops"] == ["/2/Conv"]
     assert record["kept_in_float"] == ["/2/Conv"]

@@ -2,8 +2,9 @@
 
 The compile stage builds every model variant the target allows (INT8 Q/DQ, INT8 QOperator, fp32),
 measures each variant's accuracy per graph optimization level, then times every combination with
-every thread count / optimization level / execution mode, interleaved in rounds in one process (so
-drift on a busy host hits all candidates alike), and keeps the fastest that meets the budgets.
+every thread count / optimization level / execution mode, interleaved in rounds (so drift on a busy
+host hits all candidates alike; one process per runtime, edgekd.perf.interleaved), and keeps the
+fastest that meets the budgets.
 """
 from __future__ import annotations
 
@@ -145,12 +146,31 @@ def build_variants(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: P
             variants.append(_quantized_variant(ctx, fmt, source, out))
             if fmt == "dynamic" and fused is not None:  # fusion is measured too: ViT-Tiny's SkipLayerNormalization cost 13 %
                 variants.append(_quantized_variant(ctx, fmt, fp32, out, label="dynamic-unfused"))
+            if fmt == "dynamic":
+                made, mha_notes = _mha_variants(ctx, fp32, out)
+                variants, notes = variants + made, notes + mha_notes
     if "openvino" in ctx.target.tune.runtimes:
         from edgekd.backends.openvino.variants import openvino_variants
 
         rows, ov_notes = openvino_variants(ctx, fp32, out)
         variants, notes = variants + [Variant(*row, runtime="openvino") for row in rows], notes + ov_notes
     return variants or [Variant("int8", "qdq", int8_qdq, "the quantize stage's static Q/DQ graph")], notes
+
+
+def _mha_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[Variant], list[str]]:
+    """The MultiHeadAttention-fused graph's dynamic INT8 and (when [tune] tries fp32) fp32 variants
+    (edgekd.backends.ort.encoder_tune); none, with a note, where the attention does not fuse."""
+    from dataclasses import replace
+
+    from edgekd.backends.ort.encoder_tune import MHA, mha_graph
+
+    row, notes = mha_graph(ctx, fp32, out)
+    if row is None:
+        return [], notes
+    fused = Variant(**row)
+    dynamic = _quantized_variant(ctx, "dynamic", fused.model, out, label=f"dynamic-{MHA}")
+    dynamic = replace(dynamic, how=f"{dynamic.how}; {fused.how}", build_s=(dynamic.build_s or 0.0) + (fused.build_s or 0.0))
+    return [dynamic, *([fused] if "fp32" in ctx.target.tune.precisions else [])], notes
 
 
 def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[list[Variant], list[str]]:
@@ -349,7 +369,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
             **measured.record(clock, variants),
             "how": (f"{len(pairs)} candidates ({len(variants)} model variants x their runtime's settings: {_settings_axes(variants, len(sessions))}), "
                     f"{measured.describe(len(pairs))}, timed on {timed} on this host, "
-                    f"{cfg.rounds} interleaved rounds of {measured.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process; "
+                    f"{cfg.rounds} interleaved rounds of {measured.runs_per_round} runs each after {cfg.warmup_runs} warm-up runs, one process per runtime (edgekd.perf.interleaved); "
                     "p90 = median over rounds of each round's p90, p50 over all runs; "
                     f"quality per variant and optimization level: {judged.how}; budgets: {budget} (vs fp32), size_mb, latency_p90_ms"
                     + ranked)}, \

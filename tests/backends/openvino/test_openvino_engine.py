@@ -144,7 +144,10 @@ def test_both_runtimes_are_judged_and_timed_in_one_run(edgekd, cnn, tmp_path) ->
     assert {"int8-qdq", "fp32", "openvino-fp32", "openvino-int8-nncf"} <= set(tuning["variants"])
     candidates = _tuning_rows(tuning)
     assert {r["runtime"] for r in candidates} == {"onnxruntime", "openvino"}
-    assert len([r for r in candidates if r["runtime"] == "openvino"]) == 2 * 2  # 2 variants x threads {1, all}, f32 on this host or not
+    from edgekd.backends.openvino.settings import settings_space
+
+    expected = len(settings_space([1, 0], fp32_graph=True)) + len(settings_space([1, 0], fp32_graph=False))  # fp32 also bf16 where the host has it
+    assert len([r for r in candidates if r["runtime"] == "openvino"]) == expected
     for row in tuning["rows"]:
         assert "accuracy" in row and row["p90_ms"] > 0
     assert "ONNX Runtime session settings" in tuning["how"] and "OpenVINO" in tuning["how"]
