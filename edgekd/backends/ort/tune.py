@@ -61,7 +61,7 @@ def _candidate_settings(ctx: Context, variant: Variant) -> list[Any]:
         from edgekd.backends.openvino.settings import settings_space
 
         space, base = ctx.target.tune, ctx.target.session
-        return settings_space(space.intra_op_num_threads or [base.intra_op_num_threads], variant.precision == "fp32")
+        return settings_space(space.intra_op_num_threads or [base.intra_op_num_threads])
     return _sessions(ctx)
 
 

@@ -61,11 +61,10 @@ def test_settings_are_openvino_properties(monkeypatch) -> None:
     props = ov_settings.OpenVinoSettings(inference_num_threads=1).properties()
     assert props == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
     monkeypatch.setattr(ov_settings, "host_has_bf16", lambda: False)
-    assert [s.inference_precision_hint for s in ov_settings.settings_space([1, 0], fp32_graph=True)] == ["f32", "f32"]
-    monkeypatch.setattr(ov_settings, "host_has_bf16", lambda: True)
-    space = ov_settings.settings_space([1], fp32_graph=True)
-    assert [s.inference_precision_hint for s in space] == ["f32", "bf16"]
-    assert [s.inference_precision_hint for s in ov_settings.settings_space([1], fp32_graph=False)] == ["f32"]  # INT8 IR: f32 hint only
+    assert [s.inference_precision_hint for s in ov_settings.settings_space([1, 0])] == ["f32", "f32"]
+    monkeypatch.setattr(ov_settings, "host_has_bf16", lambda: True)  # an INT8 IR's float ops run bf16 too
+    assert [(s.inference_num_threads, s.inference_precision_hint) for s in ov_settings.settings_space([1, 0])] == \
+        [(1, "f32"), (1, "bf16"), (0, "f32"), (0, "bf16")]
 
 
 def test_nncf_int8_is_close_to_fp32_on_the_calibration_data(cnn, tmp_path) -> None:
@@ -146,7 +145,7 @@ def test_both_runtimes_are_judged_and_timed_in_one_run(edgekd, cnn, tmp_path) ->
     assert {r["runtime"] for r in candidates} == {"onnxruntime", "openvino"}
     from edgekd.backends.openvino.settings import settings_space
 
-    expected = len(settings_space([1, 0], fp32_graph=True)) + len(settings_space([1, 0], fp32_graph=False))  # fp32 also bf16 where the host has it
+    expected = 2 * len(settings_space([1, 0]))  # 2 variants x threads {1, all} x hints (bf16 too where the host has it)
     assert len([r for r in candidates if r["runtime"] == "openvino"]) == expected
     for row in tuning["rows"]:
         assert "accuracy" in row and row["p90_ms"] > 0
