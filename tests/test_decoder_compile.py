@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from helpers import FAST_PROFILE, run_cli, write
 
@@ -86,3 +87,5 @@ def test_the_tuner_ranks_a_decoder_by_its_generation_and_measures_the_fusion(com
     assert {"fp32", "int8-dynamic", "int8-dynamic-gqa"} <= set(variants)
     assert all(name.endswith("-gqa") for name in variants if "weight-only" in name)
     assert "TTFT p90" in (out / "report.md").read_text()
+    schema = json.loads((Path(__file__).parent.parent / "edgekd" / "report" / "report.schema.json").read_text())
+    jsonschema.validate(json.loads((out / "report.json").read_text()), schema)  # fused variants' quant formats included

@@ -6,19 +6,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
-from helpers import run_cli, write
-from test_transformer_compile import FAST
+from helpers import FAST_PROFILE, run_cli, write
 
 pytestmark = pytest.mark.slow
 
 
 def test_x86_tunes_the_multi_head_attention_fused_vit(zoo, cache_dir, tmp_path: Path) -> None:
-    profile = write(tmp_path / "profile.toml", FAST)
+    profile = write(tmp_path / "profile.toml", FAST_PROFILE)
     out = tmp_path / "out"
     code, _, err = run_cli(["compile", str(zoo("vit")), "--target", "x86", "--profile", str(profile), "--out", str(out)], cache_dir)
     assert code == 0, err
-    tuning = json.loads((out / "report.json").read_text())["tuning"]
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, json.loads((Path(__file__).parent.parent / "edgekd" / "report" / "report.schema.json").read_text()))
+    tuning = report["tuning"]
     considered = {r["variant"]: r for r in tuning["rows"] + tuning["pruned"]}
     assert {"int8-dynamic", "int8-dynamic-unfused", "int8-dynamic-mha", "fp32-mha"} <= set(considered)
     how = tuning["variants"]["int8-dynamic-mha"]
