@@ -4,7 +4,8 @@
   is a global pooling. Hugging Face's EfficientNet pools with `AvgPool2d(hidden_dim, ceil_mode=True)`:
   a 1280x1280 window over a 7x7 map. ONNX Runtime's QNN EP rejects that window, and its NHWC layout
   transform then leaves the session invalid (onnxruntime 1.32 + onnxruntime-qnn 2.7: "was inserted
-  using the NHWC format as requested by QNNExecutionProvider, but was not selected by that EP").
+  using the NHWC format as requested by QNNExecutionProvider, but was not selected by that EP"), and
+  OpenVINO's CPU plugin refuses it in shape inference (2026.4: "Check 'cmp::le(kernel, dim.get_length())'").
   GlobalAveragePool/GlobalMaxPool compute the same numbers (no padding: every window holds exactly
   the valid elements) and every runtime runs them.
 """
@@ -53,6 +54,6 @@ def legalize(model_path: Path, out_path: Path, inputs: ModelInputs) -> list[str]
             name, op, window = node.name or f"{node.op_type}_{index}", node.op_type, _ints(node, "kernel_shape")
             model.graph.node[index].CopyFrom(helper.make_node(_GLOBAL[op], [node.input[0]], list(node.output), name=name))
             notes.append(f"{name}: {op} with a {window} window over a {list(shapes[node.input[0]][2:])} input is "
-                         f"{_GLOBAL[op]} (the same numbers; the QNN EP rejects windows larger than the input)")
+                         f"{_GLOBAL[op]} (the same numbers; the QNN EP and OpenVINO's CPU plugin reject windows larger than the input)")
     onnx.save(model, str(out_path))
     return notes

@@ -58,6 +58,7 @@ def openvino_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[Variant
     reason = runtime.missing()
     if reason is not None:
         return [], [reason]
+    fp32, rewrites = _legal(ctx, fp32, out)
     try:
         runtime.read(fp32)
     except Exception as exc:  # noqa: BLE001  (OpenVINO's frontend raises its own error types; the reason is kept in the note)
@@ -76,5 +77,20 @@ def openvino_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[Variant
             variants, notes = (variants + [int8], notes) if refused is None else \
                 (variants, notes + [f"openvino-int8-nncf left out: OpenVINO's CPU plugin cannot run NNCF's IR ({refused})"])
     if "fp32" in precisions:
-        variants.append(("fp32", None, fp32, f"the given fp32 graph {fp32.name}, read by OpenVINO's ONNX frontend"))
+        source = f"the given fp32 graph after {len(rewrites)} exact rewrite(s) ({'; '.join(rewrites)})" if rewrites else "the given fp32 graph"
+        variants.append(("fp32", None, fp32, f"{source} {fp32.name}, read by OpenVINO's ONNX frontend"))
     return variants, notes
+
+
+def _legal(ctx: Context, fp32: Path, out: Path) -> tuple[Path, list[str]]:
+    """`fp32` after edgekd.graph.legalize's exact rewrites (written into `out` where there are any: OpenVINO's
+    CPU plugin refuses HF EfficientNet's whole-map AveragePool, ceil_mode, that GlobalAveragePool computes
+    the same), and a note per rewrite."""
+    from edgekd.graph.legalize import legalize
+
+    legal = out / f"openvino_{fp32.stem}_legal.onnx"
+    rewrites = legalize(fp32, legal, ctx.model_inputs)
+    if not rewrites:
+        legal.unlink()
+        return fp32, []
+    return legal, rewrites

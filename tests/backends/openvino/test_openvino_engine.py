@@ -168,22 +168,58 @@ def test_without_openvino_the_candidates_are_left_out_with_a_note(edgekd, cnn, t
     assert json.loads((run.out_dir / "engine.json").read_text())["runtime"] == "onnxruntime-cpu"
 
 
-def test_a_graph_openvino_refuses_is_said_not_raised(cnn, tmp_path) -> None:
-    """An AveragePool whose kernel exceeds its input (ceil_mode; HF EfficientNet's pooler is one) runs on
-    ONNX Runtime, not on OpenVINO: the tuner's trial run returns why, and the candidates are left out."""
-    from types import SimpleNamespace
-
+def _whole_map_pool(path: Path) -> Path:
+    """HF EfficientNet's pooler in miniature: AvgPool2d(8, ceil_mode=True) over a 2x2 map, then a Mul
+    (the graph is not only the pool)."""
     import onnx
     from onnx import TensorProto, helper
 
+    pool = helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[8, 8], strides=[8, 8], ceil_mode=1)
+    scale = helper.make_node("Mul", ["p", "two"], ["y"])
+    graph = helper.make_graph([pool, scale], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_a_graph_openvino_refuses_is_said_not_raised(cnn, tmp_path) -> None:
+    """An AveragePool whose kernel exceeds its input (ceil_mode; HF EfficientNet's pooler is one) runs on
+    ONNX Runtime, not on OpenVINO: the trial run returns why (the candidates are left out with it)."""
+    from types import SimpleNamespace
+
     from edgekd.backends.openvino.variants import trial_run
 
-    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[8, 8], strides=[8, 8], ceil_mode=1)
-    graph = helper.make_graph([pool], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "pool.onnx"))
     ctx = SimpleNamespace(eval_feeds=SimpleNamespace(first=lambda: {"x": np.ones((1, 4, 2, 2), np.float32)}))
-    reason = trial_run(ctx, tmp_path / "pool.onnx")
+    reason = trial_run(ctx, _whole_map_pool(tmp_path / "pool.onnx"))
     assert reason and "AveragePool" in reason and not reason.startswith("Exception from")
     good = SimpleNamespace(eval_feeds=SimpleNamespace(first=lambda: {n: a[:1] for n, a in _feeds(cnn, 1).items()}))
     assert trial_run(good, cnn) is None
+
+
+def test_the_openvino_candidates_run_the_legalized_graph(tmp_path) -> None:
+    """The tuner gives OpenVINO the graph after edgekd.graph.legalize (the whole-map AveragePool as
+    GlobalAveragePool): OpenVINO then runs it, with ONNX Runtime's numbers on the given graph, and the
+    candidate says which rewrite it ran."""
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+
+    from edgekd.backends.openvino.runtime import OpenVinoRunner
+    from edgekd.backends.openvino.settings import OpenVinoSettings
+    from edgekd.backends.openvino.variants import openvino_variants
+    from edgekd.graph.resolve import load_inputs
+
+    given = _whole_map_pool(tmp_path / "pool.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 4, 2, 2)).astype(np.float32)
+    ctx = SimpleNamespace(eval_feeds=SimpleNamespace(first=lambda: {"x": x}), model_inputs=load_inputs(given),
+                          target=SimpleNamespace(tune=SimpleNamespace(precisions=["fp32"])))
+    (tmp_path / "out").mkdir()
+    rows, notes = openvino_variants(ctx, given, tmp_path / "out")
+    assert notes == [] and len(rows) == 1
+    precision, _, model, how = rows[0]
+    assert precision == "fp32" and model != given and model.parent == tmp_path / "out"
+    assert "AveragePool" in how and "GlobalAveragePool" in how
+    expected = ort.InferenceSession(str(given), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(OpenVinoRunner(model, OpenVinoSettings()).run({"x": x})[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(expected.ravel(), 2 * x.mean(axis=(2, 3)).ravel(), rtol=1e-5)
