@@ -20,6 +20,14 @@ ROW_KEYS = ("name", "kind", "precision", "what", "model", "accuracy", "p50_ms", 
             "round_p90_ms", "p90_round_median_ms", "threads", "graph_ops", "top_ops", "bench")
 
 
+def compute_precision(engine: dict[str, Any]) -> str:
+    """The precision an engine computes in: its own, except an fp32 OpenVINO engine compiled with the bf16
+    inference precision hint, which runs its float ops in bf16."""
+    precision = engine.get("precision", "int8")
+    hint = (engine.get("session") or {}).get("inference_precision_hint")
+    return "bf16" if precision == "fp32" and hint == "bf16" else precision
+
+
 def host_floor(target: str, precision: str, macs: int, weight_bytes: int = 0, cache_bytes: int = 0) -> dict[str, Any]:
     """The roofline floor of one inference on this host's cores, from the target's [device]: the larger
     of the compute time (MACs / the peak rate of `precision`: peak ops per cycle per core x cores x
@@ -118,7 +126,7 @@ def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]],
     engine = edgekd.get("engine", {})
     floor = None
     if isinstance(macs, int) and edgekd:
-        floor = host_floor(edgekd["target"], engine.get("precision", "int8"), macs, *_bytes_read(edgekd, p.cases[case]))
+        floor = host_floor(edgekd["target"], compute_precision(engine), macs, *_bytes_read(edgekd, p.cases[case]))
     kept = [{k: r.get(k) for k in ROW_KEYS} for r in rows]
     return {"name": label, "case": case, "description": p.description, "macs": macs, "rows": kept,
             "failures": {name: short_error(why) for name, why in failures.items()},
@@ -202,7 +210,7 @@ def refloor(out: Path, name: str, workdir: Path) -> None:
             continue
         feed = workdir / (f"decoder_{m['case']}_feed.npz" if m["case"] != "single" else f"{base}_feed.npz")
         edgekd = {"dir": str(workdir / base / "edgekd" / "engine"), "engine": engine}
-        m["floor"] = host_floor(engine["target"], engine.get("precision", "int8"), m["macs"], *_bytes_read(edgekd, feed))
+        m["floor"] = host_floor(engine["target"], compute_precision(engine), m["macs"], *_bytes_read(edgekd, feed))
         m["verdicts"] = verdicts(m["rows"], m["macs"], m["floor"])
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 OP_CLASSES = ("conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement", "quant",
               "quant_axis", "other")
 PRECISIONS = ("int8", "fp16", "fp32")
-Precision = Literal["int8", "fp16", "fp32"]
+Precision = Literal["int8", "fp16", "bf16", "fp32"]
 EfficiencyKey = Literal["default", "conv", "depthwise", "gemm", "pool", "norm", "activation", "elementwise", "data_movement",
                         "quant", "quant_axis", "other"]
 ELEMENT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
