@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import peers
-from peers_real_report import host_floor, markdown, short_error, verdicts
+from peers_real_report import compute_precision, host_floor, markdown, short_error, verdicts
 
 BENCH = {"warmup_runs": 2, "min_runs": 100, "max_runs": 100, "max_seconds": 0.2, "stable_rel_change": 0.02}
 
@@ -90,6 +90,18 @@ def test_floor_is_macs_over_the_targets_peak_on_this_host() -> None:
     assert "cores" in floor["how"] and "clock" in floor["how"]
     int4 = host_floor("x86-avx2", "int4", 1_000_000_000)  # no int4 peak: the int8 one, said so
     assert int4["precision"] == "int8" and "int4 has no peak" in int4["how"]
+
+
+def test_an_fp32_engine_with_the_bf16_hint_is_floored_at_the_bf16_peak() -> None:
+    """OpenVINO's bf16 inference precision hint runs an fp32 graph's float ops in bf16: its floor is the
+    bf16 peak (x86-avx512-vnni has one); an INT8 engine with the hint keeps the int8 peak."""
+    bf16 = {"precision": "fp32", "session": {"inference_precision_hint": "bf16"}}
+    assert compute_precision(bf16) == "bf16"
+    assert compute_precision({"precision": "fp32", "session": {"inference_precision_hint": "f32"}}) == "fp32"
+    assert compute_precision({"precision": "int8", "session": {"inference_precision_hint": "bf16"}}) == "int8"
+    assert compute_precision({"precision": "int8", "session": {"intra_op_num_threads": 2}}) == "int8"
+    floor, fp32 = host_floor("x86-avx512-vnni", "bf16", 10**9), host_floor("x86-avx512-vnni", "fp32", 10**9)
+    assert floor["precision"] == "bf16" and floor["ms"] == pytest.approx(fp32["ms"] / 2)
 
 
 def test_a_decode_step_whose_weights_exceed_the_cache_is_floored_by_dram_reads() -> None:
