@@ -89,3 +89,23 @@ def test_the_tuner_ranks_a_decoder_by_its_generation_and_measures_the_fusion(com
     assert "TTFT p90" in (out / "report.md").read_text()
     schema = json.loads((Path(__file__).parent.parent / "edgekd" / "report" / "report.schema.json").read_text())
     jsonschema.validate(json.loads((out / "report.json").read_text()), schema)  # fused variants' quant formats included
+
+
+def test_the_tuner_tries_a_prompt_int8_decode_int4_split_and_judges_both_parts(compiled) -> None:
+    """edgekd.graph.phase_split: per INT4 variant one graph running the prompt on dynamic INT8 and decode steps
+    on INT4; a full-sequence forward runs only its prompt part, so its perplexity is the worse of its parts'."""
+    tuning = json.loads((compiled[2] / "engine.json").read_text())["tuning"]
+    splits = [name for name in tuning["variants"] if "-phase-" in name]
+    int4 = [name for name in tuning["variants"] if name.startswith("int4-weight-only")]
+    assert len(splits) == len(int4) >= 1
+    perplexity = {(r["variant"], r["session"].get("graph_optimization_level")): r["perplexity"] for r in tuning["rows"]}
+    compared = 0
+    for name in splits:
+        assert name.startswith("int4-phase-dynamic-gqa+weight-only") and "an If on the new-token count" in tuning["variants"][name]
+        decode_part = "int4-" + name.split("+", 1)[1]
+        for (variant, level), value in perplexity.items():
+            parts = [perplexity.get(("int8-dynamic-gqa", level)), perplexity.get((decode_part, level))]
+            if variant == name and None not in parts:  # rows are the candidates timed in full (screening may drop some)
+                assert value == max(parts)
+                compared += 1
+    assert compared or not any(r["variant"] in splits for r in tuning["rows"])

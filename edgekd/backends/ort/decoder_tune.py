@@ -1,7 +1,8 @@
 """Engine tuning for decoders with a KV cache (x86): the variants, what is timed and what is judged.
 
 Variants: the quantize stage's dynamic INT8 graph, MatMulNBits weight-only graphs ([tune] weight_only:
-int4/int8 weights, float activations; edgekd.graph.weight_only) and fp32. When the attention fuses
+int4/int8 weights, float activations; edgekd.graph.weight_only), fp32, and per INT4 graph one that
+runs the prompt pass on dynamic INT8 and decode steps on INT4 (edgekd.graph.phase_split). When the attention fuses
 into GroupQueryAttention (edgekd.graph.gqa_fusion; outputs checked against fp32's), the fused fp32
 graph and its dynamic INT8 are variants beside the unfused ones (the fusion is measured), and the
 weight-only graphs are made from the fused graph. Static Q/DQ is not a
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 WEIGHT_ONLY = "weight-only"
 GQA = "gqa"  # the quant_format suffix of variants made from the GroupQueryAttention-fused graph
+PHASE = "phase"  # the quant_format prefix of prompt/decode split graphs (edgekd.graph.phase_split)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,36 @@ def fused_variants(ctx: Context, fp32: Path, out: Path, int8: bool = True) -> tu
                            f"reduce_range {ctx.quant_recipe.reduce_range}), activations quantized at run time"}], []
 
 
+def phase_split_variants(ctx: Context, fp32: Path, prompt_row: dict[str, Any], decode_rows: list[dict[str, Any]],
+                         out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per INT4 weight-only variant in `decode_rows`, one graph that runs the prompt pass on `prompt_row`'s
+    model (dynamic INT8: the faster prompt pass) and each decode step on the INT4 one
+    (edgekd.graph.phase_split), used only when it gives each part's outputs in its phase; its `parts`
+    are judged both (the worse counts). Notes on any not made."""
+    from edgekd.graph.graph_edit import NotFusable, verify
+    from edgekd.graph.phase_split import NotSplittable, split_by_phase
+
+    tokens = next((i.name for i in ctx.model_inputs.inputs if i.role == "token_ids"), None)
+    prompt = ctx.eval_feeds.first()
+    step, variants, notes = decode_step(fp32, prompt, ctx.model_inputs).feed, [], []
+    for row in (r for r in decode_rows if r["precision"] == "int4"):
+        path, start = out / f"student_{PHASE}_{Path(row['model']).stem}.onnx", time.perf_counter()
+        try:
+            if tokens is None:
+                raise NotSplittable("no input has the token_ids role")
+            split = split_by_phase(prompt_row["model"], row["model"], path, tokens)
+            worst = max(verify(prompt_row["model"], path, [prompt]), verify(row["model"], path, [step]))
+        except (NotSplittable, NotFusable) as e:
+            path.unlink(missing_ok=True)
+            notes.append(f"{PHASE} split of {prompt_row['quant_format']} and {row['quant_format']} not used: {e}")
+            continue
+        variants.append({"precision": "int4", "quant_format": f"{PHASE}-{prompt_row['quant_format']}+{row['quant_format']}", "model": path,
+                         "parts": (Path(prompt_row["model"]), Path(row["model"])), "build_s": time.perf_counter() - start,
+                         "how": f"{split.describe()}; each phase's outputs within {worst:.1e} (relative) of its part's on the first "
+                                "evaluation row's prompt and one decode step"})
+    return variants, notes
+
+
 def decode_step(fp32: Path, prompt: dict[str, np.ndarray], inputs: ModelInputs) -> DecodeStep:
     """One decode step after `prompt` (batch 1): the prompt's presents (from the fp32 graph) as past,
     its greedy next token as the new input, the mask over all tokens, positions counting on; which
@@ -126,10 +158,17 @@ def quality(ctx: Context, fp32: Path, variants: list[Any], levels: dict[str, Ses
     def judged(outputs: np.ndarray) -> dict[str, Any]:
         return {metric.name: quality_metric(metric, feeds, outputs, "", ctx.task).value, "agreement": agreement_pt(outputs, reference)}
 
+    def worst(variant: Any, settings: SessionConfig) -> dict[str, Any]:  # a split graph: the worse of its parts
+        parts = [judged(predict_file(m, feeds.arrays, settings)) for m in (getattr(variant, "parts", ()) or (variant.model,))]
+        return {**max(parts, key=lambda r: metric.degradation(fp32_value, r[metric.name])),
+                "agreement": min(r["agreement"] for r in parts)}
+
     reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
-    values = {(v.name, level): judged(predict_file(v.model, feeds.arrays, s)) for v in variants for level, s in levels.items()}
-    how = (f"{metric.name} on {feeds.description} (full-sequence forward, empty past); the rows' accuracy is top-1 "
-           "agreement with the fp32 graph")
+    fp32_value = judged(reference)[metric.name]
+    values = {(v.name, level): worst(v, s) for v in variants for level, s in levels.items()}
+    how = (f"{metric.name} on {feeds.description} (full-sequence forward, empty past; a prompt/decode split graph: each of its "
+           "two parts so, the worse counting, since a full-sequence forward runs only its prompt part); the rows' accuracy is "
+           "top-1 agreement with the fp32 graph")
     return judged(reference), values, how
 
 

@@ -32,6 +32,7 @@ class Variant:
     how: str = ""  # how the model file was made, for the record
     runtime: str = "onnxruntime"  # edgekd.backends.runners: onnxruntime | openvino
     build_s: float | None = None  # seconds the tuner spent making the file (None: an earlier stage made it, or given)
+    parts: tuple[Path, ...] = ()  # a prompt/decode split graph's two part files (edgekd.graph.phase_split): judged both
 
     @property
     def name(self) -> str:
@@ -180,6 +181,7 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     from edgekd.backends.ort.decoder_tune import (
         GQA,
         fused_variants,
+        phase_split_variants,
         weight_only_variants,
     )
 
@@ -192,6 +194,10 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     variants += [Variant(**row) for row in fused if wanted[row["precision"]]]
     weight_only, wo_notes = weight_only_variants(ctx, fused[0]["model"] if fused else fp32, out, GQA if fused else "")
     variants, notes = variants + [Variant(**row) for row in weight_only], notes + wo_notes
+    prompt_part = next((v for v in reversed(variants) if v.precision == "int8" and v.quant_format in ("dynamic", f"dynamic-{GQA}")), None)
+    if prompt_part is not None and int8_kind:
+        split, split_notes = phase_split_variants(ctx, fp32, vars(prompt_part), weight_only, out)
+        variants, notes = variants + [Variant(**row) for row in split], notes + split_notes
     if ("fp32", None) in kinds:
         variants.append(Variant("fp32", None, fp32, f"the given fp32 graph {fp32.name} (with its KV cache)"))
     notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")
