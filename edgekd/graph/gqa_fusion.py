@@ -16,6 +16,8 @@ rewrites the exported graph into the same form:
    Reshape is the attention output the O projection reads. One GroupQueryAttention (do_rotary with
    the RotaryEmbedding's cos/sin caches, the sequence lengths from `attention_mask`) replaces them;
    what no longer feeds an output is removed.
+3. MatMuls reading one hidden state (the MLP's gate and up) are packed into one MatMul + Split
+   (edgekd.graph.sibling_matmul): one kernel call per decode step instead of two.
 
 Nothing here is trusted: `verify` runs both graphs on a prompt and a decode step and the fused one
 is used only when logits and presents agree (edgekd.backends.ort.decoder_tune). GroupQueryAttention
@@ -33,6 +35,7 @@ import numpy as np
 
 from edgekd.common.toolchain import require
 from edgekd.graph.graph_edit import Graph, NotFusable, prune, save, verify
+from edgekd.graph.sibling_matmul import pack_sibling_matmuls
 
 MS = "com.microsoft"
 SEQLENS = "edgekd_gqa_seqlens_k"
@@ -49,12 +52,14 @@ class Fusion:
     kv_heads: int
     head_size: int
     ort_fusions: dict[str, int]
+    packed: int = 0  # groups of sibling MatMuls packed into one (edgekd.graph.sibling_matmul: the MLP's gate and up)
 
     def describe(self) -> str:
         ort = ", ".join(f"{k} {v}" for k, v in self.ort_fusions.items() if v)
         return (f"attention of {self.layers} layers fused into com.microsoft.GroupQueryAttention ({self.num_heads} query heads, "
                 f"{self.kv_heads} key/value heads, head size {self.head_size}, rotary inside; each row's length is the sum of its "
-                f"attention_mask, so a padded batch must be right-padded); ORT transformers optimizer: {ort}")
+                f"attention_mask, so a padded batch must be right-padded); {self.packed} groups of sibling MatMuls (one input, "
+                f"e.g. the MLP's gate and up) packed into one MatMul + Split; ORT transformers optimizer: {ort}")
 
 
 def _weight_n(g: Graph, proj: Any) -> int:
@@ -218,9 +223,11 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
     _mask_lengths(graph, "attention_mask", opset)
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
+    prune(graph)  # the replaced projections go first: they read the hidden state the packed QKV MatMul reads
+    packed = pack_sibling_matmuls(graph) if opset >= 13 else 0
     prune(graph)
     save(model, out)
     (num_heads, kv_heads), = heads
-    return Fusion(len(presents), num_heads, kv_heads, head_size, ort)
+    return Fusion(len(presents), num_heads, kv_heads, head_size, ort, packed)
 
 

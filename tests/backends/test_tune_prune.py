@@ -51,7 +51,7 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     ms = {("fp32", 1): 40.0, ("fp32", 2): 22.0, ("int8-qdq", 1): 30.0, ("int8-qdq", 2): 16.0,
           ("int8-qoperator", 1): 90.0, ("int8-qoperator", 2): 50.0, ("int8-bad", 1): 5.0, ("int8-bad", 2): 3.0}
 
-    def fake(entries, schedule, feed, out, what):
+    def fake(entries, schedule, feed, out, what, notes=None):
         rounds, runs, _ = schedule
         calls.append({"entries": [(e["model"], e["threads"]) for e in entries], "rounds": rounds, "runs": runs})
         return [[ms[(e["model"], e["threads"])]] * (rounds * runs) for e in entries], 1.5
@@ -225,7 +225,7 @@ def test_a_decoder_is_screened_on_its_generation_not_its_decode_step(monkeypatch
     ttft = {"int4": 230.0, "int8-dyn": 118.0, "fp32": 235.0}
     prompt_feed: dict[str, Any] = {"prompt": True}
 
-    def fake(entries, schedule, feed, out, what):
+    def fake(entries, schedule, feed, out, what, notes=None):
         rounds, runs, _ = schedule
         ms = ttft if feed is prompt_feed else step
         return [[ms[e["model"]]] * (rounds * runs) for e in entries], 1.0

@@ -60,6 +60,8 @@ def test_a_llama_generates_the_same_tokens_with_fused_attention(tmp_path: Path, 
     assert (fusion.layers, fusion.num_heads, fusion.kv_heads, fusion.head_size) == (LAYERS, 4, kv_heads, 16)
     assert ops["GroupQueryAttention"] == LAYERS and ops["Softmax"] == 0 and ops["Concat"] == 0, ops
     assert fusion.ort_fusions["RotaryEmbedding"] == 2 * LAYERS and "GroupQueryAttention" in fusion.describe()
+    # per layer: packed QKV, O, gate+up packed (one MatMul and a Split), down; and the LM head
+    assert fusion.packed == LAYERS and ops["Split"] == LAYERS and ops["MatMul"] == 4 * LAYERS + 1, ops
     prompt = np.random.default_rng(0).integers(0, VOCAB, (1, 7), dtype=np.int64)
     fused, exported = generate(tmp_path / "fused.onnx", prompt, 4), generate(path, prompt, 4)
     with torch.no_grad():

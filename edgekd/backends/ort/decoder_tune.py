@@ -221,7 +221,8 @@ def generation(ctx: Context, prompt: tuple[dict[str, np.ndarray], str], rows: li
 
     cfg, bench, budget = ctx.profile.recipe.tune, ctx.profile.recipe.bench, ctx.profile.budgets.ttft_ms
     (feed, note), runs = prompt, max(1, bench.ttft_runs // cfg.rounds)
-    samples, seconds["prompt_pass_s"] = run_rounds(entries, (cfg.rounds, runs, 1), feed, out, "engine tuning (prompt pass)")
+    batched: list[str] = []
+    samples, seconds["prompt_pass_s"] = run_rounds(entries, (cfg.rounds, runs, 1), feed, out, "engine tuning (prompt pass)", batched)
     for row, times in zip(rows, samples):
         row["ttft_p90_ms"] = float(np.percentile(times, 90))
         row["generation_ms"] = row["ttft_p90_ms"] + bench.decode_tokens * row["p90_ms"]
@@ -229,4 +230,4 @@ def generation(ctx: Context, prompt: tuple[dict[str, np.ndarray], str], rows: li
             row["problems"].append(f"ttft p90 {row['ttft_p90_ms']:.4g} ms > ttft_ms {budget}")
     return (f"the prompt pass (time to first token) of each: {note}, empty past, {cfg.rounds} interleaved rounds of {runs} "
             f"runs after 1 warm-up run, ttft_p90_ms pooled; rows ranked by generation_ms = ttft_p90_ms + "
-            f"{bench.decode_tokens} (recipe.bench.decode_tokens) x the decode step's p90")
+            f"{bench.decode_tokens} (recipe.bench.decode_tokens) x the decode step's p90{''.join('; ' + n for n in batched)}")

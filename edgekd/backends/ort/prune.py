@@ -180,15 +180,26 @@ def cut_on_estimate(ctx: Context, cands: list[Candidate], alive: list[int], cfg:
 
 
 def run_rounds(entries: list[dict[str, Any]], schedule: tuple[int, int, int], feed: dict[str, np.ndarray], out: Path,
-               what: str) -> tuple[list[list[float]], float]:
+               what: str, notes: list[str] | None = None) -> tuple[list[list[float]], float]:
     """Time the worker `entries` in the timing worker (edgekd.perf.interleaved) with `schedule` =
-    (rounds, runs per round, warm-up runs); returns the samples per entry and the worker's wall seconds."""
+    (rounds, runs per round, warm-up runs); returns the samples per entry and the worker's wall seconds.
+    Entries whose sessions would not fit in memory together are timed in batches that do
+    (edgekd.perf.memory_batches), one worker run each; a note in `notes` says so."""
     from edgekd.perf.measure import run_worker
+    from edgekd.perf.memory_batches import memory_batches
 
     rounds, runs, warmup = schedule
-    request = {"mode": "tune", "rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "candidates": entries}
+    samples: list[list[float]] = [[] for _ in entries]
+    batches = memory_batches(entries)
     start = time.perf_counter()
-    samples = run_worker(request, feed, out, what)["samples_ms"]
+    for batch in batches:
+        request = {"mode": "tune", "rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup,
+                   "candidates": [entries[i] for i in batch]}
+        for i, got in zip(batch, run_worker(request, feed, out, what)["samples_ms"]):
+            samples[i] = got
+    if len(batches) > 1 and notes is not None:
+        notes.append(f"{what}: {len(entries)} candidates timed in {len(batches)} batches of {', '.join(str(len(b)) for b in batches)} "
+                     "(their sessions together would not fit in memory: edgekd.perf.memory_batches); rounds interleave within a batch")
     return samples, time.perf_counter() - start
 
 
@@ -207,7 +218,8 @@ def _screen_scores(cands: list[Candidate], alive: list[int], p90: dict[int, floa
     generation time from a short look at each candidate's prompt pass too; and its name."""
     if prompt is None:
         return p90, "p90"
-    samples, wall = run_rounds([cands[i].entry for i in alive], (1, 2, 1), prompt.feed, out, "engine tuning (screening, prompt pass)")
+    samples, wall = run_rounds([cands[i].entry for i in alive], (1, 2, 1), prompt.feed, out, "engine tuning (screening, prompt pass)",
+                               m.notes)
     m.seconds["screening_s"] += wall
     return ({i: float(np.max(s)) + prompt.tokens * p90[i] for i, s in zip(alive, samples)},
             f"generation (the slower of 2 prompt passes + {prompt.tokens} x the decode step's p90)")
@@ -217,7 +229,8 @@ def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict
            m: Measured, prompt: Prompt | None = None) -> list[int]:
     """One short round of every candidate left; the promising ones go on to the full rounds."""
     warmup = min(cfg.warmup_runs, max(1, cfg.screen_runs // 4))  # a short look: the full rounds warm up again
-    samples, wall = run_rounds([cands[i].entry for i in alive], (1, cfg.screen_runs, warmup), feed, out, "engine tuning (screening)")
+    samples, wall = run_rounds([cands[i].entry for i in alive], (1, cfg.screen_runs, warmup), feed, out, "engine tuning (screening)",
+                               m.notes)
     m.seconds["screening_s"] = wall
     p90 = {i: float(np.percentile(s, 90)) for i, s in zip(alive, samples)}
     for i, s in zip(alive, samples):
@@ -275,7 +288,7 @@ def measure(ctx: Context, cands: list[Candidate], feed: dict[str, np.ndarray], o
         m.notes.append("pruning off ([recipe.tune] prune = false): every candidate timed in full")
     m.runs_per_round = full_runs_per_round(cfg, [m.screened_median_ms[i] for i in alive if i in m.screened_median_ms], m)
     samples, wall = run_rounds([cands[i].entry for i in alive], (cfg.rounds, m.runs_per_round, cfg.warmup_runs), feed, out,
-                               "engine tuning")
+                               "engine tuning", m.notes)
     m.seconds["full_s"] = wall
     for i, s in zip(alive, samples):
         m.timing_s.setdefault(i, {})["full"] = float(sum(s)) / 1e3
