@@ -106,14 +106,40 @@ def _gathered_bytes(engine: Path) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer if readers.get(t.name) == {"Gather"})
 
 
-def _bytes_read(edgekd: dict[str, Any], feed: Path) -> tuple[int, int]:
-    """(the engine's weights in bytes: its files less the embedding tables only gathered from; the
-    feed's past key/values in bytes: the KV cache a decode step reads)."""
+def _phase_bytes(engine: Path, case: str) -> int | None:
+    """A prompt/decode split engine's (edgekd.graph.phase_split: a top-level If, "phase/If") weights in
+    bytes that `case` reads: the initializers of the branch that runs (prefill: the prompt branch, else
+    the decode one) and the outer ones its nodes read, less those only gathered from; None for others."""
+    if engine.suffix != ".onnx" or not engine.is_file():
+        return None
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(engine)).graph
+    phase = next((n for n in graph.node if n.op_type == "If" and n.name == "phase/If"), None)
+    if phase is None:
+        return None
+    branch = next(a.g for a in phase.attribute if a.name == ("then_branch" if case == "prefill" else "else_branch"))
+    readers: dict[str, set[str]] = {}
+    for node in branch.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    tensors = [*branch.initializer, *(t for t in graph.initializer if t.name in readers)]
+    return sum(numpy_helper.to_array(t).nbytes for t in tensors if readers.get(t.name, {"Gather"}) != {"Gather"})
+
+
+def _bytes_read(edgekd: dict[str, Any], feed: Path, case: str = "single") -> tuple[int, int]:
+    """(the engine's weights in bytes: its files less the embedding tables only gathered from, or a
+    prompt/decode split engine's weights of the branch `case` runs; the feed's past key/values in bytes:
+    the KV cache a decode step reads)."""
     import numpy as np
 
     engine_dir = Path(edgekd["dir"])
-    files = sum(f.stat().st_size for f in engine_dir.rglob("*") if f.is_file()) if engine_dir.is_dir() else 0
-    weights = files - _gathered_bytes(engine_dir / edgekd["engine"]["engine_file"])
+    engine = engine_dir / edgekd["engine"]["engine_file"]
+    weights = _phase_bytes(engine, case)
+    if weights is None:
+        files = sum(f.stat().st_size for f in engine_dir.rglob("*") if f.is_file()) if engine_dir.is_dir() else 0
+        weights = files - _gathered_bytes(engine)
     with np.load(feed) as arrays:
         cache = sum(arrays[k].nbytes for k in arrays.files if k.startswith(("past", "cache")))
     return weights, int(cache)
@@ -126,7 +152,7 @@ def model_result(label: str, p: Prepared, case: str, rows: list[dict[str, Any]],
     engine = edgekd.get("engine", {})
     floor = None
     if isinstance(macs, int) and edgekd:
-        floor = host_floor(edgekd["target"], compute_precision(engine), macs, *_bytes_read(edgekd, p.cases[case]))
+        floor = host_floor(edgekd["target"], compute_precision(engine), macs, *_bytes_read(edgekd, p.cases[case], case))
     kept = [{k: r.get(k) for k in ROW_KEYS} for r in rows]
     return {"name": label, "case": case, "description": p.description, "macs": macs, "rows": kept,
             "failures": {name: short_error(why) for name, why in failures.items()},
@@ -210,7 +236,7 @@ def refloor(out: Path, name: str, workdir: Path) -> None:
             continue
         feed = workdir / (f"decoder_{m['case']}_feed.npz" if m["case"] != "single" else f"{base}_feed.npz")
         edgekd = {"dir": str(workdir / base / "edgekd" / "engine"), "engine": engine}
-        m["floor"] = host_floor(engine["target"], compute_precision(engine), m["macs"], *_bytes_read(edgekd, feed))
+        m["floor"] = host_floor(engine["target"], compute_precision(engine), m["macs"], *_bytes_read(edgekd, feed, m["case"]))
         m["verdicts"] = verdicts(m["rows"], m["macs"], m["floor"])
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1))
 

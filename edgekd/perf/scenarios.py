@@ -84,12 +84,19 @@ def offline(session: Any, rows: dict[str, np.ndarray], inputs: ModelInputs, max_
                    "throughput = batch x 1000 / mean latency"}
 
 
+CONTROL_FLOW = ("If", "Loop", "Scan")  # their kernel time holds their subgraphs' nodes, which the profile lists too
+
+
 def top_ops(profile_file: Path, top: int = 10) -> list[dict[str, Any]]:
     """Kernel time per op type from an ONNX Runtime profile (chrome-trace JSON): each node's median
-    *_kernel_time over the profiled runs (robust to a run the OS interrupted), summed per op type."""
+    *_kernel_time over the profiled runs (robust to a run the OS interrupted), summed per op type.
+    Control-flow nodes are left out: their subgraphs' nodes are counted themselves (a prompt/decode
+    split engine's If: edgekd.graph.phase_split)."""
     events = json.loads(profile_file.read_text())
     per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
     for ev in events:
+        if ev.get("args", {}).get("op_name") in CONTROL_FLOW:
+            continue
         if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith("_kernel_time"):
             per_node[(ev.get("args", {}).get("op_name", "?"), ev["name"][: -len("_kernel_time")])].append(float(ev.get("dur", 0)) / 1000.0)
     return per_op_type(per_node, top)

@@ -60,6 +60,8 @@ def test_top_ops_takes_the_median_per_node(tmp_path: Path) -> None:
         events.append({"cat": "Node", "name": "relu_kernel_time", "dur": dur, "args": {"op_name": "Relu"}})
         events.append({"cat": "Node", "name": "relu_fence_before", "dur": 99, "args": {"op_name": "Relu"}})
     events.append({"cat": "Session", "name": "model_run", "dur": 5000})
+    for dur in (17, 17, 17):  # a control-flow node: its time is its subgraph's nodes (listed above), not counted twice
+        events.append({"cat": "Node", "name": "phase/If_kernel_time", "dur": dur, "args": {"op_name": "If"}})
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(events))
     assert top_ops(path) == [{"op_type": "Conv", "ms": 0.011, "pct": pytest.approx(100 * 11 / 16), "nodes": 1},
