@@ -343,8 +343,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny zoo sizes, one round of few runs, nothing written")
     parser.add_argument("--no-write", action="store_true", help="print the table, write no results")
     parser.add_argument("--quiet-wait-s", type=float, default=600.0, help="longest wait for a quiet host per attempt")
-    parser.add_argument("--name", default="estimate_vs_measured", help="results file stem (a host class of its own, e.g. "
-                                                                      "estimate_vs_measured_vnni; default: %(default)s)")
+    parser.add_argument("--name", default="estimate_vs_measured", help="results file stem, e.g. one per host class")
     args = parser.parse_args()
     global ROUNDS, RUNS, SECONDS_PER_ROUND, ATTEMPTS, COOLDOWN_S
     if args.quick:

@@ -174,3 +174,29 @@ def test_an_embedding_table_only_gathered_from_is_not_counted_as_read(tmp_path: 
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert _gathered_bytes(path) == 100 * 8 * 4
     assert _gathered_bytes(tmp_path / "engine.xml") == 0  # an OpenVINO IR: its files are counted whole
+
+
+def test_a_split_engine_counts_the_weights_of_the_branch_its_case_runs(tmp_path: Path) -> None:
+    """A prompt/decode split engine (edgekd.graph.phase_split) holds both parts' weights; a prefill reads
+    the prompt branch's, a decode step the decode branch's, each with the shared table only gathered from."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from peers_real_report import _phase_bytes
+
+    from edgekd.graph.phase_split import split_by_phase
+
+    def part(name: str, n: int) -> Path:
+        table = numpy_helper.from_array(np.ones((100, 8), np.float32), "table")  # the same bytes in both: stored once
+        weight = numpy_helper.from_array(np.full((8, n), 0.5 if n == 4 else 0.25, np.float32), "w")
+        nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["h"]),
+                 helper.make_node("ReduceSum", ["h"], ["y"], keepdims=1)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "s"])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [table, weight])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / name))
+        return tmp_path / name
+
+    split = split_by_phase(part("prompt.onnx", 4), part("decode.onnx", 16), tmp_path / "engine.onnx", "ids")
+    assert split.shared == 1
+    assert _phase_bytes(tmp_path / "engine.onnx", "prefill") == 8 * 4 * 4
+    assert _phase_bytes(tmp_path / "engine.onnx", "decode") == 8 * 16 * 4
+    assert _phase_bytes(tmp_path / "prompt.onnx", "decode") is None  # not a split engine: its files are counted
