@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgekd.pipeline.cache import default_root
 
 EXIT_CODES_HELP = "Exit codes: 0 ok, 1 budget violated (check: unsupported nodes), 2 bad input/usage, 3 toolchain missing, 70 internal error."
 VERBOSE_FLAGS = ("--verbose", "-v")
+ABORTED = 130  # Ctrl-C: 128 + SIGINT
 
 
 def _err(text: str) -> None:
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Abort:
         _err("edgekd: aborted")
-        return 130
+        return ABORTED
     except click.ClickException as exc:
         exc.show()
         return EXIT_USER
@@ -392,8 +394,13 @@ def _user_error(exc: EdgekdError, verbose: bool, raised: BaseException | None = 
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. Ctrl-C ends at once with 130, stdio flushed: CPython 3.11 exits by SIGINT (-2)
+    where a KeyboardInterrupt was ever printed (one in a destructor), even one edgekd caught (gh-128130 area)."""
+    code = main()
+    if code == ABORTED:
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
