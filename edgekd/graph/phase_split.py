@@ -48,26 +48,23 @@ def _digest(init: "onnx.TensorProto") -> bytes:
     return hashlib.sha256(f"{init.data_type}{list(init.dims)}".encode() + numpy_helper.to_array(init).tobytes()).digest()
 
 
-def _branch(model: "onnx.ModelProto", tag: str, shared: dict[bytes, str], outer: list) -> "onnx.GraphProto":
+def _branch(model: "onnx.ModelProto", tag: str, shared: dict[bytes, str], outer: dict[str, "onnx.TensorProto"]) -> "onnx.GraphProto":
     """`model`'s graph as an If branch: its inputs read from the outer scope, every other name prefixed
-    with `tag`. Initializers whose bytes are in `shared` (digest -> outer name) are read from the outer
-    graph (added to `outer` the first time); the others stay in the branch (local constants, which ONNX
-    Runtime pre-packs for its kernels)."""
+    with `tag`. Its initializers move to the outer graph (`outer`, by name): those whose bytes are in
+    `shared` (digest -> outer name) once for both branches. Outer-scope weights, not branch-local ones:
+    ONNX Runtime's session of a 135 M Llama's split held 0.58 GB so against 0.90 GB with each branch
+    holding its own, at the same decode-step and prompt-pass times (measured 2026-12-07)."""
     from onnx import helper
 
-    graph, rename, local = model.graph, {}, []
+    graph, rename = model.graph, {}
     for init in graph.initializer:
-        digest = _digest(init)
-        copy = type(init)()
-        copy.CopyFrom(init)
-        if digest in shared:
-            if not any(t.name == shared[digest] for t in outer):
-                copy.name = shared[digest]
-                outer.append(copy)
-            rename[init.name] = shared[digest]
-            continue
-        rename[init.name] = copy.name = f"{tag}/{init.name}"
-        local.append(copy)
+        name = shared.get(_digest(init), f"{tag}/{init.name}")
+        if name not in outer:
+            copy = type(init)()
+            copy.CopyFrom(init)
+            copy.name = name
+            outer[name] = copy
+        rename[init.name] = name
     nodes = []
     for node in graph.node:
         if any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute):
@@ -85,7 +82,7 @@ def _branch(model: "onnx.ModelProto", tag: str, shared: dict[bytes, str], outer:
         info.CopyFrom(out)
         info.name = rename.get(out.name, out.name)
         outputs.append(info)
-    return helper.make_graph(nodes, tag, [], outputs, local)
+    return helper.make_graph(nodes, tag, [], outputs)
 
 
 def split_by_phase(prompt: Path, decode: Path, out: Path, tokens: str) -> PhaseSplit:
@@ -104,13 +101,13 @@ def split_by_phase(prompt: Path, decode: Path, out: Path, tokens: str) -> PhaseS
         raise NotSplittable(f"{prompt.name} or {decode.name} has an input with a default initializer")
     digests = {_digest(i) for i in first.graph.initializer}
     shared = {d: f"shared/{i.name}" for i in second.graph.initializer if (d := _digest(i)) in digests}
-    outer: list = [helper.make_tensor("phase/one", TensorProto.INT64, [], [1]), helper.make_tensor("phase/axis", TensorProto.INT64, [], [1])]
+    outer = {t.name: t for t in (helper.make_tensor("phase/one", TensorProto.INT64, [], [1]), helper.make_tensor("phase/axis", TensorProto.INT64, [], [1]))}
     branches = {"then_branch": _branch(first, "prompt", shared, outer), "else_branch": _branch(second, "decode", shared, outer)}
     nodes = [helper.make_node("Shape", [tokens], ["phase/shape"], name="phase/Shape"),
              helper.make_node("Gather", ["phase/shape", "phase/axis"], ["phase/new_tokens"], name="phase/Gather", axis=0),
              helper.make_node("Greater", ["phase/new_tokens", "phase/one"], ["phase/is_prompt"], name="phase/Greater"),
              helper.make_node("If", ["phase/is_prompt"], outputs, name="phase/If", **branches)]
-    graph = helper.make_graph(nodes, f"{first.graph.name}-by-phase", list(first.graph.input), list(first.graph.output), outer)
+    graph = helper.make_graph(nodes, f"{first.graph.name}-by-phase", list(first.graph.input), list(first.graph.output), list(outer.values()))
     opsets = {o.domain: o.version for o in [*second.opset_import, *first.opset_import]}
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
                               ir_version=max(first.ir_version, second.ir_version), producer_name="edgekd.graph.phase_split")
