@@ -158,18 +158,25 @@ def quality(ctx: Context, fp32: Path, variants: list[Any], levels: dict[str, Ses
     def judged(outputs: np.ndarray) -> dict[str, Any]:
         return {metric.name: quality_metric(metric, feeds, outputs, "", ctx.task).value, "agreement": agreement_pt(outputs, reference)}
 
-    def worst(variant: Any, settings: SessionConfig) -> dict[str, Any]:  # a split graph: the worse of its parts
-        parts = [judged(predict_file(m, feeds.arrays, settings)) for m in (getattr(variant, "parts", ()) or (variant.model,))]
-        return {**max(parts, key=lambda r: metric.degradation(fp32_value, r[metric.name])),
+    seen: dict[tuple[str, str], dict[str, Any]] = {}  # (model file, level): a split graph's parts are variants too
+
+    def of_file(model: Path, level: str) -> dict[str, Any]:
+        if (str(model), level) not in seen:
+            seen[str(model), level] = judged(predict_file(model, feeds.arrays, levels[level]))
+        return seen[str(model), level]
+
+    def worst(variant: Any, level: str) -> dict[str, Any]:  # a split graph: the worse of its parts
+        parts = [of_file(m, level) for m in (getattr(variant, "parts", ()) or (variant.model,))]
+        return {**max(parts, key=lambda r: metric.degradation(fp32_judged[metric.name], r[metric.name])),
                 "agreement": min(r["agreement"] for r in parts)}
 
     reference = predict_file(fp32, feeds.arrays, SessionConfig(graph_optimization_level="basic"))
-    fp32_value = judged(reference)[metric.name]
-    values = {(v.name, level): worst(v, s) for v in variants for level, s in levels.items()}
+    fp32_judged = judged(reference)
+    values = {(v.name, level): worst(v, level) for v in variants for level in levels}
     how = (f"{metric.name} on {feeds.description} (full-sequence forward, empty past; a prompt/decode split graph: each of its "
            "two parts so, the worse counting, since a full-sequence forward runs only its prompt part); the rows' accuracy is "
            "top-1 agreement with the fp32 graph")
-    return judged(reference), values, how
+    return fp32_judged, values, how
 
 
 def metric_problems(ctx: Context, value: float | None, fp32_value: float | None) -> list[str]:

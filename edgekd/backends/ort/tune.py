@@ -194,8 +194,9 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     variants += [Variant(**row) for row in fused if wanted[row["precision"]]]
     weight_only, wo_notes = weight_only_variants(ctx, fused[0]["model"] if fused else fp32, out, GQA if fused else "")
     variants, notes = variants + [Variant(**row) for row in weight_only], notes + wo_notes
-    prompt_part = next((v for v in reversed(variants) if v.precision == "int8" and v.quant_format in ("dynamic", f"dynamic-{GQA}")), None)
-    if prompt_part is not None and int8_kind:
+    dynamic = {v.quant_format: v for v in variants if v.precision == "int8"}
+    prompt_part = dynamic.get(f"dynamic-{GQA}", dynamic.get("dynamic"))  # the prompt pass of a split: dynamic INT8, fused if it fused
+    if prompt_part is not None:
         split, split_notes = phase_split_variants(ctx, fp32, vars(prompt_part), weight_only, out)
         variants, notes = variants + [Variant(**row) for row in split], notes + split_notes
     if ("fp32", None) in kinds:
