@@ -109,3 +109,24 @@ def test_the_tuner_tries_a_prompt_int8_decode_int4_split_and_judges_both_parts(c
                 assert value == max(parts)
                 compared += 1
     assert compared or not any(r["variant"] in splits for r in tuning["rows"])
+
+
+def test_every_variant_has_logits_to_keep_and_the_bench_feeds_it(compiled) -> None:
+    """edgekd.graph.logits_to_keep: the prompt pass computes the head for its last position only where fed 1
+    (the tuner's and the bench's prompt pass); unfed, the engine gives every position's logits (the
+    evaluate stage's perplexity, measured on the engine itself)."""
+    from edgekd.backends.ort.session import open_session
+    from edgekd.graph.logits_to_keep import KEEP
+
+    out = compiled[2]
+    engine = json.loads((out / "engine.json").read_text())
+    tuning = engine["tuning"]
+    assert any(n.startswith("every decoder variant is made from student_keep.onnx") for n in tuning["left_out"]), tuning["left_out"]
+    assert "student_keep.onnx" in tuning["variants"]["fp32"] and "student_keep.onnx" in tuning["variants"]["int8-dynamic"]
+    assert KEEP in tuning["how"]  # the prompt pass the candidates were ranked by was fed 1
+    session = open_session(out / "engine" / engine["engine_file"])
+    assert KEEP in {i.name for i in session.get_overridable_initializers()}
+    report = json.loads((out / "report.json").read_text())
+    assert KEEP in report["latency"]["ttft"]["how"]
+    metrics = {k: m for s in report["stages"] for k, m in s["metrics"].items()}
+    assert metrics["engine.perplexity"]["value"] > 1.0, metrics.keys()

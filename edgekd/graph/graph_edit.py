@@ -89,6 +89,7 @@ def session(model: Path) -> Any:
     ort = require("onnxruntime", "checking a fused graph")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3  # errors only (an input with a default, e.g. logits_to_keep, is a warning)
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 

@@ -23,6 +23,7 @@ from edgekd.config.models import BenchConfig
 from edgekd.deploy.run_on_device import summarize
 from edgekd.errors import EdgekdError
 from edgekd.graph.inputs import ModelInputs, ResolvedInput
+from edgekd.graph.logits_to_keep import KEEP
 from edgekd.perf.timing import time_runs
 from edgekd.tasks.specs import DECODE_TOKENS_PER_SECOND, TIME_TO_FIRST_TOKEN
 
@@ -59,6 +60,7 @@ class DecoderIO:
     mask: ResolvedInput | None = None
     positions: ResolvedInput | None = None
     zeros: tuple[ResolvedInput, ...] = ()  # token type ids: all 0
+    keep: str | None = None  # the logits_to_keep input (edgekd.graph.logits_to_keep): fed 1, the last position's logits
 
     @property
     def kv_cache(self) -> bool:
@@ -149,8 +151,9 @@ def decoder_io(session: Any, inputs: ModelInputs) -> DecoderIO | None:
     slots = tuple(PastSlot(p.name, _present_of(p.name, outputs, in_order.get(p.name)), p.dtype,
                            _empty_past(p, graph[p.name])) for p in pasts)
     pick = {role: next((i for i in inputs.inputs if i.role == role), None) for role in ("attention_mask", "position_ids")}
+    keep = KEEP if KEEP in {i.name for i in session.get_overridable_initializers()} else None
     return DecoderIO(token.name, token.dtype, logits, slots, pick["attention_mask"], pick["position_ids"],
-                     tuple(i for i in inputs.inputs if i.role == "token_type_ids"))
+                     tuple(i for i in inputs.inputs if i.role == "token_type_ids"), keep)
 
 
 def step_feed(io: DecoderIO, ids: np.ndarray, past: list[np.ndarray] | None, total: int) -> dict[str, np.ndarray]:
@@ -166,6 +169,8 @@ def step_feed(io: DecoderIO, ids: np.ndarray, past: list[np.ndarray] | None, tot
         feed[io.positions.name] = np.arange(total - new, total, dtype=io.positions.dtype)[None]
     for spec in io.zeros:
         feed[spec.name] = np.zeros((1, new), spec.dtype)
+    if io.keep is not None:
+        feed[io.keep] = np.ones(1, np.int64)
     return feed
 
 
@@ -234,6 +239,8 @@ def time_to_first_token(session: Any, io: DecoderIO, prompt: Prompt, runs: int) 
     samples = time_runs(lambda: session.run(io.fetches, feed), runs)
     stats = {k: v for k, v in summarize(samples).items() if k != "throughput_per_s"}
     cache = "empty past key/values, logits and present key/values fetched" if io.kv_cache else "no KV cache in the graph: logits only"
+    if io.keep is not None:
+        cache += f" (the last position's logits only: the engine's {io.keep} input fed 1)"
     return {**stats, "prompt_tokens": int(prompt.ids.shape[1]), "kv_cache": io.kv_cache, "samples_ms": samples,
             "how": f"the prompt's forward pass at batch 1: {prompt.note}; {cache}; {runs} timed passes after one warm-up pass"}
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from edgekd.config.target import SessionConfig
 from edgekd.graph.inputs import ModelInputs
+from edgekd.graph.logits_to_keep import KEEP
 
 if TYPE_CHECKING:
     from edgekd.pipeline.context import EngineContext as Context
@@ -192,10 +193,11 @@ def metric_problems(ctx: Context, value: float | None, fp32_value: float | None)
     return []
 
 
-def prompt_pass(ctx: Context, fp32: Path) -> tuple[dict[str, np.ndarray], str] | None:
+def prompt_pass(ctx: Context, fp32: Path, keep: bool = False) -> tuple[dict[str, np.ndarray], str] | None:
     """The bench's TimeToFirstToken feed (edgekd.perf.decoder: recipe.bench.prompt_tokens from the
-    first evaluation row, empty past) and what it is; None where the bench's decoder scenarios cannot
-    drive the graph (the tuner then ranks by the decode step alone)."""
+    first evaluation row, empty past; `keep`: every candidate has the logits_to_keep input, fed 1 as
+    the bench does) and what it is; None where the bench's decoder scenarios cannot drive the graph
+    (the tuner then ranks by the decode step alone)."""
     from edgekd.backends.ort.session import open_session
     from edgekd.graph.decoder import complete_feeds
     from edgekd.perf.decoder import (
@@ -214,7 +216,31 @@ def prompt_pass(ctx: Context, fp32: Path) -> tuple[dict[str, np.ndarray], str] |
         prompt = make_prompt(Subject(session, fp32, ctx.model_inputs, ctx.eval_feeds.arrays, "the tuner"), io, ctx.profile.recipe.bench)
     except DecoderError:
         return None
-    return complete_feeds(session, step_feed(io, prompt.ids, None, prompt.ids.shape[1])), prompt.note
+    feed = complete_feeds(session, step_feed(io, prompt.ids, None, prompt.ids.shape[1]))
+    if keep:
+        return {**feed, KEEP: np.ones(1, np.int64)}, f"{prompt.note}, the last position's logits only ({KEEP} 1)"
+    return feed, prompt.note
+
+
+def keep_logits(ctx: Context, fp32: Path, out: Path) -> tuple[Path, list[str]]:
+    """`fp32` with the logits_to_keep input (edgekd.graph.logits_to_keep) written into `out`, used when
+    it gives fp32's outputs without the input and fp32's last logits with it fed 1 on the first
+    evaluation row; else `fp32`, with a note why not."""
+    from edgekd.graph.graph_edit import NotFusable, verify
+    from edgekd.graph.logits_to_keep import add_logits_to_keep, last_logits_gap
+
+    path, prompt = out / f"{fp32.stem}_keep.onnx", ctx.eval_feeds.first()
+    try:
+        rewrite = add_logits_to_keep(fp32, path)
+        verify(fp32, path, [prompt])
+        gap = last_logits_gap(fp32, path, prompt)
+        if gap > 1e-5:
+            raise NotFusable(f"its last logits differ by {gap:.1e} (relative) from fp32's")
+    except NotFusable as e:
+        path.unlink(missing_ok=True)
+        return fp32, [f"{KEEP} not added (every prompt pass computes the head for all positions): {e}"]
+    return path, [f"every decoder variant is made from {path.name}: {fp32.name} with the {rewrite.describe()}; checked exact on the "
+                  f"first evaluation row (all positions unfed, the last one fed 1: within {gap:.1e})"]
 
 
 def generation(ctx: Context, prompt: tuple[dict[str, np.ndarray], str], rows: list[dict[str, Any]], entries: list[dict[str, Any]],

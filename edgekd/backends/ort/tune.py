@@ -33,6 +33,7 @@ class Variant:
     runtime: str = "onnxruntime"  # edgekd.backends.runners: onnxruntime | openvino
     build_s: float | None = None  # seconds the tuner spent making the file (None: an earlier stage made it, or given)
     parts: tuple[Path, ...] = ()  # a prompt/decode split graph's two part files (edgekd.graph.phase_split): judged both
+    keeps_logits: bool = False  # a decoder with the logits_to_keep input (edgekd.graph.logits_to_keep): its prompt pass is fed 1
 
     @property
     def name(self) -> str:
@@ -175,34 +176,55 @@ def _mha_variants(ctx: Context, fp32: Path, out: Path) -> tuple[list[Variant], l
 
 
 def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[list[Variant], list[str]]:
-    """A KV-cache decoder's variants (edgekd.backends.ort.decoder_tune): the quantize stage's dynamic
-    INT8 graph, the GroupQueryAttention-fused fp32 graph and its dynamic INT8 (where it fuses), the
-    [tune] weight_only graphs (from the fused graph where it fused), fp32."""
+    """A KV-cache decoder's variants (edgekd.backends.ort.decoder_tune), all from the fp32 graph with the
+    logits_to_keep input where it has a language-model head to slice (then the dynamic INT8 graph is
+    quantized from it here, else the quantize stage's is used): dynamic INT8, the
+    GroupQueryAttention-fused fp32 graph and its dynamic INT8 (where it fuses), the [tune] weight_only
+    graphs (from the fused graph where it fused), the prompt/decode splits, fp32."""
+    from dataclasses import replace
+
     from edgekd.backends.ort.decoder_tune import (
         GQA,
         fused_variants,
+        keep_logits,
         phase_split_variants,
         weight_only_variants,
     )
 
     kinds = _variant_kinds(ctx)
     int8_kind = any(p == "int8" for p, _ in kinds)
-    variants = [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations "
-                                                  "quantized at run time), from the fp32 graph")] if int8_kind else []
-    fused, notes = fused_variants(ctx, fp32, out, int8_kind)
+    source, notes = keep_logits(ctx, fp32, out)
+    variants = [_decoder_int8(ctx, source, int8, out, source != fp32)] if int8_kind else []
+    fused, fused_notes = fused_variants(ctx, source, out, int8_kind)
     wanted = {"fp32": ("fp32", None) in kinds, "int8": int8_kind}
-    variants += [Variant(**row) for row in fused if wanted[row["precision"]]]
-    weight_only, wo_notes = weight_only_variants(ctx, fused[0]["model"] if fused else fp32, out, GQA if fused else "")
+    variants, notes = variants + [Variant(**row) for row in fused if wanted[row["precision"]]], notes + fused_notes
+    weight_only, wo_notes = weight_only_variants(ctx, fused[0]["model"] if fused else source, out, GQA if fused else "")
     variants, notes = variants + [Variant(**row) for row in weight_only], notes + wo_notes
     dynamic = {v.quant_format: v for v in variants if v.precision == "int8"}
     prompt_part = dynamic.get(f"dynamic-{GQA}", dynamic.get("dynamic"))  # the prompt pass of a split: dynamic INT8, fused if it fused
     if prompt_part is not None:
-        split, split_notes = phase_split_variants(ctx, fp32, vars(prompt_part), weight_only, out)
+        split, split_notes = phase_split_variants(ctx, source, vars(prompt_part), weight_only, out)
         variants, notes = variants + [Variant(**row) for row in split], notes + split_notes
     if ("fp32", None) in kinds:
-        variants.append(Variant("fp32", None, fp32, f"the given fp32 graph {fp32.name} (with its KV cache)"))
+        variants.append(Variant("fp32", None, source, f"the fp32 graph {source.name} (with its KV cache)"))
     notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")
-    return variants or [Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph")], notes
+    variants = variants or [_decoder_int8(ctx, source, int8, out, source != fp32)]
+    return [replace(v, keeps_logits=source != fp32) for v in variants], notes
+
+
+def _decoder_int8(ctx: Context, source: Path, int8: Path, out: Path, rewritten: bool) -> Variant:
+    """The dynamic INT8 decoder variant: the quantize stage's graph `int8`, or where `source` is the
+    logits_to_keep rewrite of the fp32 graph (`rewritten`), the quantize stage's quantization of it."""
+    from edgekd.graph.quantize import quantize_dynamic_int8
+
+    if not rewritten:
+        return Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations quantized "
+                                                "at run time), from the fp32 graph")
+    path, start = out / "student_int8_dynamic.onnx", time.perf_counter()
+    quantize_dynamic_int8(source, path, ctx.quant_recipe, op_types=("MatMul", "Gemm"))
+    return Variant("int8", "dynamic", path, f"quantize_dynamic of {source.name}'s MatMul/Gemm weights (the quantize stage's recipe: int8, "
+                                            f"per-channel {ctx.quant_recipe.per_channel}, reduce_range {ctx.quant_recipe.reduce_range}), "
+                   "activations quantized at run time", build_s=time.perf_counter() - start)
 
 
 def _rows(ctx: Context, pairs: list[tuple[Variant, Any]], measured: Any, judged: Judged) -> list[dict[str, Any]]:
@@ -361,7 +383,8 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     def known(v: Variant, s: Any) -> list[str]:  # budget problems known before timing (quality, size)
         row = {**judged.rows[(v.name, numerics_key(s))], "size_mb": v.size_mb, "p90_ms": 0.0}
         return _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
-    cands, prompt = prune.candidates(pairs, known), prompt_pass(ctx, fp32) if decoder else None
+    keep = bool(variants) and all(v.keeps_logits for v in variants)
+    cands, prompt = prune.candidates(pairs, known), prompt_pass(ctx, fp32, keep) if decoder else None
     measured = prune.measure(ctx, cands, feed, out, prompt and prune.Prompt(prompt[0], ctx.profile.recipe.bench.decode_tokens))
     rows, ranked = _rows(ctx, pairs, measured, judged), ""
     if prompt is not None:  # the prompt pass too: rows ranked by the bench's generation (prompt, then decode_tokens steps)

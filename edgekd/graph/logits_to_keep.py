@@ -1,0 +1,110 @@
+"""A `logits_to_keep` input for a decoder graph: its language-model head computes the logits of the
+last K positions only (K = 0: all of them, the graph as exported).
+
+A prompt pass needs the logits of the prompt's last position only (the first generated token), yet
+an exported decoder computes the head for every position: for a 135 M Llama (hidden 576, vocabulary
+49152) at a 128-token prompt that is 3.6 of its 17.8 G MACs. transformers' models have the same
+argument (`logits_to_keep`, 0 = all) and llama.cpp computes only the last position's logits by
+default. Here it is an ONNX graph input with a default initializer of 0 (ONNX Runtime lists it among
+`get_overridable_initializers()`, not `get_inputs()`): whoever does not feed it gets every position's
+logits as before (the evaluate stage's perplexity); the decoder scenarios and the tuner's prompt pass
+feed 1 (edgekd.perf.decoder). A Slice of the head's input along the sequence axis does it, so the
+rewrite is exact: with K = 1 the logits are the last row of the full logits, and quantizers and
+fusions applied later see a plain MatMul.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.graph.graph_edit import Graph, NotFusable, save
+
+KEEP = "logits_to_keep"  # the input's name, as transformers' forward argument
+_PASSTHROUGH = ("Cast", "Identity")  # ops between the head's MatMul and the logits output
+_CONSTANT = ("Transpose", "Cast", "Identity", "Constant")  # how a tied head's weight may reach the MatMul
+
+
+@dataclass(frozen=True)
+class KeepRewrite:
+    head: str  # the language-model head's MatMul node
+    logits: str  # the output it makes
+
+    def describe(self) -> str:
+        return (f"input '{KEEP}' (int64 [1], default 0 = every position) slicing the last K positions before the language-model "
+                f"head {self.head}: a prompt pass fed 1 computes the '{self.logits}' of its last position only (edgekd.graph.logits_to_keep)")
+
+
+def _constant(g: Graph, name: str) -> bool:
+    """Whether `name` is an initializer or made from one by Transpose/Cast/Identity/Constant only."""
+    while name not in g.inits:
+        node = g.producer.get(name)
+        if node is None or node.op_type not in _CONSTANT:
+            return False
+        if node.op_type == "Constant":
+            return True
+        name = node.input[0]
+    return True
+
+
+def _head(g: Graph, logits: str) -> Any:
+    """The MatMul whose product, through Cast/Identity only, is `logits`, with a constant weight as
+    its second input; raises NotFusable where the logits are made otherwise."""
+    node = g.producer.get(logits)
+    while node is not None and node.op_type in _PASSTHROUGH:
+        node = g.producer.get(node.input[0])
+    if node is None or node.op_type != "MatMul":
+        made = "a graph input or initializer" if node is None else f"{node.op_type} ({node.name})"
+        raise NotFusable(f"the output '{logits}' is made by {made}, not by a MatMul with the head's weights")
+    if not _constant(g, node.input[1]) or _constant(g, node.input[0]):
+        raise NotFusable(f"the MatMul {node.name} making '{logits}' does not multiply hidden states by constant weights")
+    return node
+
+
+def add_logits_to_keep(source: Path, out: Path, logits: str | None = None) -> KeepRewrite:
+    """Write `source` to `out` with the `logits_to_keep` input before the head that makes `logits`
+    (default: the output named 'logits', else the first). Raises NotFusable where there is no such
+    head or the graph has the input already."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    if KEEP in {i.name for i in graph.input} | {i.name for i in graph.initializer}:
+        raise NotFusable(f"{source.name} has a '{KEEP}' already")
+    names = [o.name for o in graph.output]
+    logits = logits or ("logits" if "logits" in names else names[0])
+    g = Graph(graph)
+    head = _head(g, logits)
+    hidden, start, sliced = head.input[0], f"{KEEP}/start", f"{KEEP}/hidden"
+    nodes = [helper.make_node("Neg", [KEEP], [start], name=f"{KEEP}/Neg"),
+             helper.make_node("Slice", [hidden, start, f"{KEEP}/end", f"{KEEP}/axis"], [sliced], name=f"{KEEP}/Slice")]
+    position = list(graph.node).index(head)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(position + offset, node)
+    head.input[0] = sliced
+    graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), KEEP),
+                              numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), f"{KEEP}/end"),
+                              numpy_helper.from_array(np.array([-2], np.int64), f"{KEEP}/axis")])  # [batch, sequence, hidden]
+    graph.input.append(helper.make_tensor_value_info(KEEP, TensorProto.INT64, [1]))
+    for out_info in graph.output:
+        if out_info.name == logits and len(out_info.type.tensor_type.shape.dim) == 3:
+            out_info.type.tensor_type.shape.dim[1].dim_param = "logits_positions"  # K, or the sequence when K = 0
+    model.ir_version = max(model.ir_version, 4)  # an input with a default initializer (IR 4 and later)
+    save(model, out)
+    return KeepRewrite(head.name or head.output[0], logits)
+
+
+def last_logits_gap(source: Path, rewritten: Path, feed: dict[str, np.ndarray]) -> float:
+    """The largest |difference| between `rewritten`'s logits at logits_to_keep 1 and the last row of
+    `source`'s logits on `feed`, relative to their largest magnitude (0 for an exact rewrite of a float
+    head; a dynamically quantized head's activation scale then covers one row, not all)."""
+    from edgekd.graph.decoder import complete_feeds
+    from edgekd.graph.graph_edit import session
+
+    ref, new = session(source), session(rewritten)
+    full = ref.run(None, complete_feeds(ref, feed))[0][:, -1:]
+    last = new.run(None, {**complete_feeds(new, feed), KEEP: np.array([1], np.int64)})[0]
+    return float(np.abs(last - full).max(initial=0.0)) / max(float(np.abs(full).max(initial=0.0)), 1e-6)
