@@ -56,6 +56,8 @@ from peers_real_prep import (
 )
 from peers_real_report import RESULTS, model_result, refloor, render, write
 
+from edgekd.graph.logits_to_keep import KEEP
+
 OV_DEFAULT = {"PERFORMANCE_HINT": "LATENCY"}  # OpenVINO's documented latency setting
 PROMPT, PAST = 128, 127  # decoder: prefill tokens, cached tokens before the decode step
 QUICK_PROMPT, QUICK_PAST = 16, 15
@@ -132,11 +134,22 @@ def row_specs(p: Prepared, case: str, art: dict[str, Any]) -> list[dict[str, Any
                            max_length=PAST + 8 if case == "decode" else PROMPT + 8))
     if art.get("edgekd"):
         e = art["edgekd"]["engine"]
+        model = Path(art["edgekd"]["dir"]) / e["engine_file"]
+        keep = case == "prefill" and _keeps_logits(model)
         specs.append(_spec("edgekd", "edgekd", e.get("precision", "int8"),
-                           f"edgekd compile --target x86 ({art['edgekd']['target']}): {e['engine_file']} on {e.get('runtime')}",
-                           feed, model=str(Path(art["edgekd"]["dir"]) / e["engine_file"]), runtime=e.get("runtime", "onnxruntime-cpu"),
-                           settings=e.get("session", {})))
+                           f"edgekd compile --target x86 ({art['edgekd']['target']}): {e['engine_file']} on {e.get('runtime')}"
+                           + (f"; fed {KEEP} 1 as edgekd's bench feeds it: the language-model head for the last position only "
+                              "(what the first generated token needs; the other rows compute every position's logits)" if keep else ""),
+                           feed, model=str(model), runtime=e.get("runtime", "onnxruntime-cpu"), settings=e.get("session", {}),
+                           keep_logits=keep))
     return specs
+
+
+def _keeps_logits(model: Path) -> bool:
+    """Whether the engine has edgekd.graph.logits_to_keep's input (an ONNX graph input with a default)."""
+    import onnx
+
+    return model.suffix == ".onnx" and KEEP in {i.name for i in onnx.load(str(model), load_external_data=False).graph.input}
 
 
 def prepare(name: str, s: RunSettings, failures: dict[str, str]) -> tuple[Prepared | None, dict[str, Any]]:

@@ -169,6 +169,10 @@ class EdgekdRow:
         from edgekd.backends.runners import open_runner, settings_from, threads
 
         self.spec, self.feed = spec, load_feed(spec["feed"])
+        if spec.get("keep_logits"):  # edgekd.graph.logits_to_keep: the prompt pass's head for the last position only
+            from edgekd.graph.logits_to_keep import KEEP
+
+            self.feed[KEEP] = np.ones(1, np.int64)
         self.settings = settings_from(spec["runtime"], spec["settings"])
         before = os_threads()
         self.runner_ = open_runner(spec["runtime"], Path(spec["model"]), self.settings)
