@@ -129,6 +129,9 @@ def test_verdicts_against_the_best_peer_and_the_floor() -> None:
     v = verdicts(rows, 500_000_000, {"ms": 5.0})
     assert v["best_peer"] == "ort-fp32-default" and v["edgekd_over_best_peer_p90"] == pytest.approx(0.7)
     assert v["peer_goal_met"] is True and v["edgekd_over_floor_p90"] == pytest.approx(1.4) and v["floor_goal_met"] is True
+    assert "round_median" not in v  # rows without per-round p90s
+    rounds = [{**r, "p90_round_median_ms": m} for r, m in zip(rows, (6.0, 12.0, 8.0))]
+    assert verdicts(rounds, 500_000_000, None)["round_median"] == {"best_peer": "openvino-fp32", "edgekd_over_best_peer": 0.75}
     small = verdicts(rows, 50_000_000, {"ms": 1.0})
     assert small["floor_goal_met"] is None  # the floor goal is for >= 100 M MACs
     assert verdicts(rows[1:], 1, None)["how"].startswith("not available")
