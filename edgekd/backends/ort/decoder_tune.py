@@ -1,12 +1,14 @@
 """Engine tuning for decoders with a KV cache (x86): the variants, what is timed and what is judged.
 
-Variants: the quantize stage's dynamic INT8 graph, MatMulNBits weight-only graphs ([tune] weight_only:
+Variants: dynamic INT8 (the quantize stage's recipe), MatMulNBits weight-only graphs ([tune] weight_only:
 int4/int8 weights, float activations; edgekd.graph.weight_only), fp32, and per INT4 graph one that
 runs the prompt pass on dynamic INT8 and decode steps on INT4 (edgekd.graph.phase_split). When the attention fuses
 into GroupQueryAttention (edgekd.graph.gqa_fusion; outputs checked against fp32's), the fused fp32
 graph and its dynamic INT8 are variants beside the unfused ones (the fusion is measured), and the
 weight-only graphs are made from the fused graph. Static Q/DQ is not a
-candidate: its calibration sees an empty past, so cached keys/values would get no range.
+candidate: its calibration sees an empty past, so cached keys/values would get no range. Every
+variant is made from the fp32 graph with the optional logits_to_keep input where its head can be
+sliced (edgekd.graph.logits_to_keep): the prompt pass is timed fed 1, quality judged unfed.
 
 Timed: one decode step (1 new token after P cached tokens, the cache made by the fp32 graph on the
 first evaluation row): what every generated token costs. Judged: the task's metric (perplexity) of
@@ -59,6 +61,21 @@ def weight_only_variants(ctx: Context, source: Path, out: Path, tag: str = "") -
         variants.append({"precision": f"int{spec.bits}", "quant_format": f"{WEIGHT_ONLY}-b{spec.block_size}{level}{suffix}", "model": path,
                          "how": f"{setting.describe()}, from {source.name}", "build_s": time.perf_counter() - start})
     return variants, notes
+
+
+def dynamic_int8(ctx: Context, source: Path, int8: Path, out: Path, rewritten: bool) -> dict[str, Any]:
+    """The dynamic INT8 variant's fields: the quantize stage's graph `int8`, or where `source` is the
+    logits_to_keep rewrite of the fp32 graph (`rewritten`), the quantize stage's quantization of it."""
+    from edgekd.graph.quantize import quantize_dynamic_int8
+
+    if not rewritten:
+        return {"precision": "int8", "quant_format": "dynamic", "model": int8,
+                "how": "the quantize stage's dynamic INT8 graph (int8 weights, activations quantized at run time), from the fp32 graph"}
+    path, start, tq = out / "student_int8_dynamic.onnx", time.perf_counter(), ctx.quant_recipe
+    quantize_dynamic_int8(source, path, tq, op_types=("MatMul", "Gemm"))
+    return {"precision": "int8", "quant_format": "dynamic", "model": path, "build_s": time.perf_counter() - start,
+            "how": f"quantize_dynamic of {source.name}'s MatMul/Gemm weights (the quantize stage's recipe: int8, per-channel "
+                   f"{tq.per_channel}, reduce_range {tq.reduce_range}), activations quantized at run time"}
 
 
 def fused_variants(ctx: Context, fp32: Path, out: Path, int8: bool = True) -> tuple[list[dict[str, Any]], list[str]]:

@@ -185,6 +185,7 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
 
     from edgekd.backends.ort.decoder_tune import (
         GQA,
+        dynamic_int8,
         fused_variants,
         keep_logits,
         phase_split_variants,
@@ -194,7 +195,7 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     kinds = _variant_kinds(ctx)
     int8_kind = any(p == "int8" for p, _ in kinds)
     source, notes = keep_logits(ctx, fp32, out)
-    variants = [_decoder_int8(ctx, source, int8, out, source != fp32)] if int8_kind else []
+    variants = [Variant(**dynamic_int8(ctx, source, int8, out, source != fp32))] if int8_kind else []
     fused, fused_notes = fused_variants(ctx, source, out, int8_kind)
     wanted = {"fp32": ("fp32", None) in kinds, "int8": int8_kind}
     variants, notes = variants + [Variant(**row) for row in fused if wanted[row["precision"]]], notes + fused_notes
@@ -208,23 +209,8 @@ def _decoder_variants(ctx: Context, fp32: Path, int8: Path, out: Path) -> tuple[
     if ("fp32", None) in kinds:
         variants.append(Variant("fp32", None, source, f"the fp32 graph {source.name} (with its KV cache)"))
     notes.append("static Q/DQ not tried for a decoder with a KV cache: its calibration sees an empty past (no range for cached keys/values)")
-    variants = variants or [_decoder_int8(ctx, source, int8, out, source != fp32)]
+    variants = variants or [Variant(**dynamic_int8(ctx, source, int8, out, source != fp32))]
     return [replace(v, keeps_logits=source != fp32) for v in variants], notes
-
-
-def _decoder_int8(ctx: Context, source: Path, int8: Path, out: Path, rewritten: bool) -> Variant:
-    """The dynamic INT8 decoder variant: the quantize stage's graph `int8`, or where `source` is the
-    logits_to_keep rewrite of the fp32 graph (`rewritten`), the quantize stage's quantization of it."""
-    from edgekd.graph.quantize import quantize_dynamic_int8
-
-    if not rewritten:
-        return Variant("int8", "dynamic", int8, "the quantize stage's dynamic INT8 graph (int8 weights, activations quantized "
-                                                "at run time), from the fp32 graph")
-    path, start = out / "student_int8_dynamic.onnx", time.perf_counter()
-    quantize_dynamic_int8(source, path, ctx.quant_recipe, op_types=("MatMul", "Gemm"))
-    return Variant("int8", "dynamic", path, f"quantize_dynamic of {source.name}'s MatMul/Gemm weights (the quantize stage's recipe: int8, "
-                                            f"per-channel {ctx.quant_recipe.per_channel}, reduce_range {ctx.quant_recipe.reduce_range}), "
-                   "activations quantized at run time", build_s=time.perf_counter() - start)
 
 
 def _rows(ctx: Context, pairs: list[tuple[Variant, Any]], measured: Any, judged: Judged) -> list[dict[str, Any]]:
