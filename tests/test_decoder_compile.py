@@ -130,3 +130,5 @@ def test_every_variant_has_logits_to_keep_and_the_bench_feeds_it(compiled) -> No
     assert KEEP in report["latency"]["ttft"]["how"]
     metrics = {k: m for s in report["stages"] for k, m in s["metrics"].items()}
     assert metrics["engine.perplexity"]["value"] > 1.0, metrics.keys()
+    assert [i["name"] for i in tuning["optional_inputs"]] == [KEEP] and tuning["optional_inputs"][0]["default"] == 0
+    assert f"- optional input {KEEP}: int64 1, default 0" in (out / "MODEL_CARD.md").read_text()  # a deployer learns to feed it

@@ -97,6 +97,13 @@ def add_logits_to_keep(source: Path, out: Path, logits: str | None = None) -> Ke
     return KeepRewrite(head.name or head.output[0], logits)
 
 
+def optional_input() -> dict[str, object]:
+    """The engine record's entry for the input (engine.json's tuning, the model card)."""
+    return {"name": KEEP, "dtype": "int64", "shape": [1], "default": 0,
+            "how": "the number of last positions whose logits are computed (0: every position, the export's outputs); feed 1 in "
+                   "the prompt pass of generation (edgekd's bench does) so the language-model head runs for the last position only"}
+
+
 def last_logits_gap(source: Path, rewritten: Path, feed: dict[str, np.ndarray]) -> float:
     """The largest |difference| between `rewritten`'s logits at logits_to_keep 1 and the last row of
     `source`'s logits on `feed`, relative to their largest magnitude (0 for an exact rewrite of a float

@@ -44,6 +44,8 @@ def _source_model(report: dict[str, Any]) -> list[str]:
     lines = ["## Model", "", f"- given model: {cell(prov['model']['file'])} (sha256 `{prov['model']['sha256']}`)",
              *(f"- input {i['name']}: {i['dtype']} {'x'.join(map(str, i['shape']))} ({cell(', '.join(sorted(set(i['sources']))))})"
                for i in report.get("inputs", {}).get("inputs", [])),
+             *(f"- optional input {i['name']}: {i['dtype']} {'x'.join(map(str, i['shape']))}, default {i['default']}: {cell(i['how'])}"
+               for i in (report.get("tuning") or {}).get("optional_inputs", [])),
              f"- calibration data: {cell(prov['calibration'])}", f"- evaluation data: {cell(prov['evaluation'])}",
              f"- data sha256 `{prov['data_sha256']}`", "", "| file | bytes | sha256 |", "|---|---|---|"]
     names = [n for n in artefacts if n.endswith(".onnx") or n.startswith("engine/")]

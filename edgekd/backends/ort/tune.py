@@ -348,6 +348,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
     from edgekd.backends.runners import numerics_key
     from edgekd.graph.decoder import has_kv_cache
+    from edgekd.graph.logits_to_keep import optional_input
 
     cfg, decoder = ctx.profile.recipe.tune, has_kv_cache(fp32)
     clock = prune.Clock()
@@ -375,13 +376,15 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     rows, ranked = _rows(ctx, pairs, measured, judged), ""
     if prompt is not None:  # the prompt pass too: rows ranked by the bench's generation (prompt, then decode_tokens steps)
         ranked = "; then " + generation(ctx, prompt, rows, [cands[k].entry for k in measured.timed], out, measured.seconds)
-    models = {v.name: v.model for v in variants}
+    models, keeps = {v.name: v.model for v in variants}, {v.name for v in variants if v.keeps_logits}
     rows.sort(key=rank_ms)
     chosen, reason = choose(rows, ctx.metric.name)
+    optional = [optional_input()] if rows[chosen]["variant"] in keeps else []
     budget = f"quantize_{ctx.metric.degradation_name}"
     return {"chosen": chosen, "reason": reason, "fp32_accuracy": judged.fp32["accuracy"], "accuracy_is": judged.how, "rows": rows,
             **({f"fp32_{ctx.metric.name}": judged.fp32[ctx.metric.name]} if ctx.metric.name in judged.fp32 else {}),
             "variants": {v.name: v.how for v in variants}, "left_out": left_out, **finish(mixed, rows, chosen),
+            **({"optional_inputs": optional} if optional else {}),
             **measured.record(clock, variants),
             "how": (f"{len(pairs)} candidates ({len(variants)} model variants x their runtime's settings: {_settings_axes(variants, len(sessions))}), "
                     f"{measured.describe(len(pairs))}, timed on {timed} on this host, "
