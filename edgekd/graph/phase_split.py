@@ -49,9 +49,9 @@ def _digest(init: "onnx.TensorProto") -> bytes:
 
 
 def _branch(model: "onnx.ModelProto", tag: str, shared: dict[bytes, str], outer: dict[str, "onnx.TensorProto"]) -> "onnx.GraphProto":
-    """`model`'s graph as an If branch: its inputs (those with a default too) read from the outer scope,
-    every other name prefixed with `tag`. Its initializers move to the outer graph (`outer`, by name): those whose bytes are in
-    `shared` (digest -> outer name) once for both branches. Outer-scope weights, not branch-local ones:
+    """`model`'s graph as an If branch: its inputs (those with a default too) read from the outer
+    scope, every other name prefixed with `tag`. Its initializers move to the outer graph (`outer`, by
+    name): those whose bytes are in `shared` (digest -> outer name) once for both branches. Outer-scope weights, not branch-local ones:
     ONNX Runtime's session of a 135 M Llama's split held 0.58 GB so against 0.90 GB with each branch
     holding its own, at the same decode-step and prompt-pass times (measured 2026-12-07)."""
     from onnx import helper
@@ -103,7 +103,8 @@ def split_by_phase(prompt: Path, decode: Path, out: Path, tokens: str) -> PhaseS
         raise NotSplittable(f"{prompt.name} has no input {tokens!r}")
     defaults = [{i.name: _digest(i) for i in m.graph.initializer if i.name in inputs} for m in (first, second)]
     if defaults[0] != defaults[1]:
-        raise NotSplittable(f"{prompt.name} and {decode.name} differ in their inputs' defaults: {sorted(defaults[0])} vs {sorted(defaults[1])}")
+        raise NotSplittable(f"{prompt.name} and {decode.name} differ in their inputs' defaults: "
+                            f"{sorted(defaults[0])} vs {sorted(defaults[1])}")
     digests = {_digest(i) for i in first.graph.initializer}
     shared = {d: f"shared/{i.name}" for i in second.graph.initializer if (d := _digest(i)) in digests}
     outer = {t.name: t for t in (helper.make_tensor("phase/one", TensorProto.INT64, [], [1]), helper.make_tensor("phase/axis", TensorProto.INT64, [], [1]))}

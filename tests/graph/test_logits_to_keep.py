@@ -45,9 +45,12 @@ def test_unfed_it_is_the_export_and_fed_one_the_last_position(tmp_path: Path, ki
 
 
 def test_the_rewrite_fuses_quantizes_and_splits(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
     from edgekd.config.target import TargetQuantize
     from edgekd.graph.gqa_fusion import fuse_gqa
-    from edgekd.graph.phase_split import split_by_phase
+    from edgekd.graph.phase_split import NotSplittable, split_by_phase
     from edgekd.graph.quantize import quantize_dynamic_int8
     from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
 
@@ -63,6 +66,11 @@ def test_the_rewrite_fuses_quantizes_and_splits(tmp_path: Path) -> None:
     # fed 1: the last row; dynamic INT8's activation scale then covers that row only, so close, not equal
     assert last_logits_gap(int8, tmp_path / "split.onnx", _feed()) < 0.05
     assert last_logits_gap(int4, int4, _feed()) < 1e-6  # MatMulNBits quantizes activations per row: exact
+    other = onnx.load(str(int4))  # the same input with another default cannot be one outer input of both
+    next(i for i in other.graph.initializer if i.name == KEEP).CopyFrom(numpy_helper.from_array(np.array([1], np.int64), KEEP))
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(NotSplittable, match="differ in their inputs' defaults"):
+        split_by_phase(int8, tmp_path / "other.onnx", tmp_path / "refused.onnx", "input_ids")
 
 
 def test_a_graph_without_a_matmul_head_is_refused(tmp_path: Path) -> None:
