@@ -37,6 +37,38 @@ class Graph:
         return node
 
 
+def constant(g: Graph, name: str) -> np.ndarray | None:
+    """The value of an initializer or a Constant node's output, through Identity nodes (torch.onnx
+    shares equal constants so); None for anything computed."""
+    from onnx import numpy_helper
+
+    node = g.producer.get(name)
+    while node is not None and node.op_type == "Identity":
+        name, node = node.input[0], g.producer.get(node.input[0])
+    if name in g.inits:
+        return numpy_helper.to_array(g.inits[name])
+    if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def scaled(g: Graph, name: str, nodes: list[Any] | None = None) -> tuple[str, float]:
+    """Walk up through Mul/Div by a one-element constant from `name`: (the unscaled tensor, the
+    factor); the nodes walked through are appended to `nodes`."""
+    factor = 1.0
+    while (node := g.producer.get(name)) is not None and node.op_type in ("Mul", "Div"):
+        values = [constant(g, i) for i in node.input]
+        scalar = next((i for i, v in enumerate(values) if v is not None and v.size == 1), None)
+        if scalar is None or (node.op_type == "Div" and scalar != 1):
+            break
+        value = float(values[scalar].reshape(-1)[0])
+        factor *= 1.0 / value if node.op_type == "Div" else value
+        if nodes is not None:
+            nodes.append(node)
+        name = node.input[1 - scalar]
+    return name, factor
+
+
 def prune(graph: Any) -> None:
     """Drop nodes (graph in topological order) and initializers no graph output depends on."""
     live = {o.name for o in graph.output}

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.graph.graph_edit import Graph, NotFusable, save
+from edgekd.graph.graph_edit import Graph, NotFusable, constant, save
 
 KEEP = "logits_to_keep"  # the input's name, as transformers' forward argument
 _PASSTHROUGH = ("Cast", "Identity")  # ops between the head's MatMul and the logits output
+_PER_POSITION = ("Add", "Sub", "Mul", "Div")  # ... and these, with a constant the same for every position (_per_position)
 _CONSTANT = ("Transpose", "Cast", "Identity", "Constant")  # how a tied head's weight may reach the MatMul
 
 
@@ -49,12 +50,27 @@ def _constant(g: Graph, name: str) -> bool:
     return True
 
 
+def _per_position(g: Graph, node: Any) -> str | None:
+    """The non-constant input of an element-wise Add/Sub/Mul/Div whose other input is a constant the
+    same for every position (rank < 2, or 1 along the sequence axis): a head's bias (Phi) or a logits
+    scale (Granite) computes each position's logits from that position's alone, so the Slice may
+    go before it. None for any other node."""
+    if node.op_type not in _PER_POSITION or len(node.input) != 2:
+        return None
+    dims = [None if (value := constant(g, name)) is None else value.shape for name in node.input]
+    for chain, other in ((0, 1), (1, 0)):
+        if dims[chain] is None and dims[other] is not None and (len(dims[other]) < 2 or dims[other][-2] == 1):
+            return node.input[chain]
+    return None
+
+
 def _head(g: Graph, logits: str) -> Any:
-    """The MatMul whose product, through Cast/Identity only, is `logits`, with a constant weight as
-    its second input; raises NotFusable where the logits are made otherwise."""
+    """The MatMul whose product, through Cast/Identity and per-position constant Add/Sub/Mul/Div only,
+    is `logits`, with a constant weight as its second input; raises NotFusable where the logits are
+    made otherwise."""
     node = g.producer.get(logits)
-    while node is not None and node.op_type in _PASSTHROUGH:
-        node = g.producer.get(node.input[0])
+    while node is not None and (node.op_type in _PASSTHROUGH or _per_position(g, node) is not None):
+        node = g.producer.get(node.input[0] if node.op_type in _PASSTHROUGH else _per_position(g, node))
     if node is None or node.op_type != "MatMul":
         made = "a graph input or initializer" if node is None else f"{node.op_type} ({node.name})"
         raise NotFusable(f"the output '{logits}' is made by {made}, not by a MatMul with the head's weights")

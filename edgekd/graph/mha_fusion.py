@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.common.toolchain import require
-from edgekd.graph.graph_edit import Graph, NotFusable, prune, save
+from edgekd.graph.graph_edit import Graph, NotFusable, constant, prune, save, scaled
 
 MS = "com.microsoft"
 _HEAD_SPLIT = (0, 2, 1, 3)
@@ -47,44 +47,17 @@ class Fusion:
                 f"scale {self.scale:.6g}, no mask)")
 
 
-def _constant(g: Graph, name: str) -> np.ndarray | None:
-    """The value of an initializer or Constant node's output; None for anything computed."""
-    from onnx import numpy_helper
-
-    if name in g.inits:
-        return numpy_helper.to_array(g.inits[name])
-    node = g.producer.get(name)
-    if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-        return numpy_helper.to_array(node.attribute[0].t)
-    return None
-
-
 def _perm(node: Any) -> tuple[int, ...]:
     from onnx import helper
 
     return tuple(next((helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"), ()))
 
 
-def _scaled(g: Graph, name: str, nodes: list[Any]) -> tuple[str, float]:
-    """Walk up through Mul/Div by a scalar constant from `name`: (the unscaled tensor, the factor)."""
-    factor = 1.0
-    while (node := g.producer.get(name)) is not None and node.op_type in ("Mul", "Div"):
-        values = [_constant(g, i) for i in node.input]
-        scalar = next((i for i, v in enumerate(values) if v is not None and v.size == 1), None)
-        if scalar is None or (node.op_type == "Div" and scalar != 1):
-            break
-        value = float(values[scalar].reshape(-1)[0])
-        factor *= 1.0 / value if node.op_type == "Div" else value
-        nodes.append(node)
-        name = node.input[1 - scalar]
-    return name, factor
-
-
 def _heads(g: Graph, reshape: Any) -> tuple[int, int]:
     """(heads, head size) of a head-split Reshape [B, S, H, Dh]: a constant shape, or a Concat whose last two pieces are."""
-    shape = _constant(g, reshape.input[1])
+    shape = constant(g, reshape.input[1])
     if shape is None and (concat := g.producer.get(reshape.input[1])) is not None and concat.op_type == "Concat" and len(concat.input) == 4:
-        pieces = [_constant(g, i) for i in concat.input[2:]]
+        pieces = [constant(g, i) for i in concat.input[2:]]
         shape = None if any(p is None for p in pieces) else np.array([0, 0, *(int(p.reshape(-1)[0]) for p in pieces)])
     if shape is None or shape.size != 4 or min(int(shape[2]), int(shape[3])) <= 0:
         raise NotFusable(f"the head split {reshape.name} has no constant [.., .., heads, head size] shape")
@@ -134,13 +107,13 @@ def _layer(g: Graph, softmax: Any) -> tuple[Any, list[Any], int, float]:
     if axis not in (-1, 3):
         raise NotFusable(f"{softmax.name} normalizes axis {axis}, not the keys")
     replaced: list[Any] = [softmax]
-    scores, score_scale = _scaled(g, softmax.input[0], replaced)
+    scores, score_scale = scaled(g, softmax.input[0], replaced)
     if g.producer.get(scores) is not None and g.producer[scores].op_type == "Add":
         raise NotFusable(f"{softmax.name} reads masked scores (left to ONNX Runtime's attention fusion)")
     qk = g.parent(scores, "MatMul")
     replaced.append(qk)
-    q_split, q_scale = _scaled(g, qk.input[0], replaced)
-    k_split, k_scale = _scaled(g, qk.input[1], replaced)
+    q_split, q_scale = scaled(g, qk.input[0], replaced)
+    k_split, k_scale = scaled(g, qk.input[1], replaced)
     q, heads, head_size = _split(g, q_split, _HEAD_SPLIT, replaced)
     k, k_heads, _ = _split(g, k_split, _KEY_TRANSPOSED, replaced)
     users = g.consumers.get(softmax.output[0], [])

@@ -216,20 +216,58 @@ class Prompt:
     note: str
 
 
+def runtime_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's errors for a feed a graph refuses at run time (e.g. a position past its table)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
+
+    return Fail, InvalidArgument, RuntimeException
+
+
+def _runs(session: Any, io: DecoderIO, ids: np.ndarray) -> str | None:
+    """None where the prompt pass of `ids` runs, else the runtime's reason (its first line)."""
+    try:
+        session.run(io.fetches, step_feed(io, ids, None, ids.shape[1]))
+    except runtime_errors() as exc:
+        text = str(exc).strip().splitlines()[0]
+        text = text.split("Status Message:")[0].rstrip() if "Status Message:" in text else text  # the node, not the source file
+        return text.removeprefix("[ONNXRuntimeError] : ")[:200]
+    return None
+
+
+def _longest_prompt(session: Any, io: DecoderIO, row: np.ndarray, want: int) -> tuple[int, str | None]:
+    """(`want`, None) where a `want`-token prompt runs; else (the longest prompt under `want` that
+    runs, found by bisection: 0 if none, the reason the `want`-token one failed). A position table
+    the graph hides from edgekd.graph.inputs (GPT-J's sin/cos table is a Constant read by
+    GatherElements) then shows as a run-time index error, not as an internal error of the tuner."""
+    reason = _runs(session, io, np.resize(row, (1, want)))
+    if reason is None:
+        return want, None
+    good, bad = 0, want
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if _runs(session, io, np.resize(row, (1, mid))) is None else (good, mid)
+    return good, reason
+
+
 def make_prompt(subject: Subject, io: DecoderIO, bench: BenchConfig) -> Prompt:
     """P tokens from the first row of the bench feeds' token ids (repeated to length), P shortened
-    when P + N exceeds the model's positions. Raises DecoderError when N alone does not fit."""
+    when P + N exceeds the model's positions (its position table's rows, or the longest prompt that
+    runs). Raises DecoderError when N alone does not fit."""
     want, note = bench.prompt_tokens, f"{bench.prompt_tokens} prompt tokens"
     positions = model_positions(subject.engine)
+    why = None if positions is None else f"the model has {positions} positions"
+    row = np.asarray(subject.rows[io.token_ids][0]).reshape(-1).astype(io.ids_dtype)
+    if positions is None or want + bench.decode_tokens <= positions:
+        longest, reason = _longest_prompt(subject.session, io, row, want + bench.decode_tokens)
+        if reason is not None:
+            positions, why = longest, f"a {want + bench.decode_tokens}-token prompt fails in ONNX Runtime ({reason}); {longest} tokens run"
     if positions is not None and want + bench.decode_tokens > positions:
         want = positions - bench.decode_tokens
         if want < 1:
-            raise DecoderError(f"{bench.decode_tokens} decode tokens do not fit the model's {positions} positions",
+            raise DecoderError(f"{bench.decode_tokens} decode tokens do not fit: {why}",
                                "lower recipe.bench.decode_tokens")
-        note = (f"{want} prompt tokens (recipe.bench.prompt_tokens {bench.prompt_tokens} shortened: the model has "
-                f"{positions} positions, {bench.decode_tokens} of them for decoding)")
-    row = np.asarray(subject.rows[io.token_ids][0]).reshape(-1)
-    return Prompt(np.resize(row, (1, want)).astype(io.ids_dtype), note + ", the first row of the bench feeds' token ids repeated to length")
+        note = f"{want} prompt tokens (recipe.bench.prompt_tokens {bench.prompt_tokens} shortened: {why}, {bench.decode_tokens} of them for decoding)"
+    return Prompt(np.resize(row, (1, want)), note + ", the first row of the bench feeds' token ids repeated to length")
 
 
 def time_to_first_token(session: Any, io: DecoderIO, prompt: Prompt, runs: int) -> dict[str, Any]:
@@ -281,12 +319,6 @@ def decoder_scenarios(subject: Subject, bench: BenchConfig,
     """The decoder scenarios `bench.scenarios` asks for, by result key ("ttft", "decode"); nothing
     for a model that is not a decoder. A decoder that cannot be driven, or a run that fails, is
     reported "not available" with the reason."""
-    from onnxruntime.capi.onnxruntime_pybind11_state import (
-        Fail,
-        InvalidArgument,
-        RuntimeException,
-    )
-
     wanted = [s for s in DECODER_SCENARIOS if s in bench.scenarios]
     try:
         io = decoder_io(subject.session, subject.inputs) if wanted else None
@@ -301,7 +333,7 @@ def decoder_scenarios(subject: Subject, bench: BenchConfig,
         try:
             result = (time_to_first_token(subject.session, io, prompt, bench.ttft_runs) if scenario == TIME_TO_FIRST_TOKEN
                       else decode_tokens_per_second(subject.session, io, prompt, bench.decode_tokens, bench.decode_runs))
-        except (Fail, InvalidArgument, RuntimeException) as exc:  # the runtime refused a feed: reported, not hidden
+        except runtime_errors() as exc:  # the runtime refused a feed: reported, not hidden
             results[RESULT_KEYS[scenario]] = not_available(scenario, f"{scenario} failed in ONNX Runtime: {exc}", subject.where)
             continue
         results[RESULT_KEYS[scenario]] = {"method": "measured", "scenario": scenario, "where": subject.where, **result}

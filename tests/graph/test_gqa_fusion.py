@@ -10,44 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from decoders import LAYERS, VOCAB, export, generate
 
 from edgekd.graph.gqa_fusion import NotFusable, fuse_gqa, verify
-from edgekd.tasks import CausalLM
-from edgekd.tasks.export import export_hf
-
-VOCAB, LAYERS = 128, 2
-
-
-def export(tmp: Path, kind: str, kv_heads: int = 2, hidden: int = 64) -> tuple[torch.nn.Module, Path]:
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    if kind == "llama":
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=LAYERS,
-                                             num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64))
-    else:
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=LAYERS, n_head=4, n_positions=64))
-    path = tmp / kind / "model.onnx"
-    export_hf(model.eval(), CausalLM(vocab_size=VOCAB, max_length=16), path, 17, with_past=True)
-    return model, path
-
-
-def generate(model: Path, prompt: np.ndarray, steps: int) -> list[np.ndarray]:
-    """Greedy generation with the graph's own cache: the logits of the prompt, then of each step."""
-    from edgekd.backends.ort.session import open_session
-    from edgekd.graph.decoder import complete_feeds
-
-    session = open_session(model)
-    names = [o.name for o in session.get_outputs()]
-    feed = complete_feeds(session, {"input_ids": prompt, "attention_mask": np.ones_like(prompt)})
-    logits = []
-    for _ in range(steps + 1):
-        out = dict(zip(names, session.run(None, feed)))
-        logits.append(out["logits"])
-        length = feed["attention_mask"].shape[1] + 1
-        feed = {"input_ids": out["logits"][:, -1:].argmax(-1), "attention_mask": np.ones((1, length), np.int64),
-                **{n.replace("present", "past_key_values"): v for n, v in out.items() if n.startswith("present")}}
-    return logits
 
 
 @pytest.mark.parametrize("kv_heads", [2, 4])
@@ -73,6 +38,29 @@ def test_a_llama_generates_the_same_tokens_with_fused_attention(tmp_path: Path, 
     assert verify(path, tmp_path / "fused.onnx", [{"input_ids": prompt, "attention_mask": np.ones_like(prompt)}]) < 1e-4
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "granite"])
+def test_qkv_biases_per_head_norms_and_a_custom_scale_fuse_and_generate_the_same(tmp_path: Path, kind: str) -> None:
+    import onnx
+    from onnx import helper
+
+    model, path = export(tmp_path, kind)
+    fusion = fuse_gqa(path, tmp_path / "fused.onnx")
+    nodes = onnx.load(str(tmp_path / "fused.onnx")).graph.node
+    ops = Counter(n.op_type for n in nodes)
+    assert fusion.layers == LAYERS and ops["GroupQueryAttention"] == LAYERS and ops["Softmax"] == 0, ops
+    scale = next(helper.get_attribute_value(a) for n in nodes if n.op_type == "GroupQueryAttention" for a in n.attribute if a.name == "scale")
+    assert scale == pytest.approx(0.05 if kind == "granite" else 16 ** -0.5)  # Granite's attention_multiplier, read from the graph
+    if kind == "qwen3":  # the norms stay, between the projections and the attention; their shape arithmetic goes
+        assert ops["SimplifiedLayerNormalization"] == 2 * LAYERS + 1 and ops["Concat"] == 0, ops
+    prompt = np.random.default_rng(1).integers(0, VOCAB, (1, 7), dtype=np.int64)
+    fused, exported = generate(tmp_path / "fused.onnx", prompt, 4), generate(path, prompt, 4)
+    for step, (a, b) in enumerate(zip(fused, exported)):
+        np.testing.assert_allclose(a, b, atol=1e-4, err_msg=f"step {step}")
+    with torch.no_grad():
+        tokens = torch.from_numpy(np.concatenate([prompt, *[s[:, -1:].argmax(-1) for s in exported[:-1]]], axis=1))
+        np.testing.assert_allclose(fused[-1][:, -1], model(tokens).logits.numpy()[:, -1], atol=1e-4)
+
+
 def test_a_graph_without_rotary_attention_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     _, path = export(tmp_path, "gpt2")
     with pytest.raises(NotFusable, match="rotary"):
@@ -88,6 +76,9 @@ def test_a_fused_graph_that_computes_something_else_fails_verification(tmp_path:
     fuse_gqa(path, tmp_path / "fused.onnx")
     model = onnx.load(str(tmp_path / "fused.onnx"))
     node = next(n for n in model.graph.node if n.op_type == "GroupQueryAttention")
+    scale = next(a for a in node.attribute if a.name == "scale")
+    assert scale.f == pytest.approx(16 ** -0.5)  # read from the export: torch's SDPA scales Q and K^T by sqrt(scale) each
+    node.attribute.remove(scale)
     node.attribute.append(helper.make_attribute("scale", 1.0))  # not the model's 1/sqrt(head size)
     onnx.save(model, str(tmp_path / "wrong.onnx"))
     prompt = np.arange(1, 8, dtype=np.int64)[None]

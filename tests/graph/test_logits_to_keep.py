@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gqa_fusion import export, generate
+from decoders import export, generate
 
 from edgekd.graph.graph_edit import NotFusable, verify
 from edgekd.graph.logits_to_keep import KEEP, add_logits_to_keep, last_logits_gap
@@ -42,6 +42,20 @@ def test_unfed_it_is_the_export_and_fed_one_the_last_position(tmp_path: Path, ki
     # generation from the rewritten graph is the export's (the head computes one row per step anyway)
     for a, b in zip(generate(fp32, PROMPT, 3), generate(tmp_path / "keep.onnx", PROMPT, 3)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["phi", "granite", "gptj"])
+def test_a_head_with_a_bias_or_a_logits_scale_is_sliced_before_its_matmul(tmp_path: Path, kind: str) -> None:
+    """Phi's and GPT-J's heads add a bias (GPT-J's through an Identity), Granite divides the logits by
+    logits_scaling: the same for every position, so the Slice still goes before the MatMul."""
+    import onnx
+
+    _, fp32 = export(tmp_path, kind)
+    rewrite = add_logits_to_keep(fp32, tmp_path / "keep.onnx")
+    made_by = onnx.load(str(fp32), load_external_data=False).graph.node
+    assert next(n for n in made_by if n.name == rewrite.head).op_type == "MatMul"
+    assert verify(fp32, tmp_path / "keep.onnx", [_feed()]) == 0.0
+    assert last_logits_gap(fp32, tmp_path / "keep.onnx", _feed()) < 1e-6
 
 
 def test_the_rewrite_fuses_quantizes_and_splits(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gqa_fusion import export, generate
+from decoders import export, generate
 
 from edgekd.graph.phase_split import NotSplittable, split_by_phase
 from edgekd.graph.quantize import quantize_dynamic_int8

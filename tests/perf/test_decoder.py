@@ -170,7 +170,28 @@ def test_prompt_shortened_to_the_models_positions_and_decode_that_cannot_fit(zoo
     assert ttft["method"] == "measured" and ttft["prompt_tokens"] == 252 and "256 positions" in ttft["how"]
     too_long = decoder_scenarios(sub, cfg.model_copy(update={"decode_tokens": 300}))
     assert {r["method"] for r in too_long.values()} == {"not available"} and set(too_long) == {"ttft", "decode"}
-    assert "do not fit the model's 256 positions" in too_long["decode"]["how"]
+    assert "do not fit: the model has 256 positions" in too_long["decode"]["how"]
+
+
+def test_a_position_table_the_graph_hides_shortens_the_prompt_to_what_runs(tmp_path: Path) -> None:
+    """GPT-J's sin/cos table (64 positions here) is a Constant read by GatherElements: no position
+    table edgekd.graph.inputs recognises, and a longer prompt is an index error in ONNX Runtime. The
+    prompt is shortened to the longest that runs (found by running it), and the reason is said."""
+    from decoders import export
+
+    from edgekd.perf.decoder import model_positions
+
+    _, model = export(tmp_path, "gptj")
+    assert model_positions(model) is None
+    sub = subject(model)
+    cfg = BenchConfig(min_runs=10, max_runs=10, prompt_tokens=100, decode_tokens=4, ttft_runs=1, decode_runs=1)
+    results = decoder_scenarios(sub, cfg)
+    assert {r["method"] for r in results.values()} == {"measured"}, results
+    assert results["ttft"]["prompt_tokens"] == 60 and results["decode"]["prompt_tokens"] == 60
+    how = results["ttft"]["how"]
+    assert "a 104-token prompt fails in ONNX Runtime" in how and "GatherElements" in how and "64 tokens run" in how, how
+    too_long = decoder_scenarios(sub, cfg.model_copy(update={"decode_tokens": 70}))
+    assert "70 decode tokens do not fit: a 170-token prompt fails" in too_long["decode"]["how"]
 
 
 @pytest.mark.parametrize("line", ['scenarios = ["SingleStream", "Decode"]', "prompt_tokens = 0", "decode_tokens = -1",
