@@ -12,6 +12,7 @@ Every latency goes through edgekd.perf.timing.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +231,7 @@ def _runs(session: Any, io: DecoderIO, ids: np.ndarray) -> str | None:
     except runtime_errors() as exc:
         text = str(exc).strip().splitlines()[0]
         text = text.split("Status Message:")[0].rstrip() if "Status Message:" in text else text  # the node, not the source file
-        return text.removeprefix("[ONNXRuntimeError] : ")[:200]
+        return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)[:200]
     return None
 
 
