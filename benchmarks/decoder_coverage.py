@@ -1,5 +1,6 @@
 """Which Hugging Face decoder families `edgekd compile --target x86` builds, and what its x86 tuner does
-with each: a tiny random-weight model per family (2 layers, hidden 64, vocabulary 256, 64 positions),
+with each: a tiny random-weight model per family (2 layers, hidden 64 (128 for Phi, 256 for StableLM: a
+rotary dimension of 16, as their published sizes have), vocabulary 256, 64 positions),
 exported the way edgekd exports (optimum-onnx, text-generation-with-past), compiled with a fast
 profile (--shape input_ids=1x32). Per family: the exit code, whether the GroupQueryAttention fusion
 was used (or the tuning record's reason it was not), whether the logits_to_keep input was added, the
@@ -31,8 +32,8 @@ FAMILIES = {  # name: (config class, model class, config arguments)
     "olmo": ("OlmoConfig", "OlmoForCausalLM", _KV),
     "granite": ("GraniteConfig", "GraniteForCausalLM", {**_KV, "attention_multiplier": 0.05, "logits_scaling": 4.0}),
     "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {**_KV, "pad_token_id": 0}),
-    "stablelm": ("StableLmConfig", "StableLmForCausalLM", _KV),
-    "phi": ("PhiConfig", "PhiForCausalLM", _COMMON),
+    "stablelm": ("StableLmConfig", "StableLmForCausalLM", {**_KV, "hidden_size": 256}),  # a quarter rotary: 16 of 64
+    "phi": ("PhiConfig", "PhiForCausalLM", {**_COMMON, "hidden_size": 128}),  # half rotary: 16 of 32
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {**_KV, "pad_token_id": 0}),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {**_COMMON, "rotary_pct": 0.25}),
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"vocab_size": V, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64, "rotary_dim": 8}),
@@ -115,7 +116,7 @@ def main() -> None:
 
 def report(rows: dict) -> str:
     lines = ["# Decoder families through `edgekd compile --target x86` (benchmarks/decoder_coverage.py)", "",
-             "Tiny random-weight models (2 layers, hidden 64): coverage, not speed. 'fused': the attention became "
+             "Tiny random-weight models (2 layers, hidden 64; Phi 128, StableLM 256): coverage, not speed. 'fused': the attention became "
              "GroupQueryAttention and the fused graph matched the export on a prompt and a decode step; otherwise the "
              "tuning record's reason. The tuner then measured every candidate it could make.", "",
              "| family | exit | GroupQueryAttention | logits_to_keep | chosen candidate |", "|---|---|---|---|---|"]

@@ -1,6 +1,8 @@
 """What edgekd's GroupQueryAttention fusion is worth for decoder families beyond Llama: Qwen2 (Q/K/V
-biases), Qwen3 (per-head q/k RMSNorm) and Granite (its own attention scale), which edgekd left unfused
-until it learnt their forms (edgekd/graph/gqa_fusion.py).
+biases), Qwen3 (per-head q/k RMSNorm), Granite (its own attention scale), Phi-3 (a packed QKV MatMul,
+sliced rotary) and StableLM (partial rotary), which edgekd left unfused until it learnt their forms
+(edgekd/graph/gqa_fusion.py, gqa_inputs.py). Families measured in an earlier invocation stay in the
+results (each row says when it was measured; every row's graphs are timed against each other only).
 
 Each family at the SmolLM-135M shape (hidden 576, 30 layers, 9 heads, 3 key/value heads, vocabulary
 49152, tied head), random weights with random biases and norm weights, exported the way edgekd exports
@@ -29,7 +31,9 @@ SHAPE = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "nu
          "num_key_value_heads": 3, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 FAMILIES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
             "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 64}),
-            "granite": ("GraniteConfig", "GraniteForCausalLM", {"attention_multiplier": 0.015625, "logits_scaling": 8.0})}
+            "granite": ("GraniteConfig", "GraniteForCausalLM", {"attention_multiplier": 0.015625, "logits_scaling": 8.0}),
+            "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),
+            "stablelm": ("StableLmConfig", "StableLmForCausalLM", {})}
 PAST, PROMPT = 128, 128
 
 
@@ -120,13 +124,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="edgekd-families-"))
-    rows = []
+    done = RESULTS / "decoder_families.json"  # families measured before (another invocation) are kept, said per row
+    rows = [r for r in json.loads(done.read_text())["families"] if r["family"] not in args.families.split(",")] if done.exists() else []
     for family in args.families.split(","):
         models, gap, fusion = variants(export(family, work))
         samples = time_rounds(models, args.rounds, args.runs)
         stats = {k: {ph: {"p50_ms": float(np.percentile(v, 50)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
                      for ph, v in by_phase.items()} for k, by_phase in samples.items()}
-        rows.append({"family": family, "fused_max_rel_diff": gap, "fusion": fusion, "stats": stats})
+        rows.append({"family": family, "fused_max_rel_diff": gap, "fusion": fusion, "stats": stats, "measured": time.strftime("%Y-%m-%d %H:%M")})
         print(family, json.dumps({k: {ph: round(s["p50_ms"], 2) for ph, s in v.items()} for k, v in stats.items()}), flush=True)
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
     result = {"host": {"cpu": cpu_model(), "flags": flags, "platform": platform.platform()},
@@ -139,7 +144,7 @@ def main() -> None:
 
 def report(result: dict) -> str:
     host = result["host"]
-    lines = ["# GroupQueryAttention fusion for Qwen2, Qwen3 and Granite (benchmarks/decoder_families.py)", "",
+    lines = ["# GroupQueryAttention fusion for decoder families beyond Llama (benchmarks/decoder_families.py)", "",
              f"Host: {host['cpu']} ({', '.join(f for f in host['flags'] if 'vnni' in f or 'amx' in f or f == 'avx2')}); "
              f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}; {result['threads']} intra-op threads; random weights at the SmolLM-135M shape "
              f"({result['shape']['num_hidden_layers']} layers, hidden {result['shape']['hidden_size']}); {result['rounds']} interleaved "
@@ -157,7 +162,7 @@ def report(result: dict) -> str:
                              f"{f'{ratio:.2f} ({phase})' if graph == 'fused' else ''} |")
     lines += ["", "INT4 is the decode step's recipe, dynamic INT8 the prompt pass's (the x86 tuner's prompt/decode split puts "
               "them in one engine); the ratio column compares the phase each recipe serves.", ""]
-    lines += [f"- {row['family']}: fused graph's outputs within {row['fused_max_rel_diff']:.1e} (relative) of the export's on a "
+    lines += [f"- {row['family']} (measured {row.get('measured', '?')}): fused graph's outputs within {row['fused_max_rel_diff']:.1e} (relative) of the export's on a "
               f"16-token prompt and a decode step; {row['fusion']}" for row in result["families"]]
     return "\n".join(lines) + "\n"
 

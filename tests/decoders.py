@@ -19,7 +19,9 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),  # biases on the Q, K and V projections
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),  # per-head RMSNorm of queries and keys
     "granite": ("GraniteConfig", "GraniteForCausalLM", {"attention_multiplier": 0.05, "logits_scaling": 4.0}),
-    "phi": ("PhiConfig", "PhiForCausalLM", {"num_key_value_heads": 4}),  # a bias on the language-model head; partial rotary
+    "phi": ("PhiConfig", "PhiForCausalLM", {"num_key_value_heads": 4}),  # a bias on the head; partial rotary (half); parallel MLP
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),  # one packed QKV MatMul, sliced; the rotary sliced too
+    "stablelm": ("StableLmConfig", "StableLmForCausalLM", {}),  # partial rotary (a quarter); the scale computed from shapes
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"rotary_dim": 8}),  # sin/cos table read by GatherElements
 }
 

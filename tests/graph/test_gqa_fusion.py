@@ -38,18 +38,27 @@ def test_a_llama_generates_the_same_tokens_with_fused_attention(tmp_path: Path, 
     assert verify(path, tmp_path / "fused.onnx", [{"input_ids": prompt, "attention_mask": np.ones_like(prompt)}]) < 1e-4
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "granite"])
-def test_qkv_biases_per_head_norms_and_a_custom_scale_fuse_and_generate_the_same(tmp_path: Path, kind: str) -> None:
+# (family, hidden size: 4 heads; Phi's half and StableLM's quarter rotary need a rotary dimension of 16)
+FAMILY_SHAPES = [("qwen2", 64), ("qwen3", 64), ("granite", 64), ("phi3", 64), ("phi", 128), ("stablelm", 256)]
+
+
+@pytest.mark.parametrize(("kind", "hidden"), FAMILY_SHAPES)
+def test_other_decoder_families_fuse_and_generate_the_same(tmp_path: Path, kind: str, hidden: int) -> None:
+    """Q/K/V biases (Qwen2, Phi), per-head q/k norms (Qwen3), a custom scale (Granite), a packed QKV
+    MatMul with a sliced rotary (Phi-3), partial rotary (Phi, StableLM)."""
     import onnx
     from onnx import helper
 
-    model, path = export(tmp_path, kind)
+    model, path = export(tmp_path, kind, hidden=hidden)
     fusion = fuse_gqa(path, tmp_path / "fused.onnx")
     nodes = onnx.load(str(tmp_path / "fused.onnx")).graph.node
     ops = Counter(n.op_type for n in nodes)
     assert fusion.layers == LAYERS and ops["GroupQueryAttention"] == LAYERS and ops["Softmax"] == 0, ops
-    scale = next(helper.get_attribute_value(a) for n in nodes if n.op_type == "GroupQueryAttention" for a in n.attribute if a.name == "scale")
-    assert scale == pytest.approx(0.05 if kind == "granite" else 16 ** -0.5)  # Granite's attention_multiplier, read from the graph
+    scales = [helper.get_attribute_value(a) for n in nodes if n.op_type == "GroupQueryAttention" for a in n.attribute if a.name == "scale"]
+    if kind == "stablelm":  # its export computes the scale from shapes: left to the node's default (1/sqrt(head size))
+        assert scales == []
+    else:
+        assert scales[0] == pytest.approx(0.05 if kind == "granite" else (hidden // 4) ** -0.5)  # Granite's attention_multiplier
     if kind == "qwen3":  # the norms stay, between the projections and the attention; their shape arithmetic goes
         assert ops["SimplifiedLayerNormalization"] == 2 * LAYERS + 1 and ops["Concat"] == 0, ops
     prompt = np.random.default_rng(1).integers(0, VOCAB, (1, 7), dtype=np.int64)
@@ -84,6 +93,12 @@ def test_a_fused_graph_that_computes_something_else_fails_verification(tmp_path:
     prompt = np.arange(1, 8, dtype=np.int64)[None]
     with pytest.raises(NotFusable, match="differ"):
         verify(path, tmp_path / "wrong.onnx", [{"input_ids": prompt, "attention_mask": np.ones_like(prompt)}])
+
+
+def test_a_rotary_dimension_gqa_cannot_run_is_refused(tmp_path: Path) -> None:
+    _, path = export(tmp_path, "phi")  # head size 16, half of it rotary: a cos cache 4 wide
+    with pytest.raises(NotFusable, match="cos cache .* is 4 wide"):
+        fuse_gqa(path, tmp_path / "fused.onnx")
 
 
 def test_a_head_size_gqa_cannot_run_is_refused(tmp_path: Path) -> None:
