@@ -23,7 +23,7 @@ PROJECTIONS = ("MatMul", "MatMulNBits")
 NORM = "SimplifiedLayerNormalization"  # ORT's fused RMSNorm (the per-head q_norm/k_norm of Qwen3)
 
 
-def weight_n(g: Graph, proj: Any) -> int:
+def _weight_n(g: Graph, proj: Any) -> int:
     from onnx import helper
 
     if proj.op_type == "MatMulNBits":
@@ -89,7 +89,7 @@ def _query(g: Graph, proj: Any, normed: bool) -> Projection:
 def _rotary(g: Graph, name: str) -> tuple[Any, str]:
     """(the RotaryEmbedding making `name`, the tensor whose heads it rotates): directly, or as the
     Concat of the rotated first dimensions and the unrotated rest, both Slices of one tensor along its
-    last axis starting at 0 and where the other ends (ORT fuses only the rotated part)."""
+    last axis, the first from 0 (ONNX Runtime's optimizer fuses only the rotated part)."""
     node = g.producer.get(name)
     if node is not None and node.op_type == "Concat" and len(node.input) == 2:
         rot, rest = (g.producer.get(i) for i in node.input)
@@ -165,13 +165,13 @@ def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_
     if k_proj.packed and v_proj.packed and k_proj.node is v_proj.node:  # one MatMul's product sliced in Q, K, V order
         if k_proj.norm is not None or k_proj.node.op_type != "MatMul":
             raise NotFusable(f"the packed QKV projection {k_proj.node.name} of '{key}' is normalized per head or quantized")
-        return [k_proj.output, "", ""], (weight_n(g, k_proj.node) // head_size - 2 * kv_heads, kv_heads)
+        return [k_proj.output, "", ""], (_weight_n(g, k_proj.node) // head_size - 2 * kv_heads, kv_heads)
     hidden = k_proj.node.input[0]
     queries = [n for n in g.consumers.get(hidden, []) if n.op_type in PROJECTIONS and n.name not in (k_proj.node.name, v_proj.node.name)]
     if len(queries) > 1:  # the hidden state feeds the MLP too (Phi-2's parallel block): Q is the one split into heads
         queries = [n for n in queries if any(r.op_type == "Reshape" for r in g.consumers.get(_query(g, n, False).output, []))]
     if len(queries) != 1 or v_proj.node.input[0] != hidden or k_proj.packed or v_proj.packed:
         raise NotFusable(f"the Q, K and V projections of '{key}' do not read one hidden state")
-    heads = (weight_n(g, queries[0]) // head_size, weight_n(g, k_proj.node) // head_size)
+    heads = (_weight_n(g, queries[0]) // head_size, _weight_n(g, k_proj.node) // head_size)
     return _packed_qkv(g, (_query(g, queries[0], k_proj.norm is not None), k_proj, v_proj), key), heads
 
