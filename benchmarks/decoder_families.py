@@ -8,8 +8,10 @@ Each family at the SmolLM-135M shape (hidden 576, 30 layers, 9 heads, 3 key/valu
 49152, tied head), random weights with random biases and norm weights, exported the way edgekd exports
 (optimum-onnx, text-generation-with-past), given the logits_to_keep input (edgekd.graph.logits_to_keep)
 and quantized with the x86 tuner's two decoder recipes: INT4 weight-only (MatMulNBits, blocks of 128,
-accuracy level 4) for the decode step and dynamic INT8 for the prompt pass, each from the export as
-it is (what edgekd built before) and from the fused graph. Timed in one process, 2 intra-op threads,
+accuracy level 4) for the decode step and dynamic INT8 for the prompt pass, each from: the export as it
+is, its head tied to the embedding so the quantizers leave it fp32 (what edgekd built before);
+the fused graph, head still tied ("fused-tied"); the fused graph with the head's weight stored as its
+own initializer, so quantized too ("fused": what edgekd builds now; edgekd.graph.logits_to_keep). Timed in one process, 2 intra-op threads,
 interleaved rounds: one decode step (1 new token after PAST cached tokens) and a PROMPT-token prompt
 pass fed logits_to_keep 1. The fused graph's outputs are checked against the export's first
 (edgekd.graph.graph_edit.verify). Writes benchmarks/results/decoder_families.{json,md}.
@@ -57,7 +59,8 @@ def export(family: str, work: Path) -> Path:
 
 
 def variants(source: Path) -> tuple[dict[str, Path], float, str]:
-    """The four graphs, the fused graph's largest relative output difference, and the fusion's description."""
+    """The six graphs (INT4 and INT8 of: the export with its tied head; fused, the head still tied; fused,
+the head untied), the fused graph's largest relative output difference, and the fusion's description."""
     from edgekd.config.target import TargetQuantize
     from edgekd.graph.gqa_fusion import fuse_gqa
     from edgekd.graph.graph_edit import verify
@@ -66,13 +69,15 @@ def variants(source: Path) -> tuple[dict[str, Path], float, str]:
     from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
 
     folder = source.parent
-    keep, fused = folder / "keep.onnx", folder / "fused.onnx"
+    tied, keep, fused_tied, fused = folder / "tied.onnx", folder / "keep.onnx", folder / "fused_tied.onnx", folder / "fused.onnx"
+    add_logits_to_keep(source, tied, untie=False)  # the head as exported: tied to the embedding, so left fp32 by the quantizers
     add_logits_to_keep(source, keep)
+    fuse_gqa(tied, fused_tied)
     fusion = fuse_gqa(keep, fused)
     ids = np.random.default_rng(0).integers(0, SHAPE["vocab_size"], (1, 16), dtype=np.int64)
-    gap = verify(keep, fused, [{"input_ids": ids, "attention_mask": np.ones_like(ids)}])
+    gap = verify(source, fused, [{"input_ids": ids, "attention_mask": np.ones_like(ids)}])
     out = {}
-    for name, graph in (("export", keep), ("fused", fused)):
+    for name, graph in (("export", tied), ("fused-tied", fused_tied), ("fused", fused)):
         out[f"int4-{name}"], out[f"int8-{name}"] = folder / f"int4_{name}.onnx", folder / f"int8_{name}.onnx"
         quantize_weight_only(graph, out[f"int4-{name}"], WeightOnly(4, 128, True, 4))
         quantize_dynamic_int8(graph, out[f"int8-{name}"], TargetQuantize(), op_types=("MatMul", "Gemm"))
@@ -150,16 +155,16 @@ def report(result: dict) -> str:
              f"({result['shape']['num_hidden_layers']} layers, hidden {result['shape']['hidden_size']}); {result['rounds']} interleaved "
              f"rounds of {result['runs']} decode steps (1 token after {result['past']} cached) and {max(3, result['runs'] // 5)} prompt "
              f"passes ({result['prompt']} tokens, logits_to_keep 1) per graph. p50 / p90 ms, pooled over rounds.", "",
-             "| family | graph | decode step p50 / p90 | prompt pass p50 / p90 | fused / export (p50) |", "|---|---|---|---|---|"]
+             "| family | graph | decode step p50 / p90 | prompt pass p50 / p90 | / export (p50) |", "|---|---|---|---|---|"]
     for row in result["families"]:
         s = row["stats"]
         for precision, phase in (("int4", "decode"), ("int8", "prompt")):
-            ratio = s[f"{precision}-fused"][phase]["p50_ms"] / s[f"{precision}-export"][phase]["p50_ms"]
-            for graph in ("export", "fused"):
+            for graph in [g for g in ("export", "fused-tied", "fused") if f"{precision}-{g}" in s]:
                 cell = s[f"{precision}-{graph}"]
+                ratio = s[f"{precision}-{graph}"][phase]["p50_ms"] / s[f"{precision}-export"][phase]["p50_ms"]
                 lines.append(f"| {row['family']} | {precision} {graph} | {cell['decode']['p50_ms']:.2f} / {cell['decode']['p90_ms']:.2f} | "
                              f"{cell['prompt']['p50_ms']:.1f} / {cell['prompt']['p90_ms']:.1f} | "
-                             f"{f'{ratio:.2f} ({phase})' if graph == 'fused' else ''} |")
+                             f"{f'{ratio:.2f} ({phase})' if graph != 'export' else ''} |")
     lines += ["", "INT4 is the decode step's recipe, dynamic INT8 the prompt pass's (the x86 tuner's prompt/decode split puts "
               "them in one engine); the ratio column compares the phase each recipe serves.", ""]
     lines += [f"- {row['family']} (measured {row.get('measured', '?')}): fused graph's outputs within {row['fused_max_rel_diff']:.1e} (relative) of the export's on a "

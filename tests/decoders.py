@@ -16,6 +16,7 @@ VOCAB, LAYERS = 128, 2
 
 # other decoder families users ship: (config class, model class, config arguments beyond the shared ones)
 FAMILIES = {
+    "llama-tied": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),  # the head reads the embedding, transposed
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),  # biases on the Q, K and V projections
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),  # per-head RMSNorm of queries and keys
     "granite": ("GraniteConfig", "GraniteForCausalLM", {"attention_multiplier": 0.05, "logits_scaling": 4.0}),

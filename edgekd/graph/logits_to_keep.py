@@ -11,6 +11,13 @@ logits as before (the evaluate stage's perplexity); the decoder scenarios and th
 feed 1 (edgekd.perf.decoder). A Slice of the head's input along the sequence axis does it, so the
 rewrite is exact: with K = 1 the logits are the last row of the full logits, and quantizers and
 fusions applied later see a plain MatMul.
+
+A head tied to the token embedding (SmolLM, Qwen2.5/Qwen3 small sizes, Gemma, Llama 3.2) reads its
+weight through a Transpose of the embedding table; onnxruntime.quantization quantizes only MatMuls
+whose weight is an initializer ("Ignore MatMul due to non constant B"), so every quantized variant kept
+an fp32 head: 113 MB read per decode step for a 135 M model whose INT4 body is ~60 MB. The rewrite
+therefore also stores such a weight as its own initializer (the same values: exact), so the head is
+quantized like every other MatMul; the embedding stays float for its Gather.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.graph.graph_edit import Graph, NotFusable, constant, save
+from edgekd.graph.graph_edit import Graph, NotFusable, constant, prune, save
 
 KEEP = "logits_to_keep"  # the input's name, as transformers' forward argument
 _PASSTHROUGH = ("Cast", "Identity")  # ops between the head's MatMul and the logits output
@@ -32,10 +39,14 @@ _CONSTANT = ("Transpose", "Cast", "Identity", "Constant")  # how a tied head's w
 class KeepRewrite:
     head: str  # the language-model head's MatMul node
     logits: str  # the output it makes
+    untied: str | None = None  # the initializer a tied head's weight was computed from (now stored as its own)
 
     def describe(self) -> str:
+        tied = (f"; the head's weight, computed from '{self.untied}' (a tied embedding), stored as its own initializer so the "
+                "quantizers quantize the head" if self.untied else "")
         return (f"input '{KEEP}' (int64 [1], default 0 = every position) slicing the last K positions before the language-model "
-                f"head {self.head}: a prompt pass fed 1 computes the '{self.logits}' of its last position only (edgekd.graph.logits_to_keep)")
+                f"head {self.head}: a prompt pass fed 1 computes the '{self.logits}' of its last position only{tied} "
+                "(edgekd.graph.logits_to_keep)")
 
 
 def _constant(g: Graph, name: str) -> bool:
@@ -48,6 +59,33 @@ def _constant(g: Graph, name: str) -> bool:
             return True
         name = node.input[0]
     return True
+
+
+def _untie(g: Graph, head: Any) -> str | None:
+    """Store the head's weight as an initializer where it is computed from one by Transpose/Cast/
+    Identity/Constant (a tied embedding); returns the initializer it came from, or None (already one)."""
+    from onnx import helper, numpy_helper
+
+    chain, name = [], head.input[1]
+    while name not in g.inits:
+        node = g.producer[name]  # _head checked the weight is constant: these ops only
+        chain.append(node)
+        if node.op_type == "Constant":
+            break
+        name = node.input[0]
+    if not chain:
+        return None
+    value = constant(g, chain[-1].output[0] if chain[-1].op_type == "Constant" else name)
+    for node in reversed(chain[:-1] if chain[-1].op_type == "Constant" else chain):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Transpose":
+            value = np.transpose(value, attrs.get("perm"))
+        elif node.op_type == "Cast":
+            value = value.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+    weight = f"{name}/lm_head"
+    g.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), weight))
+    head.input[1] = weight
+    return name
 
 
 def _per_position(g: Graph, node: Any) -> str | None:
@@ -79,10 +117,10 @@ def _head(g: Graph, logits: str) -> Any:
     return node
 
 
-def add_logits_to_keep(source: Path, out: Path, logits: str | None = None) -> KeepRewrite:
+def add_logits_to_keep(source: Path, out: Path, logits: str | None = None, untie: bool = True) -> KeepRewrite:
     """Write `source` to `out` with the `logits_to_keep` input before the head that makes `logits`
-    (default: the output named 'logits', else the first). Raises NotFusable where there is no such
-    head or the graph has the input already."""
+    (default: the output named 'logits', else the first), a tied head's weight stored as its own
+    initializer (_untie; `untie` False leaves it: for measuring what that is worth). Raises NotFusable where there is no such head or the graph has the input already."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -101,6 +139,7 @@ def add_logits_to_keep(source: Path, out: Path, logits: str | None = None) -> Ke
     for offset, node in enumerate(nodes):
         graph.node.insert(position + offset, node)
     head.input[0] = sliced
+    untied = _untie(g, head) if untie else None
     graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), KEEP),
                               numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), f"{KEEP}/end"),
                               numpy_helper.from_array(np.array([-2], np.int64), f"{KEEP}/axis")])  # [batch, sequence, hidden]
@@ -109,8 +148,9 @@ def add_logits_to_keep(source: Path, out: Path, logits: str | None = None) -> Ke
         if out_info.name == logits and len(out_info.type.tensor_type.shape.dim) == 3:
             out_info.type.tensor_type.shape.dim[1].dim_param = "logits_positions"  # K, or the sequence when K = 0
     model.ir_version = max(model.ir_version, 4)  # an input with a default initializer (IR 4 and later)
+    prune(graph)  # a tied weight's Transpose/Cast no longer feeds the head
     save(model, out)
-    return KeepRewrite(head.name or head.output[0], logits)
+    return KeepRewrite(head.name or head.output[0], logits, untied)
 
 
 def optional_input() -> dict[str, object]:

@@ -226,8 +226,10 @@ def runtime_errors() -> tuple[type[Exception], ...]:
 
 def _runs(session: Any, io: DecoderIO, ids: np.ndarray) -> str | None:
     """None where the prompt pass of `ids` runs, else the runtime's reason (its first line)."""
-    try:
-        session.run(io.fetches, step_feed(io, ids, None, ids.shape[1]))
+    from edgekd.graph.decoder import complete_feeds
+
+    try:  # past inputs the io does not drive (the tuner's: the task's inputs only) get an empty past, as the tuner feeds them
+        session.run(io.fetches, complete_feeds(session, step_feed(io, ids, None, ids.shape[1])))
     except runtime_errors() as exc:
         text = str(exc).strip().splitlines()[0]
         text = text.split("Status Message:")[0].rstrip() if "Status Message:" in text else text  # the node, not the source file

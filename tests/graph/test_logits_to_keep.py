@@ -4,6 +4,7 @@ token embedding): unfed, the graph gives every output as exported; fed 1, the la
 the rewritten graph still fuses, quantizes and splits by phase, and the decoder scenarios feed it."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,32 @@ def test_a_head_with_a_bias_or_a_logits_scale_is_sliced_before_its_matmul(tmp_pa
     assert next(n for n in made_by if n.name == rewrite.head).op_type == "MatMul"
     assert verify(fp32, tmp_path / "keep.onnx", [_feed()]) == 0.0
     assert last_logits_gap(fp32, tmp_path / "keep.onnx", _feed()) < 1e-6
+
+
+def test_a_tied_head_gets_its_own_weight_and_is_quantized(tmp_path: Path) -> None:
+    """A head tied to the token embedding reads it through a Transpose, which onnxruntime.quantization
+    skips ("non constant B"): the rewrite stores the transposed table as the head's own initializer
+    (exact), so INT4 and dynamic INT8 quantize the head too; without it both keep an fp32 head."""
+    import onnx
+
+    from edgekd.config.target import TargetQuantize
+    from edgekd.graph.quantize import quantize_dynamic_int8
+    from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
+
+    def ops(path: Path) -> Counter:
+        return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+    _, fp32 = export(tmp_path, "llama-tied")
+    rewrite = add_logits_to_keep(fp32, tmp_path / "keep.onnx")
+    assert rewrite.untied == "model.embed_tokens.weight" and "tied embedding" in rewrite.describe()
+    assert verify(fp32, tmp_path / "keep.onnx", [_feed()]) == 0.0
+    add_logits_to_keep(fp32, tmp_path / "tied.onnx", untie=False)
+    for source in ("keep", "tied"):
+        quantize_weight_only(tmp_path / f"{source}.onnx", tmp_path / f"{source}4.onnx", WeightOnly(4, 32, True, 4))
+        quantize_dynamic_int8(tmp_path / f"{source}.onnx", tmp_path / f"{source}8.onnx", TargetQuantize(), op_types=("MatMul", "Gemm"))
+    for bits, op in (("4", "MatMulNBits"), ("8", "MatMulInteger")):  # one more quantized MatMul, one fewer fp32 one: the head
+        keep, tied = ops(tmp_path / f"keep{bits}.onnx"), ops(tmp_path / f"tied{bits}.onnx")
+        assert (keep[op] - tied[op], tied["MatMul"] - keep["MatMul"]) == (1, 1), (keep, tied)
 
 
 def test_the_rewrite_fuses_quantizes_and_splits(tmp_path: Path) -> None:
