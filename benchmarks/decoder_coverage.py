@@ -109,13 +109,16 @@ def main() -> None:
         failed = export(family, model)
         rows[family] = {"export": failed or "ok", **({} if failed else compile_one(model, profile, work / family / "build"))}
         print(family, json.dumps(rows[family])[:300], flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "decoder_coverage.json").write_text(json.dumps({"families": rows, "config": FAMILIES}, indent=1))
-    (RESULTS / "decoder_coverage.md").write_text(report(rows))
+    (RESULTS / "decoder_coverage.json").write_text(json.dumps({"families": rows, "config": FAMILIES, "commit": commit}, indent=1))
+    (RESULTS / "decoder_coverage.md").write_text(report(rows, commit))
 
 
-def report(rows: dict) -> str:
+def report(rows: dict, commit: str) -> str:
     lines = ["# Decoder families through `edgekd compile --target x86` (benchmarks/decoder_coverage.py)", "",
+             f"edgekd at {commit} (git HEAD when run; uncommitted changes not recorded).", "",
              "Tiny random-weight models (2 layers, hidden 64; Phi 128, StableLM 256): coverage, not speed. 'fused': the attention became "
              "GroupQueryAttention and the fused graph matched the export on a prompt and a decode step; otherwise the "
              "tuning record's reason. The tuner then measured every candidate it could make.", "",

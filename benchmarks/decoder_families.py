@@ -1,4 +1,4 @@
-"""What edgekd's GroupQueryAttention fusion is worth for decoder families beyond Llama: Qwen2 (Q/K/V
+"""What edgekd's GroupQueryAttention fusion and its untied head are worth for decoder families beyond Llama: Qwen2 (Q/K/V
 biases), Qwen3 (per-head q/k RMSNorm), Granite (its own attention scale), Phi-3 (a packed QKV MatMul,
 sliced rotary) and StableLM (partial rotary), which edgekd left unfused until it learnt their forms
 (edgekd/graph/gqa_fusion.py, gqa_inputs.py). Families measured in an earlier invocation stay in the
@@ -149,7 +149,7 @@ def main() -> None:
 
 def report(result: dict) -> str:
     host = result["host"]
-    lines = ["# GroupQueryAttention fusion for decoder families beyond Llama (benchmarks/decoder_families.py)", "",
+    lines = ["# GroupQueryAttention fusion and the untied head for decoder families beyond Llama (benchmarks/decoder_families.py)", "",
              f"Host: {host['cpu']} ({', '.join(f for f in host['flags'] if 'vnni' in f or 'amx' in f or f == 'avx2')}); "
              f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}; {result['threads']} intra-op threads; random weights at the SmolLM-135M shape "
              f"({result['shape']['num_hidden_layers']} layers, hidden {result['shape']['hidden_size']}); {result['rounds']} interleaved "
@@ -166,7 +166,9 @@ def report(result: dict) -> str:
                              f"{cell['prompt']['p50_ms']:.1f} / {cell['prompt']['p90_ms']:.1f} | "
                              f"{f'{ratio:.2f} ({phase})' if graph != 'export' else ''} |")
     lines += ["", "INT4 is the decode step's recipe, dynamic INT8 the prompt pass's (the x86 tuner's prompt/decode split puts "
-              "them in one engine); the ratio column compares the phase each recipe serves.", ""]
+              "them in one engine); the ratio column compares the phase each recipe serves. 'export': the export as edgekd "
+              "built it before (unfused; the head, tied to the embedding, left fp32 by the quantizers); 'fused-tied': "
+              "GroupQueryAttention fused, head still fp32; 'fused': fused and the head quantized (what edgekd builds now).", ""]
     lines += [f"- {row['family']} (measured {row.get('measured', '?')}): fused graph's outputs within {row['fused_max_rel_diff']:.1e} (relative) of the export's on a "
               f"16-token prompt and a decode step; {row['fusion']}" for row in result["families"]]
     return "\n".join(lines) + "\n"
