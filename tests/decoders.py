@@ -24,7 +24,10 @@ FAMILIES = {
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),  # one packed QKV MatMul, sliced; the rotary sliced too
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {}),  # partial rotary (a quarter); the scale computed from shapes
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"rotary_dim": 8}),  # sin/cos table read by GatherElements
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", {}),  # no rotary (learned positions); one packed QKV Conv1D, Split
+    "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 128, "word_embed_proj_dim": 64}),  # no rotary; the queries scaled before the heads
 }
+_GPT_STYLE = ("gptj", "gpt2")  # their configs' own argument names
 
 
 def _family(kind: str, kv_heads: int, hidden: int) -> torch.nn.Module:
@@ -33,7 +36,7 @@ def _family(kind: str, kv_heads: int, hidden: int) -> torch.nn.Module:
     import transformers
 
     config, cls, extra = FAMILIES[kind]
-    shared = ({"vocab_size": VOCAB, "n_embd": hidden, "n_layer": LAYERS, "n_head": 4, "n_positions": 64} if kind == "gptj" else
+    shared = ({"vocab_size": VOCAB, "n_embd": hidden, "n_layer": LAYERS, "n_head": 4, "n_positions": 64} if kind in _GPT_STYLE else
               {"vocab_size": VOCAB, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": LAYERS,
                "num_attention_heads": 4, "num_key_value_heads": kv_heads, "max_position_embeddings": 64})
     model = getattr(transformers, cls)(getattr(transformers, config)(**{**shared, **extra})).eval()
@@ -45,14 +48,12 @@ def _family(kind: str, kv_heads: int, hidden: int) -> torch.nn.Module:
 
 
 def export(tmp: Path, kind: str, kv_heads: int = 2, hidden: int = 64) -> tuple[torch.nn.Module, Path]:
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     if kind == "llama":
         model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=128, num_hidden_layers=LAYERS,
                                              num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64))
-    elif kind == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=LAYERS, n_head=4, n_positions=64))
     else:
         model = _family(kind, kv_heads, hidden)
     path = tmp / kind / "model.onnx"

@@ -56,11 +56,12 @@ class Fusion:
     head_size: int
     ort_fusions: dict[str, int]
     packed: int = 0  # groups of sibling MatMuls packed into one (edgekd.graph.sibling_matmul: the MLP's gate and up)
+    rotary: bool = True  # the node rotates the queries and keys (False: GPT-2, OPT embed positions before the layers)
 
     def describe(self) -> str:
         ort = ", ".join(f"{k} {v}" for k, v in self.ort_fusions.items() if v)
         return (f"attention of {self.layers} layers fused into com.microsoft.GroupQueryAttention ({self.num_heads} query heads, "
-                f"{self.kv_heads} key/value heads, head size {self.head_size}, rotary inside; each row's length is the sum of its "
+                f"{self.kv_heads} key/value heads, head size {self.head_size}, {'rotary inside' if self.rotary else 'no rotary'}; each row's length is the sum of its "
                 f"attention_mask, so a padded batch must be right-padded); {self.packed} groups of sibling MatMuls (one input, "
                 f"e.g. the MLP's gate and up) packed into one MatMul + Split; ORT transformers optimizer: {ort}")
 
@@ -142,13 +143,11 @@ def _mask_lengths(graph: Any, mask: str, opset: int) -> None:
         graph.node.insert(i, node)
 
 
-def _layer_node(g: Graph, key: str, value: str, head_size: int, kv_heads: int) -> tuple[Any, list[Any], tuple[int, int]]:
-    """(GroupQueryAttention node, the nodes it replaces, (query heads, key/value heads)) for one layer."""
+def _rotary_caches(g: Graph, rotary: Any, key: str, head_size: int) -> tuple[list[str], int]:
+    """(the cos and sin caches GroupQueryAttention rotates with, interleaved) of a layer's fused
+    RotaryEmbedding; NotFusable where the node cannot take them."""
     from onnx import helper
 
-    key_concat, value_concat = g.parent(key, "Concat"), g.parent(value, "Concat")
-    k_proj, rotary = kv_source(g, key_concat.input[1], rotary=True)
-    v_proj, _ = kv_source(g, value_concat.input[1], rotary=False)
     rot = {a.name: helper.get_attribute_value(a) for a in rotary.attribute}
     if rot.get("rotary_embedding_dim", 0) not in (0, head_size):
         raise NotFusable(f"partial rotary ({rot['rotary_embedding_dim']} of {head_size}) at '{key}'")
@@ -157,14 +156,35 @@ def _layer_node(g: Graph, key: str, value: str, head_size: int, kv_heads: int) -
         half = "not a constant" if cos is None or len(cos.dims) != 2 else f"{cos.dims[1]} wide"
         raise NotFusable(f"the rotary cos cache of '{key}' is {half}: GroupQueryAttention needs one of head size / 2 or less, "
                          "a multiple of 8 wide (a rotary dimension that is a multiple of 16)")
+    return [rotary.input[2], rotary.input[3]], int(rot.get("interleaved", 0))
+
+
+def _layer_node(g: Graph, key: str, head_size: int, kv_heads: int, rotary: bool) -> tuple[Any, list[Any], tuple[int, int]]:
+    """(GroupQueryAttention node, the nodes it replaces, (query heads, key/value heads)) for one
+    layer; its keys rotated by a fused RotaryEmbedding where `rotary`, else (GPT-2, OPT: positions
+    are embedded before the layers) taken from the projection as they are."""
+    from onnx import helper
+
+    value = key[: -len("key")] + "value"
+    key_concat, value_concat = g.parent(key, "Concat"), g.parent(value, "Concat")
+    try:
+        k_proj, rotary_node = kv_source(g, key_concat.input[1], rotary=rotary)
+    except NotFusable as exc:
+        if rotary:
+            raise
+        raise NotFusable(f"the new keys of '{key}' are not their projection split into heads ({exc}): a rotary embedding "
+                         "ONNX Runtime's optimizer did not fuse, or another form") from exc
+    v_proj, _ = kv_source(g, value_concat.input[1], rotary=False)
+    caches, interleaved = _rotary_caches(g, rotary_node, key, head_size) if rotary else ([], 0)
     probs_v, output = _attention_output(g, value)
     scale = _attention_scale(g, probs_v)
-    qkv, heads = qkv_inputs(g, k_proj, v_proj, key, head_size, kv_heads)
+    qkv, heads, factor = qkv_inputs(g, k_proj, v_proj, key, head_size, kv_heads)
+    if factor != 1.0:  # the queries scaled before attention (OPT): GroupQueryAttention reads them unscaled
+        scale = factor * (head_size ** -0.5 if scale is None else scale)
     node = helper.make_node(
-        "GroupQueryAttention",
-        [*qkv, key_concat.input[0], value_concat.input[0], SEQLENS, TOTAL, rotary.input[2], rotary.input[3]],
+        "GroupQueryAttention", [*qkv, key_concat.input[0], value_concat.input[0], SEQLENS, TOTAL, *caches],
         [output.output[0], key, value], name=f"edgekd_gqa_{key}", domain=MS,
-        num_heads=heads[0], kv_num_heads=heads[1], do_rotary=1, rotary_interleaved=int(rot.get("interleaved", 0)),
+        num_heads=heads[0], kv_num_heads=heads[1], do_rotary=int(rotary), rotary_interleaved=interleaved,
         **({} if scale is None else {"scale": scale}))
     return node, [key_concat, value_concat, output], heads
 
@@ -197,16 +217,17 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
     presents = sorted((o.name for o in graph.output if o.name.startswith(PRESENT_PREFIX) and o.name.endswith(".key")),
                       key=lambda n: int(n.split(".")[1]) if n.split(".")[1].isdigit() else n)
     pasts = {i.name: i for i in graph.input if i.name.startswith(PAST_PREFIX)}
-    if not presents or not ort.get("RotaryEmbedding"):
-        raise NotFusable("no present key outputs with rotary embeddings (ORT fused no RotaryEmbedding)")
+    if not presents:
+        raise NotFusable("no present key outputs")
     dims = pasts[presents[0].replace(PRESENT_PREFIX, PAST_PREFIX, 1)].type.tensor_type.shape.dim
     head_size = dims[-1].dim_value
     if head_size % 16:
         raise NotFusable(f"head size {head_size} is not a multiple of 16 (ONNX Runtime's GroupQueryAttention needs one)")
     g = Graph(graph)
+    rotary = bool(ort.get("RotaryEmbedding"))  # none: keys as projected (a rotary ORT did not fuse is refused by kv_source)
     fused, heads = [], set()
     for key in presents:
-        node, replaced, layer_heads = _layer_node(g, key, key[: -len("key")] + "value", head_size, dims[1].dim_value)
+        node, replaced, layer_heads = _layer_node(g, key, head_size, dims[1].dim_value, rotary)
         fused.append((node, replaced))
         heads.add(layer_heads)
     if len(heads) != 1:
@@ -225,6 +246,6 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
     prune(graph)
     save(model, out)
     (num_heads, kv_heads), = heads
-    return Fusion(len(presents), num_heads, kv_heads, head_size, ort, packed)
+    return Fusion(len(presents), num_heads, kv_heads, head_size, ort, packed, rotary)
 
 

@@ -2,8 +2,10 @@
 the Q, K and V projections behind a layer's present key/value, and the query/key/value inputs the
 node reads.
 
-A projection is a MatMul (or MatMulNBits), perhaps plus a constant bias (Qwen2, Phi-2), perhaps one
-Slice of a packed QKV MatMul (Phi-3's qkv_proj). Between it and the rotary embedding there may be a
+A projection is a MatMul (or MatMulNBits), perhaps plus a constant bias (Qwen2, Phi-2, OPT), perhaps one
+Slice of a packed QKV MatMul (Phi-3's qkv_proj) or one output of its Split along the last axis
+(GPT-2's c_attn); the queries may be multiplied by a constant before they are split into heads (OPT's
+scaling: the node's scale takes it). Between it and the rotary embedding there may be a
 per-head RMSNorm (Qwen3's q_norm/k_norm); the rotary embedding may rotate the whole head or only its
 first dimensions, the rest concatenated back unrotated (Phi-2, StableLM: partial; Phi-3: the same
 form with nothing left over). What the node reads: one packed QKV MatMul (and bias Add) where the
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.graph.graph_edit import Graph, NotFusable, constant
+from edgekd.graph.graph_edit import Graph, NotFusable, constant, scaled
 
 PROJECTIONS = ("MatMul", "MatMulNBits")
 NORM = "SimplifiedLayerNormalization"  # ORT's fused RMSNorm (the per-head q_norm/k_norm of Qwen3)
@@ -43,7 +45,8 @@ class Projection:
     bias: str | None = None
     output: str = ""
     norm: Any = None  # a per-head RMSNorm between the projection and the rotary embedding (Qwen3's q_norm/k_norm)
-    packed: bool = False  # `output` is a Slice of a packed QKV MatMul's product (Phi-3)
+    packed: bool = False  # `output` is a Slice or Split output of a packed QKV MatMul's product (Phi-3, GPT-2)
+    factor: float = 1.0  # the constant the queries are multiplied by before attention reads them (OPT's scaling)
 
 
 def _bias(g: Graph, add: Any, product: str) -> str | None:
@@ -63,20 +66,34 @@ def _projection(g: Graph, name: str) -> Projection:
     source = node and next((i for i in node.input if g.producer.get(i) is not None and g.producer[i].op_type in PROJECTIONS), None)
     if node is not None and node.op_type == "Add" and source is not None and _bias(g, node, source) is not None:
         return Projection(g.producer[source], _bias(g, node, source), name)
-    if node is not None and node.op_type == "Slice" and g.producer.get(node.input[0]) is not None:
+    if node is not None and node.op_type in ("Slice", "Split") and g.producer.get(node.input[0]) is not None:
         whole = _projection(g, node.input[0]) if g.producer[node.input[0]].op_type in (*PROJECTIONS, "Add") else None
-        if whole is not None:
+        if whole is not None and (node.op_type == "Slice" or _last_axis(node)):
             return Projection(whole.node, whole.bias, whole.output, packed=True)
     proj = g.parent(name, PROJECTIONS)
     return Projection(proj, None, proj.output[0])
 
 
+def _last_axis(split: Any) -> bool:
+    """Whether `split` splits along the last axis of its rank-3 input (GPT-2's c_attn product)."""
+    from onnx import helper
+
+    axis = next((helper.get_attribute_value(a) for a in split.attribute if a.name == "axis"), 0)
+    return axis in (-1, 2)
+
+
 def _query(g: Graph, proj: Any, normed: bool) -> Projection:
-    """The Q projection `proj` with its bias where its product's only reader adds one, and, where the
-    keys are `normed`, the per-head norm its Reshape feeds."""
+    """The Q projection `proj` with its bias where its product's only reader adds one, the constant
+    factor where the only reader of that multiplies it by one (OPT), and, where the keys are
+    `normed`, the per-head norm its Reshape feeds."""
     readers = g.consumers.get(proj.output[0], [])
     bias = _bias(g, readers[0], proj.output[0]) if len(readers) == 1 else None
     output = readers[0].output[0] if bias else proj.output[0]
+    readers = g.consumers.get(output, [])
+    if not normed and len(readers) == 1 and readers[0].op_type in ("Mul", "Div"):
+        unscaled, factor = scaled(g, readers[0].output[0])
+        if unscaled == output and factor != 1.0:
+            return Projection(proj, bias, output, factor=factor)  # OPT scales its queries before the heads: the node's scale
     if not normed:
         return Projection(proj, bias, output)
     reshape = g.consumers.get(output, [None])[0]
@@ -158,14 +175,15 @@ def _packed_qkv(g: Graph, projections: tuple[Projection, Projection, Projection]
     return [nodes[-1].output[0], "", ""]
 
 
-def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_size: int, kv_heads: int) -> tuple[list[str], tuple[int, int]]:
-    """(GroupQueryAttention's query, key and value inputs, (query heads, key/value heads)) for the
-    layer whose key and value projections are `k_proj` and `v_proj`: the Q projection is the third
-    projection of their hidden state, or the third Slice of their packed QKV MatMul."""
+def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_size: int, kv_heads: int) -> tuple[list[str], tuple[int, int], float]:
+    """(GroupQueryAttention's query, key and value inputs, (query heads, key/value heads), the factor
+    the queries are multiplied by before attention) for the layer whose key and value projections are
+    `k_proj` and `v_proj`: the Q projection is the third projection of their hidden state, or the
+    third Slice (Split output) of their packed QKV MatMul."""
     if k_proj.packed and v_proj.packed and k_proj.node is v_proj.node:  # one MatMul's product sliced in Q, K, V order
         if k_proj.norm is not None or k_proj.node.op_type != "MatMul":
             raise NotFusable(f"the packed QKV projection {k_proj.node.name} of '{key}' is normalized per head or quantized")
-        return [k_proj.output, "", ""], (_weight_n(g, k_proj.node) // head_size - 2 * kv_heads, kv_heads)
+        return [k_proj.output, "", ""], (_weight_n(g, k_proj.node) // head_size - 2 * kv_heads, kv_heads), 1.0
     hidden = k_proj.node.input[0]
     queries = [n for n in g.consumers.get(hidden, []) if n.op_type in PROJECTIONS and n.name not in (k_proj.node.name, v_proj.node.name)]
     if len(queries) > 1:  # the hidden state feeds the MLP too (Phi-2's parallel block): Q is the one split into heads
@@ -173,5 +191,6 @@ def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_
     if len(queries) != 1 or v_proj.node.input[0] != hidden or k_proj.packed or v_proj.packed:
         raise NotFusable(f"the Q, K and V projections of '{key}' do not read one hidden state")
     heads = (_weight_n(g, queries[0]) // head_size, _weight_n(g, k_proj.node) // head_size)
-    return _packed_qkv(g, (_query(g, queries[0], k_proj.norm is not None), k_proj, v_proj), key), heads
+    query = _query(g, queries[0], k_proj.norm is not None)
+    return _packed_qkv(g, (query, k_proj, v_proj), key), heads, query.factor
 

@@ -39,13 +39,14 @@ def test_a_llama_generates_the_same_tokens_with_fused_attention(tmp_path: Path, 
 
 
 # (family, hidden size: 4 heads; Phi's half and StableLM's quarter rotary need a rotary dimension of 16)
-FAMILY_SHAPES = [("qwen2", 64), ("qwen3", 64), ("granite", 64), ("phi3", 64), ("phi", 128), ("stablelm", 256)]
+FAMILY_SHAPES = [("qwen2", 64), ("qwen3", 64), ("granite", 64), ("phi3", 64), ("phi", 128), ("stablelm", 256), ("gpt2", 64), ("opt", 64)]
 
 
 @pytest.mark.parametrize(("kind", "hidden"), FAMILY_SHAPES)
 def test_other_decoder_families_fuse_and_generate_the_same(tmp_path: Path, kind: str, hidden: int) -> None:
-    """Q/K/V biases (Qwen2, Phi), per-head q/k norms (Qwen3), a custom scale (Granite), a packed QKV
-    MatMul with a sliced rotary (Phi-3), partial rotary (Phi, StableLM)."""
+    """Q/K/V biases (Qwen2, Phi, OPT), per-head q/k norms (Qwen3), a custom scale (Granite), a packed
+    QKV MatMul with a sliced rotary (Phi-3) or split (GPT-2), partial rotary (Phi, StableLM), no
+    rotary (GPT-2, OPT: learned positions), queries scaled before the heads (OPT)."""
     import onnx
     from onnx import helper
 
@@ -55,7 +56,9 @@ def test_other_decoder_families_fuse_and_generate_the_same(tmp_path: Path, kind:
     ops = Counter(n.op_type for n in nodes)
     assert fusion.layers == LAYERS and ops["GroupQueryAttention"] == LAYERS and ops["Softmax"] == 0, ops
     scales = [helper.get_attribute_value(a) for n in nodes if n.op_type == "GroupQueryAttention" for a in n.attribute if a.name == "scale"]
-    if kind == "stablelm":  # its export computes the scale from shapes: left to the node's default (1/sqrt(head size))
+    rotary = [helper.get_attribute_value(a) for n in nodes if n.op_type == "GroupQueryAttention" for a in n.attribute if a.name == "do_rotary"]
+    assert rotary == [int(kind not in ("gpt2", "opt"))] * LAYERS and fusion.rotary == bool(rotary[0])
+    if kind in ("stablelm", "gpt2"):  # their exports compute the scale from shapes: left to the node's default (1/sqrt(head size))
         assert scales == []
     else:
         assert scales[0] == pytest.approx(0.05 if kind == "granite" else (hidden // 4) ** -0.5)  # Granite's attention_multiplier
@@ -70,9 +73,9 @@ def test_other_decoder_families_fuse_and_generate_the_same(tmp_path: Path, kind:
         np.testing.assert_allclose(fused[-1][:, -1], model(tokens).logits.numpy()[:, -1], atol=1e-4)
 
 
-def test_a_graph_without_rotary_attention_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
-    _, path = export(tmp_path, "gpt2")
-    with pytest.raises(NotFusable, match="rotary"):
+def test_a_rotary_onnx_runtime_does_not_fuse_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    _, path = export(tmp_path, "gptj")  # its rotary reads a sin/cos table by GatherElements: no RotaryEmbedding to take
+    with pytest.raises(NotFusable, match="not their projection split into heads .* a rotary embedding"):
         fuse_gqa(path, tmp_path / "fused.onnx")
     assert not (tmp_path / "fused.onnx").exists()
 
