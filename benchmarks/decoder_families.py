@@ -1,7 +1,8 @@
 """What edgekd's GroupQueryAttention fusion and its untied head are worth for decoder families beyond Llama: Qwen2 (Q/K/V
 biases), Qwen3 (per-head q/k RMSNorm), Granite (its own attention scale), Phi-3 (a packed QKV MatMul,
-sliced rotary) and StableLM (partial rotary), which edgekd left unfused until it learnt their forms
-(edgekd/graph/gqa_fusion.py, gqa_inputs.py). Families measured in an earlier invocation stay in the
+sliced rotary), StableLM (partial rotary), GPT-2 and OPT (no rotary: learned positions; GPT-2's QKV
+one Conv1D split, OPT's queries scaled before the heads; both multi-head, every head keyed), which
+edgekd left unfused until it learnt their forms (edgekd/graph/gqa_fusion.py, gqa_inputs.py). Families measured in an earlier invocation stay in the
 results (each row says when it was measured; every row's graphs are timed against each other only).
 
 Each family at the SmolLM-135M shape (hidden 576, 30 layers, 9 heads, 3 key/value heads, vocabulary
@@ -35,7 +36,9 @@ FAMILIES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
             "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 64}),
             "granite": ("GraniteConfig", "GraniteForCausalLM", {"attention_multiplier": 0.015625, "logits_scaling": 8.0}),
             "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),
-            "stablelm": ("StableLmConfig", "StableLmForCausalLM", {})}
+            "stablelm": ("StableLmConfig", "StableLmForCausalLM", {}),
+            "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_inner": 1536}),  # no rotary, all 9 heads keyed (MHA), packed QKV
+            "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 1536, "word_embed_proj_dim": 576})}  # no rotary, MHA, queries pre-scaled
 PAST, PROMPT = 128, 128
 
 

@@ -29,6 +29,7 @@ def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)).eval()
     path = tmp_path_factory.mktemp("decoder") / "model.onnx"
     export_hf(model, CausalLM(vocab_size=256, max_length=16), path, 17, with_past=True)
+    model.config.save_pretrained(path.parent)  # config.json beside model.onnx, as optimum-cli writes it
     return path
 
 
@@ -84,6 +85,8 @@ def test_the_tuner_ranks_a_decoder_by_its_generation_and_measures_the_fusion(com
     assert "ranked by generation_ms" in tuning["how"] and tuning["times"]["prompt_pass_s"] > 0
     variants = tuning["variants"]  # the GroupQueryAttention graph beside the exported one, checked against it
     assert "GroupQueryAttention" in variants["fp32-gqa"] and "outputs within" in variants["fp32-gqa"]
+    assert "rotary caches cut to the model's 64 positions" in variants["fp32-gqa"]  # config.json's max_position_embeddings
+    assert "the model has 64 positions" in tuning["how"] or "the model has 64 positions" in json.dumps(tuning)
     assert {"fp32", "int8-dynamic", "int8-dynamic-gqa"} <= set(variants)
     assert all(name.endswith("-gqa") for name in variants if "weight-only" in name)
     assert "TTFT p90" in (out / "report.md").read_text()

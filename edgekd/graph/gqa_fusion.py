@@ -57,13 +57,16 @@ class Fusion:
     ort_fusions: dict[str, int]
     packed: int = 0  # groups of sibling MatMuls packed into one (edgekd.graph.sibling_matmul: the MLP's gate and up)
     rotary: bool = True  # the node rotates the queries and keys (False: GPT-2, OPT embed positions before the layers)
+    cache_rows: int = 0  # positions the rotary caches were cut to (0: not cut)
 
     def describe(self) -> str:
         ort = ", ".join(f"{k} {v}" for k, v in self.ort_fusions.items() if v)
         return (f"attention of {self.layers} layers fused into com.microsoft.GroupQueryAttention ({self.num_heads} query heads, "
                 f"{self.kv_heads} key/value heads, head size {self.head_size}, {'rotary inside' if self.rotary else 'no rotary'}; each row's length is the sum of its "
                 f"attention_mask, so a padded batch must be right-padded); {self.packed} groups of sibling MatMuls (one input, "
-                f"e.g. the MLP's gate and up) packed into one MatMul + Split; ORT transformers optimizer: {ort}")
+                f"e.g. the MLP's gate and up) packed into one MatMul + Split; ORT transformers optimizer: {ort}"
+                + (f"; rotary caches cut to the model's {self.cache_rows} positions (a longer sequence is refused by "
+                   "ONNX Runtime)" if self.cache_rows else ""))
 
 
 def _attention_scale(g: Graph, probs_v: Any) -> float | None:
@@ -203,9 +206,26 @@ def _ort_fusions(source: Path) -> tuple[Any, dict[str, int]]:
     return optimized.model, dict(optimized.get_fused_operator_statistics())
 
 
-def fuse_gqa(source: Path, out: Path) -> Fusion:
+def _cut_caches(g: Graph, nodes: list[Any], positions: int) -> int:
+    """Cut the rotary cos/sin caches `nodes` read to their first `positions` rows (ONNX Runtime's
+    optimizer writes 131072: 2 x 16.8 MB at head size 64); returns the rows they have after."""
+    from onnx import numpy_helper
+
+    rows = 0
+    for name in {n.input[i] for n in nodes for i in (7, 8) if len(n.input) > i}:
+        table = numpy_helper.to_array(g.inits[name])
+        if table.shape[0] > positions:
+            g.inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(table[:positions]), name))
+        rows = int(min(table.shape[0], positions))
+    return rows
+
+
+def fuse_gqa(source: Path, out: Path, positions: int | None = None) -> Fusion:
     """Write `source` (a KV-cache decoder, fp32 weights) with every layer's attention as one
-    GroupQueryAttention to `out`; raises NotFusable (nothing written) when its graph is not that form."""
+    GroupQueryAttention to `out`; raises NotFusable (nothing written) when its graph is not that form.
+    `positions` (the model's declared positions): the rotary caches are cut to them, as
+    onnxruntime-genai's builder makes them; a longer sequence is then refused by ONNX Runtime
+    ("cos_cache dimension 0 shall not be less than total_sequence_length")."""
     from onnx import helper
 
     from edgekd.graph.decoder import PAST_PREFIX, PRESENT_PREFIX
@@ -232,6 +252,7 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
         heads.add(layer_heads)
     if len(heads) != 1:
         raise NotFusable(f"layers disagree on their head counts {sorted(heads)}")
+    cache_rows = _cut_caches(g, [n for n, _ in fused], positions) if positions and rotary else 0
     for node, replaced in fused:
         index = list(graph.node).index(replaced[-1])
         graph.node.insert(index, node)
@@ -246,6 +267,6 @@ def fuse_gqa(source: Path, out: Path) -> Fusion:
     prune(graph)
     save(model, out)
     (num_heads, kv_heads), = heads
-    return Fusion(len(presents), num_heads, kv_heads, head_size, ort, packed, rotary)
+    return Fusion(len(presents), num_heads, kv_heads, head_size, ort, packed, rotary, cache_rows)
 
 

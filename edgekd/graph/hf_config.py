@@ -68,24 +68,41 @@ def _shapes(onnx_config: Any, length: int, side: int) -> dict[str, tuple[int, ..
     return shapes
 
 
+def _load(folder: Path) -> Any:
+    """The transformers config in `folder`'s config.json; None where there is none, it is not one
+    (another tool's config.json) or transformers is absent."""
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        with quiet():
+            from transformers import AutoConfig
+
+            return AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (ImportError, OSError, ValueError, KeyError):
+        return None
+
+
+def declared_positions(model_path: Path) -> int | None:
+    """The positions the model's config.json beside it declares (max_position_embeddings or
+    n_positions), or None."""
+    config = _load(Path(model_path).parent)
+    return None if config is None else _figures(config).get("max_positions")
+
+
 def export_config(model_path: Path, input_names: list[str], sequence_length: int) -> ExportConfig | None:
     """optimum's export config for the model at `model_path` when a transformers config.json sits
     beside it and optimum-onnx knows the model type; None otherwise (or when optimum is absent).
     `dims` maps optimum's axis names to the values of its dummy inputs at batch 1 and
     `sequence_length` (capped at the model's max positions)."""
     folder = Path(model_path).parent
-    if not (folder / CONFIG_FILE).is_file():
+    config = _load(folder)
+    if config is None:
         return None
     try:
         with quiet():
             import optimum.exporters.onnx.model_configs  # noqa: F401  registers optimum's ONNX export configs
             from optimum.exporters.tasks import TasksManager
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except ImportError:
-        return None
-    except (OSError, ValueError, KeyError):  # not a transformers config (another tool's config.json)
         return None
     with_past = any(n.startswith("past_key_values") for n in input_names)
     task = _task(config, with_past)

@@ -134,6 +134,17 @@ def graph_inputs(model: "onnx.ModelProto") -> list[InputSpec]:
     return specs
 
 
+def _all_nodes(graph: Any) -> list[Any]:
+    """The nodes of `graph` and of the subgraphs its nodes hold (If branches, Loop bodies)."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
+                nodes.extend(_all_nodes(sub))
+    return nodes
+
+
 class GraphHints:
     """Facts about the inputs that the graph's own initializers give."""
 
@@ -202,7 +213,12 @@ class GraphHints:
 
     def max_positions(self) -> int | None:
         """Rows of a learned position-embedding table (a Gather whose indices come from position
-        ids or a Range), if the graph has one."""
+        ids or a Range), or of the rotary cos cache a GroupQueryAttention reads (edgekd.graph.gqa_fusion
+        cuts it to the model's positions), if the graph has one."""
+        for node in _all_nodes(self.graph):  # a phase-split engine's attention is inside its If branches
+            cache = node.input[7] if node.op_type == "GroupQueryAttention" and len(node.input) > 7 else ""
+            if cache and len(self.initializers.get(cache, ())) == 2:
+                return self.initializers[cache][0]
         for node in self.graph.node:
             if node.op_type != "Gather":
                 continue

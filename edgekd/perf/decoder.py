@@ -252,12 +252,13 @@ def _longest_prompt(session: Any, io: DecoderIO, row: np.ndarray, want: int) -> 
     return good, reason
 
 
-def make_prompt(subject: Subject, io: DecoderIO, bench: BenchConfig) -> Prompt:
+def make_prompt(subject: Subject, io: DecoderIO, bench: BenchConfig, declared: int | None = None) -> Prompt:
     """P tokens from the first row of the bench feeds' token ids (repeated to length), P shortened
-    when P + N exceeds the model's positions (its position table's rows, or the longest prompt that
-    runs). Raises DecoderError when N alone does not fit."""
+    when P + N exceeds the model's positions (its position table's rows, `declared`: those its config
+    declares, or the longest prompt that runs). Raises DecoderError when N alone does not fit."""
     want, note = bench.prompt_tokens, f"{bench.prompt_tokens} prompt tokens"
-    positions = model_positions(subject.engine)
+    found = [p for p in (model_positions(subject.engine), declared) if p is not None]
+    positions = min(found) if found else None
     why = None if positions is None else f"the model has {positions} positions"
     row = np.asarray(subject.rows[io.token_ids][0]).reshape(-1).astype(io.ids_dtype)
     if positions is None or want + bench.decode_tokens <= positions:

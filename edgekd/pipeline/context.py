@@ -41,6 +41,9 @@ class EngineContext(ABC):
     # causal-lm: the teacher's top-1 next tokens on the evaluation data (edgekd.pipeline.evaluation.TeacherTop1),
     # set by the evaluate stage so that the backend's evaluation reports the engine's agreement with it
     teacher_top1: Any = None
+    # the positions the model declares (its config's max_position_embeddings), where the build knows them: a decoder
+    # engine's rotary caches are cut to them (edgekd.graph.gqa_fusion); None: left as ONNX Runtime's optimizer made them
+    max_positions: int | None = None
 
     @property
     def metric(self) -> MetricSpec:

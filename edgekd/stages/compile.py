@@ -59,4 +59,4 @@ COMPILE = Stage("compile", "build the engine for the target's runtime and the de
                 (STUDENT_INT8, STUDENT_ONNX, optional(STUDENT_FUSED), optional(DECODE_ONNX)), (ENGINE_JSON, ENGINE_DIR + "/", BUNDLE_DIR + "/"), ("onnxruntime", "onnxruntime-qnn", "openvino", "nncf"),
                 lambda c: {"target": c.target.model_dump(), "target_name": c.target_file.name, "qnn": c.qnn_config.model_dump() if c.target.qnn else None,
                            "host": c.host_fingerprint(), "tune": c.profile.recipe.tune.model_dump(), "quantize": c.quantize_config.model_dump(),
-                           "budgets": c.profile.budgets.model_dump(), **data_key(c)}, run_compile)
+                           "budgets": c.profile.budgets.model_dump(), "positions": c.max_positions, **data_key(c)}, run_compile)

@@ -36,6 +36,7 @@ from edgekd.graph.feeds import (
     random_feedset,
     read_feed_arrays,
 )
+from edgekd.graph.hf_config import declared_positions
 from edgekd.graph.inputs import ModelInputs
 from edgekd.graph.resolve import load_inputs
 from edgekd.pipeline.context import EngineContext
@@ -71,6 +72,10 @@ class CompileContext(EngineContext):
     def metric(self) -> MetricSpec:
         """Perplexity for a compiled language model (its task), else accuracy."""
         return self.task.metric if self.task is not None else ACCURACY
+
+    @functools.cached_property
+    def max_positions(self) -> int | None:  # type: ignore[override]
+        return declared_positions(self.model_path)
 
     @property
     def name(self) -> str:

@@ -122,3 +122,30 @@ def test_a_fused_graph_onnx_runtime_cannot_run_is_not_used(tmp_path: Path) -> No
     prompt = np.arange(1, 8, dtype=np.int64)[None]
     with pytest.raises(NotFusable, match="cannot run"):
         verify(path, tmp_path / "broken.onnx", [{"input_ids": prompt, "attention_mask": np.ones_like(prompt)}])
+
+
+def test_rotary_caches_are_cut_to_the_models_positions(tmp_path: Path) -> None:
+    """ONNX Runtime's optimizer writes 131072-row cos/sin caches; cut to the model's declared positions
+    (its config's max_position_embeddings, 64 here) the engine generates the same, the bench reads the
+    positions from the cache, and a longer sequence is refused by ONNX Runtime, not read past the table."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekd.graph.decoder import complete_feeds
+    from edgekd.graph.inputs import GraphHints
+
+    _, path = export(tmp_path, "llama")
+    whole = fuse_gqa(path, tmp_path / "whole.onnx")
+    fusion = fuse_gqa(path, tmp_path / "fused.onnx", positions=64)
+    caches = {i.name: list(i.dims) for i in onnx.load(str(tmp_path / "fused.onnx")).graph.initializer if i.name.endswith("_cache")}
+    assert caches == {"cos_cache": [64, 8], "sin_cache": [64, 8]} and whole.cache_rows == 0 and fusion.cache_rows == 64
+    assert "cut to the model's 64 positions" in fusion.describe() and "cut" not in whole.describe()
+    assert GraphHints(onnx.load(str(tmp_path / "fused.onnx"))).max_positions() == 64
+    assert GraphHints(onnx.load(str(tmp_path / "whole.onnx"))).max_positions() == 131072
+    prompt = np.random.default_rng(2).integers(0, VOCAB, (1, 60), dtype=np.int64)
+    for a, b in zip(generate(tmp_path / "fused.onnx", prompt, 3), generate(path, prompt, 3)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    session = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"])
+    long = np.ones((1, 65), np.int64)
+    with pytest.raises(Exception, match="cos_cache dimension 0"):
+        session.run(["logits"], complete_feeds(session, {"input_ids": long, "attention_mask": long}))

@@ -116,3 +116,15 @@ def test_static_shape_targets_take_a_decoder_at_one_decode_step(zoo) -> None:
     assert shapes["input_ids"] == (1, 1) and shapes["past_key_values.0.key"] == (1, 2, 127, 16)
     assert shapes["attention_mask"] == (1, 128)
     assert load_inputs(zoo("bert", "optimum"), static=True).shapes()["input_ids"] == (1, 128)  # no past: unchanged
+
+
+def test_the_declared_positions_come_from_the_config_beside_the_model(zoo, tmp_path: Path) -> None:
+    import json
+
+    from edgekd.graph.hf_config import declared_positions
+
+    path = zoo("gpt2", "optimum")
+    assert declared_positions(path) == json.loads((path.parent / "config.json").read_text())["n_positions"]
+    assert declared_positions(tmp_path / "model.onnx") is None  # no config.json beside it
+    (tmp_path / "config.json").write_text('{"name": "another tool\'s config"}')
+    assert declared_positions(tmp_path / "model.onnx") is None

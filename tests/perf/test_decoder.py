@@ -194,6 +194,21 @@ def test_a_position_table_the_graph_hides_shortens_the_prompt_to_what_runs(tmp_p
     assert "70 decode tokens do not fit: a 170-token prompt fails" in too_long["decode"]["how"]
 
 
+def test_the_positions_a_config_declares_cap_the_prompt(zoo) -> None:
+    """The tuner passes the positions the model's config declares (a fused engine's rotary caches
+    end there, edgekd.graph.gqa_fusion): the prompt is cut to them with the reason, the smaller of
+    those and the graph's own table counting."""
+    from edgekd.perf.decoder import decoder_io, make_prompt
+
+    sub = subject(zoo("gpt2", "optimum"))  # 256 positions in its table
+    io = decoder_io(sub.session, sub.inputs)
+    cfg = BenchConfig(min_runs=10, max_runs=10, prompt_tokens=100, decode_tokens=4, ttft_runs=1, decode_runs=1)
+    assert make_prompt(sub, io, cfg).ids.shape == (1, 100)
+    capped = make_prompt(sub, io, cfg, declared=40)
+    assert capped.ids.shape == (1, 36) and "the model has 40 positions" in capped.note
+    assert make_prompt(sub, io, cfg, declared=4096).ids.shape == (1, 100)
+
+
 @pytest.mark.parametrize("line", ['scenarios = ["SingleStream", "Decode"]', "prompt_tokens = 0", "decode_tokens = -1",
                                   "ttft_runs = 0", "decode_runs = 0", "scenarios = []"])
 def test_bad_bench_values_are_config_errors(tmp_path: Path, line: str) -> None:

@@ -87,7 +87,7 @@ def fused_variants(ctx: Context, fp32: Path, out: Path, int8: bool = True) -> tu
 
     path, start = out / f"student_fp32_{GQA}.onnx", time.perf_counter()
     try:
-        fusion = fuse_gqa(fp32, path)
+        fusion = fuse_gqa(fp32, path, ctx.max_positions)
         prompt = ctx.eval_feeds.first()
         worst = verify(fp32, path, [prompt, decode_step(fp32, prompt, ctx.model_inputs).feed])
     except NotFusable as e:
@@ -230,7 +230,8 @@ def prompt_pass(ctx: Context, fp32: Path, keep: bool = False) -> tuple[dict[str,
         io = decoder_io(session, ctx.model_inputs)
         if io is None:
             return None
-        prompt = make_prompt(Subject(session, fp32, ctx.model_inputs, ctx.eval_feeds.arrays, "the tuner"), io, ctx.profile.recipe.bench)
+        subject = Subject(session, fp32, ctx.model_inputs, ctx.eval_feeds.arrays, "the tuner")
+        prompt = make_prompt(subject, io, ctx.profile.recipe.bench, ctx.max_positions)  # the fused graphs' caches end there
     except DecoderError:
         return None
     feed = complete_feeds(session, step_feed(io, prompt.ids, None, prompt.ids.shape[1]))
