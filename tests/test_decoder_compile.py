@@ -89,6 +89,9 @@ def test_the_tuner_ranks_a_decoder_by_its_generation_and_measures_the_fusion(com
     assert "the model has 64 positions" in tuning["how"] or "the model has 64 positions" in json.dumps(tuning)
     assert {"fp32", "int8-dynamic", "int8-dynamic-gqa"} <= set(variants)
     assert all(name.endswith("-gqa") for name in variants if "weight-only" in name)
+    # the target's embedding = true candidate: the token table 4-bit too, and its prompt/decode split sharing that table
+    assert "GatherBlockQuantized" in variants["int4-weight-only-b128-acc4-emb4-gqa"]
+    assert "int4-phase-dynamic-gqa+weight-only-b128-acc4-emb4-gqa" in variants
     assert "TTFT p90" in (out / "report.md").read_text()
     schema = json.loads((Path(__file__).parent.parent / "edgekd" / "report" / "report.schema.json").read_text())
     jsonschema.validate(json.loads((out / "report.json").read_text()), schema)  # fused variants' quant formats included

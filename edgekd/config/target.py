@@ -31,12 +31,20 @@ class SessionConfig(Strict):
 
 class WeightOnlySpec(Strict):
     """One MatMulNBits weight-only candidate (edgekd.graph.weight_only): bits, block size along K,
-    symmetric blocks, and ORT's accuracy_level (None: its default; 4: int8 activations in the kernel)."""
+    symmetric blocks, ORT's accuracy_level (None: its default; 4: int8 activations in the kernel), and
+    whether the token embedding table is quantized too (4-bit, GatherBlockQuantized)."""
 
     bits: Literal[4, 8] = 4
     block_size: int = Field(32, ge=16, le=256)
     symmetric: bool = True
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
+    embedding: bool = False
+
+    @model_validator(mode="after")
+    def _embedding_bits(self) -> "WeightOnlySpec":
+        if self.embedding and self.bits != 4:
+            raise ValueError("embedding = true takes bits = 4 (onnxruntime.quantization quantizes a Gather's table to 4 bits only)")
+        return self
 
     @field_validator("block_size")
     @classmethod

@@ -1,4 +1,4 @@
-"""benchmarks/decoder_families.py and decoder_coverage.py: their committed .md results are what their
+"""benchmarks/decoder_families.py, decoder_coverage.py and embedding_table.py: their committed .md results are what their
 report functions render from the committed .json (no hand-edited number), and the ratios are the
 measured p50s' ratios."""
 from __future__ import annotations
@@ -32,3 +32,12 @@ def test_decoder_coverage_md_is_rendered_from_its_json() -> None:
     assert text == (BENCHMARKS / "results" / "decoder_coverage.md").read_text()
     assert set(result["families"]) == set(decoder_coverage.FAMILIES)
     assert all(r.get("exit_code") == 0 for r in result["families"].values())
+
+
+def test_embedding_table_md_is_rendered_from_its_json() -> None:
+    import embedding_table
+
+    result = json.loads((BENCHMARKS / "results" / "embedding_table.json").read_text())
+    assert embedding_table.report(result) == (BENCHMARKS / "results" / "embedding_table.md").read_text()
+    rows = result["rows"]
+    assert set(rows) == {"int4", "int4-emb4"} and rows["int4-emb4"]["size_mb"] < rows["int4"]["size_mb"]

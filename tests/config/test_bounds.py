@@ -35,3 +35,11 @@ def test_tune_thread_lists_are_bounded() -> None:
     with pytest.raises(ValidationError, match="thread counts"):
         TuneSpace.model_validate({"intra_op_num_threads": [1, 100_000]})
     assert TuneSpace.model_validate({"intra_op_num_threads": [1, 0]}).intra_op_num_threads == [1, 0]
+
+
+def test_a_weight_only_embedding_candidate_takes_4_bits() -> None:
+    from edgekd.config.target import WeightOnlySpec
+
+    assert WeightOnlySpec.model_validate({"bits": 4, "block_size": 128, "embedding": True}).embedding
+    with pytest.raises(ValidationError, match="embedding = true takes bits = 4"):
+        WeightOnlySpec.model_validate({"bits": 8, "embedding": True})

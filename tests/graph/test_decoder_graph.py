@@ -107,11 +107,52 @@ def test_weight_only_graphs_run_and_their_perplexity_is_computed(exported, tmp_p
     assert abs(ppl[1].value - ppl[0].value) / ppl[0].value < (0.05 if bits == 4 else 0.005)
 
 
-def test_a_bad_weight_only_setting_is_refused() -> None:
+def test_the_embedding_table_quantized_too_keeps_the_logits_and_shrinks_the_file(exported, tmp_path: Path) -> None:
+    """embedding: the token Gather becomes GatherBlockQuantized (4-bit blocks along the hidden axis);
+    the fp32 table is gone, the logits stay as close to fp32's as INT4's, the file is valid ONNX (IR 10
+    for its INT4 tensors, the graph's own opset kept). GPT-2's head reads the same table (tied, not
+    untied here): refused, as quantizing would store the table twice."""
+    import onnx
+
+    from edgekd.graph.weight_only import NoEmbedding, token_embedding
+
+    _, path = exported
+    plain, table = tmp_path / "int4.onnx", tmp_path / "int4_emb.onnx"
+    quantize_weight_only(path, plain, WeightOnly(4, 32, True, 4))
+    if "gpt2" in str(path):
+        with pytest.raises(NoEmbedding, match="also read by .* tied head"):
+            quantize_weight_only(path, table, WeightOnly(4, 32, True, 4, embedding=True))
+        return
+    assert quantize_weight_only(path, table, WeightOnly(4, 32, True, 4, embedding=True)) > 0
+    model = onnx.load(str(table))
+    onnx.checker.check_model(model)
+    assert "GatherBlockQuantized" in [n.op_type for n in model.graph.node] and token_embedding(model) is None and model.ir_version >= 10
+    assert [o.version for o in model.opset_import if o.domain == ""] == [o.version for o in onnx.load(str(path)).opset_import if o.domain == ""]
+    feeds = batch()
+    fp32, q, qe = (predict(open_session(m), feeds) for m in (path, plain, table))
+    assert 0 < np.abs(qe - q).max() and np.abs(qe - fp32).max() < 1.5 * np.abs(q - fp32).max() + 0.05
+    assert table.stat().st_size < plain.stat().st_size
+
+
+def test_a_bad_weight_only_setting_is_refused(tmp_path: Path) -> None:
+    from edgekd.graph.weight_only import NoEmbedding
+
     with pytest.raises(ValueError, match="bits"):
         WeightOnly(bits=3)
     with pytest.raises(ValueError, match="power of two"):
         WeightOnly(block_size=48)
+    with pytest.raises(ValueError, match="4 bits only"):
+        WeightOnly(bits=8, embedding=True)
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")  # a MatMul, no token ids: no table
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [weight])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "mlp.onnx"))
+    with pytest.raises(NoEmbedding, match="no token embedding table"):
+        quantize_weight_only(tmp_path / "mlp.onnx", tmp_path / "q.onnx", WeightOnly(embedding=True))
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_static_qdq_calibrated_on_decode_steps_keeps_the_cache_in_range(exported, tmp_path: Path) -> None:

@@ -95,3 +95,27 @@ def test_graphs_that_do_not_pair_are_refused_and_nothing_is_written(parts, tmp_p
     with pytest.raises(NotSplittable, match="no input 'tokens'"):
         split_by_phase(int8, fp32, tmp_path / "split.onnx", "tokens")
     assert not (tmp_path / "split.onnx").exists()
+
+
+def test_a_4bit_embedding_table_is_stored_once_for_both_phases(parts, tmp_path: Path) -> None:
+    """The decode part with its token embedding table 4-bit (GatherBlockQuantized): the tuner gives the
+    prompt part the same table (edgekd.backends.ort.decoder_tune), byte for byte, so the split stores
+    it once and holds no fp32 table; both phases still give their part's outputs."""
+    import onnx
+
+    from edgekd.backends.ort.decoder_tune import _prompt_part
+
+    fp32, int8, _ = parts
+    int4e = tmp_path / "int4_emb.onnx"
+    quantize_weight_only(fp32, int4e, WeightOnly(4, 32, True, 4, embedding=True))
+    first = _prompt_part(int8, int4e, tmp_path)
+    assert first != int8 and _prompt_part(int8, int4e, tmp_path) == first  # made once
+    split_by_phase(first, int4e, tmp_path / "split.onnx", "input_ids")
+    graph = onnx.load(str(tmp_path / "split.onnx")).graph
+    shared = {i.name for i in graph.initializer if i.name.startswith("shared/")}
+    assert any(n.endswith("_Q4") for n in shared) and any(n.endswith("_scales") for n in shared), shared
+    assert not any(list(i.dims) == [128, 64] and i.data_type == onnx.TensorProto.FLOAT for i in graph.initializer)  # no fp32 table
+    prompt = np.array([[5, 17, 3, 99, 42, 7]], np.int64)
+    np.testing.assert_allclose(generate(tmp_path / "split.onnx", prompt, 0)[0], generate(first, prompt, 0)[0], rtol=1e-5, atol=1e-5)
+    for split_logits, part_logits in _decode_steps_with_cache_of(tmp_path / "split.onnx", int4e, prompt):
+        np.testing.assert_allclose(split_logits, part_logits, rtol=1e-5, atol=1e-5)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 WEIGHT_ONLY = "weight-only"
 GQA = "gqa"  # the quant_format suffix of variants made from the GroupQueryAttention-fused graph
 PHASE = "phase"  # the quant_format prefix of prompt/decode split graphs (edgekd.graph.phase_split)
+EMBEDDING = "emb4"  # the quant_format tag of weight-only variants whose token embedding table is 4-bit too
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,19 @@ def weight_only_variants(ctx: Context, source: Path, out: Path, tag: str = "") -
     """Variant fields (precision, quant_format, model, how, build_s) per [tune] weight_only entry,
     quantized from `source` into `out` (`tag`: a suffix of their names, e.g. gqa for the fused
     graph's); notes on any left out."""
-    from edgekd.graph.weight_only import WeightOnly, quantize_weight_only
+    from edgekd.graph.weight_only import NoEmbedding, WeightOnly, quantize_weight_only
 
     variants, notes, suffix = [], [], f"-{tag}" if tag else ""
     for spec in ctx.target.tune.weight_only:
-        setting, start = WeightOnly(spec.bits, spec.block_size, spec.symmetric, spec.accuracy_level), time.perf_counter()
-        level = "" if spec.accuracy_level is None else f"-acc{spec.accuracy_level}"
-        path = out / f"student_int{spec.bits}_b{spec.block_size}{'s' if spec.symmetric else 'a'}{level}{suffix}.onnx"
-        if quantize_weight_only(source, path, setting) == 0:
+        setting = WeightOnly(spec.bits, spec.block_size, spec.symmetric, spec.accuracy_level, spec.embedding)
+        level = ("" if spec.accuracy_level is None else f"-acc{spec.accuracy_level}") + (f"-{EMBEDDING}" if spec.embedding else "")
+        path, start = out / f"student_int{spec.bits}_b{spec.block_size}{'s' if spec.symmetric else 'a'}{level}{suffix}.onnx", time.perf_counter()
+        try:
+            quantized = quantize_weight_only(source, path, setting)
+        except NoEmbedding as e:
+            notes.append(f"{setting.name} with the embedding table not tried: {e}")
+            continue
+        if quantized == 0:
             notes.append(f"{setting.name} not tried: no constant MatMul weight in {source.name}")
             continue
         variants.append({"precision": f"int{spec.bits}", "quant_format": f"{WEIGHT_ONLY}-b{spec.block_size}{level}{suffix}", "model": path,
@@ -122,17 +128,42 @@ def phase_split_variants(ctx: Context, fp32: Path, prompt_row: dict[str, Any], d
         try:
             if tokens is None:
                 raise NotSplittable("no input has the token_ids role")
-            split = split_by_phase(prompt_row["model"], row["model"], path, tokens)
-            worst = max(verify(prompt_row["model"], path, [prompt]), verify(row["model"], path, [step]))
+            first = _prompt_part(Path(prompt_row["model"]), Path(row["model"]), out)
+            split = split_by_phase(first, row["model"], path, tokens)
+            worst = max(verify(first, path, [prompt]), verify(row["model"], path, [step]))
         except (NotSplittable, NotFusable) as e:
             path.unlink(missing_ok=True)
             notes.append(f"{PHASE} split of {prompt_row['quant_format']} and {row['quant_format']} not used: {e}")
             continue
         variants.append({"precision": "int4", "quant_format": f"{PHASE}-{prompt_row['quant_format']}+{row['quant_format']}", "model": path,
-                         "parts": (Path(prompt_row["model"]), Path(row["model"])), "build_s": time.perf_counter() - start,
+                         "parts": (first, Path(row["model"])), "build_s": time.perf_counter() - start,
                          "how": f"{split.describe()}; each phase's outputs within {worst:.1e} (relative) of its part's on the first "
                                 "evaluation row's prompt and one decode step"})
     return variants, notes
+
+
+def _prompt_part(prompt: Path, decode: Path, out: Path) -> Path:
+    """The split's prompt part: `prompt`, or where `decode` has its token embedding table 4-bit
+    (GatherBlockQuantized), `prompt` with the same table (byte for byte: the split stores it once), made
+    once into `out`."""
+    import onnx
+    from onnx import helper
+
+    from edgekd.graph.phase_split import NotSplittable
+    from edgekd.graph.weight_only import NoEmbedding, quantize_embedding
+
+    node = next((n for n in onnx.load(str(decode), load_external_data=False).graph.node if n.op_type == "GatherBlockQuantized"), None)
+    if node is None:
+        return prompt
+    block = int(next(helper.get_attribute_value(a) for a in node.attribute if a.name == "block_size"))
+    symmetric = len(node.input) < 4 or not node.input[3]  # no zero points
+    path = out / f"{prompt.stem}_{EMBEDDING}_b{block}{'s' if symmetric else 'a'}.onnx"
+    if not path.exists():
+        try:
+            quantize_embedding(prompt, path, block, symmetric)
+        except NoEmbedding as e:
+            raise NotSplittable(f"the decode part's embedding table is 4-bit and the prompt part's cannot be: {e}") from e
+    return path
 
 
 def decode_step(fp32: Path, prompt: dict[str, np.ndarray], inputs: ModelInputs) -> DecodeStep:
