@@ -35,7 +35,7 @@ FAMILIES = {  # name: (config class, model class, config arguments)
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {**_KV, "hidden_size": 256}),  # a quarter rotary: 16 of 64
     "phi": ("PhiConfig", "PhiForCausalLM", {**_COMMON, "hidden_size": 128}),  # half rotary: 16 of 32
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {**_KV, "pad_token_id": 0}),
-    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {**_COMMON, "rotary_pct": 0.25}),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {**_COMMON, "hidden_size": 256, "rotary_pct": 0.25}),  # Pythia's: 16 of 64
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"vocab_size": V, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64, "rotary_dim": 8}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"vocab_size": V, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
     "opt": ("OPTConfig", "OPTForCausalLM", {"vocab_size": V, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2,
@@ -119,7 +119,7 @@ def main() -> None:
 def report(rows: dict, commit: str) -> str:
     lines = ["# Decoder families through `edgekd compile --target x86` (benchmarks/decoder_coverage.py)", "",
              f"edgekd at {commit} (git HEAD when run; uncommitted changes not recorded).", "",
-             "Tiny random-weight models (2 layers, hidden 64; Phi 128, StableLM 256): coverage, not speed. 'fused': the attention became "
+             "Tiny random-weight models (2 layers, hidden 64; Phi 128, StableLM and GPT-NeoX 256): coverage, not speed. 'fused': the attention became "
              "GroupQueryAttention and the fused graph matched the export on a prompt and a decode step; otherwise the "
              "tuning record's reason. The tuner then measured every candidate it could make.", "",
              "| family | exit | GroupQueryAttention | logits_to_keep | chosen candidate |", "|---|---|---|---|---|"]

@@ -26,6 +26,7 @@ FAMILIES = {
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"rotary_dim": 8}),  # sin/cos table read by GatherElements
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {}),  # no rotary (learned positions); one packed QKV Conv1D, Split
     "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 128, "word_embed_proj_dim": 64}),  # no rotary; the queries scaled before the heads
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {"rotary_pct": 0.25}),  # QKV packed per head; a quarter rotary (Pythia's)
 }
 _GPT_STYLE = ("gptj", "gpt2")  # their configs' own argument names
 

@@ -46,6 +46,7 @@ class Projection:
     output: str = ""
     norm: Any = None  # a per-head RMSNorm between the projection and the rotary embedding (Qwen3's q_norm/k_norm)
     packed: bool = False  # `output` is a Slice or Split output of a packed QKV MatMul's product (Phi-3, GPT-2)
+    interleaved: bool = False  # packed per head: each head's q, k, v side by side (GPT-NeoX's query_key_value)
     factor: float = 1.0  # the constant the queries are multiplied by before attention reads them (OPT's scaling)
 
 
@@ -119,10 +120,27 @@ def _rotary(g: Graph, name: str) -> tuple[Any, str]:
     return rot, rot.input[0]
 
 
+def _interleaved(g: Graph, name: str) -> Projection | None:
+    """GPT-NeoX's form: `name` is a Slice along the last axis of Transpose(Reshape(projection)), the
+    projection's heads each holding their q, k and v side by side; None where it is not."""
+    part = g.producer.get(name)
+    axes = constant(g, part.input[3]) if part is not None and part.op_type == "Slice" and len(part.input) > 3 else None
+    if axes is None or int(axes.reshape(-1)[0]) not in (-1, 3):
+        return None
+    transpose = g.producer.get(part.input[0])
+    reshape = g.producer.get(transpose.input[0]) if transpose is not None and transpose.op_type == "Transpose" else None
+    if reshape is None or reshape.op_type != "Reshape":
+        return None
+    return replace(_projection(g, reshape.input[0]), packed=True, interleaved=True)
+
+
 def kv_source(g: Graph, name: str, rotary: bool) -> tuple[Projection, Any]:
     """(projection, RotaryEmbedding or None) behind a present's new key/value: Transpose of the
-    projection's per-head Reshape, or of a per-head norm of it."""
+    projection's per-head Reshape, or of a per-head norm of it, or a Slice of a per-head packed one."""
     rot, transposed = _rotary(g, name) if rotary else (None, name)
+    interleaved = _interleaved(g, transposed)
+    if interleaved is not None:
+        return interleaved, rot
     heads = g.parent(transposed, "Transpose").input[0]
     norm = g.producer.get(heads) if g.producer.get(heads) is not None and g.producer[heads].op_type == NORM else None
     reshape = g.parent(norm.input[0] if norm is not None else heads, "Reshape")
@@ -175,6 +193,29 @@ def _packed_qkv(g: Graph, projections: tuple[Projection, Projection, Projection]
     return [nodes[-1].output[0], "", ""]
 
 
+def _deinterleaved(g: Graph, proj: Projection, head_size: int, key: str) -> str:
+    """A copy of the per-head packed projection `proj` (each head's q, k, v side by side) with its weight
+    columns and bias reordered to all queries, then all keys, then all values: the packed input
+    GroupQueryAttention reads (an exact permutation, written as a new MatMul (+ Add))."""
+    from onnx import helper, numpy_helper
+
+    weight = g.inits.get(proj.node.input[1])
+    if weight is None or len(weight.dims) != 2 or weight.dims[1] % (3 * head_size):
+        raise NotFusable(f"the per-head packed QKV projection {proj.node.name} of '{key}' has no [hidden, heads x 3 x head size] weight")
+    heads = weight.dims[1] // (3 * head_size)
+    order = np.arange(weight.dims[1]).reshape(heads, 3, head_size).transpose(1, 0, 2).reshape(-1)
+    name = f"edgekd_gqa_qkv_{key}"
+    g.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(weight)[:, order], f"{name}_weight"))
+    nodes = [helper.make_node("MatMul", [proj.node.input[0], f"{name}_weight"], [name], name=name)]
+    if proj.bias:
+        g.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(g.inits[proj.bias])[order], f"{name}_bias"))
+        nodes.append(helper.make_node("Add", [name, f"{name}_bias"], [f"{name}_biased"], name=f"{name}_bias"))
+    position = list(g.graph.node).index(proj.node)
+    for offset, node in enumerate(nodes):
+        g.graph.node.insert(position + offset, node)
+    return nodes[-1].output[0]
+
+
 def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_size: int, kv_heads: int) -> tuple[list[str], tuple[int, int], float]:
     """(GroupQueryAttention's query, key and value inputs, (query heads, key/value heads), the factor
     the queries are multiplied by before attention) for the layer whose key and value projections are
@@ -183,7 +224,8 @@ def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_
     if k_proj.packed and v_proj.packed and k_proj.node is v_proj.node:  # one MatMul's product sliced in Q, K, V order
         if k_proj.norm is not None or k_proj.node.op_type != "MatMul":
             raise NotFusable(f"the packed QKV projection {k_proj.node.name} of '{key}' is normalized per head or quantized")
-        return [k_proj.output, "", ""], (_weight_n(g, k_proj.node) // head_size - 2 * kv_heads, kv_heads), 1.0
+        heads = (_weight_n(g, k_proj.node) // head_size - 2 * kv_heads, kv_heads)
+        return [_deinterleaved(g, k_proj, head_size, key) if k_proj.interleaved else k_proj.output, "", ""], heads, 1.0
     hidden = k_proj.node.input[0]
     queries = [n for n in g.consumers.get(hidden, []) if n.op_type in PROJECTIONS and n.name not in (k_proj.node.name, v_proj.node.name)]
     if len(queries) > 1:  # the hidden state feeds the MLP too (Phi-2's parallel block): Q is the one split into heads

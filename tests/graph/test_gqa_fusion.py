@@ -39,14 +39,16 @@ def test_a_llama_generates_the_same_tokens_with_fused_attention(tmp_path: Path, 
 
 
 # (family, hidden size: 4 heads; Phi's half and StableLM's quarter rotary need a rotary dimension of 16)
-FAMILY_SHAPES = [("qwen2", 64), ("qwen3", 64), ("granite", 64), ("phi3", 64), ("phi", 128), ("stablelm", 256), ("gpt2", 64), ("opt", 64)]
+FAMILY_SHAPES = [("qwen2", 64), ("qwen3", 64), ("granite", 64), ("phi3", 64), ("phi", 128), ("stablelm", 256), ("gpt2", 64), ("opt", 64),
+                 ("gpt_neox", 256)]
 
 
 @pytest.mark.parametrize(("kind", "hidden"), FAMILY_SHAPES)
 def test_other_decoder_families_fuse_and_generate_the_same(tmp_path: Path, kind: str, hidden: int) -> None:
     """Q/K/V biases (Qwen2, Phi, OPT), per-head q/k norms (Qwen3), a custom scale (Granite), a packed
-    QKV MatMul with a sliced rotary (Phi-3) or split (GPT-2), partial rotary (Phi, StableLM), no
-    rotary (GPT-2, OPT: learned positions), queries scaled before the heads (OPT)."""
+    QKV MatMul with a sliced rotary (Phi-3) or split (GPT-2), or packed per head (GPT-NeoX: reordered
+    into one Q, K, V packing), partial rotary (Phi, StableLM, GPT-NeoX), no rotary (GPT-2, OPT: learned
+    positions), queries scaled before the heads (OPT)."""
     import onnx
     from onnx import helper
 
