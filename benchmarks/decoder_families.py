@@ -1,7 +1,8 @@
 """What edgekd's GroupQueryAttention fusion and its untied head are worth for decoder families beyond Llama: Qwen2 (Q/K/V
 biases), Qwen3 (per-head q/k RMSNorm), Granite (its own attention scale), Phi-3 (a packed QKV MatMul,
 sliced rotary), StableLM (partial rotary), GPT-2 and OPT (no rotary: learned positions; GPT-2's QKV
-one Conv1D split, OPT's queries scaled before the heads; both multi-head, every head keyed), which
+one Conv1D split, OPT's queries scaled before the heads; both multi-head, every head keyed) and
+GPT-NeoX (Pythia: QKV packed per head, a quarter of each head rotary, multi-head), which
 edgekd left unfused until it learnt their forms (edgekd/graph/gqa_fusion.py, gqa_inputs.py). Families measured in an earlier invocation stay in the
 results (each row says when it was measured; every row's graphs are timed against each other only).
 
@@ -38,7 +39,8 @@ FAMILIES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
             "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": 0}),
             "stablelm": ("StableLmConfig", "StableLmForCausalLM", {}),
             "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_inner": 1536}),  # no rotary, all 9 heads keyed (MHA), packed QKV
-            "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 1536, "word_embed_proj_dim": 576})}  # no rotary, MHA, queries pre-scaled
+            "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 1536, "word_embed_proj_dim": 576}),  # no rotary, MHA, queries pre-scaled
+            "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {"rotary_pct": 0.25})}  # QKV packed per head, a quarter rotary, MHA
 PAST, PROMPT = 128, 128
 
 
@@ -123,8 +125,6 @@ def time_rounds(models: dict[str, Path], rounds: int, runs: int) -> dict[str, di
 def main() -> None:
     import tempfile
 
-    from edgekd.common.toolchain import cpu_flags, cpu_model, versions
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=30)
@@ -141,20 +141,32 @@ def main() -> None:
                      for ph, v in by_phase.items()} for k, by_phase in samples.items()}
         rows.append({"family": family, "fused_max_rel_diff": gap, "fusion": fusion, "stats": stats, "measured": time.strftime("%Y-%m-%d %H:%M")})
         print(family, json.dumps({k: {ph: round(s["p50_ms"], 2) for ph, s in v.items()} for k, v in stats.items()}), flush=True)
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-    result = {"host": {"cpu": cpu_model(), "flags": flags, "platform": platform.platform()},
-              "versions": versions(("onnxruntime", "optimum-onnx", "transformers")), "shape": SHAPE, "past": PAST, "prompt": PROMPT,
+    result = {**host(), "shape": SHAPE, "past": PAST, "prompt": PROMPT,
               "rounds": args.rounds, "runs": args.runs, "threads": 2, "families": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "decoder_families.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "decoder_families.md").write_text(report(result))
 
 
+def host() -> dict:
+    """The host and the versions every decoder benchmark's result records."""
+    from edgekd.common.toolchain import cpu_flags, cpu_model, versions
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
+    return {"host": {"cpu": cpu_model(), "flags": flags, "platform": platform.platform()},
+            "versions": versions(("onnxruntime", "optimum-onnx", "transformers"))}
+
+
+def host_line(result: dict) -> str:
+    """"Host: CPU (its VNNI/AMX/AVX2 flags); versions" of a result `host()` made."""
+    cpu = result["host"]
+    return (f"Host: {cpu['cpu']} ({', '.join(f for f in cpu['flags'] if 'vnni' in f or 'amx' in f or f == 'avx2')}); "
+            f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}")
+
+
 def report(result: dict) -> str:
-    host = result["host"]
     lines = ["# GroupQueryAttention fusion and the untied head for decoder families beyond Llama (benchmarks/decoder_families.py)", "",
-             f"Host: {host['cpu']} ({', '.join(f for f in host['flags'] if 'vnni' in f or 'amx' in f or f == 'avx2')}); "
-             f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}; {result['threads']} intra-op threads; random weights at the SmolLM-135M shape "
+             f"{host_line(result)}; {result['threads']} intra-op threads; random weights at the SmolLM-135M shape "
              f"({result['shape']['num_hidden_layers']} layers, hidden {result['shape']['hidden_size']}); {result['rounds']} interleaved "
              f"rounds of {result['runs']} decode steps (1 token after {result['past']} cached) and {max(3, result['runs'] // 5)} prompt "
              f"passes ({result['prompt']} tokens, logits_to_keep 1) per graph. p50 / p90 ms, pooled over rounds.", "",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -84,8 +83,6 @@ def rss_mb(model: Path, processes: int = 3) -> float:
 
 
 def main() -> None:
-    from edgekd.common.toolchain import cpu_flags, cpu_model, versions
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=30)
@@ -99,9 +96,7 @@ def main() -> None:
         rows[name] |= {f"{phase}_{q}_ms": float(np.percentile(v, int(q[1:]))) for phase, v in samples[key].items() for q in ("p50", "p90")}
     for name, numbers in closeness(source, models).items():
         rows[name] |= numbers
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-    result = {"host": {"cpu": cpu_model(), "flags": flags, "platform": platform.platform()}, "measured": time.strftime("%Y-%m-%d %H:%M"),
-              "versions": versions(("onnxruntime", "optimum-onnx", "transformers")), "shape": families.SHAPE, "rounds": args.rounds,
+    result = {**families.host(), "measured": time.strftime("%Y-%m-%d %H:%M"), "shape": families.SHAPE, "rounds": args.rounds,
               "runs": args.runs, "threads": 2, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "embedding_table.json").write_text(json.dumps(result, indent=1))
@@ -110,10 +105,8 @@ def main() -> None:
 
 
 def report(result: dict) -> str:
-    host = result["host"]
     lines = ["# The token embedding table 4-bit (benchmarks/embedding_table.py)", "",
-             f"Host: {host['cpu']} ({', '.join(f for f in host['flags'] if 'vnni' in f or 'amx' in f or f == 'avx2')}); "
-             f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}; measured {result['measured']}; a Llama at the "
+             f"{families.host_line(result)}; measured {result['measured']}; a Llama at the "
              f"SmolLM-135M shape ({result['shape']['num_hidden_layers']} layers, hidden {result['shape']['hidden_size']}, vocabulary "
              f"{result['shape']['vocab_size']}, tied head), random weights, GroupQueryAttention-fused, INT4 weight-only blocks of 128 "
              f"(accuracy level 4); {result['rounds']} interleaved rounds, {result['threads']} threads. Decode: 1 token after 128 cached; "

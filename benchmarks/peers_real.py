@@ -154,7 +154,8 @@ def _keeps_logits(model: Path) -> bool:
 
 def prepare(name: str, s: RunSettings, failures: dict[str, str]) -> tuple[Prepared | None, dict[str, Any]]:
     prompt, past = (QUICK_PROMPT, QUICK_PAST) if s.prep.quick else (PROMPT, PAST)
-    p = _step(failures, "prepare", lambda: prepare_decoder(s.prep, prompt, past) if name == "decoder" else prepare_zoo(name, s.prep))
+    decoder = MODELS[name][1] == "decoder"
+    p = _step(failures, "prepare", lambda: prepare_decoder(s.prep, prompt, past, name) if decoder else prepare_zoo(name, s.prep))
     if p is None:
         return None, {}
     work = s.prep.workdir / name

@@ -22,7 +22,8 @@ DECODER_TINY = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, 
                 "num_key_value_heads": 2, "max_position_embeddings": 256}
 # name -> (zoo architecture, kind); "decoder" is not from the zoo (onnxruntime-genai's builder needs a Llama)
 MODELS = {"resnet18": ("resnet", "image"), "mobilenet_v2": ("mobilenet_v2", "image"), "efficientnet_b0": ("efficientnet", "image"),
-          "vit_tiny": ("vit", "image"), "distilbert": ("distilbert", "text"), "decoder": ("llama", "decoder")}
+          "vit_tiny": ("vit", "image"), "distilbert": ("distilbert", "text"), "decoder": ("llama", "decoder"),
+          "decoder_tied": ("llama", "decoder")}  # the same Llama with its head tied to the token embedding, as SmolLM's is
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,10 @@ def prepare_zoo(name: str, s: PrepSettings) -> Prepared:
     return p
 
 
-def prepare_decoder(s: PrepSettings, prompt: int, past: int) -> Prepared:
+def prepare_decoder(s: PrepSettings, prompt: int, past: int, name: str = "decoder") -> Prepared:
     """The random Llama (benchmarks/decoder_exporters.make_llama), its with-past export, and the
-    feeds of one prefill of `prompt` tokens and one decode step after `past` cached tokens."""
+    feeds of one prefill of `prompt` tokens and one decode step after `past` cached tokens;
+    "decoder_tied": its head tied to the token embedding (SmolLM-135M's is)."""
     import onnxruntime as ort
     from decoder_exporters import feeds, make_llama
     from transformers import AutoModelForCausalLM
@@ -123,25 +125,27 @@ def prepare_decoder(s: PrepSettings, prompt: int, past: int) -> Prepared:
     from edgekd.tasks import CausalLM
     from edgekd.tasks.export import export_hf
 
-    cfg = s.decoder_config
-    hf_dir, onnx_path = s.workdir / "llama-hf", s.workdir / "llama-optimum" / "model.onnx"
+    tied = name == "decoder_tied"
+    cfg, stem = {**s.decoder_config, "tie_word_embeddings": tied}, "llama-tied" if tied else "llama"
+    hf_dir, onnx_path = s.workdir / f"{stem}-hf", s.workdir / f"{stem}-optimum" / "model.onnx"
     if not (hf_dir / "config.json").is_file():
         make_llama(hf_dir, cfg)
     if not onnx_path.is_file():
         export_hf(AutoModelForCausalLM.from_pretrained(hf_dir).eval(), CausalLM(vocab_size=cfg["vocab_size"], max_length=prompt),
                   onnx_path, 17, with_past=True)
-    p = Prepared("decoder", "decoder", hf_dir, "LlamaForCausalLM", onnx_path,
+    p = Prepared(name, "decoder", hf_dir, "LlamaForCausalLM", onnx_path,
                  description=(f"Llama, {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, vocab {cfg['vocab_size']} "
-                              f"({'tiny' if s.quick else 'SmolLM-135M shape'}), random weights, KV-cache export (edgekd.tasks.export)"))
+                              f"({'tiny' if s.quick else 'SmolLM-135M shape'}), {'head tied to the token embedding' if tied else 'untied head'}, "
+                              "random weights, KV-cache export (edgekd.tasks.export)"))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for case, (length, cached) in {"prefill": (prompt, 0), "decode": (1, past)}.items():
         feed = feeds(session, length, cached, rng, cfg)
-        p.cases[case] = s.workdir / f"decoder_{case}_feed.npz"
+        p.cases[case] = s.workdir / f"{name}_{case}_feed.npz"
         np.savez(p.cases[case], **feed)
         p.macs[case] = case_macs(onnx_path, feed)
     ids = rng.integers(0, cfg["vocab_size"], (1, past + 1))
-    p.genai_feed = s.workdir / "decoder_genai_feed.npz"
+    p.genai_feed = s.workdir / f"{name}_genai_feed.npz"
     np.savez(p.genai_feed, prompt=ids[:, :past], step=ids[:, past:], prefill=ids[:, :prompt])
     return p
 

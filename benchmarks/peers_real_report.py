@@ -94,9 +94,13 @@ def short_error(text: str) -> str:
     return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}"
 
 
+GATHERS = {"Gather", "GatherBlockQuantized"}  # a table these read is gathered from: one row per token, not read whole
+
+
 def _gathered_bytes(engine: Path) -> int:
-    """Bytes of an ONNX engine's initializers that only Gather nodes read (embedding tables: one row
-    per token, not the whole table, per inference); 0 for other engines (an OpenVINO IR)."""
+    """Bytes of an ONNX engine's initializers that only Gather (or GatherBlockQuantized: a 4-bit table
+    and its scales) nodes read (embedding tables: one row per token, not the whole table, per
+    inference); 0 for other engines (an OpenVINO IR)."""
     if engine.suffix != ".onnx" or not engine.is_file():
         return 0
     import onnx
@@ -107,7 +111,7 @@ def _gathered_bytes(engine: Path) -> int:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, set()).add(node.op_type)
-    return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer if readers.get(t.name) == {"Gather"})
+    return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer if readers.get(t.name) and readers[t.name] <= GATHERS)
 
 
 def _phase_bytes(engine: Path, case: str) -> int | None:
@@ -129,7 +133,7 @@ def _phase_bytes(engine: Path, case: str) -> int | None:
         for name in node.input:
             readers.setdefault(name, set()).add(node.op_type)
     tensors = [*branch.initializer, *(t for t in graph.initializer if t.name in readers)]
-    return sum(numpy_helper.to_array(t).nbytes for t in tensors if readers.get(t.name, {"Gather"}) != {"Gather"})
+    return sum(numpy_helper.to_array(t).nbytes for t in tensors if not readers.get(t.name, GATHERS) <= GATHERS)
 
 
 def _bytes_read(edgekd: dict[str, Any], feed: Path, case: str = "single") -> tuple[int, int]:
@@ -242,7 +246,7 @@ def refloor(out: Path, name: str, workdir: Path) -> None:
         engine, base = m.get("edgekd_engine"), m["name"].split("-")[0]
         if not engine or not isinstance(m["macs"], int):
             continue
-        feed = workdir / (f"decoder_{m['case']}_feed.npz" if m["case"] != "single" else f"{base}_feed.npz")
+        feed = workdir / (f"{base}_{m['case']}_feed.npz" if m["case"] != "single" else f"{base}_feed.npz")
         edgekd = {"dir": str(workdir / base / "edgekd" / "engine"), "engine": engine}
         m["floor"] = host_floor(engine["target"], compute_precision(engine), m["macs"], *_bytes_read(edgekd, feed, m["case"]))
         m["verdicts"] = verdicts(m["rows"], m["macs"], m["floor"])

@@ -14,11 +14,12 @@ rewrites the exported graph into the same form:
    keys/values lead back (RotaryEmbedding / Transpose / Reshape) to the K and V projections, the
    third projection of the same hidden state is Q, and the probabilities·V MatMul's Transpose +
    Reshape is the attention output the O projection reads. One GroupQueryAttention (do_rotary with
-   the RotaryEmbedding's cos/sin caches, the sequence lengths from `attention_mask`, the scale the
-   export multiplies Q·K^T by, where it is a constant) replaces them; what no longer feeds an output
-   is removed. The projections' forms (biases, a packed QKV MatMul, per-head q/k norms, partial
-   rotary) are edgekd.graph.gqa_inputs'; a scale other than 1/sqrt(head size) (Granite's
-   attention_multiplier) is the node's `scale`.
+   the RotaryEmbedding's cos/sin caches, cut to the model's declared positions where they are given;
+   without rotary where the graph has none, GPT-2 and OPT; the sequence lengths from `attention_mask`,
+   the scale the export multiplies Q·K^T by, where it is a constant) replaces them; what no longer
+   feeds an output is removed. The projections' forms (biases, a packed QKV MatMul, sliced, split or
+   packed per head, per-head q/k norms, partial rotary) are edgekd.graph.gqa_inputs'; a scale other
+   than 1/sqrt(head size) (Granite's attention_multiplier, OPT's query scaling) is the node's `scale`.
 3. MatMuls reading one hidden state (the MLP's gate and up) are packed into one MatMul + Split
    (edgekd.graph.sibling_matmul): one kernel call per decode step instead of two.
 

@@ -4,8 +4,9 @@ node reads.
 
 A projection is a MatMul (or MatMulNBits), perhaps plus a constant bias (Qwen2, Phi-2, OPT), perhaps one
 Slice of a packed QKV MatMul (Phi-3's qkv_proj) or one output of its Split along the last axis
-(GPT-2's c_attn); the queries may be multiplied by a constant before they are split into heads (OPT's
-scaling: the node's scale takes it). Between it and the rotary embedding there may be a
+(GPT-2's c_attn), or packed per head, each head's q, k and v side by side and sliced after the heads
+are split (GPT-NeoX's query_key_value: its columns are reordered into one Q, K, V packing); the queries
+may be multiplied by a constant before they are split into heads (OPT's scaling: the node's scale takes it). Between it and the rotary embedding there may be a
 per-head RMSNorm (Qwen3's q_norm/k_norm); the rotary embedding may rotate the whole head or only its
 first dimensions, the rest concatenated back unrotated (Phi-2, StableLM: partial; Phi-3: the same
 form with nothing left over). What the node reads: one packed QKV MatMul (and bias Add) where the

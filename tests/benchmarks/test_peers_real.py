@@ -177,6 +177,12 @@ def test_an_embedding_table_only_gathered_from_is_not_counted_as_read(tmp_path: 
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert _gathered_bytes(path) == 100 * 8 * 4
     assert _gathered_bytes(tmp_path / "engine.xml") == 0  # an OpenVINO IR: its files are counted whole
+    packed, scales = numpy_helper.from_array(np.zeros((100, 4), np.uint8), "q"), numpy_helper.from_array(np.ones((100, 1), np.float32), "s")
+    quantized = helper.make_graph([helper.make_node("GatherBlockQuantized", ["q", "ids", "s"], ["e"], domain="com.microsoft", block_size=16),
+                                   helper.make_node("MatMul", ["e", "w"], ["y"])], "g", list(graph.input), list(graph.output),
+                                  [packed, scales, weight])
+    onnx.save(helper.make_model(quantized, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]), str(path))
+    assert _gathered_bytes(path) == 100 * 4 + 100 * 4  # the 4-bit table (edgekd's embedding = true) and its scales
 
 
 def test_a_split_engine_counts_the_weights_of_the_branch_its_case_runs(tmp_path: Path) -> None:
