@@ -169,6 +169,17 @@ class Context(EngineContext):
 
         return build_provenance.props(self, stage, target)
 
+    @functools.cached_property
+    def max_positions(self) -> int | None:  # type: ignore[override]
+        """The positions the student's Hugging Face config declares (max_position_embeddings), or None
+        (a factory's own module declares none)."""
+        if getattr(self.project.student, "hf", None) is None:
+            return None
+        from edgekd.distill.hf_models import base_config
+
+        positions = getattr(base_config(self._hf_spec(self.project.student, "student")), "max_position_embeddings", None)
+        return positions if isinstance(positions, int) else None
+
     def build_model(self, role: str) -> Any:
         """The teacher or student module from its factory or [role.hf] (untrained weights; a
         Hugging Face model folder's own weights)."""
@@ -180,14 +191,21 @@ class Context(EngineContext):
         resolved (edgekd.distill.hf_models: folders absolute and hashed, `base` expanded)."""
         if getattr(spec, "hf", None) is None:
             return spec.factory, spec.args, f"{key}.factory"
-        from edgekd.distill.hf_models import FACTORY, resolve
+        from edgekd.distill.hf_models import FACTORY
 
-        resolved = self.__dict__.setdefault("_hf_resolved", {})  # once per build: resolving hashes a folder's weights
+        return FACTORY, {"spec": self._hf_spec(spec, key), "task": self.task.name}, f"{key}.hf"
+
+    def _hf_spec(self, spec: Any, key: str) -> dict[str, Any]:
+        """The [key.hf] table `spec.hf` resolved (edgekd.distill.hf_models.resolve), once per build:
+        resolving hashes a folder's weights."""
+        from edgekd.distill.hf_models import resolve
+
+        resolved = self.__dict__.setdefault("_hf_resolved", {})
         if key not in resolved:
             resolved[key] = resolve(spec.hf, f"{key}.hf", self.project_file.path.parent, self.project.teacher.hf)
             if key == "teacher" and self.project.distill.vocab_alignment != "none":  # it reads its own vocabulary, not the data's
                 resolved[key]["own_vocabulary"] = True
-        return FACTORY, {"spec": resolved[key], "task": self.task.name}, f"{key}.hf"
+        return resolved[key]
 
     def build_model_from(self, factory: str, args: dict[str, Any], key: str, seed: int = 0) -> Any:
         """A module from a factory, with torch seeded first so that its initial weights are the
