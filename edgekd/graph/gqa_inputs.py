@@ -175,46 +175,47 @@ def _packed_qkv(g: Graph, projections: tuple[Projection, Projection, Projection]
     side by side (one kernel call instead of three: what onnxruntime-genai's builder writes), plus one
     Add of the three biases side by side where any has one (zeros for one without), or the three
     projections' outputs as they are when their weights are not plain initializers."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     weights = [g.inits.get(p.node.input[1]) for p in projections]
     if any(p.node.op_type != "MatMul" or p.norm is not None for p in projections) or any(w is None or len(w.dims) != 2 for w in weights):
         return [_flat(g, p, f"{tag}_{key}") for p, tag in zip(projections, ("query", "key", "value"))]
     arrays = [numpy_helper.to_array(w) for w in weights]
-    name, q = f"edgekd_gqa_qkv_{key}", projections[0].node
-    g.graph.initializer.append(numpy_helper.from_array(np.concatenate(arrays, axis=1), f"{name}_weight"))
-    nodes = [helper.make_node("MatMul", [q.input[0], f"{name}_weight"], [name], name=name)]
-    if any(p.bias for p in projections):
-        biases = [numpy_helper.to_array(g.inits[p.bias]) if p.bias else np.zeros(a.shape[1], a.dtype) for p, a in zip(projections, arrays)]
-        g.graph.initializer.append(numpy_helper.from_array(np.concatenate(biases), f"{name}_bias"))
+    biases = [numpy_helper.to_array(g.inits[p.bias]) if p.bias else np.zeros(a.shape[1], a.dtype) for p, a in zip(projections, arrays)]
+    bias = np.concatenate(biases) if any(p.bias for p in projections) else None
+    return [_packed_matmul(g, projections[0].node, np.concatenate(arrays, axis=1), bias, key), "", ""]
+
+
+def _packed_matmul(g: Graph, anchor: Any, weight: np.ndarray, bias: np.ndarray | None, key: str) -> str:
+    """A MatMul of `anchor`'s input by `weight` (+ an Add of `bias`), inserted before `anchor`: the
+    packed QKV input of `key`'s GroupQueryAttention; returns its output's name."""
+    from onnx import helper, numpy_helper
+
+    name = f"edgekd_gqa_qkv_{key}"
+    g.graph.initializer.append(numpy_helper.from_array(weight, f"{name}_weight"))
+    nodes = [helper.make_node("MatMul", [anchor.input[0], f"{name}_weight"], [name], name=name)]
+    if bias is not None:
+        g.graph.initializer.append(numpy_helper.from_array(bias, f"{name}_bias"))
         nodes.append(helper.make_node("Add", [name, f"{name}_bias"], [f"{name}_biased"], name=f"{name}_bias"))
-    position = list(g.graph.node).index(q)
+    position = list(g.graph.node).index(anchor)
     for offset, node in enumerate(nodes):
         g.graph.node.insert(position + offset, node)
-    return [nodes[-1].output[0], "", ""]
+    return nodes[-1].output[0]
 
 
 def _deinterleaved(g: Graph, proj: Projection, head_size: int, key: str) -> str:
     """A copy of the per-head packed projection `proj` (each head's q, k, v side by side) with its weight
     columns and bias reordered to all queries, then all keys, then all values: the packed input
     GroupQueryAttention reads (an exact permutation, written as a new MatMul (+ Add))."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     weight = g.inits.get(proj.node.input[1])
     if weight is None or len(weight.dims) != 2 or weight.dims[1] % (3 * head_size):
         raise NotFusable(f"the per-head packed QKV projection {proj.node.name} of '{key}' has no [hidden, heads x 3 x head size] weight")
     heads = weight.dims[1] // (3 * head_size)
     order = np.arange(weight.dims[1]).reshape(heads, 3, head_size).transpose(1, 0, 2).reshape(-1)
-    name = f"edgekd_gqa_qkv_{key}"
-    g.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(weight)[:, order], f"{name}_weight"))
-    nodes = [helper.make_node("MatMul", [proj.node.input[0], f"{name}_weight"], [name], name=name)]
-    if proj.bias:
-        g.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(g.inits[proj.bias])[order], f"{name}_bias"))
-        nodes.append(helper.make_node("Add", [name, f"{name}_bias"], [f"{name}_biased"], name=f"{name}_bias"))
-    position = list(g.graph.node).index(proj.node)
-    for offset, node in enumerate(nodes):
-        g.graph.node.insert(position + offset, node)
-    return nodes[-1].output[0]
+    bias = numpy_helper.to_array(g.inits[proj.bias])[order] if proj.bias else None
+    return _packed_matmul(g, proj.node, numpy_helper.to_array(weight)[:, order], bias, key)
 
 
 def qkv_inputs(g: Graph, k_proj: Projection, v_proj: Projection, key: str, head_size: int, kv_heads: int) -> tuple[list[str], tuple[int, int], float]:
