@@ -138,3 +138,53 @@ def test_every_variant_has_logits_to_keep_and_the_bench_feeds_it(compiled) -> No
     assert metrics["engine.perplexity"]["value"] > 1.0, metrics.keys()
     assert [i["name"] for i in tuning["optional_inputs"]] == [KEEP] and tuning["optional_inputs"][0]["default"] == 0
     assert f"- optional input {KEEP}: int64 1, default 0" in (out / "MODEL_CARD.md").read_text()  # a deployer learns to feed it
+
+
+def _genai_tokens(folder: Path, prompt: list[int], steps: int) -> tuple[list[int], dict]:
+    og = pytest.importorskip("onnxruntime_genai")
+    import numpy as np
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + steps)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array([prompt], np.int32))
+    tokens = []
+    while len(tokens) < steps and not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens, json.loads((folder / "genai_config.json").read_text())
+
+
+def test_onnxruntime_genai_generates_with_the_engine_as_edgekd_does(compiled) -> None:
+    """edgekd.backends.ort.genai: genai_config.json beside the engine and the bundle's graph; onnxruntime-genai's
+    greedy search over each gives the tokens edgekd's own loop (edgekd.perf.decoder.Greedy, presents fed back)
+    gives on the engine. The engine's attention is GroupQueryAttention, so genai shares its key/value buffers."""
+    import numpy as np
+
+    from edgekd.backends.ort.session import open_session
+    from edgekd.graph.inputs import ModelInputs
+    from edgekd.perf.decoder import Greedy, decoder_io
+
+    code, log, out = compiled
+    assert code == 0, log
+    engine = json.loads((out / "engine.json").read_text())
+    session = open_session(out / "engine" / engine["engine_file"])
+    io = decoder_io(session, ModelInputs.from_json(engine["inputs"]))
+    prompt = [5, 17, 42, 99, 3, 250, 7, 64]
+    loop = Greedy(session, io, np.array([prompt], np.int64))
+    for _ in range(11):
+        loop.step()
+    expected = [loop.first_token, *loop.tokens]
+    if 2 in expected:  # the config's eos token: genai stops there
+        expected = expected[:expected.index(2) + 1]
+    for folder, filename in ((out / "engine", engine["engine_file"]), (out / "bundle", engine["source_model"])):
+        tokens, config = _genai_tokens(folder, prompt, 12)
+        assert tokens == expected, folder.name
+        decoder = config["model"]["decoder"]
+        assert decoder["filename"] == filename and (folder / filename).is_file()
+        assert (decoder["num_hidden_layers"], decoder["num_attention_heads"], decoder["num_key_value_heads"], decoder["head_size"]) == (2, 4, 2, 16)
+        assert config["model"]["context_length"] == 64 and config["model"]["eos_token_id"] == 2
+        assert config["search"]["past_present_share_buffer"] is True
+    notes = next(s["notes"] for s in json.loads((out / "report.json").read_text())["stages"] if s["name"] == "compile")
+    assert any("onnxruntime-genai model folder" in n and "past_present_share_buffer on" in n for n in notes), notes

@@ -82,6 +82,11 @@ def _load(folder: Path) -> Any:
         return None
 
 
+def declared_config(model_path: Path) -> Any:
+    """The transformers config in the config.json beside the model, or None."""
+    return _load(Path(model_path).parent)
+
+
 def declared_positions(model_path: Path) -> int | None:
     """The positions the model's config.json beside it declares (max_position_embeddings or
     n_positions), or None."""

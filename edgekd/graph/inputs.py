@@ -134,14 +134,14 @@ def graph_inputs(model: "onnx.ModelProto") -> list[InputSpec]:
     return specs
 
 
-def _all_nodes(graph: Any) -> list[Any]:
+def all_nodes(graph: Any) -> list[Any]:
     """The nodes of `graph` and of the subgraphs its nodes hold (If branches, Loop bodies)."""
     nodes = []
     for node in graph.node:
         nodes.append(node)
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
-                nodes.extend(_all_nodes(sub))
+                nodes.extend(all_nodes(sub))
     return nodes
 
 
@@ -215,7 +215,7 @@ class GraphHints:
         """Rows of a learned position-embedding table (a Gather whose indices come from position
         ids or a Range), or of the rotary cos cache a GroupQueryAttention reads (edgekd.graph.gqa_fusion
         cuts it to the model's positions), if the graph has one."""
-        for node in _all_nodes(self.graph):  # a phase-split engine's attention is inside its If branches
+        for node in all_nodes(self.graph):  # a phase-split engine's attention is inside its If branches
             cache = node.input[7] if node.op_type == "GroupQueryAttention" and len(node.input) > 7 else ""
             if cache and len(self.initializers.get(cache, ())) == 2:
                 return self.initializers[cache][0]

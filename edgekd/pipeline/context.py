@@ -44,6 +44,8 @@ class EngineContext(ABC):
     # the positions the model declares (its config's max_position_embeddings), where the build knows them: a decoder
     # engine's rotary caches are cut to them (edgekd.graph.gqa_fusion); None: left as ONNX Runtime's optimizer made them
     max_positions: int | None = None
+    # the model's transformers config (query heads, special token ids for onnxruntime-genai's folder), where the build has one
+    model_config: Any = None
 
     @property
     def metric(self) -> MetricSpec:

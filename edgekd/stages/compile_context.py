@@ -36,7 +36,7 @@ from edgekd.graph.feeds import (
     random_feedset,
     read_feed_arrays,
 )
-from edgekd.graph.hf_config import declared_positions
+from edgekd.graph.hf_config import declared_config, declared_positions
 from edgekd.graph.inputs import ModelInputs
 from edgekd.graph.resolve import load_inputs
 from edgekd.pipeline.context import EngineContext
@@ -76,6 +76,10 @@ class CompileContext(EngineContext):
     @functools.cached_property
     def max_positions(self) -> int | None:  # type: ignore[override]
         return declared_positions(self.model_path)
+
+    @functools.cached_property
+    def model_config(self) -> Any:  # type: ignore[override]
+        return declared_config(self.model_path)
 
     @property
     def name(self) -> str:

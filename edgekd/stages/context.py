@@ -173,12 +173,17 @@ class Context(EngineContext):
     def max_positions(self) -> int | None:  # type: ignore[override]
         """The positions the student's Hugging Face config declares (max_position_embeddings), or None
         (a factory's own module declares none)."""
+        positions = getattr(self.model_config, "max_position_embeddings", None)
+        return positions if isinstance(positions, int) else None
+
+    @functools.cached_property
+    def model_config(self) -> Any:  # type: ignore[override]
+        """The student's transformers config ([student.hf], overrides applied), or None (a factory's module)."""
         if getattr(self.project.student, "hf", None) is None:
             return None
         from edgekd.distill.hf_models import base_config
 
-        positions = getattr(base_config(self._hf_spec(self.project.student, "student")), "max_position_embeddings", None)
-        return positions if isinstance(positions, int) else None
+        return base_config(self._hf_spec(self.project.student, "student"))
 
     def build_model(self, role: str) -> Any:
         """The teacher or student module from its factory or [role.hf] (untrained weights; a

@@ -26,7 +26,7 @@ from edgekd.backends.runners import (
 from edgekd.common.artefacts import BENCH_JSON, STUDENT_ONNX
 from edgekd.config.target import SessionConfig
 from edgekd.deploy.ort_bundle import write_ort_bundle
-from edgekd.graph.decoder import complete_for, with_past
+from edgekd.graph.decoder import complete_for, has_kv_cache, with_past
 from edgekd.pipeline.results import Metric
 
 if TYPE_CHECKING:
@@ -64,6 +64,11 @@ class OrtCpuBackend:
             # the bundle carries the portable graph: the device's ONNX Runtime optimizes it for its own CPU
             write_ort_bundle(out / BUNDLE_DIR, self.runtime, [model], ctx.target_file.name, inputs,
                              session=cfg.model_dump())
+            if has_kv_cache(model):  # a decoder: onnxruntime-genai folders (edgekd.backends.ort.genai)
+                from edgekd.backends.ort.genai import write_genai_folders
+
+                notes.extend(write_genai_folders(ctx, model, [(out / ENGINE_DIR, ENGINE_FILE), (out / BUNDLE_DIR, model.name)],
+                                                 cfg.intra_op_num_threads))
         write_engine_json(out, self.runtime, inputs=inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
                           precision=precision, source_model=model.name, tuning=tuning)
         notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")
