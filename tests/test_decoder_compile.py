@@ -186,5 +186,11 @@ def test_onnxruntime_genai_generates_with_the_engine_as_edgekd_does(compiled) ->
         assert (decoder["num_hidden_layers"], decoder["num_attention_heads"], decoder["num_key_value_heads"], decoder["head_size"]) == (2, 4, 2, 16)
         assert config["model"]["context_length"] == 64 and config["model"]["eos_token_id"] == 2
         assert config["search"]["past_present_share_buffer"] is True
-    notes = next(s["notes"] for s in json.loads((out / "report.json").read_text())["stages"] if s["name"] == "compile")
+    report = json.loads((out / "report.json").read_text())
+    notes = next(s["notes"] for s in report["stages"] if s["name"] == "compile")
     assert any("onnxruntime-genai model folder" in n and "past_present_share_buffer on" in n for n in notes), notes
+    # the bench times the same greedy generation through genai beside edgekd's loop (edgekd.perf.genai_decode)
+    genai = report["latency"]["decode"]["onnxruntime_genai"]
+    assert genai["method"] == "measured" and genai["shared_buffers"] and genai["same_tokens_as_loop"], genai
+    assert genai["per_token"]["runs"] == genai["new_tokens"] * genai["generations"] and genai["tokens_per_s"] > 0
+    assert "DecodeTokensPerSecond, onnxruntime-genai" in (out / "report.md").read_text()

@@ -56,6 +56,12 @@ def decoder_lines(result: dict[str, Any]) -> list[str]:
                          + (")" if decode["kv_cache"] else "; no KV cache in the graph: each token re-runs the whole sequence)"))
         else:
             lines.append(f"  Decode        not available: {decode['how']}")
+        genai = decode.get("onnxruntime_genai")
+        if genai and genai["method"] == "measured":
+            tok = genai["per_token"]
+            lines.append(f"  Decode/genai  {genai['tokens_per_s']:,.1f} tokens/s  per token p50 {tok['p50_ms']:.4f} ms  p90 {tok['p90_ms']:.4f} ms  "
+                         f"(onnxruntime-genai on the engine's folder, shared KV buffers {'on' if genai['shared_buffers'] else 'off'}; "
+                         f"{'same tokens as' if genai['same_tokens_as_loop'] else 'TOKENS DIFFER from'} edgekd's loop)")
     return lines
 
 

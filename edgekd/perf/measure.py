@@ -125,7 +125,24 @@ def _bench_worker(request: dict[str, Any]) -> dict[str, Any]:
     elif bench.profile_runs:
         result["top_ops_how"] = f"not measured: no per-op profiler for {runtime} here"
     result["peak_rss_mb"] = _memory_mb("VmHWM")
+    if isinstance(runner, OrtRunner):
+        _genai_decode(result, engine, inputs, rows)
     return result
+
+
+def _genai_decode(result: dict[str, Any], engine: Path, inputs: ModelInputs, rows: dict[str, np.ndarray]) -> None:
+    """A decoder engine with an onnxruntime-genai folder (edgekd.perf.genai_decode): its decode through genai
+    beside the loop's, as result["decode"]["onnxruntime_genai"], with the loop's prompt (the first row's
+    token ids repeated to the prompt's length, as edgekd.perf.decoder.make_prompt makes it)."""
+    from edgekd.perf.genai_decode import genai_decode, genai_folder
+
+    decode, folder = result.get("decode"), genai_folder(engine)
+    tokens = next((i.name for i in inputs.inputs if i.role == "token_ids"), None)
+    if not isinstance(decode, dict) or decode.get("method") != "measured" or folder is None or tokens not in rows:
+        return
+    _report_progress("DecodeTokensPerSecond (onnxruntime-genai)")
+    prompt = np.resize(np.asarray(rows[tokens][0]).reshape(-1), (1, decode["prompt_tokens"]))
+    decode["onnxruntime_genai"] = genai_decode(folder, prompt, decode["new_tokens"], decode["generations"], decode["generated_ids"])
 
 
 def _onnxruntime_extras(runner: Any, request: dict[str, Any], rows: dict[str, np.ndarray], feed: dict[str, np.ndarray],

@@ -36,6 +36,9 @@ def decoder(lat: dict[str, Any]) -> list[str]:
     """TimeToFirstToken ("ttft") and DecodeTokensPerSecond ("decode"), present for decoder models only."""
     rows = [_decoder_row(name, lat[key]) for name, key in (("TimeToFirstToken", "ttft"), ("DecodeTokensPerSecond", "decode"))
             if lat.get(key)]
+    genai = (lat.get("decode") or {}).get("onnxruntime_genai")
+    if genai:  # the same generation through onnxruntime-genai (edgekd.perf.genai_decode)
+        rows.append(_decoder_row("DecodeTokensPerSecond, onnxruntime-genai", {"kv_cache": True, "where": "", **genai}))
     if not rows:
         return []
     return ["**Decoder** (batch 1):", "", "| scenario | result | p50 | p90 | runs | how obtained |", "|---|---|---|---|---|---|",
@@ -50,6 +53,8 @@ def _decoder_row(name: str, r: dict[str, Any]) -> str:
         headline, stats = f"{r['prompt_tokens']}-token prompt", r
     else:
         headline = f"**{fmt(r['tokens_per_s'], 'tokens/s')}**, {r['new_tokens']} tokens" + ("" if r["kv_cache"] else " (no KV cache)")
+        if "same_tokens_as_loop" in r:
+            headline += ", same tokens as edgekd's loop" if r["same_tokens_as_loop"] else ", **tokens differ from edgekd's loop**"
         stats = r["per_token"]
     return f"| {name} | {headline} | {fmt(stats['p50_ms'], 'ms')} | {fmt(stats['p90_ms'], 'ms')} | {stats['runs']} | {how} |"
 

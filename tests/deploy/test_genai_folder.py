@@ -86,3 +86,30 @@ def test_what_genai_cannot_run_is_said(tmp_path: Path) -> None:
         genai_layout(source, {"attention_mask": "attention_mask"}, 64)
     with pytest.raises(NotGenai, match="query heads are unknown"):  # an unfused attention's are in the model config only
         genai_layout(source, ROLES, 64)
+
+
+def test_the_bench_measurement_says_why_genai_could_not_run(tmp_path: Path) -> None:
+    """edgekd.perf.genai_decode: a folder genai refuses gives "not available" with genai's reason, not a failed bench."""
+    from edgekd.perf.genai_decode import genai_decode, genai_folder
+
+    _, source = export(tmp_path, "llama")
+    layout = genai_layout(source, ROLES, 64, 4)
+    broken = {**layout.config, "model": {**layout.config["model"], "vocab_size": 0}}
+    write_genai_config(source.parent, type(layout)(broken, layout.shared))
+    assert genai_folder(source) == source.parent and genai_folder(source.parent / "other.onnx") is None
+    result = genai_decode(source.parent, PROMPT, 4, 1, [])
+    assert result["method"] == "not available" and "vocab_size" in result["how"], result
+
+
+def test_the_bench_measurement_stops_at_the_models_last_position(tmp_path: Path) -> None:
+    """genai keeps the last step's pick in its sequence: a generation to the model's last position times one step
+    fewer, says so, and its tokens are the loop's."""
+    from edgekd.perf.genai_decode import genai_decode
+
+    _, source = export(tmp_path, "llama")
+    write_genai_config(source.parent, genai_layout(source, ROLES, 64, 4))
+    steps = 64 - PROMPT.shape[1]  # the loop's most: its last step feeds position 63
+    loop = [int(step[0, -1].argmax()) for step in generate(source, PROMPT, steps)[1:]]
+    result = genai_decode(source.parent, PROMPT, steps, 1, loop)
+    assert result["method"] == "measured" and result["new_tokens"] == steps - 1 and result["same_tokens_as_loop"], result
+    assert f"its first {steps - 1} of {steps}" in result["how"] and result["shared_buffers"] is False
