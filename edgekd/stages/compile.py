@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.backends import registry as backends
+from edgekd.backends.ort.genai import add_tokenizer
 from edgekd.common.artefacts import (
     BUNDLE_DIR,
     ENGINE_DIR,
@@ -30,6 +31,9 @@ def run_compile(ctx: EngineContext, inputs: Files, out: Path) -> Outcome:
     provenance.restamp_outputs(out, values)
     if (out / BUNDLE_DIR).is_dir():  # text data: the bundle carries what its token ids mean
         outcome.notes.extend(save_tokenizer(ctx, out, f"{BUNDLE_DIR}/{TOKENIZER_DIR}"))
+        # an x86 decoder's onnxruntime-genai folders get the tokenizer beside their config (edgekd.backends.ort.genai)
+        given = [Path(ctx.model_path).parent] if hasattr(ctx, "model_path") else []
+        outcome.notes.extend(add_tokenizer([out / ENGINE_DIR, out / BUNDLE_DIR], [out / BUNDLE_DIR / TOKENIZER_DIR, *given]))
     return outcome
 
 

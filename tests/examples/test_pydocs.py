@@ -125,3 +125,26 @@ def test_the_tiny_project_builds(tmp_path_factory, cache_dir: Path, target: str)
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     if target == "x86":  # measured here; the other targets' engines run on their device (estimated, said so)
         assert metrics["latency.decode_tokens_per_s"]["method"] == "measured"
+        _genai_generates_text(out)
+
+
+def _genai_generates_text(out: Path) -> None:
+    """The x86 engine's onnxruntime-genai folder (edgekd.backends.ort.genai) carries the build's tokenizer: genai
+    encodes a prompt to the ids the build's own tokenizer gives and generates from it with the engine."""
+    og = pytest.importorskip("onnxruntime_genai")
+    from transformers import AutoTokenizer
+
+    model = og.Model(str(out / "engine"))
+    tokenizer, text = og.Tokenizer(model), "The Python interpreter reads the"
+    ids = tokenizer.encode(text)
+    assert list(ids) == AutoTokenizer.from_pretrained(str(out / "tokenizer"))(text)["input_ids"]
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 6)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    while not generator.is_done():
+        generator.generate_next_token()
+    sequence = generator.get_sequence(0)
+    assert len(sequence) > len(ids) and tokenizer.decode(sequence).startswith(text)
+    latency = json.loads((out / "report.json").read_text())["latency"]
+    assert latency["decode"]["onnxruntime_genai"]["same_tokens_as_loop"] is True

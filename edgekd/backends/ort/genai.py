@@ -45,3 +45,24 @@ def write_genai_folders(ctx: Context, model: Path, folders: list[tuple[Path, str
         write_genai_config(folder, type(layout)(config, layout.shared))
     where = " and ".join(f"{folder.name}/" for folder, _ in folders)
     return [f"{layout.describe()}; in {where}: onnxruntime_genai.Model(folder) generates with the engine"]
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def add_tokenizer(folders: list[Path], sources: list[Path]) -> list[str]:
+    """The tokenizer files of the first of `sources` that has a tokenizer.json (the build's saved tokenizer, the
+    folder of the model `edgekd compile` was given) into each of `folders` that holds a genai_config.json, where
+    onnxruntime_genai.Tokenizer(model) reads them; a note saying so."""
+    from edgekd.common.fsutil import atomic_copy
+
+    targets = [f for f in folders if (f / GENAI_CONFIG).is_file()]
+    source = next((s for s in sources if (s / TOKENIZER_FILES[0]).is_file()), None)
+    if not targets or source is None:
+        return []
+    for folder in targets:
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                atomic_copy(source / name, folder / name)
+    return [f"tokenizer files of {source.name}/ copied beside {GENAI_CONFIG} in {' and '.join(f.name + '/' for f in targets)}: "
+            "onnxruntime_genai.Tokenizer(model) encodes and decodes text with them"]
