@@ -13,6 +13,8 @@ decoder's prefill and decode step, random weights (latency only). Rows per model
     edgekd                  `edgekd.api.compile_model(MODEL.onnx, target="x86", profile=...)`'s engine (profile
                             benchmarks/projects/peers_real_profile.toml: no size/latency budget), run with the
                             runtime and settings engine.json names
+    edgekd-genai            a decoder's edgekd engine run by onnxruntime-genai from the genai_config.json edgekd writes
+                            beside it (its own verdict line; not a peer, and not the goal's edgekd row)
 
 Every row is its own process (benchmarks/peers_worker.py, row kinds in peers_real_rows.py), timed with
 edgekd.perf.measure.sample at batch 1 in interleaved rounds (benchmarks/peers.py's measure); p50/p90 over
@@ -142,6 +144,12 @@ def row_specs(p: Prepared, case: str, art: dict[str, Any]) -> list[dict[str, Any
                               "(what the first generated token needs; the other rows compute every position's logits)" if keep else ""),
                            feed, model=str(model), runtime=e.get("runtime", "onnxruntime-cpu"), settings=e.get("session", {}),
                            keep_logits=keep))
+        if (model.parent / "genai_config.json").is_file():  # a decoder engine's onnxruntime-genai folder (edgekd.deploy.genai_folder)
+            specs.append(_spec("edgekd-genai", "genai", e.get("precision", "int8"),
+                               f"edgekd's engine ({e['engine_file']}) run by onnxruntime-genai from the genai_config.json edgekd wrote "
+                               "beside it, og.Generator (its key/value buffers shared where the config says so)",
+                               p.genai_feed, model_dir=str(model.parent), case=case,
+                               max_length=PAST + 8 if case == "decode" else PROMPT + 8))
     return specs
 
 

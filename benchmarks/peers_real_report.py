@@ -68,7 +68,7 @@ def host_floor(target: str, precision: str, macs: int, weight_bytes: int = 0, ca
 def verdicts(rows: list[dict[str, Any]], macs: Any, floor: dict[str, Any] | None) -> dict[str, Any]:
     """edgekd p90 / best peer p90 (<= 0.8) and edgekd p90 / floor (<= 2 at >= 100 M MACs)."""
     by = {r["name"]: r for r in rows}
-    edgekd, peers = by.get("edgekd"), [r for r in rows if r["name"] != "edgekd"]
+    edgekd, peers = by.get("edgekd"), [r for r in rows if not r["name"].startswith("edgekd")]  # edgekd-genai: the same engine
     if edgekd is None or not peers:
         return {"how": "not available: " + ("edgekd's row was not measured" if edgekd is None else "no peer was measured")}
     best = min(peers, key=lambda r: r["p90_ms"])
@@ -84,6 +84,10 @@ def verdicts(rows: list[dict[str, Any]], macs: Any, floor: dict[str, Any] | None
         applies = isinstance(macs, int) and macs >= FLOOR_MIN_MACS
         out["floor_goal_met"] = out["edgekd_over_floor_p90"] <= GOAL_FLOOR if applies else None
         out["goal_floor"] = f"<= {GOAL_FLOOR}x the floor" + ("" if applies else " (does not apply: under 100 M MACs)")
+    if "edgekd-genai" in by:  # the same engine on onnxruntime-genai (its genai_config.json): a second view, not the goal's row
+        genai = by["edgekd-genai"]["p90_ms"]
+        out["edgekd_genai"] = {"over_best_peer_p90": genai / best["p90_ms"],
+                               **({"over_floor_p90": genai / floor["ms"]} if floor and floor.get("ms") else {})}
     out["accuracy"] = "not compared: random weights, no labelled data (latency only); 'equal accuracy' is not verified here"
     return out
 
@@ -214,6 +218,10 @@ def _model_md(m: dict[str, Any]) -> list[str]:
         if floor and "edgekd_over_floor_p90" in v:
             met = {True: "met", False: "NOT met", None: "n/a"}[v["floor_goal_met"]]
             md.append(f"- floor {floor['ms']:.3f} ms; edgekd p90 / floor = **{v['edgekd_over_floor_p90']:.2f}** (goal {v['goal_floor']}: {met})")
+        if "edgekd_genai" in v:
+            g = v["edgekd_genai"]
+            md.append(f"- edgekd's engine on onnxruntime-genai (row edgekd-genai): p90 / best peer = **{g['over_best_peer_p90']:.2f}**"
+                      + (f", / floor = {g['over_floor_p90']:.2f}" if "over_floor_p90" in g else ""))
         md.append(f"- accuracy: {v['accuracy']}")
     else:
         md.append(f"- verdicts: {v['how']}")

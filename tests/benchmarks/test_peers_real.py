@@ -135,6 +135,10 @@ def test_verdicts_against_the_best_peer_and_the_floor() -> None:
     small = verdicts(rows, 50_000_000, {"ms": 1.0})
     assert small["floor_goal_met"] is None  # the floor goal is for >= 100 M MACs
     assert verdicts(rows[1:], 1, None)["how"].startswith("not available")
+    # edgekd's engine on onnxruntime-genai is a second view of edgekd, never a peer
+    genai = verdicts([*rows, _row("edgekd-genai", 4.0)], 500_000_000, {"ms": 5.0})
+    assert genai["best_peer"] == "ort-fp32-default" and genai["edgekd_over_best_peer_p90"] == pytest.approx(0.7)
+    assert genai["edgekd_genai"] == {"over_best_peer_p90": pytest.approx(0.4), "over_floor_p90": pytest.approx(0.8)}
 
 
 def test_markdown_says_which_goal_is_not_met_and_why_a_row_is_missing() -> None:
