@@ -120,7 +120,7 @@ def prepare_decoder(s: PrepSettings, prompt: int, past: int, name: str = "decode
     "decoder_tied": its head tied to the token embedding (SmolLM-135M's is)."""
     import onnxruntime as ort
     from decoder_exporters import feeds, make_llama
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from edgekd.tasks import CausalLM
     from edgekd.tasks.export import export_hf
@@ -131,8 +131,10 @@ def prepare_decoder(s: PrepSettings, prompt: int, past: int, name: str = "decode
     if not (hf_dir / "config.json").is_file():
         make_llama(hf_dir, cfg)
     if not onnx_path.is_file():
-        export_hf(AutoModelForCausalLM.from_pretrained(hf_dir).eval(), CausalLM(vocab_size=cfg["vocab_size"], max_length=prompt),
-                  onnx_path, 17, with_past=True)
+        model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+        export_hf(model, CausalLM(vocab_size=cfg["vocab_size"], max_length=prompt), onnx_path, 17, with_past=True)
+    if not (onnx_path.parent / "config.json").is_file():  # beside the export, as optimum-cli writes it: edgekd compile reads it
+        AutoConfig.from_pretrained(hf_dir).save_pretrained(onnx_path.parent)
     p = Prepared(name, "decoder", hf_dir, "LlamaForCausalLM", onnx_path,
                  description=(f"Llama, {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, vocab {cfg['vocab_size']} "
                               f"({'tiny' if s.quick else 'SmolLM-135M shape'}), {'head tied to the token embedding' if tied else 'untied head'}, "

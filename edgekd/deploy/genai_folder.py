@@ -6,7 +6,8 @@ What genai needs is read from the graph: the token-id, attention-mask and positi
 roles edgekd.graph.inputs gave them), the past and present key/value names per layer (as genai's
 "%d" patterns), the key/value heads and head size (the past inputs' dims), the query heads (the
 GroupQueryAttention nodes', else the model config's), the vocabulary (the logits' last dim). The
-context length is the model's declared positions. genai's model type is "decoder", its generic
+context length is the model's declared positions, else the rows of the graph's position table or
+rotary cache (the longest sequence the graph runs). genai's model type is "decoder", its generic
 decoder-only model (DecoderOnly_Model): edgekd's engine is an ONNX graph like any other to it.
 
 past_present_share_buffer (genai keeps one max-length key/value buffer per layer, bound as both the
@@ -27,7 +28,7 @@ from typing import Any
 
 from edgekd.common.fsutil import atomic_write_text
 from edgekd.graph.decoder import graph_past_inputs
-from edgekd.graph.inputs import all_nodes
+from edgekd.graph.inputs import GraphHints, all_nodes
 
 GENAI_CONFIG = "genai_config.json"
 GENAI_TYPE = "decoder"  # onnxruntime-genai's generic decoder-only LLM type
@@ -85,7 +86,8 @@ def genai_layout(model: Path, roles: Mapping[str, str], positions: int | None, q
                  threads: int = 0, token_ids: dict[str, Any] | None = None) -> GenaiLayout:
     """genai_config.json for the decoder graph `model` (see the module docstring); `roles`: role -> input
     name (edgekd.graph.inputs' roles: token_ids, attention_mask, position_ids);
-    `positions`: the context length (the model's declared positions); `query_heads`: the model config's,
+    `positions`: the context length (the model's declared positions; None: the rows of the graph's position
+    table or rotary cache, the longest sequence it runs); `query_heads`: the model config's,
     where no GroupQueryAttention node says; `threads`: intra-op threads (0: genai's default, every core);
     `token_ids`: bos/eos/pad token ids where the model's config has them. Raises NotGenai."""
     import onnx
@@ -94,11 +96,17 @@ def genai_layout(model: Path, roles: Mapping[str, str], positions: int | None, q
     pasts = graph_past_inputs(model)
     if not pasts:
         raise NotGenai("the graph has no past key/value inputs")
+    positions = positions or GraphHints(onnx.load(str(model), load_external_data=False)).max_positions()
     if positions is None:
-        raise NotGenai("the model declares no positions (no config.json max_position_embeddings), so its context length is unknown")
+        raise NotGenai("its context length is unknown: the model declares no positions (no config.json max_position_embeddings) "
+                       "and the graph has no position table or rotary cache")
     if "token_ids" not in roles:
         raise NotGenai("no input has the token_ids role")
+    if any(len(p.dims) != 4 or p.past_axis != 2 for p in pasts):
+        raise NotGenai("its past key/values are not [batch, heads, past length, head size], the layout genai allocates")
     outputs = [o.name for o in graph.output]
+    if len(outputs) != len(pasts) + 1:
+        raise NotGenai("its outputs are not the logits and one present per past input")
     past_key, past_value = _kv_names([p.name for p in pasts], "past")
     present_key, present_value = _kv_names([o for o in outputs[1:]], "present")
     kv_heads, head_size = (pasts[0].dims[1], pasts[0].dims[-1])

@@ -80,7 +80,11 @@ def test_an_unfused_gpt2_runs_with_copied_buffers(tmp_path: Path) -> None:
 
 def test_what_genai_cannot_run_is_said(tmp_path: Path) -> None:
     _, source = export(tmp_path, "llama")
-    with pytest.raises(NotGenai, match="declares no positions"):
+    from edgekd.graph.gqa_fusion import fuse_gqa
+
+    fuse_gqa(source, tmp_path / "fused.onnx", 48)  # undeclared positions: the rows of the graph's rotary cache
+    assert genai_layout(tmp_path / "fused.onnx", ROLES, None).config["model"]["context_length"] == 48
+    with pytest.raises(NotGenai, match="context length is unknown"):  # the unfused Llama's rotary is computed: no table
         genai_layout(source, ROLES, None)
     with pytest.raises(NotGenai, match="token_ids"):
         genai_layout(source, {"attention_mask": "attention_mask"}, 64)
