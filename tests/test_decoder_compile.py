@@ -186,6 +186,9 @@ def test_onnxruntime_genai_generates_with_the_engine_as_edgekd_does(compiled) ->
         assert (decoder["num_hidden_layers"], decoder["num_attention_heads"], decoder["num_key_value_heads"], decoder["head_size"]) == (2, 4, 2, 16)
         assert config["model"]["context_length"] == 64 and config["model"]["eos_token_id"] == 2
         assert config["search"]["past_present_share_buffer"] is True
+        threads = config["model"]["decoder"]["session_options"].get("intra_op_num_threads")
+        # engine/: the threads edgekd's runner resolves (genai's default can be fewer); bundle/: the device's default when tuned 0
+        assert threads >= 1 if folder.name == "engine" else threads in (None, engine["session"]["intra_op_num_threads"] or None)
     report = json.loads((out / "report.json").read_text())
     notes = next(s["notes"] for s in report["stages"] if s["name"] == "compile")
     assert any("onnxruntime-genai model folder" in n and "past_present_share_buffer on" in n for n in notes), notes

@@ -22,6 +22,7 @@ from edgekd.backends.runners import (
     describe,
     predict,
     settings_from,
+    threads,
 )
 from edgekd.common.artefacts import BENCH_JSON, STUDENT_ONNX
 from edgekd.config.target import SessionConfig
@@ -67,8 +68,10 @@ class OrtCpuBackend:
             if has_kv_cache(model):  # a decoder: onnxruntime-genai folders (edgekd.backends.ort.genai)
                 from edgekd.backends.ort.genai import write_genai_folders
 
-                notes.extend(write_genai_folders(ctx, model, [(out / ENGINE_DIR, ENGINE_FILE), (out / BUNDLE_DIR, model.name)],
-                                                 cfg.intra_op_num_threads))
+                # engine/ (this host) gets the resolved thread count edgekd's runner uses (genai's default, ONNX Runtime's
+                # physical-core count, ran the decode step 1.5x slower on this 2-vCPU host); the portable bundle its device's default
+                notes.extend(write_genai_folders(ctx, model, [(out / ENGINE_DIR, ENGINE_FILE, threads(cfg)),
+                                                              (out / BUNDLE_DIR, model.name, cfg.intra_op_num_threads)]))
         write_engine_json(out, self.runtime, inputs=inputs.to_json(), built_here=True, engine_file=ENGINE_FILE, session=cfg.model_dump(),
                           precision=precision, source_model=model.name, tuning=tuning)
         notes.append(f"engine = the {precision} graph {model.name} as {ortb.runtime_description(cfg)} optimizes it")

@@ -29,21 +29,22 @@ def _token_ids(ctx: Context) -> dict[str, Any]:
     return found
 
 
-def write_genai_folders(ctx: Context, model: Path, folders: list[tuple[Path, str]], threads: int) -> list[str]:
-    """genai_config.json into each (folder, file name of the model there) of `folders` for the decoder
-    graph `model` (`threads`: the tuned intra-op threads, 0 for every core); a note saying what was
-    written, or why not."""
+def write_genai_folders(ctx: Context, model: Path, folders: list[tuple[Path, str, int]]) -> list[str]:
+    """genai_config.json into each (folder, file name of the model there, intra-op threads: 0 leaves genai's
+    default) of `folders` for the decoder graph `model`; a note saying what was written, or why not."""
     heads = getattr(ctx.model_config, "num_attention_heads", None) or getattr(ctx.model_config, "n_head", None)
     try:
         layout = genai_layout(model, {i.role: i.name for i in ctx.model_inputs.inputs}, ctx.max_positions, heads if isinstance(heads, int) else None,
-                              threads, _token_ids(ctx))
+                              0, _token_ids(ctx))
     except NotGenai as exc:
         return [f"no onnxruntime-genai folder ({GENAI_CONFIG}) written: {exc}"]
-    for folder, filename in folders:
-        config = {**layout.config, "model": {**layout.config["model"],
-                                             "decoder": {**layout.config["model"]["decoder"], "filename": filename}}}
+    for folder, filename, threads in folders:
+        decoder = layout.config["model"]["decoder"]
+        session = {**decoder["session_options"], **({"intra_op_num_threads": threads} if threads else {})}
+        config = {**layout.config, "model": {**layout.config["model"], "decoder": {**decoder, "filename": filename, "session_options": session}}}
         write_genai_config(folder, type(layout)(config, layout.shared))
-    where = " and ".join(f"{folder.name}/" for folder, _ in folders)
+    where = "; ".join(f"{folder.name}/ ({f'{threads} intra-op threads' if threads else 'genai default threads'})"
+                      for folder, _, threads in folders)
     return [f"{layout.describe()}; in {where}: onnxruntime_genai.Model(folder) generates with the engine"]
 
 
