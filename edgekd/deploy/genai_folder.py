@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.common.fsutil import atomic_write_text
-from edgekd.graph.decoder import graph_past_inputs
+from edgekd.graph.decoder import past_inputs_of
 from edgekd.graph.inputs import GraphHints, all_nodes
 
 GENAI_CONFIG = "genai_config.json"
@@ -92,11 +92,11 @@ def genai_layout(model: Path, roles: Mapping[str, str], positions: int | None, q
     `token_ids`: bos/eos/pad token ids where the model's config has them. Raises NotGenai."""
     import onnx
 
-    graph = onnx.load(str(model), load_external_data=False).graph
-    pasts = graph_past_inputs(model)
+    proto = onnx.load(str(model), load_external_data=False)  # once: an engine's weights are in its one file
+    graph, pasts = proto.graph, past_inputs_of(proto.graph)
     if not pasts:
         raise NotGenai("the graph has no past key/value inputs")
-    positions = positions or GraphHints(onnx.load(str(model), load_external_data=False)).max_positions()
+    positions = positions or GraphHints(proto).max_positions()
     if positions is None:
         raise NotGenai("its context length is unknown: the model declares no positions (no config.json max_position_embeddings) "
                        "and the graph has no position table or rotary cache")

@@ -74,7 +74,13 @@ def graph_past_inputs(model: Path) -> list[PastInput]:
     """The past key/value inputs of the ONNX graph at `model` (read without its weights)."""
     import onnx
 
-    graph = onnx.load(str(model), load_external_data=False).graph
+    return past_inputs_of(onnx.load(str(model), load_external_data=False).graph)
+
+
+def past_inputs_of(graph: Any) -> list[PastInput]:
+    """The past key/value inputs of a loaded ONNX graph."""
+    import onnx
+
     found = []
     for value in graph.input:
         if not is_past(value.name):
