@@ -321,17 +321,23 @@ def not_available(scenario: str, reason: str, where: str) -> dict[str, Any]:
 def decoder_scenarios(subject: Subject, bench: BenchConfig,
                       progress: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, Any]]:
     """The decoder scenarios `bench.scenarios` asks for, by result key ("ttft", "decode"); nothing
-    for a model that is not a decoder. A decoder that cannot be driven, or a run that fails, is
-    reported "not available" with the reason."""
+    for a model that is not a decoder. A decoder that cannot be driven, a run that fails, or a
+    scenario the profile did not ask for, is reported "not available" with the reason."""
     wanted = [s for s in DECODER_SCENARIOS if s in bench.scenarios]
+    if not is_decoder(subject.inputs, _dims(subject.session.get_outputs())):
+        return {}
+    # a decoder whose profile leaves a scenario out: said so (not "not a decoder"), and nothing is timed for it
+    results: dict[str, dict[str, Any]] = {
+        RESULT_KEYS[s]: not_available(s, f"{s} not run: not asked for (recipe.bench.scenarios is {', '.join(bench.scenarios)}; "
+                                         f"add {s} to measure it)", subject.where)
+        for s in DECODER_SCENARIOS if s not in wanted}
     try:
         io = decoder_io(subject.session, subject.inputs) if wanted else None
         prompt = make_prompt(subject, io, bench) if io is not None else None
     except DecoderError as exc:
-        return {RESULT_KEYS[s]: not_available(s, f"{s} not run: {exc.one_line()}", subject.where) for s in wanted}
+        return {**results, **{RESULT_KEYS[s]: not_available(s, f"{s} not run: {exc.one_line()}", subject.where) for s in wanted}}
     if io is None or prompt is None:
-        return {}
-    results: dict[str, dict[str, Any]] = {}
+        return results
     for scenario in wanted:
         progress(scenario)
         try:

@@ -1,6 +1,7 @@
 """edgekd/perf/decoder.py: TimeToFirstToken and DecodeTokensPerSecond on real decoders (the zoo's tiny
 gpt2 exported by optimum with past key/values, and by torch.onnx without a cache), checked against
-transformers' own greedy generate() on the same weights; non-decoders get neither; bad bench
+transformers' own greedy generate() on the same weights; non-decoders get neither, a decoder
+scenario the profile leaves out is "not available" with that reason; bad bench
 config values are ConfigErrors."""
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from edgekd.perf.decoder import (
     is_decoder,
 )
 from edgekd.perf.worker import with_scenarios
+from edgekd.pipeline.budgets import DECODE_TOKENS_PER_S
+from edgekd.pipeline.lm_metrics import decoder_metrics
 from edgekd.tasks.specs import (
     DECODE_TOKENS_PER_SECOND,
     OFFLINE,
@@ -143,7 +146,8 @@ def test_same_greedy_tokens_in_the_worker_for_both_exports(edgekd, zoo, tmp_path
         run = edgekd("bench", str(zoo("gpt2", exporter)), "--target", "x86", "--profile", str(profile),
                      "--scenario", DECODE_TOKENS_PER_SECOND, "--json")
         result = json.loads(run.out)
-        assert "ttft" not in result and "Offline" not in result["scenarios"]
+        assert result["ttft"]["method"] == "not available" and "not asked for" in result["ttft"]["how"]
+        assert "Offline" not in result["scenarios"]
         ids.append([result["decode"]["first_token_id"], *result["decode"]["generated_ids"]])
     assert ids[0] == ids[1]
 
@@ -159,8 +163,13 @@ def test_non_decoders_get_no_decoder_scenarios(zoo) -> None:
 def test_only_the_decoder_scenarios_asked_for(zoo) -> None:
     sub = subject(zoo("gpt2", "optimum"))
     base = {"min_runs": 10, "max_runs": 10, "prompt_tokens": PROMPT, "decode_tokens": NEW, "ttft_runs": 2, "decode_runs": 1}
-    assert decoder_scenarios(sub, BenchConfig(**base, scenarios=[SINGLE_STREAM])) == {}
-    assert set(decoder_scenarios(sub, BenchConfig(**base, scenarios=[TIME_TO_FIRST_TOKEN]))) == {"ttft"}
+    neither = decoder_scenarios(sub, BenchConfig(**base, scenarios=[SINGLE_STREAM]))
+    assert set(neither) == {"ttft", "decode"} and {r["method"] for r in neither.values()} == {"not available"}
+    assert all("not asked for (recipe.bench.scenarios is SingleStream;" in r["how"] for r in neither.values())
+    one = decoder_scenarios(sub, BenchConfig(**base, scenarios=[TIME_TO_FIRST_TOKEN]))
+    assert one["ttft"]["method"] == "measured" and one["decode"]["method"] == "not available"
+    # the report's decode row says why: the scenario was not asked for (before, "not a decoder")
+    assert "not asked for" in decoder_metrics(one)[DECODE_TOKENS_PER_S].how
 
 
 def test_prompt_shortened_to_the_models_positions_and_decode_that_cannot_fit(zoo) -> None:
