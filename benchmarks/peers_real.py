@@ -133,7 +133,7 @@ def row_specs(p: Prepared, case: str, art: dict[str, Any]) -> list[dict[str, Any
         precision = label.rsplit(" ", 1)[-1]
         specs.append(_spec(f"genai-{precision}", "genai", precision, f"{label}, og.Generator (genai_config.json defaults)",
                            p.genai_feed, model_dir=str(model_dir), case=case,
-                           max_length=PAST + 8 if case == "decode" else PROMPT + 8))
+                           max_length=PAST + 16 if case == "decode" else PROMPT + 8))
     if art.get("edgekd"):
         e = art["edgekd"]["engine"]
         model = Path(art["edgekd"]["dir"]) / e["engine_file"]
@@ -149,7 +149,7 @@ def row_specs(p: Prepared, case: str, art: dict[str, Any]) -> list[dict[str, Any
                                f"edgekd's engine ({e['engine_file']}) run by onnxruntime-genai from the genai_config.json edgekd wrote "
                                "beside it, og.Generator (its key/value buffers shared where the config says so)",
                                p.genai_feed, model_dir=str(model.parent), case=case,
-                               max_length=PAST + 8 if case == "decode" else PROMPT + 8))
+                               max_length=PAST + 16 if case == "decode" else PROMPT + 8))
     return specs
 
 

@@ -213,3 +213,36 @@ def test_a_split_engine_counts_the_weights_of_the_branch_its_case_runs(tmp_path:
     assert _phase_bytes(tmp_path / "engine.onnx", "prefill") == 8 * 4 * 4
     assert _phase_bytes(tmp_path / "engine.onnx", "decode") == 8 * 16 * 4
     assert _phase_bytes(tmp_path / "prompt.onnx", "decode") is None  # not a split engine: its files are counted
+
+
+def test_genai_decode_row_steps_in_windows_around_the_cached_length(tmp_path: Path) -> None:
+    """The genai decode row: one generate_next_token a call (the model run on the last pick), the cache
+    kept between PAST - 8 and PAST + 6 tokens, rewound every DECODE_WINDOW steps; the same greedy
+    tokens in every window (each starts from the same cache)."""
+    pytest.importorskip("onnxruntime_genai")
+    from decoders import export
+    from peers_real_rows import DECODE_WINDOW, open_row
+
+    from edgekd.deploy.genai_folder import genai_layout, write_genai_config
+    from edgekd.graph.gqa_fusion import fuse_gqa
+
+    _, source = export(tmp_path, "llama")
+    fused = source.parent / "fused.onnx"
+    fuse_gqa(source, fused, 64)
+    write_genai_config(fused.parent, genai_layout(fused, {"token_ids": "input_ids", "attention_mask": "attention_mask"}, 64, None))
+    past = 30
+    ids = np.random.default_rng(0).integers(0, 128, (1, past + 1), dtype=np.int64)
+    np.savez(tmp_path / "genai.npz", prompt=ids[:, :past], step=ids[:, past:], prefill=ids)
+    row = open_row({"kind": "genai", "model_dir": str(fused.parent), "case": "decode", "feed": str(tmp_path / "genai.npz"),
+                    "max_length": past + 16})
+    step, gen, keep = row.runner(), row.generator, past - DECODE_WINDOW // 2
+    counts: list[int] = []
+    windows: list[list[int]] = [[]]  # opening the row ran the first call (a warm-up)
+    for _ in range(3 * DECODE_WINDOW):
+        step()
+        counts.append(gen.token_count())
+        if counts[-1] == keep + 2:  # a window's first call: the step token appended, the first pick made
+            windows.append([])
+        windows[-1].append(int(gen.get_next_tokens()[0]))
+    assert min(counts) == keep + 2 and max(counts) == keep + DECODE_WINDOW
+    assert len(windows) >= 3 and len(windows[1]) == DECODE_WINDOW - 1 and all(w == windows[1] for w in windows[1:-1])
