@@ -27,6 +27,8 @@ FAMILIES = {
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {}),  # no rotary (learned positions); one packed QKV Conv1D, Split
     "opt": ("OPTConfig", "OPTForCausalLM", {"ffn_dim": 128, "word_embed_proj_dim": 64}),  # no rotary; the queries scaled before the heads
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {"rotary_pct": 0.25}),  # QKV packed per head; a quarter rotary (Pythia's)
+    "bloom": ("BloomConfig", "BloomForCausalLM", {}),  # ALiBi: a per-head linear bias on the scores, no positions
+    "falcon": ("FalconConfig", "FalconForCausalLM", {"new_decoder_architecture": False, "multi_query": True}),  # a rotary ORT does not fuse
 }
 _GPT_STYLE = ("gptj", "gpt2")  # their configs' own argument names
 

@@ -221,16 +221,46 @@ def _cut_caches(g: Graph, nodes: list[Any], positions: int) -> int:
     return rows
 
 
-def fuse_gqa(source: Path, out: Path, positions: int | None = None) -> Fusion:
+def _alibi(config: Any) -> bool:
+    """Whether the model's transformers config says its attention adds ALiBi's per-head linear bias."""
+    attn = getattr(config, "attn_config", None)  # MPT keeps it there
+    return bool(getattr(config, "alibi", False) or getattr(attn, "alibi", False)
+                or (isinstance(attn, dict) and attn.get("alibi")) or getattr(config, "model_type", None) == "bloom")
+
+
+def _rotates(config: Any) -> bool:
+    """Whether the model's transformers config says it rotates queries and keys (a rotary embedding)."""
+    return any(getattr(config, k, None) for k in ("rope_theta", "rotary_dim", "rotary_pct", "partial_rotary_factor"))
+
+
+def _config_refusal(config: Any, ort_rotary: bool) -> str | None:
+    """Why this model's attention cannot become GroupQueryAttention, read from its transformers config
+    (`config`; None: not known) and whether ONNX Runtime's optimizer fused a RotaryEmbedding; None: try."""
+    kind = getattr(config, "model_type", "this model")
+    if config is not None and _alibi(config):
+        return (f"{kind}'s attention adds an ALiBi position bias (a per-head linear bias on the scores), which "
+                "GroupQueryAttention has no input for")
+    if config is not None and not ort_rotary and _rotates(config):
+        return (f"{kind} rotates its queries and keys in a form ONNX Runtime's transformers optimizer does not fuse into "
+                "RotaryEmbedding (it fused none in this graph), and GroupQueryAttention rotates only with that node's "
+                "cos/sin caches")
+    return None
+
+
+def fuse_gqa(source: Path, out: Path, positions: int | None = None, config: Any = None) -> Fusion:
     """Write `source` (a KV-cache decoder, fp32 weights) with every layer's attention as one
     GroupQueryAttention to `out`; raises NotFusable (nothing written) when its graph is not that form.
     `positions` (the model's declared positions): the rotary caches are cut to them, as
     onnxruntime-genai's builder makes them; a longer sequence is then refused by ONNX Runtime
-    ("cos_cache dimension 0 shall not be less than total_sequence_length")."""
+    ("cos_cache dimension 0 shall not be less than total_sequence_length"). `config` (the model's
+    transformers config, where known) names what stands in the way: ALiBi (BLOOM, MPT), a rotary
+    embedding ONNX Runtime's optimizer did not fuse (GPT-J, Falcon)."""
     from onnx import helper
 
     from edgekd.graph.decoder import PAST_PREFIX, PRESENT_PREFIX
 
+    if config is not None and _alibi(config):  # said before the optimizer runs
+        raise NotFusable(str(_config_refusal(config, False)))
     model, ort = _ort_fusions(source)
     graph = model.graph
     if "attention_mask" not in {i.name for i in graph.input}:
@@ -246,6 +276,9 @@ def fuse_gqa(source: Path, out: Path, positions: int | None = None) -> Fusion:
         raise NotFusable(f"head size {head_size} is not a multiple of 16 (ONNX Runtime's GroupQueryAttention needs one)")
     g = Graph(graph)
     rotary = bool(ort.get("RotaryEmbedding"))  # none: keys as projected (a rotary ORT did not fuse is refused by kv_source)
+    refusal = _config_refusal(config, rotary)
+    if refusal:
+        raise NotFusable(refusal)
     fused, heads = [], set()
     for key in presents:
         node, replaced, layer_heads = _layer_node(g, key, head_size, dims[1].dim_value, rotary)

@@ -151,3 +151,17 @@ def test_rotary_caches_are_cut_to_the_models_positions(tmp_path: Path) -> None:
     long = np.ones((1, 65), np.int64)
     with pytest.raises(Exception, match="cos_cache dimension 0"):
         session.run(["logits"], complete_feeds(session, {"input_ids": long, "attention_mask": long}))
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("bloom", "bloom's attention adds an ALiBi position bias"),
+    ("falcon", "falcon rotates its queries and keys in a form ONNX Runtime's transformers optimizer does not fuse"),
+    ("gptj", "gptj rotates its queries and keys in a form"),
+])
+def test_what_stands_in_the_way_is_named_from_the_models_config(tmp_path: Path, kind: str, reason: str) -> None:
+    """With the model's transformers config the refusal names the cause (without it, only the graph form
+    that did not match: tests above)."""
+    model, path = export(tmp_path, kind)
+    with pytest.raises(NotFusable, match=reason):
+        fuse_gqa(path, tmp_path / "fused.onnx", config=model.config)
+    assert not (tmp_path / "fused.onnx").exists()

@@ -93,7 +93,7 @@ def fused_variants(ctx: Context, fp32: Path, out: Path, int8: bool = True) -> tu
 
     path, start = out / f"student_fp32_{GQA}.onnx", time.perf_counter()
     try:
-        fusion = fuse_gqa(fp32, path, ctx.max_positions)
+        fusion = fuse_gqa(fp32, path, ctx.max_positions, ctx.model_config)
         prompt = ctx.eval_feeds.first()
         worst = verify(fp32, path, [prompt, decode_step(fp32, prompt, ctx.model_inputs).feed])
     except NotFusable as e:
