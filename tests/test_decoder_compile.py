@@ -82,7 +82,7 @@ def test_the_tuner_ranks_a_decoder_by_its_generation_and_measures_the_fusion(com
     for r in rows:  # the bench's prompt, then recipe.bench.decode_tokens (32 by default) steps
         assert r["generation_ms"] == pytest.approx(r["ttft_p90_ms"] + 32 * r["p90_ms"])
     assert [r["generation_ms"] for r in rows] == sorted(r["generation_ms"] for r in rows)
-    assert "ranked by generation_ms" in tuning["how"] and tuning["times"]["prompt_pass_s"] > 0
+    assert "ranked by generation_ms" in tuning["how"] and "on the sessions its decode step was timed on" in tuning["how"]
     variants = tuning["variants"]  # the GroupQueryAttention graph beside the exported one, checked against it
     assert "GroupQueryAttention" in variants["fp32-gqa"] and "outputs within" in variants["fp32-gqa"]
     assert "rotary caches cut to the model's 64 positions" in variants["fp32-gqa"]  # config.json's max_position_embeddings

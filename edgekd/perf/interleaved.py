@@ -13,10 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-import numpy as np
-
 from edgekd.backends.runners import ONNXRUNTIME
-from edgekd.perf.runtime_group import ChildGroup, LocalGroup
+from edgekd.perf.runtime_group import ChildGroup, LocalGroup, first_rows
 
 SEED = 0  # candidate order per round is shuffled with a fixed seed
 
@@ -29,32 +27,45 @@ def _groups(candidates: list[dict[str, Any]]) -> dict[str, list[int]]:
     return dict(sorted(groups.items(), key=lambda item: item[0] != ONNXRUNTIME))
 
 
+def _rounds(where: dict[int, tuple[Any, int]], rounds: int, runs: int, progress: Callable[[str], None],
+            label: str) -> list[list[float]]:
+    """`rounds` interleaved rounds of `runs` timed runs of every candidate (order shuffled per round)."""
+    samples: list[list[float]] = [[] for _ in where]
+    order = sorted(where)
+    rng = random.Random(SEED)
+    for r in range(rounds):
+        progress(f"{label} {r + 1}/{rounds}")
+        rng.shuffle(order)
+        for i in order:
+            group, k = where[i]
+            samples[i] += group.time(k, runs)
+    return samples
+
+
 def measure_candidates(request: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """Worker side (edgekd.perf.measure): open every candidate's runner (its "runtime": ONNX Runtime, the
     default, or OpenVINO; edgekd.backends.runners), the first runtime's here and each other's in a child
     process, then time them in interleaved rounds on the first sample of the request's feeds. Returns
-    the samples (ms, batch 1) per candidate, in request order."""
-    with np.load(request["feeds"], allow_pickle=False) as archive:
-        feed = {name: archive[name][:1] for name in archive.files}
+    the samples (ms, batch 1) per candidate, in request order. Each entry of request["then"] ({"feeds",
+    "rounds", "runs_per_round", "warmup_runs"}: a decoder's prompt pass after its decode step) is timed
+    next on the same open runners, its samples in "then_samples_ms"."""
     candidates, warmup = request["candidates"], request["warmup_runs"]
     where: dict[int, tuple[Any, int]] = {}
     groups: list[Any] = []
     try:
         for n, indices in enumerate(_groups(candidates).values()):
             members = [candidates[i] for i in indices]
-            group = LocalGroup(members, feed, warmup) if n == 0 else ChildGroup(members, request["feeds"], warmup)
+            group = (LocalGroup(members, first_rows(request["feeds"]), warmup) if n == 0
+                     else ChildGroup(members, request["feeds"], warmup))
             groups.append(group)
             where.update({i: (group, k) for k, i in enumerate(indices)})
-        samples: list[list[float]] = [[] for _ in candidates]
-        order = list(range(len(candidates)))
-        rng = random.Random(SEED)
-        for r in range(request["rounds"]):
-            progress(f"tuning round {r + 1}/{request['rounds']}")
-            rng.shuffle(order)
-            for i in order:
-                group, k = where[i]
-                samples[i] += group.time(k, request["runs_per_round"])
+        samples = _rounds(where, request["rounds"], request["runs_per_round"], progress, "tuning round")
+        then = []
+        for k, phase in enumerate(request.get("then", []), start=2):
+            for group in groups:
+                group.use(phase["feeds"], phase["warmup_runs"])
+            then.append(_rounds(where, phase["rounds"], phase["runs_per_round"], progress, f"tuning round (feed {k})"))
     finally:
         for group in groups:
             group.close()
-    return {"samples_ms": samples, "processes": len(groups)}
+    return {"samples_ms": samples, "processes": len(groups), **({"then_samples_ms": then} if then else {})}

@@ -1,6 +1,6 @@
 """Engine tuning's pruning (edgekd.backends.ort.prune): what it cuts, what it always keeps, the reasons
 and times it records, and the report's tuning-cost block. The latency estimate and the timing worker
-are replaced through their named seams (estimate_ms, run_rounds) with given numbers."""
+are replaced through their named seams (estimate_ms, run_phases) with given numbers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,12 +51,12 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     ms = {("fp32", 1): 40.0, ("fp32", 2): 22.0, ("int8-qdq", 1): 30.0, ("int8-qdq", 2): 16.0,
           ("int8-qoperator", 1): 90.0, ("int8-qoperator", 2): 50.0, ("int8-bad", 1): 5.0, ("int8-bad", 2): 3.0}
 
-    def fake(entries, schedule, feed, out, what, notes=None):
-        rounds, runs, _ = schedule
+    def fake(entries, phases, out, what, notes=None):
+        ((_, (rounds, runs, _)),) = phases  # not a decoder: one feed
         calls.append({"entries": [(e["model"], e["threads"]) for e in entries], "rounds": rounds, "runs": runs})
-        return [[ms[(e["model"], e["threads"])]] * (rounds * runs) for e in entries], 1.5
+        return [[[ms[(e["model"], e["threads"])]] * (rounds * runs) for e in entries]], 1.5
 
-    monkeypatch.setattr(prune, "run_rounds", fake)
+    monkeypatch.setattr(prune, "run_phases", fake)
     return calls
 
 
@@ -225,20 +225,24 @@ def test_a_decoder_is_screened_on_its_generation_not_its_decode_step(monkeypatch
     ttft = {"int4": 230.0, "int8-dyn": 118.0, "fp32": 235.0}
     prompt_feed: dict[str, Any] = {"prompt": True}
 
-    def fake(entries, schedule, feed, out, what, notes=None):
-        rounds, runs, _ = schedule
-        ms = ttft if feed is prompt_feed else step
-        return [[ms[e["model"]]] * (rounds * runs) for e in entries], 1.0
+    calls = []
+
+    def fake(entries, phases, out, what, notes=None):  # one worker run: the decode step, then the prompt pass
+        calls.append([(rounds, runs) for _, (rounds, runs, _) in phases])
+        assert [feed for feed, _ in phases] == [{"step": True}, prompt_feed]
+        return [[[(ttft if feed is prompt_feed else step)[e["model"]]] * (rounds * runs) for e in entries]
+                for feed, (rounds, runs, _) in phases], 1.0
 
     def no_estimate(ctx, v):
         raise AssertionError("a decoder is not cut on the full-sequence estimate")
-    monkeypatch.setattr(prune, "run_rounds", fake)
+    monkeypatch.setattr(prune, "run_phases", fake)
     monkeypatch.setattr(prune, "estimate_ms", no_estimate)
     cands = _cands([("int4", "int4", 2, []), ("int8-dyn", "int8", 2, []), ("fp32", "fp32", 2, [])])
     ctx = _ctx(screen_runs=10, screen_factor=1.1, screen_min_full_s=0)
-    m = prune.measure(ctx, cands, {"step": True}, Path("."), prune.Prompt(prompt_feed, 32))
-    assert m.timed == [1, 2]
+    m = prune.measure(ctx, cands, {"step": True}, Path("."), prune.Prompt(prompt_feed, 32, runs=4))
+    assert m.timed == [1, 2] and m.prompt_samples == [[118.0] * 20, [235.0] * 20]  # 5 rounds of 4, on the full rounds' sessions
+    assert calls == [[(1, 10), (1, 2)], [(5, m.runs_per_round), (5, 4)]]  # screening, then the full rounds: each one worker run
     (cut,) = m.pruned
     assert cut["variant"] == "int4" and cut["screen_p90_ms"] == pytest.approx(230.0 + 32 * 5.0)
     assert "generation" in cut["why"] and "1.1 x the best screened generation (342 ms" in cut["why"]
-    assert any("no estimate cut for a decoder" in n for n in m.notes) and m.seconds["screening_s"] == 2.0
+    assert any("no estimate cut for a decoder" in n for n in m.notes) and m.seconds["screening_s"] == 1.0

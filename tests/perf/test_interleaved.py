@@ -52,6 +52,28 @@ def test_one_runtime_stays_in_the_worker_process(tmp_path: Path) -> None:
     assert result["processes"] == 1 and len(result["samples_ms"][0]) == 6
 
 
+def test_a_second_feed_is_timed_on_the_same_open_runners_in_both_processes(tmp_path: Path, monkeypatch) -> None:
+    """A decoder's prompt pass after its decode step: one worker run, each runner opened once (counted
+    here by wrapping open_runner; the OpenVINO child opens its own, once), a feed the runners take as
+    the first (a wrong input name would fail in the runtime)."""
+    pytest.importorskip("openvino")
+    from edgekd.perf import runtime_group
+
+    model, feeds = _model(tmp_path)
+    np.savez(tmp_path / "second.npz", x=np.full((2, 16), 2.0, np.float32))
+    opened = []
+    real = runtime_group.open_runner
+    monkeypatch.setattr(runtime_group, "open_runner", lambda *a: opened.append(a[1]) or real(*a))
+    candidates = [{"model": str(model), "session": ORT}, {"model": str(model), "runtime": "openvino", "session": OPENVINO}]
+    labels: list[str] = []
+    result = measure_candidates({"feeds": str(feeds), "candidates": candidates, "rounds": 2, "runs_per_round": 3, "warmup_runs": 1,
+                                 "then": [{"feeds": str(tmp_path / "second.npz"), "rounds": 3, "runs_per_round": 2, "warmup_runs": 1}]},
+                                labels.append)
+    assert [len(s) for s in result["samples_ms"]] == [6, 6] and [len(s) for s in result["then_samples_ms"][0]] == [6, 6]
+    assert opened == [model]  # the ONNX Runtime candidate, once, in this process
+    assert labels[-3:] == ["tuning round (feed 2) 1/3", "tuning round (feed 2) 2/3", "tuning round (feed 2) 3/3"]
+
+
 def test_a_child_group_runs_in_another_process_and_ends_on_close(tmp_path: Path) -> None:
     model, feeds = _model(tmp_path)
     group = ChildGroup([{"model": str(model), "session": ORT}], str(feeds), 1)

@@ -292,24 +292,23 @@ def keep_logits(ctx: Context, fp32: Path, out: Path) -> tuple[Path, list[str]]:
                   f"first evaluation row (all positions unfed, the last one fed 1: within {gap:.1e})"]
 
 
-def generation(ctx: Context, prompt: tuple[dict[str, np.ndarray], str], rows: list[dict[str, Any]], entries: list[dict[str, Any]],
-               out: Path, seconds: dict[str, float]) -> str:
-    """Time the prompt pass (`prompt`: prompt_pass's feed and note) of each timed candidate
-    (`entries`, in `rows`' order) and add to its row ttft_p90_ms, generation_ms = ttft_p90_ms +
-    recipe.bench.decode_tokens x the decode step's p90 (the bench's prompt-then-N-tokens generation:
-    what the tuner ranks a decoder by) and a broken ttft_ms budget; the worker's wall seconds go to
-    `seconds`. Returns how."""
-    from edgekd.backends.ort.prune import run_rounds
-
+def generation(ctx: Context, note: str, rows: list[dict[str, Any]], samples: list[list[float]], runs: int) -> str:
+    """Add to each timed candidate's row (`rows`, in the order the prompt passes were timed: `samples`,
+    `runs` per round, on the sessions its decode step was timed on, edgekd.backends.ort.prune.measure)
+    ttft_p90_ms, generation_ms = ttft_p90_ms + recipe.bench.decode_tokens x the decode step's p90 (the
+    bench's prompt-then-N-tokens generation: what the tuner ranks a decoder by) and a broken ttft_ms
+    budget. `note`: what the prompt is (prompt_pass). Returns how."""
     cfg, bench, budget = ctx.profile.recipe.tune, ctx.profile.recipe.bench, ctx.profile.budgets.ttft_ms
-    (feed, note), runs = prompt, max(1, bench.ttft_runs // cfg.rounds)
-    batched: list[str] = []
-    samples, seconds["prompt_pass_s"] = run_rounds(entries, (cfg.rounds, runs, 1), feed, out, "engine tuning (prompt pass)", batched)
     for row, times in zip(rows, samples):
         row["ttft_p90_ms"] = float(np.percentile(times, 90))
         row["generation_ms"] = row["ttft_p90_ms"] + bench.decode_tokens * row["p90_ms"]
         if budget is not None and row["ttft_p90_ms"] > budget:
             row["problems"].append(f"ttft p90 {row['ttft_p90_ms']:.4g} ms > ttft_ms {budget}")
     return (f"the prompt pass (time to first token) of each: {note}, empty past, {cfg.rounds} interleaved rounds of {runs} "
-            f"runs after 1 warm-up run, ttft_p90_ms pooled; rows ranked by generation_ms = ttft_p90_ms + "
-            f"{bench.decode_tokens} (recipe.bench.decode_tokens) x the decode step's p90{''.join('; ' + n for n in batched)}")
+            f"runs after 1 warm-up run, on the sessions its decode step was timed on, ttft_p90_ms pooled; rows ranked by "
+            f"generation_ms = ttft_p90_ms + {bench.decode_tokens} (recipe.bench.decode_tokens) x the decode step's p90")
+
+
+def prompt_runs(ctx: Context) -> int:
+    """Timed prompt passes per full tuning round: recipe.bench.ttft_runs over the rounds, at least 1."""
+    return max(1, ctx.profile.recipe.bench.ttft_runs // ctx.profile.recipe.tune.rounds)

@@ -16,7 +16,9 @@ Between building the model variants and timing them, the tuner (edgekd.backends.
    screened p90, plus the fastest screened candidate with no known budget problem and the fastest
    fp32 one (the baseline). A decoder (timed on its decode step) is screened on its generation time
    instead: two prompt passes each, + recipe.bench.decode_tokens x the decode step's p90; it gets no
-   estimate cut (the latency model costs the full-sequence forward, not those two).
+   estimate cut (the latency model costs the full-sequence forward, not those two). Its prompt passes
+   are timed in the same worker run as its decode steps, on the same open sessions (screening and
+   full rounds alike): opening a 135 M decoder's session costs more than its screening runs.
 
 fp32 (the baseline) is never cut by 1 or 2, nor the only variant holding the metric budget. Every cut
 candidate stays in the record ("pruned") with the stage that cut it and the number it was cut on.
@@ -70,6 +72,7 @@ class Measured:
     notes: list[str] = field(default_factory=list)
     screened_median_ms: dict[int, float] = field(default_factory=dict)
     runs_per_round: int = 0  # of the full rounds
+    prompt_samples: list[list[float]] = field(default_factory=list)  # a decoder's prompt passes in the full rounds, as `samples`
 
     def record(self, clock: Clock, variants: list[Any]) -> dict[str, Any]:
         """The tuning record's additions: "pruned" (every cut candidate, with its stage and why),
@@ -179,63 +182,84 @@ def cut_on_estimate(ctx: Context, cands: list[Candidate], alive: list[int], cfg:
     return [i for i in alive if cands[i].variant.name not in slow]
 
 
-def run_rounds(entries: list[dict[str, Any]], schedule: tuple[int, int, int], feed: dict[str, np.ndarray], out: Path,
-               what: str, notes: list[str] | None = None) -> tuple[list[list[float]], float]:
-    """Time the worker `entries` in the timing worker (edgekd.perf.interleaved) with `schedule` =
-    (rounds, runs per round, warm-up runs); returns the samples per entry and the worker's wall seconds.
-    Entries whose sessions would not fit in memory together are timed in batches that do
-    (edgekd.perf.memory_batches), one worker run each; a note in `notes` says so."""
+Phase = tuple[dict[str, np.ndarray], tuple[int, int, int]]  # a feed and its (rounds, runs per round, warm-up runs)
+
+
+def run_phases(entries: list[dict[str, Any]], phases: list[Phase], out: Path, what: str,
+               notes: list[str] | None = None) -> tuple[list[list[list[float]]], float]:
+    """Time the worker `entries` in the timing worker (edgekd.perf.interleaved) on each phase's feed in
+    turn, with its (rounds, runs per round, warm-up runs), every session opened once for all phases;
+    returns the samples per phase per entry and the worker's wall seconds. Entries whose sessions
+    would not fit in memory together are timed in batches that do (edgekd.perf.memory_batches), one
+    worker run each; a note in `notes` says so."""
     from edgekd.perf.measure import run_worker
     from edgekd.perf.memory_batches import memory_batches
 
-    rounds, runs, warmup = schedule
-    samples: list[list[float]] = [[] for _ in entries]
-    batches = memory_batches(entries)
+    (feed, (rounds, runs, warmup)), later = phases[0], phases[1:]
+    samples: list[list[list[float]]] = [[[] for _ in entries] for _ in phases]
+    batches, files = memory_batches(entries), [out / f"tune_feeds_{k}.npz" for k in range(1, len(phases))]
     start = time.perf_counter()
-    for batch in batches:
-        request = {"mode": "tune", "rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup,
-                   "candidates": [entries[i] for i in batch]}
-        for i, got in zip(batch, run_worker(request, feed, out, what)["samples_ms"]):
-            samples[i] = got
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for path, (arrays, _) in zip(files, later):
+            np.savez(path, **arrays)
+        then = [{"feeds": str(path), "rounds": r, "runs_per_round": n, "warmup_runs": w} for path, (_, (r, n, w)) in zip(files, later)]
+        for batch in batches:
+            request = {"mode": "tune", "rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup,
+                       "candidates": [entries[i] for i in batch], **({"then": then} if then else {})}
+            result = run_worker(request, feed, out, what)
+            for k, got in enumerate([result["samples_ms"], *result.get("then_samples_ms", [])]):
+                for i, one in zip(batch, got):
+                    samples[k][i] = one
+    finally:
+        for path in files:
+            path.unlink(missing_ok=True)
     if len(batches) > 1 and notes is not None:
         notes.append(f"{what}: {len(entries)} candidates timed in {len(batches)} batches of {', '.join(str(len(b)) for b in batches)} "
                      "(their sessions together would not fit in memory: edgekd.perf.memory_batches); rounds interleave within a batch")
     return samples, time.perf_counter() - start
 
 
+def run_rounds(entries: list[dict[str, Any]], schedule: tuple[int, int, int], feed: dict[str, np.ndarray], out: Path,
+               what: str, notes: list[str] | None = None) -> tuple[list[list[float]], float]:
+    """run_phases with one phase: the samples per entry and the worker's wall seconds."""
+    samples, wall = run_phases(entries, [(feed, schedule)], out, what, notes)
+    return samples[0], wall
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """A decoder's prompt pass, timed beside its decode step: candidates rank by generation time,
-    the prompt pass's p90 + `tokens` x the decode step's p90 (`feed`: the prompt pass's feed)."""
+    """A decoder's prompt pass, timed beside its decode step on the same sessions: candidates rank by
+    generation time, the prompt pass's p90 + `tokens` x the decode step's p90 (`feed`: the prompt
+    pass's feed; `runs`: its timed runs per full round)."""
 
     feed: dict[str, np.ndarray]
     tokens: int
+    runs: int = 1
 
 
-def _screen_scores(cands: list[Candidate], alive: list[int], p90: dict[int, float], prompt: Prompt | None, out: Path,
-                   m: Measured) -> tuple[dict[int, float], str]:
+def _screen_scores(alive: list[int], p90: dict[int, float], prompt: Prompt | None,
+                   prompt_samples: list[list[float]]) -> tuple[dict[int, float], str]:
     """What screening compares: the decode step's (or only input's) p90, or with a `prompt` the
     generation time from a short look at each candidate's prompt pass too; and its name."""
     if prompt is None:
         return p90, "p90"
-    samples, wall = run_rounds([cands[i].entry for i in alive], (1, 2, 1), prompt.feed, out, "engine tuning (screening, prompt pass)",
-                               m.notes)
-    m.seconds["screening_s"] += wall
-    return ({i: float(np.max(s)) + prompt.tokens * p90[i] for i, s in zip(alive, samples)},
+    return ({i: float(np.max(s)) + prompt.tokens * p90[i] for i, s in zip(alive, prompt_samples)},
             f"generation (the slower of 2 prompt passes + {prompt.tokens} x the decode step's p90)")
 
 
 def screen(cands: list[Candidate], alive: list[int], cfg: TuneConfig, feed: dict[str, np.ndarray], out: Path,
            m: Measured, prompt: Prompt | None = None) -> list[int]:
-    """One short round of every candidate left; the promising ones go on to the full rounds."""
+    """One short round of every candidate left (a decoder's: its decode step, then 2 prompt passes on
+    the same sessions); the promising ones go on to the full rounds."""
     warmup = min(cfg.warmup_runs, max(1, cfg.screen_runs // 4))  # a short look: the full rounds warm up again
-    samples, wall = run_rounds([cands[i].entry for i in alive], (1, cfg.screen_runs, warmup), feed, out, "engine tuning (screening)",
-                               m.notes)
-    m.seconds["screening_s"] = wall
+    phases: list[Phase] = [(feed, (1, cfg.screen_runs, warmup)), *([(prompt.feed, (1, 2, 1))] if prompt else [])]
+    per_phase, wall = run_phases([cands[i].entry for i in alive], phases, out, "engine tuning (screening)", m.notes)
+    m.seconds["screening_s"], samples = wall, per_phase[0]
     p90 = {i: float(np.percentile(s, 90)) for i, s in zip(alive, samples)}
     for i, s in zip(alive, samples):
         m.timing_s[i], m.screened_median_ms[i] = {"screening": float(sum(s)) / 1e3}, float(np.median(s))
-    p90, what = _screen_scores(cands, alive, p90, prompt, out, m)
+    p90, what = _screen_scores(alive, p90, prompt, per_phase[-1])
     best = min(p90.values())
     full_s = sum(m.screened_median_ms.values()) * cfg.rounds * cfg.runs_per_round / 1e3
     if full_s <= cfg.screen_min_full_s:
@@ -287,10 +311,12 @@ def measure(ctx: Context, cands: list[Candidate], feed: dict[str, np.ndarray], o
     else:
         m.notes.append("pruning off ([recipe.tune] prune = false): every candidate timed in full")
     m.runs_per_round = full_runs_per_round(cfg, [m.screened_median_ms[i] for i in alive if i in m.screened_median_ms], m)
-    samples, wall = run_rounds([cands[i].entry for i in alive], (cfg.rounds, m.runs_per_round, cfg.warmup_runs), feed, out,
-                               "engine tuning", m.notes)
+    phases: list[Phase] = [(feed, (cfg.rounds, m.runs_per_round, cfg.warmup_runs)),
+                           *([(prompt.feed, (cfg.rounds, prompt.runs, 1))] if prompt else [])]
+    per_phase, wall = run_phases([cands[i].entry for i in alive], phases, out, "engine tuning", m.notes)
     m.seconds["full_s"] = wall
-    for i, s in zip(alive, samples):
+    for i, s in zip(alive, per_phase[0]):
         m.timing_s.setdefault(i, {})["full"] = float(sum(s)) / 1e3
-    m.timed, m.samples = alive, samples
+    m.timed, m.samples = alive, per_phase[0]
+    m.prompt_samples = per_phase[1] if prompt else []
     return m

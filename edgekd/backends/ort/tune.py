@@ -344,7 +344,7 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
     problems; rows fastest first; the chosen row's index and why; how each variant was made) and
     the chosen model file. Accuracy (or the task's metric) is checked against the given fp32 graph `fp32`."""
     from edgekd.backends.ort import prune
-    from edgekd.backends.ort.decoder_tune import generation, prompt_pass
+    from edgekd.backends.ort.decoder_tune import generation, prompt_pass, prompt_runs
     from edgekd.backends.ort.mixed_search import MixedInputs, finish, mixed_precision
     from edgekd.backends.runners import numerics_key
     from edgekd.graph.decoder import has_kv_cache
@@ -372,10 +372,11 @@ def tune(ctx: Context, fp32: Path, int8_qdq: Path, out: Path, fused: Path | None
         return _budget_problems(ctx, row, judged.fp32["accuracy"], judged.fp32.get(ctx.metric.name))
     keep = bool(variants) and all(v.keeps_logits for v in variants)
     cands, prompt = prune.candidates(pairs, known), prompt_pass(ctx, fp32, keep) if decoder else None
-    measured = prune.measure(ctx, cands, feed, out, prompt and prune.Prompt(prompt[0], ctx.profile.recipe.bench.decode_tokens))
+    measured = prune.measure(ctx, cands, feed, out, prompt and prune.Prompt(prompt[0], ctx.profile.recipe.bench.decode_tokens,
+                                                                          prompt_runs(ctx)))
     rows, ranked = _rows(ctx, pairs, measured, judged), ""
     if prompt is not None:  # the prompt pass too: rows ranked by the bench's generation (prompt, then decode_tokens steps)
-        ranked = "; then " + generation(ctx, prompt, rows, [cands[k].entry for k in measured.timed], out, measured.seconds)
+        ranked = "; then " + generation(ctx, prompt[1], rows, measured.prompt_samples, prompt_runs(ctx))
     models, keeps = {v.name: v.model for v in variants}, {v.name for v in variants if v.keeps_logits}
     rows.sort(key=rank_ms)
     chosen, reason = choose(rows, ctx.metric.name)
