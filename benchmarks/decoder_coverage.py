@@ -1,7 +1,9 @@
 """Which Hugging Face decoder families `edgekd compile --target x86` builds, and what its x86 tuner does
 with each: a tiny random-weight model per family (2 layers, hidden 64 (128 for Phi, 256 for StableLM: a
 rotary dimension of 16, as their published sizes have), vocabulary 256, 64 positions),
-exported the way edgekd exports (optimum-onnx, text-generation-with-past), compiled with a fast
+exported the way edgekd exports (optimum-onnx, text-generation-with-past; its config.json beside the
+ONNX file, as optimum-cli writes it: edgekd compile reads the declared positions and the attention
+form from it), compiled with a fast
 profile (--shape input_ids=1x32). Per family: the exit code, whether the GroupQueryAttention fusion
 was used (or the tuning record's reason it was not), whether the logits_to_keep input was added, the
 chosen candidate, the prompt tokens the bench ran. Coverage, not speed: the timings of these tiny
@@ -72,6 +74,7 @@ def export(family: str, path: Path) -> str | None:
         export_hf(model, CausalLM(vocab_size=V, max_length=16), path, 17, with_past=True)
     except Exception as exc:  # noqa: BLE001 - recorded in the results
         return str(exc).splitlines()[0][:300]
+    model.config.save_pretrained(path.parent)  # config.json beside the export, as optimum-cli writes it: edgekd compile reads it
     return None
 
 
