@@ -5,8 +5,11 @@ own loop's decode step). The same engine file driven two ways in one process, 2 
 "copy" feeds the presents back as past with session.run (edgekd.perf.decoder.Greedy's way: each step
 writes past + the new token into a fresh present); "shared" binds one max-length buffer per past input
 as both that input and its present output (ONNX Runtime IOBinding), the growing attention mask giving
-the lengths, as genai's past_present_share_buffer does. A 128-token random prompt, 32 greedy steps,
-6 alternating rounds; the tokens of both ways must match. Times are per decode step (session call only).
+the lengths, as genai's past_present_share_buffer does; and, where a genai_config.json sits beside the
+engine (edgekd.deploy.genai_folder), "genai": onnxruntime-genai's generate_next_token on that folder
+(the model run on the last pick, then the pick). A 128-token random prompt, 32 greedy steps, 6 rounds
+in alternating order; the tokens of every way must match. Times are per decode step (the session call,
+or genai's step).
 
     python benchmarks/shared_kv.py ENGINE.onnx [--name shared_kv]
 
@@ -79,23 +82,47 @@ class Engine:
         return tokens, times
 
 
+class Genai:
+    def __init__(self, folder: Path, prompt: np.ndarray) -> None:
+        import onnxruntime_genai as og
+
+        self.og, self.model, self.prompt = og, og.Model(str(folder)), prompt
+
+    def steps(self) -> tuple[list[int], list[float]]:
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=PROMPT + STEPS + 2)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(self.prompt.astype(np.int32))
+        generator.generate_next_token()  # the first pick, from the prompt's logits: no model run
+        tokens, times = [int(generator.get_next_tokens()[0])], []
+        for _ in range(STEPS):
+            start = time.perf_counter()
+            generator.generate_next_token()
+            times.append(time.perf_counter() - start)
+            tokens.append(int(generator.get_next_tokens()[0]))
+        return tokens[:STEPS], times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("engine", type=Path)
     parser.add_argument("--name", default="shared_kv")
     args = parser.parse_args()
     engine = Engine(args.engine)
-    samples: dict[str, list[float]] = {"copy": [], "shared": []}
+    ways = {"copy": engine.copying, "shared": engine.shared}
+    if (args.engine.parent / "genai_config.json").is_file():
+        ways["genai"] = Genai(args.engine.parent, engine.prompt).steps
+    samples: dict[str, list[float]] = {way: [] for way in ways}
     tokens: dict[str, list[int]] = {}
     for r in range(ROUNDS):
-        for way in (("copy", "shared") if r % 2 == 0 else ("shared", "copy")):
-            got, times = engine.copying() if way == "copy" else engine.shared()
+        for way in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
+            got, times = ways[way]()
             samples[way] += times
             tokens.setdefault(way, got)
     stats = {w: {"p50_ms": float(np.percentile(t, 50) * 1e3), "p90_ms": float(np.percentile(t, 90) * 1e3), "steps": len(t)}
              for w, t in samples.items()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
-    result = {"engine": str(args.engine), "edgekd_commit": commit, "host": host_info(), "same_tokens": tokens["copy"] == tokens["shared"],
+    result = {"engine": str(args.engine), "edgekd_commit": commit, "host": host_info(), "same_tokens": all(t == tokens["copy"] for t in tokens.values()),
               "stats": stats, "how": __doc__.split("\n\n")[1].replace("\n", " ")}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -103,8 +130,8 @@ def main() -> None:
           f"Engine: `{args.engine}`; edgekd at {commit}; host {result['host']['cpu']}. Same greedy tokens: {result['same_tokens']}.", "",
           "| way | decode step p50 | p90 | steps |", "|---|---|---|---|"]
     md += [f"| {w} | {s['p50_ms']:.3f} ms | {s['p90_ms']:.3f} ms | {s['steps']} |" for w, s in stats.items()]
-    md += ["", f"shared / copy, p50: **{stats['shared']['p50_ms'] / stats['copy']['p50_ms']:.2f}**, "
-           f"p90: **{stats['shared']['p90_ms'] / stats['copy']['p90_ms']:.2f}**."]
+    md += [""] + [f"{w} / copy, p50: **{stats[w]['p50_ms'] / stats['copy']['p50_ms']:.2f}**, "
+                  f"p90: **{stats[w]['p90_ms'] / stats['copy']['p90_ms']:.2f}**." for w in stats if w != "copy"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
