@@ -25,14 +25,20 @@ class Runner(Protocol):
 
 
 class OrtRunner:
-    """An ONNX Runtime CPU session as a Runner."""
+    """An ONNX Runtime CPU session as a Runner. A decoder whose attention is GroupQueryAttention keeps
+    its cache in one buffer per layer, past and present alike (edgekd.backends.ort.kv_buffers), as
+    onnxruntime-genai runs it: `kv` is then set, and its presents are views valid until the next run."""
 
     def __init__(self, model: Path, cfg: SessionConfig) -> None:
+        from edgekd.backends.ort.kv_buffers import KvBuffers
         from edgekd.backends.ort.session import open_session
 
         self.session = open_session(Path(model), cfg)
+        self.kv = KvBuffers.for_session(self.session, Path(model))
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if self.kv is not None:
+            return self.kv.run(feed)
         return self.session.run(None, feed)  # a dict: what every caller passes
 
 

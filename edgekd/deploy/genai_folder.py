@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.common.fsutil import atomic_write_text
-from edgekd.graph.decoder import past_inputs_of
+from edgekd.graph.decoder import past_inputs_of, shared_kv_pairs
 from edgekd.graph.inputs import GraphHints, all_nodes
 
 GENAI_CONFIG = "genai_config.json"
@@ -76,12 +76,6 @@ def _kv_names(names: list[str], what: str) -> tuple[str, str]:
     return _pattern(keys, f"{what} key"), _pattern(values, f"{what} value")
 
 
-def _shared(graph: Any, pasts: set[str]) -> bool:
-    """Every past input is a past_key (3) or past_value (4) input of a GroupQueryAttention node."""
-    read = {n.input[i] for n in all_nodes(graph) if n.op_type == "GroupQueryAttention" for i in (3, 4) if len(n.input) > i}
-    return pasts <= read
-
-
 def genai_layout(model: Path, roles: Mapping[str, str], positions: int | None, query_heads: int | None = None,
                  threads: int = 0, token_ids: dict[str, Any] | None = None) -> GenaiLayout:
     """genai_config.json for the decoder graph `model` (see the module docstring); `roles`: role -> input
@@ -125,7 +119,7 @@ def genai_layout(model: Path, roles: Mapping[str, str], positions: int | None, q
                "num_attention_heads": heads, "num_key_value_heads": kv_heads, "num_hidden_layers": len(pasts) // 2,
                "inputs": {**names, "past_key_names": past_key, "past_value_names": past_value},
                "outputs": {"logits": outputs[0], "present_key_names": present_key, "present_value_names": present_value}}
-    shared = _shared(graph, {p.name for p in pasts})
+    shared = shared_kv_pairs(graph) is not None
     config = {"model": {"type": GENAI_TYPE, "context_length": positions, "vocab_size": vocab, **(token_ids or {}), "decoder": decoder},
               "search": {"max_length": positions, "past_present_share_buffer": shared, "do_sample": False, "num_beams": 1}}
     return GenaiLayout(config, shared)

@@ -91,6 +91,35 @@ def past_inputs_of(graph: Any) -> list[PastInput]:
     return found
 
 
+def _gqa_writes(graph: Any) -> dict[str, str]:
+    """past name -> the output of `graph` that the GroupQueryAttention reading it (input 3 or 4) writes
+    its present to (output 1 or 2); through If branches, where every branch agrees."""
+    pairs: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type == "GroupQueryAttention":
+            pairs.update({node.input[i]: node.output[o] for i, o in ((3, 1), (4, 2)) if len(node.input) > i and len(node.output) > o})
+        branches = [a.g for a in node.attribute if a.HasField("g")]
+        if node.op_type != "If" or not branches:
+            continue
+        found = [{past: node.output[[v.name for v in b.output].index(out)] for past, out in _gqa_writes(b).items()
+                  if out in [v.name for v in b.output]} for b in branches]
+        pairs.update({past: out for past, out in found[0].items() if all(f.get(past) == out for f in found[1:])})
+    return pairs
+
+
+def shared_kv_pairs(graph: Any) -> dict[str, str] | None:
+    """past input -> present output for a graph whose every past key/value input is read by a
+    GroupQueryAttention node that writes the matching present output ([batch, heads, length, head
+    size]): ONNX Runtime's GroupQueryAttention then takes one buffer bound as both (it writes only the
+    new tokens into it: onnxruntime-genai's past_present_share_buffer). None for any other graph (an
+    unfused attention concatenates past and new keys into a longer present)."""
+    pasts, outputs = past_inputs_of(graph), {o.name for o in graph.output}
+    writes = _gqa_writes(graph)
+    if not pasts or any(len(p.dims) != 4 or p.past_axis != 2 or writes.get(p.name) not in outputs for p in pasts):
+        return None
+    return {p.name: writes[p.name] for p in pasts}
+
+
 def has_kv_cache(model: Path) -> bool:
     return bool(graph_past_inputs(model))
 

@@ -82,6 +82,20 @@ class Subject:
     inputs: ModelInputs
     rows: dict[str, np.ndarray]
     where: str
+    kv: Any = None  # edgekd.backends.ort.kv_buffers.KvBuffers where the graph shares past and present buffers
+
+
+def _runner(subject: Subject, io: DecoderIO) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """What runs a feed: the session (presents fetched and fed back) or its shared KV buffers."""
+    if subject.kv is not None:
+        return subject.kv.run
+    return lambda feed: subject.session.run(io.fetches, feed)
+
+
+def _cache_how(subject: Subject) -> str:
+    from edgekd.backends.ort.kv_buffers import HOW
+
+    return HOW if subject.kv is not None else "presents fetched and fed back as the next step's past (a new buffer each step)"
 
 
 def _dims(args: Any) -> dict[str, tuple[Any, ...]]:
@@ -157,12 +171,14 @@ def decoder_io(session: Any, inputs: ModelInputs) -> DecoderIO | None:
                      tuple(i for i in inputs.inputs if i.role == "token_type_ids"), keep)
 
 
-def step_feed(io: DecoderIO, ids: np.ndarray, past: list[np.ndarray] | None, total: int) -> dict[str, np.ndarray]:
+def step_feed(io: DecoderIO, ids: np.ndarray, past: list[np.ndarray] | None, total: int, pasts: bool = True,
+              keep: bool = True) -> dict[str, np.ndarray]:
     """The feed for new token `ids` [1, T] after `total - T` cached tokens (`past`: the previous
-    presents; None: an empty past). Mask of ones over all `total` tokens, positions of the new ones."""
+    presents; None: an empty past; `pasts` False: no past inputs, for a cache kept in shared buffers).
+    Mask of ones over all `total` tokens, positions of the new ones; logits_to_keep 1 unless `keep` False."""
     new = ids.shape[1]
     feed = {io.token_ids: ids.astype(io.ids_dtype, copy=False)}
-    for i, slot in enumerate(io.past):
+    for i, slot in enumerate(io.past if pasts else ()):
         feed[slot.name] = np.zeros(slot.empty_shape, slot.dtype) if past is None else past[i]
     if io.mask is not None:
         feed[io.mask.name] = np.ones((1, total), io.mask.dtype)
@@ -170,7 +186,7 @@ def step_feed(io: DecoderIO, ids: np.ndarray, past: list[np.ndarray] | None, tot
         feed[io.positions.name] = np.arange(total - new, total, dtype=io.positions.dtype)[None]
     for spec in io.zeros:
         feed[spec.name] = np.zeros((1, new), spec.dtype)
-    if io.keep is not None:
+    if io.keep is not None and keep:
         feed[io.keep] = np.ones(1, np.int64)
     return feed
 
@@ -180,11 +196,20 @@ class Greedy:
     With a KV cache each step feeds the last token and the previous presents; without one it re-runs
     the whole sequence. `first_token` comes from the prompt pass, `tokens` from the steps."""
 
-    def __init__(self, session: Any, io: DecoderIO, prompt: np.ndarray) -> None:
-        self.session, self.io, self.ids = session, io, prompt
+    def __init__(self, session: Any, io: DecoderIO, prompt: np.ndarray, kv: Any = None, new_tokens: int = 0) -> None:
+        """`kv`: the session's shared KV buffers (edgekd.backends.ort.kv_buffers), room made for
+        `new_tokens` after the prompt; None: the presents are fed back as past."""
+        self.session, self.io, self.ids, self.kv = session, io, prompt, kv
         self.tokens: list[int] = []
-        self._take(session.run(io.fetches, step_feed(io, prompt, None, prompt.shape[1])))
+        if kv is not None:
+            kv.reserve(prompt.shape[1] + new_tokens)
+        self._take(self._run(step_feed(io, prompt, None, prompt.shape[1])))
         self.first_token = self._next
+
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.kv is not None:
+            return self.kv.run(feed, presents=False)  # the logits: the cache stays in the buffers
+        return self.session.run(self.io.fetches, feed)
 
     def _take(self, outputs: list[np.ndarray]) -> None:
         self._next = int(np.argmax(outputs[0][0, -1]))
@@ -194,9 +219,12 @@ class Greedy:
         token = np.array([[self._next]], dtype=self.ids.dtype)
         self.ids = np.concatenate([self.ids, token], axis=1)
         total = self.ids.shape[1]
-        feed = (step_feed(self.io, token, self._presents, total) if self.io.kv_cache
-                else step_feed(self.io, self.ids, None, total))
-        self._take(self.session.run(self.io.fetches, feed))
+        if self.kv is not None:  # the cache stays in the buffers: a feed without past continues from them
+            feed = step_feed(self.io, token, None, total, pasts=False, keep=False)  # one new token: one position's logits anyway
+        else:
+            feed = (step_feed(self.io, token, self._presents, total) if self.io.kv_cache
+                    else step_feed(self.io, self.ids, None, total))
+        self._take(self._run(feed))
         self.tokens.append(self._next)
 
 
@@ -274,36 +302,38 @@ def make_prompt(subject: Subject, io: DecoderIO, bench: BenchConfig, declared: i
     return Prompt(np.resize(row, (1, want)), note + ", the first row of the bench feeds' token ids repeated to length")
 
 
-def time_to_first_token(session: Any, io: DecoderIO, prompt: Prompt, runs: int) -> dict[str, Any]:
+def time_to_first_token(subject: Subject, io: DecoderIO, prompt: Prompt, runs: int) -> dict[str, Any]:
     """p50/p90 ms of the prompt's forward pass at batch 1 (empty past), `runs` timed after one warm-up."""
-    feed = step_feed(io, prompt.ids, None, prompt.ids.shape[1])
-    session.run(io.fetches, feed)
-    samples = time_runs(lambda: session.run(io.fetches, feed), runs)
+    feed, run = step_feed(io, prompt.ids, None, prompt.ids.shape[1]), _runner(subject, io)
+    run(feed)
+    samples = time_runs(lambda: run(feed), runs)
     stats = {k: v for k, v in summarize(samples).items() if k != "throughput_per_s"}
-    cache = "empty past key/values, logits and present key/values fetched" if io.kv_cache else "no KV cache in the graph: logits only"
+    cache = (f"empty past key/values, logits and present key/values fetched ({_cache_how(subject)})" if io.kv_cache
+             else "no KV cache in the graph: logits only")
     if io.keep is not None:
         cache += f" (the last position's logits only: the engine's {io.keep} input fed 1)"
     return {**stats, "prompt_tokens": int(prompt.ids.shape[1]), "kv_cache": io.kv_cache, "samples_ms": samples,
             "how": f"the prompt's forward pass at batch 1: {prompt.note}; {cache}; {runs} timed passes after one warm-up pass"}
 
 
-def decode_tokens_per_second(session: Any, io: DecoderIO, prompt: Prompt, new_tokens: int, runs: int) -> dict[str, Any]:
+def decode_tokens_per_second(subject: Subject, io: DecoderIO, prompt: Prompt, new_tokens: int, runs: int) -> dict[str, Any]:
     """Greedy generation of `new_tokens` tokens after the prompt, `runs` times after one warm-up
     generation; each step timed (run, argmax, next feed). The prompt pass is not in the decode time."""
-    warm = Greedy(session, io, prompt.ids)
+    session, kv = subject.session, subject.kv
+    warm = Greedy(session, io, prompt.ids, kv, new_tokens)
     for _ in range(new_tokens):
         warm.step()
     samples: list[float] = []
     per_generation: list[float] = []
     tokens: list[int] = []
     for _ in range(runs):
-        gen = Greedy(session, io, prompt.ids)
+        gen = Greedy(session, io, prompt.ids, kv, new_tokens)
         times = time_runs(gen.step, new_tokens)
         samples, tokens = samples + times, gen.tokens
         per_generation.append(new_tokens * 1000.0 / sum(times))
     stats = {k: v for k, v in summarize(samples).items() if k != "throughput_per_s"}
-    feedback = ("each step feeds the last token and the previous step's present key/values as past, the attention mask "
-                "grown by one" if io.kv_cache else NO_CACHE)
+    feedback = (f"each step feeds the last token, the attention mask grown by one, the cache of the steps before "
+                f"as past ({_cache_how(subject)})" if io.kv_cache else NO_CACHE)
     return {"tokens_per_s": len(samples) * 1000.0 / sum(samples), "new_tokens": new_tokens, "generations": runs,
             "prompt_tokens": int(prompt.ids.shape[1]), "kv_cache": io.kv_cache, "per_token": stats,
             "tokens_per_s_per_generation": per_generation, "first_token_id": warm.first_token, "generated_ids": tokens,
@@ -341,8 +371,8 @@ def decoder_scenarios(subject: Subject, bench: BenchConfig,
     for scenario in wanted:
         progress(scenario)
         try:
-            result = (time_to_first_token(subject.session, io, prompt, bench.ttft_runs) if scenario == TIME_TO_FIRST_TOKEN
-                      else decode_tokens_per_second(subject.session, io, prompt, bench.decode_tokens, bench.decode_runs))
+            result = (time_to_first_token(subject, io, prompt, bench.ttft_runs) if scenario == TIME_TO_FIRST_TOKEN
+                      else decode_tokens_per_second(subject, io, prompt, bench.decode_tokens, bench.decode_runs))
         except runtime_errors() as exc:  # the runtime refused a feed: reported, not hidden
             results[RESULT_KEYS[scenario]] = not_available(scenario, f"{scenario} failed in ONNX Runtime: {exc}", subject.where)
             continue

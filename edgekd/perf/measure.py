@@ -157,7 +157,7 @@ def _onnxruntime_extras(runner: Any, request: dict[str, Any], rows: dict[str, np
     engine, inputs = Path(request["engine"]), ModelInputs.from_json(request["inputs"])
     # decoders: "ttft" and "decode" next to the scenarios (report.schema.json closes latency.scenarios)
     where = f"this host ({cpu_model()}), {runtime_description(cfg)}, batch 1, in the bench worker process"
-    extras: dict[str, Any] = dict(decoder_scenarios(Subject(runner.session, engine, inputs, rows, where), bench, _report_progress))
+    extras: dict[str, Any] = dict(decoder_scenarios(Subject(runner.session, engine, inputs, rows, where, runner.kv), bench, _report_progress))
     if bench.profile_runs:
         _report_progress("per-op profile")
         extras["top_ops"] = profile_ops(lambda hook: open_session(engine, cfg, configure=hook), feed,
