@@ -16,7 +16,8 @@ where every past input is read by a GroupQueryAttention node (edgekd.graph.gqa_f
 phase-split engine's If branches), which supports it; an unfused attention concatenates past and new
 keys into a longer present, so genai then copies its cache each step. On this host's SmolLM-135M
 shape the shared buffer measured ~0.8x the per-token time of feeding presents back
-(benchmarks/results/genai_runtime.md).
+(benchmarks/results/genai_runtime.md); edgekd's own ONNX Runtime runner shares them the same way
+(edgekd.backends.ort.kv_buffers, on the same test: edgekd.graph.decoder.shared_kv_pairs).
 """
 from __future__ import annotations
 

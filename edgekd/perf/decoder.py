@@ -2,9 +2,12 @@
 
 TimeToFirstToken: the prompt's forward pass at batch 1 (P prompt tokens, empty past): p50/p90 ms.
 DecodeTokensPerSecond: greedy generation of N tokens one at a time after that prompt, each step
-feeding the previous step's present key/values back as past (argmax of the last logits as the next
-token, the attention mask grown by one); tokens/s = N / total decode time, and per-token p50/p90.
-A decoder graph without past inputs decodes by re-running the whole growing sequence each step.
+feeding the cache of the steps before as past (argmax of the last logits as the next token, the
+attention mask grown by one); tokens/s = N / total decode time, and per-token p50/p90. The cache is
+kept where the engine's runner keeps it: one shared past/present buffer per layer for a
+GroupQueryAttention graph (edgekd.backends.ort.kv_buffers, as onnxruntime-genai runs it), else the
+previous step's presents fed back. A decoder graph without past inputs decodes by re-running the
+whole growing sequence each step.
 
 A decoder is recognised from the model's inputs and outputs, never from its file name: one input
 with role token_ids, and past key/value inputs or a [batch, sequence, vocab] logits output.

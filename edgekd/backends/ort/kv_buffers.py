@@ -4,9 +4,10 @@ IOBinding), for decoder graphs whose every past input is read by GroupQueryAtten
 
 GroupQueryAttention given one buffer as past and present writes only the new tokens' keys and values
 into it, at the positions the attention mask gives; a session.run that feeds the presents back instead
-gets a fresh present each step, past plus the new token copied into it (~30 % of a 135 M Llama's
-INT4 decode step on 2 Zen 4 cores: benchmarks/results/shared_kv_*.md). The graph and its outputs are
-the same either way; only where the cache lives changes.
+gets a fresh present each step, past plus the new token copied into it: on a 135 M Llama's split
+INT8/INT4 engine, 2 Zen 4 cores, a decode step took 0.83x (p50) / 0.86x (p90) the copying loop's
+(benchmarks/results/shared_kv_split.md). The graph and its outputs are the same either way; only
+where the cache lives changes.
 
 A run whose feed carries past arrays loads them into the buffers (unless they are the arrays loaded
 last: a fixed decode-step feed timed again and again is copied once, each run rewriting the same new
