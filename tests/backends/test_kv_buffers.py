@@ -132,10 +132,10 @@ def test_a_logits_to_keep_prompt_pass_runs_copying_and_the_steps_go_on_in_the_bu
     io = decoder_io(runner.session, load_inputs(keep))
     assert io is not None and io.keep == KEEP and runner.kv is not None
     copied, shared = Greedy(runner.session, io, PROMPT), Greedy(runner.session, io, PROMPT, runner.kv, 6)
-    assert runner.kv.length == PROMPT.shape[1]
+    assert runner.kv.pending is not None  # the prompt's presents: copied into the buffers by the first step
     for _ in range(6):
         copied.step()
         shared.step()
-    assert shared.tokens == copied.tokens
+    assert shared.tokens == copied.tokens and runner.kv.pending is None and runner.kv.length == PROMPT.shape[1] + 6
     feed = complete_feeds(runner.session, {"input_ids": PROMPT, "attention_mask": np.ones_like(PROMPT), KEEP: np.ones(1, np.int64)})
     assert runner.run(feed)[0].shape == (1, 1, VOCAB)

@@ -193,7 +193,10 @@ def decode_step(fp32: Path, prompt: dict[str, np.ndarray], inputs: ModelInputs) 
     for p in past_inputs(session.get_inputs()):
         feed[p.name] = outputs[p.name.replace(PAST_PREFIX, PRESENT_PREFIX)]
     return DecodeStep(feed, f"one decode step at batch 1: 1 new token after {length} cached tokens (the first evaluation "
-                            "row's prompt, its key/values from the fp32 graph), logits and present key/values computed")
+                            "row's prompt, its key/values from the fp32 graph), logits and present key/values computed; "
+                            "a GroupQueryAttention candidate's cache in one buffer per layer bound as past and present, loaded "
+                            "once (edgekd.backends.ort.kv_buffers: how its runner and onnxruntime-genai run it), any other's "
+                            "presents a new array each run")
 
 
 def quality(ctx: Context, fp32: Path, variants: list[Any], levels: dict[str, SessionConfig]) -> tuple[dict[str, Any], dict, str]:

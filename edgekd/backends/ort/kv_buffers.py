@@ -5,8 +5,8 @@ IOBinding), for decoder graphs whose every past input is read by GroupQueryAtten
 GroupQueryAttention given one buffer as past and present writes only the new tokens' keys and values
 into it, at the positions the attention mask gives; a session.run that feeds the presents back instead
 gets a fresh present each step, past plus the new token copied into it: on a 135 M Llama's split
-INT8/INT4 engine, 2 Zen 4 cores, a decode step took 0.83x (p50) / 0.86x (p90) the copying loop's
-(benchmarks/results/shared_kv_split.md). The graph and its outputs are the same either way; only
+INT8/INT4 engine, 2 Zen 4 cores, a decode step took 0.80x (p50) / 0.82x (p90) the copying loop's,
+about onnxruntime-genai's own step (benchmarks/results/shared_kv_split.md). The graph and its outputs are the same either way; only
 where the cache lives changes.
 
 A run whose feed carries past arrays loads them into the buffers (unless they are the arrays loaded
@@ -14,7 +14,8 @@ last: a fixed decode-step feed timed again and again is copied once, each run re
 position); a feed without them continues from what the buffers hold (greedy generation). The presents
 returned are views of the buffers up to the mask's length, valid until the next run. IOBinding cannot
 bind an overridable initializer (edgekd.graph.logits_to_keep's input): a feed that sets one runs with
-session.run, its presents then loaded into the buffers (the prompt pass: the cache steps go on from).
+session.run, its presents loaded into the buffers when a run next goes on from them (the prompt pass:
+its first token is out before the copy, which the first decode step pays).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class KvBuffers:
         self.buffers: dict[str, np.ndarray] = {}
         self.held: dict[str, np.ndarray] = {}  # the past arrays loaded last (by identity)
         self.length = 0  # tokens the buffers hold
+        self.pending: tuple[dict[str, np.ndarray], int] | None = None  # presents of a copying run, not loaded yet
         self.preset: dict[tuple[Any, ...], tuple[list[np.ndarray], list[Any]]] = {}  # the other outputs' arrays per new-token shapes
         self.bound: tuple[Any, ...] | None = None  # whose arrays the other outputs are bound to
 
@@ -92,13 +94,15 @@ class KvBuffers:
         self.reserve(max(tokens, cached), first.shape[0])
         for name, array in pasts.items():
             self.buffers[name][:, :, :cached] = array
-        self.length, self.held = cached, dict(pasts)
+        self.length, self.held, self.pending = cached, dict(pasts), None
 
     def run(self, feed: Mapping[str, np.ndarray], presents: bool = True) -> list[np.ndarray]:
         """The session's outputs for `feed` (in its output order; `presents` False: the other outputs
         only, e.g. the logits), the cache in the buffers: past arrays in `feed` are loaded first (see
         the module docstring), else the buffers go on."""
         pasts = {n: a for n, a in feed.items() if n in self.pairs}
+        if not pasts and self.pending is not None:
+            self.load(*self.pending)
         total = self._total(feed, pasts)
         if any(n not in self.inputs for n in feed):  # an overridable initializer set: not bindable
             return self._run_copying(feed, total)
@@ -145,17 +149,17 @@ class KvBuffers:
         return produced
 
     def _run_copying(self, feed: Mapping[str, np.ndarray], total: int) -> list[np.ndarray]:
-        """session.run on `feed` with its past (the buffers' cache where it has none), the presents
-        then loaded into the buffers."""
+        """session.run on `feed` with its past (the buffers' cache where it has none), its presents
+        pending: loaded into the buffers by the next run that goes on from them."""
         if not all(n in feed for n in self.pairs):
             feed = {**feed, **{n: self.buffers[n][:, :, :self.length] for n in self.pairs}} if self.buffers else feed
         outputs = self.session.run(None, dict(feed))
         named = dict(zip(self.outputs, outputs))
-        self.load({past: named[present] for past, present in self.pairs.items()}, total)
+        self.pending, self.held = ({past: named[present] for past, present in self.pairs.items()}, total), {}
         return outputs
 
     def _rows(self, feed: Mapping[str, np.ndarray]) -> int:
-        return int(next(iter(feed.values())).shape[0])
+        return int(next(a for a in feed.values() if a.ndim >= 2).shape[0])  # the token ids' rows, not a 1-D logits_to_keep
 
     def _total(self, feed: Mapping[str, np.ndarray], pasts: Mapping[str, np.ndarray]) -> int:
         """Tokens cached after this run: the attention mask's length (GroupQueryAttention's lengths
