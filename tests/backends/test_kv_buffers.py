@@ -139,3 +139,15 @@ def test_a_logits_to_keep_prompt_pass_runs_copying_and_the_steps_go_on_in_the_bu
     assert shared.tokens == copied.tokens and runner.kv.pending is None and runner.kv.length == PROMPT.shape[1] + 6
     feed = complete_feeds(runner.session, {"input_ids": PROMPT, "attention_mask": np.ones_like(PROMPT), KEEP: np.ones(1, np.int64)})
     assert runner.run(feed)[0].shape == (1, 1, VOCAB)
+
+
+def test_a_batch_of_prompts_then_one_row_gives_the_copying_outputs(fused: tuple[Path, Path]) -> None:
+    """The bench's Offline scenario runs batches (an empty past per row) on the same runner as the
+    batch-1 decoder scenarios: the buffers follow the rows the feed has."""
+    _, path = fused
+    runner = OrtRunner(path, SessionConfig())
+    ids = np.random.default_rng(4).integers(0, VOCAB, (3, 9), dtype=np.int64)
+    for batch in (ids, ids[:1], ids):
+        feed = complete_feeds(runner.session, {"input_ids": batch, "attention_mask": np.ones_like(batch)})
+        for a, b in zip(runner.session.run(None, feed), runner.run(feed)):
+            np.testing.assert_allclose(b, a, atol=1e-5)
