@@ -20,6 +20,7 @@ its first token is out before the copy, which the first decode step pays).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ import numpy as np
 PAST_AXIS = 2  # [batch, kv heads, length, head size]: shared_kv_pairs admits no other layout
 HOW = ("past and present key/values share one buffer per layer, bound as both input and output (ONNX Runtime IOBinding; "
        "GroupQueryAttention writes only the new tokens into it), as onnxruntime-genai's past_present_share_buffer")
+
+
+@lru_cache(maxsize=64)
+def _pairs_of(model: str, mtime_ns: int, size: int) -> tuple[tuple[str, str], ...] | None:
+    """shared_kv_pairs of the graph in `model`, read once per file version (the tuner opens one file
+    at several thread counts and levels; reading a 135 M decoder's graph takes ~0.5 s)."""
+    import onnx
+
+    from edgekd.graph.decoder import shared_kv_pairs
+
+    pairs = shared_kv_pairs(onnx.load(model, load_external_data=False).graph)
+    return None if pairs is None else tuple(pairs.items())
 
 
 class KvBuffers:
@@ -49,14 +62,13 @@ class KvBuffers:
     @classmethod
     def for_session(cls, session: Any, model: Path) -> KvBuffers | None:
         """The buffers of `session` (opened on `model`) where its graph admits them, else None."""
-        from edgekd.graph.decoder import is_past, shared_kv_pairs
+        from edgekd.graph.decoder import is_past
 
         if not any(is_past(i.name) for i in session.get_inputs()):
             return None  # not a decoder with a cache: its graph is not read at all
-        import onnx
-
-        pairs = shared_kv_pairs(onnx.load(str(model), load_external_data=False).graph)
-        return None if pairs is None else cls(session, pairs)
+        stat = Path(model).stat()
+        pairs = _pairs_of(str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size)
+        return None if pairs is None else cls(session, dict(pairs))
 
     def reserve(self, tokens: int, rows: int = 1) -> None:
         """Buffers for at least `tokens` positions of `rows` sequences (what they hold kept)."""
